@@ -1,0 +1,193 @@
+package pipeline
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// Event is one item of a stream: a flow, or a LostEvent. Exactly one of Flow
+// and Lost is set.
+type Event struct {
+	Flow *flowpb.Flow
+	Lost *flowpb.LostEvent
+
+	// NodeName and Time are the envelope's node_name and time
+	// (observer.GetFlowsResponse fields 1000 and 1001). For a flow, Time
+	// usually aliases Flow.Time. Sources fill both.
+	NodeName string
+	Time     *timestamppb.Timestamp
+
+	// SampleRate is N when a sample stage kept this event as 1 in N (N > 1).
+	SampleRate uint32
+
+	// Reported marks a LostEvent that flowbus made to report its own losses.
+	// Reported events are not counted as received or delivered.
+	Reported bool
+
+	// spare keeps a Flow from an earlier use of this slot for reuse.
+	spare *flowpb.Flow
+}
+
+// IsLost reports whether e carries a LostEvent.
+func (e *Event) IsLost() bool { return e.Lost != nil }
+
+// FlowStorage sets e.Flow to a Flow for the caller to fill and returns it.
+// It reuses the storage of an earlier event in the same slot when there is
+// one: that Flow's contents are stale, and the caller must overwrite or reset
+// every field it does not set (decoders reuse nested messages this way).
+func (e *Event) FlowStorage() *flowpb.Flow {
+	if e.Flow == nil {
+		if e.spare != nil {
+			e.Flow, e.spare = e.spare, nil
+		} else {
+			e.Flow = new(flowpb.Flow)
+		}
+	}
+	return e.Flow
+}
+
+// reset clears e for reuse, keeping its Flow as spare storage.
+func (e *Event) reset() {
+	spare := e.Flow
+	if spare == nil {
+		spare = e.spare
+	}
+	*e = Event{spare: spare}
+}
+
+// DefaultBatchSize is the number of events a source puts in a batch when it
+// has no better figure.
+const DefaultBatchSize = 512
+
+// Batch is the unit that crosses goroutines: a slice of events with a
+// reference count.
+//
+// Ownership: whoever holds a batch owns it until it passes it on (Emit, or
+// returning it from a transform) or releases it. A source owns the batches it
+// gets from NewBatch; a transform owns the batch it is given and may change
+// it in place; a sink only borrows a batch for the duration of Write and must
+// not keep it or its events afterwards. The runtime releases batches.
+type Batch struct {
+	Events []Event
+	refs   atomic.Int32
+}
+
+var batchPool = sync.Pool{New: func() any {
+	return &Batch{Events: make([]Event, 0, DefaultBatchSize)}
+}}
+
+// NewBatch returns an empty batch with one reference, from a pool.
+func NewBatch() *Batch {
+	b := batchPool.Get().(*Batch)
+	b.refs.Store(1)
+	return b
+}
+
+// Len is the number of events in b.
+func (b *Batch) Len() int { return len(b.Events) }
+
+// Next appends an empty event to b and returns it. The slot may hold spare
+// Flow storage from an earlier use (see Event.FlowStorage).
+func (b *Batch) Next() *Event {
+	n := len(b.Events)
+	if n < cap(b.Events) {
+		b.Events = b.Events[:n+1]
+		e := &b.Events[n]
+		e.reset()
+		return e
+	}
+	b.Events = append(b.Events, Event{})
+	return &b.Events[n]
+}
+
+// Truncate drops the events from index n on, keeping their storage.
+func (b *Batch) Truncate(n int) {
+	for i := n; i < len(b.Events); i++ {
+		b.Events[i].reset()
+	}
+	b.Events = b.Events[:n]
+}
+
+// Keep removes every flow for which keep returns false and returns how many
+// it removed. LostEvents are always kept and never shown to keep: a
+// LostEvent is never filtered, sampled or rate-limited away. Order is kept,
+// and the storage of removed events stays in the batch for reuse.
+func (b *Batch) Keep(keep func(*Event) bool) int {
+	w := 0
+	for i := range b.Events {
+		e := &b.Events[i]
+		if e.Lost == nil && !keep(e) {
+			continue
+		}
+		if w != i {
+			b.Events[w], b.Events[i] = b.Events[i], b.Events[w]
+		}
+		w++
+	}
+	removed := len(b.Events) - w
+	b.Truncate(w)
+	return removed
+}
+
+// Counted returns the number of events in b that count in the summary:
+// every event but the LostEvents flowbus made itself.
+func (b *Batch) Counted() int {
+	n := 0
+	for i := range b.Events {
+		if !b.Events[i].Reported {
+			n++
+		}
+	}
+	return n
+}
+
+// Retain adds a reference, for a batch shared by several read-only holders.
+func (b *Batch) Retain() { b.refs.Add(1) }
+
+// Release drops a reference; the last one returns b to the pool.
+func (b *Batch) Release() {
+	switch n := b.refs.Add(-1); {
+	case n == 0:
+		b.Truncate(0)
+		batchPool.Put(b)
+	case n < 0:
+		panic("pipeline: batch released more often than retained")
+	}
+}
+
+// Clone returns a deep copy of b with one reference, for a consumer that
+// changes events while another holder still reads the originals.
+func (b *Batch) Clone() *Batch {
+	c := NewBatch()
+	for i := range b.Events {
+		src := &b.Events[i]
+		dst := c.Next()
+		spare := dst.spare
+		*dst = *src
+		dst.spare = nil
+		if src.Flow != nil {
+			f := spare
+			if f == nil {
+				f = new(flowpb.Flow)
+			} else {
+				proto.Reset(f)
+			}
+			proto.Merge(f, src.Flow)
+			dst.Flow = f
+			if src.Time == src.Flow.Time {
+				dst.Time = f.Time
+			} else if src.Time != nil {
+				dst.Time = proto.Clone(src.Time).(*timestamppb.Timestamp)
+			}
+		}
+		if src.Lost != nil {
+			dst.Lost = proto.Clone(src.Lost).(*flowpb.LostEvent)
+		}
+	}
+	return c
+}
