@@ -45,9 +45,21 @@ func (es Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// Err returns es as an error, or nil when es is empty (a nil Errors in an
+// error interface would not compare equal to nil).
+func (es Errors) Err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
 // Positioned returns err as a list of positioned errors: the *Error values
 // it wraps, or one error at n's position carrying its text.
 func Positioned(err error, n *yaml.Node) Errors {
+	if err == nil {
+		return nil
+	}
 	var es Errors
 	if errors.As(err, &es) {
 		return es
@@ -57,18 +69,4 @@ func Positioned(err error, n *yaml.Node) Errors {
 		return Errors{e}
 	}
 	return Errors{Errorf(n, "%v", err)}
-}
-
-// Decode decodes the mapping n into v, a pointer to a struct with yaml
-// tags. It is strict: an unknown key or a value of the wrong type is an
-// error at its position. All errors found are returned together as Errors.
-func Decode(n *yaml.Node, v any) error {
-	// TODO(runtime): strict reflective decoding with positions.
-	if n == nil {
-		return nil
-	}
-	if err := n.Decode(v); err != nil {
-		return Errors{Errorf(n, "%v", err)}
-	}
-	return nil
 }
