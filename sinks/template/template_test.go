@@ -1,0 +1,198 @@
+package template
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+func flowEvent() *pipeline.Event {
+	return &pipeline.Event{Flow: &flowpb.Flow{
+		Verdict: flowpb.Verdict_DROPPED,
+		Source:  &flowpb.Endpoint{Namespace: "kube-system", PodName: "core dns.1*>x"},
+		L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{
+			SourcePort: 443, DestinationPort: 8080,
+		}}},
+	}}
+}
+
+func TestAppend(t *testing.T) {
+	lost := &pipeline.Event{Lost: &flowpb.LostEvent{NumEventsLost: 3}}
+	tests := []struct {
+		name, tmpl string
+		target     Target
+		e          *pipeline.Event
+		want       string
+	}{
+		{"enum", "hubble.flows.{{ verdict }}", Kafka, flowEvent(), "hubble.flows.DROPPED"},
+		{"no spaces", "flows.{{source.namespace}}", NATS, flowEvent(), "flows.kube-system"},
+		{"number", "p{{ l4.TCP.destination_port }}", Kafka, flowEvent(), "p8080"},
+		{"kafka sanitizes", "t.{{ source.pod_name }}", Kafka, flowEvent(), "t.core_dns.1__x"},
+		{"nats sanitizes dot and wildcards", "s.{{ source.pod_name }}", NATS, flowEvent(), "s.core_dns_1__x"},
+		{"text keeps", "{{ source.pod_name }}", Text, flowEvent(), "core dns.1*>x"},
+		{"unset is unknown", "f.{{ destination.namespace }}.x", NATS, flowEvent(), "f.unknown.x"},
+		{"unset oneof is unknown", "f.{{ l4.UDP.source_port }}", Kafka, flowEvent(), "f.unknown"},
+		{"lost", "f.{{ verdict }}.{{ source.namespace }}", NATS, lost, "f.lost.lost"},
+		{"literal", "hubble-flows", Kafka, flowEvent(), "hubble-flows"},
+		{"two in a token", "f.{{ verdict }}-{{ l4.TCP.source_port }}", NATS, flowEvent(), "f.DROPPED-443"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tm, err := Parse(tt.tmpl, tt.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(tm.Append([]byte("prefix:"), tt.e))
+			if got != "prefix:"+tt.want {
+				t.Errorf("got %q, want %q", got, "prefix:"+tt.want)
+			}
+		})
+	}
+}
+
+func TestKafkaTopicLength(t *testing.T) {
+	tm, err := Parse("t.{{ source.pod_name }}", Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := flowEvent()
+	e.Flow.Source.PodName = strings.Repeat("a", 400)
+	if got := tm.Append(nil, e); len(got) != MaxKafkaTopic {
+		t.Errorf("len %d, want %d", len(got), MaxKafkaTopic)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		tmpl   string
+		target Target
+		offset int
+		msg    string
+	}{
+		{"", Kafka, 0, "empty template"},
+		{"a.{{ verdict", Kafka, 2, "unclosed {{"},
+		{"a.{{ }}", Kafka, 2, "empty placeholder"},
+		{"a.}}", Kafka, 2, "without {{"},
+		{"a.{{ nope }}", Kafka, 5, `has no field "nope"`},
+		{"a.{{ source.nope }}", NATS, 5, `has no field "nope"`},
+		{"a b.{{ verdict }}", Kafka, 1, "not allowed in a Kafka topic"},
+		{"a.{{ verdict }}/x", Kafka, 15, "not allowed in a Kafka topic"},
+		{"a.*.{{ verdict }}", NATS, 2, "not allowed in a NATS subject"},
+		{"a.>", NATS, 2, "not allowed in a NATS subject"},
+		{"a..{{ verdict }}", NATS, 0, "token 2 is empty"},
+		{"{{ verdict }}.", NATS, 0, "token 2 is empty"},
+		{"a.{{ verdict {{ x }}", NATS, 2, "unclosed {{"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tmpl, func(t *testing.T) {
+			_, err := Parse(tt.tmpl, tt.target)
+			var te *Error
+			if !errors.As(err, &te) {
+				t.Fatalf("error %v, want *Error", err)
+			}
+			if te.Offset != tt.offset || !strings.Contains(te.Msg, tt.msg) {
+				t.Errorf("got offset %d %q, want offset %d containing %q", te.Offset, te.Msg, tt.offset, tt.msg)
+			}
+		})
+	}
+}
+
+func TestParseNodePosition(t *testing.T) {
+	var doc yaml.Node
+	src := "topic: hubble.{{ nope }}\nsubject: \"a.{{ verdict }}.*\"\n"
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	m := doc.Content[0]
+	_, err := ParseNode(m.Content[1], Kafka)
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Line != 1 || ce.Col != 18 {
+		t.Errorf("topic error %v, want at 1:18", err)
+	}
+	_, err = ParseNode(m.Content[3], NATS)
+	if !errors.As(err, &ce) || ce.Line != 2 || ce.Col != 27 {
+		t.Errorf("subject error %v, want at 2:27", err)
+	}
+}
+
+func TestWildcard(t *testing.T) {
+	for tmpl, want := range map[string]string{
+		"hubble.flows.{{ verdict }}":               "hubble.flows.*",
+		"f.x{{ verdict }}y.{{ source.namespace }}": "f.*.*",
+		"lost.flows": "lost.flows",
+	} {
+		tm, err := Parse(tmpl, NATS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tm.Wildcard(); got != want {
+			t.Errorf("%s: got %q, want %q", tmpl, got, want)
+		}
+	}
+}
+
+func TestAppendAllocs(t *testing.T) {
+	tm, err := Parse("hubble.{{ verdict }}.{{ source.namespace }}.{{ l4.TCP.destination_port }}", NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := flowEvent()
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { buf = tm.Append(buf[:0], e) }); n != 0 {
+		t.Errorf("%v allocs per render, want 0", n)
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	tm, err := Parse("hubble.{{ verdict }}.{{ source.namespace }}", Kafka)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := flowEvent()
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = tm.Append(buf[:0], e)
+	}
+}
+
+// FuzzParse checks that Parse never panics and that every template it
+// accepts renders a valid name for its target.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"hubble.flows.{{ verdict }}", "{{source.pod_name}}", "a.{{", "}}", "{{ }}", "a..b", "x{{ l4.TCP.destination_port }}y"} {
+		f.Add(s, uint8(1))
+		f.Add(s, uint8(2))
+	}
+	e := flowEvent()
+	f.Fuzz(func(t *testing.T, s string, target uint8) {
+		tg := Target(target % 3)
+		tm, err := Parse(s, tg)
+		if err != nil {
+			return
+		}
+		out := tm.Append(nil, e)
+		lost := tm.Append(nil, &pipeline.Event{Lost: &flowpb.LostEvent{}})
+		for _, r := range [][]byte{out, lost} {
+			switch tg {
+			case Kafka:
+				for _, c := range r {
+					if !kafkaOK(c) {
+						t.Fatalf("template %q rendered %q", s, r)
+					}
+				}
+			case NATS:
+				for _, tok := range strings.Split(string(r), ".") {
+					if tok == "" || strings.ContainsAny(tok, " \t\r\n*>") {
+						t.Fatalf("template %q rendered %q", s, r)
+					}
+				}
+			}
+		}
+	})
+}
