@@ -1,0 +1,230 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/perf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/flowbus/flowbus/bpf/bpftest"
+)
+
+// attached loads the programs with cfg and attaches them to both
+// directions of the pair's host interface.
+func attached(t *testing.T, p *bpftest.Pair, cfg Config) (*Objects, *perf.Reader) {
+	t.Helper()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	for _, d := range []Direction{Ingress, Egress} {
+		l, err := o.AttachTC(p.HostIndex, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
+	if cfg.Drops {
+		inum, err := NetnsInode("/proc/self/ns/net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.WatchNetns(inum); err != nil {
+			t.Fatal(err)
+		}
+		names, err := KernelDropReasons()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := o.SetDropReasons(DropReasonConfig(names)); err != nil {
+			t.Fatal(err)
+		}
+		l, err := o.AttachDrops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
+	rd, err := perf.NewReader(o.Events(), 64*os.Getpagesize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	return o, rd
+}
+
+// waitSample reads samples until match accepts one.
+func waitSample(t *testing.T, rd *perf.Reader, match func([]byte) bool) []byte {
+	t.Helper()
+	rd.SetDeadline(time.Now().Add(5 * time.Second))
+	for {
+		rec, err := rd.Read()
+		if err != nil {
+			t.Fatalf("no matching sample: %v", err)
+		}
+		if rec.LostSamples == 0 && match(rec.RawSample) {
+			return rec.RawSample
+		}
+	}
+}
+
+func TestTraceSampleLayout(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	_, rd := attached(t, p, Config{CaptureLength: 128})
+
+	if err := bpftest.Ping(p.PeerIP, 1); err != nil {
+		t.Fatal(err)
+	}
+	isICMP := func(obs byte, src, dst net.IP) func([]byte) bool {
+		return func(s []byte) bool {
+			return len(s) >= TraceHeaderLen+34 && s[0] == 4 && s[1] == obs &&
+				s[TraceHeaderLen+23] == 1 && // IPv4 protocol ICMP
+				bytes.Equal(s[TraceHeaderLen+26:TraceHeaderLen+30], src) &&
+				bytes.Equal(s[TraceHeaderLen+30:TraceHeaderLen+34], dst)
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		obs      byte
+		src, dst net.IP
+	}{
+		{"egress request", 11, p.HostIP, p.PeerIP},
+		{"ingress reply", 10, p.PeerIP, p.HostIP},
+	} {
+		s := waitSample(t, rd, isICMP(c.obs, c.src, c.dst))
+		ne := binary.NativeEndian
+		origLen := ne.Uint32(s[8:12])
+		capLen := ne.Uint16(s[12:14])
+		if s[14] != 1 || s[15] != 0 {
+			t.Errorf("%s: version %d/%d, want 1/0", c.name, s[14], s[15])
+		}
+		if origLen != 14+20+8+4 || int(capLen) != int(origLen) {
+			t.Errorf("%s: len_orig %d len_cap %d, want 46/46", c.name, origLen, capLen)
+		}
+		if got := ne.Uint32(s[28:32]); got != uint32(p.HostIndex) {
+			t.Errorf("%s: ifindex %d, want %d", c.name, got, p.HostIndex)
+		}
+		if s[26] != 5 || s[27] != 0 {
+			t.Errorf("%s: reason %d flags %d, want 5 (unknown) and 0", c.name, s[26], s[27])
+		}
+		if len(s) < TraceHeaderLen+int(capLen) {
+			t.Errorf("%s: sample %d bytes, header says %d captured", c.name, len(s), capLen)
+		}
+	}
+}
+
+func TestDropSampleLayout(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	_, rd := attached(t, p, Config{CaptureLength: 128, Drops: true})
+	names, err := KernelDropReasons()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSocket := uint16(0)
+	for v, n := range names {
+		if n == "NO_SOCKET" {
+			noSocket = uint16(v)
+		}
+	}
+
+	// A UDP datagram from the peer to a closed port on the host is dropped
+	// by the host's stack (reason NO_SOCKET) after an ICMP unreachable.
+	if err := p.InNS(func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.HostIP, Port: 9})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("dropped"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := waitSample(t, rd, func(s []byte) bool {
+		return s[0] == 1 && len(s) >= DropHeaderLen+14+20 &&
+			bytes.Equal(s[DropHeaderLen+14+12:DropHeaderLen+14+16], p.PeerIP)
+	})
+	ne := binary.NativeEndian
+	if s[14] != 2 {
+		t.Errorf("version %d, want 2", s[14])
+	}
+	if got := ne.Uint16(s[28:30]); got != noSocket {
+		t.Errorf("line (kernel reason) %d, want NO_SOCKET %d", got, noSocket)
+	}
+	if s[1] != 0 {
+		t.Errorf("subtype %d, want 0 (no Cilium equivalent)", s[1])
+	}
+	if got := ne.Uint32(s[32:36]); got != uint32(p.HostIndex) {
+		t.Errorf("ifindex %d, want %d", got, p.HostIndex)
+	}
+	if s[36] != 0 {
+		t.Errorf("flags %#x, want 0 (Ethernet)", s[36])
+	}
+	if origLen, capLen := ne.Uint32(s[8:12]), ne.Uint16(s[12:14]); origLen != 14+20+8+7 || capLen != uint16(origLen) {
+		t.Errorf("len_orig %d len_cap %d, want 49/49", origLen, capLen)
+	}
+	if !bytes.Equal(s[DropHeaderLen+6:DropHeaderLen+12], p.PeerMAC) {
+		t.Errorf("source MAC % x, want %s", s[DropHeaderLen+6:DropHeaderLen+12], p.PeerMAC)
+	}
+}
+
+func TestAttachDetach(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	o, err := Load(Config{CaptureLength: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var links []link.Link
+	for _, d := range []Direction{Ingress, Egress} {
+		l, err := o.AttachTC(p.HostIndex, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+	}
+	if n := countTCX(t, p.HostIndex); n != 2 {
+		t.Fatalf("%d tcx programs attached, want 2", n)
+	}
+	for _, l := range links {
+		l.Close()
+	}
+	if n := countTCX(t, p.HostIndex); n != 0 {
+		t.Fatalf("%d tcx programs still attached after Close", n)
+	}
+}
+
+func countTCX(t *testing.T, ifindex int) int {
+	t.Helper()
+	n := 0
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		it.Link.Close()
+		if err != nil {
+			continue
+		}
+		if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,449 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * flowbus's datapath programs.
+ *
+ * trace_ingress/trace_egress are TC programs (tcx or cls_bpf) that parse
+ * Ethernet, IPv4, IPv6, TCP, UDP, SCTP and ICMP and emit one TraceNotify
+ * sample (Cilium's layout, version 1) per packet, or, with aggregation on,
+ * per new connection, TCP flag change and refresh interval, followed by the
+ * first capture_len bytes of the packet.
+ *
+ * on_kfree_skb is a BTF tracepoint on skb:kfree_skb that emits one
+ * DropNotify sample (Cilium's layout, version 2) per packet the kernel drops
+ * for a reason worth reporting, in one of the watched network namespaces.
+ *
+ * Every sample goes to the perf event array `events`.
+ */
+#include "flowbus.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Cilium's monitor message types and observation points. */
+#define NOTIFY_DROP 1
+#define NOTIFY_TRACE 4
+#define TRACE_FROM_NETWORK 10
+#define TRACE_TO_NETWORK 11
+#define TRACE_REASON_UNKNOWN 5
+
+/* Classifier flags of TraceNotify/DropNotify (which layer the packet starts at). */
+#define CLS_FLAG_IPV6 (1 << 0)
+#define CLS_FLAG_L3_DEV (1 << 1)
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_SCTP 132
+#define IPV6_HOPOPTS 0
+
+/* Largest number of packet bytes a drop sample copies. */
+#define MAX_DROP_CAPTURE 1536
+/* Entries of drop_reasons; larger kernel reasons share the last one. */
+#define DROP_REASONS 1024
+
+/* Set by the loader before the programs are loaded. */
+volatile const __u32 capture_len = 128;
+volatile const __u32 aggregate = 0;
+volatile const __u64 aggregation_interval_ns = 5000000000ULL;
+
+/* Cilium's struct trace_notify, version 1 (48 bytes). */
+struct trace_notify {
+	__u8 type;
+	__u8 subtype;
+	__u16 source;
+	__u32 hash;
+	__u32 len_orig;
+	__u16 len_cap;
+	__u8 version;
+	__u8 ext_version;
+	__u32 src_label;
+	__u32 dst_label;
+	__u16 dst_id;
+	__u8 reason;
+	__u8 flags;
+	__u32 ifindex;
+	__u8 orig_ip[16];
+};
+
+/* Cilium's struct drop_notify, version 2 (40 bytes). */
+struct drop_notify {
+	__u8 type;
+	__u8 subtype;
+	__u16 source;
+	__u32 hash;
+	__u32 len_orig;
+	__u16 len_cap;
+	__u8 version;
+	__u8 ext_version;
+	__u32 src_label;
+	__u32 dst_label;
+	__u32 dst_id;
+	__u16 line;
+	__u8 file;
+	__s8 ext_error;
+	__u32 ifindex;
+	__u8 flags;
+	__u8 pad[3];
+};
+
+/* A connection as seen in one direction on one interface. */
+struct conn_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 l3proto; /* ethertype, network order */
+	__u8 l4proto;
+	__u8 dir;      /* 0 ingress, 1 egress */
+	__u32 ifindex;
+};
+
+struct conn_state {
+	__u64 last_emit_ns;
+	__u8 tcp_flags; /* every flag bit seen so far */
+	__u8 pad[7];
+};
+
+/* What to do with a kernel drop reason. */
+struct drop_reason_cfg {
+	__u8 cilium_reason; /* DropNotify subtype; 0 = DROP_REASON_UNKNOWN */
+	__u8 report;        /* 1: emit a sample */
+};
+
+/* Per-interface settings (key: ifindex). */
+struct iface_cfg {
+	__u32 flags; /* CLS_FLAG_L3_DEV for devices without an Ethernet header */
+};
+
+/* Indexes of the counters array. */
+enum {
+	CNT_TRACE_SENT,
+	CNT_TRACE_LOST,     /* perf output failed (ring full) */
+	CNT_TRACE_AGGREGATED, /* suppressed by aggregation */
+	CNT_DROP_SENT,
+	CNT_DROP_LOST,
+	CNT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct iface_cfg);
+} ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32); /* netns inode number */
+	__type(value, __u8);
+} netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DROP_REASONS);
+	__type(key, __u32);
+	__type(value, struct drop_reason_cfg);
+} drop_reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Scratch space for a drop sample: header and packet bytes. */
+struct drop_sample {
+	struct drop_notify hdr;
+	__u8 pkt[MAX_DROP_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drop_sample);
+} drop_scratch SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+/*
+ * parse fills k with the packet's addresses, ports and protocols and
+ * returns the TCP flags (0 if not TCP). l3 says that the packet starts
+ * at the network header.
+ */
+static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key *k, __u8 *is_v6)
+{
+	__u32 off = 0;
+	__u16 proto;
+	__u8 l4 = 0;
+	int frag = 0;
+
+	if (l3) {
+		proto = (__u16)skb->protocol;
+	} else {
+		if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
+			return 0;
+		off = ETH_HLEN;
+	}
+	k->l3proto = proto;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		__u8 ip[20];
+		if (bpf_skb_load_bytes(skb, off, ip, sizeof(ip)) < 0)
+			return 0;
+		__builtin_memcpy(k->saddr, &ip[12], 4);
+		__builtin_memcpy(k->daddr, &ip[16], 4);
+		l4 = ip[9];
+		/* A fragment other than an unfragmented packet: no ports. */
+		frag = ((ip[6] & 0x3f) | ip[7]) != 0;
+		off += (ip[0] & 0x0f) * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		__u8 ip6[40];
+		if (bpf_skb_load_bytes(skb, off, ip6, sizeof(ip6)) < 0)
+			return 0;
+		*is_v6 = 1;
+		__builtin_memcpy(k->saddr, &ip6[8], 16);
+		__builtin_memcpy(k->daddr, &ip6[24], 16);
+		l4 = ip6[6];
+		off += 40;
+		if (l4 == IPV6_HOPOPTS) {
+			__u8 ext[2];
+			if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+				return 0;
+			l4 = ext[0];
+			off += (ext[1] + 1) * 8;
+		}
+	} else {
+		return 0;
+	}
+	k->l4proto = l4;
+	if (frag)
+		return 0;
+
+	switch (l4) {
+	case IPPROTO_TCP: {
+		__u8 tcp[14];
+		if (bpf_skb_load_bytes(skb, off, tcp, sizeof(tcp)) < 0)
+			return 0;
+		__builtin_memcpy(&k->sport, &tcp[0], 2);
+		__builtin_memcpy(&k->dport, &tcp[2], 2);
+		return tcp[13];
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__u16 ports[2];
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+			return 0;
+		k->sport = ports[0];
+		k->dport = ports[1];
+		return 0;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		/* type, code and (for echo) the identifier stand in for ports */
+		__u8 icmp[6];
+		if (bpf_skb_load_bytes(skb, off, icmp, sizeof(icmp)) < 0)
+			return 0;
+		__builtin_memcpy(&k->sport, &icmp[4], 2);
+		k->dport = ((__u16)icmp[0] << 8) | icmp[1];
+		return 0;
+	}
+	}
+	return 0;
+}
+
+/* should_emit applies connection aggregation to one packet. */
+static __always_inline int should_emit(struct conn_key *k, __u8 tcp_flags)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct conn_state *st = bpf_map_lookup_elem(&conns, k);
+
+	if (!st) {
+		struct conn_state fresh = {
+			.last_emit_ns = now,
+			.tcp_flags = tcp_flags,
+		};
+		bpf_map_update_elem(&conns, k, &fresh, BPF_ANY);
+		return 1;
+	}
+	__u8 seen = st->tcp_flags | tcp_flags;
+	if (seen != st->tcp_flags || now - st->last_emit_ns >= aggregation_interval_ns) {
+		st->tcp_flags = seen;
+		st->last_emit_ns = now;
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct iface_cfg *cfg = bpf_map_lookup_elem(&ifaces, &ifindex);
+	__u8 flags = cfg ? (__u8)cfg->flags : 0;
+	__u8 is_v6 = 0;
+
+	if (aggregate) {
+		struct conn_key k = {};
+		__u8 tcp_flags = parse(skb, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
+		k.dir = dir;
+		k.ifindex = ifindex;
+		if (!should_emit(&k, tcp_flags)) {
+			count(CNT_TRACE_AGGREGATED);
+			return TC_ACT_UNSPEC;
+		}
+	} else if (flags & CLS_FLAG_L3_DEV) {
+		is_v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
+	}
+	if (is_v6)
+		flags |= CLS_FLAG_IPV6;
+
+	__u64 cap = skb->len;
+	if (cap > capture_len)
+		cap = capture_len;
+
+	struct trace_notify msg = {
+		.type = NOTIFY_TRACE,
+		.subtype = obs_point,
+		.hash = skb->hash,
+		.len_orig = skb->len,
+		.len_cap = (__u16)cap,
+		.version = 1,
+		.reason = TRACE_REASON_UNKNOWN,
+		.flags = flags,
+		.ifindex = ifindex,
+	};
+	if (bpf_perf_event_output(skb, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg)) < 0)
+		count(CNT_TRACE_LOST);
+	else
+		count(CNT_TRACE_SENT);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int trace_ingress(struct __sk_buff *skb)
+{
+	return trace(skb, TRACE_FROM_NETWORK, 0);
+}
+
+SEC("tc")
+int trace_egress(struct __sk_buff *skb)
+{
+	return trace(skb, TRACE_TO_NETWORK, 1);
+}
+
+SEC("tp_btf/kfree_skb")
+int on_kfree_skb(__u64 *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	__u32 reason = (__u32)ctx[2];
+	__u32 key = reason < DROP_REASONS ? reason : DROP_REASONS - 1;
+	struct drop_reason_cfg *rc = bpf_map_lookup_elem(&drop_reasons, &key);
+
+	if (!rc || !rc->report)
+		return 0;
+
+	/* Only drops in the watched network namespaces. */
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	__u32 inum = 0, ifindex = 0;
+	if (dev) {
+		inum = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		ifindex = BPF_CORE_READ(dev, ifindex);
+	} else {
+		struct sock *sk = BPF_CORE_READ(skb, sk);
+		if (!sk)
+			return 0;
+		inum = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	}
+	if (!bpf_map_lookup_elem(&netns, &inum))
+		return 0;
+
+	/* Only IP packets: the network header must hold an IPv4 or IPv6 header. */
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 mh = BPF_CORE_READ(skb, mac_header);
+	__u8 first;
+	if (bpf_probe_read_kernel(&first, 1, head + nh) < 0)
+		return 0;
+	__u8 flags;
+	if ((first >> 4) == 4)
+		flags = 0;
+	else if ((first >> 4) == 6)
+		flags = CLS_FLAG_IPV6;
+	else
+		return 0;
+
+	/* Start at the Ethernet header when there is one right before the IP header. */
+	__u32 start = nh;
+	if (mh != 0xffff && mh + ETH_HLEN == nh)
+		start = mh;
+	else
+		flags |= CLS_FLAG_L3_DEV;
+
+	__u32 data_off = BPF_CORE_READ(skb, data) - head;
+	__u32 len = BPF_CORE_READ(skb, len);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+	__s64 orig = (__s64)len + data_off - start;
+	if (orig <= 0 || tail <= start)
+		return 0;
+
+	__u32 zero = 0;
+	struct drop_sample *s = bpf_map_lookup_elem(&drop_scratch, &zero);
+	if (!s)
+		return 0;
+
+	__u64 cap = orig;
+	if (cap > tail - start)
+		cap = tail - start; /* linear part only */
+	if (cap > capture_len)
+		cap = capture_len;
+	if (cap > MAX_DROP_CAPTURE)
+		cap = MAX_DROP_CAPTURE;
+	if (bpf_probe_read_kernel(s->pkt, cap, head + start) < 0)
+		return 0;
+
+	s->hdr = (struct drop_notify){
+		.type = NOTIFY_DROP,
+		.subtype = rc->cilium_reason,
+		.hash = BPF_CORE_READ(skb, hash),
+		.len_orig = (__u32)orig,
+		.len_cap = (__u16)cap,
+		.version = 2,
+		/* The kernel's own reason travels in `line`; file 0 is no Cilium file. */
+		.line = reason < 0xffff ? (__u16)reason : 0xffff,
+		.ifindex = ifindex,
+		.flags = flags,
+	};
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s, sizeof(s->hdr) + cap) < 0)
+		count(CNT_DROP_LOST);
+	else
+		count(CNT_DROP_SENT);
+	return 0;
+}
