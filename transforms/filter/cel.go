@@ -1,0 +1,161 @@
+package filter
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/interpreter"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// CEL limits.
+const (
+	// celVariable is the flow's name in expressions (Hubble's: "flow" would
+	// clash with the proto package).
+	celVariable = "_flow"
+	// CELMaxExpressionSize is the longest expression accepted, in code
+	// points (Hubble's limit).
+	CELMaxExpressionSize = 4096
+	// CELMaxCost is the largest worst-case cost, as estimated by cel-go's
+	// static cost estimator, that an expression may have. Sizes for the
+	// estimate: strings at most celMaxStringSize bytes, lists and maps at
+	// most celMaxListSize entries. One unit is roughly one basic operation
+	// (a few nanoseconds); simple field tests cost under 20, a regular
+	// expression over a label list a few hundred thousand. Expressions above
+	// the bound are rejected at load time, so evaluation needs no runtime
+	// cost tracking.
+	CELMaxCost = 1_000_000
+	// celMaxStringSize and celMaxListSize are the size assumptions of the
+	// estimate.
+	celMaxStringSize = 4096
+	celMaxListSize   = 512
+)
+
+var (
+	celEnvOnce sync.Once
+	celEnv     *cel.Env
+	celEnvErr  error
+)
+
+// environment returns the CEL environment Hubble uses: container "flow",
+// the flow types, and one variable _flow of type flow.Flow.
+func environment() (*cel.Env, error) {
+	celEnvOnce.Do(func() {
+		celEnv, celEnvErr = cel.NewEnv(
+			cel.Container("flow"),
+			cel.Types(&flowpb.Flow{}),
+			cel.Variable(celVariable, cel.ObjectType("flow.Flow")),
+			cel.ParserExpressionSizeLimit(CELMaxExpressionSize),
+		)
+	})
+	return celEnv, celEnvErr
+}
+
+// celFilter: experimental.cel_expression. Each expression must type-check
+// to bool; the expressions are ORed, and an evaluation error or a non-true
+// result is no match.
+func celFilter(exprs []string) (predicate, error) {
+	if len(exprs) == 0 {
+		return nil, nil
+	}
+	progs := make([]*celProgram, 0, len(exprs))
+	for i, e := range exprs {
+		p, err := compileCEL(e)
+		if err != nil {
+			return nil, fieldErr("experimental.cel_expression", i, e, err)
+		}
+		progs = append(progs, p)
+	}
+	return func(f *flowpb.Flow) bool {
+		for _, p := range progs {
+			if p.eval(f) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// celProgram is one compiled expression with its reusable activation.
+type celProgram struct {
+	prg cel.Program
+	act flowActivation
+}
+
+func compileCEL(expr string) (*celProgram, error) {
+	env, err := environment()
+	if err != nil {
+		return nil, fmt.Errorf("CEL environment: %w", err)
+	}
+	ast, iss := env.Compile(expr)
+	if iss.Err() != nil {
+		return nil, fmt.Errorf("invalid CEL expression: %w", iss.Err())
+	}
+	if !ast.OutputType().IsExactType(cel.BoolType) {
+		return nil, fmt.Errorf("CEL expression must be bool, got %s", ast.OutputType())
+	}
+	est, err := env.EstimateCost(ast, costEstimator{})
+	if err != nil {
+		return nil, fmt.Errorf("CEL cost estimate: %w", err)
+	}
+	if est.Max > CELMaxCost {
+		return nil, fmt.Errorf("CEL expression too costly: worst-case cost %d exceeds %d", est.Max, CELMaxCost)
+	}
+	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, fmt.Errorf("CEL program: %w", err)
+	}
+	return &celProgram{prg: prg}, nil
+}
+
+func (p *celProgram) eval(f *flowpb.Flow) bool {
+	p.act.flow = f
+	out, _, err := p.prg.Eval(&p.act)
+	p.act.flow = nil
+	if err != nil {
+		return false
+	}
+	return out == types.True
+}
+
+// flowActivation is an interpreter.Activation binding _flow to one flow,
+// reused for every evaluation (no map per flow).
+type flowActivation struct {
+	flow *flowpb.Flow
+}
+
+func (a *flowActivation) ResolveName(name string) (any, bool) {
+	if name == celVariable {
+		return a.flow, true
+	}
+	return nil, false
+}
+
+func (a *flowActivation) Parent() interpreter.Activation { return nil }
+
+// costEstimator bounds the sizes the static estimate assumes.
+type costEstimator struct{}
+
+func (costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate {
+	if element.ComputedSize() != nil {
+		return nil
+	}
+	switch element.Type().Kind() {
+	case types.StringKind, types.BytesKind:
+		return &checker.SizeEstimate{Min: 0, Max: celMaxStringSize}
+	case types.ListKind, types.MapKind:
+		return &checker.SizeEstimate{Min: 0, Max: celMaxListSize}
+	}
+	return nil
+}
+
+func (costEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
+	return nil
+}
+
+var errCEL = errors.New("cel")
