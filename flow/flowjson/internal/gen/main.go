@@ -1,0 +1,588 @@
+// Command gen writes flowjson's generated encoder and decoder
+// (zz_generated.go) from the compiled flow schema's descriptors: one
+// append-style JSON encoder and one decoder per message reachable from
+// flow.Flow and flow.LostEvent, with fields in declaration order, proto and
+// JSON names, and the Go names taken from the generated structs.
+//
+// Run it with go generate in flow/flowjson after changing flow.proto.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"go/format"
+	"log"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+const (
+	fullTimestamp = "google.protobuf.Timestamp"
+	fullAny       = "google.protobuf.Any"
+)
+
+// wrappers maps the supported wrapper messages to their value's kind.
+var wrappers = map[protoreflect.FullName]string{
+	"google.protobuf.BoolValue":   "bool",
+	"google.protobuf.Int32Value":  "int32",
+	"google.protobuf.UInt32Value": "uint32",
+}
+
+var pkgAlias = map[string]string{
+	"github.com/flowbus/flowbus/flow":                    "flowpb",
+	"google.golang.org/protobuf/types/known/timestamppb": "timestamppb",
+	"google.golang.org/protobuf/types/known/wrapperspb":  "wrapperspb",
+	"google.golang.org/protobuf/types/known/anypb":       "anypb",
+}
+
+type gen struct {
+	buf   bytes.Buffer
+	msgs  []protoreflect.MessageDescriptor
+	enums []protoreflect.EnumDescriptor
+	seen  map[protoreflect.FullName]bool
+}
+
+func (g *gen) p(format string, args ...any) { fmt.Fprintf(&g.buf, format+"\n", args...) }
+
+func isSpecial(md protoreflect.MessageDescriptor) bool {
+	n := md.FullName()
+	return n == fullTimestamp || n == fullAny || wrappers[n] != ""
+}
+
+func (g *gen) collect(md protoreflect.MessageDescriptor) {
+	if g.seen[md.FullName()] {
+		return
+	}
+	g.seen[md.FullName()] = true
+	if isSpecial(md) {
+		return
+	}
+	g.msgs = append(g.msgs, md)
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		switch fd.Kind() {
+		case protoreflect.MessageKind:
+			g.collect(fd.Message())
+		case protoreflect.EnumKind:
+			if !g.seen[fd.Enum().FullName()] {
+				g.seen[fd.Enum().FullName()] = true
+				g.enums = append(g.enums, fd.Enum())
+			}
+		case protoreflect.BoolKind, protoreflect.Int32Kind, protoreflect.Uint32Kind,
+			protoreflect.Int64Kind, protoreflect.Uint64Kind, protoreflect.StringKind:
+		default:
+			log.Fatalf("%s: unsupported kind %v", fd.FullName(), fd.Kind())
+		}
+		if fd.IsMap() {
+			log.Fatalf("%s: maps are not supported", fd.FullName())
+		}
+	}
+}
+
+// goType returns the qualified Go type of a message or enum.
+func goType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	alias, ok := pkgAlias[t.PkgPath()]
+	if !ok {
+		log.Fatalf("no alias for package %s", t.PkgPath())
+	}
+	return alias + "." + t.Name()
+}
+
+func msgGoType(md protoreflect.MessageDescriptor) reflect.Type {
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
+	if err != nil {
+		log.Fatalf("%s: %v", md.FullName(), err)
+	}
+	return reflect.TypeOf(mt.Zero().Interface())
+}
+
+func enumGoType(ed protoreflect.EnumDescriptor) string {
+	et, err := protoregistry.GlobalTypes.FindEnumByName(ed.FullName())
+	if err != nil {
+		log.Fatalf("%s: %v", ed.FullName(), err)
+	}
+	return goType(reflect.TypeOf(et.New(0)))
+}
+
+// ident makes a Go identifier part from a full name.
+func ident(n protoreflect.FullName) string {
+	s := string(n)
+	s = strings.TrimPrefix(s, "flow.")
+	return strings.NewReplacer(".", "_").Replace(s)
+}
+
+// info describes one message's Go struct.
+type info struct {
+	md      protoreflect.MessageDescriptor
+	goT     string
+	field   map[protoreflect.FieldNumber]string // Go field name
+	oneof   map[protoreflect.Name]string        // Go interface field name
+	wrapper map[protoreflect.FieldNumber]string // oneof member wrapper type
+	wfield  map[protoreflect.FieldNumber]string // oneof member wrapper's field
+}
+
+func structInfo(md protoreflect.MessageDescriptor) *info {
+	rt := msgGoType(md)
+	in := &info{md: md, goT: goType(rt), field: map[protoreflect.FieldNumber]string{},
+		oneof: map[protoreflect.Name]string{}, wrapper: map[protoreflect.FieldNumber]string{},
+		wfield: map[protoreflect.FieldNumber]string{}}
+	st := rt.Elem()
+	for i := 0; i < st.NumField(); i++ {
+		sf := st.Field(i)
+		if tag := sf.Tag.Get("protobuf"); tag != "" {
+			n, err := strconv.Atoi(strings.Split(tag, ",")[1])
+			if err != nil {
+				log.Fatal(err)
+			}
+			in.field[protoreflect.FieldNumber(n)] = sf.Name
+		}
+		if tag := sf.Tag.Get("protobuf_oneof"); tag != "" {
+			in.oneof[protoreflect.Name(tag)] = sf.Name
+		}
+	}
+	mt, _ := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		od := fd.ContainingOneof()
+		if od == nil {
+			continue
+		}
+		m := mt.New()
+		m.Set(fd, m.NewField(fd))
+		w := reflect.ValueOf(m.Interface()).Elem().FieldByName(in.oneof[od.Name()]).Elem().Type()
+		in.wrapper[fd.Number()] = "*" + goType(w)
+		in.wfield[fd.Number()] = w.Elem().Field(0).Name
+	}
+	return in
+}
+
+func main() {
+	out := "zz_generated.go"
+	if len(os.Args) > 1 {
+		out = os.Args[1]
+	}
+	g := &gen{seen: map[protoreflect.FullName]bool{}}
+	g.collect((&flowpb.Flow{}).ProtoReflect().Descriptor())
+	g.collect((&flowpb.LostEvent{}).ProtoReflect().Descriptor())
+
+	g.p("// Code generated by flow/flowjson/internal/gen from flow.proto's descriptors. DO NOT EDIT.")
+	g.p("")
+	g.p("package flowjson")
+	g.p("")
+	g.p("import (")
+	g.p("\t\"strconv\"")
+	g.p("")
+	g.p("\t\"google.golang.org/protobuf/types/known/timestamppb\"")
+	g.p("\t\"google.golang.org/protobuf/types/known/wrapperspb\"")
+	g.p("")
+	g.p("\tflowpb \"github.com/flowbus/flowbus/flow\"")
+	g.p(")")
+	g.p("")
+	g.p("var (")
+	g.p("\t_ = timestamppb.Timestamp{}")
+	g.p("\t_ = wrapperspb.BoolValue{}")
+	g.p(")")
+	for _, ed := range g.enums {
+		g.enum(ed)
+	}
+	for _, md := range g.msgs {
+		in := structInfo(md)
+		g.encoder(in)
+		g.decoder(in)
+	}
+	src, err := format.Source(g.buf.Bytes())
+	if err != nil {
+		os.WriteFile(out, g.buf.Bytes(), 0o644)
+		log.Fatalf("format: %v", err)
+	}
+	if err := os.WriteFile(out, src, 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func (g *gen) enum(ed protoreflect.EnumDescriptor) {
+	id := ident(ed.FullName())
+	vals := ed.Values()
+	g.p("")
+	g.p("// appendEnum%s appends the JSON of a %s: its name, or the bare number when unknown.", id, ed.FullName())
+	g.p("func appendEnum%s(dst []byte, v int32) []byte {", id)
+	g.p("\tswitch v {")
+	done := map[protoreflect.EnumNumber]bool{}
+	for i := 0; i < vals.Len(); i++ {
+		v := vals.Get(i)
+		if done[v.Number()] {
+			continue
+		}
+		done[v.Number()] = true
+		g.p("\tcase %d:", v.Number())
+		g.p("\t\treturn append(dst, `\"%s\"`...)", v.Name())
+	}
+	g.p("\t}")
+	g.p("\treturn strconv.AppendInt(dst, int64(v), 10)")
+	g.p("}")
+	g.p("")
+	g.p("// parseEnum%s returns the number of a %s value name.", id, ed.FullName())
+	g.p("func parseEnum%s(name []byte) (int32, bool) {", id)
+	g.p("\tswitch string(name) {")
+	for i := 0; i < vals.Len(); i++ {
+		v := vals.Get(i)
+		g.p("\tcase %q:", v.Name())
+		g.p("\t\treturn %d, true", v.Number())
+	}
+	g.p("\t}")
+	g.p("\treturn 0, false")
+	g.p("}")
+}
+
+// key is the `"name":` prefix of a field.
+func key(fd protoreflect.FieldDescriptor) string {
+	return "`\"" + string(fd.Name()) + "\":`"
+}
+
+func (g *gen) encoder(in *info) {
+	md := in.md
+	id := ident(md.FullName())
+	g.p("")
+	g.p("// append%s appends the JSON object of a %s (a nil one is {}).", id, md.FullName())
+	g.p("func append%s(dst []byte, m *%s) ([]byte, error) {", id, in.goT)
+	g.p("\tif m == nil {")
+	g.p("\t\treturn append(dst, \"{}\"...), nil")
+	g.p("\t}")
+	g.p("\tvar err error")
+	g.p("\t_ = err")
+	g.p("\tdst = append(dst, '{')")
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if od := fd.ContainingOneof(); od != nil {
+			if od.Fields().Get(0) != fd {
+				continue
+			}
+			g.p("\tswitch o := m.%s.(type) {", in.oneof[od.Name()])
+			for j := 0; j < od.Fields().Len(); j++ {
+				ofd := od.Fields().Get(j)
+				if ofd.Kind() != protoreflect.MessageKind || isSpecial(ofd.Message()) {
+					log.Fatalf("%s: only plain message oneof members are supported", ofd.FullName())
+				}
+				g.p("\tcase %s:", in.wrapper[ofd.Number()])
+				g.p("\t\tif o != nil {")
+				g.p("\t\t\tdst = append(dst, %s...)", key(ofd))
+				g.p("\t\t\tif dst, err = append%s(dst, o.%s); err != nil {", ident(ofd.Message().FullName()), in.wfield[ofd.Number()])
+				g.p("\t\t\t\treturn dst, fieldError(%q, err)", ofd.Name())
+				g.p("\t\t\t}")
+				g.p("\t\t\tdst = append(dst, ',')")
+				g.p("\t\t}")
+			}
+			g.p("\t}")
+			continue
+		}
+		name := in.field[fd.Number()]
+		f := "m." + name
+		if fd.IsList() {
+			g.p("\tif len(%s) > 0 {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			g.p("\t\tdst = append(dst, '[')")
+			g.p("\t\tfor i, v := range %s {", f)
+			g.p("\t\t\tif i > 0 {")
+			g.p("\t\t\t\tdst = append(dst, ',')")
+			g.p("\t\t\t}")
+			switch {
+			case fd.Kind() == protoreflect.StringKind:
+				g.p("\t\t\tif dst, err = appendString(dst, v); err != nil {")
+			case fd.Kind() == protoreflect.MessageKind && !isSpecial(fd.Message()):
+				g.p("\t\t\tif dst, err = append%s(dst, v); err != nil {", ident(fd.Message().FullName()))
+			default:
+				log.Fatalf("%s: unsupported list", fd.FullName())
+			}
+			g.p("\t\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+			g.p("\t\t\t}")
+			g.p("\t\t}")
+			g.p("\t\tdst = append(dst, \"],\"...)")
+			g.p("\t}")
+			continue
+		}
+		switch fd.Kind() {
+		case protoreflect.BoolKind:
+			g.p("\tif %s {", f)
+			g.p("\t\tdst = append(dst, `\"%s\":true,`...)", fd.Name())
+			g.p("\t}")
+		case protoreflect.Int32Kind:
+			g.p("\tif %s != 0 {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			g.p("\t\tdst = strconv.AppendInt(dst, int64(%s), 10)", f)
+			g.p("\t\tdst = append(dst, ',')")
+			g.p("\t}")
+		case protoreflect.Uint32Kind:
+			g.p("\tif %s != 0 {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			g.p("\t\tdst = strconv.AppendUint(dst, uint64(%s), 10)", f)
+			g.p("\t\tdst = append(dst, ',')")
+			g.p("\t}")
+		case protoreflect.Int64Kind:
+			g.p("\tif %s != 0 {", f)
+			g.p("\t\tdst = append(dst, `\"%s\":\"`...)", fd.Name())
+			g.p("\t\tdst = strconv.AppendInt(dst, int64(%s), 10)", f)
+			g.p("\t\tdst = append(dst, \"\\\",\"...)")
+			g.p("\t}")
+		case protoreflect.Uint64Kind:
+			g.p("\tif %s != 0 {", f)
+			g.p("\t\tdst = append(dst, `\"%s\":\"`...)", fd.Name())
+			g.p("\t\tdst = strconv.AppendUint(dst, uint64(%s), 10)", f)
+			g.p("\t\tdst = append(dst, \"\\\",\"...)")
+			g.p("\t}")
+		case protoreflect.StringKind:
+			g.p("\tif %s != \"\" {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			g.p("\t\tif dst, err = appendString(dst, %s); err != nil {", f)
+			g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+			g.p("\t\t}")
+			g.p("\t\tdst = append(dst, ',')")
+			g.p("\t}")
+		case protoreflect.EnumKind:
+			g.p("\tif %s != 0 {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			g.p("\t\tdst = appendEnum%s(dst, int32(%s))", ident(fd.Enum().FullName()), f)
+			g.p("\t\tdst = append(dst, ',')")
+			g.p("\t}")
+		case protoreflect.MessageKind:
+			g.p("\tif %s != nil {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			mn := fd.Message().FullName()
+			switch {
+			case mn == fullTimestamp:
+				g.p("\t\tif dst, err = appendTimestamp(dst, %s.Seconds, %s.Nanos); err != nil {", f, f)
+				g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+				g.p("\t\t}")
+			case mn == fullAny:
+				g.p("\t\tif dst, err = appendAny(dst, %s); err != nil {", f)
+				g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+				g.p("\t\t}")
+			case wrappers[mn] == "bool":
+				g.p("\t\tdst = strconv.AppendBool(dst, %s.Value)", f)
+			case wrappers[mn] == "int32":
+				g.p("\t\tdst = strconv.AppendInt(dst, int64(%s.Value), 10)", f)
+			case wrappers[mn] == "uint32":
+				g.p("\t\tdst = strconv.AppendUint(dst, uint64(%s.Value), 10)", f)
+			default:
+				g.p("\t\tif dst, err = append%s(dst, %s); err != nil {", ident(mn), f)
+				g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+				g.p("\t\t}")
+			}
+			g.p("\t\tdst = append(dst, ',')")
+			g.p("\t}")
+		}
+	}
+	g.p("\treturn closeObject(dst), nil")
+	g.p("}")
+}
+
+// caseNames lists the names the decoder accepts for a field.
+func caseNames(fd protoreflect.FieldDescriptor) string {
+	names := []string{strconv.Quote(string(fd.Name()))}
+	if fd.JSONName() != string(fd.Name()) {
+		names = append(names, strconv.Quote(fd.JSONName()))
+	}
+	return strings.Join(names, ", ")
+}
+
+func (g *gen) decoder(in *info) {
+	md := in.md
+	id := ident(md.FullName())
+	fields := md.Fields()
+	g.p("")
+	g.p("// decode%s decodes a %s object into m with Reset semantics, reusing", id, md.FullName())
+	g.p("// m's nested messages and lists as storage.")
+	g.p("func (d *decoder) decode%s(m *%s) error {", id, in.goT)
+	// Keep storage.
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if od := fd.ContainingOneof(); od != nil {
+			if od.Fields().Get(0) == fd {
+				g.p("\told%s := m.%s", in.oneof[od.Name()], in.oneof[od.Name()])
+			}
+			continue
+		}
+		name := in.field[fd.Number()]
+		if fd.IsList() {
+			g.p("\tkeep%s := m.%s[:0]", name, name)
+		} else if fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() != fullAny {
+			g.p("\told%s := m.%s", name, name)
+		}
+	}
+	g.p("\tm.Reset()")
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.IsList() {
+			name := in.field[fd.Number()]
+			g.p("\tm.%s = keep%s", name, name)
+		}
+	}
+	words := (fields.Len() + 63) / 64
+	g.p("\tvar seen [%d]uint64", words)
+	if md.Oneofs().Len() > 0 {
+		g.p("\tvar seenOneof uint64")
+	}
+	g.p("\tif err := d.objectStart(); err != nil {")
+	g.p("\t\treturn err")
+	g.p("\t}")
+	g.p("\tfor n := 0; ; n++ {")
+	g.p("\t\tkey, more, err := d.field(n)")
+	g.p("\t\tif err != nil {")
+	g.p("\t\t\treturn err")
+	g.p("\t\t}")
+	g.p("\t\tif !more {")
+	g.p("\t\t\treturn nil")
+	g.p("\t\t}")
+	g.p("\t\tvar idx int")
+	g.p("\t\tswitch string(key) {")
+	for i := 0; i < fields.Len(); i++ {
+		g.p("\t\tcase %s:", caseNames(fields.Get(i)))
+		g.p("\t\t\tidx = %d", i)
+	}
+	g.p("\t\tdefault:")
+	g.p("\t\t\treturn errFallback")
+	g.p("\t\t}")
+	g.p("\t\tif seen[idx/64]&(1<<(idx%%64)) != 0 {")
+	g.p("\t\t\treturn errFallback")
+	g.p("\t\t}")
+	g.p("\t\tseen[idx/64] |= 1 << (idx %% 64)")
+	g.p("\t\tif d.null() {")
+	g.p("\t\t\tcontinue")
+	g.p("\t\t}")
+	g.p("\t\tswitch idx {")
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		g.p("\t\tcase %d: // %s", i, fd.Name())
+		if od := fd.ContainingOneof(); od != nil {
+			oi := od.Index()
+			ofield := in.oneof[od.Name()]
+			w := in.wrapper[fd.Number()]
+			wf := in.wfield[fd.Number()]
+			mt := goType(msgGoType(fd.Message()))
+			g.p("\t\t\tif seenOneof&(1<<%d) != 0 {", oi)
+			g.p("\t\t\t\treturn errFallback")
+			g.p("\t\t\t}")
+			g.p("\t\t\tseenOneof |= 1 << %d", oi)
+			g.p("\t\t\tw, ok := old%s.(%s)", ofield, w)
+			g.p("\t\t\tif !ok || w == nil {")
+			g.p("\t\t\t\tw = &%s{}", strings.TrimPrefix(w, "*"))
+			g.p("\t\t\t}")
+			g.p("\t\t\tif w.%s == nil {", wf)
+			g.p("\t\t\t\tw.%s = new(%s)", wf, mt)
+			g.p("\t\t\t}")
+			g.p("\t\t\tif err := d.decode%s(w.%s); err != nil {", ident(fd.Message().FullName()), wf)
+			g.p("\t\t\t\treturn err")
+			g.p("\t\t\t}")
+			g.p("\t\t\tm.%s = w", ofield)
+			continue
+		}
+		name := in.field[fd.Number()]
+		f := "m." + name
+		if fd.IsList() {
+			g.p("\t\t\tif err := d.arrayStart(); err != nil {")
+			g.p("\t\t\t\treturn err")
+			g.p("\t\t\t}")
+			g.p("\t\t\tfor i := 0; ; i++ {")
+			g.p("\t\t\t\tmore, err := d.elem(i)")
+			g.p("\t\t\t\tif err != nil {")
+			g.p("\t\t\t\t\treturn err")
+			g.p("\t\t\t\t}")
+			g.p("\t\t\t\tif !more {")
+			g.p("\t\t\t\t\tbreak")
+			g.p("\t\t\t\t}")
+			switch {
+			case fd.Kind() == protoreflect.StringKind:
+				g.p("\t\t\t\ts, err := d.str()")
+				g.p("\t\t\t\tif err != nil {")
+				g.p("\t\t\t\t\treturn err")
+				g.p("\t\t\t\t}")
+				g.p("\t\t\t\t%s = append(%s, s)", f, f)
+			default:
+				mt := goType(msgGoType(fd.Message()))
+				g.p("\t\t\t\tvar x %s", "*"+mt)
+				g.p("\t\t\t\tif k := len(%s); k < cap(%s) {", f, f)
+				g.p("\t\t\t\t\t%s = %s[:k+1]", f, f)
+				g.p("\t\t\t\t\tx = %s[k]", f)
+				g.p("\t\t\t\t} else {")
+				g.p("\t\t\t\t\t%s = append(%s, nil)", f, f)
+				g.p("\t\t\t\t}")
+				g.p("\t\t\t\tif x == nil {")
+				g.p("\t\t\t\t\tx = new(%s)", mt)
+				g.p("\t\t\t\t\t%s[len(%s)-1] = x", f, f)
+				g.p("\t\t\t\t}")
+				g.p("\t\t\t\tif err := d.decode%s(x); err != nil {", ident(fd.Message().FullName()))
+				g.p("\t\t\t\t\treturn err")
+				g.p("\t\t\t\t}")
+			}
+			g.p("\t\t\t}")
+			continue
+		}
+		switch fd.Kind() {
+		case protoreflect.BoolKind:
+			g.p("\t\t\tv, err := d.boolean()")
+		case protoreflect.Int32Kind:
+			g.p("\t\t\tv, err := d.int32()")
+		case protoreflect.Uint32Kind:
+			g.p("\t\t\tv, err := d.uint32()")
+		case protoreflect.Int64Kind:
+			g.p("\t\t\tv, err := d.int64()")
+		case protoreflect.Uint64Kind:
+			g.p("\t\t\tv, err := d.uint64()")
+		case protoreflect.StringKind:
+			g.p("\t\t\tv, err := d.str()")
+		case protoreflect.EnumKind:
+			g.p("\t\t\tnum, err := d.enum(parseEnum%s)", ident(fd.Enum().FullName()))
+			g.p("\t\t\tv := %s(num)", enumGoType(fd.Enum()))
+		case protoreflect.MessageKind:
+			mn := fd.Message().FullName()
+			if mn == fullAny {
+				// Any needs the type resolver: protojson decodes the line.
+				g.p("\t\t\treturn errFallback")
+				continue
+			}
+			mt := goType(msgGoType(fd.Message()))
+			g.p("\t\t\tx := old%s", name)
+			g.p("\t\t\tif x == nil {")
+			g.p("\t\t\t\tx = new(%s)", mt)
+			g.p("\t\t\t}")
+			switch {
+			case mn == fullTimestamp:
+				g.p("\t\t\terr := d.timestamp(x)")
+			case wrappers[mn] == "bool":
+				g.p("\t\t\tx.Reset()")
+				g.p("\t\t\tvar err error")
+				g.p("\t\t\tx.Value, err = d.boolean()")
+			case wrappers[mn] == "int32":
+				g.p("\t\t\tx.Reset()")
+				g.p("\t\t\tvar err error")
+				g.p("\t\t\tx.Value, err = d.int32()")
+			case wrappers[mn] == "uint32":
+				g.p("\t\t\tx.Reset()")
+				g.p("\t\t\tvar err error")
+				g.p("\t\t\tx.Value, err = d.uint32()")
+			default:
+				g.p("\t\t\terr := d.decode%s(x)", ident(mn))
+			}
+			g.p("\t\t\tv := x")
+		}
+		g.p("\t\t\tif err != nil {")
+		g.p("\t\t\t\treturn err")
+		g.p("\t\t\t}")
+		g.p("\t\t\t%s = v", f)
+	}
+	g.p("\t\t}")
+	g.p("\t}")
+	g.p("}")
+}
