@@ -1,0 +1,122 @@
+package pipeline
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// cpu values of a lossEntry besides a real CPU number.
+const (
+	cpuNone  = -2 // no loss with a CPU seen yet
+	cpuMixed = -1 // unknown, or losses from several CPUs
+)
+
+type lossKey struct {
+	source    flowpb.LostEventSource
+	component string // where the events were lost
+}
+
+type lossEntry struct {
+	count       uint64
+	cpu         int32
+	first, last time.Time
+}
+
+// lossBox collects the losses one sink must report in its stream, per
+// (LostEvent source, component), until the sink's goroutine turns them
+// into LostEvents: at most once per lost_event_interval, and once more when
+// the sink drains at shutdown.
+type lossBox struct {
+	mu      sync.Mutex
+	pending map[lossKey]*lossEntry
+	// total counts every lost event ever added: the sink's `lost`.
+	total atomic.Uint64
+	// reported counts the LostEvents made.
+	reported atomic.Uint64
+}
+
+func newLossBox() *lossBox {
+	return &lossBox{pending: map[lossKey]*lossEntry{}}
+}
+
+// add records n events lost at component; cpu < 0 means unknown.
+func (l *lossBox) add(source flowpb.LostEventSource, component string, cpu int32, n uint64, now time.Time) {
+	if n == 0 {
+		return
+	}
+	l.total.Add(n)
+	l.mu.Lock()
+	k := lossKey{source, component}
+	e := l.pending[k]
+	if e == nil {
+		e = &lossEntry{cpu: cpuNone, first: now}
+		l.pending[k] = e
+	}
+	e.count += n
+	e.last = now
+	switch {
+	case cpu < 0:
+		e.cpu = cpuMixed
+	case e.cpu == cpuNone:
+		e.cpu = cpu
+	case e.cpu != cpu:
+		e.cpu = cpuMixed
+	}
+	l.mu.Unlock()
+}
+
+// hasPending reports whether a LostEvent is due.
+func (l *lossBox) hasPending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending) > 0
+}
+
+// take moves the pending losses into a new batch of reported LostEvents
+// (nil when there are none), in a stable order.
+func (l *lossBox) take(nodeName string) *Batch {
+	l.mu.Lock()
+	if len(l.pending) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	keys := make([]lossKey, 0, len(l.pending))
+	for k := range l.pending {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].component != keys[j].component {
+			return keys[i].component < keys[j].component
+		}
+		return keys[i].source < keys[j].source
+	})
+	now := timestamppb.Now()
+	b := NewBatch()
+	for _, k := range keys {
+		e := l.pending[k]
+		ev := b.Next()
+		ev.Lost = &flowpb.LostEvent{
+			Source:        k.source,
+			NumEventsLost: e.count,
+			First:         timestamppb.New(e.first),
+			Last:          timestamppb.New(e.last),
+		}
+		if e.cpu >= 0 {
+			ev.Lost.Cpu = wrapperspb.Int32(e.cpu)
+		}
+		ev.NodeName = nodeName
+		ev.Time = now
+		ev.Reported = true
+	}
+	clear(l.pending)
+	l.mu.Unlock()
+	l.reported.Add(uint64(len(keys)))
+	return b
+}

@@ -1,0 +1,448 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// stats are one component's counters. Only counted events (every event but
+// the LostEvents flowbus makes) are counted.
+type stats struct {
+	in       atomic.Uint64 // transforms, sinks: events taken from the buffer
+	out      atomic.Uint64 // sources: emitted; transforms: passed on; sinks: delivered
+	removed  atomic.Uint64 // transforms: removed (filtered, sampled, rate-limited)
+	dropped  atomic.Uint64 // transforms, sinks: lost at the input buffer (full, or shutdown aborted)
+	failed   atomic.Uint64 // sinks: given up by Write, or not written at abort
+	srcLost  atomic.Uint64 // sources: reported lost by the source (Output.Lost)
+	batches  atomic.Uint64 // batches handled
+	panicked atomic.Uint64 // batches lost to a panic in the component
+}
+
+// runState is the lifecycle shared by the HTTP handlers.
+type runState struct {
+	started  atomic.Bool // Run called
+	running  atomic.Bool // sources started, not yet shutting down
+	draining atomic.Bool // shutting down
+	ran      atomic.Bool
+}
+
+// output is what a source emits into.
+type output struct {
+	p *Pipeline
+	n *node
+}
+
+func (o *output) Emit(ctx context.Context, b *Batch) error {
+	if err := ctx.Err(); err != nil {
+		b.Release()
+		return err
+	}
+	if b.Len() == 0 {
+		b.Release()
+		return nil
+	}
+	counted := b.Counted()
+	o.n.stats.out.Add(uint64(counted))
+	o.n.stats.batches.Add(1)
+	o.p.fanout(o.n, b, counted)
+	return nil
+}
+
+func (o *output) Lost(source flowpb.LostEventSource, cpu int32, n uint64) {
+	if n == 0 {
+		return
+	}
+	o.n.stats.srcLost.Add(n)
+	now := time.Now()
+	for _, d := range o.n.down {
+		d.sink.loss.add(source, o.n.name, cpu, n*d.paths, now)
+	}
+}
+
+// fanout passes b (with counted counted events) to every consumer of n:
+// sinks share it by reference count, transforms get their own copy unless
+// a transform is the only consumer.
+func (p *Pipeline) fanout(n *node, b *Batch, counted int) {
+	outs := n.outputs
+	if len(outs) == 1 {
+		p.push(outs[0], b, counted)
+		return
+	}
+	var batches [8]*Batch
+	bs := batches[:0]
+	sinks := 0
+	for _, c := range outs {
+		if c.kind == kindSink {
+			sinks++
+		}
+	}
+	for i, c := range outs {
+		switch {
+		case c.kind == kindSink:
+			bs = append(bs, b)
+		case sinks == 0 && i == len(outs)-1:
+			bs = append(bs, b) // the last transform takes the original
+		default:
+			bs = append(bs, b.Clone())
+		}
+	}
+	for i := 1; i < sinks; i++ {
+		b.Retain()
+	}
+	for i, c := range outs {
+		p.push(c, bs[i], counted)
+	}
+}
+
+// push puts b into c's buffer; when the buffer refuses it, the batch's
+// counted events are lost for every sink downstream of c.
+func (p *Pipeline) push(c *node, b *Batch, counted int) {
+	if c.queue.push(p.abort, item{b: b, counted: counted}) {
+		return
+	}
+	b.Release()
+	p.lose(c, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &c.stats.dropped)
+}
+
+// lose records n counted events lost at node c.
+func (p *Pipeline) lose(c *node, src flowpb.LostEventSource, n uint64, counter *atomic.Uint64) {
+	if n == 0 {
+		return
+	}
+	counter.Add(n)
+	now := time.Now()
+	for _, d := range c.down {
+		d.sink.loss.add(src, c.name, -1, n*d.paths, now)
+	}
+}
+
+// runTransform consumes n's buffer until it is closed and drained.
+func (p *Pipeline) runTransform(n *node) {
+	defer func() {
+		for _, c := range n.outputs {
+			c.queue.producerDone()
+		}
+	}()
+	for {
+		it, ok := n.queue.pop()
+		if !ok {
+			return
+		}
+		if it.b == nil {
+			continue
+		}
+		n.stats.in.Add(uint64(it.counted))
+		n.stats.batches.Add(1)
+		if !p.process(n, it.b) {
+			p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(it.counted), &n.stats.dropped)
+			continue
+		}
+		out := it.b.Counted()
+		if out < it.counted {
+			n.stats.removed.Add(uint64(it.counted - out))
+		}
+		n.stats.out.Add(uint64(out))
+		if it.b.Len() == 0 {
+			it.b.Release()
+			continue
+		}
+		p.fanout(n, it.b, out)
+	}
+}
+
+// process runs the transform on b; a panic loses the batch (false).
+func (p *Pipeline) process(n *node, b *Batch) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			if n.stats.panicked.Add(1) == 1 {
+				n.log.Error("transform panicked; its batch is lost", "panic", r)
+			}
+			b.Release()
+			ok = false
+		}
+	}()
+	n.transform.Process(b)
+	return true
+}
+
+// runSink consumes n's buffer until it is closed and drained, reporting
+// losses in the stream when they are due and once more at the end.
+func (p *Pipeline) runSink(n *node) {
+	for {
+		it, ok := n.queue.pop()
+		if !ok {
+			break
+		}
+		if it.b == nil { // poked: LostEvents are due
+			p.flushLoss(n)
+			continue
+		}
+		p.write(n, it.b, it.counted)
+	}
+	p.flushLoss(n)
+}
+
+func (p *Pipeline) flushLoss(n *node) {
+	if b := n.loss.take(p.cfg.NodeName); b != nil {
+		p.write(n, b, 0)
+	}
+}
+
+// write hands b to the sink and releases it.
+func (p *Pipeline) write(n *node, b *Batch, counted int) {
+	n.stats.in.Add(uint64(counted))
+	n.stats.batches.Add(1)
+	if p.abort.Err() != nil {
+		// The shutdown deadline has passed: nothing more is written.
+		b.Release()
+		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &n.stats.failed)
+		return
+	}
+	failed, err := p.sinkWrite(n, b)
+	b.Release()
+	if failed > counted {
+		failed = counted
+	}
+	if failed < 0 {
+		failed = 0
+	}
+	if err != nil && p.abort.Err() == nil {
+		n.log.Warn("sink write failed", "error", err, "failed", failed)
+	}
+	n.stats.out.Add(uint64(counted - failed))
+	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(failed), &n.stats.failed)
+}
+
+func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if n.stats.panicked.Add(1) == 1 {
+				n.log.Error("sink panicked; its batch is lost", "panic", r)
+			}
+			failed, err = b.Counted(), fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return n.sink.Write(p.abort, b)
+}
+
+// Run runs the pipeline until ctx is cancelled (SIGTERM) or every source is
+// exhausted, then drains it: sources stop, every buffer is drained through
+// the transforms and sinks, and the sinks are closed, all within
+// shutdown_timeout; what cannot be delivered by then is counted and
+// reported as lost. It returns the summary, and an error when the pipeline
+// could not start or a component failed. A pipeline runs once.
+func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
+	if p.state.started.Swap(true) {
+		return nil, errors.New("pipeline: Run called twice")
+	}
+	// abort is cancelled when the shutdown deadline passes; it bounds every
+	// wait of the drain (blocked pushes, sink writes, Close).
+	abort, cancelAbort := context.WithCancel(context.Background())
+	defer cancelAbort()
+	p.abort = abort
+
+	var srv *http.Server
+	if addr := p.cfg.Metrics.Listen; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+		}
+		p.addr.Store(ln.Addr().String())
+		srv = &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+	if err := p.start(ctx); err != nil {
+		return nil, err
+	}
+
+	srcCtx, stopSources := context.WithCancel(ctx)
+	defer stopSources()
+
+	// Wire producers before anything runs.
+	for _, n := range p.nodes {
+		for _, c := range n.outputs {
+			c.queue.addProducer()
+		}
+	}
+	var consumers sync.WaitGroup
+	for _, n := range p.transforms {
+		consumers.Add(1)
+		go func() { defer consumers.Done(); p.runTransform(n) }()
+	}
+	for _, n := range p.sinks {
+		consumers.Add(1)
+		go func() { defer consumers.Done(); p.runSink(n) }()
+	}
+	tickDone := make(chan struct{})
+	go p.tick(tickDone)
+
+	var (
+		errMu   sync.Mutex
+		runErrs []error
+	)
+	srcDone := make(chan struct{})
+	var sources sync.WaitGroup
+	for _, n := range p.sources {
+		sources.Add(1)
+		var once sync.Once
+		finish := func() {
+			once.Do(func() {
+				for _, c := range n.outputs {
+					c.queue.producerDone()
+				}
+			})
+		}
+		p.finishers = append(p.finishers, finish)
+		go func() {
+			defer sources.Done()
+			defer finish()
+			err := p.runSource(srcCtx, n)
+			if err != nil && !(errors.Is(err, context.Canceled) && srcCtx.Err() != nil) {
+				n.log.Error("source failed", "error", err)
+				errMu.Lock()
+				runErrs = append(runErrs, fmt.Errorf("source %q: %w", n.name, err))
+				errMu.Unlock()
+				stopSources()
+			}
+		}()
+	}
+	go func() { sources.Wait(); close(srcDone) }()
+	p.state.running.Store(true)
+	p.log.Info("pipeline running", "sources", len(p.sources), "transforms", len(p.transforms), "sinks", len(p.sinks))
+
+	select {
+	case <-ctx.Done():
+		p.log.Info("stopping: draining the pipeline", "timeout", p.cfg.ShutdownTimeout.String())
+	case <-srcDone:
+		p.log.Info("every source is done: draining the pipeline", "timeout", p.cfg.ShutdownTimeout.String())
+	case <-srcCtx.Done(): // a source failed
+	}
+	p.state.running.Store(false)
+	p.state.draining.Store(true)
+	stopSources()
+	deadline := time.AfterFunc(p.cfg.ShutdownTimeout.D(), func() {
+		p.log.Warn("shutdown timeout passed: giving up on what is still queued")
+		cancelAbort()
+	})
+	defer deadline.Stop()
+
+	// Sources that ignore cancellation are abandoned at the deadline: their
+	// buffers close and what they emit later is counted as lost.
+	select {
+	case <-srcDone:
+	case <-abort.Done():
+		for _, f := range p.finishers {
+			f()
+		}
+	}
+	consumers.Wait()
+	close(tickDone)
+
+	for _, n := range p.sinks {
+		if err := p.closeSink(n); err != nil {
+			n.log.Error("closing the sink failed", "error", err)
+			runErrs = append(runErrs, fmt.Errorf("sink %q: close: %w", n.name, err))
+		}
+	}
+	p.state.draining.Store(false)
+	p.state.ran.Store(true)
+	errMu.Lock()
+	defer errMu.Unlock()
+	return p.Summary(), errors.Join(runErrs...)
+}
+
+// runSource runs one source, turning a panic into an error.
+func (p *Pipeline) runSource(ctx context.Context, n *node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return n.source.Run(ctx, &output{p: p, n: n})
+}
+
+func (p *Pipeline) closeSink(n *node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return n.sink.Close(p.abort)
+}
+
+// start calls Start on every Starter: sinks first, sources last. When one
+// fails, the sinks started so far are closed.
+func (p *Pipeline) start(ctx context.Context) error {
+	order := append(append(append([]*node(nil), p.sinks...), p.transforms...), p.sources...)
+	for _, n := range order {
+		s, ok := n.component().(Starter)
+		if !ok {
+			continue
+		}
+		if err := s.Start(ctx); err != nil {
+			p.closeStarted(order, n)
+			return fmt.Errorf("%s %q: start: %w", n.kind, n.name, err)
+		}
+	}
+	return nil
+}
+
+// closeStarted closes the sinks started before failed.
+func (p *Pipeline) closeStarted(order []*node, failed *node) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout.D())
+	defer cancel()
+	for _, n := range order {
+		if n == failed {
+			return
+		}
+		if n.kind == kindSink {
+			if err := n.sink.Close(ctx); err != nil {
+				n.log.Warn("closing the sink failed", "error", err)
+			}
+		}
+	}
+}
+
+func (n *node) component() any {
+	switch n.kind {
+	case kindSource:
+		return n.source
+	case kindTransform:
+		return n.transform
+	}
+	return n.sink
+}
+
+// tick asks every sink with pending losses to report them, once per
+// lost_event_interval.
+func (p *Pipeline) tick(done <-chan struct{}) {
+	t := time.NewTicker(p.cfg.LostEventInterval.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			for _, n := range p.sinks {
+				if n.loss.hasPending() {
+					n.queue.poke()
+				}
+			}
+		}
+	}
+}
+
+// Addr is the address the HTTP endpoint listens on, once Run started it.
+func (p *Pipeline) Addr() string {
+	s, _ := p.addr.Load().(string)
+	return s
+}

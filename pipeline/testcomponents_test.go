@@ -1,0 +1,178 @@
+package pipeline_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+// Test-only components, registered under "test-*" types.
+
+// countSource emits count flows (0 = until cancelled) in batches of batch,
+// numbering them in Flow.Uuid order via Flow.Summary-free fields; it
+// reports lost events through Output.Lost every lost_every batches.
+type countSource struct {
+	Count     int    `yaml:"count"`
+	Batch     int    `yaml:"batch"`
+	LostEvery int    `yaml:"lost_every"`
+	Done      string `yaml:"done"` // name of a gate to close when finished
+}
+
+func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
+	defer gate(s.Done).open()
+	ts := timestamppb.Now()
+	for i, nb := 0, 0; s.Count == 0 || i < s.Count; nb++ {
+		b := pipeline.NewBatch()
+		for j := 0; j < s.Batch && (s.Count == 0 || i < s.Count); j++ {
+			e := b.Next()
+			f := e.FlowStorage()
+			f.Time = ts
+			f.NodeName = "test"
+			f.Verdict = flowpb.Verdict_FORWARDED
+			f.Uuid = ""
+			f.EventType = &flowpb.CiliumEventType{Type: int32(i)}
+			e.Time, e.NodeName = ts, "test"
+			i++
+		}
+		if err := out.Emit(ctx, b); err != nil {
+			return nil
+		}
+		if s.LostEvery > 0 && nb%s.LostEvery == 0 {
+			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1, 3)
+		}
+	}
+	return nil
+}
+
+// oddFilter removes flows with an odd number (DropsFiltered).
+type oddFilter struct{}
+
+func (oddFilter) Process(b *pipeline.Batch) {
+	b.Keep(func(e *pipeline.Event) bool { return e.Flow.EventType.Type%2 == 0 })
+}
+
+// recSink records what it is given: flows and reported LostEvents. It
+// waits on a gate before its first write, then sleeps delay per batch,
+// and gives up on every fail_every-th batch.
+type recSink struct {
+	Wait      string          `yaml:"wait"`
+	Delay     config.Duration `yaml:"delay"`
+	FailEvery int             `yaml:"fail_every"`
+
+	name    string
+	mu      sync.Mutex
+	flows   int
+	lost    []*flowpb.LostEvent
+	writes  int
+	closed  atomic.Bool
+	waited  bool
+	maxSeen int32
+}
+
+func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
+	if !s.waited {
+		s.waited = true
+		select {
+		case <-gate(s.Wait).ch:
+		case <-ctx.Done():
+			return b.Counted(), ctx.Err()
+		}
+	}
+	if s.Delay > 0 {
+		time.Sleep(s.Delay.D())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writes++
+	if s.FailEvery > 0 && s.writes%s.FailEvery == 0 {
+		return b.Counted(), nil
+	}
+	for i := range b.Events {
+		e := &b.Events[i]
+		switch {
+		case e.Reported:
+			s.lost = append(s.lost, e.Lost)
+		case e.Flow != nil:
+			s.flows++
+			if t := e.Flow.EventType.Type; t > s.maxSeen {
+				s.maxSeen = t
+			}
+		}
+	}
+	return 0, nil
+}
+
+func (s *recSink) Close(ctx context.Context) error {
+	s.closed.Store(true)
+	return nil
+}
+
+func (s *recSink) reportedLost() (n uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.lost {
+		n += l.NumEventsLost
+	}
+	return n
+}
+
+// gates synchronise test components by name; "" is always open.
+var gates sync.Map
+
+type gateT struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func gate(name string) *gateT {
+	if name == "" {
+		g := &gateT{ch: make(chan struct{})}
+		close(g.ch)
+		g.once.Do(func() {})
+		return g
+	}
+	g, _ := gates.LoadOrStore(name, &gateT{ch: make(chan struct{})})
+	return g.(*gateT)
+}
+
+func (g *gateT) open() { g.once.Do(func() { close(g.ch) }) }
+
+// sinks built by the test factory, by component name.
+var builtSinks sync.Map
+
+func init() {
+	pipeline.RegisterSource("test-count", func(b *pipeline.Build, n *yaml.Node) (pipeline.Source, error) {
+		s := &countSource{Batch: 100}
+		return s, config.Decode(n, s)
+	})
+	pipeline.RegisterTransform("test-odd", pipeline.DropsFiltered, func(b *pipeline.Build, n *yaml.Node) (pipeline.Transform, error) {
+		return oddFilter{}, config.Decode(n, &struct{}{})
+	})
+	pipeline.RegisterSink("test-rec", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
+		s := &recSink{name: b.Name}
+		if err := config.Decode(n, s); err != nil {
+			return nil, err
+		}
+		builtSinks.Store(b.Name, s)
+		return s, nil
+	})
+}
+
+func sinkNamed(name string) *recSink {
+	s, _ := builtSinks.Load(name)
+	return s.(*recSink)
+}
+
+func (s *recSink) flowsNow() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flows
+}
