@@ -1,0 +1,165 @@
+// Package sinkutil holds what the broker sinks share: TLS settings, secrets
+// read from files, retry backoff, message headers, the connection key, and
+// per-sink delivery metrics.
+package sinkutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TLS is the `tls` mapping of a broker sink.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Config builds the client TLS configuration; relative paths are resolved
+// against dir (the config file's directory).
+func (t *TLS) Config(dir string) (*tls.Config, error) {
+	c := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // explicit user choice
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(Path(dir, t.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate found", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return nil, fmt.Errorf("tls: cert_file and key_file must be set together")
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(Path(dir, t.CertFile), Path(dir, t.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// Path resolves p against dir unless it is absolute.
+func Path(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) || dir == "" {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// ReadSecret reads a secret from a file, without its trailing newline. The
+// error names the file but never its contents.
+func ReadSecret(dir, file string) (string, error) {
+	b, err := os.ReadFile(Path(dir, file))
+	if err != nil {
+		return "", fmt.Errorf("read secret: %w", err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("read secret: %s is empty", file)
+	}
+	return s, nil
+}
+
+// Backoff computes exponential retry delays with jitter.
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// Delay returns the wait before retry number attempt (1 for the first
+// retry): Min doubled per attempt, capped at Max, with ±20% jitter.
+func (b Backoff) Delay(attempt int) time.Duration {
+	d := b.Min
+	for i := 1; i < attempt && d < b.Max; i++ {
+		d *= 2
+	}
+	if d > b.Max {
+		d = b.Max
+	}
+	if d <= 0 {
+		return 0
+	}
+	j := time.Duration(rand.Int64N(int64(d)/5 + 1))
+	if rand.IntN(2) == 0 {
+		return d - j
+	}
+	return d + j
+}
+
+// Sleep waits d or until done is closed; it reports whether d elapsed.
+func Sleep(done <-chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// Metrics are the delivery counters every broker sink exports.
+type Metrics struct {
+	Sent    prometheus.Counter // messages handed to the broker client (each attempt)
+	Acked   prometheus.Counter // messages the broker acknowledged
+	Retried prometheus.Counter // messages sent again after a failure
+	Failed  prometheus.Counter // messages given up after max_attempts
+	Latency prometheus.Histogram
+}
+
+// NewMetrics creates the metrics and registers them with reg (which adds
+// the component labels); reg may be nil.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_sink_messages_sent_total",
+			Help: "Messages handed to the broker, counting every attempt.",
+		}),
+		Acked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_sink_messages_acked_total",
+			Help: "Messages the broker acknowledged.",
+		}),
+		Retried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_sink_messages_retried_total",
+			Help: "Messages sent again after a failed attempt.",
+		}),
+		Failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_sink_messages_failed_total",
+			Help: "Messages given up after max_attempts (reported in LostEvents).",
+		}),
+		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flowbus_sink_write_latency_seconds",
+			Help:    "Time from handing a batch to the broker until every message of it was acknowledged or given up.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.Sent, m.Acked, m.Retried, m.Failed, m.Latency} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

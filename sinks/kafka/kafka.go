@@ -1,0 +1,761 @@
+// Package kafka is the `kafka` sink: it publishes events to Apache Kafka
+// with github.com/segmentio/kafka-go, at least once.
+//
+// Configuration (SPEC §5.3):
+//
+//	sinks:
+//	  bus:
+//	    type: kafka
+//	    inputs: [flows]
+//	    encoding: protobuf            # or json
+//	    brokers: [kafka-0:9092, kafka-1:9092]
+//	    topic: hubble.flows.{{ verdict }}   # a template (sinks/template)
+//	    lost_topic: hubble.lost       # optional; default: topic, with every placeholder rendering "lost"
+//	    key: connection               # connection | source_pod | none | a template ("{{ source.namespace }}") or a bare field path
+//	    compression: lz4              # none | gzip | snappy | lz4 | zstd
+//	    required_acks: all            # all | one | none
+//	    batch_size: 10000             # most records in one produce request per partition
+//	    batch_timeout: 10s            # longest wait for one produce request's answer
+//	    max_attempts: 5               # attempts per record before it is reported lost
+//	    backoff: {min: 100ms, max: 5s}
+//	    auto_create_topics: true      # ask the broker to create missing topics
+//	    tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}
+//	    sasl: {mechanism: scram-sha-512, username: flowbus, password_file: /run/secrets/kafka}
+//
+// Batching: the sink never lingers. Each pipeline batch is encoded into one
+// buffer, split by topic and partition, and every partition's records go out
+// at once in one produce request (kafka-go's Client.Produce, not its Writer,
+// whose per-partition BatchTimeout would hold a batch that cannot fill). The
+// requests for different partitions run concurrently, so a Write costs one
+// broker round trip.
+//
+// Delivery: with required_acks all (the default) a record counts as
+// delivered when the broker acknowledged it. Records whose request failed,
+// or whose partition reported an error, are retried with exponential backoff
+// (their partition recomputed from fresh metadata) up to max_attempts; then
+// Write reports them as failed and the runtime turns them into a LostEvent.
+// kafka-go has no idempotent producer: a retry after a lost acknowledgement
+// can duplicate a record (at-least-once). With required_acks none, delivery
+// is fire-and-forget.
+//
+// Keys: `connection` is the same for both directions of a connection (the
+// protocol and the two address:port endpoints in a fixed order), so a
+// connection's flows land in one partition in order; `source_pod` is
+// namespace/pod of the source (its IP when it is not a pod). Partitions of
+// keyed records use murmur2 like the Java client and librdkafka's
+// murmur2_random; unkeyed records are spread round-robin.
+//
+// Every record carries the headers of SPEC §4 and the event's time as its
+// timestamp. Secrets (the SASL password) come from files and are never
+// logged.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	metadataAPI "github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+	"github.com/flowbus/flowbus/sinks/encode"
+	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
+	"github.com/flowbus/flowbus/sinks/template"
+)
+
+func init() {
+	pipeline.RegisterSink("kafka", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
+		return New(b, n)
+	})
+}
+
+// Options are the sink's YAML keys.
+type Options struct {
+	Brokers          []string        `yaml:"brokers"`
+	Topic            *yaml.Node      `yaml:"topic"`
+	LostTopic        *yaml.Node      `yaml:"lost_topic"`
+	Key              *yaml.Node      `yaml:"key"`
+	Compression      string          `yaml:"compression"`
+	RequiredAcks     string          `yaml:"required_acks"`
+	BatchSize        int             `yaml:"batch_size"`
+	BatchTimeout     config.Duration `yaml:"batch_timeout"`
+	MaxAttempts      int             `yaml:"max_attempts"`
+	Backoff          BackoffOptions  `yaml:"backoff"`
+	AutoCreateTopics *bool           `yaml:"auto_create_topics"`
+	ClientID         string          `yaml:"client_id"`
+	TLS              *sinkutil.TLS   `yaml:"tls"`
+	SASL             *SASLOptions    `yaml:"sasl"`
+}
+
+// BackoffOptions bound the wait between attempts.
+type BackoffOptions struct {
+	Min config.Duration `yaml:"min"`
+	Max config.Duration `yaml:"max"`
+}
+
+// SASLOptions configure SASL authentication. The password comes from
+// password_file (or password, for `${ENV}` substitution).
+type SASLOptions struct {
+	Mechanism    string `yaml:"mechanism"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	Password     string `yaml:"password"`
+}
+
+// Defaults.
+const (
+	DefaultBatchSize    = 10000
+	DefaultBatchTimeout = 10 * time.Second
+	DefaultMaxAttempts  = 5
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 5 * time.Second
+	metadataMaxAge      = 30 * time.Second
+)
+
+type keyKind int
+
+const (
+	keyNone keyKind = iota
+	keyConnection
+	keySourcePod
+	keyTemplate
+)
+
+// Sink is the kafka sink. Write is called from one goroutine at a time.
+type Sink struct {
+	log      *slog.Logger
+	nodeName string
+	enc      encode.Encoder
+	ctype    []byte
+
+	topic, lostTopic *template.Template
+	keyKind          keyKind
+	keyTmpl          *template.Template
+
+	client      *kafka.Client
+	transport   *kafka.Transport
+	addr        net.Addr
+	acks        kafka.RequiredAcks
+	compression kafka.Compression
+	batchSize   int
+	timeout     time.Duration
+	maxAttempts int
+	backoff     sinkutil.Backoff
+	autoCreate  bool
+	m           *sinkutil.Metrics
+
+	ready   atomic.Pointer[error]
+	done    chan struct{}
+	closing sync.Once
+	encErr  sync.Once
+
+	metaMu sync.Mutex
+	meta   map[string]topicMeta
+
+	mu    sync.Mutex // serialises Write; guards what follows
+	names map[string]string // interned topics
+	nodes map[string][]byte // interned node names
+	rr    int
+	arena []byte
+	items []item
+	hdrs  []kafka.Header
+}
+
+type topicMeta struct {
+	partitions int
+	err        error
+	at         time.Time
+}
+
+type item struct {
+	topic      string
+	key, value []byte
+	headers    []kafka.Header
+	time       time.Time
+	partition  int
+	counted    bool
+	// offsets into the arena while it may still grow
+	keyOff, keyEnd, valOff, valEnd, rateOff, rateEnd int
+}
+
+var (
+	schemaValue = []byte(sinkutil.SchemaName)
+)
+
+// New builds a kafka sink from its YAML mapping.
+func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
+	var o Options
+	if err := config.Decode(n, &o); err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		log:         b.Log,
+		nodeName:    b.NodeName,
+		batchSize:   o.BatchSize,
+		timeout:     o.BatchTimeout.D(),
+		maxAttempts: o.MaxAttempts,
+		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
+		autoCreate:  o.AutoCreateTopics == nil || *o.AutoCreateTopics,
+		done:        make(chan struct{}),
+		meta:        map[string]topicMeta{},
+		names:       map[string]string{},
+		nodes:       map[string][]byte{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	var errs config.Errors
+	add := func(err error) {
+		errs = append(errs, config.Positioned(err, n)...)
+	}
+	if len(o.Brokers) == 0 {
+		add(config.Errorf(n, "kafka: brokers is required"))
+	}
+	for _, br := range o.Brokers {
+		if _, _, err := net.SplitHostPort(br); err != nil {
+			add(config.Errorf(n, "kafka: broker %q: want host:port", br))
+		}
+	}
+	var err error
+	if o.Topic == nil {
+		add(config.Errorf(n, "kafka: topic is required"))
+	} else if s.topic, err = template.ParseNode(o.Topic, template.Kafka); err != nil {
+		add(err)
+	}
+	if o.LostTopic != nil {
+		if s.lostTopic, err = template.ParseNode(o.LostTopic, template.Kafka); err != nil {
+			add(err)
+		}
+	}
+	if o.Key != nil {
+		if err := s.parseKey(o.Key); err != nil {
+			add(err)
+		}
+	}
+	switch o.Compression {
+	case "", "none":
+	case "gzip":
+		s.compression = kafka.Gzip
+	case "snappy":
+		s.compression = kafka.Snappy
+	case "lz4":
+		s.compression = kafka.Lz4
+	case "zstd":
+		s.compression = kafka.Zstd
+	default:
+		add(config.Errorf(n, "kafka: compression %q: want none, gzip, snappy, lz4 or zstd", o.Compression))
+	}
+	switch o.RequiredAcks {
+	case "", "all":
+		s.acks = kafka.RequireAll
+	case "one":
+		s.acks = kafka.RequireOne
+	case "none":
+		s.acks = kafka.RequireNone
+	default:
+		add(config.Errorf(n, "kafka: required_acks %q: want all, one or none", o.RequiredAcks))
+	}
+	if s.batchSize < 0 || s.maxAttempts < 0 {
+		add(config.Errorf(n, "kafka: batch_size and max_attempts must not be negative"))
+	}
+	if s.batchSize == 0 {
+		s.batchSize = DefaultBatchSize
+	}
+	if s.timeout == 0 {
+		s.timeout = DefaultBatchTimeout
+	}
+	if s.maxAttempts == 0 {
+		s.maxAttempts = DefaultMaxAttempts
+	}
+	if s.backoff.Min == 0 {
+		s.backoff.Min = DefaultBackoffMin
+	}
+	if s.backoff.Max == 0 {
+		s.backoff.Max = DefaultBackoffMax
+	}
+	if s.backoff.Max < s.backoff.Min {
+		add(config.Errorf(n, "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
+	}
+	if s.enc, err = encode.New(b.Encoding); err != nil {
+		add(config.Errorf(n, "kafka: %v", err))
+	} else {
+		s.ctype = []byte(s.enc.ContentType())
+	}
+	tr := &kafka.Transport{
+		ClientID:    "flowbus",
+		DialTimeout: 5 * time.Second,
+		MetadataTTL: 5 * time.Second,
+	}
+	if o.ClientID != "" {
+		tr.ClientID = o.ClientID
+	}
+	if o.TLS != nil {
+		if tr.TLS, err = o.TLS.Config(b.Dir); err != nil {
+			add(config.Errorf(n, "kafka: %v", err))
+		}
+	}
+	if o.SASL != nil {
+		if tr.SASL, err = o.SASL.mechanism(b.Dir); err != nil {
+			add(config.Errorf(n, "kafka: sasl: %v", err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	s.transport = tr
+	s.addr = kafka.TCP(o.Brokers...)
+	s.client = &kafka.Client{Addr: s.addr, Timeout: s.timeout, Transport: tr}
+	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
+		return nil, err
+	}
+	notYet := errors.New("kafka: not connected yet")
+	s.ready.Store(&notYet)
+	return s, nil
+}
+
+func (s *Sink) parseKey(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return config.Errorf(n, "kafka: key: want connection, source_pod, none, or a template")
+	}
+	switch v := n.Value; {
+	case v == "" || v == "none":
+		s.keyKind = keyNone
+	case v == "connection":
+		s.keyKind = keyConnection
+	case v == "source_pod":
+		s.keyKind = keySourcePod
+	default:
+		t := *n
+		if !strings.Contains(v, "{{") {
+			// A bare field path is shorthand for one placeholder.
+			t.Value = "{{ " + v + " }}"
+			t.Style = yaml.DoubleQuotedStyle // no column arithmetic on the rewritten text
+		}
+		tm, err := template.ParseNode(&t, template.Text)
+		if err != nil {
+			return err
+		}
+		s.keyKind, s.keyTmpl = keyTemplate, tm
+	}
+	return nil
+}
+
+func (o *SASLOptions) mechanism(dir string) (sasl.Mechanism, error) {
+	if o.Username == "" {
+		return nil, fmt.Errorf("username is required")
+	}
+	pass := o.Password
+	if o.PasswordFile != "" {
+		if pass != "" {
+			return nil, fmt.Errorf("set password_file or password, not both")
+		}
+		var err error
+		if pass, err = sinkutil.ReadSecret(dir, o.PasswordFile); err != nil {
+			return nil, err
+		}
+	}
+	if pass == "" {
+		return nil, fmt.Errorf("password_file is required")
+	}
+	switch strings.ToLower(o.Mechanism) {
+	case "plain":
+		return plain.Mechanism{Username: o.Username, Password: pass}, nil
+	case "scram-sha-256":
+		return scram.Mechanism(scram.SHA256, o.Username, pass)
+	case "scram-sha-512":
+		return scram.Mechanism(scram.SHA512, o.Username, pass)
+	}
+	return nil, fmt.Errorf("mechanism %q: want plain, scram-sha-256 or scram-sha-512", o.Mechanism)
+}
+
+// Start checks that the brokers answer (and accept the TLS and SASL
+// settings) before the pipeline runs.
+func (s *Sink) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	_, err := s.transport.RoundTrip(ctx, s.addr, &metadataAPI.Request{})
+	if err != nil {
+		err = fmt.Errorf("kafka: brokers %s: %w", s.addr, err)
+		s.ready.Store(&err)
+		return err
+	}
+	s.ready.Store(nil)
+	return nil
+}
+
+// Ready reports an error while the brokers cannot be reached.
+func (s *Sink) Ready() error {
+	if p := s.ready.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close releases the connections. Write is synchronous, so nothing is
+// pending once the runtime calls Close.
+func (s *Sink) Close(context.Context) error {
+	s.closing.Do(func() { close(s.done) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.transport.CloseIdleConnections()
+	return nil
+}
+
+// Write delivers b; see the package comment.
+func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	defer func() { s.m.Latency.Observe(time.Since(start).Seconds()) }()
+
+	failed = s.prepare(b)
+	pending := make([]int, 0, len(s.items))
+	for i := range s.items {
+		if s.items[i].value != nil {
+			pending = append(pending, i)
+		}
+	}
+	for attempt := 1; len(pending) > 0; attempt++ {
+		if attempt > 1 {
+			s.m.Retried.Add(float64(len(pending)))
+			wait := s.backoff.Delay(attempt - 1)
+			select {
+			case <-ctx.Done():
+			case <-s.done:
+			default:
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+				case <-s.done:
+				}
+				t.Stop()
+			}
+			if ctx.Err() != nil {
+				return failed + s.counted(pending), ctx.Err()
+			}
+		}
+		pending = s.attempt(ctx, pending, attempt > 1)
+		if ctx.Err() != nil && len(pending) > 0 {
+			return failed + s.counted(pending), ctx.Err()
+		}
+		if attempt >= s.maxAttempts && len(pending) > 0 {
+			s.m.Failed.Add(float64(len(pending)))
+			s.log.Warn("kafka: giving up on records after max_attempts", "records", len(pending), "max_attempts", s.maxAttempts)
+			return failed + s.counted(pending), nil
+		}
+		select {
+		case <-s.done:
+			if len(pending) > 0 {
+				s.m.Failed.Add(float64(len(pending)))
+				return failed + s.counted(pending), nil
+			}
+		default:
+		}
+	}
+	return failed, nil
+}
+
+func (s *Sink) counted(idx []int) int {
+	n := 0
+	for _, i := range idx {
+		if s.items[i].counted {
+			n++
+		}
+	}
+	return n
+}
+
+// prepare encodes every event of b into the arena and fills s.items. It
+// returns the number of counted events that could not be encoded.
+func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
+	n := len(b.Events)
+	if cap(s.items) < n {
+		s.items = make([]item, n)
+		s.hdrs = make([]kafka.Header, 4*n)
+	}
+	s.items = s.items[:n]
+	s.hdrs = s.hdrs[:4*n]
+	arena := s.arena[:0]
+	var scratch [256]byte
+	for i := range b.Events {
+		e := &b.Events[i]
+		it := &s.items[i]
+		*it = item{counted: !e.Reported, keyOff: -1, rateOff: -1}
+
+		tm := s.topic
+		if e.Lost != nil && s.lostTopic != nil {
+			tm = s.lostTopic
+		}
+		name := tm.Append(scratch[:0], e)
+		topic, ok := s.names[string(name)]
+		if !ok {
+			topic = string(name)
+			s.names[topic] = topic
+		}
+		it.topic = topic
+
+		var ok2 bool
+		ko := len(arena)
+		switch s.keyKind {
+		case keyConnection:
+			arena, ok2 = sinkutil.AppendConnectionKey(arena, e.Flow)
+		case keySourcePod:
+			arena, ok2 = sinkutil.AppendSourcePod(arena, e.Flow)
+		case keyTemplate:
+			arena, ok2 = s.keyTmpl.Append(arena, e), e.Flow != nil
+		}
+		if ok2 {
+			it.keyOff, it.keyEnd = ko, len(arena)
+		} else {
+			arena = arena[:ko]
+		}
+
+		ro := len(arena)
+		if arena, ok2 = sinkutil.AppendSampleRate(arena, e); ok2 {
+			it.rateOff, it.rateEnd = ro, len(arena)
+		}
+
+		vo := len(arena)
+		var err error
+		arena, err = s.enc.Append(arena, e)
+		if err != nil {
+			arena = arena[:vo]
+			it.valOff = -1
+			if it.counted {
+				failed++
+			}
+			s.m.Failed.Inc()
+			s.encErr.Do(func() { s.log.Error("kafka: cannot encode event; it is reported lost", "err", err) })
+			continue
+		}
+		it.valOff, it.valEnd = vo, len(arena)
+		if e.Time != nil {
+			it.time = e.Time.AsTime()
+		}
+
+		node := sinkutil.NodeOf(e, s.nodeName)
+		nb, ok := s.nodes[node]
+		if !ok {
+			nb = []byte(node)
+			s.nodes[node] = nb
+		}
+		h := s.hdrs[4*i : 4*i : 4*i+4]
+		h = append(h,
+			kafka.Header{Key: sinkutil.HeaderContentType, Value: s.ctype},
+			kafka.Header{Key: sinkutil.HeaderSchema, Value: schemaValue},
+			kafka.Header{Key: sinkutil.HeaderNode, Value: nb})
+		it.headers = h
+	}
+	s.arena = arena
+	// The arena no longer grows: turn offsets into slices.
+	for i := range s.items {
+		it := &s.items[i]
+		if it.valOff < 0 {
+			continue
+		}
+		it.value = arena[it.valOff:it.valEnd:it.valEnd]
+		if it.keyOff >= 0 {
+			it.key = arena[it.keyOff:it.keyEnd:it.keyEnd]
+		}
+		if it.rateOff >= 0 {
+			it.headers = append(it.headers, kafka.Header{Key: sinkutil.HeaderSampleRate, Value: arena[it.rateOff:it.rateEnd:it.rateEnd]})
+		}
+	}
+	return failed
+}
+
+type tp struct {
+	topic     string
+	partition int
+}
+
+// attempt sends the pending items once and returns those that failed.
+func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
+	groups := map[tp][]int{}
+	var failed []int
+	for _, i := range pending {
+		it := &s.items[i]
+		parts, err := s.partitions(ctx, it.topic, refresh)
+		if err != nil {
+			failed = append(failed, i)
+			continue
+		}
+		if it.key != nil {
+			it.partition = murmur2Partition(it.key, parts)
+		} else {
+			it.partition = s.rr % parts
+			s.rr++
+		}
+		k := tp{it.topic, it.partition}
+		groups[k] = append(groups[k], i)
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		netErrs int
+		lastErr error
+	)
+	for k, idx := range groups {
+		for len(idx) > 0 {
+			chunk := idx
+			if len(chunk) > s.batchSize {
+				chunk = chunk[:s.batchSize]
+			}
+			idx = idx[len(chunk):]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bad, transportErr, err := s.produce(ctx, k, chunk)
+				mu.Lock()
+				defer mu.Unlock()
+				failed = append(failed, bad...)
+				if transportErr {
+					netErrs++
+				}
+				if err != nil {
+					lastErr = err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if lastErr != nil {
+		s.log.Debug("kafka: produce attempt failed", "failed", len(failed), "err", lastErr)
+		if netErrs > 0 {
+			e := fmt.Errorf("kafka: brokers %s unreachable: %w", s.addr, lastErr)
+			s.ready.Store(&e)
+		}
+	}
+	if netErrs == 0 && len(groups) > 0 {
+		s.ready.Store(nil)
+	}
+	return failed
+}
+
+// produce sends the items idx to one partition. It returns the items that
+// failed, whether the request itself failed, and the error.
+func (s *Sink) produce(ctx context.Context, k tp, idx []int) (bad []int, transport bool, err error) {
+	s.m.Sent.Add(float64(len(idx)))
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	res, err := s.client.Produce(rctx, &kafka.ProduceRequest{
+		Topic:        k.topic,
+		Partition:    k.partition,
+		RequiredAcks: s.acks,
+		Compression:  s.compression,
+		Records:      &records{items: s.items, idx: idx},
+	})
+	if err != nil {
+		s.invalidate(k.topic)
+		return idx, true, err
+	}
+	if res == nil { // required_acks none: no answer to wait for
+		s.m.Acked.Add(float64(len(idx)))
+		return nil, false, nil
+	}
+	if res.Error != nil {
+		s.invalidate(k.topic)
+		return idx, false, fmt.Errorf("topic %s partition %d: %w", k.topic, k.partition, res.Error)
+	}
+	for j, rerr := range res.RecordErrors {
+		if j >= 0 && j < len(idx) && rerr != nil {
+			bad = append(bad, idx[j])
+			err = rerr
+		}
+	}
+	s.m.Acked.Add(float64(len(idx) - len(bad)))
+	return bad, false, err
+}
+
+func (s *Sink) invalidate(topic string) {
+	s.metaMu.Lock()
+	delete(s.meta, topic)
+	s.metaMu.Unlock()
+}
+
+// partitions returns the partition count of topic from cached metadata,
+// refreshing it when it is old, or when refresh is set and it is older
+// than a second.
+func (s *Sink) partitions(ctx context.Context, topic string, refresh bool) (int, error) {
+	s.metaMu.Lock()
+	m, ok := s.meta[topic]
+	s.metaMu.Unlock()
+	age := time.Since(m.at)
+	if ok && age < metadataMaxAge && !(refresh && age > time.Second) {
+		return m.partitions, m.err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	r, err := s.transport.RoundTrip(rctx, s.addr, &metadataAPI.Request{
+		TopicNames:             []string{topic},
+		AllowAutoTopicCreation: s.autoCreate,
+	})
+	m = topicMeta{at: time.Now()}
+	if err != nil {
+		m.err = fmt.Errorf("metadata for topic %s: %w", topic, err)
+		e := fmt.Errorf("kafka: brokers %s unreachable: %w", s.addr, err)
+		s.ready.Store(&e)
+		return 0, m.err // not cached: ask again next time
+	}
+	for _, t := range r.(*metadataAPI.Response).Topics {
+		if t.Name != topic {
+			continue
+		}
+		switch {
+		case t.ErrorCode != 0:
+			m.err = fmt.Errorf("topic %s: %w", topic, kafka.Error(t.ErrorCode))
+		case len(t.Partitions) == 0:
+			m.err = fmt.Errorf("topic %s has no partitions", topic)
+		default:
+			m.partitions = len(t.Partitions)
+		}
+	}
+	if m.partitions == 0 && m.err == nil {
+		m.err = fmt.Errorf("topic %s: %w", topic, kafka.UnknownTopicOrPartition)
+	}
+	if m.err != nil {
+		return 0, m.err // not cached
+	}
+	s.metaMu.Lock()
+	s.meta[topic] = m
+	s.metaMu.Unlock()
+	return m.partitions, nil
+}
+
+// records feeds items to a produce request without copying them.
+type records struct {
+	items      []item
+	idx        []int
+	next       int
+	rec        kafka.Record
+	key, value bytesReader
+}
+
+func (r *records) ReadRecord() (*kafka.Record, error) {
+	if r.next >= len(r.idx) {
+		return nil, errEOF
+	}
+	it := &r.items[r.idx[r.next]]
+	r.next++
+	r.rec = kafka.Record{Time: it.time, Headers: it.headers}
+	if it.key != nil {
+		r.key.Reset(it.key)
+		r.rec.Key = &r.key
+	}
+	r.value.Reset(it.value)
+	r.rec.Value = &r.value
+	return &r.rec, nil
+}

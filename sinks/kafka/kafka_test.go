@@ -1,0 +1,480 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/protobuf/proto"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
+	"github.com/flowbus/flowbus/sinks/internal/sinktest"
+)
+
+func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(0)}, opts...)
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func newSink(t testing.TB, encoding, cfg string) *Sink {
+	t.Helper()
+	s, err := New(sinktest.Build("kafka", encoding), sinktest.Node(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func counter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// readAll reads every record of topic with a kafka-go Reader, partition by
+// partition, up to the partition's end offset at the time of the call.
+func readAll(t testing.TB, broker, topic string, dialer *kafka.Dialer) map[int][]kafka.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if dialer == nil {
+		dialer = kafka.DefaultDialer
+	}
+	parts, err := dialer.LookupPartitions(ctx, "tcp", broker, topic)
+	if err != nil {
+		t.Fatalf("partitions of %s: %v", topic, err)
+	}
+	out := map[int][]kafka.Message{}
+	for _, p := range parts {
+		conn, err := dialer.DialLeader(ctx, "tcp", broker, topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last == 0 {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p.ID, Dialer: dialer, MaxWait: 50 * time.Millisecond})
+		for int64(len(out[p.ID])) < last {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatalf("read %s/%d: %v", topic, p.ID, err)
+			}
+			out[p.ID] = append(out[p.ID], m)
+		}
+		r.Close()
+	}
+	return out
+}
+
+func header(m kafka.Message, k string) (string, bool) {
+	for _, h := range m.Headers {
+		if h.Key == k {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+func TestTopicsKeysHeaders(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(3, "hubble.flows.FORWARDED", "hubble.flows.DROPPED", "hubble.lost"))
+	broker := c.ListenAddrs()[0]
+	s := newSink(t, "protobuf", fmt.Sprintf(`
+brokers: [%s]
+topic: hubble.flows.{{ verdict }}
+lost_topic: hubble.lost
+key: connection
+`, broker))
+	b := sinktest.Batch(0, 200)
+	sinktest.AddLost(b, 7, false)
+	sinktest.AddLost(b, 3, true)
+	defer b.Release()
+	failed, err := s.Write(context.Background(), b)
+	if failed != 0 || err != nil {
+		t.Fatalf("Write: failed=%d err=%v", failed, err)
+	}
+
+	perTopic := map[string]int{}
+	for i := 0; i < 200; i++ {
+		f := b.Events[i].Flow
+		perTopic["hubble.flows."+f.Verdict.String()]++
+	}
+	partOfKey := map[string]int{}
+	uuids := map[string]bool{}
+	for topic, want := range perTopic {
+		got := 0
+		for p, msgs := range readAll(t, broker, topic, nil) {
+			for _, m := range msgs {
+				got++
+				var env observer.GetFlowsResponse
+				if err := proto.Unmarshal(m.Value, &env); err != nil {
+					t.Fatalf("unmarshal: %v", err)
+				}
+				f := env.GetFlow()
+				if f == nil || "hubble.flows."+f.Verdict.String() != topic {
+					t.Fatalf("record in %s: %v", topic, f)
+				}
+				uuids[f.Uuid] = true
+				want, _ := sinkutil.AppendConnectionKey(nil, f)
+				if string(m.Key) != string(want) {
+					t.Errorf("key %q, want %q", m.Key, want)
+				}
+				if q, ok := partOfKey[string(m.Key)]; ok && q != p {
+					t.Errorf("key %q in partitions %d and %d", m.Key, q, p)
+				}
+				partOfKey[string(m.Key)] = p
+				if !m.Time.Equal(f.Time.AsTime().Truncate(time.Millisecond)) {
+					t.Errorf("record time %v, want %v", m.Time, f.Time.AsTime())
+				}
+				for k, v := range map[string]string{"content-type": "application/x-protobuf", "flowbus-schema": "observer.GetFlowsResponse", "flowbus-node": "node-1"} {
+					if h, _ := header(m, k); h != v {
+						t.Errorf("header %s = %q, want %q", k, h, v)
+					}
+				}
+				rate, ok := header(m, "flowbus-sample-rate")
+				n := 0
+				fmt.Sscanf(f.Uuid[len(f.Uuid)-12:], "%d", &n)
+				if wantRate := n%10 == 9; ok != wantRate || (ok && rate != "4") {
+					t.Errorf("flow %d: sample-rate header %q (present %v)", n, rate, ok)
+				}
+				if murmur2Partition(m.Key, 3) != p {
+					t.Errorf("key %q in partition %d, murmur2 says %d", m.Key, p, murmur2Partition(m.Key, 3))
+				}
+			}
+		}
+		if got != want {
+			t.Errorf("%s: %d records, want %d", topic, got, want)
+		}
+	}
+	if len(uuids) != 200 {
+		t.Errorf("%d distinct flows, want 200", len(uuids))
+	}
+	// Both directions of every connection share a key: 100 connections.
+	if len(partOfKey) != 100 {
+		t.Errorf("%d distinct keys, want 100 (one per connection)", len(partOfKey))
+	}
+	lost := 0
+	for _, msgs := range readAll(t, broker, "hubble.lost", nil) {
+		for _, m := range msgs {
+			var env observer.GetFlowsResponse
+			if err := proto.Unmarshal(m.Value, &env); err != nil || env.GetLostEvents() == nil {
+				t.Fatalf("lost record: %v %v", err, &env)
+			}
+			if m.Key != nil {
+				t.Errorf("LostEvent has key %q", m.Key)
+			}
+			lost += int(env.GetLostEvents().NumEventsLost)
+		}
+	}
+	if lost != 10 {
+		t.Errorf("LostEvents carry %d, want 10", lost)
+	}
+	if a := counter(s.m.Acked); a != 202 {
+		t.Errorf("acked %v, want 202", a)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "k"))
+	broker := c.ListenAddrs()[0]
+	tests := []struct {
+		key  string
+		want func(f *flowpb.Flow) string
+	}{
+		{"source_pod", func(f *flowpb.Flow) string { return f.Source.Namespace + "/" + f.Source.PodName }},
+		{"'{{ source.namespace }}-{{ verdict }}'", func(f *flowpb.Flow) string { return f.Source.Namespace + "-" + f.Verdict.String() }},
+		{"destination.pod_name", func(f *flowpb.Flow) string { return f.Destination.PodName }},
+		{"none", func(*flowpb.Flow) string { return "" }},
+	}
+	total := 0
+	for _, tt := range tests {
+		s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: k\nkey: %s\n", broker, tt.key))
+		b := sinktest.Batch(total, 10)
+		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+			t.Fatal(failed, err)
+		}
+		msgs := readAll(t, broker, "k", nil)[0][total:]
+		for i, m := range msgs {
+			if want := tt.want(b.Events[i].Flow); string(m.Key) != want {
+				t.Errorf("key %s: got %q, want %q", tt.key, m.Key, want)
+			}
+			if h, _ := header(m, "content-type"); h != "application/json" {
+				t.Errorf("content-type %q", h)
+			}
+		}
+		b.Release()
+		total += 10
+	}
+}
+
+func TestCompression(t *testing.T) {
+	codecs := []string{"none", "gzip", "snappy", "lz4", "zstd"}
+	c := newCluster(t, kfake.SeedTopics(2, codecs...))
+	broker := c.ListenAddrs()[0]
+	for _, codec := range codecs {
+		t.Run(codec, func(t *testing.T) {
+			s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: %s\ncompression: %s\n", broker, codec, codec))
+			b := sinktest.Batch(0, 300)
+			defer b.Release()
+			if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+				t.Fatal(failed, err)
+			}
+			n := 0
+			for _, msgs := range readAll(t, broker, codec, nil) {
+				for _, m := range msgs {
+					n++
+					if !strings.HasPrefix(string(m.Value), `{"flow":{`) || !strings.HasSuffix(string(m.Value), "}\n") {
+						t.Fatalf("value %q", m.Value)
+					}
+				}
+			}
+			if n != 300 {
+				t.Errorf("%d records, want 300", n)
+			}
+		})
+	}
+}
+
+// TestBrokerErrorsRetried: the broker refuses the first produce requests
+// with a retriable error; every record ends up delivered exactly once per
+// successful attempt.
+func TestBrokerErrorsRetried(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "r"))
+	broker := c.ListenAddrs()[0]
+	var refused atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if refused.Load() >= 2 {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		return produceError(req, 6 /* NOT_LEADER_OR_FOLLOWER */), nil, true
+	})
+	s := newSink(t, "protobuf", fmt.Sprintf("brokers: [%s]\ntopic: r\nmax_attempts: 5\nbackoff: {min: 1ms, max: 5ms}\n", broker))
+	b := sinktest.Batch(0, 100)
+	defer b.Release()
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatalf("failed=%d err=%v", failed, err)
+	}
+	if n := len(readAll(t, broker, "r", nil)[0]); n != 100 {
+		t.Errorf("%d records, want 100", n)
+	}
+	if r := counter(s.m.Retried); r != 200 {
+		t.Errorf("retried %v, want 200", r)
+	}
+	if a := counter(s.m.Acked); a != 100 {
+		t.Errorf("acked %v, want 100", a)
+	}
+}
+
+// TestBrokerErrorsGiveUp: the broker refuses everything; after max_attempts
+// the sink reports exactly the counted events as failed.
+func TestBrokerErrorsGiveUp(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "g"))
+	broker := c.ListenAddrs()[0]
+	var requests atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		requests.Add(1)
+		return produceError(req, 19 /* NOT_ENOUGH_REPLICAS */), nil, true
+	})
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: g\nmax_attempts: 3\nbackoff: {min: 1ms, max: 2ms}\n", broker))
+	b := sinktest.Batch(0, 50)
+	sinktest.AddLost(b, 5, true) // flowbus's own LostEvent: not counted
+	defer b.Release()
+	failed, err := s.Write(context.Background(), b)
+	if err != nil || failed != 50 {
+		t.Fatalf("failed=%d err=%v, want 50", failed, err)
+	}
+	if n := requests.Load(); n != 3 {
+		t.Errorf("%d produce requests, want 3", n)
+	}
+	if f := counter(s.m.Failed); f != 51 {
+		t.Errorf("failed metric %v, want 51", f)
+	}
+}
+
+// TestPartialRecordErrors: one of two partitions fails once; only its
+// records are retried.
+func TestPartialPartitionErrors(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(2, "p"))
+	broker := c.ListenAddrs()[0]
+	var once atomic.Bool
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		pr := req.(*kmsg.ProduceRequest)
+		if pr.Topics[0].Partitions[0].Partition == 1 && once.CompareAndSwap(false, true) {
+			return produceError(req, 7 /* REQUEST_TIMED_OUT */), nil, true
+		}
+		return nil, nil, false
+	})
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: p\nkey: connection\nbackoff: {min: 1ms, max: 2ms}\n", broker))
+	b := sinktest.Batch(0, 100)
+	defer b.Release()
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatal(failed, err)
+	}
+	got := readAll(t, broker, "p", nil)
+	if n := len(got[0]) + len(got[1]); n != 100 {
+		t.Errorf("%d records, want 100", n)
+	}
+	if r := counter(s.m.Retried); r != float64(len(got[1])) {
+		t.Errorf("retried %v, want %d (partition 1)", r, len(got[1]))
+	}
+}
+
+func produceError(req kmsg.Request, code int16) kmsg.Response {
+	pr := req.(*kmsg.ProduceRequest)
+	resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range pr.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		st.TopicID = rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
+// TestOutage: with the broker gone, Write gives up after max_attempts with
+// every counted event failed and the sink unready; a new broker on the same
+// port makes it ready again.
+func TestOutage(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "o"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := c.ListenAddrs()[0]
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: o\nmax_attempts: 2\nbatch_timeout: 500ms\nbackoff: {min: 1ms, max: 2ms}\n", broker))
+	b := sinktest.Batch(0, 20)
+	defer b.Release()
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatal(failed, err)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	c.Close()
+	failed, err := s.Write(context.Background(), b)
+	if err != nil || failed != 20 {
+		t.Fatalf("during outage: failed=%d err=%v, want 20", failed, err)
+	}
+	if err := s.Ready(); err == nil {
+		t.Fatal("Ready() = nil during the outage")
+	}
+	// ctx cancelled while retrying: failed counts the rest, err says why.
+	s.maxAttempts = 100
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	failed, err = s.Write(ctx, b)
+	if !errors.Is(err, context.DeadlineExceeded) || failed != 20 {
+		t.Fatalf("cancelled: failed=%d err=%v", failed, err)
+	}
+
+	_, port, _ := strings.Cut(broker, ":")
+	var p int
+	fmt.Sscanf(port, "%d", &p)
+	c2 := newCluster(t, kfake.SeedTopics(1, "o"), kfake.Ports(p))
+	_ = c2
+	s.maxAttempts = 20
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatalf("after restart: failed=%d err=%v", failed, err)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("Ready after restart: %v", err)
+	}
+}
+
+func TestStartFailsWithoutBroker(t *testing.T) {
+	s, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [127.0.0.1:1]\ntopic: x\nbatch_timeout: 1s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	if err := s.Start(context.Background()); err == nil {
+		t.Fatal("Start succeeded without a broker")
+	}
+	if s.Ready() == nil {
+		t.Fatal("ready without a broker")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct{ cfg, want string }{
+		{"topic: x", "brokers is required"},
+		{"brokers: [a:1]", "topic is required"},
+		{"brokers: [a]\ntopic: x", `broker "a": want host:port`},
+		{"brokers: [a:1]\ntopic: hubble.{{ nope }}", `3:18:`},
+		{"brokers: [a:1]\ntopic: x\ncompression: brotli", "compression"},
+		{"brokers: [a:1]\ntopic: x\nrequired_acks: some", "required_acks"},
+		{"brokers: [a:1]\ntopic: x\nkey: '{{ source.nope }}'", `has no field "nope"`},
+		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u, password_file: " + filepath.Join(dir, "missing") + "}", "read secret"},
+		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: gssapi, username: u, password: p}", "mechanism"},
+		{"brokers: [a:1]\ntopic: x\ntls: {cert_file: c.pem}", "cert_file and key_file"},
+		{"brokers: [a:1]\ntopic: x\nbogus: 1", "bogus"},
+	}
+	for _, tt := range tests {
+		_, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, "\n"+tt.cfg))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: error %v, want %q", tt.cfg, err, tt.want)
+		}
+		if err != nil && strings.Contains(tt.cfg, "password") && strings.Contains(err.Error(), "p}") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600)
+	_, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u, password_file: "+filepath.Join(dir, "pw")+"}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMurmur2MatchesKafkaGo(t *testing.T) {
+	var bal kafka.Murmur2Balancer
+	parts := []int{0, 1, 2, 3, 4, 5, 6}
+	for i := 0; i < 1000; i++ {
+		key := []byte(fmt.Sprintf("key-%d-%s", i, strings.Repeat("x", i%7)))
+		if got, want := murmur2Partition(key, 7), bal.Balance(kafka.Message{Key: key}, parts...); got != want {
+			t.Fatalf("%q: %d, kafka-go %d", key, got, want)
+		}
+	}
+}
+
+var _ pipeline.Starter = (*Sink)(nil)
+var _ pipeline.Readier = (*Sink)(nil)

@@ -1,0 +1,54 @@
+package kafka
+
+import (
+	"bytes"
+	"io"
+)
+
+var errEOF = io.EOF
+
+// bytesReader is a kafka.Bytes over a reused buffer.
+type bytesReader struct{ bytes.Reader }
+
+func (*bytesReader) Close() error { return nil }
+
+// murmur2Partition picks the partition of a keyed record the way the Java
+// client's default partitioner (and librdkafka's murmur2) does.
+func murmur2Partition(key []byte, partitions int) int {
+	return int((murmur2(key) & 0x7fffffff) % uint32(partitions))
+}
+
+// murmur2 is Kafka's variant of MurmurHash2 (seed 0x9747b28c).
+func murmur2(data []byte) uint32 {
+	const (
+		seed uint32 = 0x9747b28c
+		m    uint32 = 0x5bd1e995
+		r           = 24
+	)
+	n := len(data)
+	h := seed ^ uint32(n)
+	for i := 0; i+4 <= n; i += 4 {
+		k := uint32(data[i]) | uint32(data[i+1])<<8 | uint32(data[i+2])<<16 | uint32(data[i+3])<<24
+		k *= m
+		k ^= k >> r
+		k *= m
+		h *= m
+		h ^= k
+	}
+	tail := n &^ 3
+	switch n & 3 {
+	case 3:
+		h ^= uint32(data[tail+2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(data[tail+1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(data[tail])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return h
+}
