@@ -164,7 +164,7 @@ type Sink struct {
 	metaMu sync.Mutex
 	meta   map[string]topicMeta
 
-	mu    sync.Mutex // serialises Write; guards what follows
+	mu    sync.Mutex        // serialises Write; guards what follows
 	names map[string]string // interned topics
 	nodes map[string][]byte // interned node names
 	rr    int

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -21,8 +21,8 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
 	"github.com/flowbus/flowbus/sinks/internal/sinktest"
+	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
 )
 
 func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
