@@ -14,6 +14,7 @@ package datapath
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -77,7 +78,18 @@ type Decoder struct {
 	Now    func() time.Time
 	NoTime bool
 
-	addrs addrCache
+	// PolicyVerdictLayout selects the PolicyVerdictNotify header layout;
+	// the default tells them apart by length.
+	PolicyVerdictLayout PolicyVerdictLayout
+
+	// SkipSockTrace makes TraceSockNotify samples return ErrSkip. Hubble
+	// skips a socket trace whose cgroup it cannot map to a pod (its
+	// default), which without agent state is every one of them; by
+	// default flowbus decodes them with an empty source address.
+	SkipSockTrace bool
+
+	addrs        addrCache
+	outer, inner layers
 }
 
 // Decode decodes one raw datapath sample (data[0] is the message type) into
@@ -94,6 +106,9 @@ func (d *Decoder) Decode(data []byte, f *flowpb.Flow) error {
 	if len(data) == 0 {
 		return malformed("empty sample")
 	}
+	// Bounds checks that mirror gopacket's use the capacity; make it the
+	// sample's end, whatever buffer the sample sits in.
+	data = data[:len(data):len(data)]
 	switch data[0] {
 	case MessageTypeDrop, MessageTypeTrace, MessageTypePolicyVerdict, MessageTypeCapture:
 		return d.decodeL34(data, f)
@@ -104,6 +119,10 @@ func (d *Decoder) Decode(data []byte, f *flowpb.Flow) error {
 	default:
 		return ErrSkip
 	}
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
 func (d *Decoder) now() time.Time {
