@@ -1,0 +1,328 @@
+// Package ratelimit implements the `ratelimit` transform: a token bucket
+// that passes at most `events_per_second` flows on average and `burst` at
+// once, optionally one bucket per value of a field.
+//
+//	type: ratelimit
+//	events_per_second: 1000
+//	burst: 2000              # default: events_per_second, at least 1
+//	key: source.namespace    # optional field path: one bucket per value
+//	max_keys: 10000          # optional bound on the number of buckets
+//
+// A bucket holds up to burst tokens and starts full; it gains
+// events_per_second tokens a second, and each flow that passes takes one.
+// A flow that finds less than one token is dropped and counted as
+// rate_limited. LostEvents are never rate-limited and take no token.
+//
+// With a key, the field's value as text (fieldpath.AppendText; repeated
+// values joined with commas) selects the bucket; flows where the field is
+// unset share the bucket of the empty value. At most max_keys buckets
+// exist: when a new value arrives at the bound, the bucket of the value
+// seen least recently is forgotten, and that value starts again with a full
+// bucket if it comes back. A bucket idle for burst/events_per_second
+// seconds is full anyway, so with enough keys this changes nothing; the
+// flowbus_ratelimit_evictions_total counter tells when it does.
+//
+// Time is read once per batch. In steady state (no new keys) the transform
+// allocates nothing.
+package ratelimit
+
+import (
+	"math"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/flow/fieldpath"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+func init() {
+	pipeline.RegisterTransform("ratelimit", pipeline.DropsRateLimited, func(b *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
+		l, err := FromConfig(node)
+		if err != nil {
+			return nil, err
+		}
+		if b != nil && b.Metrics != nil {
+			if err := b.Metrics.Register(l.evictions); err != nil {
+				return nil, config.Errorf(node, "ratelimit: registering metrics: %v", err)
+			}
+		}
+		return l, nil
+	})
+}
+
+// DefaultMaxKeys bounds the number of buckets when max_keys is not set.
+const DefaultMaxKeys = 10000
+
+// Options is the YAML configuration of a ratelimit transform.
+type Options struct {
+	EventsPerSecond *float64 `yaml:"events_per_second"`
+	Burst           *int     `yaml:"burst"`
+	Key             *Path    `yaml:"key"`
+	MaxKeys         *int     `yaml:"max_keys"`
+}
+
+// Path is a field path read from the configuration, checked against
+// flow.Flow when decoded.
+type Path struct {
+	fieldpath.Path
+}
+
+// UnmarshalConfig implements config.Unmarshaler.
+func (p *Path) UnmarshalConfig(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return config.Errorf(n, "expected a field path like source.pod_name")
+	}
+	fp, err := fieldpath.Parse(n.Value)
+	if err != nil {
+		return config.Errorf(n, "%v", err)
+	}
+	if leaf := fp.Leaf(); leaf.IsMap() || leaf.Message() != nil && !isTextMessage(leaf) {
+		return config.Errorf(n, "field path %q: %s is a message, not a value; name one of its fields", n.Value, leaf.Name())
+	}
+	p.Path = fp
+	return nil
+}
+
+// isTextMessage reports whether fd is a message that AppendText formats
+// as a value (timestamps and wrappers).
+func isTextMessage(fd protoreflect.FieldDescriptor) bool {
+	switch fd.Message().FullName() {
+	case "google.protobuf.Timestamp", "google.protobuf.BoolValue",
+		"google.protobuf.Int32Value", "google.protobuf.Int64Value",
+		"google.protobuf.UInt32Value", "google.protobuf.UInt64Value",
+		"google.protobuf.StringValue", "google.protobuf.BytesValue",
+		"google.protobuf.FloatValue", "google.protobuf.DoubleValue":
+		return true
+	}
+	return false
+}
+
+// FromConfig builds a ratelimit transform from its YAML mapping.
+func FromConfig(node *yaml.Node) (*Limiter, error) {
+	var o Options
+	if err := config.Decode(node, &o); err != nil {
+		return nil, err
+	}
+	var errs config.Errors
+	var c Config
+	switch {
+	case o.EventsPerSecond == nil:
+		errs = append(errs, config.Errorf(node, "ratelimit: events_per_second is required"))
+	case !(*o.EventsPerSecond > 0) || math.IsInf(*o.EventsPerSecond, 0):
+		errs = append(errs, config.Errorf(valueNode(node, "events_per_second"), "ratelimit: events_per_second must be a positive number"))
+	default:
+		c.EventsPerSecond = *o.EventsPerSecond
+	}
+	if o.Burst != nil {
+		if *o.Burst < 1 {
+			errs = append(errs, config.Errorf(valueNode(node, "burst"), "ratelimit: burst must be at least 1"))
+		}
+		c.Burst = *o.Burst
+	}
+	if o.MaxKeys != nil {
+		switch {
+		case *o.MaxKeys < 1:
+			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "ratelimit: max_keys must be at least 1"))
+		case o.Key == nil:
+			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "ratelimit: max_keys needs a key"))
+		}
+		c.MaxKeys = *o.MaxKeys
+	}
+	if o.Key != nil {
+		c.Key = &o.Key.Path
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return New(c), nil
+}
+
+// valueNode returns the value of key in the mapping n, or n itself.
+func valueNode(n *yaml.Node, key string) *yaml.Node {
+	if n != nil && n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				return n.Content[i+1]
+			}
+		}
+	}
+	return n
+}
+
+// Config configures a Limiter.
+type Config struct {
+	EventsPerSecond float64
+	// Burst is the bucket size; 0 means EventsPerSecond rounded up (≥ 1).
+	Burst int
+	// Key selects one bucket per value; nil means one bucket for all.
+	Key *fieldpath.Path
+	// MaxKeys bounds the number of buckets; 0 means DefaultMaxKeys.
+	MaxKeys int
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+}
+
+// Limiter is a ratelimit transform. It is used by one goroutine at a time.
+type Limiter struct {
+	rate  float64 // tokens per nanosecond
+	burst float64
+	key   *fieldpath.Path
+	now   func() time.Time
+	epoch time.Time
+
+	// Buckets live in a slice, indexed by a map from key text, and are
+	// chained in least-recently-used order (head is the most recent).
+	buckets    []bucket
+	index      map[string]int32
+	head, tail int32
+	maxKeys    int
+
+	keyBuf    []byte
+	nowNs     int64
+	evictions prometheus.Counter
+	decide    func(*pipeline.Event) bool
+}
+
+type bucket struct {
+	tokens     float64
+	last       int64 // nanoseconds since epoch of the last refill
+	key        string
+	prev, next int32 // LRU chain; -1 ends it
+}
+
+// New returns a Limiter.
+func New(c Config) *Limiter {
+	burst := c.Burst
+	if burst <= 0 {
+		burst = int(math.Max(1, math.Ceil(c.EventsPerSecond)))
+	}
+	maxKeys := c.MaxKeys
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxKeys
+	}
+	if c.Key == nil {
+		maxKeys = 1
+	}
+	now := c.Now
+	if now == nil {
+		now = time.Now
+	}
+	l := &Limiter{
+		rate:    c.EventsPerSecond / 1e9,
+		burst:   float64(burst),
+		key:     c.Key,
+		now:     now,
+		epoch:   now(),
+		index:   make(map[string]int32, min(maxKeys, 1024)),
+		head:    -1,
+		tail:    -1,
+		maxKeys: maxKeys,
+		keyBuf:  make([]byte, 0, 128),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_ratelimit_evictions_total",
+			Help: "Buckets forgotten because max_keys keys were in use when a new key arrived.",
+		}),
+	}
+	l.decide = l.allow
+	return l
+}
+
+// Process removes the flows of b that exceed the rate.
+func (l *Limiter) Process(b *pipeline.Batch) {
+	l.nowNs = int64(l.now().Sub(l.epoch))
+	b.Keep(l.decide)
+}
+
+// Keys returns the number of buckets in use.
+func (l *Limiter) Keys() int { return len(l.buckets) }
+
+// allow takes a token from the flow's bucket, if it has one.
+func (l *Limiter) allow(e *pipeline.Event) bool {
+	var i int32
+	if l.key == nil {
+		if len(l.buckets) == 0 {
+			l.insert("")
+		}
+		i = 0
+	} else {
+		var ok bool
+		l.keyBuf, ok = l.key.AppendText(l.keyBuf[:0], e.Flow)
+		if !ok {
+			l.keyBuf = l.keyBuf[:0]
+		}
+		var found bool
+		if i, found = l.index[string(l.keyBuf)]; !found {
+			i = l.insert(string(l.keyBuf))
+		} else {
+			l.touch(i)
+		}
+	}
+	bk := &l.buckets[i]
+	if d := l.nowNs - bk.last; d > 0 {
+		bk.tokens = math.Min(l.burst, bk.tokens+float64(d)*l.rate)
+		bk.last = l.nowNs
+	}
+	if bk.tokens < 1 {
+		return false
+	}
+	bk.tokens--
+	return true
+}
+
+// insert adds a full bucket for key at the head of the LRU chain, evicting
+// the tail at the bound, and returns its index.
+func (l *Limiter) insert(key string) int32 {
+	var i int32
+	if len(l.buckets) < l.maxKeys {
+		i = int32(len(l.buckets))
+		l.buckets = append(l.buckets, bucket{prev: -1, next: -1})
+	} else {
+		i = l.tail
+		l.unlink(i)
+		delete(l.index, l.buckets[i].key)
+		l.evictions.Inc()
+	}
+	l.buckets[i] = bucket{tokens: l.burst, last: l.nowNs, key: key, prev: -1, next: -1}
+	l.index[key] = i
+	l.pushFront(i)
+	return i
+}
+
+func (l *Limiter) touch(i int32) {
+	if l.head == i {
+		return
+	}
+	l.unlink(i)
+	l.pushFront(i)
+}
+
+func (l *Limiter) unlink(i int32) {
+	b := &l.buckets[i]
+	if b.prev >= 0 {
+		l.buckets[b.prev].next = b.next
+	} else {
+		l.head = b.next
+	}
+	if b.next >= 0 {
+		l.buckets[b.next].prev = b.prev
+	} else {
+		l.tail = b.prev
+	}
+	b.prev, b.next = -1, -1
+}
+
+func (l *Limiter) pushFront(i int32) {
+	b := &l.buckets[i]
+	b.prev, b.next = -1, l.head
+	if l.head >= 0 {
+		l.buckets[l.head].prev = i
+	}
+	l.head = i
+	if l.tail < 0 {
+		l.tail = i
+	}
+}
