@@ -141,7 +141,7 @@ type builder struct {
 	inputs map[*node][]*yaml.Node
 	rest   map[*node]*yaml.Node
 	bufs   map[*node]config.Buffer
-	bad    map[*node]bool // type unknown or common keys invalid: not built
+	bad    map[*node]bool // type unknown or invalid: not built
 }
 
 func (b *builder) errorf(n *yaml.Node, format string, args ...any) {
@@ -211,7 +211,6 @@ func (b *builder) declare(cs config.Components, kind nodeKind) {
 		if kind != kindSource {
 			if _, ok := b.inputs[n]; !ok {
 				b.errorf(c.Key, "%s %q has no inputs: list the sources or transforms it reads, e.g. inputs: [NAME]", kind, c.Name)
-				b.bad[n] = true
 			}
 		}
 		switch kind {
@@ -265,13 +264,10 @@ func (b *builder) resolveInputs() {
 			switch {
 			case in == nil:
 				b.errorf(it, "%s %q: unknown input %q (sources and transforms: %s)", n.kind, n.name, it.Value, list(names))
-				b.bad[n] = true
 			case in.kind == kindSink:
 				b.errorf(it, "%s %q: input %q is a sink; inputs must be sources or transforms", n.kind, n.name, it.Value)
-				b.bad[n] = true
 			case in == n:
 				b.errorf(it, "%s %q reads its own output", n.kind, n.name)
-				b.bad[n] = true
 			default:
 				n.inputs = append(n.inputs, in)
 			}
@@ -299,6 +295,7 @@ func (b *builder) checkCycles() {
 		black
 	)
 	color := map[*node]int{}
+	cyclic := map[*node]bool{}
 	var stack []*node
 	var visit func(n *node)
 	visit = func(n *node) {
@@ -320,7 +317,7 @@ func (b *builder) checkCycles() {
 				path = append([]string{in.name}, path...)
 				at := b.inputItem(n, i)
 				b.errorf(at, "%s %q: input %q closes a cycle: %s", n.kind, n.name, in.name, strings.Join(path, " -> "))
-				b.bad[n] = true
+				cyclic[n] = true
 			}
 		}
 		stack = stack[:len(stack)-1]
@@ -332,12 +329,8 @@ func (b *builder) checkCycles() {
 		}
 	}
 	// Drop the edges that close cycles so later passes terminate.
-	if len(b.errs) > 0 {
-		for _, n := range b.p.nodes {
-			if b.bad[n] {
-				n.inputs = nil
-			}
-		}
+	for n := range cyclic {
+		n.inputs = nil
 	}
 }
 

@@ -159,6 +159,10 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // Parse decodes a config document; lookup reads environment variables.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	data, refs, err := hide(data)
+	if err != nil {
+		return nil, Positioned(err, nil)
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -171,7 +175,7 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, Errors{Errorf(&extra, "the config must be a single YAML document")}
 	}
-	errs := Substitute(&doc, lookup)
+	errs := refs.substitute(&doc, lookup)
 	root := resolve(&doc)
 	c := &Config{
 		LostEventInterval: Duration(DefaultLostEventInterval),
@@ -256,61 +260,142 @@ func syntaxError(err error) error {
 	return Errors{{Line: 1, Col: 1, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}}
 }
 
-var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$\{[^}]*\}?`)
+var envRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}\n]*))?\}|\$\{[^}\n]*\}?`)
 
-// Substitute replaces environment references in every scalar value of the
-// tree (not in keys): ${VAR} is VAR's value and an error when VAR is not
-// set; ${VAR:-default} is VAR's value, or default when VAR is unset or
-// empty; $$ is a literal $. Substitution happens after parsing, inside
-// values, so it cannot inject YAML structure and positions stay those of
-// the file. A plain (unquoted) value is re-typed after substitution, so
-// `count: ${COUNT:-10}` is an integer.
-func Substitute(n *yaml.Node, lookup func(string) (string, bool)) Errors {
+// envRefs holds the environment references of a config file while it is
+// parsed. Before parsing, each ${...} is replaced by a placeholder of the
+// same length that YAML reads as plain text anywhere (even in flow style,
+// where braces are not allowed in plain values), so every position in the
+// parsed tree is the file's own; after parsing, the placeholders in scalars
+// are replaced by the variables' values.
+type envRefs struct {
+	prefix string   // two letters that occur nowhere in the file
+	refs   []string // the references, by placeholder index
+}
+
+// hide replaces the references in data by placeholders.
+func hide(data []byte) ([]byte, *envRefs, error) {
+	matches := envRef.FindAllIndex(data, -1)
+	r := &envRefs{}
+	if len(matches) == 0 {
+		return data, r, nil
+	}
+	const letters = "QZXJKVWqzxjkvw"
+	for _, a := range letters {
+		for _, b := range letters {
+			if p := string(a) + string(b); !bytes.Contains(data, []byte(p)) {
+				r.prefix = p
+				break
+			}
+		}
+		if r.prefix != "" {
+			break
+		}
+	}
+	if r.prefix == "" {
+		return nil, nil, fmt.Errorf("cannot substitute environment references in this file")
+	}
+	out := append([]byte(nil), data...)
+	for _, m := range matches {
+		ref := string(data[m[0]:m[1]])
+		if ref == "$$" {
+			continue
+		}
+		tok := r.prefix + strconv.Itoa(len(r.refs))
+		if len(tok) > len(ref) {
+			line := 1 + bytes.Count(data[:m[0]], []byte("\n"))
+			return nil, nil, Errors{{Line: line, Col: 1, Msg: "too many short environment references; write ${NAME} with longer names"}}
+		}
+		tok += strings.Repeat("_", len(ref)-len(tok))
+		copy(out[m[0]:], tok)
+		r.refs = append(r.refs, ref)
+	}
+	return out, r, nil
+}
+
+// Substitution rules, applied to every scalar (values and keys):
+// ${VAR} is VAR's value, and an error when VAR is not set;
+// ${VAR:-default} is VAR's value, or default when VAR is unset or empty;
+// $$ is a literal $. Values are substituted into scalars after parsing, so
+// they cannot inject YAML structure, and positions are those of the file.
+// A scalar that held a reference is typed by its substituted text, quoted
+// or not: `count: ${COUNT:-10}` and `count: "${COUNT}"` are integers. A
+// plain value that becomes empty is null (the default applies); a quoted one
+// stays the empty string (`listen: "${LISTEN:-}"` turns metrics off).
+func (r *envRefs) substitute(n *yaml.Node, lookup func(string) (string, bool)) Errors {
 	var errs Errors
-	var walk func(n *yaml.Node, isKey bool)
-	walk = func(n *yaml.Node, isKey bool) {
-		switch n.Kind {
-		case yaml.ScalarNode:
-			if isKey || !strings.Contains(n.Value, "$") {
-				return
-			}
-			out := envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-				if ref == "$$" {
-					return "$"
-				}
-				m := envRef.FindStringSubmatch(ref)
-				if m[1] == "" {
-					errs = append(errs, Errorf(n, "invalid environment reference %q: want ${NAME} or ${NAME:-default}", ref))
-					return ref
-				}
-				v, ok := lookup(m[1])
-				if m[2] != "" {
-					if !ok || v == "" {
-						return m[3]
-					}
-					return v
-				}
-				if !ok {
-					errs = append(errs, Errorf(n, "environment variable %s is not set (write ${%s:-default} for a default)", m[1], m[1]))
-				}
-				return v
-			})
-			if out != n.Value {
-				n.Value = out
-				if n.Style&(yaml.TaggedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
-					n.Tag = "" // re-resolve: the value may now be an int, bool or null
-				}
-			}
-		case yaml.MappingNode:
-			for i, c := range n.Content {
-				walk(c, i%2 == 0)
-			}
-		default:
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind != yaml.ScalarNode {
 			for _, c := range n.Content {
-				walk(c, false)
+				walk(c)
+			}
+			return
+		}
+		if !strings.Contains(n.Value, "$") && (r.prefix == "" || !strings.Contains(n.Value, r.prefix)) {
+			return
+		}
+		var out strings.Builder
+		v := n.Value
+		for i := 0; i < len(v); {
+			switch {
+			case strings.HasPrefix(v[i:], "$$"):
+				out.WriteByte('$')
+				i += 2
+			case r.prefix != "" && strings.HasPrefix(v[i:], r.prefix):
+				j := i + len(r.prefix)
+				k := j
+				for k < len(v) && v[k] >= '0' && v[k] <= '9' {
+					k++
+				}
+				idx, err := strconv.Atoi(v[j:k])
+				if err != nil || idx >= len(r.refs) {
+					out.WriteString(v[i:k])
+					i = k
+					continue
+				}
+				ref := r.refs[idx]
+				i += len(ref)
+				out.WriteString(r.expand(ref, n, lookup, &errs))
+			default:
+				out.WriteByte(v[i])
+				i++
+			}
+		}
+		if res := out.String(); res != n.Value {
+			n.Value = res
+			const quoted = yaml.SingleQuotedStyle | yaml.DoubleQuotedStyle
+			switch {
+			case n.Style&yaml.TaggedStyle != 0 || n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0:
+				// An explicit tag or a block scalar keeps its type.
+			case n.Style&quoted != 0 && res == "":
+				n.Tag = "!!str" // "" stays the empty string
+			default:
+				// Re-resolve: the value may now be an int, a bool or null.
+				n.Style &^= quoted
+				n.Tag = ""
 			}
 		}
 	}
-	walk(n, false)
+	walk(n)
 	return errs
+}
+
+func (r *envRefs) expand(ref string, n *yaml.Node, lookup func(string) (string, bool), errs *Errors) string {
+	m := envRef.FindStringSubmatch(ref)
+	if m == nil || m[1] == "" {
+		*errs = append(*errs, Errorf(n, "invalid environment reference %q: want ${NAME} or ${NAME:-default}", ref))
+		return ref
+	}
+	v, ok := lookup(m[1])
+	if m[2] != "" {
+		if !ok || v == "" {
+			return m[3]
+		}
+		return v
+	}
+	if !ok {
+		*errs = append(*errs, Errorf(n, "environment variable %s is not set (write ${%s:-default} for a default)", m[1], m[1]))
+	}
+	return v
 }

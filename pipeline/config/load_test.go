@@ -1,0 +1,69 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func TestParseDefaultsAndSubstitution(t *testing.T) {
+	src := `
+node_name: "${NODE:-}"
+lost_event_interval: ${LEI:-250ms}
+metrics: {listen: "${LISTEN:-}"}
+buffer: {events: ${EVENTS:-100}, when_full: ${WHEN:-drop_newest}}
+sources:
+  a: {type: t, list: [${X}, "$${X}", plain$$], n: ${N:-5}}
+sinks:
+  b: {type: t, inputs: [a]}
+`
+	c, err := Parse([]byte(src), env(map[string]string{"X": "ex", "NODE": "n1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeName != "n1" || c.LostEventInterval.D() != 250*time.Millisecond || c.Metrics.Listen != "" ||
+		c.Buffer != (Buffer{Events: 100, WhenFull: DropNewest}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
+		t.Errorf("got %+v", c)
+	}
+	a := c.Sources[0].Node
+	list := Find(a, "list")
+	var got []string
+	for _, it := range list.Content {
+		got = append(got, it.Value)
+	}
+	if strings.Join(got, ",") != "ex,${X},plain$" {
+		t.Errorf("list = %q", got)
+	}
+	if n := Find(a, "n"); n.ShortTag() != "!!int" || n.Value != "5" || n.Line != 7 || n.Column != 51 {
+		t.Errorf("n = %+v", n)
+	}
+	if c.Sources[0].Name != "a" || c.Sinks[0].Name != "b" {
+		t.Errorf("components %+v %+v", c.Sources, c.Sinks)
+	}
+
+	c, err = Parse([]byte("sources: {a: {type: t}}\nsinks: {b: {type: t}}\n"), env(nil))
+	if err != nil || c.Metrics.Listen != DefaultMetricsListen || c.Buffer.Events != DefaultBufferEvents || c.Buffer.WhenFull != Block || c.NodeName == "" {
+		t.Errorf("defaults: %v %+v", err, c)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"", "1:1: the config is empty"},
+		{"a: 1\n---\nb: 2\n", "2:1: the config must be a single YAML document"},
+		{"node_name: ${1BAD}\n", `1:12: invalid environment reference "${1BAD}"`},
+		{"node_name: x\n  bad: [\n", "invalid YAML"},
+		{"sources: [a]\n", "1:10: expected a mapping of component names"},
+		{"sources: {a: 1}\n", `1:14: component "a" must be a mapping`},
+		{"sources: {a: }\n", `1:11: component "a" is empty`},
+	} {
+		_, err := Parse([]byte(tc.src), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}

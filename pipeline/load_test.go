@@ -1,0 +1,159 @@
+package pipeline_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+func loadErrors(t *testing.T, src string) []string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pipeline.Load(path, pipeline.Options{})
+	if err == nil {
+		return nil
+	}
+	es, ok := err.(config.Errors)
+	if !ok {
+		t.Fatalf("got %T %v, want config.Errors", err, err)
+	}
+	var lines []string
+	for _, e := range es {
+		if e.File != path {
+			t.Errorf("error without the file: %v", e)
+		}
+		lines = append(lines, strings.TrimPrefix(e.Error(), path+":"))
+	}
+	return lines
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		want      []string // "LINE:COL: substring"
+	}{
+		{"the four of validate", `
+sources:
+  gen: {type: test-count, cuont: 5}
+transforms:
+  a: {type: test-odd, inputs: [gen, b]}
+  b: {type: test-odd, inputs: [a]}
+sinks:
+  out: {type: test-rec, inputs: [a, nope], delay: fast}
+`, []string{
+			`8:37: sink "out": unknown input "nope" (sources and transforms: gen, a, b)`,
+			`6:32: transform "b": input "a" closes a cycle: a -> b -> a`,
+			`3:27: source "gen" (test-count): unknown key "cuont" (valid keys: batch, count, done, lost_every)`,
+			`8:51: sink "out" (test-rec): invalid duration "fast"`,
+		}},
+		{"unknown type", `
+sources:
+  gen: {type: kafka}
+sinks:
+  out: {type: test-rec, inputs: [gen]}
+`, []string{`3:15: unknown source type "kafka" (known source types: `}},
+		{"missing type and inputs", `
+sources:
+  gen: {count: 1}
+sinks:
+  out: {type: test-rec}
+`, []string{`3:3: source "gen" has no type`, `5:3: sink "out" has no inputs`, `3:3: source "gen" is not an input`}},
+		{"sink as input", `
+sources:
+  gen: {type: test-count}
+sinks:
+  a: {type: test-rec, inputs: [gen]}
+  b: {type: test-rec, inputs: [a]}
+`, []string{`6:32: sink "b": input "a" is a sink`}},
+		{"top level", `
+buffer: {events: 0, when_full: later}
+shutdown_timeout: soon
+bogus: 1
+sources: {}
+sinks:
+`, []string{
+			`2:32: when_full must be block or drop_newest`,
+			`3:19: invalid duration "soon"`,
+			`4:1: unknown key "bogus"`,
+			`2:18: buffer events must be at least 1`,
+			`5:10: the pipeline needs at least one source`,
+			`6:7: the pipeline needs at least one sink`,
+		}},
+		{"encoding and buffer override", `
+sources:
+  gen: {type: test-count}
+sinks:
+  out: {type: test-rec, inputs: [gen], encoding: xml, buffer: {events: many}}
+`, []string{`5:50: sink "out": encoding must be json or protobuf`, `5:72: expected an integer`}},
+		{"duplicate names", `
+sources:
+  x: {type: test-count}
+sinks:
+  x: {type: test-rec, inputs: [x]}
+`, []string{`5:3: sink name "x" is already used by a source (line 3)`, `3:3: source "x" is not an input`}},
+		{"yaml syntax", "sources:\n  a: [\n", []string{`2:1: invalid YAML`}},
+		{"unset env", "node_name: ${FLOWBUS_TEST_UNSET_VAR}\n", []string{`1:12: environment variable FLOWBUS_TEST_UNSET_VAR is not set`, "the pipeline needs at least one source", "the pipeline needs at least one sink"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := loadErrors(t, tc.src)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d errors:\n%s\nwant %d", len(got), strings.Join(got, "\n"), len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("error %d = %q, want %q", i, got[i], w)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvSubstitution(t *testing.T) {
+	t.Setenv("FLOWBUS_TEST_COUNT", "7")
+	t.Setenv("FLOWBUS_TEST_NODE", "node-a")
+	p := load(t, `
+node_name: ${FLOWBUS_TEST_NODE}
+metrics: {listen: "${FLOWBUS_TEST_LISTEN:-}"}
+sources:
+  gen:
+    type: test-count
+    count: "${FLOWBUS_TEST_COUNT}"
+    batch: ${FLOWBUS_TEST_BATCH:-3}
+sinks:
+  out: {type: test-rec, inputs: [gen]}
+`)
+	if s := run(t, p, context.Background()); s.Total.Delivered != 7 {
+		t.Errorf("summary %v", s)
+	}
+	// Without a reference, a quoted value stays a string.
+	got := loadErrors(t, `
+sources:
+  gen: {type: test-count, count: "7"}
+sinks:
+  out: {type: test-rec, inputs: [gen]}
+`)
+	if len(got) != 1 || !strings.Contains(got[0], `expected an integer, got string "7"`) {
+		t.Errorf("got %q", got)
+	}
+	c, err := config.Parse([]byte(`
+node_name: ${FLOWBUS_TEST_NODE}$$x
+sources:
+  gen: {type: test-count, count: ${FLOWBUS_TEST_COUNT}}
+sinks:
+  out: {type: test-rec, inputs: [gen]}
+`), os.LookupEnv)
+	if err != nil || c.NodeName != "node-a$x" || c.Metrics.Listen != config.DefaultMetricsListen {
+		t.Errorf("parse: %v %+v", err, c)
+	}
+	if v := config.Find(c.Sources[0].Node, "count"); v.ShortTag() != "!!int" || v.Value != "7" || v.Line != 4 {
+		t.Errorf("count node %+v", v)
+	}
+}
