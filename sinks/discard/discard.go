@@ -1,0 +1,55 @@
+// Package discard is the `discard` sink: it counts events and drops them,
+// for benchmarks and for measuring the rest of a pipeline.
+package discard
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+func init() { pipeline.RegisterSink("discard", New) }
+
+// Sink drops every event it is given; Write never fails.
+type Sink struct {
+	events  atomic.Uint64
+	counter prometheus.Counter
+}
+
+// New builds a discard sink; it has no keys.
+func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
+	var o struct{}
+	if err := config.Decode(node, &o); err != nil {
+		return nil, err
+	}
+	s := &Sink{counter: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flowbus_discard_events_total",
+		Help: "Events dropped by the discard sink.",
+	})}
+	if b.Metrics != nil {
+		if err := b.Metrics.Register(s.counter); err != nil {
+			return nil, fmt.Errorf("discard sink %s: register metrics: %w", b.Name, err)
+		}
+	}
+	return s, nil
+}
+
+// Write counts the events of b and drops them.
+func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
+	n := uint64(b.Len())
+	s.events.Add(n)
+	s.counter.Add(float64(n))
+	return 0, nil
+}
+
+// Events is the number of events dropped so far.
+func (s *Sink) Events() uint64 { return s.events.Load() }
+
+// Close does nothing.
+func (s *Sink) Close(context.Context) error { return nil }

@@ -1,0 +1,359 @@
+// Package file is the `file` sink: it writes events to a file or stdout as
+// Hubble export JSON lines, or as length-delimited binary
+// observer.GetFlowsResponse messages (protodelim: each message prefixed by
+// its length as a varint). A file can rotate by size the way Hubble's
+// exporter does.
+package file
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"gopkg.in/natefinch/lumberjack.v2"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+	"github.com/flowbus/flowbus/sinks/encode"
+)
+
+func init() { pipeline.RegisterSink("file", New) }
+
+// Options are the sink's config keys.
+type Options struct {
+	// Path is the file to write; "-" writes to stdout. A relative path is
+	// taken from the config file's directory.
+	Path   string  `yaml:"path"`
+	Rotate *Rotate `yaml:"rotate"`
+}
+
+// Rotate is the size rotation of Hubble's exporter: the file is rotated
+// before a write would take it over MaxSizeMB; backups are named
+// <base>-<UTC time 2006-01-02T15-04-05.000><ext>, gzipped with Compress,
+// and only the newest MaxBackups are kept.
+type Rotate struct {
+	MaxSizeMB  int  `yaml:"max_size_mb"` // 0: Hubble's default, 10
+	MaxBackups int  `yaml:"max_backups"` // 0: Hubble's default, 5
+	Compress   bool `yaml:"compress"`
+}
+
+// Hubble's exporter defaults (hubble-export-file-max-size-mb, -max-backups).
+const (
+	defaultMaxSizeMB  = 10
+	defaultMaxBackups = 5
+)
+
+// fileMode is the mode of new files, as Hubble's exporter creates them.
+const fileMode = 0o644
+
+// Sink writes encoded events.
+type Sink struct {
+	enc      encode.Encoder
+	delim    bool // protobuf: prefix each message with its length
+	w        io.Writer
+	closer   io.Closer // nil for stdout
+	maxWrite int       // largest single write (rotation size), 0 = any
+	log      *slog.Logger
+	name     string
+	path     string  // "" for stdout
+	rotate   *Rotate // nil: no rotation
+
+	mu   sync.Mutex // Write and Close
+	buf  []byte
+	evs  []span // the events encoded in buf
+	errs errorLog
+}
+
+// span is one encoded event in Sink.buf.
+type span struct {
+	end     int
+	counted bool // not a LostEvent flowbus made (Batch.Counted)
+}
+
+// New builds a file sink from its config mapping.
+func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
+	var o Options
+	if err := config.Decode(node, &o); err != nil {
+		return nil, err
+	}
+	enc, err := encode.New(b.Encoding)
+	if err != nil {
+		return nil, config.Errorf(node, "file sink: %v", err)
+	}
+	log := b.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Sink{
+		enc:   enc,
+		delim: b.Encoding == "protobuf",
+		log:   log,
+		errs:  errorLog{log: log, every: 10 * time.Second},
+	}
+	switch {
+	case o.Path == "":
+		return nil, config.Errorf(node, "file sink: path is required (a file, or - for stdout)")
+	case o.Path == "-":
+		if o.Rotate != nil {
+			return nil, config.Errorf(valueNode(node, "rotate"), "file sink: rotate needs a file, not stdout")
+		}
+		s.w, s.name = os.Stdout, "stdout"
+		return s, nil
+	}
+	path := o.Path
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(b.Dir, path)
+	}
+	s.name = path
+	if o.Rotate == nil {
+		s.path = path
+		return s, nil
+	}
+	r := *o.Rotate
+	if r.MaxSizeMB < 0 {
+		return nil, config.Errorf(valueNode(valueNode(node, "rotate"), "max_size_mb"), "file sink: max_size_mb must not be negative")
+	}
+	if r.MaxBackups < 0 {
+		return nil, config.Errorf(valueNode(valueNode(node, "rotate"), "max_backups"), "file sink: max_backups must not be negative")
+	}
+	if r.MaxSizeMB == 0 {
+		r.MaxSizeMB = defaultMaxSizeMB
+	}
+	if r.MaxBackups == 0 {
+		r.MaxBackups = defaultMaxBackups
+	}
+	s.path, s.rotate = path, &r
+	return s, nil
+}
+
+// valueNode returns the value node of key in mapping n, or n.
+func valueNode(n *yaml.Node, key string) *yaml.Node {
+	if n != nil && n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				return n.Content[i+1]
+			}
+		}
+	}
+	return n
+}
+
+// Start opens the file (creating it and its directory), so that a path
+// that cannot be written fails before the pipeline runs. An existing file
+// is appended to.
+func (s *Sink) Start(context.Context) error {
+	if s.path == "" || s.w != nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, fileMode)
+	if err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	if s.rotate == nil {
+		s.w, s.closer = f, f
+		return nil
+	}
+	// The rotating writer creates each new file with the mode of the one
+	// it replaces, so creating the first one here gives them all 0644.
+	f.Close()
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return fmt.Errorf("file sink: %w", err)
+	}
+	r := &rotator{
+		lj: &lumberjack.Logger{
+			Filename:   s.path,
+			MaxSize:    s.rotate.MaxSizeMB,
+			MaxBackups: s.rotate.MaxBackups,
+			Compress:   s.rotate.Compress,
+		},
+		max:  int64(s.rotate.MaxSizeMB) << 20,
+		size: fi.Size(),
+	}
+	s.w, s.closer = r, r.lj
+	s.maxWrite = s.rotate.MaxSizeMB << 20
+	return nil
+}
+
+// rotator writes through lumberjack and keeps rotations at least one
+// millisecond apart: backups are named after the rotation time to the
+// millisecond, and a second rotation in the same millisecond would replace
+// the first backup.
+type rotator struct {
+	lj         *lumberjack.Logger
+	max, size  int64 // rotation size; bytes in the current file
+	open       bool  // lumberjack has opened the file
+	lastRotate time.Time
+}
+
+func (r *rotator) Write(p []byte) (int, error) {
+	n := int64(len(p))
+	// lumberjack rotates an existing file it opens when size+n >= max,
+	// and an open file when size+n > max.
+	if r.size+n > r.max || (!r.open && r.size > 0 && r.size+n >= r.max) {
+		now := time.Now()
+		if !r.lastRotate.IsZero() && now.Truncate(time.Millisecond).Equal(r.lastRotate.Truncate(time.Millisecond)) {
+			time.Sleep(now.Truncate(time.Millisecond).Add(time.Millisecond).Sub(now))
+		}
+		r.lastRotate = time.Now()
+		r.size = 0
+	}
+	r.open = true
+	written, err := r.lj.Write(p)
+	r.size += int64(written)
+	return written, err
+}
+
+// Write encodes the batch into one buffer and writes it with one call (with
+// rotation, one call per part that fits the size limit; an event is never
+// split across files).
+func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		if err := s.Start(ctx); err != nil {
+			s.errs.add(s.name, err)
+			return b.Counted(), nil
+		}
+	}
+	failed := 0
+	s.buf, s.evs = s.buf[:0], s.evs[:0]
+	for i := range b.Events {
+		e := &b.Events[i]
+		start := len(s.buf)
+		var err error
+		if s.delim {
+			s.buf, err = s.appendDelimited(s.buf, e)
+		} else {
+			s.buf, err = s.enc.Append(s.buf, e)
+		}
+		if err == nil && s.maxWrite > 0 && len(s.buf)-start > s.maxWrite {
+			err = fmt.Errorf("event of %d bytes is larger than max_size_mb", len(s.buf)-start)
+		}
+		if err != nil {
+			s.buf = s.buf[:start]
+			if !e.Reported {
+				failed++
+			}
+			s.errs.add(s.name, err)
+			continue
+		}
+		s.evs = append(s.evs, span{end: len(s.buf), counted: !e.Reported})
+	}
+	return failed + s.write(), nil
+}
+
+// write writes the encoded events and returns how many counted events it
+// could not write.
+func (s *Sink) write() int {
+	start, first := 0, 0 // byte offset and index of the next unwritten event
+	for first < len(s.evs) {
+		// The largest run of events from first that fits one write.
+		last := len(s.evs) - 1
+		if s.maxWrite > 0 {
+			last = first
+			for last+1 < len(s.evs) && s.evs[last+1].end-start <= s.maxWrite {
+				last++
+			}
+		}
+		end := s.evs[last].end
+		n, err := s.w.Write(s.buf[start:end])
+		if err != nil {
+			// Events wholly written before the error are delivered.
+			done := first
+			for done <= last && s.evs[done].end-start <= n {
+				done++
+			}
+			s.errs.add(s.name, err)
+			failed := 0
+			for _, ev := range s.evs[done:] {
+				if ev.counted {
+					failed++
+				}
+			}
+			return failed
+		}
+		start, first = end, last+1
+	}
+	return 0
+}
+
+// appendDelimited appends e as a varint length and the message.
+func (s *Sink) appendDelimited(dst []byte, e *pipeline.Event) ([]byte, error) {
+	// Reserve two bytes for the length (messages below 16 KiB), and move
+	// the message if its length needs another size.
+	const reserved = 2
+	start := len(dst)
+	dst = append(dst, 0, 0)
+	dst, err := s.enc.Append(dst, e)
+	if err != nil {
+		return dst[:start], err
+	}
+	size := len(dst) - start - reserved
+	n := protowire.SizeVarint(uint64(size))
+	if n != reserved {
+		for range n - reserved { // only when n > reserved
+			dst = append(dst, 0)
+		}
+		copy(dst[start+n:], dst[start+reserved:start+reserved+size])
+		dst = dst[:start+n+size]
+	}
+	protowire.AppendVarint(dst[start:start], uint64(size))
+	return dst, nil
+}
+
+// Close closes the file; nothing is buffered, so every written event is in
+// the file. Stdout is left open.
+func (s *Sink) Close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.errs.flush()
+	if s.closer == nil {
+		return nil
+	}
+	err := s.closer.Close()
+	s.closer, s.w = nil, nil
+	if err != nil {
+		return fmt.Errorf("file sink: close %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// errorLog logs write errors without flooding: the first at once, then a
+// count at most once per period.
+type errorLog struct {
+	log   *slog.Logger
+	every time.Duration
+	last  time.Time
+	n     int
+	err   error
+}
+
+func (l *errorLog) add(name string, err error) {
+	now := time.Now()
+	if l.last.IsZero() || now.Sub(l.last) >= l.every {
+		l.flush()
+		l.log.Error("file sink: cannot write events", "file", name, "error", err)
+		l.last = now
+		return
+	}
+	l.n++
+	l.err = err
+}
+
+func (l *errorLog) flush() {
+	if l.n > 0 {
+		l.log.Error("file sink: more write errors", "count", l.n, "last_error", l.err)
+		l.n = 0
+	}
+}
