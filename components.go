@@ -2,5 +2,8 @@ package main
 
 // Component packages register their types from init.
 import (
+	_ "github.com/flowbus/flowbus/sinks/discard"
+	_ "github.com/flowbus/flowbus/sinks/file"
+	_ "github.com/flowbus/flowbus/sources/file"
 	_ "github.com/flowbus/flowbus/transforms/filter"
 )
