@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	flowpb "github.com/flowbus/flowbus/flow"
-	"github.com/flowbus/flowbus/flow/flowjson/internal/randflow"
+	"github.com/flowbus/flowbus/flow/flowjson/randflow"
 	"github.com/flowbus/flowbus/flow/observer"
 )
 

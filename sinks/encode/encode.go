@@ -6,10 +6,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/pipeline"
@@ -52,8 +55,9 @@ const (
 )
 
 // Protobuf writes the binary observer.GetFlowsResponse envelope. It writes
-// the envelope's fields itself, so no envelope is allocated per event; the
-// bytes equal proto.Marshal of the equivalent GetFlowsResponse.
+// the envelope's fields itself, so no envelope is allocated per event, in
+// protobuf-go's order (regular fields by number, then the oneof): the bytes
+// equal proto.Marshal of the equivalent GetFlowsResponse.
 type Protobuf struct{}
 
 // ContentType implements Encoder.
@@ -75,25 +79,56 @@ func (Protobuf) Append(dst []byte, e *pipeline.Event) ([]byte, error) {
 	default:
 		return dst, fmt.Errorf("encode: empty event")
 	}
-	size := proto.Size(msg) // fills the cached sizes MarshalAppend reuses
-	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(size))
-	dst, err := marshal.MarshalAppend(dst, msg)
-	if err != nil {
-		return dst, fmt.Errorf("encode protobuf: %w", err)
-	}
+	n := len(dst)
 	if e.NodeName != "" {
+		if !utf8.ValidString(e.NodeName) {
+			return dst, fmt.Errorf("encode protobuf: node_name is not valid UTF-8")
+		}
 		dst = protowire.AppendTag(dst, fieldNodeName, protowire.BytesType)
 		dst = protowire.AppendString(dst, e.NodeName)
 	}
 	if e.Time != nil {
 		dst = protowire.AppendTag(dst, fieldTime, protowire.BytesType)
-		dst = protowire.AppendVarint(dst, uint64(proto.Size(e.Time)))
-		if dst, err = marshal.MarshalAppend(dst, e.Time); err != nil {
-			return dst, fmt.Errorf("encode protobuf time: %w", err)
-		}
+		dst = appendTimestamp(dst, e.Time)
+	}
+	// One size pass fills the cached sizes that MarshalAppend then reuses
+	// for every nested length prefix; the buffer is grown once.
+	size := proto.Size(msg)
+	dst = protowire.AppendTag(dst, num, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(size))
+	dst = slices.Grow(dst, size)
+	dst, err := marshal.MarshalAppend(dst, msg)
+	if err != nil {
+		return dst[:n], fmt.Errorf("encode protobuf: %w", err)
 	}
 	return dst, nil
+}
+
+// appendTimestamp appends a length-prefixed google.protobuf.Timestamp, as
+// proto.Marshal writes it, without reflection.
+func appendTimestamp(dst []byte, t *timestamppb.Timestamp) []byte {
+	if len(t.ProtoReflect().GetUnknown()) > 0 {
+		dst = protowire.AppendVarint(dst, uint64(proto.Size(t)))
+		dst, _ = marshal.MarshalAppend(dst, t) // a Timestamp cannot fail
+		return dst
+	}
+	size := 0
+	if t.Seconds != 0 {
+		size += 1 + protowire.SizeVarint(uint64(t.Seconds))
+	}
+	if t.Nanos != 0 {
+		size += 1 + protowire.SizeVarint(uint64(int64(t.Nanos)))
+	}
+	dst = protowire.AppendVarint(dst, uint64(size))
+	if t.Seconds != 0 {
+		dst = protowire.AppendTag(dst, 1, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(t.Seconds))
+	}
+	if t.Nanos != 0 {
+		dst = protowire.AppendTag(dst, 2, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(int64(t.Nanos)))
+	}
+	return dst
 }
 
 // JSON writes one Hubble export line per event: protojson with proto field

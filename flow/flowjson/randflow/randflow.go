@@ -1,4 +1,4 @@
-// Package randflow builds random flow.Flow and flow.LostEvent messages for
+// Package randflow builds sample and random flow.Flow and flow.LostEvent messages for
 // codec tests: every field of the schema can be set, with hostile values
 // (control characters, HTML characters, U+2028, non-ASCII, extreme
 // integers, unknown enum numbers, empty-but-set messages, zero wrappers,

@@ -1,0 +1,69 @@
+package flowjson
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowjson/randflow"
+	"github.com/flowbus/flowbus/flow/observer"
+)
+
+var samples = []struct {
+	name string
+	flow func() *flowpb.Flow
+}{
+	{"L3L4", randflow.L3L4},
+	{"Enriched", randflow.Enriched},
+}
+
+func BenchmarkEncode(b *testing.B) {
+	for _, s := range samples {
+		f := s.flow()
+		b.Run(s.name+"/flowjson", func(b *testing.B) {
+			buf, _ := AppendExport(nil, f, nil, f.NodeName, f.Time)
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = AppendExport(buf[:0], f, nil, f.NodeName, f.Time)
+			}
+		})
+		b.Run(s.name+"/protojson", func(b *testing.B) {
+			env := envelope(f, nil, f.NodeName, f.Time)
+			buf, _ := reference(env)
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			for b.Loop() {
+				reference(env)
+			}
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, s := range samples {
+		f := s.flow()
+		line, _ := AppendExport(nil, f, nil, f.NodeName, f.Time)
+		b.Run(s.name+"/flowjson", func(b *testing.B) {
+			ev := new(observer.ExportEvent)
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Unmarshal(line, ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(s.name+"/protojson", func(b *testing.B) {
+			ev := new(observer.ExportEvent)
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := protojson.Unmarshal(line, ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,159 @@
+package flowjson
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flowbus/flowbus/flow/observer"
+)
+
+// compareDecoders checks Unmarshal against protojson on one input: the same
+// acceptance, and equal messages. When the fast path alone accepts the
+// input, protojson must accept it with the same result.
+func compareDecoders(t testing.TB, line []byte, dec *observer.ExportEvent) (fast bool) {
+	var ref observer.ExportEvent
+	refErr := protojson.Unmarshal(line, &ref)
+
+	var fastEv observer.ExportEvent
+	fastErr := fastDecode(line, &fastEv)
+	if fastErr == nil {
+		if refErr != nil {
+			t.Fatalf("fast path accepted what protojson rejects (%v): %q", refErr, line)
+		}
+		if !proto.Equal(&fastEv, &ref) {
+			t.Fatalf("fast path differs on %q\nfast: %v\nref:  %v", line, &fastEv, &ref)
+		}
+	}
+	err := Unmarshal(line, dec)
+	if (err != nil) != (refErr != nil) {
+		t.Fatalf("Unmarshal error %v, protojson %v: %q", err, refErr, line)
+	}
+	if err == nil && !proto.Equal(dec, &ref) {
+		t.Fatalf("Unmarshal differs on %q\ngot:  %v\nref:  %v", line, dec, &ref)
+	}
+	return fastErr == nil
+}
+
+func TestDecodeForms(t *testing.T) {
+	cases := []struct {
+		line string
+		fast bool // expected to stay on the fast path
+	}{
+		{`{"flow":{"time":"2024-01-01T10:00:00.123456Z","uuid":"u","verdict":"FORWARDED"},"node_name":"n","time":"2024-01-01T10:00:00.123456Z"}`, true},
+		{` { "flow" : { "IP" : { "source" : "1.2.3.4" , "ipVersion" : "IPv4" } } } `, true},
+		{"{\"flow\":{}\n}\r\n", true},
+		{`{"flow":{"nodeName":"camel","dropReasonDesc":"POLICY_DENIED","isReply":true,"trafficDirection":2}}`, true},
+		{`{"flow":{"drop_reason_desc":250,"verdict":-3}}`, true},
+		{`{"flow":{"socket_cookie":42,"cgroup_id":"18446744073709551615","proxy_port":"8080"}}`, true},
+		{`{"flow":{"socket_cookie":"18446744073709551616"}}`, false},
+		{`{"flow":{"proxy_port":4294967296}}`, false},
+		{`{"flow":{"proxy_port":-1}}`, false},
+		{`{"flow":{"proxy_port":1.0}}`, false},
+		{`{"flow":{"proxy_port":1e2}}`, false},
+		{`{"flow":{"proxy_port":"1e2"}}`, false},
+		{`{"flow":{"proxy_port":" 1"}}`, false},
+		{`{"flow":{"proxy_port":01}}`, false},
+		{`{"flow":{"proxy_port":"01"}}`, false},
+		{`{"flow":{"proxy_port":-0}}`, false},
+		{`{"flow":{"event_type":{"type":-2147483648,"sub_type":"2147483647"}}}`, true},
+		{`{"flow":{"event_type":{"type":-2147483649}}}`, false},
+		{`{"flow":{"verdict":"1"}}`, false},
+		{`{"flow":{"verdict":"NOPE"}}`, false},
+		{`{"flow":{"verdict":null,"uuid":null,"source":null,"l4":null,"time":null,"node_labels":null}}`, true},
+		{`{"flow":{"uuid":null,"uuid":"x"}}`, false},
+		{`{"flow":{"uuid":"x","uuid":"x"}}`, false},
+		{`{"flow":{"node_name":"a","nodeName":"b"}}`, false},
+		{`{"flow":{"l4":{"TCP":{},"UDP":{}}}}`, false},
+		{`{"flow":{"l4":{"TCP":null,"UDP":{"source_port":53}}}}`, true},
+		{`{"flow":{"l7":{"http":{"url":"http://x/?a=1\u0026b=\u003c2\u003e","headers":[{"key":"k","value":"\"v\"\\\/\b\f\n\r\t"}]}}}}`, true},
+		{`{"flow":{"uuid":"\ud83d\ude42"}}`, false},
+		{`{"flow":{"uuid":"\ud83d"}}`, false},
+		{`{"flow":{"uuid":"\u00e9\u2028"}}`, true},
+		{`{"flow":{"uuid":"\x"}}`, false},
+		{"{\"flow\":{\"uuid\":\"a\x01\"}}", false},
+		{"{\"flow\":{\"uuid\":\"a\xff\"}}", false},
+		{"{\"flow\":{\"uuid\":\"\xc3\xa9\"}}", true},
+		{`{"flow":{"\u0075uid":"x"}}`, false},
+		{`{"flow":{"unknown":1}}`, false},
+		{`{"flow":{"source":{"labels":["a",null]}}}`, false},
+		{`{"flow":{"source":{"labels":["a",]}}}`, false},
+		{`{"flow":{"source":{"labels":[],"workloads":[{},{"name":"w"}]}}}`, true},
+		{`{"flow":{"is_reply":false,"extensions":null}}`, true},
+		{`{"flow":{"extensions":{"@type":"type.googleapis.com/flow.Emitter","name":"e"}}}`, false},
+		{`{"flow":{"reply":true,"Summary":"s","Type":"L7"}}`, true},
+		{`{"flow":{"reply":1}}`, false},
+		{`{"flow":{"reply":"true"}}`, false},
+		{`{"flow":{"time":"2024-01-01T10:00:00+01:00"}}`, false},
+		{`{"flow":{"time":"2024-01-01t10:00:00z"}}`, false},
+		{`{"flow":{"time":"2024-02-30T10:00:00Z"}}`, false},
+		{`{"flow":{"time":"2024-02-29T23:59:59.1Z"}}`, true},
+		{`{"flow":{"time":"2023-02-29T10:00:00Z"}}`, false},
+		{`{"flow":{"time":"2024-01-01T24:00:00Z"}}`, false},
+		{`{"flow":{"time":"2024-01-01T10:00:60Z"}}`, false},
+		{`{"flow":{"time":"2024-01-01T10:00:00.1234567891Z"}}`, false},
+		{`{"flow":{"time":"2024-01-01T10:00:00.Z"}}`, false},
+		{`{"flow":{"time":"0000-01-01T00:00:00Z"}}`, false},
+		{`{"flow":{"time":"9999-12-31T23:59:59.999999999Z"}}`, true},
+		{`{"flow":{"time":1}}`, false},
+		{`{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":"7","cpu":3,"first":"1970-01-01T00:00:00Z"},"node_name":"n"}`, true},
+		{`{"lostEvents":{"cpu":"3","numEventsLost":7},"nodeName":"n"}`, true},
+		{`{"lost_events":{"cpu":null}}`, true},
+		{`{"flow":{},"lost_events":{}}`, false},
+		{`{"flow":null,"lost_events":{}}`, true},
+		{`{"agent_event":{"type":"AGENT_STARTED"},"node_name":"n"}`, false},
+		{`{"debug_event":{}}`, false},
+		{`{"node_status":{}}`, false},
+		{`{"node_name":"n","time":"1970-01-01T00:00:01Z"}`, true},
+		{`{}`, true},
+		{`{"flow":{}}x`, false},
+		{`{"flow":{}`, false},
+		{`{"flow":{},}`, false},
+		{`{,"flow":{}}`, false},
+		{`[]`, false},
+		{``, false},
+		{`null`, false},
+	}
+	dec := new(observer.ExportEvent)
+	for _, c := range cases {
+		if fast := compareDecoders(t, []byte(c.line), dec); fast != c.fast {
+			t.Errorf("fast path %v, want %v: %s", fast, c.fast, c.line)
+		}
+	}
+}
+
+// TestDecodeReusesStorage checks that decoding into the same event again
+// keeps nested messages and that fields absent from the second line end up
+// unset.
+func TestDecodeReusesStorage(t *testing.T) {
+	first := `{"flow":{"time":"2024-01-01T10:00:00Z","source":{"labels":["a","b"],"workloads":[{"name":"w"}]},"l4":{"TCP":{"flags":{"SYN":true}}},"is_reply":true,"uuid":"u"},"node_name":"n","time":"2024-01-01T10:00:00Z"}`
+	second := `{"flow":{"source":{"namespace":"ns"},"l4":{"TCP":{"source_port":1}}}}`
+	ev := new(observer.ExportEvent)
+	if err := Unmarshal([]byte(first), ev); err != nil {
+		t.Fatal(err)
+	}
+	f := ev.GetFlow()
+	src, tcp := f.Source, f.L4.GetTCP()
+	if err := Unmarshal([]byte(second), ev); err != nil {
+		t.Fatal(err)
+	}
+	g := ev.GetFlow()
+	if g != f || g.Source != src || g.L4.GetTCP() != tcp {
+		t.Fatal("nested storage not reused")
+	}
+	var want observer.ExportEvent
+	if err := protojson.Unmarshal([]byte(second), &want); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(ev, &want) {
+		t.Fatalf("stale fields survived:\n got %v\nwant %v", ev, &want)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := Unmarshal([]byte(second), ev); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs > 2 {
+		t.Fatalf("%v allocations per reused decode", allocs)
+	}
+}
