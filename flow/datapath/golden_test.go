@@ -100,8 +100,8 @@ func goldens() []golden {
 				orig: netip.MustParseAddr("192.168.1.1")}.bytes(tcpPkt(tcpACK | tcpFIN)),
 			want: l34(&flowpb.Flow{
 				Verdict: flowpb.Verdict_FORWARDED, Ethernet: ethf(macA, macB),
-				IP:      &flowpb.IP{Source: "192.168.1.1", SourceXlated: "10.244.0.156", Destination: "10.96.0.10", IpVersion: flowpb.IPVersion_IPv4, Encrypted: true},
-				L4:      tcpf(43512, 8080, &flowpb.TCPFlags{ACK: true, FIN: true}), Source: ep(1), Destination: ep(2), IsReply: boolp(true),
+				IP: &flowpb.IP{Source: "192.168.1.1", SourceXlated: "10.244.0.156", Destination: "10.96.0.10", IpVersion: flowpb.IPVersion_IPv4, Encrypted: true},
+				L4: tcpf(43512, 8080, &flowpb.TCPFlags{ACK: true, FIN: true}), Source: ep(1), Destination: ep(2), IsReply: boolp(true),
 				EventType: et(4, 11), TrafficDirection: flowpb.TrafficDirection_EGRESS,
 				TraceObservationPoint: flowpb.TraceObservationPoint_TO_NETWORK, TraceReason: flowpb.TraceReason_REPLY,
 				Summary: "TCP Flags: ACK, FIN",
@@ -159,7 +159,7 @@ func goldens() []golden {
 				tcp(1, 2, 0xff, true, nil, nil)))),
 			want: l34(&flowpb.Flow{
 				Verdict: flowpb.Verdict_FORWARDED, Ethernet: ethf(macA, macB), IP: ipv4f("1.1.1.1", "2.2.2.2"),
-				L4: tcpf(1, 2, &flowpb.TCPFlags{FIN: true, SYN: true, RST: true, PSH: true, ACK: true, URG: true, ECE: true, CWR: true, NS: true}),
+				L4:      tcpf(1, 2, &flowpb.TCPFlags{FIN: true, SYN: true, RST: true, PSH: true, ACK: true, URG: true, ECE: true, CWR: true, NS: true}),
 				IsReply: boolp(false), EventType: et(4, 4),
 				TraceObservationPoint: flowpb.TraceObservationPoint_TO_OVERLAY, TraceReason: flowpb.TraceReason_RELATED,
 				Summary: "TCP Flags: SYN, ACK, RST, FIN, PSH, URG, ECE, CWR, NS",
@@ -180,8 +180,8 @@ func goldens() []golden {
 					udp(51000, 4789, vxlanHdr(0x1234, tcpPkt(tcpSYN)))))),
 			want: l34(&flowpb.Flow{
 				Verdict: flowpb.Verdict_FORWARDED, Ethernet: ethf(macA, macB), IP: ipv4f("10.244.0.156", "10.96.0.10"),
-				L4: tcpf(43512, 8080, &flowpb.TCPFlags{SYN: true}),
-				Tunnel: &flowpb.Tunnel{Protocol: flowpb.Tunnel_VXLAN, IP: ipv4f("192.168.0.1", "192.168.0.2"), L4: udpf(51000, 4789), Vni: 0x1234},
+				L4:      tcpf(43512, 8080, &flowpb.TCPFlags{SYN: true}),
+				Tunnel:  &flowpb.Tunnel{Protocol: flowpb.Tunnel_VXLAN, IP: ipv4f("192.168.0.1", "192.168.0.2"), L4: udpf(51000, 4789), Vni: 0x1234},
 				IsReply: boolp(false), EventType: et(4, 9),
 				TraceObservationPoint: flowpb.TraceObservationPoint_FROM_OVERLAY, TraceReason: flowpb.TraceReason_ESTABLISHED,
 				Interface: &flowpb.NetworkInterface{Index: 2}, Summary: "TCP Flags: SYN",
@@ -195,8 +195,8 @@ func goldens() []golden {
 						eth(macA, macB, 0x86dd, ipv6("fd00::a", "fd00::b", 17, udp(53, 5353, []byte("x"))))))))),
 			want: l34(&flowpb.Flow{
 				Verdict: flowpb.Verdict_FORWARDED, Ethernet: ethf(macA, macB), IP: ipv6f("fd00::a", "fd00::b"),
-				L4:     udpf(53, 5353),
-				Tunnel: &flowpb.Tunnel{Protocol: flowpb.Tunnel_GENEVE, IP: ipv4f("192.168.0.1", "192.168.0.2"), L4: udpf(40000, 6081), Vni: 42},
+				L4:        udpf(53, 5353),
+				Tunnel:    &flowpb.Tunnel{Protocol: flowpb.Tunnel_GENEVE, IP: ipv4f("192.168.0.1", "192.168.0.2"), L4: udpf(40000, 6081), Vni: 42},
 				EventType: et(4, 9), TraceObservationPoint: flowpb.TraceObservationPoint_FROM_OVERLAY, Summary: "UDP",
 			}),
 		},
@@ -252,7 +252,7 @@ func goldens() []golden {
 				ipv6("2001:db8::1", "2001:db8::2", 132, sctp(3868, 3868, []byte{1, 0, 0, 20}))),
 			want: l34(&flowpb.Flow{
 				Verdict: flowpb.Verdict_DROPPED, DropReason: 154, IP: ipv6f("2001:db8::1", "2001:db8::2"),
-				L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: 3868, DestinationPort: 3868, ChunkType: flowpb.SCTPChunkType_INIT}}},
+				L4:        &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: 3868, DestinationPort: 3868, ChunkType: flowpb.SCTPChunkType_INIT}}},
 				EventType: et(1, 154), TrafficDirection: flowpb.TrafficDirection_INGRESS,
 				File: &flowpb.FileInfo{Name: "drop.h"}, Summary: "SCTP",
 			}),
