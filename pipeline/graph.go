@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,7 @@ func Load(path string, opts Options) (*Pipeline, error) {
 		if _, berr := New(cfg, opts); berr != nil {
 			errs = append(errs, config.Positioned(config.SetFile(berr, path), nil)...)
 		}
+		sortErrors(errs)
 		return nil, errs
 	}
 	p, err := New(cfg, opts)
@@ -125,6 +127,7 @@ func New(cfg *config.Config, opts Options) (*Pipeline, error) {
 				e.File = cfg.File
 			}
 		}
+		sortErrors(b.errs)
 		return nil, b.errs
 	}
 	p.link()
@@ -463,4 +466,28 @@ func contains(names []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Components returns the names of the sources, transforms and sinks.
+func (p *Pipeline) Components() (sources, transforms, sinks []string) {
+	for _, n := range p.sources {
+		sources = append(sources, n.name)
+	}
+	for _, n := range p.transforms {
+		transforms = append(transforms, n.name)
+	}
+	for _, n := range p.sinks {
+		sinks = append(sinks, n.name)
+	}
+	return sources, transforms, sinks
+}
+
+// sortErrors orders errors by position, so they read top to bottom.
+func sortErrors(es config.Errors) {
+	sort.SliceStable(es, func(i, j int) bool {
+		if es[i].Line != es[j].Line {
+			return es[i].Line < es[j].Line
+		}
+		return es[i].Col < es[j].Col
+	})
 }

@@ -49,9 +49,9 @@ transforms:
 sinks:
   out: {type: test-rec, inputs: [a, nope], delay: fast}
 `, []string{
-			`8:37: sink "out": unknown input "nope" (sources and transforms: gen, a, b)`,
-			`6:32: transform "b": input "a" closes a cycle: a -> b -> a`,
 			`3:27: source "gen" (test-count): unknown key "cuont" (valid keys: batch, count, done, lost_every)`,
+			`6:32: transform "b": input "a" closes a cycle: a -> b -> a`,
+			`8:37: sink "out": unknown input "nope" (sources and transforms: gen, a, b)`,
 			`8:51: sink "out" (test-rec): invalid duration "fast"`,
 		}},
 		{"unknown type", `
@@ -65,7 +65,7 @@ sources:
   gen: {count: 1}
 sinks:
   out: {type: test-rec}
-`, []string{`3:3: source "gen" has no type`, `5:3: sink "out" has no inputs`, `3:3: source "gen" is not an input`}},
+`, []string{`3:3: source "gen" has no type`, `3:3: source "gen" is not an input`, `5:3: sink "out" has no inputs`}},
 		{"sink as input", `
 sources:
   gen: {type: test-count}
@@ -80,10 +80,10 @@ bogus: 1
 sources: {}
 sinks:
 `, []string{
+			`2:18: buffer events must be at least 1`,
 			`2:32: when_full must be block or drop_newest`,
 			`3:19: invalid duration "soon"`,
-			`4:1: unknown key "bogus"`,
-			`2:18: buffer events must be at least 1`,
+			`4:1: unknown key "bogus" (valid keys: buffer, lost_event_interval, metrics, node_name, shutdown_timeout, sinks, sources, transforms)`,
 			`5:10: the pipeline needs at least one source`,
 			`6:7: the pipeline needs at least one sink`,
 		}},
@@ -98,9 +98,9 @@ sources:
   x: {type: test-count}
 sinks:
   x: {type: test-rec, inputs: [x]}
-`, []string{`5:3: sink name "x" is already used by a source (line 3)`, `3:3: source "x" is not an input`}},
+`, []string{`3:3: source "x" is not an input`, `5:3: sink name "x" is already used by a source (line 3)`}},
 		{"yaml syntax", "sources:\n  a: [\n", []string{`2:1: invalid YAML`}},
-		{"unset env", "node_name: ${FLOWBUS_TEST_UNSET_VAR}\n", []string{`1:12: environment variable FLOWBUS_TEST_UNSET_VAR is not set`, "the pipeline needs at least one source", "the pipeline needs at least one sink"}},
+		{"unset env", "node_name: ${FLOWBUS_TEST_UNSET_VAR}\n", []string{"1:1: the pipeline needs at least one source", "1:1: the pipeline needs at least one sink", `1:12: environment variable FLOWBUS_TEST_UNSET_VAR is not set`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := loadErrors(t, tc.src)

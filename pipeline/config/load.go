@@ -62,7 +62,8 @@ type Metrics struct {
 // pipeline package to resolve and build.
 type Config struct {
 	// File is the path the config was read from; Dir its directory.
-	File, Dir string
+	File string `yaml:"-"`
+	Dir  string `yaml:"-"`
 
 	NodeName          string   `yaml:"node_name"`
 	LostEventInterval Duration `yaml:"lost_event_interval"`

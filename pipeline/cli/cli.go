@@ -1,0 +1,218 @@
+// Package cli is flowbus's command line: run, validate and version (SPEC §2).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+// version is set at build time with
+// -ldflags "-X github.com/flowbus/flowbus/pipeline/cli.version=v1.2.3";
+// otherwise it comes from the module's build information.
+var version = ""
+
+// Version returns flowbus's version.
+func Version() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		v += "+" + rev + dirty
+	}
+	return v
+}
+
+// exitError carries an exit status; its message has been printed already.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// Main runs the command line with args (without the program name) and
+// returns the exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := NewCommand(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		fmt.Fprintf(stderr, "flowbus: %v\n", err)
+		return 2 // usage errors
+	}
+}
+
+// NewCommand returns the root command, writing to stdout and stderr.
+func NewCommand(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		file     string
+		logLevel string
+	)
+	root := &cobra.Command{
+		Use:   "flowbus",
+		Short: "Run a pipeline that turns kernel network events into Hubble flows and publishes them",
+		Long: `flowbus runs one YAML-defined pipeline per node: sources (eBPF, Cilium monitor,
+Hubble JSON files, synthetic flows) feed transforms (filter, redact, sample,
+rate-limit, field mask) that feed sinks (Kafka, NATS, files, discard). Events are
+Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPipeline(cmd.Context(), file, logLevel, stderr)
+		},
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVarP(&file, "config", "c", "pipeline.yaml", "pipeline configuration file")
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.CompletionOptions.DisableDefaultCmd = true
+
+	root.AddCommand(&cobra.Command{
+		Use:   "run",
+		Short: "Run the pipeline until SIGINT/SIGTERM or until every finite source is exhausted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPipeline(cmd.Context(), file, logLevel, stderr)
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "validate",
+		Short: "Load, check and build the pipeline without starting it; print each error as FILE:LINE:COL: message",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, stderr)
+			if err != nil {
+				return err
+			}
+			p, err := pipeline.Load(file, pipeline.Options{Log: log})
+			if err != nil {
+				printLoadError(stderr, err)
+				return exitError{1}
+			}
+			src, tr, sk := p.Components()
+			fmt.Fprintf(stdout, "%s: ok (%d sources, %d transforms, %d sinks)\n", file, len(src), len(tr), len(sk))
+			return nil
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the version, the Go version and the schema version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(stdout, "flowbus %s\ngo %s\nschema %s\n", Version(), strings.TrimPrefix(runtime.Version(), "go"), flowpb.SchemaVersion)
+			return nil
+		},
+	})
+	return root
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// printLoadError prints config errors one per line as FILE:LINE:COL: msg.
+func printLoadError(w io.Writer, err error) {
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			fmt.Fprintln(w, e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "flowbus: %v\n", err)
+}
+
+func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) error {
+	log, err := newLogger(logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "flowbus_build_info",
+			Help:        "flowbus's version, Go version and schema version; always 1.",
+			ConstLabels: prometheus.Labels{"version": Version(), "go_version": runtime.Version(), "schema": flowpb.SchemaVersion},
+		}, func() float64 { return 1 }),
+	)
+	p, err := pipeline.Load(file, pipeline.Options{Log: log, Registry: reg})
+	if err != nil {
+		printLoadError(stderr, err)
+		return exitError{1}
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		// A second signal gets the default behaviour: it ends the process.
+		stop()
+	}()
+
+	summary, err := p.Run(ctx)
+	if summary != nil {
+		for _, line := range summary.Lines() {
+			fmt.Fprintln(stderr, line)
+		}
+	}
+	if err != nil {
+		log.Error("pipeline failed", "error", err)
+		return exitError{1}
+	}
+	return nil
+}
+
+// Run is main's entry point: it runs the command line with the process's
+// arguments and exits with its status.
+func Run() {
+	os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}

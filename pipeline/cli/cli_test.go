@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+// Test-only components: a finite source and a sink that counts.
+
+type cliSource struct {
+	Count int `yaml:"count"`
+}
+
+func (s *cliSource) Run(ctx context.Context, out pipeline.Output) error {
+	for i := 0; i < s.Count; {
+		b := pipeline.NewBatch()
+		for j := 0; j < 50 && i < s.Count; j++ {
+			b.Next().FlowStorage().Verdict = flowpb.Verdict_FORWARDED
+			i++
+		}
+		if err := out.Emit(ctx, b); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+type cliSink struct {
+	Timeout config.Duration `yaml:"timeout"`
+}
+
+func (cliSink) Write(context.Context, *pipeline.Batch) (int, error) { return 0, nil }
+func (cliSink) Close(context.Context) error                         { return nil }
+
+type cliPass struct{}
+
+func (cliPass) Process(*pipeline.Batch) {}
+
+func init() {
+	pipeline.RegisterSource("cli-count", func(b *pipeline.Build, n *yaml.Node) (pipeline.Source, error) {
+		s := &cliSource{}
+		return s, config.Decode(n, s)
+	})
+	pipeline.RegisterTransform("cli-pass", pipeline.DropsNone, func(b *pipeline.Build, n *yaml.Node) (pipeline.Transform, error) {
+		return cliPass{}, config.Decode(n, &struct{}{})
+	})
+	pipeline.RegisterSink("cli-sink", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
+		s := &cliSink{}
+		return s, config.Decode(n, s)
+	})
+}
+
+func execute(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = Main(context.Background(), args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func writeConfig(t *testing.T, src string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestValidateReportsEachError(t *testing.T) {
+	path := writeConfig(t, `sources:
+  gen:
+    type: cli-count
+    count: 10
+    colour: blue
+transforms:
+  a: {type: cli-pass, inputs: [gen, b]}
+  b: {type: cli-pass, inputs: [a]}
+sinks:
+  out:
+    type: cli-sink
+    inputs: [b, missing]
+    timeout: [1s]
+`)
+	code, stdout, stderr := execute(t, "validate", "-c", path)
+	if code != 1 || stdout != "" {
+		t.Errorf("exit %d, stdout %q", code, stdout)
+	}
+	want := []string{
+		path + `:5:5: source "gen" (cli-count): unknown key "colour" (valid keys: count)`,
+		path + `:8:32: transform "b": input "a" closes a cycle: a -> b -> a`,
+		path + `:12:17: sink "out": unknown input "missing" (sources and transforms: gen, a, b)`,
+		path + `:13:14: sink "out" (cli-sink): expected a duration like 1s or 500ms, got a list`,
+	}
+	got := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
+	}
+	for _, line := range got {
+		if !regexp.MustCompile(`^.+:\d+:\d+: .+$`).MatchString(line) {
+			t.Errorf("not FILE:LINE:COL: %q", line)
+		}
+	}
+}
+
+func TestValidateOK(t *testing.T) {
+	path := writeConfig(t, "sources: {g: {type: cli-count}}\nsinks: {s: {type: cli-sink, inputs: [g]}}\n")
+	code, stdout, stderr := execute(t, "validate", "--config", path)
+	if code != 0 || stdout != path+": ok (1 sources, 0 transforms, 1 sinks)\n" || stderr != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, _, stderr = execute(t, "validate", "-c", filepath.Join(t.TempDir(), "none.yaml"))
+	if code != 1 || !strings.Contains(stderr, "no such file") {
+		t.Errorf("missing file: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// Bare flowbus runs the pipeline; a finite one drains, prints the summary
+// line and exits 0.
+func TestRunPrintsSummary(t *testing.T) {
+	path := writeConfig(t, `
+metrics: {listen: "127.0.0.1:0"}
+sources: {g: {type: cli-count, count: 1234}}
+transforms: {p: {type: cli-pass, inputs: [g]}}
+sinks: {s: {type: cli-sink, inputs: [p]}}
+`)
+	for _, args := range [][]string{{"-c", path}, {"run", "-c", path, "--log-level", "warn"}} {
+		code, _, stderr := execute(t, args...)
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		last := lines[len(lines)-1]
+		if code != 0 || last != "flowbus: received=1234 delivered=1234 filtered=0 sampled=0 rate_limited=0 lost=0" {
+			t.Errorf("%q: exit %d, stderr:\n%s", args, code, stderr)
+		}
+	}
+	if code, _, stderr := execute(t, "run", "-c", path, "--log-level", "loud"); code != 2 || !strings.Contains(stderr, "--log-level") {
+		t.Errorf("bad log level: exit %d, %q", code, stderr)
+	}
+	if code, _, _ := execute(t, "run", "extra"); code != 2 {
+		t.Errorf("extra argument: exit %d", code)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := execute(t, "version")
+	want := "go " + strings.TrimPrefix(runtime.Version(), "go") + "\nschema " + flowpb.SchemaVersion + "\n"
+	if code != 0 || !strings.HasPrefix(stdout, "flowbus ") || !strings.HasSuffix(stdout, want) {
+		t.Errorf("exit %d, stdout %q", code, stdout)
+	}
+}
