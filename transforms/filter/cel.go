@@ -1,7 +1,6 @@
 package filter
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
@@ -81,10 +80,14 @@ func celFilter(exprs []string) (predicate, error) {
 	}, nil
 }
 
-// celProgram is one compiled expression with its reusable activation.
+// celProgram is one compiled expression: the allocation-free closure when
+// the expression is in the fast subset (celfast.go), else the cel-go
+// program with its reusable activation.
 type celProgram struct {
-	prg cel.Program
-	act flowActivation
+	fast func(*celCtx) bool
+	ctx  celCtx
+	prg  cel.Program
+	act  flowActivation
 }
 
 func compileCEL(expr string) (*celProgram, error) {
@@ -110,10 +113,20 @@ func compileCEL(expr string) (*celProgram, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CEL program: %w", err)
 	}
-	return &celProgram{prg: prg}, nil
+	p := &celProgram{prg: prg}
+	if fast, err := compileFast(ast.NativeRep()); err == nil {
+		p.fast = fast
+	}
+	return p, nil
 }
 
 func (p *celProgram) eval(f *flowpb.Flow) bool {
+	if p.fast != nil {
+		p.ctx.flow = f
+		r := p.fast(&p.ctx)
+		p.ctx.flow = nil
+		return r
+	}
 	p.act.flow = f
 	out, _, err := p.prg.Eval(&p.act)
 	p.act.flow = nil
@@ -157,5 +170,3 @@ func (costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate
 func (costEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
 	return nil
 }
-
-var errCEL = errors.New("cel")

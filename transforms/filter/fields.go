@@ -302,9 +302,9 @@ func appendFQDNPattern(sb *strings.Builder, pattern string) error {
 
 // node_name: patterns are [cluster/]node, each part an FQDN pattern as
 // above where an empty part matches any name; without "/" the pattern
-// matches every cluster; more than one "/" is an error. At match time a
-// flow node_name without "/" is taken as "default/<node_name>" (Cilium's
-// default cluster name).
+// matches every cluster; more than one "/" is an error. At match time an
+// empty flow node_name never matches, and one without "/" is taken as
+// "default/<node_name>" (Cilium's default cluster name).
 func nodeNameFilter(patterns []string) (predicate, error) {
 	if len(patterns) == 0 {
 		return nil, nil
@@ -328,6 +328,9 @@ func nodeNameFilter(patterns []string) (predicate, error) {
 	var buf [256]byte
 	return func(f *flowpb.Flow) bool {
 		name := f.GetNodeName()
+		if name == "" {
+			return false
+		}
 		if strings.Contains(name, "/") {
 			return re.MatchString(name)
 		}

@@ -325,18 +325,19 @@ func isSpecialSymbol(c byte) bool {
 	return false
 }
 
-// lex splits s into tokens; a NUL byte ends the input, as in Kubernetes.
+// lex splits s into tokens like Kubernetes' label selector lexer: reading
+// past the end yields NUL; a NUL byte starting a token ends the input, and
+// one inside a token ends the token.
 func lex(s string) []scanned {
 	var out []scanned
 	pos := 0
 	read := func() byte {
-		if pos >= len(s) {
+		if pos < len(s) {
+			c := s[pos]
 			pos++
-			return 0
+			return c
 		}
-		c := s[pos]
-		pos++
-		return c
+		return 0
 	}
 	unread := func() { pos-- }
 	for {
@@ -378,11 +379,15 @@ func lex(s string) []scanned {
 		default:
 			unread()
 			var buf []byte
+		ident:
 			for {
 				c := read()
-				if c == 0 || isSpecialSymbol(c) || isWhitespace(c) {
+				switch {
+				case c == 0:
+					break ident
+				case isSpecialSymbol(c) || isWhitespace(c):
 					unread()
-					break
+					break ident
 				}
 				buf = append(buf, c)
 			}
@@ -404,6 +409,11 @@ type parser struct {
 // lookahead returns the next token; in a values context "in" and "notin"
 // are identifiers.
 func (p *parser) lookahead(values bool) (token, string) {
+	if p.pos >= len(p.items) {
+		// Kubernetes' parser would index out of range here; no input reaches
+		// this, as every path stops at the end-of-string token.
+		return tokEOS, ""
+	}
 	it := p.items[p.pos]
 	if values && (it.tok == tokIn || it.tok == tokNotIn) {
 		return tokIdentifier, it.lit
@@ -413,9 +423,7 @@ func (p *parser) lookahead(values bool) (token, string) {
 
 func (p *parser) consume(values bool) (token, string) {
 	t, l := p.lookahead(values)
-	if p.pos < len(p.items)-1 {
-		p.pos++
-	}
+	p.pos++
 	return t, l
 }
 
