@@ -4,6 +4,8 @@ package main
 import (
 	_ "github.com/flowbus/flowbus/sinks/discard"
 	_ "github.com/flowbus/flowbus/sinks/file"
+	_ "github.com/flowbus/flowbus/sinks/kafka"
+	_ "github.com/flowbus/flowbus/sinks/nats"
 	_ "github.com/flowbus/flowbus/sources/file"
 	_ "github.com/flowbus/flowbus/transforms/filter"
 )

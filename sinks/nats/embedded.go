@@ -1,0 +1,163 @@
+package nats
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedOptions configure the in-process server of `url: embedded`.
+type EmbeddedOptions struct {
+	// Port on 127.0.0.1; 0 means DefaultEmbeddedPort, -1 a free port.
+	Port int `yaml:"port"`
+	// StoreDir holds the JetStream file store; default
+	// $TMPDIR/flowbus/nats.
+	StoreDir string `yaml:"store_dir"`
+	// SyncInterval is how often the store is fsynced: a duration, or
+	// "always" to sync every message before acknowledging it. Default:
+	// nats-server's (2 minutes).
+	SyncInterval string `yaml:"sync_interval"`
+	// MaxStore caps the file store in bytes; 0 lets the server choose.
+	MaxStore int64 `yaml:"max_store"`
+}
+
+// DefaultEmbeddedPort is NATS's usual client port, so that the nats CLI
+// finds the embedded server without options.
+const DefaultEmbeddedPort = 4222
+
+func (o *EmbeddedOptions) check() error {
+	if o.Port < -1 || o.Port > 65535 {
+		return fmt.Errorf("port %d out of range", o.Port)
+	}
+	if _, _, err := o.sync(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (o *EmbeddedOptions) sync() (always bool, every time.Duration, err error) {
+	switch o.SyncInterval {
+	case "":
+		return false, 0, nil
+	case "always":
+		return true, 0, nil
+	}
+	d, err := time.ParseDuration(o.SyncInterval)
+	if err != nil || d <= 0 {
+		return false, 0, fmt.Errorf("sync_interval %q: want a duration like 10s, or always", o.SyncInterval)
+	}
+	return false, d, nil
+}
+
+func (o *EmbeddedOptions) storeDir() string {
+	if o.StoreDir != "" {
+		return o.StoreDir
+	}
+	return filepath.Join(os.TempDir(), "flowbus", "nats")
+}
+
+func (o *EmbeddedOptions) port() int {
+	if o.Port == 0 {
+		return DefaultEmbeddedPort
+	}
+	return o.Port
+}
+
+// embeddedServer is a running in-process server, shared by the sinks that
+// configure the same port and store.
+type embeddedServer struct {
+	key      string
+	srv      *server.Server
+	storeDir string
+	refs     int
+}
+
+var embeddedServers = struct {
+	sync.Mutex
+	m map[string]*embeddedServer
+}{m: map[string]*embeddedServer{}}
+
+func acquireEmbedded(o *EmbeddedOptions) (*embeddedServer, error) {
+	key := strconv.Itoa(o.port()) + "|" + o.storeDir() + "|" + o.SyncInterval
+	embeddedServers.Lock()
+	defer embeddedServers.Unlock()
+	if e := embeddedServers.m[key]; e != nil {
+		e.refs++
+		return e, nil
+	}
+	srv, err := startEmbedded(o)
+	if err != nil {
+		return nil, err
+	}
+	e := &embeddedServer{key: key, srv: srv, storeDir: o.storeDir(), refs: 1}
+	if o.port() != -1 {
+		embeddedServers.m[key] = e
+	}
+	return e, nil
+}
+
+func releaseEmbedded(e *embeddedServer) {
+	embeddedServers.Lock()
+	e.refs--
+	last := e.refs == 0
+	if last && embeddedServers.m[e.key] == e {
+		delete(embeddedServers.m, e.key)
+	}
+	embeddedServers.Unlock()
+	if last {
+		e.srv.Shutdown()
+		e.srv.WaitForShutdown()
+	}
+}
+
+func (e *embeddedServer) clientURL() string { return e.srv.ClientURL() }
+
+// startEmbedded runs a JetStream-enabled server on 127.0.0.1.
+func startEmbedded(o *EmbeddedOptions) (*server.Server, error) {
+	always, every, err := o.sync()
+	if err != nil {
+		return nil, err
+	}
+	dir := o.storeDir()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store_dir: %w", err)
+	}
+	if p := o.port(); p > 0 {
+		// Fail fast with a clear message; the server itself only logs it.
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			return nil, fmt.Errorf("listen on 127.0.0.1:%d: %w", p, err)
+		}
+		l.Close()
+	}
+	opts := &server.Options{
+		ServerName:            "flowbus-embedded",
+		Host:                  "127.0.0.1",
+		Port:                  o.port(),
+		NoLog:                 true,
+		NoSigs:                true,
+		JetStream:             true,
+		StoreDir:              dir,
+		SyncAlways:            always,
+		SyncInterval:          every,
+		JetStreamMaxStore:     o.MaxStore,
+		MaxPayload:            8 << 20,
+		DisableShortFirstPing: true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("server on 127.0.0.1:%d not ready after 10s (port in use?)", o.port())
+	}
+	return srv, nil
+}

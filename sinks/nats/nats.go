@@ -1,0 +1,690 @@
+// Package nats is the `nats` sink: it publishes events to NATS with
+// github.com/nats-io/nats.go, either with core publish (at most once) or to
+// a JetStream stream (at least once), and can start an embedded NATS server
+// so that a pipeline runs on a machine with no broker installed.
+//
+// Configuration (SPEC §5.3):
+//
+//	sinks:
+//	  bus:
+//	    type: nats
+//	    inputs: [flows]
+//	    encoding: json                     # or protobuf
+//	    url: nats://nats-0:4222,nats://nats-1:4222   # or: embedded
+//	    subject: hubble.flows.{{ verdict }}  # a template (sinks/template)
+//	    lost_subject: hubble.lost          # optional; default: subject, placeholders render "lost"
+//	    jetstream:                         # omit for core NATS publish
+//	      stream: HUBBLE                   # the stream the subjects belong to
+//	      subjects: [hubble.>]             # default: subject and lost_subject with placeholders as "*"
+//	      create: true                     # create or update the stream at start
+//	      max_pending: 4000                # most unacknowledged publishes in flight
+//	      storage: file                    # file | memory (when created)
+//	      max_age: 24h                     # retention limits (when created); 0 = none
+//	      max_bytes: 1073741824
+//	      duplicate_window: 2m             # Nats-Msg-Id de-duplication window (when created)
+//	    ack_timeout: 5s                    # a publish not acknowledged in time is retried
+//	    max_attempts: 10                   # attempts per message before it is reported lost
+//	    backoff: {min: 100ms, max: 5s}
+//	    reconnect_buffer: 67108864         # bytes buffered while reconnecting (core publish)
+//	    credentials_file: /etc/nats/flowbus.creds   # or nkey_file (a seed), or token_file
+//	    tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}
+//	    embedded:                          # with url: embedded
+//	      port: 4222                       # on 127.0.0.1; -1 picks a free port
+//	      store_dir: /var/lib/flowbus/nats # default: $TMPDIR/flowbus/nats
+//	      sync_interval: 2m                # or "always"; see below
+//
+// JetStream delivery: every message is published asynchronously with a
+// Nats-Msg-Id header (the flow's uuid; a generated id for LostEvents and
+// flows without one), at most max_pending at a time, and every PubAck is
+// checked. A message counts as delivered when the stream acknowledged it
+// (a PubAck marked duplicate included). Failed or unacknowledged publishes
+// are retried with backoff; a retry carries the same Msg-Id, so the stream
+// stores it once within its duplicate window. After max_attempts the message
+// is reported lost. The client reconnects forever; a Write in progress keeps
+// retrying across a reconnect, so with `when_full: block` a broker outage
+// shorter than the retry budget loses nothing.
+//
+// Core publish is at most once: a message counts as delivered when the
+// server answered the flush that follows each batch. While disconnected,
+// messages wait in the client's reconnect buffer (reconnect_buffer bytes);
+// publishes that do not fit fail and are retried, then reported lost.
+//
+// Embedded server (`url: embedded`): the nats-server library runs in the
+// process, bound to 127.0.0.1 only, with JetStream on and a file store in
+// store_dir; it shuts down when the sink closes, and sinks with the same
+// embedded settings share it. Its sync policy is nats-server's: a stored
+// message is acknowledged before it is fsynced, and the store is synced
+// every sync_interval (nats-server's default, 2 minutes), so a power loss
+// (not a process crash) can lose up to that much acknowledged data. Set
+// `sync_interval: always` to fsync every message before it is acknowledged,
+// at a large cost in throughput.
+//
+// Every message carries the headers of SPEC §4. Secrets come from files and
+// are never logged.
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+	"github.com/flowbus/flowbus/sinks/encode"
+	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
+	"github.com/flowbus/flowbus/sinks/template"
+)
+
+func init() {
+	pipeline.RegisterSink("nats", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
+		return New(b, n)
+	})
+}
+
+// Options are the sink's YAML keys.
+type Options struct {
+	URL             string            `yaml:"url"`
+	Subject         *yaml.Node        `yaml:"subject"`
+	LostSubject     *yaml.Node        `yaml:"lost_subject"`
+	JetStream       *JetStreamOptions `yaml:"jetstream"`
+	AckTimeout      config.Duration   `yaml:"ack_timeout"`
+	MaxAttempts     int               `yaml:"max_attempts"`
+	Backoff         BackoffOptions    `yaml:"backoff"`
+	ReconnectBuffer int               `yaml:"reconnect_buffer"`
+	CredentialsFile string            `yaml:"credentials_file"`
+	NKeyFile        string            `yaml:"nkey_file"`
+	TokenFile       string            `yaml:"token_file"`
+	TLS             *sinkutil.TLS     `yaml:"tls"`
+	Embedded        *EmbeddedOptions  `yaml:"embedded"`
+}
+
+// JetStreamOptions select JetStream publishing.
+type JetStreamOptions struct {
+	Stream          string          `yaml:"stream"`
+	Subjects        []string        `yaml:"subjects"`
+	Create          bool            `yaml:"create"`
+	MaxPending      int             `yaml:"max_pending"`
+	Storage         string          `yaml:"storage"`
+	MaxAge          config.Duration `yaml:"max_age"`
+	MaxBytes        int64           `yaml:"max_bytes"`
+	DuplicateWindow config.Duration `yaml:"duplicate_window"`
+}
+
+// BackoffOptions bound the wait between attempts.
+type BackoffOptions struct {
+	Min config.Duration `yaml:"min"`
+	Max config.Duration `yaml:"max"`
+}
+
+// Defaults.
+const (
+	DefaultAckTimeout      = 5 * time.Second
+	DefaultMaxAttempts     = 10
+	DefaultBackoffMin      = 100 * time.Millisecond
+	DefaultBackoffMax      = 5 * time.Second
+	DefaultMaxPending      = 4000
+	DefaultReconnectBuffer = 64 << 20
+)
+
+// Sink is the nats sink. Write is called from one goroutine at a time.
+type Sink struct {
+	log      *slog.Logger
+	name     string
+	nodeName string
+	enc      encode.Encoder
+	ctype    []string
+
+	subject, lostSubject *template.Template
+
+	url         string
+	embedded    *EmbeddedOptions
+	opts        []nats.Option
+	js          *JetStreamOptions
+	ackTimeout  time.Duration
+	maxAttempts int
+	backoff     sinkutil.Backoff
+	m           *sinkutil.Metrics
+
+	srv     *embeddedServer
+	nc      *nats.Conn
+	jsc     jetstream.JetStream
+	started atomic.Bool
+	done    chan struct{}
+	closing sync.Once
+	encErr  sync.Once
+
+	mu     sync.Mutex // serialises Write; guards what follows
+	names  map[string]string
+	nodes  map[string][]string
+	arena  []byte
+	items  []item
+	futs   []pending
+	schema []string
+}
+
+type item struct {
+	msg     nats.Msg
+	off     int
+	end     int
+	counted bool
+	ok      bool
+}
+
+type pending struct {
+	idx int
+	fut jetstream.PubAckFuture
+}
+
+// New builds a nats sink from its YAML mapping; it connects in Start.
+func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
+	var o Options
+	if err := config.Decode(n, &o); err != nil {
+		return nil, err
+	}
+	s := &Sink{
+		log:         b.Log,
+		name:        b.Name,
+		nodeName:    b.NodeName,
+		url:         o.URL,
+		js:          o.JetStream,
+		ackTimeout:  o.AckTimeout.D(),
+		maxAttempts: o.MaxAttempts,
+		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
+		done:        make(chan struct{}),
+		names:       map[string]string{},
+		nodes:       map[string][]string{},
+		schema:      []string{sinkutil.SchemaName},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	var errs config.Errors
+	add := func(err error) { errs = append(errs, config.Positioned(err, n)...) }
+	var err error
+	if o.URL == "" {
+		add(config.Errorf(n, "nats: url is required (a server URL, or embedded)"))
+	}
+	if o.Subject == nil {
+		add(config.Errorf(n, "nats: subject is required"))
+	} else if s.subject, err = template.ParseNode(o.Subject, template.NATS); err != nil {
+		add(err)
+	}
+	if o.LostSubject != nil {
+		if s.lostSubject, err = template.ParseNode(o.LostSubject, template.NATS); err != nil {
+			add(err)
+		}
+	}
+	if o.URL == "embedded" {
+		s.embedded = o.Embedded
+		if s.embedded == nil {
+			s.embedded = &EmbeddedOptions{}
+		}
+		if err := s.embedded.check(); err != nil {
+			add(config.Errorf(n, "nats: embedded: %v", err))
+		}
+	} else if o.Embedded != nil {
+		add(config.Errorf(n, "nats: embedded settings need url: embedded"))
+	}
+	if js := s.js; js != nil {
+		if js.Stream == "" && js.Create {
+			add(config.Errorf(n, "nats: jetstream.create needs jetstream.stream"))
+		}
+		if js.MaxPending < 0 || js.MaxBytes < 0 {
+			add(config.Errorf(n, "nats: jetstream max_pending and max_bytes must not be negative"))
+		}
+		if js.MaxPending == 0 {
+			js.MaxPending = DefaultMaxPending
+		}
+		switch js.Storage {
+		case "", "file", "memory":
+		default:
+			add(config.Errorf(n, "nats: jetstream.storage %q: want file or memory", js.Storage))
+		}
+		if len(js.Subjects) == 0 && s.subject != nil {
+			js.Subjects = []string{s.subject.Wildcard()}
+			if s.lostSubject != nil {
+				if w := s.lostSubject.Wildcard(); w != js.Subjects[0] {
+					js.Subjects = append(js.Subjects, w)
+				}
+			}
+		}
+	}
+	if s.ackTimeout == 0 {
+		s.ackTimeout = DefaultAckTimeout
+	}
+	if s.maxAttempts < 0 {
+		add(config.Errorf(n, "nats: max_attempts must not be negative"))
+	}
+	if s.maxAttempts == 0 {
+		s.maxAttempts = DefaultMaxAttempts
+	}
+	if s.backoff.Min == 0 {
+		s.backoff.Min = DefaultBackoffMin
+	}
+	if s.backoff.Max == 0 {
+		s.backoff.Max = DefaultBackoffMax
+	}
+	if s.backoff.Max < s.backoff.Min {
+		add(config.Errorf(n, "nats: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
+	}
+	if s.enc, err = encode.New(b.Encoding); err != nil {
+		add(config.Errorf(n, "nats: %v", err))
+	} else {
+		s.ctype = []string{s.enc.ContentType()}
+	}
+
+	rbuf := o.ReconnectBuffer
+	if rbuf == 0 {
+		rbuf = DefaultReconnectBuffer
+	}
+	s.opts = []nats.Option{
+		nats.Name("flowbus/" + b.NodeName + "/" + b.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.ReconnectBufSize(rbuf),
+		nats.Timeout(5 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				s.log.Warn("nats: disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats: reconnected", "server", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { s.log.Warn("nats: async error", "err", err) }),
+	}
+	auth := 0
+	if o.CredentialsFile != "" {
+		auth++
+		s.opts = append(s.opts, nats.UserCredentials(sinkutil.Path(b.Dir, o.CredentialsFile)))
+	}
+	if o.NKeyFile != "" {
+		auth++
+		opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile))
+		if err != nil {
+			add(config.Errorf(n, "nats: nkey_file: %v", err))
+		} else {
+			s.opts = append(s.opts, opt)
+		}
+	}
+	if o.TokenFile != "" {
+		auth++
+		tok, err := sinkutil.ReadSecret(b.Dir, o.TokenFile)
+		if err != nil {
+			add(config.Errorf(n, "nats: token_file: %v", err))
+		} else {
+			s.opts = append(s.opts, nats.Token(tok))
+		}
+	}
+	if auth > 1 {
+		add(config.Errorf(n, "nats: set one of credentials_file, nkey_file and token_file"))
+	}
+	if o.TLS != nil {
+		tc, err := o.TLS.Config(b.Dir)
+		if err != nil {
+			add(config.Errorf(n, "nats: %v", err))
+		} else {
+			s.opts = append(s.opts, nats.Secure(tc))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start starts the embedded server when configured, connects, and creates
+// or checks the JetStream stream.
+func (s *Sink) Start(ctx context.Context) error {
+	url := s.url
+	if s.embedded != nil {
+		srv, err := acquireEmbedded(s.embedded)
+		if err != nil {
+			return fmt.Errorf("nats: embedded server: %w", err)
+		}
+		s.srv = srv
+		url = srv.clientURL()
+		s.log.Info("nats: embedded server started", "url", url, "store_dir", srv.storeDir)
+	}
+	nc, err := nats.Connect(url, s.opts...)
+	if err != nil {
+		return fmt.Errorf("nats: connect %s: %w", redact(url), err)
+	}
+	s.nc = nc
+	if s.js != nil {
+		s.jsc, err = jetstream.New(nc,
+			jetstream.WithPublishAsyncMaxPending(s.js.MaxPending),
+			jetstream.WithPublishAsyncTimeout(s.ackTimeout))
+		if err != nil {
+			return fmt.Errorf("nats: jetstream: %w", err)
+		}
+		if err := s.ensureStream(ctx); err != nil {
+			return err
+		}
+	}
+	s.started.Store(true)
+	return nil
+}
+
+func (s *Sink) ensureStream(ctx context.Context) error {
+	js := s.js
+	if js.Stream == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if !js.Create {
+		if _, err := s.jsc.Stream(ctx, js.Stream); err != nil {
+			return fmt.Errorf("nats: stream %s: %w (set jetstream.create to create it)", js.Stream, err)
+		}
+		return nil
+	}
+	cfg := jetstream.StreamConfig{
+		Name:       js.Stream,
+		Subjects:   js.Subjects,
+		Storage:    jetstream.FileStorage,
+		MaxAge:     js.MaxAge.D(),
+		MaxBytes:   -1,
+		Duplicates: js.DuplicateWindow.D(),
+	}
+	if js.Storage == "memory" {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	if js.MaxBytes > 0 {
+		cfg.MaxBytes = js.MaxBytes
+	}
+	if _, err := s.jsc.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("nats: create stream %s (subjects %s): %w", js.Stream, strings.Join(js.Subjects, ","), err)
+	}
+	return nil
+}
+
+// redact removes user information from a URL for messages.
+func redact(url string) string {
+	var out []string
+	for _, u := range strings.Split(url, ",") {
+		if at := strings.LastIndexByte(u, '@'); at >= 0 {
+			scheme := ""
+			if i := strings.Index(u, "://"); i >= 0 && i < at {
+				scheme = u[:i+3]
+			}
+			u = scheme + "***@" + u[at+1:]
+		}
+		out = append(out, u)
+	}
+	return strings.Join(out, ",")
+}
+
+// Ready reports an error while the connection is down.
+func (s *Sink) Ready() error {
+	if !s.started.Load() {
+		return errors.New("nats: not connected yet")
+	}
+	if st := s.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats: connection %s", strings.ToLower(st.String()))
+	}
+	return nil
+}
+
+// Close drains the connection (Write is synchronous, so every accepted
+// message is acknowledged or given up already) and stops the embedded
+// server, bounded by ctx.
+func (s *Sink) Close(ctx context.Context) error {
+	s.closing.Do(func() { close(s.done) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if s.nc != nil && !s.nc.IsClosed() {
+		closed := make(chan struct{})
+		s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if derr := s.nc.Drain(); derr != nil {
+			s.nc.Close()
+		} else {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				s.nc.Close()
+				err = fmt.Errorf("nats: drain: %w", ctx.Err())
+			}
+		}
+	}
+	if s.srv != nil {
+		releaseEmbedded(s.srv)
+		s.srv = nil
+	}
+	return err
+}
+
+// Write delivers b; see the package comment.
+func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nc == nil {
+		return b.Counted(), errors.New("nats: sink not started")
+	}
+	start := time.Now()
+	defer func() { s.m.Latency.Observe(time.Since(start).Seconds()) }()
+
+	failed = s.prepare(b)
+	todo := make([]int, 0, len(s.items))
+	for i := range s.items {
+		if s.items[i].ok {
+			todo = append(todo, i)
+		}
+	}
+	for attempt := 1; len(todo) > 0; attempt++ {
+		if attempt > 1 {
+			s.m.Retried.Add(float64(len(todo)))
+			t := time.NewTimer(s.backoff.Delay(attempt - 1))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			case <-s.done:
+			}
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return failed + s.counted(todo), ctx.Err()
+		}
+		if s.jsc != nil {
+			todo = s.publishJS(ctx, todo)
+		} else {
+			todo = s.publishCore(ctx, todo)
+		}
+		if len(todo) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return failed + s.counted(todo), ctx.Err()
+		}
+		closed := false
+		select {
+		case <-s.done:
+			closed = true
+		default:
+		}
+		if attempt >= s.maxAttempts || closed {
+			s.m.Failed.Add(float64(len(todo)))
+			s.log.Warn("nats: giving up on messages after max_attempts", "messages", len(todo), "max_attempts", s.maxAttempts)
+			return failed + s.counted(todo), nil
+		}
+	}
+	return failed, nil
+}
+
+func (s *Sink) counted(idx []int) int {
+	n := 0
+	for _, i := range idx {
+		if s.items[i].counted {
+			n++
+		}
+	}
+	return n
+}
+
+// publishJS publishes the items once, at most max_pending unacknowledged
+// at a time, and returns those that were not acknowledged.
+func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
+	futs := s.futs[:0]
+	head := 0
+	resolve := func() bool {
+		p := futs[head]
+		head++
+		select {
+		case pa := <-p.fut.Ok():
+			_ = pa // stored (or a duplicate of a stored message)
+			s.m.Acked.Inc()
+		case err := <-p.fut.Err():
+			s.log.Debug("nats: publish not acknowledged", "subject", s.items[p.idx].msg.Subject, "err", err)
+			retry = append(retry, p.idx)
+		case <-ctx.Done():
+			retry = append(retry, p.idx)
+			return false
+		}
+		return true
+	}
+	for n, i := range todo {
+		for len(futs)-head >= s.js.MaxPending {
+			if !resolve() {
+				return s.abandon(futs[head:], todo[n:], retry)
+			}
+		}
+		s.m.Sent.Inc()
+		fut, err := s.jsc.PublishMsgAsync(&s.items[i].msg)
+		if err != nil {
+			s.log.Debug("nats: publish failed", "err", err)
+			retry = append(retry, i)
+			continue
+		}
+		futs = append(futs, pending{idx: i, fut: fut})
+	}
+	for head < len(futs) {
+		if !resolve() {
+			return s.abandon(futs[head:], nil, retry)
+		}
+	}
+	s.futs = futs[:0]
+	return retry
+}
+
+// abandon collects what is unresolved when ctx ends.
+func (s *Sink) abandon(futs []pending, unsent, retry []int) []int {
+	for _, p := range futs {
+		retry = append(retry, p.idx)
+	}
+	s.futs = s.futs[:0]
+	return append(retry, unsent...)
+}
+
+// publishCore publishes the items once and flushes; it returns the items
+// the client refused.
+func (s *Sink) publishCore(ctx context.Context, todo []int) (retry []int) {
+	sent := 0
+	for _, i := range todo {
+		s.m.Sent.Inc()
+		if err := s.nc.PublishMsg(&s.items[i].msg); err != nil {
+			s.log.Debug("nats: publish failed", "err", err)
+			retry = append(retry, i)
+			continue
+		}
+		sent++
+	}
+	if sent == 0 {
+		return retry
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.ackTimeout)
+	defer cancel()
+	if err := s.nc.FlushWithContext(fctx); err != nil {
+		// The messages are in the client's buffers and go out when the
+		// connection is back: core NATS is at most once.
+		s.log.Debug("nats: flush", "err", err)
+		return retry
+	}
+	s.m.Acked.Add(float64(sent))
+	return retry
+}
+
+// prepare encodes the events of b into the arena and builds their messages.
+// It returns the number of counted events that could not be encoded.
+func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
+	n := len(b.Events)
+	if cap(s.items) < n {
+		s.items = make([]item, n)
+	}
+	s.items = s.items[:n]
+	arena := s.arena[:0]
+	var scratch [256]byte
+	for i := range b.Events {
+		e := &b.Events[i]
+		it := &s.items[i]
+		*it = item{counted: !e.Reported}
+
+		tm := s.subject
+		if e.Lost != nil && s.lostSubject != nil {
+			tm = s.lostSubject
+		}
+		name := tm.Append(scratch[:0], e)
+		subj, ok := s.names[string(name)]
+		if !ok {
+			subj = string(name)
+			s.names[subj] = subj
+		}
+
+		off := len(arena)
+		var err error
+		if arena, err = s.enc.Append(arena, e); err != nil {
+			arena = arena[:off]
+			if it.counted {
+				failed++
+			}
+			s.m.Failed.Inc()
+			s.encErr.Do(func() { s.log.Error("nats: cannot encode event; it is reported lost", "err", err) })
+			continue
+		}
+		it.off, it.end, it.ok = off, len(arena), true
+
+		node := sinkutil.NodeOf(e, s.nodeName)
+		nv, ok := s.nodes[node]
+		if !ok {
+			nv = []string{node}
+			s.nodes[node] = nv
+		}
+		h := make(nats.Header, 5)
+		h[sinkutil.HeaderContentType] = s.ctype
+		h[sinkutil.HeaderSchema] = s.schema
+		h[sinkutil.HeaderNode] = nv
+		if rate, ok := sinkutil.AppendSampleRate(scratch[:0], e); ok {
+			h[sinkutil.HeaderSampleRate] = []string{string(rate)}
+		}
+		if s.jsc != nil {
+			id := ""
+			if e.Flow != nil {
+				id = e.Flow.Uuid
+			}
+			if id == "" {
+				id = nuid.Next()
+			}
+			h[jetstream.MsgIDHeader] = []string{id}
+		}
+		it.msg = nats.Msg{Subject: subj, Header: h}
+	}
+	s.arena = arena
+	for i := range s.items {
+		if it := &s.items[i]; it.ok {
+			it.msg.Data = arena[it.off:it.end:it.end]
+		}
+	}
+	return failed
+}
