@@ -1,7 +1,9 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/gob"
 	"net/netip"
 )
 
@@ -329,4 +331,10 @@ func tcpSample() []byte {
 	pkt := eth("0a:58:0a:f4:00:01", "0a:58:0a:f4:00:9c", 0x0800,
 		ipv4("10.244.0.156", "10.96.0.10", 6, tcp(43512, 8080, tcpACK|tcpPSH, false, nil, make([]byte, 32))))
 	return traceHdr{version: 2, obs: 0, source: 1234, srcLabel: 12345, dstLabel: 6789, dstID: 1234, reason: 1, ifindex: 7}.bytes(pkt)
+}
+
+func encodeGob(v any) ([]byte, error) {
+	var b bytes.Buffer
+	err := gob.NewEncoder(&b).Encode(v)
+	return b.Bytes(), err
 }
