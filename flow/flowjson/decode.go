@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,7 +24,7 @@ var errFallback = errors.New("flowjson: not on the fast path")
 // same ExportEvent again allocates little. Strings of the result share one
 // copy of line; line itself is not retained.
 func Unmarshal(line []byte, ev *observer.ExportEvent) error {
-	d := decoder{buf: line, s: string(line)}
+	d := newDecoder(line)
 	if d.decodeExport(ev) == nil && d.end() {
 		return nil
 	}
@@ -36,7 +37,7 @@ func Unmarshal(line []byte, ev *observer.ExportEvent) error {
 // UnmarshalFlow decodes a flow.Flow JSON object into f, like
 // protojson.Unmarshal but reusing f's nested messages as storage.
 func UnmarshalFlow(data []byte, f *flowpb.Flow) error {
-	d := decoder{buf: data, s: string(data)}
+	d := newDecoder(data)
 	if d.decodeFlow(f) == nil && d.end() {
 		return nil
 	}
@@ -137,10 +138,24 @@ func (d *decoder) decodeExport(ev *observer.ExportEvent) error {
 
 // decoder is a JSON reader over one line. Every method returns errFallback
 // (or false) on anything outside the fast path.
+//
+// All decoded strings share one allocation: cp is a copy of buf and s a
+// string over cp. A string without escapes is a substring of s; a string
+// with escapes is unescaped into cp in place of its own raw text (never
+// longer than that) and then sliced from s. Each region of cp is written at
+// most once, before any string refers to it, and cp is never written after
+// decoding, so the strings stay immutable.
 type decoder struct {
 	buf []byte
-	s   string // string(buf): unescaped strings are substrings of it
+	cp  []byte
+	s   string
 	pos int
+}
+
+func newDecoder(line []byte) decoder {
+	cp := make([]byte, len(line))
+	copy(cp, line)
+	return decoder{buf: line, cp: cp, s: unsafe.String(unsafe.SliceData(cp), len(cp))}
 }
 
 func (d *decoder) ws() {
@@ -281,23 +296,24 @@ func (d *decoder) str() (string, error) {
 }
 
 // escaped finishes a string with escapes; buf[start:i] is its plain prefix
-// and buf[i] the first backslash.
+// and buf[i] the first backslash. The unescaped text goes to cp[start:w].
 func (d *decoder) escaped(start, i int) (string, error) {
-	var tmp [256]byte
-	out := append(tmp[:0], d.buf[start:i]...)
+	w := i
+	out := d.cp
 	for i < len(d.buf) {
 		c := d.buf[i]
 		switch {
 		case c == '"':
-			if !utf8.Valid(out) {
+			if !utf8.Valid(out[start:w]) {
 				return "", errFallback
 			}
 			d.pos = i + 1
-			return string(out), nil
+			return d.s[start:w], nil
 		case c < 0x20:
 			return "", errFallback
 		case c != '\\':
-			out = append(out, c)
+			out[w] = c
+			w++
 			i++
 			continue
 		}
@@ -306,17 +322,17 @@ func (d *decoder) escaped(start, i int) (string, error) {
 		}
 		switch e := d.buf[i+1]; e {
 		case '"', '\\', '/':
-			out = append(out, e)
+			out[w] = e
 		case 'b':
-			out = append(out, '\b')
+			out[w] = '\b'
 		case 'f':
-			out = append(out, '\f')
+			out[w] = '\f'
 		case 'n':
-			out = append(out, '\n')
+			out[w] = '\n'
 		case 'r':
-			out = append(out, '\r')
+			out[w] = '\r'
 		case 't':
-			out = append(out, '\t')
+			out[w] = '\t'
 		case 'u':
 			if i+6 > len(d.buf) {
 				return "", errFallback
@@ -337,12 +353,13 @@ func (d *decoder) escaped(start, i int) (string, error) {
 			if r >= 0xd800 && r <= 0xdfff { // surrogates: left to protojson
 				return "", errFallback
 			}
-			out = utf8.AppendRune(out, r)
+			w += utf8.EncodeRune(out[w:], r) // at most 3 bytes for 6 read
 			i += 6
 			continue
 		default:
 			return "", errFallback
 		}
+		w++
 		i += 2
 	}
 	return "", errFallback

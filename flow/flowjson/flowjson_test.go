@@ -45,7 +45,7 @@ func envelope(f *flowpb.Flow, l *flowpb.LostEvent, node string, t *timestamppb.T
 
 // fastDecode runs the decoder without the protojson fallback.
 func fastDecode(line []byte, ev *observer.ExportEvent) error {
-	d := decoder{buf: line, s: string(line)}
+	d := newDecoder(line)
 	if err := d.decodeExport(ev); err != nil {
 		return err
 	}
@@ -216,7 +216,7 @@ func TestTimestampsAgainstTime(t *testing.T) {
 			t.Fatalf("%v: got %s, want %s", ts, got, want)
 		}
 		var back timestamppb.Timestamp
-		d := decoder{buf: got, s: string(got)}
+		d := newDecoder(got)
 		if err := d.timestamp(&back); err != nil || back.Seconds != ts.Seconds || back.Nanos != ts.Nanos {
 			t.Fatalf("decoding %s: %v %v", got, &back, err)
 		}
