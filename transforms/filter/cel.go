@@ -21,18 +21,19 @@ const (
 	// points (Hubble's limit).
 	CELMaxExpressionSize = 4096
 	// CELMaxCost is the largest worst-case cost, as estimated by cel-go's
-	// static cost estimator, that an expression may have. Sizes for the
-	// estimate: strings at most celMaxStringSize bytes, lists and maps at
-	// most celMaxListSize entries. One unit is roughly one basic operation
-	// (a few nanoseconds); simple field tests cost under 20, a regular
-	// expression over a label list a few hundred thousand. Expressions above
-	// the bound are rejected at load time, so evaluation needs no runtime
-	// cost tracking.
-	CELMaxCost = 1_000_000
+	// static cost estimator, that an expression may have; more costly
+	// expressions are rejected at load time, so that evaluation needs no
+	// run-time cost tracking (which triples the evaluation time). The
+	// estimate assumes strings of at most celMaxStringSize bytes and lists
+	// of at most celMaxListSize entries. A unit is about one basic
+	// operation: field tests cost under 20, a regular expression over every
+	// label about 30,000, a comparison of every source label with every
+	// destination label about 7,000,000; nesting one more list is rejected.
+	CELMaxCost = 10_000_000
 	// celMaxStringSize and celMaxListSize are the size assumptions of the
 	// estimate.
-	celMaxStringSize = 4096
-	celMaxListSize   = 512
+	celMaxStringSize = 1024
+	celMaxListSize   = 256
 )
 
 var (

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"errors"
+	"math"
 	"regexp"
 	"strings"
 	"unicode/utf8"
@@ -317,6 +318,28 @@ func (c *fastCompiler) call(e celast.Expr) (*fastExpr, error) {
 			return boolOut(func(x *celCtx) bool { return strings.HasSuffix(s(x), arg(x)) })
 		}
 		return boolOut(func(x *celCtx) bool { return strings.Contains(s(x), arg(x)) })
+	case overloads.TypeConvertUint, overloads.TypeConvertInt:
+		// uint(443) and int(1u) of a literal, as filters write ports.
+		if len(args) != 1 || args[0].lit == nil {
+			return nil, errUnsupported
+		}
+		switch v := args[0].lit.(type) {
+		case types.Int:
+			if fn == overloads.TypeConvertUint && v >= 0 {
+				return literal(types.Uint(v))
+			}
+			if fn == overloads.TypeConvertInt {
+				return args[0], nil
+			}
+		case types.Uint:
+			if fn == overloads.TypeConvertInt && v <= math.MaxInt64 {
+				return literal(types.Int(v))
+			}
+			if fn == overloads.TypeConvertUint {
+				return args[0], nil
+			}
+		}
+		return nil, errUnsupported
 	case overloads.Matches:
 		if len(args) != 2 || args[0].kind != fkString || args[1].kind != fkString || args[1].lit == nil {
 			return nil, errUnsupported

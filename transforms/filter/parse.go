@@ -65,6 +65,8 @@ func resolve(n *yaml.Node) *yaml.Node {
 			n = n.Alias
 		case n.Kind == yaml.DocumentNode && len(n.Content) == 1:
 			n = n.Content[0]
+		case n.Kind == yaml.DocumentNode && len(n.Content) == 0:
+			return nil
 		default:
 			return n
 		}
@@ -73,7 +75,7 @@ func resolve(n *yaml.Node) *yaml.Node {
 }
 
 func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+	return n.Kind == 0 || n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 }
 
 func kindName(n *yaml.Node) string {
