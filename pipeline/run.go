@@ -329,11 +329,15 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	p.state.running.Store(false)
 	p.state.draining.Store(true)
 	stopSources()
-	deadline := time.AfterFunc(p.cfg.ShutdownTimeout.D(), func() {
+	timeout := p.cfg.ShutdownTimeout.D()
+	deadline := time.AfterFunc(timeout, func() {
 		p.log.Warn("shutdown timeout passed: giving up on what is still queued")
 		cancelAbort()
 	})
 	defer deadline.Stop()
+	// Close gets the same deadline, visible to the sinks.
+	closeCtx, cancelClose := context.WithDeadline(abort, time.Now().Add(timeout))
+	defer cancelClose()
 
 	// Sources that ignore cancellation are abandoned at the deadline: their
 	// buffers close and what they emit later is counted as lost.
@@ -344,13 +348,29 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 			f()
 		}
 	}
-	consumers.Wait()
+	drained := make(chan struct{})
+	go func() { consumers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-abort.Done():
+		// Components get a last moment to notice the cancelled context.
+		select {
+		case <-drained:
+		case <-time.After(abortGrace):
+			p.log.Error("a transform or sink did not return after the shutdown timeout; exiting without it")
+			errMu.Lock()
+			runErrs = append(runErrs, errors.New("shutdown: a component did not stop"))
+			errMu.Unlock()
+		}
+	}
 	close(tickDone)
 
 	for _, n := range p.sinks {
-		if err := p.closeSink(n); err != nil {
+		if err := p.closeSink(closeCtx, n); err != nil {
 			n.log.Error("closing the sink failed", "error", err)
+			errMu.Lock()
 			runErrs = append(runErrs, fmt.Errorf("sink %q: close: %w", n.name, err))
+			errMu.Unlock()
 		}
 	}
 	p.state.draining.Store(false)
@@ -370,14 +390,18 @@ func (p *Pipeline) runSource(ctx context.Context, n *node) (err error) {
 	return n.source.Run(ctx, &output{p: p, n: n})
 }
 
-func (p *Pipeline) closeSink(n *node) (err error) {
+func (p *Pipeline) closeSink(ctx context.Context, n *node) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	return n.sink.Close(p.abort)
+	return n.sink.Close(ctx)
 }
+
+// abortGrace is how long Run waits, after the shutdown timeout, for the
+// transforms and sinks to return.
+const abortGrace = 5 * time.Second
 
 // start calls Start on every Starter: sinks first, sources last. When one
 // fails, the sinks started so far are closed.

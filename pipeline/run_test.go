@@ -242,3 +242,33 @@ sinks:
 		t.Errorf("summary %v", s)
 	}
 }
+
+// A sink that never gets anything through: at the shutdown timeout, what is
+// queued is given up, counted as lost, and the counts still reconcile.
+func TestShutdownTimeoutGivesUp(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+shutdown_timeout: 200ms
+sources:
+  gen: {type: test-count, batch: 100}
+transforms:
+  odd: {type: test-odd, inputs: [gen]}
+sinks:
+  stuck: {type: test-rec, inputs: [odd], wait: never-opened, buffer: {events: 1000}}
+`)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for p.Summary().Total.Received < 2000 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	start := time.Now()
+	s := run(t, p, ctx)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if s.Total.Delivered != 0 || s.Total.Lost == 0 || s.Total.Filtered == 0 {
+		t.Errorf("summary %v", s.Total)
+	}
+}
