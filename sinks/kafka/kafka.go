@@ -452,9 +452,13 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			return failed + s.counted(pending), ctx.Err()
 		}
 		if attempt >= s.maxAttempts && len(pending) > 0 {
-			s.m.Failed.Add(float64(len(pending)))
-			s.log.Warn("kafka: giving up on records after max_attempts", "records", len(pending), "max_attempts", s.maxAttempts)
-			return failed + s.counted(pending), nil
+			// Give up on the counted events (the runtime reports them in a
+			// LostEvent); flowbus's own LostEvents are retried until the
+			// broker is back or shutdown ends the Write, because nothing
+			// else would report their loss.
+			var gave int
+			pending, gave = s.giveUp(pending)
+			failed += gave
 		}
 		select {
 		case <-s.done:
@@ -466,6 +470,23 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 		}
 	}
 	return failed, nil
+}
+
+// giveUp drops the counted items from pending, counts them as failed, and
+// returns the rest (flowbus's own LostEvents).
+func (s *Sink) giveUp(pending []int) (rest []int, gave int) {
+	for _, i := range pending {
+		if s.items[i].counted {
+			gave++
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	if gave > 0 {
+		s.m.Failed.Add(float64(gave))
+		s.log.Warn("kafka: giving up on records after max_attempts; they are reported in a LostEvent", "records", gave, "max_attempts", s.maxAttempts)
+	}
+	return rest, gave
 }
 
 func (s *Sink) counted(idx []int) int {

@@ -298,19 +298,22 @@ func TestBrokerErrorsRetried(t *testing.T) {
 }
 
 // TestBrokerErrorsGiveUp: the broker refuses everything; after max_attempts
-// the sink reports exactly the counted events as failed.
+// the sink reports exactly the counted events as failed. flowbus's own
+// LostEvents are retried until the broker takes them.
 func TestBrokerErrorsGiveUp(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, "g"))
 	broker := c.ListenAddrs()[0]
-	var requests atomic.Int32
+	var requests, refuse atomic.Int32
+	refuse.Store(1 << 30)
 	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		requests.Add(1)
+		if requests.Add(1) > refuse.Load() {
+			return nil, nil, false
+		}
 		return produceError(req, 19 /* NOT_ENOUGH_REPLICAS */), nil, true
 	})
 	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: g\nmax_attempts: 3\nbackoff: {min: 1ms, max: 2ms}\n", broker))
 	b := sinktest.Batch(0, 50)
-	sinktest.AddLost(b, 5, true) // flowbus's own LostEvent: not counted
 	defer b.Release()
 	failed, err := s.Write(context.Background(), b)
 	if err != nil || failed != 50 {
@@ -319,8 +322,28 @@ func TestBrokerErrorsGiveUp(t *testing.T) {
 	if n := requests.Load(); n != 3 {
 		t.Errorf("%d produce requests, want 3", n)
 	}
-	if f := counter(s.m.Failed); f != 51 {
-		t.Errorf("failed metric %v, want 51", f)
+	if f := counter(s.m.Failed); f != 50 {
+		t.Errorf("failed metric %v, want 50", f)
+	}
+
+	// A batch with flowbus's own LostEvent: the flows are given up after
+	// 3 attempts, the LostEvent is retried until the broker takes it (the
+	// 10th request).
+	requests.Store(0)
+	refuse.Store(9)
+	b2 := sinktest.Batch(0, 50)
+	sinktest.AddLost(b2, 5, true)
+	defer b2.Release()
+	failed, err = s.Write(context.Background(), b2)
+	if err != nil || failed != 50 {
+		t.Fatalf("with a LostEvent: failed=%d err=%v, want 50", failed, err)
+	}
+	if n := requests.Load(); n != 10 {
+		t.Errorf("%d produce requests, want 10", n)
+	}
+	msgs := readAll(t, broker, "g", nil)[0]
+	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Value), `"lost_events"`) {
+		t.Fatalf("topic holds %d records, want the LostEvent only", len(msgs))
 	}
 }
 

@@ -25,7 +25,7 @@
 //	    ack_timeout: 5s                    # a publish not acknowledged in time is retried
 //	    max_attempts: 10                   # attempts per message before it is reported lost
 //	    backoff: {min: 100ms, max: 5s}
-//	    reconnect_buffer: 67108864         # bytes buffered while reconnecting (core publish)
+//	    reconnect_buffer: 67108864         # bytes buffered while reconnecting (core publish only)
 //	    credentials_file: /etc/nats/flowbus.creds   # or nkey_file (a seed), or token_file
 //	    tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}
 //	    embedded:                          # with url: embedded
@@ -40,9 +40,12 @@
 // (a PubAck marked duplicate included). Failed or unacknowledged publishes
 // are retried with backoff; a retry carries the same Msg-Id, so the stream
 // stores it once within its duplicate window. After max_attempts the message
-// is reported lost. The client reconnects forever; a Write in progress keeps
-// retrying across a reconnect, so with `when_full: block` a broker outage
-// shorter than the retry budget loses nothing.
+// is reported lost; flowbus's own LostEvents are retried until they are
+// acknowledged or shutdown ends the wait. The client reconnects forever and
+// has no reconnect buffer with JetStream: while disconnected, publishes
+// fail at once and Write retries them, so a Write in progress keeps going
+// across a reconnect, and with `when_full: block` an outage shorter than the
+// retry budget loses nothing.
 //
 // Core publish is at most once: a message counts as delivered when the
 // server answered the flush that follows each batch. While disconnected,
@@ -287,6 +290,13 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	if rbuf == 0 {
 		rbuf = DefaultReconnectBuffer
 	}
+	if s.js != nil {
+		// JetStream: no reconnect buffer. A publish while disconnected
+		// fails at once and is retried by Write, so a message given up
+		// after max_attempts is never sent later from a buffer (which would
+		// make a reported loss a delivery).
+		rbuf = -1
+	}
 	s.opts = []nats.Option{
 		nats.Name("flowbus/" + b.NodeName + "/" + b.Name),
 		nats.MaxReconnects(-1),
@@ -515,10 +525,30 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			closed = true
 		default:
 		}
-		if attempt >= s.maxAttempts || closed {
+		if closed {
 			s.m.Failed.Add(float64(len(todo)))
-			s.log.Warn("nats: giving up on messages after max_attempts", "messages", len(todo), "max_attempts", s.maxAttempts)
 			return failed + s.counted(todo), nil
+		}
+		if attempt >= s.maxAttempts {
+			// Give up on the counted events (the runtime reports them in a
+			// LostEvent); flowbus's own LostEvents are retried until the
+			// server is back or shutdown ends the Write, because nothing
+			// else would report their loss.
+			rest := todo[:0:0]
+			gave := 0
+			for _, i := range todo {
+				if s.items[i].counted {
+					gave++
+				} else {
+					rest = append(rest, i)
+				}
+			}
+			if gave > 0 {
+				s.m.Failed.Add(float64(gave))
+				s.log.Warn("nats: giving up on messages after max_attempts; they are reported in a LostEvent", "messages", gave, "max_attempts", s.maxAttempts)
+			}
+			failed += gave
+			todo = rest
 		}
 	}
 	return failed, nil
