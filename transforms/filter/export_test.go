@@ -1,0 +1,5 @@
+package filter
+
+// RandomFlowForTest exposes the varied-flow generator to the external
+// tests and benchmarks.
+var RandomFlowForTest = randomFlow
