@@ -123,9 +123,9 @@ func indexOf(xs []string, s string) int {
 
 func TestCELRejects(t *testing.T) {
 	for _, src := range []string{
-		`_flow.verdict`,                       // not bool
-		`_flow`,                               // not bool
-		`dyn(_flow.verdict)`,                  // dyn, not bool
+		`_flow.verdict`,                        // not bool
+		`_flow`,                                // not bool
+		`dyn(_flow.verdict)`,                   // dyn, not bool
 		`_flow.l4.TCP.destination_port == 443`, // uint vs int
 		`_flow.unknown_field == 1`,
 		`'a' +`,
