@@ -6,6 +6,7 @@ import (
 	_ "github.com/flowbus/flowbus/sinks/file"
 	_ "github.com/flowbus/flowbus/sinks/kafka"
 	_ "github.com/flowbus/flowbus/sinks/nats"
+	_ "github.com/flowbus/flowbus/sources/ciliummonitor"
 	_ "github.com/flowbus/flowbus/sources/file"
 	_ "github.com/flowbus/flowbus/transforms/filter"
 )
