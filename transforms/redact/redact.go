@@ -1,0 +1,472 @@
+// Package redact implements the `redact` transform: Hubble's L7 redaction
+// (HUBBLE_REDACTED), IP address pseudonymisation that keeps joins
+// possible, and removal of fields.
+//
+//	type: redact
+//	http:                      # Hubble's HTTP redaction, enabled
+//	  url_query: true          # drop ?query and #fragment (default false)
+//	  user_info: true          # replace URL passwords (default true)
+//	  headers:                 # at most one of allow and deny
+//	    deny: [authorization, cookie]
+//	kafka:
+//	  api_key: true            # replace l7.kafka.api_key
+//	ip:
+//	  mode: hmac               # hmac | truncate
+//	  key_file: /etc/flowbus/ip.key
+//	  fields: [IP.source, IP.destination]   # default: see below
+//	remove: [source.labels, destination.labels]
+//
+// HTTP and Kafka follow Hubble (pkg/hubble/parser/seven) with
+// hubble-redact-enabled set: an `http` section turns HTTP redaction on
+// with Hubble's defaults, so `http: {}` replaces URL passwords and, having
+// no header lists, every header value (keys are kept). A header in `allow`
+// keeps its value and every other header is redacted; a header in `deny`
+// is redacted and every other one kept; names compare case-insensitively;
+// setting both lists is an error. The redacted URL also replaces the
+// original in the flow's Summary, as in Hubble. `kafka.api_key` replaces
+// the API key of every Kafka flow, set or not, as Hubble does.
+//
+// `ip` rewrites IP addresses in place (see ipMapper for the exact
+// constructions). hmac needs `key_file`: at least 16 bytes once trailing
+// newlines are trimmed (for example `head -c 32 /dev/urandom`), the same on
+// every node whose output is joined. truncate takes `ipv4_prefix` (default
+// 24) and `ipv6_prefix` (default 48). `fields` are field paths to string
+// fields or lists of strings; the default is every address of a flow:
+// IP.source, IP.source_xlated, IP.destination, the tunnel's outer
+// tunnel.IP.source, tunnel.IP.source_xlated and tunnel.IP.destination, and
+// the DNS answers l7.dns.ips. Rewritten addresses are also replaced where
+// they appear as whole words in the flow's Summary (DNS answers list them).
+//
+// `remove` clears fields by path before the other rules run.
+//
+// Everything happens in place on the event's flow; nothing is copied.
+// LostEvents pass unchanged.
+package redact
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/fieldpath"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+func init() {
+	pipeline.RegisterTransform("redact", pipeline.DropsNone, func(b *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
+		dir := ""
+		if b != nil {
+			dir = b.Dir
+		}
+		return FromConfig(node, dir)
+	})
+}
+
+// DefaultIPFields are the fields the ip rules rewrite when `fields` is not
+// given.
+var DefaultIPFields = []string{
+	"IP.source", "IP.source_xlated", "IP.destination",
+	"tunnel.IP.source", "tunnel.IP.source_xlated", "tunnel.IP.destination",
+	"l7.dns.ips",
+}
+
+// Options is the YAML configuration of a redact transform.
+type Options struct {
+	HTTP   *HTTPOptions  `yaml:"http"`
+	Kafka  *KafkaOptions `yaml:"kafka"`
+	IP     *IPOptions    `yaml:"ip"`
+	Remove []Path        `yaml:"remove"`
+}
+
+// HTTPOptions are Hubble's hubble-redact-http-* settings.
+type HTTPOptions struct {
+	URLQuery *bool          `yaml:"url_query"`
+	UserInfo *bool          `yaml:"user_info"`
+	Headers  *HeaderOptions `yaml:"headers"`
+}
+
+// HeaderOptions are the header allow and deny lists.
+type HeaderOptions struct {
+	Allow *[]string `yaml:"allow"`
+	Deny  *[]string `yaml:"deny"`
+}
+
+// KafkaOptions is hubble-redact-kafka-apikey.
+type KafkaOptions struct {
+	APIKey bool `yaml:"api_key"`
+}
+
+// IPOptions configure IP pseudonymisation.
+type IPOptions struct {
+	Mode       string `yaml:"mode"`
+	KeyFile    string `yaml:"key_file"`
+	IPv4Prefix *int   `yaml:"ipv4_prefix"`
+	IPv6Prefix *int   `yaml:"ipv6_prefix"`
+	Fields     []Path `yaml:"fields"`
+}
+
+// Path is a field path read from the configuration, checked against
+// flow.Flow when decoded.
+type Path struct {
+	fieldpath.Path
+	Node *yaml.Node
+}
+
+// UnmarshalConfig implements config.Unmarshaler.
+func (p *Path) UnmarshalConfig(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return config.Errorf(n, "expected a field path like source.pod_name")
+	}
+	fp, err := fieldpath.Parse(n.Value)
+	if err != nil {
+		return config.Errorf(n, "%v", err)
+	}
+	p.Path, p.Node = fp, n
+	return nil
+}
+
+// minKeyLen is the shortest HMAC key accepted, in bytes.
+const minKeyLen = 16
+
+// FromConfig builds a redact transform from its YAML mapping; relative key
+// files are read from dir.
+func FromConfig(node *yaml.Node, dir string) (*Redactor, error) {
+	var o Options
+	if err := config.Decode(node, &o); err != nil {
+		return nil, err
+	}
+	r := &Redactor{}
+	var errs config.Errors
+	for _, p := range o.Remove {
+		r.remove = append(r.remove, p.Path)
+	}
+	if o.HTTP != nil {
+		h := &httpRules{userInfo: true}
+		if o.HTTP.URLQuery != nil {
+			h.urlQuery = *o.HTTP.URLQuery
+		}
+		if o.HTTP.UserInfo != nil {
+			h.userInfo = *o.HTTP.UserInfo
+		}
+		if hd := o.HTTP.Headers; hd != nil {
+			if hd.Allow != nil && hd.Deny != nil {
+				errs = append(errs, config.Errorf(valueNode(node, "http", "headers"), "redact: set http.headers.allow or http.headers.deny, not both"))
+			}
+			if hd.Allow != nil {
+				h.allow = lower(*hd.Allow)
+			}
+			if hd.Deny != nil {
+				h.deny = lower(*hd.Deny)
+			}
+		}
+		r.http = h
+	}
+	if o.Kafka != nil {
+		r.kafkaAPIKey = o.Kafka.APIKey
+	}
+	if o.IP != nil {
+		m, fields, ipErrs := buildIP(o.IP, valueNode(node, "ip"), dir)
+		errs = append(errs, ipErrs...)
+		r.ip, r.ipFields = m, fields
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return r, nil
+}
+
+func lower(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strings.ToLower(n)
+	}
+	return out
+}
+
+func buildIP(o *IPOptions, node *yaml.Node, dir string) (*ipMapper, []ipField, config.Errors) {
+	var errs config.Errors
+	var m *ipMapper
+	switch o.Mode {
+	case "hmac":
+		if o.IPv4Prefix != nil || o.IPv6Prefix != nil {
+			errs = append(errs, config.Errorf(node, "redact: ipv4_prefix and ipv6_prefix apply to mode truncate, not hmac"))
+		}
+		if o.KeyFile == "" {
+			errs = append(errs, config.Errorf(node, "redact: ip mode hmac needs key_file"))
+			break
+		}
+		key, err := readKey(o.KeyFile, dir)
+		if err != nil {
+			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "redact: ip.key_file: %v", err))
+			break
+		}
+		m = newHMACMapper(key)
+	case "truncate":
+		if o.KeyFile != "" {
+			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "redact: key_file applies to mode hmac, not truncate"))
+		}
+		v4, v6 := 24, 48
+		if o.IPv4Prefix != nil {
+			v4 = *o.IPv4Prefix
+			if v4 < 0 || v4 > 32 {
+				errs = append(errs, config.Errorf(valueNode(node, "ipv4_prefix"), "redact: ipv4_prefix %d is out of range 0-32", v4))
+			}
+		}
+		if o.IPv6Prefix != nil {
+			v6 = *o.IPv6Prefix
+			if v6 < 0 || v6 > 128 {
+				errs = append(errs, config.Errorf(valueNode(node, "ipv6_prefix"), "redact: ipv6_prefix %d is out of range 0-128", v6))
+			}
+		}
+		m = newTruncateMapper(v4, v6)
+	case "":
+		errs = append(errs, config.Errorf(node, "redact: ip needs mode: hmac or truncate"))
+	default:
+		errs = append(errs, config.Errorf(valueNode(node, "mode"), "redact: unknown ip mode %q (want hmac or truncate)", o.Mode))
+	}
+
+	var fields []ipField
+	if o.Fields == nil {
+		for _, s := range DefaultIPFields {
+			fields = append(fields, newIPField(fieldpath.MustParse(s)))
+		}
+	} else if len(o.Fields) == 0 {
+		errs = append(errs, config.Errorf(valueNode(node, "fields"), "redact: ip.fields is empty; leave it out for the default fields"))
+	}
+	for _, p := range o.Fields {
+		if leaf := p.Leaf(); leaf.Kind() != protoreflect.StringKind || leaf.IsMap() {
+			errs = append(errs, config.Errorf(p.Node, "redact: ip.fields: %s is not a string field holding addresses", p.String()))
+			continue
+		}
+		fields = append(fields, newIPField(p.Path))
+	}
+	return m, fields, errs
+}
+
+// readKey reads an HMAC key file; trailing CR and LF bytes are dropped.
+// The key is never logged or put in an error.
+func readKey(name, dir string) ([]byte, error) {
+	if !filepath.IsAbs(name) && dir != "" {
+		name = filepath.Join(dir, name)
+	}
+	key, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	key = bytes.TrimRight(key, "\r\n")
+	if len(key) < minKeyLen {
+		return nil, fmt.Errorf("%s: key is %d bytes, want at least %d (e.g. head -c 32 /dev/urandom > %s)", name, len(key), minKeyLen, filepath.Base(name))
+	}
+	return key, nil
+}
+
+// valueNode follows keys through nested mappings from n and returns the
+// value found, or the deepest node reached.
+func valueNode(n *yaml.Node, keys ...string) *yaml.Node {
+	for _, key := range keys {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return n
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				n, found = n.Content[i+1], true
+				break
+			}
+		}
+		if !found {
+			return n
+		}
+	}
+	return n
+}
+
+// Redactor is a redact transform. It is used by one goroutine at a time.
+type Redactor struct {
+	remove      []fieldpath.Path
+	http        *httpRules // nil: no HTTP redaction
+	kafkaAPIKey bool
+	ip          *ipMapper // nil: no IP rules
+	ipFields    []ipField
+
+	// pairs collects the address rewrites of one flow for its Summary.
+	pairs []pair
+}
+
+type pair struct{ old, new string }
+
+// ipField is a string or repeated string field holding addresses.
+type ipField struct {
+	path fieldpath.Path
+	// goField is the index of the leaf's field in the generated Go struct,
+	// or -1. Writing through reflect.Value.SetString does not allocate,
+	// where protoreflect's Set boxes the string.
+	goField int
+}
+
+func newIPField(p fieldpath.Path) ipField {
+	return ipField{path: p, goField: goFieldIndex(p.Leaf())}
+}
+
+// goFieldIndex finds the Go struct field that protoc-gen-go generated for
+// fd, from its `protobuf:"bytes,N,..."` tag; -1 if there is none.
+func goFieldIndex(fd protoreflect.FieldDescriptor) int {
+	if fd.ContainingOneof() != nil {
+		return -1
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(fd.ContainingMessage().FullName())
+	if err != nil {
+		return -1
+	}
+	t := reflect.TypeOf(mt.Zero().Interface())
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return -1
+	}
+	t = t.Elem()
+	want := reflect.String
+	if fd.IsList() {
+		want = reflect.Slice
+	}
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		parts := strings.Split(sf.Tag.Get("protobuf"), ",")
+		if !sf.IsExported() || len(parts) < 2 || parts[1] != strconv.Itoa(int(fd.Number())) {
+			continue
+		}
+		if sf.Type.Kind() != want || want == reflect.Slice && sf.Type.Elem().Kind() != reflect.String {
+			return -1
+		}
+		return i
+	}
+	return -1
+}
+
+// Process redacts every flow of b in place.
+func (r *Redactor) Process(b *pipeline.Batch) {
+	for i := range b.Events {
+		if f := b.Events[i].Flow; f != nil && b.Events[i].Lost == nil {
+			r.Redact(f)
+		}
+	}
+}
+
+// Redact applies the rules to f in place.
+func (r *Redactor) Redact(f *flowpb.Flow) {
+	for _, p := range r.remove {
+		p.Clear(f)
+	}
+	if l7 := f.GetL7(); l7 != nil {
+		if h := l7.GetHttp(); h != nil && r.http != nil {
+			if old, new := r.http.apply(h); old != new && old != "" && f.Summary != "" {
+				f.Summary = strings.ReplaceAll(f.Summary, old, new)
+			}
+		}
+		if k := l7.GetKafka(); k != nil && r.kafkaAPIKey {
+			k.ApiKey = Redacted
+		}
+	}
+	if r.ip != nil {
+		r.pairs = r.pairs[:0]
+		m := f.ProtoReflect()
+		for i := range r.ipFields {
+			r.rewrite(m, &r.ipFields[i])
+		}
+		if f.Summary != "" {
+			for _, p := range r.pairs {
+				f.Summary = replaceWord(f.Summary, p.old, p.new)
+			}
+		}
+	}
+}
+
+// rewrite maps the addresses in the field at p, if it is set.
+func (r *Redactor) rewrite(m protoreflect.Message, fl *ipField) {
+	fds := fl.path.Fields()
+	for _, fd := range fds[:len(fds)-1] {
+		if !m.Has(fd) {
+			return
+		}
+		m = m.Get(fd).Message()
+	}
+	if fl.goField >= 0 {
+		v := reflect.ValueOf(m.Interface()).Elem().Field(fl.goField)
+		if v.Kind() == reflect.String {
+			if old := v.String(); old != "" {
+				v.SetString(r.mapAddr(old))
+			}
+			return
+		}
+		for i := range v.Len() {
+			if e := v.Index(i); e.String() != "" {
+				e.SetString(r.mapAddr(e.String()))
+			}
+		}
+		return
+	}
+	leaf := fds[len(fds)-1]
+	if !m.Has(leaf) {
+		return
+	}
+	if leaf.IsList() {
+		l := m.Mutable(leaf).List()
+		for i := range l.Len() {
+			if old := l.Get(i).String(); old != "" {
+				l.Set(i, protoreflect.ValueOfString(r.mapAddr(old)))
+			}
+		}
+		return
+	}
+	m.Set(leaf, protoreflect.ValueOfString(r.mapAddr(m.Get(leaf).String())))
+}
+
+func (r *Redactor) mapAddr(old string) string {
+	new := r.ip.Map(old)
+	if new != old {
+		r.pairs = append(r.pairs, pair{old, new})
+	}
+	return new
+}
+
+// replaceWord replaces the occurrences of old in s that are whole words:
+// not preceded or followed by a character that can continue an address
+// (so 10.0.0.1 is not replaced inside 10.0.0.12).
+func replaceWord(s, old, new string) string {
+	i := strings.Index(s, old)
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for i >= 0 {
+		end := i + len(old)
+		if (i == 0 || !addrChar(s[i-1])) && (end == len(s) || !addrChar(s[end])) {
+			b.WriteString(s[last:i])
+			b.WriteString(new)
+			last = end
+		}
+		j := strings.Index(s[end:], old)
+		if j < 0 {
+			break
+		}
+		i = end + j
+	}
+	if last == 0 {
+		return s
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+func addrChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':' || c == '%'
+}
