@@ -8,5 +8,9 @@ import (
 	_ "github.com/flowbus/flowbus/sinks/nats"
 	_ "github.com/flowbus/flowbus/sources/ciliummonitor"
 	_ "github.com/flowbus/flowbus/sources/file"
+	_ "github.com/flowbus/flowbus/transforms/fieldmask"
 	_ "github.com/flowbus/flowbus/transforms/filter"
+	_ "github.com/flowbus/flowbus/transforms/ratelimit"
+	_ "github.com/flowbus/flowbus/transforms/redact"
+	_ "github.com/flowbus/flowbus/transforms/sample"
 )
