@@ -6,13 +6,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"slices"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/pipeline"
@@ -54,81 +51,75 @@ const (
 	fieldTime       = 1001
 )
 
-// Protobuf writes the binary observer.GetFlowsResponse envelope. It writes
-// the envelope's fields itself, so no envelope is allocated per event, in
-// protobuf-go's order (regular fields by number, then the oneof): the bytes
-// equal proto.Marshal of the equivalent GetFlowsResponse.
+// Protobuf writes the binary observer.GetFlowsResponse envelope with the
+// generated encoder (zz_protobuf.go): no envelope is allocated per event, no
+// reflection, no size pass, and the bytes equal proto.Marshal of the
+// equivalent GetFlowsResponse (protobuf-go's order: node_name, time, then
+// the oneof).
 type Protobuf struct{}
 
 // ContentType implements Encoder.
 func (Protobuf) ContentType() string { return ContentTypeProtobuf }
 
-var marshal = proto.MarshalOptions{UseCachedSize: true}
-
 // Append implements Encoder.
 func (Protobuf) Append(dst []byte, e *pipeline.Event) ([]byte, error) {
-	var (
-		msg proto.Message
-		num protowire.Number
-	)
-	switch {
-	case e.Flow != nil:
-		msg, num = e.Flow, fieldFlow
-	case e.Lost != nil:
-		msg, num = e.Lost, fieldLostEvents
-	default:
+	if e.Flow == nil && e.Lost == nil {
 		return dst, fmt.Errorf("encode: empty event")
 	}
 	n := len(dst)
+	var err error
 	if e.NodeName != "" {
-		if !utf8.ValidString(e.NodeName) {
-			return dst, fmt.Errorf("encode protobuf: node_name is not valid UTF-8")
+		if !validString(e.NodeName) {
+			return dst, fmt.Errorf("encode protobuf: %w", invalidUTF8("observer.GetFlowsResponse.node_name"))
 		}
 		dst = protowire.AppendTag(dst, fieldNodeName, protowire.BytesType)
 		dst = protowire.AppendString(dst, e.NodeName)
 	}
 	if e.Time != nil {
 		dst = protowire.AppendTag(dst, fieldTime, protowire.BytesType)
-		dst = appendTimestamp(dst, e.Time)
+		pos := len(dst)
+		dst = append(dst, 0)
+		dst, _ = appendPbgoogle_protobuf_Timestamp(dst, e.Time) // has no strings
+		dst = fixLength(dst, pos)
 	}
-	// One size pass fills the cached sizes that MarshalAppend then reuses
-	// for every nested length prefix; the buffer is grown once.
-	size := proto.Size(msg)
-	dst = protowire.AppendTag(dst, num, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(size))
-	dst = slices.Grow(dst, size)
-	dst, err := marshal.MarshalAppend(dst, msg)
-	if err != nil {
-		return dst[:n], fmt.Errorf("encode protobuf: %w", err)
+	if e.Flow != nil {
+		// Flows are 128 bytes to 16 KiB: reserve a two-byte length.
+		dst = protowire.AppendTag(dst, fieldFlow, protowire.BytesType)
+		pos := len(dst)
+		dst = append(dst, 0, 0)
+		if dst, err = appendPbFlow(dst, e.Flow); err != nil {
+			return dst[:n], fmt.Errorf("encode protobuf: %w", err)
+		}
+		dst = fixLengthN(dst, pos, 2)
+	} else {
+		dst = protowire.AppendTag(dst, fieldLostEvents, protowire.BytesType)
+		pos := len(dst)
+		dst = append(dst, 0)
+		if dst, err = appendPbLostEvent(dst, e.Lost); err != nil {
+			return dst[:n], fmt.Errorf("encode protobuf: %w", err)
+		}
+		dst = fixLength(dst, pos)
 	}
 	return dst, nil
 }
 
-// appendTimestamp appends a length-prefixed google.protobuf.Timestamp, as
-// proto.Marshal writes it, without reflection.
-func appendTimestamp(dst []byte, t *timestamppb.Timestamp) []byte {
-	if len(t.ProtoReflect().GetUnknown()) > 0 {
-		dst = protowire.AppendVarint(dst, uint64(proto.Size(t)))
-		dst, _ = marshal.MarshalAppend(dst, t) // a Timestamp cannot fail
-		return dst
+// ReferenceProtobuf is proto.Marshal of the envelope (allocating), the
+// reference Protobuf is tested against.
+type ReferenceProtobuf struct{}
+
+// ContentType implements Encoder.
+func (ReferenceProtobuf) ContentType() string { return ContentTypeProtobuf }
+
+// Append implements Encoder.
+func (ReferenceProtobuf) Append(dst []byte, e *pipeline.Event) ([]byte, error) {
+	if e.Flow == nil && e.Lost == nil {
+		return dst, fmt.Errorf("encode: empty event")
 	}
-	size := 0
-	if t.Seconds != 0 {
-		size += 1 + protowire.SizeVarint(uint64(t.Seconds))
+	out, err := proto.MarshalOptions{}.MarshalAppend(dst, Envelope(e))
+	if err != nil {
+		return dst, fmt.Errorf("encode protobuf: %w", err)
 	}
-	if t.Nanos != 0 {
-		size += 1 + protowire.SizeVarint(uint64(int64(t.Nanos)))
-	}
-	dst = protowire.AppendVarint(dst, uint64(size))
-	if t.Seconds != 0 {
-		dst = protowire.AppendTag(dst, 1, protowire.VarintType)
-		dst = protowire.AppendVarint(dst, uint64(t.Seconds))
-	}
-	if t.Nanos != 0 {
-		dst = protowire.AppendTag(dst, 2, protowire.VarintType)
-		dst = protowire.AppendVarint(dst, uint64(int64(t.Nanos)))
-	}
-	return dst
+	return out, nil
 }
 
 // JSON writes one Hubble export line per event: protojson with proto field
