@@ -1,0 +1,133 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/sinks/internal/sinktest"
+)
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Errorf("timed out waiting for %s", what)
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+var outageSource = &sinktest.Phased{Phases: []int{3, 40, 3}, Per: 256}
+
+func init() { sinktest.RegisterPhased("test-kafka-phased", outageSource) }
+
+// TestOutageDropNewestReconciles runs a pipeline whose broker refuses
+// every connection for a while (produce requests are answered by closing
+// the connection). With when_full: drop_newest, the topic afterwards holds
+// every delivered flow once and LostEvents whose counts add up to the
+// summary's lost count, and the summary reconciles.
+func TestOutageDropNewestReconciles(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "flows"))
+	broker := c.ListenAddrs()[0]
+	var down atomic.Bool
+	var refused atomic.Int64
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !down.Load() {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		return nil, errors.New("broker down"), true
+	})
+
+	reg := prometheus.NewRegistry()
+	acked := func() float64 { return sinktest.Metric(reg, "flowbus_sink_messages_acked_total") }
+	outageSource.Before = []func(){
+		func() { // after phase 1 is delivered, the broker goes down
+			waitFor(t, "phase 1 delivered", func() bool { return acked() >= 768 })
+			down.Store(true)
+		},
+		func() { // once flows were given up and dropped, it comes back
+			waitFor(t, "refused produce requests", func() bool { return refused.Load() >= 20 })
+			down.Store(false)
+		},
+	}
+	cfg := fmt.Sprintf(`
+node_name: n1
+lost_event_interval: 20ms
+shutdown_timeout: 20s
+metrics: {listen: ""}
+sources:
+  gen: {type: test-kafka-phased}
+sinks:
+  bus:
+    type: kafka
+    inputs: [gen]
+    encoding: protobuf
+    buffer: {events: 1024, when_full: drop_newest}
+    brokers: [%s]
+    topic: flows
+    max_attempts: 2
+    batch_timeout: 2s
+    backoff: {min: 5ms, max: 20ms}
+`, broker)
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.Load(path, pipeline.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tot := sum.Total
+	t.Logf("summary: %s; refused produce requests: %d", tot, refused.Load())
+	if tot.Received != uint64(outageSource.Total()) || !tot.Reconciles() {
+		t.Fatalf("summary %s does not reconcile with %d emitted", tot, outageSource.Total())
+	}
+	if tot.Lost == 0 {
+		t.Fatal("the outage lost nothing: the test did not exercise drops")
+	}
+
+	flows, lost := 0, uint64(0)
+	seen := map[string]bool{}
+	for _, m := range readAll(t, broker, "flows", nil)[0] {
+		var env observer.GetFlowsResponse
+		if err := proto.Unmarshal(m.Value, &env); err != nil {
+			t.Fatal(err)
+		}
+		if f := env.GetFlow(); f != nil {
+			if seen[f.Uuid] {
+				t.Errorf("flow %s delivered twice", f.Uuid)
+			}
+			seen[f.Uuid] = true
+			flows++
+		} else {
+			lost += env.GetLostEvents().GetNumEventsLost()
+		}
+	}
+	if uint64(flows) != tot.Delivered {
+		t.Errorf("topic holds %d flows, summary delivered=%d", flows, tot.Delivered)
+	}
+	if lost != tot.Lost {
+		t.Errorf("LostEvents in the topic count %d, summary lost=%d", lost, tot.Lost)
+	}
+}

@@ -1,0 +1,149 @@
+package nats
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/sinks/internal/sinktest"
+)
+
+var outageSource = &sinktest.Phased{Phases: []int{3, 40, 3}, Per: 256}
+
+func init() { sinktest.RegisterPhased("test-nats-phased", outageSource) }
+
+// TestOutageDropNewestReconciles runs a pipeline into the embedded server
+// and stops the server for a while. With when_full: drop_newest, the
+// stream afterwards holds every delivered flow once and LostEvents whose
+// counts add up to the summary's lost count, and the summary reconciles.
+func TestOutageDropNewestReconciles(t *testing.T) {
+	port, store := freePort(t), t.TempDir()
+	reg := prometheus.NewRegistry()
+	metric := func(name string) float64 { return sinktest.Metric(reg, name) }
+	server := func() *embeddedServer {
+		embeddedServers.Lock()
+		defer embeddedServers.Unlock()
+		for _, e := range embeddedServers.m {
+			if e.storeDir == store {
+				return e
+			}
+		}
+		return nil
+	}
+	outageSource.Before = []func(){
+		func() { // after phase 1 is delivered, the server stops
+			waitFor(t, "phase 1 delivered", func() bool { return metric("flowbus_sink_messages_acked_total") >= 768 })
+			e := server()
+			e.srv.Shutdown()
+			e.srv.WaitForShutdown()
+		},
+		func() { // once flows were given up, it starts again on the same port and store
+			waitFor(t, "flows given up", func() bool { return metric("flowbus_sink_messages_failed_total") > 0 })
+			e := server()
+			srv, err := startEmbedded(&EmbeddedOptions{Port: port, StoreDir: store})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			e.srv = srv
+		},
+	}
+	cfg := fmt.Sprintf(`
+node_name: n1
+lost_event_interval: 20ms
+shutdown_timeout: 20s
+metrics: {listen: ""}
+sources:
+  gen: {type: test-nats-phased}
+sinks:
+  bus:
+    type: nats
+    inputs: [gen]
+    encoding: protobuf
+    buffer: {events: 1024, when_full: drop_newest}
+    url: embedded
+    embedded: {port: %d, store_dir: %s}
+    subject: hubble.flows.{{ verdict }}
+    lost_subject: hubble.lost
+    jetstream: {stream: HUBBLE, create: true}
+    ack_timeout: 200ms
+    max_attempts: 2
+    backoff: {min: 5ms, max: 20ms}
+`, port, store)
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.Load(path, pipeline.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := p.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tot := sum.Total
+	t.Logf("summary: %s", tot)
+	if tot.Received != uint64(outageSource.Total()) || !tot.Reconciles() {
+		t.Fatalf("summary %s does not reconcile with %d emitted", tot, outageSource.Total())
+	}
+	if tot.Lost == 0 {
+		t.Fatal("the outage lost nothing: the test did not exercise drops")
+	}
+
+	// The pipeline closed its sink and the server; read the store with a
+	// new one.
+	srv, err := startEmbedded(&EmbeddedOptions{Port: -1, StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "HUBBLE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := st.Info(ctx)
+	flows, lost := 0, uint64(0)
+	seen := map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env observer.GetFlowsResponse
+		if err := proto.Unmarshal(m.Data, &env); err != nil {
+			t.Fatal(err)
+		}
+		if f := env.GetFlow(); f != nil {
+			if seen[f.Uuid] {
+				t.Errorf("flow %s stored twice", f.Uuid)
+			}
+			seen[f.Uuid] = true
+			flows++
+		} else {
+			lost += env.GetLostEvents().GetNumEventsLost()
+		}
+	}
+	if uint64(flows) != tot.Delivered {
+		t.Errorf("stream holds %d flows, summary delivered=%d", flows, tot.Delivered)
+	}
+	if lost != tot.Lost {
+		t.Errorf("LostEvents in the stream count %d, summary lost=%d", lost, tot.Lost)
+	}
+}
