@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/gob"
+	"errors"
 	"net/netip"
 )
 
@@ -338,3 +339,5 @@ func encodeGob(v any) ([]byte, error) {
 	err := gob.NewEncoder(&b).Encode(v)
 	return b.Bytes(), err
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

@@ -62,7 +62,10 @@ func (r *Reader) Next(p *Payload) error {
 	// Gob leaves out zero fields, so clear what the last payload set.
 	p.Data, p.CPU, p.Lost, p.Type = p.Data[:0], 0, 0, 0
 	if err := r.dec.Decode(p); err != nil {
-		if errors.Is(err, io.EOF) && r.fr.inMessage() {
+		if ferr := r.fr.err; ferr != nil && ferr != io.EOF {
+			return ferr // the framing's diagnosis is the more precise one
+		}
+		if errors.Is(err, io.EOF) && (r.fr.inMessage() || r.fr.buffered() > 0) {
 			return io.ErrUnexpectedEOF
 		}
 		return err
@@ -99,12 +102,21 @@ func (f *frameReader) fill() error {
 	if f.err != nil {
 		return f.err
 	}
+	err := f.next()
+	if err != nil {
+		f.err = err
+		f.msg, f.pos = f.msg[:0], 0
+	}
+	return err
+}
+
+// next reads the next message into f.msg.
+func (f *frameReader) next() error {
 	f.msg, f.pos = f.msg[:0], 0
 	// Gob's unsigned integer: one byte below 128, else the negated byte
 	// count followed by that many big-endian bytes.
 	b, err := f.br.ReadByte()
 	if err != nil {
-		f.err = err
 		return err
 	}
 	f.msg = append(f.msg, b)
@@ -114,22 +126,22 @@ func (f *frameReader) fill() error {
 	} else {
 		k := int(-int8(b))
 		if k < 1 || k > 8 {
-			f.err = fmt.Errorf("monitor stream: invalid gob length prefix 0x%02x at offset %d", b, f.offset)
-			return f.err
+			return fmt.Errorf("monitor stream: invalid gob length prefix 0x%02x at offset %d", b, f.offset)
 		}
 		for i := 0; i < k; i++ {
 			c, err := f.br.ReadByte()
 			if err != nil {
-				f.err = unexpected(err)
-				return f.err
+				return unexpected(err)
 			}
 			f.msg = append(f.msg, c)
 			n = n<<8 | uint64(c)
 		}
 	}
+	if n == 0 { // gob never writes an empty message
+		return fmt.Errorf("monitor stream: empty gob message at offset %d", f.offset)
+	}
 	if n > MaxMessageSize {
-		f.err = fmt.Errorf("%w (%d bytes at offset %d)", ErrMessageTooBig, n, f.offset)
-		return f.err
+		return fmt.Errorf("%w (%d bytes at offset %d)", ErrMessageTooBig, n, f.offset)
 	}
 	start := len(f.msg)
 	if cap(f.msg) < start+int(n) {
@@ -139,8 +151,7 @@ func (f *frameReader) fill() error {
 	}
 	f.msg = f.msg[:start+int(n)]
 	if _, err := io.ReadFull(f.br, f.msg[start:]); err != nil {
-		f.err = unexpected(err)
-		return f.err
+		return unexpected(err)
 	}
 	return nil
 }

@@ -1,0 +1,89 @@
+package ciliummonitor
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/datapath"
+)
+
+// FuzzReader feeds arbitrary bytes to the stream reader and decodes the
+// samples it yields: nothing may panic, and a stream never yields more
+// payloads than it has bytes.
+func FuzzReader(f *testing.F) {
+	for _, s := range seedStreams(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		var d datapath.Decoder
+		fl := new(flowpb.Flow)
+		var p Payload
+		for n := 0; ; n++ {
+			if n > len(data) {
+				t.Fatalf("%d payloads from %d bytes", n, len(data))
+			}
+			err := r.Next(&p)
+			if err != nil {
+				if err == io.EOF && r.Buffered() != 0 {
+					t.Fatalf("EOF with %d bytes buffered", r.Buffered())
+				}
+				return
+			}
+			if p.Type == PayloadSample {
+				if err := d.Decode(p.Data, fl); err != nil && !errors.Is(err, datapath.ErrSkip) && !errors.Is(err, datapath.ErrMalformed) {
+					t.Fatalf("decode error of unknown kind: %v", err)
+				}
+			}
+		}
+	})
+}
+
+// seedStreams are monitor streams like the agent's: the test script, a
+// stream of lost records only, and a stream cut short.
+func seedStreams(tb testing.TB) [][]byte {
+	var t testing.T
+	payloads, _, _ := script(&t)
+	enc := func(ps []Payload) []byte {
+		var b bytes.Buffer
+		e := gob.NewEncoder(&b)
+		for i := range ps {
+			if err := e.Encode(&ps[i]); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		return b.Bytes()
+	}
+	full := enc(payloads)
+	return [][]byte{
+		full,
+		enc([]Payload{{Type: PayloadLost, CPU: 3, Lost: 1 << 40}}),
+		enc(payloads[:1]),
+		full[:len(full)/2],
+	}
+}
+
+// TestWriteSeedCorpus regenerates testdata/fuzz/FuzzReader when
+// FLOWBUS_WRITE_CORPUS is set.
+func TestWriteSeedCorpus(t *testing.T) {
+	if os.Getenv("FLOWBUS_WRITE_CORPUS") == "" {
+		t.Skip("set FLOWBUS_WRITE_CORPUS=1 to regenerate the seed corpus")
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzReader")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range seedStreams(t) {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("stream-%d", i)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
