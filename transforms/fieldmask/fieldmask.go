@@ -83,9 +83,9 @@ func FromConfig(node *yaml.Node) (*Mask, error) {
 	}
 	switch {
 	case len(o.Include) > 0 && len(o.Exclude) > 0:
-		return nil, config.Errorf(node, "fieldmask: set include or exclude, not both")
+		return nil, config.Errorf(node, "set include or exclude, not both")
 	case len(o.Include) == 0 && len(o.Exclude) == 0:
-		return nil, config.Errorf(node, "fieldmask: set include or exclude to a non-empty list of field paths")
+		return nil, config.Errorf(node, "set include or exclude to a non-empty list of field paths")
 	}
 	if len(o.Include) > 0 {
 		return NewInclude(paths(o.Include)), nil

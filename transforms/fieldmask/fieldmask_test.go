@@ -234,9 +234,9 @@ func TestConfigErrors(t *testing.T) {
 	tests := []struct{ conf, want string }{
 		{"include: [source.podname]", `1:11: field path "source.podname": Endpoint has no field "podname"`},
 		{"exclude:\n  - verdict\n  - l4.tcp", `3:5: field path "l4.tcp"`},
-		{"include: [verdict]\nexclude: [time]", "1:1: fieldmask: set include or exclude, not both"},
-		{"{}", "1:1: fieldmask: set include or exclude"},
-		{"include: []", "1:1: fieldmask: set include or exclude"},
+		{"include: [verdict]\nexclude: [time]", "1:1: set include or exclude, not both"},
+		{"{}", "1:1: set include or exclude"},
+		{"include: []", "1:1: set include or exclude"},
 		{"include: [{a: b}]", "1:11: expected a field path"},
 		{"include: [source.labels.x]", "1:11: "},
 		{"include: [verdict]\nextra: 1", "2:1: "},

@@ -47,7 +47,7 @@ func init() {
 		}
 		if b != nil && b.Metrics != nil {
 			if err := b.Metrics.Register(l.evictions); err != nil {
-				return nil, config.Errorf(node, "ratelimit: registering metrics: %v", err)
+				return nil, config.Errorf(node, "registering metrics: %v", err)
 			}
 		}
 		return l, nil
@@ -111,24 +111,24 @@ func FromConfig(node *yaml.Node) (*Limiter, error) {
 	var c Config
 	switch {
 	case o.EventsPerSecond == nil:
-		errs = append(errs, config.Errorf(node, "ratelimit: events_per_second is required"))
+		errs = append(errs, config.Errorf(node, "events_per_second is required"))
 	case !(*o.EventsPerSecond > 0) || math.IsInf(*o.EventsPerSecond, 0):
-		errs = append(errs, config.Errorf(valueNode(node, "events_per_second"), "ratelimit: events_per_second must be a positive number"))
+		errs = append(errs, config.Errorf(valueNode(node, "events_per_second"), "events_per_second must be a positive number"))
 	default:
 		c.EventsPerSecond = *o.EventsPerSecond
 	}
 	if o.Burst != nil {
 		if *o.Burst < 1 {
-			errs = append(errs, config.Errorf(valueNode(node, "burst"), "ratelimit: burst must be at least 1"))
+			errs = append(errs, config.Errorf(valueNode(node, "burst"), "burst must be at least 1"))
 		}
 		c.Burst = *o.Burst
 	}
 	if o.MaxKeys != nil {
 		switch {
 		case *o.MaxKeys < 1:
-			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "ratelimit: max_keys must be at least 1"))
+			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "max_keys must be at least 1"))
 		case o.Key == nil:
-			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "ratelimit: max_keys needs a key"))
+			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "max_keys needs a key"))
 		}
 		c.MaxKeys = *o.MaxKeys
 	}

@@ -226,17 +226,17 @@ func TestFromConfig(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	tests := []struct{ conf, want string }{
-		{"burst: 3", "1:1: ratelimit: events_per_second is required"},
-		{"events_per_second: 0", "1:20: ratelimit: events_per_second must be a positive number"},
+		{"burst: 3", "1:1: events_per_second is required"},
+		{"events_per_second: 0", "1:20: events_per_second must be a positive number"},
 		{"events_per_second: -1", "1:20: "},
 		{"events_per_second: .inf", "1:20: "},
 		{"events_per_second: fast", "1:20: "},
-		{"events_per_second: 10\nburst: 0", "2:8: ratelimit: burst must be at least 1"},
+		{"events_per_second: 10\nburst: 0", "2:8: burst must be at least 1"},
 		{"events_per_second: 10\nkey: source.pod", `2:6: field path "source.pod"`},
 		{"events_per_second: 10\nkey: source", "2:6: field path \"source\": source is a message"},
 		{"events_per_second: 10\nkey: [a]", "2:6: expected a field path"},
-		{"events_per_second: 10\nmax_keys: 5", "2:11: ratelimit: max_keys needs a key"},
-		{"events_per_second: 10\nkey: verdict\nmax_keys: 0", "3:11: ratelimit: max_keys must be at least 1"},
+		{"events_per_second: 10\nmax_keys: 5", "2:11: max_keys needs a key"},
+		{"events_per_second: 10\nkey: verdict\nmax_keys: 0", "3:11: max_keys must be at least 1"},
 		{"events_per_second: 10\nbogus: 1", "2:1: "},
 	}
 	for _, tt := range tests {

@@ -142,11 +142,10 @@ const minKeyLen = 16
 // files are read from dir.
 func FromConfig(node *yaml.Node, dir string) (*Redactor, error) {
 	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+	// Decoding errors and the checks below are reported together; a value
+	// that did not decode is left unset and checked as such.
+	errs := config.Positioned(config.Decode(node, &o), node)
 	r := &Redactor{}
-	var errs config.Errors
 	for _, p := range o.Remove {
 		r.remove = append(r.remove, p.Path)
 	}
@@ -160,7 +159,7 @@ func FromConfig(node *yaml.Node, dir string) (*Redactor, error) {
 		}
 		if hd := o.HTTP.Headers; hd != nil {
 			if hd.Allow != nil && hd.Deny != nil {
-				errs = append(errs, config.Errorf(valueNode(node, "http", "headers"), "redact: set http.headers.allow or http.headers.deny, not both"))
+				errs = append(errs, config.Errorf(valueNode(node, "http", "headers"), "set http.headers.allow or http.headers.deny, not both"))
 			}
 			if hd.Allow != nil {
 				h.allow = lower(*hd.Allow)
@@ -199,40 +198,44 @@ func buildIP(o *IPOptions, node *yaml.Node, dir string) (*ipMapper, []ipField, c
 	switch o.Mode {
 	case "hmac":
 		if o.IPv4Prefix != nil || o.IPv6Prefix != nil {
-			errs = append(errs, config.Errorf(node, "redact: ipv4_prefix and ipv6_prefix apply to mode truncate, not hmac"))
+			errs = append(errs, config.Errorf(node, "ipv4_prefix and ipv6_prefix apply to mode truncate, not hmac"))
 		}
 		if o.KeyFile == "" {
-			errs = append(errs, config.Errorf(node, "redact: ip mode hmac needs key_file"))
+			if !hasKey(node, "key_file") {
+				errs = append(errs, config.Errorf(node, "ip mode hmac needs key_file"))
+			}
 			break
 		}
 		key, err := readKey(o.KeyFile, dir)
 		if err != nil {
-			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "redact: ip.key_file: %v", err))
+			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "ip.key_file: %v", err))
 			break
 		}
 		m = newHMACMapper(key)
 	case "truncate":
 		if o.KeyFile != "" {
-			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "redact: key_file applies to mode hmac, not truncate"))
+			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "key_file applies to mode hmac, not truncate"))
 		}
 		v4, v6 := 24, 48
 		if o.IPv4Prefix != nil {
 			v4 = *o.IPv4Prefix
 			if v4 < 0 || v4 > 32 {
-				errs = append(errs, config.Errorf(valueNode(node, "ipv4_prefix"), "redact: ipv4_prefix %d is out of range 0-32", v4))
+				errs = append(errs, config.Errorf(valueNode(node, "ipv4_prefix"), "ipv4_prefix %d is out of range 0-32", v4))
 			}
 		}
 		if o.IPv6Prefix != nil {
 			v6 = *o.IPv6Prefix
 			if v6 < 0 || v6 > 128 {
-				errs = append(errs, config.Errorf(valueNode(node, "ipv6_prefix"), "redact: ipv6_prefix %d is out of range 0-128", v6))
+				errs = append(errs, config.Errorf(valueNode(node, "ipv6_prefix"), "ipv6_prefix %d is out of range 0-128", v6))
 			}
 		}
 		m = newTruncateMapper(v4, v6)
 	case "":
-		errs = append(errs, config.Errorf(node, "redact: ip needs mode: hmac or truncate"))
+		if !hasKey(node, "mode") { // else it did not decode, and that is reported
+			errs = append(errs, config.Errorf(node, "ip needs mode: hmac or truncate"))
+		}
 	default:
-		errs = append(errs, config.Errorf(valueNode(node, "mode"), "redact: unknown ip mode %q (want hmac or truncate)", o.Mode))
+		errs = append(errs, config.Errorf(valueNode(node, "mode"), "unknown ip mode %q (want hmac or truncate)", o.Mode))
 	}
 
 	var fields []ipField
@@ -241,11 +244,14 @@ func buildIP(o *IPOptions, node *yaml.Node, dir string) (*ipMapper, []ipField, c
 			fields = append(fields, newIPField(fieldpath.MustParse(s)))
 		}
 	} else if len(o.Fields) == 0 {
-		errs = append(errs, config.Errorf(valueNode(node, "fields"), "redact: ip.fields is empty; leave it out for the default fields"))
+		errs = append(errs, config.Errorf(valueNode(node, "fields"), "ip.fields is empty; leave it out for the default fields"))
 	}
 	for _, p := range o.Fields {
+		if p.Leaf() == nil {
+			continue // did not decode; reported
+		}
 		if leaf := p.Leaf(); leaf.Kind() != protoreflect.StringKind || leaf.IsMap() {
-			errs = append(errs, config.Errorf(p.Node, "redact: ip.fields: %s is not a string field holding addresses", p.String()))
+			errs = append(errs, config.Errorf(p.Node, "ip.fields: %s is not a string field holding addresses", p.String()))
 			continue
 		}
 		fields = append(fields, newIPField(p.Path))
@@ -289,6 +295,11 @@ func valueNode(n *yaml.Node, keys ...string) *yaml.Node {
 		}
 	}
 	return n
+}
+
+// hasKey reports whether the mapping n has key.
+func hasKey(n *yaml.Node, key string) bool {
+	return n != nil && valueNode(n, key) != n
 }
 
 // Redactor is a redact transform. It is used by one goroutine at a time.

@@ -345,22 +345,22 @@ func TestConfigErrors(t *testing.T) {
 	short := keyFile(t, "short\n")
 	good := keyFile(t, testKey)
 	tests := []struct{ conf, want string }{
-		{"http: {headers: {allow: [a], deny: [b]}}", "1:17: redact: set http.headers.allow or http.headers.deny, not both"},
+		{"http: {headers: {allow: [a], deny: [b]}}", "1:17: set http.headers.allow or http.headers.deny, not both"},
 		{"http: {url_query: yes please}", "1:19: "},
 		{"http: {cookies: true}", "1:8: "},
-		{"ip: {mode: hmac}", "1:5: redact: ip mode hmac needs key_file"},
-		{"ip:\n  mode: hmac\n  key_file: /nonexistent/ip.key", "3:13: redact: ip.key_file: open /nonexistent/ip.key: no such file or directory"},
-		{"ip:\n  mode: hmac\n  key_file: " + short, "3:13: redact: ip.key_file: " + short + ": key is 5 bytes, want at least 16"},
-		{"ip: {mode: hmac, key_file: " + good + ", ipv4_prefix: 24}", "1:5: redact: ipv4_prefix and ipv6_prefix apply to mode truncate"},
-		{"ip: {mode: truncate, key_file: " + good + "}", "1:32: redact: key_file applies to mode hmac"},
-		{"ip: {mode: truncate, ipv4_prefix: 33}", "1:35: redact: ipv4_prefix 33 is out of range 0-32"},
-		{"ip: {mode: truncate, ipv6_prefix: -1}", "1:35: redact: ipv6_prefix -1 is out of range 0-128"},
+		{"ip: {mode: hmac}", "1:5: ip mode hmac needs key_file"},
+		{"ip:\n  mode: hmac\n  key_file: /nonexistent/ip.key", "3:13: ip.key_file: open /nonexistent/ip.key: no such file or directory"},
+		{"ip:\n  mode: hmac\n  key_file: " + short, "3:13: ip.key_file: " + short + ": key is 5 bytes, want at least 16"},
+		{"ip: {mode: hmac, key_file: " + good + ", ipv4_prefix: 24}", "1:5: ipv4_prefix and ipv6_prefix apply to mode truncate"},
+		{"ip: {mode: truncate, key_file: " + good + "}", "1:32: key_file applies to mode hmac"},
+		{"ip: {mode: truncate, ipv4_prefix: 33}", "1:35: ipv4_prefix 33 is out of range 0-32"},
+		{"ip: {mode: truncate, ipv6_prefix: -1}", "1:35: ipv6_prefix -1 is out of range 0-128"},
 		{"ip: {mode: truncate, ipv6_prefix: wide}", "1:35: "},
-		{"ip: {mode: scramble}", `1:12: redact: unknown ip mode "scramble"`},
-		{"ip: {key_file: x}", "1:5: redact: ip needs mode"},
-		{"ip:\n  mode: truncate\n  fields: [IP.source, verdict]", "3:23: redact: ip.fields: verdict is not a string field"},
+		{"ip: {mode: scramble}", `1:12: unknown ip mode "scramble"`},
+		{"ip: {key_file: x}", "1:5: ip needs mode"},
+		{"ip:\n  mode: truncate\n  fields: [IP.source, verdict]", "3:23: ip.fields: verdict is not a string field"},
 		{"ip:\n  mode: truncate\n  fields: [IP.src]", `3:12: field path "IP.src": IP has no field "src"`},
-		{"ip:\n  mode: truncate\n  fields: []", "3:11: redact: ip.fields is empty"},
+		{"ip:\n  mode: truncate\n  fields: []", "3:11: ip.fields is empty"},
 		{"remove: [source.pod_name, l7.http.uri]", `1:27: field path "l7.http.uri"`},
 		{"remove: source.pod_name", "1:9: "},
 		{"unknown: 1", "1:1: "},
@@ -428,5 +428,24 @@ func TestIPAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("redacting cached addresses allocates %.1f times per flow", allocs)
+	}
+}
+
+// TestConfigErrorsTogether: decoding errors and rule errors come in one
+// report, each at its position, without follow-up errors.
+func TestConfigErrorsTogether(t *testing.T) {
+	_, err := FromConfig(mustYAML(t, "ip: {mode: truncate, ipv4_prefix: 40}\nremove: [source.podname]\nhttp: {headers: {allow: [a], deny: [b]}}"), "")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	got := err.Error()
+	for _, want := range []string{"1:35: ipv4_prefix 40", `2:10: field path "source.podname"`, "3:17: set http.headers.allow"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors %q lack %q", got, want)
+		}
+	}
+	_, err = FromConfig(mustYAML(t, "ip: {mode: [hmac]}"), "")
+	if err == nil || strings.Contains(err.Error(), "needs mode") || !strings.Contains(err.Error(), "1:12: ") {
+		t.Errorf("wrong-typed mode: %v", err)
 	}
 }

@@ -86,9 +86,9 @@ func FromConfig(node *yaml.Node) (*Sampler, error) {
 	}
 	var errs config.Errors
 	if o.Rate == nil {
-		errs = append(errs, config.Errorf(node, "sample: rate is required (keep 1 in rate flows)"))
+		errs = append(errs, config.Errorf(node, "rate is required (keep 1 in rate flows)"))
 	} else if *o.Rate == 0 {
-		errs = append(errs, config.Errorf(valueNode(node, "rate"), "sample: rate must be at least 1"))
+		errs = append(errs, config.Errorf(valueNode(node, "rate"), "rate must be at least 1"))
 	}
 	key := ByConnection
 	switch o.Key {
@@ -96,7 +96,7 @@ func FromConfig(node *yaml.Node) (*Sampler, error) {
 	case "none":
 		key = PerEvent
 	default:
-		errs = append(errs, config.Errorf(valueNode(node, "key"), "sample: unknown key %q (want connection or none)", o.Key))
+		errs = append(errs, config.Errorf(valueNode(node, "key"), "unknown key %q (want connection or none)", o.Key))
 	}
 	var keep *filter.Filter
 	if o.Keep.Kind != 0 {
