@@ -621,17 +621,20 @@ func httpPathFilter(ff *flowpb.FlowFilter) (predicate, error) {
 	if err != nil {
 		return nil, err
 	}
+	var scratch []byte // unescaped paths; a Filter is used by one goroutine
 	return func(f *flowpb.Flow) bool {
 		h := f.GetL7().GetHttp()
 		if h == nil || h.GetUrl() == "" {
 			return false
 		}
-		path, ok := requestURIPath(h.GetUrl())
+		var path []byte
+		var ok bool
+		path, scratch, ok = requestURIPath(scratch[:0], h.GetUrl())
 		if !ok {
 			return false
 		}
 		for _, re := range res {
-			if re.MatchString(path) {
+			if re.Match(path) {
 				return true
 			}
 		}
@@ -639,89 +642,114 @@ func httpPathFilter(ff *flowpb.FlowFilter) (predicate, error) {
 	}, nil
 }
 
-// requestURIPath returns url.ParseRequestURI(raw).Path. The common case, an
-// absolute http(s) URL or an absolute path made of plain characters, is
-// answered without allocating; anything else goes through net/url.
-func requestURIPath(raw string) (string, bool) {
-	if p, ok := fastRequestURIPath(raw); ok {
-		return p, true
+// requestURIPath returns the Path of url.ParseRequestURI(raw), or false
+// when it fails. Common URLs (an absolute path, or scheme://host[:port]
+// followed by one) are handled here, unescaping into buf without
+// allocating; the others are given to net/url. It returns buf for reuse.
+func requestURIPath(buf []byte, raw string) (path, newBuf []byte, ok bool) {
+	p, buf, res := fastRequestURIPath(buf, raw)
+	switch res {
+	case fastOK:
+		return p, buf, true
+	case fastFail:
+		return nil, buf, false
 	}
 	u, err := url.ParseRequestURI(raw)
 	if err != nil {
-		return "", false
+		return nil, buf, false
 	}
-	return u.Path, true
+	buf = append(buf[:0], u.Path...)
+	return buf, buf, true
 }
 
-// fastRequestURIPath handles "http://host[:port]/path[?query]" and
-// "/path[?query]" where every character is one net/url keeps as is in a
-// path and the host is plain; it reports false to defer to net/url.
-func fastRequestURIPath(raw string) (string, bool) {
+type fastResult int
+
+const (
+	fastOK fastResult = iota
+	fastFail
+	fastUnsure // defer to net/url
+)
+
+// fastRequestURIPath follows net/url's parse(raw, viaRequest=true) for the
+// URLs it is sure about.
+func fastRequestURIPath(buf []byte, raw string) ([]byte, []byte, fastResult) {
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f {
+			return nil, buf, fastFail // net/url refuses control bytes
+		}
+	}
 	rest := raw
-	switch {
-	case strings.HasPrefix(rest, "http://"):
-		rest = rest[len("http://"):]
-	case strings.HasPrefix(rest, "https://"):
-		rest = rest[len("https://"):]
-	case strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "//"):
-		return plainPath(rest)
-	default:
-		return "", false
+	if rest == "" || rest == "*" {
+		return nil, buf, fastUnsure
 	}
-	slash := strings.IndexByte(rest, '/')
-	host := rest
-	if slash >= 0 {
-		host = rest[:slash]
-	}
-	for i := 0; i < len(host); i++ {
-		c := host[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-') {
-			if c == ':' && i > 0 && allDigits(host[i+1:]) {
-				break
-			}
-			return "", false
+	if rest[0] != '/' {
+		// scheme "://" authority, with a plain host and optional port.
+		i := 0
+		for i < len(rest) && ('a' <= rest[i] && rest[i] <= 'z' || 'A' <= rest[i] && rest[i] <= 'Z' ||
+			i > 0 && ('0' <= rest[i] && rest[i] <= '9' || rest[i] == '+' || rest[i] == '-' || rest[i] == '.')) {
+			i++
 		}
-	}
-	if slash < 0 {
-		// "http://host" or "http://host?q": an empty path.
-		if strings.ContainsAny(rest, "?#") {
-			return "", false
+		if i == 0 || !strings.HasPrefix(rest[i:], "://") {
+			return nil, buf, fastUnsure
 		}
-		return "", true
-	}
-	return plainPath(rest[slash:])
-}
-
-func allDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
+		rest = rest[i+3:]
+		end := strings.IndexAny(rest, "/?")
+		if end < 0 {
+			end = len(rest)
 		}
-	}
-	return true
-}
-
-// plainPath returns the path of "/path[?query]" when it needs no
-// unescaping or validation.
-func plainPath(s string) (string, bool) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '?':
-			// net/url refuses control bytes anywhere in the URL.
-			for j := i + 1; j < len(s); j++ {
-				if s[j] < 0x20 || s[j] == 0x7f {
-					return "", false
+		host := rest[:end]
+		colon := false
+		for j := 0; j < len(host); j++ {
+			c := host[j]
+			switch {
+			case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '.', c == '-':
+				if colon {
+					return nil, buf, fastUnsure
 				}
+			case '0' <= c && c <= '9':
+			case c == ':' && !colon && j > 0:
+				colon = true
+			default:
+				return nil, buf, fastUnsure
 			}
-			return s[:i], true
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("/-._~!$&'()*+,;=:@", c) >= 0:
-		default:
-			return "", false
+		}
+		rest = rest[end:]
+		if rest == "" || rest[0] == '?' {
+			return buf[:0], buf, fastOK // no path
 		}
 	}
-	return s, true
+	if q := strings.IndexByte(rest, '?'); q >= 0 {
+		rest = rest[:q]
+	}
+	// Unescape as net/url does for a path: %XX must be valid hex.
+	buf = buf[:0]
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if c != '%' {
+			buf = append(buf, c)
+			continue
+		}
+		if i+2 >= len(rest) || !isHex(rest[i+1]) || !isHex(rest[i+2]) {
+			return nil, buf, fastFail
+		}
+		buf = append(buf, unhex(rest[i+1])<<4|unhex(rest[i+2]))
+		i += 2
+	}
+	return buf, buf, fastOK
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 // http_url: RE2 expressions, unanchored, applied to the whole http.url.

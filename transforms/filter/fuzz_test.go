@@ -1,0 +1,106 @@
+package filter
+
+import (
+	"net/url"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// FuzzRequestURIPath checks the allocation-free path extraction against
+// net/url.ParseRequestURI on arbitrary URLs.
+func FuzzRequestURIPath(f *testing.F) {
+	for _, s := range []string{"/", "/a/b?c=d", "http://h/p%20q?x", "https://h:8443/p", "http://h", "http://h?q",
+		"HTTP://h/x", "//h/x", "*", "a:b", "/%zz", "/%4", "http://[::1]/x", "http://u@h/x", "http:///x", "/a#b", "/\x7f",
+		"http://h:x/p", "x1+.-://h/p", "http://h/p?\x01", "/a%2Fb", "http://h%41/p", "http:/x", "1http://h/p"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, _, ok := requestURIPath(nil, raw)
+		u, err := url.ParseRequestURI(raw)
+		if (err == nil) != ok {
+			t.Fatalf("%q: ok=%v, net/url err=%v", raw, ok, err)
+		}
+		if ok && string(got) != u.Path {
+			t.Fatalf("%q: path %q, net/url %q", raw, got, u.Path)
+		}
+	})
+}
+
+// FuzzParseFilters feeds arbitrary YAML to ParseFilters and New, and the
+// result to Match: invalid input must be an error, never a panic.
+func FuzzParseFilters(f *testing.F) {
+	for _, s := range []string{
+		`- {source_pod: ["kube-system/"], verdict: [DROPPED]}`,
+		`- {source_ip: ["10.0.0.0/8", "1.1.1.1"], destination_port: [53, "443"]}`,
+		`- {source_label: ["k8s:app in (a, b)", "!reserved:world"], node_labels: ["zone=a"]}`,
+		`- {source_fqdn: ["*.example.com."], node_name: ["prod/k8s*"]}`,
+		`- {http_status_code: ["4+", "503"], http_method: [get], http_path: ["^/api"], http_url: ["q="], http_header: [{key: a, value: b}]}`,
+		`- {event_type: [{type: 129, match_sub_type: true, sub_type: 1}], protocol: [HTTP, dns]}`,
+		`- {tcp_flags: [{SYN: true, ACK: true}], reply: [false], ip_version: [IPv6], encrypted: [true]}`,
+		`- {source_workload: [{name: web, kind: Deployment}], interface: [{index: 1, name: eth0}]}`,
+		`- {uuid: [x], trace_id: [t], ip_trace_id: [1], source_cluster_name: [c], source_identity: [2]}`,
+		`- {experimental: {cel_expression: ["_flow.verdict == Verdict.DROPPED || (has(_flow.l4.TCP) && _flow.l4.TCP.destination_port == 443u)"]}}`,
+		`- '{"source_pod":["a/"]}'`,
+		`- {source_label: ["k8s:app notin (,a,,)", "x>5", "a==b,c!=d"]}`,
+		`- {dns_query: ["(unclosed"]}`,
+		`{not: a list}`,
+	} {
+		f.Add(s)
+	}
+	flows := []*flowpb.Flow{{}}
+	for _, js := range []string{
+		`{"verdict":"DROPPED","IP":{"source":"10.1.2.3","destination":"1.1.1.1","ipVersion":"IPv4"},"l4":{"TCP":{"destination_port":443,"flags":{"SYN":true}}},"source":{"namespace":"kube-system","pod_name":"coredns","labels":["k8s:app=a","reserved:world"]},"node_name":"prod/k8s1","node_labels":["zone=a"]}`,
+		`{"l7":{"http":{"code":404,"method":"GET","url":"http://h/api?q=1","headers":[{"key":"a","value":"b"}]}},"event_type":{"type":129,"sub_type":1},"source_names":["a.example.com"]}`,
+	} {
+		fl := new(flowpb.Flow)
+		if err := protojson.Unmarshal([]byte(js), fl); err != nil {
+			f.Fatal(err)
+		}
+		flows = append(flows, fl)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		var doc yaml.Node
+		if yaml.Unmarshal([]byte(src), &doc) != nil {
+			return
+		}
+		ffs, err := ParseFilters(&doc)
+		if err != nil {
+			return
+		}
+		flt, err := New(ffs, ffs)
+		if err != nil {
+			if _, ok := err.(*Error); !ok {
+				t.Fatalf("New error %T is not *Error: %v", err, err)
+			}
+			return
+		}
+		for _, fl := range flows {
+			// Allowing and denying the same filters passes nothing, or
+			// everything when the list is empty.
+			if flt.Match(fl) != (len(ffs) == 0) {
+				t.Fatalf("allow=deny=%v passes %v", ffs, fl)
+			}
+		}
+	})
+}
+
+// FuzzLabelSelector checks the selector parser never panics and that a
+// parsed selector can be evaluated.
+func FuzzLabelSelector(f *testing.F) {
+	for _, s := range []string{"k8s:app=a", "app in (a,b),!x", "x notin ()", "a>1", "a==b", "!", "(", "a,", "k8s:a.b/c!=d", "cidr:10.0.0.0/8", "a\x00b", "\xff"} {
+		f.Add(s)
+	}
+	labels := []string{"k8s:app=a", "reserved:world", "x=1", "cidr:10.0.0.0/8", "$host", "k8s:a.b/c=d"}
+	f.Fuzz(func(t *testing.T, s string) {
+		sel, err := parseLabelSelector(s)
+		if err != nil {
+			return
+		}
+		sel.matches(labels)
+		sel.matches(nil)
+	})
+}
