@@ -8,6 +8,7 @@ import (
 	_ "github.com/flowbus/flowbus/sinks/nats"
 	_ "github.com/flowbus/flowbus/sources/ciliummonitor"
 	_ "github.com/flowbus/flowbus/sources/file"
+	_ "github.com/flowbus/flowbus/sources/generate"
 	_ "github.com/flowbus/flowbus/transforms/fieldmask"
 	_ "github.com/flowbus/flowbus/transforms/filter"
 	_ "github.com/flowbus/flowbus/transforms/ratelimit"

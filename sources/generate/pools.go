@@ -1,0 +1,277 @@
+package generate
+
+import (
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// Flows are filled from reused storage: when a batch slot hands back the
+// Flow of an earlier event (pipeline.Event.FlowStorage), every nested
+// message of that Flow is owned by the slot again, so the generator takes
+// them apart into free lists and builds the new flow from those. In a
+// steady state no message is allocated, whatever mix of flow shapes each
+// slot sees.
+
+// maxFree bounds each free list.
+const maxFree = 1 << 14
+
+type freeList[T any] struct{ free []*T }
+
+func (p *freeList[T]) get() *T {
+	if n := len(p.free); n > 0 {
+		x := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return x
+	}
+	return new(T)
+}
+
+func (p *freeList[T]) put(x *T) {
+	if x != nil && len(p.free) < maxFree {
+		p.free = append(p.free, x)
+	}
+}
+
+// resetter is a generated message: Reset zeroes it.
+type resetter[T any] interface {
+	*T
+	Reset()
+}
+
+// take returns a zeroed message from p.
+func take[T any, P resetter[T]](p *freeList[T]) P {
+	x := P(p.get())
+	x.Reset()
+	return x
+}
+
+// pools holds the free lists of every message type the generator uses.
+type pools struct {
+	ts        freeList[timestamppb.Timestamp]
+	boolv     freeList[wrapperspb.BoolValue]
+	emitter   freeList[flowpb.Emitter]
+	eth       freeList[flowpb.Ethernet]
+	ip        freeList[flowpb.IP]
+	l4        freeList[flowpb.Layer4]
+	l4tcp     freeList[flowpb.Layer4_TCP]
+	l4udp     freeList[flowpb.Layer4_UDP]
+	l4icmp4   freeList[flowpb.Layer4_ICMPv4]
+	l4icmp6   freeList[flowpb.Layer4_ICMPv6]
+	l4sctp    freeList[flowpb.Layer4_SCTP]
+	tcp       freeList[flowpb.TCP]
+	flags     freeList[flowpb.TCPFlags]
+	udp       freeList[flowpb.UDP]
+	icmp4     freeList[flowpb.ICMPv4]
+	icmp6     freeList[flowpb.ICMPv6]
+	sctp      freeList[flowpb.SCTP]
+	ep        freeList[flowpb.Endpoint]
+	workload  freeList[flowpb.Workload]
+	l7        freeList[flowpb.Layer7]
+	l7dns     freeList[flowpb.Layer7_Dns]
+	l7http    freeList[flowpb.Layer7_Http]
+	l7kafka   freeList[flowpb.Layer7_Kafka]
+	dns       freeList[flowpb.DNS]
+	http      freeList[flowpb.HTTP]
+	header    freeList[flowpb.HTTPHeader]
+	kafka     freeList[flowpb.Kafka]
+	eventType freeList[flowpb.CiliumEventType]
+	service   freeList[flowpb.Service]
+	iface     freeList[flowpb.NetworkInterface]
+	traceCtx  freeList[flowpb.TraceContext]
+	traceP    freeList[flowpb.TraceParent]
+	policy    freeList[flowpb.Policy]
+
+	// Spare backing arrays of Flow-level slices a flow did not use.
+	strs [][]string
+	pols [][]*flowpb.Policy
+}
+
+// strSlice returns s, or a spare empty slice with capacity when s has none.
+func (p *pools) strSlice(s []string) []string {
+	if cap(s) == 0 && len(p.strs) > 0 {
+		s = p.strs[len(p.strs)-1]
+		p.strs = p.strs[:len(p.strs)-1]
+	}
+	return s
+}
+
+// polSlice is strSlice for policy lists.
+func (p *pools) polSlice(s []*flowpb.Policy) []*flowpb.Policy {
+	if cap(s) == 0 && len(p.pols) > 0 {
+		s = p.pols[len(p.pols)-1]
+		p.pols = p.pols[:len(p.pols)-1]
+	}
+	return s
+}
+
+// keepUnused saves the slices of sl that f did not take.
+func (p *pools) keepUnused(f *flowpb.Flow, sl *flowSlices) {
+	for _, x := range [...]struct{ used, spare []string }{
+		{f.NodeLabels, sl.nodeLabels}, {f.SourceNames, sl.srcNames}, {f.DestinationNames, sl.dstNames},
+	} {
+		if x.used == nil && cap(x.spare) > 0 && len(p.strs) < maxFree {
+			p.strs = append(p.strs, x.spare)
+		}
+	}
+	for _, x := range [...]struct{ used, spare []*flowpb.Policy }{
+		{f.EgressAllowedBy, sl.egressAllowed}, {f.IngressAllowedBy, sl.ingressAllowed},
+		{f.EgressDeniedBy, sl.egressDenied}, {f.IngressDeniedBy, sl.ingressDenied},
+	} {
+		if x.used == nil && cap(x.spare) > 0 && len(p.pols) < maxFree {
+			p.pols = append(p.pols, x.spare)
+		}
+	}
+}
+
+// flowSlices are the slices of a Flow kept across reuse.
+type flowSlices struct {
+	nodeLabels, srcNames, dstNames []string
+	egressAllowed, ingressAllowed  []*flowpb.Policy
+	egressDenied, ingressDenied    []*flowpb.Policy
+}
+
+// recycle takes f apart into the free lists, resets it and returns its
+// slices (emptied) for reuse.
+func (p *pools) recycle(f *flowpb.Flow) flowSlices {
+	p.ts.put(f.Time)
+	p.emitter.put(f.Emitter)
+	p.eth.put(f.Ethernet)
+	p.ip.put(f.IP)
+	if l4 := f.L4; l4 != nil {
+		p.recycleL4(l4)
+		p.l4.put(l4)
+	}
+	p.recycleEndpoint(f.Source)
+	p.recycleEndpoint(f.Destination)
+	if l7 := f.L7; l7 != nil {
+		switch r := l7.Record.(type) {
+		case *flowpb.Layer7_Dns:
+			p.dns.put(r.Dns)
+			r.Dns = nil
+			p.l7dns.put(r)
+		case *flowpb.Layer7_Http:
+			if h := r.Http; h != nil {
+				for _, x := range h.Headers {
+					p.header.put(x)
+				}
+				p.http.put(h)
+			}
+			r.Http = nil
+			p.l7http.put(r)
+		case *flowpb.Layer7_Kafka:
+			p.kafka.put(r.Kafka)
+			r.Kafka = nil
+			p.l7kafka.put(r)
+		}
+		l7.Record = nil
+		p.l7.put(l7)
+	}
+	p.eventType.put(f.EventType)
+	p.service.put(f.SourceService)
+	p.service.put(f.DestinationService)
+	p.boolv.put(f.IsReply)
+	p.iface.put(f.Interface)
+	if tc := f.TraceContext; tc != nil {
+		p.traceP.put(tc.Parent)
+		tc.Parent = nil
+		p.traceCtx.put(tc)
+	}
+	s := flowSlices{
+		nodeLabels:     f.NodeLabels[:0],
+		srcNames:       f.SourceNames[:0],
+		dstNames:       f.DestinationNames[:0],
+		egressAllowed:  p.recyclePolicies(f.EgressAllowedBy),
+		ingressAllowed: p.recyclePolicies(f.IngressAllowedBy),
+		egressDenied:   p.recyclePolicies(f.EgressDeniedBy),
+		ingressDenied:  p.recyclePolicies(f.IngressDeniedBy),
+	}
+	f.Reset()
+	return s
+}
+
+func (p *pools) recycleL4(l4 *flowpb.Layer4) {
+	switch r := l4.Protocol.(type) {
+	case *flowpb.Layer4_TCP:
+		if t := r.TCP; t != nil {
+			p.flags.put(t.Flags)
+			t.Flags = nil
+			p.tcp.put(t)
+		}
+		r.TCP = nil
+		p.l4tcp.put(r)
+	case *flowpb.Layer4_UDP:
+		p.udp.put(r.UDP)
+		r.UDP = nil
+		p.l4udp.put(r)
+	case *flowpb.Layer4_ICMPv4:
+		p.icmp4.put(r.ICMPv4)
+		r.ICMPv4 = nil
+		p.l4icmp4.put(r)
+	case *flowpb.Layer4_ICMPv6:
+		p.icmp6.put(r.ICMPv6)
+		r.ICMPv6 = nil
+		p.l4icmp6.put(r)
+	case *flowpb.Layer4_SCTP:
+		p.sctp.put(r.SCTP)
+		r.SCTP = nil
+		p.l4sctp.put(r)
+	}
+	l4.Protocol = nil
+}
+
+// recycleEndpoint frees e's workloads; e keeps its slices for reuse.
+func (p *pools) recycleEndpoint(e *flowpb.Endpoint) {
+	if e == nil {
+		return
+	}
+	for _, w := range e.Workloads {
+		p.workload.put(w)
+	}
+	p.ep.put(e)
+}
+
+func (p *pools) recyclePolicies(ps []*flowpb.Policy) []*flowpb.Policy {
+	for _, x := range ps {
+		p.policy.put(x)
+	}
+	return ps[:0]
+}
+
+// endpoint returns a zeroed Endpoint whose slices keep their storage.
+func (p *pools) endpoint() *flowpb.Endpoint {
+	e := p.ep.get()
+	labels, workloads := e.Labels[:0], e.Workloads[:0]
+	e.Reset()
+	e.Labels, e.Workloads = labels, workloads
+	return e
+}
+
+// policyMsg returns a zeroed Policy whose labels keep their storage.
+func (p *pools) policyMsg() *flowpb.Policy {
+	x := p.policy.get()
+	labels := x.Labels[:0]
+	x.Reset()
+	x.Labels = labels
+	return x
+}
+
+// dnsMsg returns a zeroed DNS whose slices keep their storage.
+func (p *pools) dnsMsg() *flowpb.DNS {
+	x := p.dns.get()
+	ips, cnames, qtypes, rrtypes := x.Ips[:0], x.Cnames[:0], x.Qtypes[:0], x.Rrtypes[:0]
+	x.Reset()
+	x.Ips, x.Cnames, x.Qtypes, x.Rrtypes = ips, cnames, qtypes, rrtypes
+	return x
+}
+
+// httpMsg returns a zeroed HTTP whose header slice keeps its storage.
+func (p *pools) httpMsg() *flowpb.HTTP {
+	x := p.http.get()
+	headers := x.Headers[:0]
+	x.Reset()
+	x.Headers = headers
+	return x
+}
