@@ -27,6 +27,7 @@
 package ratelimit
 
 import (
+	"fmt"
 	"math"
 	"time"
 
@@ -39,19 +40,23 @@ import (
 	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() {
-	pipeline.RegisterTransform("ratelimit", pipeline.DropsRateLimited, func(b *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
-		l, err := FromConfig(node)
-		if err != nil {
-			return nil, err
-		}
-		if b != nil && b.Metrics != nil {
-			if err := b.Metrics.Register(l.evictions); err != nil {
-				return nil, config.Errorf(node, "registering metrics: %v", err)
+func init() { pipeline.RegisterTransform("ratelimit", pipeline.DropsRateLimited, factory) }
+
+// factory builds a ratelimit transform for the pipeline and registers its
+// metrics.
+func factory(b *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
+	l, err := FromConfig(node)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil && b.Metrics != nil {
+		for _, c := range []prometheus.Collector{l.evictions, l.keys} {
+			if err := b.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("ratelimit: registering metrics: %w", err)
 			}
 		}
-		return l, nil
-	})
+	}
+	return l, nil
 }
 
 // DefaultMaxKeys bounds the number of buckets when max_keys is not set.
@@ -184,6 +189,7 @@ type Limiter struct {
 	keyBuf    []byte
 	nowNs     int64
 	evictions prometheus.Counter
+	keys      prometheus.Gauge
 	decide    func(*pipeline.Event) bool
 }
 
@@ -226,6 +232,10 @@ func New(c Config) *Limiter {
 			Name: "flowbus_ratelimit_evictions_total",
 			Help: "Buckets forgotten because max_keys keys were in use when a new key arrived.",
 		}),
+		keys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flowbus_ratelimit_keys",
+			Help: "Buckets in use (distinct key values, at most max_keys).",
+		}),
 	}
 	l.decide = l.allow
 	return l
@@ -235,6 +245,7 @@ func New(c Config) *Limiter {
 func (l *Limiter) Process(b *pipeline.Batch) {
 	l.nowNs = int64(l.now().Sub(l.epoch))
 	b.Keep(l.decide)
+	l.keys.Set(float64(len(l.buckets)))
 }
 
 // Keys returns the number of buckets in use.

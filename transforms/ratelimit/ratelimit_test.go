@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"gopkg.in/yaml.v3"
 
@@ -319,3 +320,24 @@ func benchmarkLimiter(b *testing.B, key string, keys int) {
 // The benchmarks run batches of 512 flows; b.N counts flows.
 func BenchmarkSingleBucket(b *testing.B) { benchmarkLimiter(b, "", 1) }
 func BenchmarkKeyed100(b *testing.B)     { benchmarkLimiter(b, "source.namespace", 100) }
+
+func TestFactoryMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tr, err := factory(&pipeline.Build{Name: "rl", Type: "ratelimit", Metrics: reg}, mustYAML(t, "events_per_second: 1\nburst: 1\nkey: source.namespace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(tr.(*Limiter), 3, "a", "b", "c")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		m := mf.GetMetric()[0]
+		got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+	}
+	if got["flowbus_ratelimit_keys"] != 3 || got["flowbus_ratelimit_evictions_total"] != 0 {
+		t.Errorf("metrics %v", got)
+	}
+}
