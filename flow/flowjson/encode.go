@@ -124,6 +124,32 @@ var plain = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
+// Byte-parallel tests on 8 bytes in a uint64.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// load8 reads s[i:i+8] little-endian (the compiler makes it one load).
+func load8(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// hasByte reports (as non-zero) whether a byte of x equals b.
+func hasByte(x uint64, b byte) uint64 {
+	v := x ^ (ones * uint64(b))
+	return (v - ones) &^ v & highs
+}
+
+// plain8 reports whether the 8 bytes of x are all written as they are:
+// ASCII, no control character, none of " \ < > &.
+func plain8(x uint64) bool {
+	ctl := (x - ones*0x20) &^ x & highs // a byte below 0x20
+	return (x&highs)|ctl|hasByte(x, '"')|hasByte(x, '\\')|hasByte(x, '<')|hasByte(x, '>')|hasByte(x, '&') == 0
+}
+
 // appendString appends s as a JSON string the way protojson writes it
 // (\b \f \n \r \t \" \\ short escapes, other controls as \u00xx) after
 // encoding/json's HTML escaping (<, >, &, U+2028, U+2029 as \u escapes).
@@ -132,6 +158,12 @@ func appendString(dst []byte, s string) ([]byte, error) {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for i+8 <= len(s) && plain8(load8(s, i)) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if plain[c] {
