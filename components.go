@@ -7,6 +7,7 @@ import (
 	_ "github.com/flowbus/flowbus/sinks/kafka"
 	_ "github.com/flowbus/flowbus/sinks/nats"
 	_ "github.com/flowbus/flowbus/sources/ciliummonitor"
+	_ "github.com/flowbus/flowbus/sources/ebpf"
 	_ "github.com/flowbus/flowbus/sources/file"
 	_ "github.com/flowbus/flowbus/sources/generate"
 	_ "github.com/flowbus/flowbus/transforms/fieldmask"

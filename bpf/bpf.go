@@ -56,7 +56,7 @@ const (
 	CounterTraceAggregated
 	CounterDropSent
 	CounterDropLost
-	numCounters
+	NumCounters
 )
 
 // Config is what the programs are loaded with.
@@ -197,8 +197,8 @@ func (o *Objects) SetDropReasons(m map[uint32]DropReason) error {
 
 // Counters returns the programs' counters summed over CPUs, indexed by the
 // Counter* constants.
-func (o *Objects) Counters() ([numCounters]uint64, error) {
-	var sums [numCounters]uint64
+func (o *Objects) Counters() ([NumCounters]uint64, error) {
+	var sums [NumCounters]uint64
 	for i := range sums {
 		var per []uint64
 		if err := o.objs.Counters.Lookup(uint32(i), &per); err != nil {

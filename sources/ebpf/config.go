@@ -1,0 +1,171 @@
+package ebpf
+
+import (
+	"fmt"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/bpf"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+// Defaults of the keys.
+const (
+	DefaultCaptureLength       = 128 // Cilium's trace payload length
+	DefaultPerfBufferPages     = 64  // per CPU, as Cilium's monitor
+	DefaultAggregationInterval = 5 * time.Second
+)
+
+// options are the source's YAML keys.
+type options struct {
+	// Interfaces: a list of names, or `all` (every up, non-loopback
+	// interface when the source starts). Default all.
+	Interfaces interfaceList `yaml:"interfaces"`
+	// Direction: ingress, egress or both (default).
+	Direction string `yaml:"direction"`
+	// Aggregation: connection (default) or none.
+	Aggregation string `yaml:"aggregation"`
+	// AggregationInterval: how often an aggregated connection is reported
+	// again while packets keep flowing (default 5s).
+	AggregationInterval config.Duration `yaml:"aggregation_interval"`
+	// CaptureLength: packet bytes after each sample header (default 128).
+	CaptureLength *int `yaml:"capture_length"`
+	// PerfBufferPages: perf ring size per CPU, in pages (default 64).
+	PerfBufferPages int `yaml:"perf_buffer_pages"`
+	// Record: a file to write every raw sample to as a cilium-monitor
+	// stream, for replay with the cilium-monitor source.
+	Record string `yaml:"record"`
+	// Drops: report the packets the kernel drops (default true).
+	Drops *bool `yaml:"drops"`
+}
+
+// interfaceList is `all` or a list of interface names.
+type interfaceList struct {
+	All   bool
+	Names []string
+}
+
+// UnmarshalConfig implements config.Unmarshaler.
+func (l *interfaceList) UnmarshalConfig(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Value == "all" {
+			*l = interfaceList{All: true}
+			return nil
+		}
+		*l = interfaceList{Names: []string{n.Value}}
+		return nil
+	case yaml.SequenceNode:
+		var names []string
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode || c.Value == "" {
+				return config.Errorf(c, "interfaces: expected an interface name")
+			}
+			if c.Value == "all" {
+				if len(n.Content) != 1 {
+					return config.Errorf(c, "interfaces: `all` cannot be combined with names")
+				}
+				*l = interfaceList{All: true}
+				return nil
+			}
+			names = append(names, c.Value)
+		}
+		if len(names) == 0 {
+			return config.Errorf(n, "interfaces: empty list (use `all` or name interfaces)")
+		}
+		*l = interfaceList{Names: names}
+		return nil
+	}
+	return config.Errorf(n, "interfaces: expected `all` or a list of interface names")
+}
+
+// settings are the validated options.
+type settings struct {
+	interfaces      interfaceList
+	ingress, egress bool
+	load            bpf.Config
+	perfPages       int
+	record          string
+}
+
+func parseOptions(node *yaml.Node) (settings, error) {
+	o := options{
+		Interfaces:          interfaceList{All: true},
+		Direction:           "both",
+		Aggregation:         "connection",
+		AggregationInterval: config.Duration(DefaultAggregationInterval),
+		PerfBufferPages:     DefaultPerfBufferPages,
+	}
+	if err := config.Decode(node, &o); err != nil {
+		return settings{}, err
+	}
+	s := settings{interfaces: o.Interfaces, perfPages: o.PerfBufferPages, record: o.Record}
+	var errs config.Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, config.Errorf(valueNode(node, key), format, args...))
+	}
+	switch o.Direction {
+	case "ingress":
+		s.ingress = true
+	case "egress":
+		s.egress = true
+	case "both":
+		s.ingress, s.egress = true, true
+	default:
+		bad("direction", "direction: %q is not ingress, egress or both", o.Direction)
+	}
+	switch o.Aggregation {
+	case "connection":
+		s.load.Aggregate = true
+	case "none":
+	default:
+		bad("aggregation", "aggregation: %q is not none or connection", o.Aggregation)
+	}
+	if o.AggregationInterval.D() < time.Millisecond {
+		bad("aggregation_interval", "aggregation_interval: %s is below the minimum of 1ms", o.AggregationInterval)
+	}
+	s.load.AggregationInterval = o.AggregationInterval.D()
+	capLen := DefaultCaptureLength
+	if o.CaptureLength != nil {
+		capLen = *o.CaptureLength
+	}
+	if capLen < 0 || capLen > bpf.MaxCaptureLength {
+		bad("capture_length", "capture_length: %d is outside 0..%d", capLen, bpf.MaxCaptureLength)
+	}
+	s.load.CaptureLength = uint32(max(capLen, 0))
+	if o.PerfBufferPages < 1 || o.PerfBufferPages > 1<<16 {
+		bad("perf_buffer_pages", "perf_buffer_pages: %d is outside 1..65536", o.PerfBufferPages)
+	}
+	s.load.Drops = o.Drops == nil || *o.Drops
+	if len(errs) > 0 {
+		return settings{}, errs
+	}
+	return s, nil
+}
+
+// valueNode returns the value node of key in mapping n, or n itself.
+func valueNode(n *yaml.Node, key string) *yaml.Node {
+	for n != nil && n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n != nil && n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				return n.Content[i+1]
+			}
+		}
+	}
+	return n
+}
+
+func (s settings) String() string {
+	dir := "both"
+	if !s.egress {
+		dir = "ingress"
+	} else if !s.ingress {
+		dir = "egress"
+	}
+	return fmt.Sprintf("direction=%s aggregate=%v capture_length=%d perf_buffer_pages=%d drops=%v",
+		dir, s.load.Aggregate, s.load.CaptureLength, s.perfPages, s.load.Drops)
+}

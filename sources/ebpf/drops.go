@@ -1,0 +1,119 @@
+package ebpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/flowbus/flowbus/bpf"
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// KernelDropReasonKey is the key of Flow.extensions (a
+// google.protobuf.Struct) that holds the kernel's drop reason name.
+const KernelDropReasonKey = "kernel_drop_reason"
+
+// annotateDrop adds what a drop sample of flowbus's program carries beyond
+// Cilium's fields: the kernel's reason (in `line`) and the interface.
+func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
+	if len(raw) < bpf.DropHeaderLen {
+		return
+	}
+	code := binary.NativeEndian.Uint16(raw[28:30])
+	ifindex := binary.NativeEndian.Uint32(raw[32:36])
+	// file 0 is no Cilium source file: the location is the kernel's.
+	f.File = nil
+	f.Extensions = s.reasonAny(code)
+	if ifindex != 0 {
+		if f.Interface == nil {
+			f.Interface = &flowpb.NetworkInterface{}
+		}
+		f.Interface.Index, f.Interface.Name = ifindex, ""
+	}
+}
+
+// reasonAny returns a fresh Any holding {kernel_drop_reason: name}; the
+// encoded Struct is cached per reason.
+func (s *Source) reasonAny(code uint16) *anypb.Any {
+	if s.reasonAnys == nil {
+		s.reasonAnys = map[uint16][]byte{}
+	}
+	val, ok := s.reasonAnys[code]
+	if !ok {
+		name, known := s.reasons[uint32(code)]
+		switch {
+		case code == bpf.DropLineUnknown:
+			name = "SUBSYSTEM"
+		case !known:
+			name = fmt.Sprintf("REASON_%d", code)
+		}
+		st := &structpb.Struct{Fields: map[string]*structpb.Value{
+			KernelDropReasonKey: structpb.NewStringValue(name),
+		}}
+		var err error
+		val, err = proto.MarshalOptions{Deterministic: true}.Marshal(st)
+		if err != nil {
+			return nil
+		}
+		s.reasonAnys[code] = val
+	}
+	return &anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Struct", Value: val}
+}
+
+// KernelDropReason returns the kernel drop reason a flow of this source
+// carries in its extensions, or "".
+func KernelDropReason(f *flowpb.Flow) string {
+	if f.GetExtensions() == nil {
+		return ""
+	}
+	var st structpb.Struct
+	if err := f.Extensions.UnmarshalTo(&st); err != nil {
+		return ""
+	}
+	return st.Fields[KernelDropReasonKey].GetStringValue()
+}
+
+// ifaceNames caches interface names by index.
+type ifaceNames struct {
+	m map[uint32]ifaceName
+}
+
+type ifaceName struct {
+	name    string
+	fetched time.Time
+}
+
+func (c *ifaceNames) put(index uint32, name string) {
+	if c.m == nil {
+		c.m = map[uint32]ifaceName{}
+	}
+	c.m[index] = ifaceName{name: name, fetched: time.Now()}
+}
+
+// get returns the name of an interface, asking the kernel at most once a
+// second per unknown index.
+func (c *ifaceNames) get(index uint32) string {
+	n, ok := c.m[index]
+	if ok && time.Since(n.fetched) < refresh(n.name) {
+		return n.name
+	}
+	name := ""
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		name = ifi.Name
+	}
+	c.put(index, name)
+	return name
+}
+
+// refresh is how long a cached name (or the absence of one) is trusted.
+func refresh(name string) time.Duration {
+	if name == "" {
+		return time.Second
+	}
+	return time.Minute
+}

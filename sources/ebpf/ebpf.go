@@ -1,0 +1,478 @@
+// Package ebpf is the `ebpf` source: it loads flowbus's own BPF programs
+// (package bpf), attaches them to the chosen interfaces, reads their
+// samples from the perf ring with batched wakeups and decodes them, with
+// the decoder used for Cilium's datapath, into Hubble flows.
+//
+// Flows carry node_name and interface.name; trace flows also carry
+// traffic_direction (INGRESS for FROM_NETWORK, EGRESS for TO_NETWORK).
+// Drops seen by skb:kfree_skb become DROPPED flows whose drop_reason_desc is
+// the Cilium reason that means the same as the kernel's, or
+// DROP_REASON_UNKNOWN; the kernel's own reason name (SKB_DROP_REASON_ without
+// the prefix, e.g. "NO_SOCKET") is carried in Flow.extensions, a
+// google.protobuf.Struct with the key "kernel_drop_reason" — Hubble's slot
+// for metadata beyond its schema.
+//
+// Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their
+// CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)
+// and fails at Start, saying which it lacks, without them. Nothing is
+// pinned: the programs detach when the source stops or the process exits.
+package ebpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/perf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/flowbus/flowbus/bpf"
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/pipeline"
+)
+
+func init() {
+	pipeline.RegisterSource("ebpf", New)
+}
+
+// flushInterval bounds how long a sample waits in a quiet perf ring (whose
+// wakeup threshold is not reached) or in a partial batch.
+const flushInterval = 100 * time.Millisecond
+
+// Source is the ebpf source. It implements pipeline.Source, Starter and
+// Readier.
+type Source struct {
+	set      settings
+	nodeName string
+	log      *slog.Logger
+	dir      string
+
+	mu      sync.Mutex // guards the attachment state below
+	objs    *bpf.Objects
+	links   []link.Link
+	reader  *perf.Reader
+	started bool
+	stopped bool
+
+	ready atomic.Pointer[error]
+
+	// Only the Run goroutine uses these.
+	dec        datapath.Decoder
+	names      ifaceNames
+	reasons    map[uint32]string
+	reasonAnys map[uint16][]byte
+	rec        recorder
+
+	malformedLogged bool
+
+	m metrics
+}
+
+// New builds an ebpf source from its YAML mapping.
+func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
+	set, err := parseOptions(node)
+	if err != nil {
+		return nil, err
+	}
+	return newSource(b, set), nil
+}
+
+func newSource(b *pipeline.Build, set settings) *Source {
+	log := b.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir}
+	s.m = newMetrics(b.Metrics, s)
+	notStarted := errors.New("ebpf source: not started")
+	s.ready.Store(&notStarted)
+	return s
+}
+
+// Ready implements pipeline.Readier.
+func (s *Source) Ready() error { return *s.ready.Load() }
+
+// Start implements pipeline.Starter: it checks privileges, loads the
+// programs, attaches them and opens the perf reader.
+func (s *Source) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil
+	}
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			s.detachLocked()
+		}
+	}()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("ebpf source: remove memlock limit: %w", err)
+	}
+	ifaces, err := s.interfaces()
+	if err != nil {
+		return err
+	}
+	objs, err := bpf.Load(s.set.load)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return privilegeError([]string{"a permission (the kernel refused to load the programs)"})
+		}
+		return fmt.Errorf("ebpf source: %w", err)
+	}
+	s.objs = objs
+	if s.set.load.Drops {
+		if err := s.setupDrops(); err != nil {
+			return err
+		}
+	}
+	for _, ifi := range ifaces {
+		if err := objs.SetInterface(ifi.Index, len(ifi.HardwareAddr) == 0); err != nil {
+			return fmt.Errorf("ebpf source: %w", err)
+		}
+		s.names.put(uint32(ifi.Index), ifi.Name)
+	}
+	// The reader comes first so that no sample of an attached program is
+	// refused for want of a ring.
+	pageSize := os.Getpagesize()
+	rd, err := perf.NewReaderWithOptions(objs.Events(), s.set.perfPages*pageSize,
+		perf.ReaderOptions{WakeupEvents: wakeupEvents(s.set.perfPages*pageSize, s.set.load.CaptureLength)})
+	if err != nil {
+		return fmt.Errorf("ebpf source: open perf reader: %w", err)
+	}
+	s.reader = rd
+	for _, ifi := range ifaces {
+		for _, d := range s.directions() {
+			l, err := objs.AttachTC(ifi.Index, d)
+			if err != nil {
+				return fmt.Errorf("ebpf source: interface %s: %w", ifi.Name, err)
+			}
+			s.links = append(s.links, l)
+		}
+	}
+	if s.set.load.Drops {
+		l, err := objs.AttachDrops()
+		if err != nil {
+			return fmt.Errorf("ebpf source: %w", err)
+		}
+		s.links = append(s.links, l)
+	}
+	if s.set.record != "" {
+		path := s.set.record
+		if s.dir != "" && !isAbs(path) {
+			path = s.dir + "/" + path
+		}
+		rec, err := newRecorder(path)
+		if err != nil {
+			return fmt.Errorf("ebpf source: record: %w", err)
+		}
+		s.rec = rec
+	}
+	names := make([]string, len(ifaces))
+	for i, ifi := range ifaces {
+		names[i] = ifi.Name
+	}
+	s.log.Info("ebpf source attached", "interfaces", names, "settings", s.set.String())
+	s.started = true
+	var ok error
+	s.ready.Store(&ok)
+	return nil
+}
+
+func isAbs(p string) bool { return len(p) > 0 && p[0] == '/' }
+
+func (s *Source) directions() []bpf.Direction {
+	var ds []bpf.Direction
+	if s.set.ingress {
+		ds = append(ds, bpf.Ingress)
+	}
+	if s.set.egress {
+		ds = append(ds, bpf.Egress)
+	}
+	return ds
+}
+
+// interfaces resolves the configured interfaces.
+func (s *Source) interfaces() ([]net.Interface, error) {
+	if !s.set.interfaces.All {
+		var out []net.Interface
+		for _, name := range s.set.interfaces.Names {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return nil, fmt.Errorf("ebpf source: interface %q: %w", name, err)
+			}
+			out = append(out, *ifi)
+		}
+		return out, nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("ebpf source: list interfaces: %w", err)
+	}
+	var out []net.Interface
+	for _, ifi := range all {
+		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagLoopback == 0 {
+			out = append(out, ifi)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("ebpf source: interfaces: all: no interface is up (other than loopback)")
+	}
+	return out, nil
+}
+
+func (s *Source) setupDrops() error {
+	reasons, err := bpf.KernelDropReasons()
+	if err != nil {
+		return fmt.Errorf("ebpf source: drops: %w", err)
+	}
+	s.reasons = reasons
+	if err := s.objs.SetDropReasons(bpf.DropReasonConfig(reasons)); err != nil {
+		return fmt.Errorf("ebpf source: %w", err)
+	}
+	inum, err := bpf.NetnsInode("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("ebpf source: drops: %w", err)
+	}
+	if err := s.objs.WatchNetns(inum); err != nil {
+		return fmt.Errorf("ebpf source: %w", err)
+	}
+	return nil
+}
+
+// wakeupEvents picks the number of samples per CPU ring that wakes the
+// reader: a quarter of what the ring holds, at most 64 (a wakeup per sample
+// costs ~5 µs; see perf.md §2). Quiet rings are read at each flush.
+func wakeupEvents(ringBytes int, capLen uint32) int {
+	sample := 8 + 4 + bpf.TraceHeaderLen + int(capLen) + 8
+	return min(max(ringBytes/sample/4, 1), 64)
+}
+
+// detach closes the links, so the kernel detaches the programs.
+func (s *Source) detachLocked() {
+	for _, l := range s.links {
+		if err := l.Close(); err != nil {
+			s.log.Warn("ebpf source: detach", "error", err)
+		}
+	}
+	s.links = nil
+}
+
+// closeLocked releases everything.
+func (s *Source) closeLocked() {
+	s.detachLocked()
+	if s.reader != nil {
+		s.reader.Close()
+		s.reader = nil
+	}
+	if s.objs != nil {
+		s.objs.Close()
+		s.objs = nil
+	}
+	if s.rec != nil {
+		if err := s.rec.Close(); err != nil {
+			s.log.Warn("ebpf source: close record file", "error", err)
+		}
+		s.rec = nil
+	}
+}
+
+// Run implements pipeline.Source. It reads samples until ctx ends, then
+// detaches the programs, drains what the rings still hold and returns.
+func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	rd := s.reader
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.closeLocked()
+		s.stopped = true
+		s.mu.Unlock()
+		stopped := errors.New("ebpf source: stopped")
+		s.ready.Store(&stopped)
+	}()
+
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+			return
+		}
+		// Detach first so that the flush sees every sample there will be.
+		s.mu.Lock()
+		s.detachLocked()
+		s.mu.Unlock()
+		rd.Flush()
+	}()
+
+	emitCtx := ctx
+	var rec perf.Record
+	b := pipeline.NewBatch()
+	defer func() {
+		if b != nil {
+			b.Release()
+		}
+	}()
+	emit := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		err := out.Emit(emitCtx, b)
+		b = pipeline.NewBatch()
+		return err
+	}
+	rd.SetDeadline(time.Now().Add(flushInterval))
+	for {
+		err := rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if err := emit(); err != nil {
+				return nil // ctx ended
+			}
+			rd.SetDeadline(time.Now().Add(flushInterval))
+			continue
+		case errors.Is(err, perf.ErrFlushed):
+			// Stopping: emit the last samples, giving the pipeline a
+			// moment beyond ctx to take them.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			emitCtx = fctx
+			emit()
+			cancel()
+			return nil
+		case errors.Is(err, perf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("ebpf source: read perf ring: %w", err)
+		}
+		if rec.LostSamples > 0 {
+			s.m.lost.Add(float64(rec.LostSamples))
+			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, int32(rec.CPU), rec.LostSamples)
+			s.record(func(r recorder) error { return r.Lost(rec.CPU, rec.LostSamples) })
+			continue
+		}
+		s.record(func(r recorder) error { return r.Sample(rec.CPU, rec.RawSample) })
+		if s.decode(b, rec.RawSample) && b.Len() >= pipeline.DefaultBatchSize {
+			if err := emit(); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+func (s *Source) record(write func(recorder) error) {
+	if s.rec == nil {
+		return
+	}
+	if err := write(s.rec); err != nil {
+		s.log.Error("ebpf source: record failed; recording stops", "path", s.set.record, "error", err)
+		s.rec.Close()
+		s.rec = nil
+	}
+}
+
+// decode appends the flow of one sample to b; it reports whether it did.
+func (s *Source) decode(b *pipeline.Batch, raw []byte) bool {
+	e := b.Next()
+	f := e.FlowStorage()
+	if err := s.dec.Decode(raw, f); err != nil {
+		b.Truncate(b.Len() - 1)
+		if errors.Is(err, datapath.ErrSkip) {
+			s.m.skipped.Inc()
+			return false
+		}
+		s.m.malformed.Inc()
+		if !s.malformedLogged {
+			s.malformedLogged = true
+			s.log.Warn("ebpf source: undecodable sample (logged once, counted in metrics)", "error", err, "len", len(raw))
+		}
+		return false
+	}
+	s.m.flows.Inc()
+	f.NodeName = s.nodeName
+	e.NodeName = s.nodeName
+	e.Time = f.Time
+	switch raw[0] {
+	case datapath.MessageTypeTrace:
+		switch f.TraceObservationPoint {
+		case flowpb.TraceObservationPoint_FROM_NETWORK:
+			f.TrafficDirection = flowpb.TrafficDirection_INGRESS
+		case flowpb.TraceObservationPoint_TO_NETWORK:
+			f.TrafficDirection = flowpb.TrafficDirection_EGRESS
+		}
+	case datapath.MessageTypeDrop:
+		s.annotateDrop(f, raw)
+	}
+	if f.Interface != nil && f.Interface.Name == "" {
+		f.Interface.Name = s.names.get(f.Interface.Index)
+	}
+	return true
+}
+
+// newMetrics registers the source's counters.
+type metrics struct {
+	flows, skipped, malformed, lost prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, s *Source) metrics {
+	m := metrics{
+		flows:     prometheus.NewCounter(prometheus.CounterOpts{Name: "flowbus_ebpf_flows_total", Help: "Flows decoded from BPF samples."}),
+		skipped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "flowbus_ebpf_samples_skipped_total", Help: "Samples that are not flows."}),
+		malformed: prometheus.NewCounter(prometheus.CounterOpts{Name: "flowbus_ebpf_samples_malformed_total", Help: "Samples that could not be decoded."}),
+		lost:      prometheus.NewCounter(prometheus.CounterOpts{Name: "flowbus_ebpf_perf_lost_total", Help: "Samples the kernel could not write to the perf ring (PERF_RECORD_LOST)."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.flows, m.skipped, m.malformed, m.lost, bpfCounters{s}} {
+			if err := reg.Register(c); err != nil {
+				s.log.Warn("ebpf source: register metric", "error", err)
+			}
+		}
+	}
+	return m
+}
+
+// bpfCounters exports the programs' own counters at scrape time.
+type bpfCounters struct{ s *Source }
+
+var bpfCounterDesc = prometheus.NewDesc("flowbus_ebpf_bpf_events_total",
+	"Counters of the BPF programs: trace/drop samples sent, lost (perf output failed), and packets aggregated away.",
+	[]string{"event"}, nil)
+
+func (c bpfCounters) Describe(ch chan<- *prometheus.Desc) { ch <- bpfCounterDesc }
+
+func (c bpfCounters) Collect(ch chan<- prometheus.Metric) {
+	cs, err := c.s.Counters()
+	if err != nil {
+		return
+	}
+	for i, name := range []string{"trace_sent", "trace_lost", "trace_aggregated", "drop_sent", "drop_lost"} {
+		ch <- prometheus.MustNewConstMetric(bpfCounterDesc, prometheus.CounterValue, float64(cs[i]), name)
+	}
+}
+
+// Counters returns the BPF programs' counters (bpf.Counter* indexes).
+func (s *Source) Counters() ([bpf.NumCounters]uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.objs == nil {
+		return [bpf.NumCounters]uint64{}, errors.New("ebpf source: not running")
+	}
+	return s.objs.Counters()
+}

@@ -1,0 +1,519 @@
+package ebpf
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	ciliumebpf "github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/flowbus/flowbus/bpf"
+	"github.com/flowbus/flowbus/bpf/bpftest"
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/datapath"
+)
+
+func TestFlows(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false"))
+
+	tcp := listenTCP(t, p, p.PeerIP)
+	udp := listenUDP(t, p, p.PeerIP)
+	udp6 := listenUDP(t, p, p.PeerIP6)
+
+	conn, err := net.DialTCP("tcp", nil, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr)
+	conn.Write([]byte("hello"))
+	conn.Close()
+	for _, dst := range []*net.UDPAddr{udp, udp6} {
+		uc, err := net.DialUDP("udp", nil, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uc.Write([]byte("datagram"))
+		uc.Close()
+	}
+	if err := bpftest.Ping(p.PeerIP, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := bpftest.Ping(p.PeerIP6, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	egress := func(f *flowpb.Flow) bool {
+		return f.TraceObservationPoint == flowpb.TraceObservationPoint_TO_NETWORK
+	}
+	ingress := func(f *flowpb.Flow) bool {
+		return f.TraceObservationPoint == flowpb.TraceObservationPoint_FROM_NETWORK
+	}
+	checkCommon := func(name string, f *flowpb.Flow, out bool) {
+		t.Helper()
+		obs, dir := flowpb.TraceObservationPoint_FROM_NETWORK, flowpb.TrafficDirection_INGRESS
+		if out {
+			obs, dir = flowpb.TraceObservationPoint_TO_NETWORK, flowpb.TrafficDirection_EGRESS
+		}
+		if f.TraceObservationPoint != obs || f.TrafficDirection != dir {
+			t.Errorf("%s: observation point %v direction %v, want %v %v", name, f.TraceObservationPoint, f.TrafficDirection, obs, dir)
+		}
+		if f.Verdict != flowpb.Verdict_FORWARDED || f.Type != flowpb.FlowType_L3_L4 {
+			t.Errorf("%s: verdict %v type %v", name, f.Verdict, f.Type)
+		}
+		if f.GetEventType().GetType() != 4 || f.GetEventType().GetSubType() != int32(obs) {
+			t.Errorf("%s: event_type %v", name, f.EventType)
+		}
+		if f.GetInterface().GetIndex() != uint32(p.HostIndex) || f.GetInterface().GetName() != p.Host {
+			t.Errorf("%s: interface %v, want %d %s", name, f.Interface, p.HostIndex, p.Host)
+		}
+		if f.NodeName != "test-node" || f.Time == nil {
+			t.Errorf("%s: node_name %q time %v", name, f.NodeName, f.Time)
+		}
+		src, dst := p.HostMAC, p.PeerMAC
+		if !out {
+			src, dst = dst, src
+		}
+		if f.GetEthernet().GetSource() != src.String() || f.GetEthernet().GetDestination() != dst.String() {
+			t.Errorf("%s: ethernet %v, want %s > %s", name, f.Ethernet, src, dst)
+		}
+	}
+
+	syn := r.out.waitFlow(t, "TCP SYN", func(f *flowpb.Flow) bool {
+		tc := f.GetL4().GetTCP()
+		return egress(f) && is(f, p.HostIP, p.PeerIP) && tc != nil && tc.GetFlags().GetSYN() && !tc.GetFlags().GetACK()
+	})
+	checkCommon("SYN", syn, true)
+	if tc := syn.L4.GetTCP(); tc.SourcePort != uint32(local.Port) || tc.DestinationPort != uint32(tcp.Port) {
+		t.Errorf("SYN ports %d > %d, want %d > %d", tc.SourcePort, tc.DestinationPort, local.Port, tcp.Port)
+	}
+	if syn.GetIP().GetIpVersion() != flowpb.IPVersion_IPv4 {
+		t.Errorf("SYN ip version %v", syn.IP.IpVersion)
+	}
+	synack := r.out.waitFlow(t, "TCP SYN-ACK", func(f *flowpb.Flow) bool {
+		tc := f.GetL4().GetTCP()
+		return ingress(f) && is(f, p.PeerIP, p.HostIP) && tc.GetFlags().GetSYN() && tc.GetFlags().GetACK()
+	})
+	checkCommon("SYN-ACK", synack, false)
+	if tc := synack.L4.GetTCP(); tc.SourcePort != uint32(tcp.Port) || tc.DestinationPort != uint32(local.Port) {
+		t.Errorf("SYN-ACK ports %d > %d", tc.SourcePort, tc.DestinationPort)
+	}
+	if synack.Summary != "TCP Flags: SYN, ACK" {
+		t.Errorf("SYN-ACK summary %q", synack.Summary)
+	}
+	r.out.waitFlow(t, "TCP FIN", func(f *flowpb.Flow) bool {
+		return egress(f) && is(f, p.HostIP, p.PeerIP) && f.GetL4().GetTCP().GetFlags().GetFIN()
+	})
+
+	for _, c := range []struct {
+		name     string
+		src, dst net.IP
+		port     int
+		v        flowpb.IPVersion
+	}{
+		{"UDP", p.HostIP, p.PeerIP, udp.Port, flowpb.IPVersion_IPv4},
+		{"UDP6", p.HostIP6, p.PeerIP6, udp6.Port, flowpb.IPVersion_IPv6},
+	} {
+		f := r.out.waitFlow(t, c.name, func(f *flowpb.Flow) bool {
+			return egress(f) && is(f, c.src, c.dst) && f.GetL4().GetUDP() != nil
+		})
+		checkCommon(c.name, f, true)
+		if f.L4.GetUDP().DestinationPort != uint32(c.port) || f.IP.IpVersion != c.v {
+			t.Errorf("%s: port %d version %v, want %d %v", c.name, f.L4.GetUDP().DestinationPort, f.IP.IpVersion, c.port, c.v)
+		}
+	}
+
+	req := r.out.waitFlow(t, "ICMPv4 echo request", func(f *flowpb.Flow) bool {
+		return egress(f) && is(f, p.HostIP, p.PeerIP) && f.GetL4().GetICMPv4() != nil
+	})
+	checkCommon("ICMPv4 request", req, true)
+	if req.L4.GetICMPv4().Type != 8 {
+		t.Errorf("ICMPv4 request type %d", req.L4.GetICMPv4().Type)
+	}
+	rep := r.out.waitFlow(t, "ICMPv4 echo reply", func(f *flowpb.Flow) bool {
+		return ingress(f) && is(f, p.PeerIP, p.HostIP) && f.GetL4().GetICMPv4() != nil
+	})
+	checkCommon("ICMPv4 reply", rep, false)
+	if rep.L4.GetICMPv4().Type != 0 {
+		t.Errorf("ICMPv4 reply type %d", rep.L4.GetICMPv4().Type)
+	}
+	rep6 := r.out.waitFlow(t, "ICMPv6 echo reply", func(f *flowpb.Flow) bool {
+		return ingress(f) && is(f, p.PeerIP6, p.HostIP6) && f.GetL4().GetICMPv6().GetType() == 129
+	})
+	checkCommon("ICMPv6 reply", rep6, false)
+	if rep6.IP.IpVersion != flowpb.IPVersion_IPv6 {
+		t.Errorf("ICMPv6 version %v", rep6.IP.IpVersion)
+	}
+}
+
+func TestAggregation(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: connection", "aggregation_interval: 1h", "drops: false"))
+	tcp := listenTCP(t, p, p.PeerIP)
+
+	conn, err := net.DialTCP("tcp", nil, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr)
+	chunk := make([]byte, 64<<10)
+	const total = 16 << 20
+	for sent := 0; sent < total; sent += len(chunk) {
+		if _, err := conn.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	ours := func(f *flowpb.Flow) bool {
+		tc := f.GetL4().GetTCP()
+		return tc != nil && (tc.SourcePort == uint32(local.Port) || tc.DestinationPort == uint32(local.Port))
+	}
+	// The connection's end (FIN from both sides) is a flag change, so it
+	// is reported in each direction.
+	r.out.waitFlow(t, "client FIN", func(f *flowpb.Flow) bool {
+		return ours(f) && f.TraceObservationPoint == flowpb.TraceObservationPoint_TO_NETWORK && f.L4.GetTCP().GetFlags().GetFIN()
+	})
+	r.out.waitFlow(t, "server FIN", func(f *flowpb.Flow) bool {
+		return ours(f) && f.TraceObservationPoint == flowpb.TraceObservationPoint_FROM_NETWORK && f.L4.GetTCP().GetFlags().GetFIN()
+	})
+	counters, err := r.src.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := r.out.count(ours)
+	t.Logf("16 MiB transfer: %d flows, %d packets aggregated away", n, counters[bpf.CounterTraceAggregated])
+	// Per direction: first packet, then each new flag (ACK, PSH, FIN).
+	if n < 4 || n > 10 {
+		t.Errorf("%d flows for one 16 MiB connection, want a handful (4..10)", n)
+	}
+	if counters[bpf.CounterTraceAggregated] < 100 {
+		t.Errorf("only %d packets aggregated away", counters[bpf.CounterTraceAggregated])
+	}
+}
+
+func TestAggregationRefresh(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: connection", "aggregation_interval: 50ms", "drops: false"))
+	udp := listenUDP(t, p, p.PeerIP)
+	uc, err := net.DialUDP("udp", nil, udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	ours := func(f *flowpb.Flow) bool {
+		return is(f, p.HostIP, p.PeerIP) && f.GetL4().GetUDP().GetDestinationPort() == uint32(udp.Port)
+	}
+	// 40 datagrams over ~400ms: the first, then one per 50ms interval.
+	for range 40 {
+		uc.Write([]byte("x"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(2 * flushInterval)
+	if n := r.out.count(ours); n < 3 || n > 12 {
+		t.Errorf("%d flows for 40 datagrams over 400ms with a 50ms refresh, want about 8", n)
+	}
+}
+
+func TestLostEventsMatchKernel(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "perf_buffer_pages: 1", "capture_length: 256"))
+	udp := listenUDP(t, p, p.PeerIP)
+
+	// Hold the reader back while the load runs, so the 1-page rings fill.
+	r.out.gate.Lock()
+	send := func(n int) func() error {
+		return func() error {
+			uc, err := net.DialUDP("udp", nil, udp)
+			if err != nil {
+				return err
+			}
+			defer uc.Close()
+			msg := make([]byte, 200)
+			for range n {
+				uc.Write(msg)
+			}
+			return nil
+		}
+	}
+	if err := onCPU(0, send(20000)); err != nil {
+		t.Fatal(err)
+	}
+	r.out.gate.Unlock()
+
+	// The kernel reports a ring's losses with its next sample: send a few
+	// packets on every CPU until the counts agree.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		counters, err := r.src.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernel := counters[bpf.CounterTraceLost] + counters[bpf.CounterDropLost]
+		got := r.out.lostTotal()
+		if kernel > 0 && got == kernel {
+			t.Logf("lost %d samples (kernel count %d), by CPU %v; %d samples sent", got, kernel, r.out.lost, counters[bpf.CounterTraceSent])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("LostEvents total %d, BPF output failures %d", got, kernel)
+		}
+		for cpu := range runtime.NumCPU() {
+			if err := onCPU(cpu, send(2)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDrops(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: connection"))
+
+	// A datagram from the peer to a closed port on the host: the host's
+	// UDP stack drops it (NO_SOCKET) after answering port-unreachable.
+	var srcPort int
+	if err := p.InNS(func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.HostIP, Port: 9})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		srcPort = c.LocalAddr().(*net.UDPAddr).Port
+		_, err = c.Write([]byte("to a closed port"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f := r.out.waitFlow(t, "NO_SOCKET drop", func(f *flowpb.Flow) bool {
+		return f.Verdict == flowpb.Verdict_DROPPED && is(f, p.PeerIP, p.HostIP)
+	})
+	if got := KernelDropReason(f); got != "NO_SOCKET" {
+		t.Errorf("kernel drop reason %q, want NO_SOCKET", got)
+	}
+	if f.DropReasonDesc != flowpb.DropReason_DROP_REASON_UNKNOWN || f.GetEventType().GetType() != 1 {
+		t.Errorf("drop_reason_desc %v event_type %v, want DROP_REASON_UNKNOWN {1,0}", f.DropReasonDesc, f.EventType)
+	}
+	if u := f.GetL4().GetUDP(); u.GetSourcePort() != uint32(srcPort) || u.GetDestinationPort() != 9 {
+		t.Errorf("l4 %v, want UDP %d > 9", f.L4, srcPort)
+	}
+	if f.GetInterface().GetName() != p.Host || f.NodeName != "test-node" {
+		t.Errorf("interface %v node %q", f.Interface, f.NodeName)
+	}
+
+	// A datagram whose source the host's strict reverse-path filter
+	// rejects (its route back leads out of another interface) is dropped
+	// as IP_RPFILTER, which Cilium calls INVALID_SOURCE_IP.
+	other := "fbo" + p.Host[3:]
+	t.Cleanup(func() { exec.Command("ip", "link", "del", other).Run() })
+	spoofNet := fmt.Sprintf("10.%d.%d", p.HostIP[1]^0x40, p.HostIP[2])
+	for _, args := range [][]string{
+		{"ip", "link", "add", other, "type", "veth", "peer", "name", other + "x"},
+		{"ip", "addr", "add", spoofNet + ".1/24", "dev", other},
+		{"ip", "link", "set", other, "up"},
+		{"ip", "link", "set", other + "x", "up"},
+		{"sysctl", "-qw", "net.ipv4.conf." + p.Host + ".rp_filter=1"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	p.Run(t, "ip", "addr", "add", spoofNet+".2/32", "dev", p.Peer)
+	spoofed := net.ParseIP(spoofNet + ".2").To4()
+	if err := p.InNS(func() error {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: spoofed}, &net.UDPAddr{IP: p.HostIP, Port: 9})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("spoofed"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f = r.out.waitFlow(t, "IP_RPFILTER drop", func(f *flowpb.Flow) bool {
+		return f.Verdict == flowpb.Verdict_DROPPED && is(f, spoofed, p.HostIP)
+	})
+	if got := KernelDropReason(f); got != "IP_RPFILTER" {
+		t.Errorf("kernel drop reason %q, want IP_RPFILTER", got)
+	}
+	if f.DropReasonDesc != flowpb.DropReason_INVALID_SOURCE_IP || f.DropReason != 132 || f.GetEventType().GetSubType() != 132 {
+		t.Errorf("drop_reason_desc %v (%d), event_type %v, want INVALID_SOURCE_IP", f.DropReasonDesc, f.DropReason, f.EventType)
+	}
+}
+
+func TestStopDetaches(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p))
+	r.src.mu.Lock()
+	ids := r.src.objs.ProgramIDs()
+	r.src.mu.Unlock()
+	if len(ids) != 3 {
+		t.Fatalf("%d programs loaded, want 3", len(ids))
+	}
+	if n := tcxCount(t, p.HostIndex); n != 2 {
+		t.Fatalf("%d tcx links on %s while running, want 2", n, p.Host)
+	}
+	r.stop()
+	if n := tcxCount(t, p.HostIndex); n != 0 {
+		t.Errorf("%d tcx links on %s after stop", n, p.Host)
+	}
+	// Every program is gone from the kernel, the drop tracepoint included
+	// (a tracing program is freed after an RCU grace period).
+	deadline := time.Now().Add(5 * time.Second)
+	for _, id := range ids {
+		for {
+			prog, err := ciliumebpf.NewProgramFromID(id)
+			if err != nil {
+				break
+			}
+			prog.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("program %d still loaded 5s after stop", id)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if err := r.src.Ready(); err == nil {
+		t.Error("Ready after stop")
+	}
+}
+
+// TestCrashLeavesNothing kills a process running the source with SIGKILL
+// and checks that the kernel detached everything.
+func TestCrashLeavesNothing(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "FLOWBUS_EBPF_HELPER="+p.Host)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(stdout, buf); err != nil || string(buf) != "ready\n" {
+		cmd.Process.Kill()
+		t.Fatalf("helper: %q %v", buf, err)
+	}
+	if n := tcxCount(t, p.HostIndex); n != 2 {
+		t.Errorf("%d tcx links while the helper runs, want 2", n)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	// Link release after exit is synchronous with the process's files
+	// being closed, but allow for the kernel's deferred work.
+	deadline := time.Now().Add(5 * time.Second)
+	for tcxCount(t, p.HostIndex) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcx links left on %s after SIGKILL", p.Host)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A new source attaches cleanly after the crash.
+	r := startSource(t, ifaceYAML(p))
+	if n := tcxCount(t, p.HostIndex); n != 2 {
+		t.Errorf("%d tcx links after restart, want 2", n)
+	}
+	r.stop()
+}
+
+func TestHelperProcess(t *testing.T) {
+	iface := os.Getenv("FLOWBUS_EBPF_HELPER")
+	if iface == "" {
+		t.Skip("helper for TestCrashLeavesNothing")
+	}
+	startSource(t, "interfaces: ["+iface+"]\n")
+	os.Stdout.WriteString("ready\n")
+	select {}
+}
+
+func TestRecord(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	path := filepath.Join(t.TempDir(), "monitor.gob")
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "record: "+path))
+	if err := bpftest.Ping(p.PeerIP, 3); err != nil {
+		t.Fatal(err)
+	}
+	replies := 0
+	r.out.waitFlow(t, "third echo reply", func(f *flowpb.Flow) bool {
+		if f.GetL4().GetICMPv4() != nil && f.L4.GetICMPv4().Type == 0 {
+			replies++
+		}
+		return replies == 3
+	})
+	r.stop()
+
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := gob.NewDecoder(bytes.NewReader(data))
+	var d datapath.Decoder
+	samples, echo := 0, 0
+	for {
+		var pl monitorPayload
+		if err := dec.Decode(&pl); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if pl.Type != payloadEventSample {
+			continue
+		}
+		samples++
+		var f flowpb.Flow
+		if err := d.Decode(pl.Data, &f); err != nil {
+			t.Fatalf("recorded sample %d: %v", samples, err)
+		}
+		if f.GetL4().GetICMPv4() != nil {
+			echo++
+		}
+	}
+	if samples != r.out.count(func(*flowpb.Flow) bool { return true }) || echo < 6 {
+		t.Errorf("recorded %d samples (%d ICMP), emitted %d flows", samples, echo, r.out.count(func(*flowpb.Flow) bool { return true }))
+	}
+}
+
+func tcxCount(t *testing.T, ifindex int) int {
+	t.Helper()
+	n := 0
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		info, err := it.Link.Info()
+		it.Link.Close()
+		if err != nil {
+			continue
+		}
+		if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
