@@ -2,7 +2,6 @@ package ebpf
 
 import (
 	"bytes"
-	"encoding/gob"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/flowbus/flowbus/bpf/bpftest"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/sources/ciliummonitor"
 )
 
 func TestFlows(t *testing.T) {
@@ -469,18 +469,18 @@ func TestRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := gob.NewDecoder(bytes.NewReader(data))
+	rd := ciliummonitor.NewReader(bytes.NewReader(data))
 	var d datapath.Decoder
 	samples, echo := 0, 0
 	for {
-		var pl monitorPayload
-		if err := dec.Decode(&pl); err != nil {
+		var pl ciliummonitor.Payload
+		if err := rd.Next(&pl); err != nil {
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			t.Fatal(err)
 		}
-		if pl.Type != payloadEventSample {
+		if pl.Type != ciliummonitor.PayloadSample {
 			continue
 		}
 		samples++
