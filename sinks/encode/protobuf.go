@@ -23,14 +23,8 @@ var ErrInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 
 func invalidUTF8(field string) error { return fmt.Errorf("%s: %w", field, ErrInvalidUTF8) }
 
-func validString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return utf8.ValidString(s[i:])
-		}
-	}
-	return true
-}
+// validString is utf8.ValidString (which checks 8 ASCII bytes at a time).
+func validString(s string) bool { return utf8.ValidString(s) }
 
 // unknownOffset returns the offset of a generated message struct's unknown
 // fields (protoimpl.UnknownFields, a []byte), which proto.Marshal appends
