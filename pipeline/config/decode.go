@@ -77,7 +77,14 @@ func Decode(n *yaml.Node, v any) error {
 
 type decoder struct {
 	errs Errors
+	// expanding holds the aliases being decoded, to stop self-reference;
+	// aliases counts alias expansions, to stop exponential ones.
+	expanding map[*yaml.Node]bool
+	aliases   int
 }
+
+// maxAliases bounds the alias expansions of one Decode.
+const maxAliases = 10000
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, Errorf(n, format, args...))
@@ -109,7 +116,7 @@ func resolve(n *yaml.Node) *yaml.Node {
 }
 
 func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
+	return n.Kind == 0 || n.Kind == yaml.DocumentNode && len(n.Content) == 0 ||
 		n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
@@ -123,7 +130,30 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value) {
 		v.Set(reflect.ValueOf(n))
 		return
 	}
-	n = resolve(n)
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 1 {
+			d.value(n.Content[0], v)
+		}
+		return
+	case yaml.AliasNode:
+		if n.Alias == nil {
+			d.errorf(n, "invalid alias")
+			return
+		}
+		d.aliases++
+		if d.expanding[n] || d.aliases > maxAliases {
+			d.errorf(n, "alias *%s refers to itself or is expanded too often", n.Value)
+			return
+		}
+		if d.expanding == nil {
+			d.expanding = map[*yaml.Node]bool{}
+		}
+		d.expanding[n] = true
+		defer delete(d.expanding, n)
+		d.value(n.Alias, v)
+		return
+	}
 	if isNull(n) {
 		return
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -179,4 +180,33 @@ func TestDecodeBadTarget(t *testing.T) {
 	if err := Decode(parse(t, "a: 1"), o); err == nil {
 		t.Fatal("non-pointer target accepted")
 	}
+}
+
+func TestDecodeAliases(t *testing.T) {
+	var o struct {
+		A []any          `yaml:"a"`
+		B map[string]int `yaml:"b"`
+		C map[string]int `yaml:"c"`
+		D []yaml.Node    `yaml:"d"`
+		E *[]yaml.Node   `yaml:"e"`
+		F map[string]any `yaml:"f"`
+		G rec            `yaml:"g"`
+	}
+	err := Decode(parse(t, "b: &m {x: 1}\nc: *m\ng: &s {k: *s}\n"), &o)
+	if o.C["x"] != 1 || err == nil || !strings.Contains(err.Error(), "3:11: alias *s refers to itself") {
+		t.Errorf("got %v %+v", err, o)
+	}
+	// Exponential expansion is cut short.
+	src := "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+	for i := 1; i < 9; i++ {
+		src += fmt.Sprintf("a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	var m map[string][][][][][][][][][]string
+	if err := Decode(parse(t, src), &m); err == nil || !strings.Contains(err.Error(), "expanded too often") {
+		t.Errorf("got %v", err)
+	}
+}
+
+type rec struct {
+	K *rec `yaml:"k"`
 }
