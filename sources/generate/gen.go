@@ -105,7 +105,7 @@ var (
 	// An audited connection: policy would deny it, audit mode lets it pass.
 	scriptAudit   = concat([]step{{kind: sPolicy, flags: fSYN, verdict: flowpb.Verdict_AUDIT}}, handshake, closing)
 	scriptRefused = []step{tcp(false, fSYN), tcp(true, fRST|fACK)}
-	scriptDrop    = []step{{kind: sDrop}}
+	scriptDrop    = []step{{kind: sDrop, flags: fSYN}}
 )
 
 // convKind is a kind of conversation, with its weight in the mix.
@@ -332,7 +332,11 @@ func (g *Generator) start(c *conv) {
 		c.policy = &allowPolicies[0]
 	case cDNS:
 		c.script, c.proto = scriptDNS, pUDP
-		c.client = g.pod(g.appList[g.r.intn(len(g.appList))])
+		cli := g.appList[g.r.intn(len(g.appList))]
+		if cli.name == "coredns" {
+			cli = a["frontend"]
+		}
+		c.client = cli.pods[g.r.intn(len(cli.pods))]
 		c.server = g.pod(a["coredns"])
 		c.sport, c.service = 53, a["coredns"].service
 		c.dns = g.dnsTable[g.r.intn(len(g.dnsTable))]

@@ -3,7 +3,6 @@ package generate
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -280,7 +279,7 @@ func newPolicy(name, namespace, kind string, revision uint64) policyInfo {
 	if namespace != "" {
 		labels = append(labels, "k8s:io.cilium.k8s.policy.namespace="+namespace)
 	}
-	labels = append(labels, "k8s:io.cilium.k8s.policy.uid=0b8c4a1e-"+strconv.FormatUint(revision, 16))
+	labels = append(labels, fmt.Sprintf("k8s:io.cilium.k8s.policy.uid=0b8c4a1e-%04x-4c2e-9f3a-5d7e%08x", revision, len(name)*7919))
 	sort.Strings(labels)
 	return policyInfo{name, namespace, kind, labels, revision}
 }
