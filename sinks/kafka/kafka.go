@@ -147,6 +147,7 @@ type Sink struct {
 	client      *kafka.Client
 	transport   *kafka.Transport
 	addr        net.Addr
+	brokers     []string
 	acks        kafka.RequiredAcks
 	compression kafka.Compression
 	batchSize   int
@@ -156,10 +157,12 @@ type Sink struct {
 	autoCreate  bool
 	m           *sinkutil.Metrics
 
-	ready   atomic.Pointer[error]
-	done    chan struct{}
-	closing sync.Once
-	encErr  sync.Once
+	ready      atomic.Pointer[error]
+	lastWrite  atomic.Int64 // unix nanoseconds of the last produce attempt
+	probeEvery time.Duration
+	done       chan struct{}
+	closing    sync.Once
+	encErr     sync.Once
 
 	metaMu sync.Mutex
 	meta   map[string]topicMeta
@@ -209,6 +212,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
 		autoCreate:  o.AutoCreateTopics == nil || *o.AutoCreateTopics,
 		done:        make(chan struct{}),
+		probeEvery:  probeInterval,
 		meta:        map[string]topicMeta{},
 		names:       map[string]string{},
 		nodes:       map[string][]byte{},
@@ -315,6 +319,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		return nil, errs
 	}
 	s.transport = tr
+	s.brokers = o.Brokers
 	s.addr = kafka.TCP(o.Brokers...)
 	s.client = &kafka.Client{Addr: s.addr, Timeout: s.timeout, Transport: tr}
 	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
@@ -392,7 +397,46 @@ func (s *Sink) Start(ctx context.Context) error {
 		return err
 	}
 	s.ready.Store(nil)
+	s.lastWrite.Store(time.Now().UnixNano())
+	go s.probe()
 	return nil
+}
+
+// probeInterval is how often an idle sink checks that a broker accepts
+// connections, so that /readyz notices an outage without traffic.
+var probeInterval = 5 * time.Second
+
+// probe dials the brokers while no Write has talked to them for a while.
+func (s *Sink) probe() {
+	t := time.NewTicker(s.probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, s.lastWrite.Load())) < s.probeEvery {
+			continue
+		}
+		var lastErr error
+		reachable := false
+		for _, a := range s.brokers {
+			c, err := net.DialTimeout("tcp", a, 2*time.Second)
+			if err == nil {
+				c.Close()
+				reachable = true
+				break
+			}
+			lastErr = err
+		}
+		if reachable {
+			s.ready.Store(nil)
+		} else {
+			e := fmt.Errorf("kafka: brokers %s unreachable: %w", s.addr, lastErr)
+			s.ready.Store(&e)
+		}
+	}
 }
 
 // Ready reports an error while the brokers cannot be reached.
@@ -670,6 +714,7 @@ func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
 // failed, whether the request itself failed, and the error.
 func (s *Sink) produce(ctx context.Context, k tp, idx []int) (bad []int, transport bool, err error) {
 	s.m.Sent.Add(float64(len(idx)))
+	s.lastWrite.Store(time.Now().UnixNano())
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	res, err := s.client.Produce(rctx, &kafka.ProduceRequest{

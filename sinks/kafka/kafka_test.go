@@ -501,3 +501,19 @@ func TestMurmur2MatchesKafkaGo(t *testing.T) {
 
 var _ pipeline.Starter = (*Sink)(nil)
 var _ pipeline.Readier = (*Sink)(nil)
+
+// TestIdleProbe: an idle sink notices that its broker went away.
+func TestIdleProbe(t *testing.T) {
+	defer func(d time.Duration) { probeInterval = d }(probeInterval)
+	probeInterval = 10 * time.Millisecond
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "i"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: i\n", c.ListenAddrs()[0]))
+	if err := s.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, "unready after the broker closed", func() bool { return s.Ready() != nil })
+}
