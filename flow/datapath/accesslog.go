@@ -146,6 +146,11 @@ type legacyDNS struct {
 	AnswerTypes       []uint16
 }
 
+// MaxAccessLogSize bounds an encoded access-log record. Real records are a
+// few KiB; the bound keeps a corrupt one (gob decodes a one-byte element
+// into a struct many times its size) from costing much memory.
+const MaxAccessLogSize = 256 << 10
+
 // EncodeAccessLog returns r as a monitor-socket sample: the type byte 129
 // followed by r in a gob stream of its own.
 func EncodeAccessLog(r *AccessLogRecord) ([]byte, error) {
@@ -160,6 +165,9 @@ func EncodeAccessLog(r *AccessLogRecord) ([]byte, error) {
 // ParseAccessLog decodes the gob-encoded record that follows the type byte
 // of an access-log sample.
 func ParseAccessLog(data []byte) (*AccessLogRecord, error) {
+	if len(data) > MaxAccessLogSize {
+		return nil, malformed("access log record: %d bytes, more than %d", len(data), MaxAccessLogSize)
+	}
 	var r AccessLogRecord
 	err := gob.NewDecoder(bytes.NewReader(data)).Decode(&r)
 	if err == nil {
