@@ -100,7 +100,9 @@ func compileCEL(expr string) (*celProgram, error) {
 	if iss.Err() != nil {
 		return nil, fmt.Errorf("invalid CEL expression: %w", iss.Err())
 	}
-	if !ast.OutputType().IsExactType(cel.BoolType) {
+	// Hubble compares the output type with cel.BoolType itself, so dyn and
+	// anything not typed exactly bool is rejected.
+	if ast.OutputType() != cel.BoolType {
 		return nil, fmt.Errorf("CEL expression must be bool, got %s", ast.OutputType())
 	}
 	est, err := env.EstimateCost(ast, costEstimator{})
