@@ -517,3 +517,45 @@ func TestIdleProbe(t *testing.T) {
 	c.Close()
 	waitFor(t, "unready after the broker closed", func() bool { return s.Ready() != nil })
 }
+
+func TestRequiredAcks(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "all", "one", "none"))
+	broker := c.ListenAddrs()[0]
+	for _, acks := range []string{"all", "one", "none"} {
+		s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: %s\nrequired_acks: %s\n", broker, acks, acks))
+		b := sinktest.Batch(0, 30)
+		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+			t.Fatal(acks, failed, err)
+		}
+		b.Release()
+		waitFor(t, "records of acks="+acks, func() bool { return len(readAll(t, broker, acks, nil)[0]) == 30 })
+	}
+}
+
+// TestTopicCreation: templated topics that do not exist yet are created by
+// a broker that allows it; when it does not, the records fail and are
+// counted.
+func TestTopicCreation(t *testing.T) {
+	c := newCluster(t, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2))
+	broker := c.ListenAddrs()[0]
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: auto.{{ verdict }}\n", broker))
+	b := sinktest.Batch(0, 40)
+	defer b.Release()
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatal(failed, err)
+	}
+	n := 0
+	for _, v := range []string{"FORWARDED", "DROPPED"} {
+		for _, msgs := range readAll(t, broker, "auto."+v, nil) {
+			n += len(msgs)
+		}
+	}
+	if n != 40 {
+		t.Errorf("%d records in auto-created topics, want 40", n)
+	}
+
+	s2 := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: other.{{ verdict }}\nauto_create_topics: false\nmax_attempts: 2\nbackoff: {min: 1ms, max: 1ms}\n", broker))
+	if failed, err := s2.Write(context.Background(), b); failed != 40 || err != nil {
+		t.Fatalf("without auto-creation: failed=%d err=%v, want 40", failed, err)
+	}
+}
