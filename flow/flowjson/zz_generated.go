@@ -1180,8 +1180,11 @@ func (d *decoder) decodeFlow(m *flowpb.Flow) error {
 	oldSource := m.Source
 	oldDestination := m.Destination
 	keepNodeLabels := m.NodeLabels[:0]
+	clear(keepNodeLabels[:cap(keepNodeLabels)])
 	keepSourceNames := m.SourceNames[:0]
+	clear(keepSourceNames[:cap(keepSourceNames)])
 	keepDestinationNames := m.DestinationNames[:0]
+	clear(keepDestinationNames[:cap(keepDestinationNames)])
 	oldL7 := m.L7
 	oldEventType := m.EventType
 	oldSourceService := m.SourceService
@@ -1196,6 +1199,7 @@ func (d *decoder) decodeFlow(m *flowpb.Flow) error {
 	keepEgressDeniedBy := m.EgressDeniedBy[:0]
 	keepIngressDeniedBy := m.IngressDeniedBy[:0]
 	keepPolicyLog := m.PolicyLog[:0]
+	clear(keepPolicyLog[:cap(keepPolicyLog)])
 	oldAggregate := m.Aggregate
 	m.Reset()
 	m.NodeLabels = keepNodeLabels
@@ -3184,6 +3188,7 @@ func appendEndpoint(dst []byte, m *flowpb.Endpoint) ([]byte, error) {
 // m's nested messages and lists as storage.
 func (d *decoder) decodeEndpoint(m *flowpb.Endpoint) error {
 	keepLabels := m.Labels[:0]
+	clear(keepLabels[:cap(keepLabels)])
 	keepWorkloads := m.Workloads[:0]
 	m.Reset()
 	m.Labels = keepLabels
@@ -3624,9 +3629,13 @@ func appendDNS(dst []byte, m *flowpb.DNS) ([]byte, error) {
 // m's nested messages and lists as storage.
 func (d *decoder) decodeDNS(m *flowpb.DNS) error {
 	keepIps := m.Ips[:0]
+	clear(keepIps[:cap(keepIps)])
 	keepCnames := m.Cnames[:0]
+	clear(keepCnames[:cap(keepCnames)])
 	keepQtypes := m.Qtypes[:0]
+	clear(keepQtypes[:cap(keepQtypes)])
 	keepRrtypes := m.Rrtypes[:0]
+	clear(keepRrtypes[:cap(keepRrtypes)])
 	m.Reset()
 	m.Ips = keepIps
 	m.Cnames = keepCnames
@@ -4642,6 +4651,7 @@ func appendPolicy(dst []byte, m *flowpb.Policy) ([]byte, error) {
 // m's nested messages and lists as storage.
 func (d *decoder) decodePolicy(m *flowpb.Policy) error {
 	keepLabels := m.Labels[:0]
+	clear(keepLabels[:cap(keepLabels)])
 	m.Reset()
 	m.Labels = keepLabels
 	var seen [1]uint64

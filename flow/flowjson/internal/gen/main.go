@@ -429,6 +429,10 @@ func (g *gen) decoder(in *info) {
 		name := in.field[fd.Number()]
 		if fd.IsList() {
 			g.p("\tkeep%s := m.%s[:0]", name, name)
+			if fd.Kind() == protoreflect.StringKind {
+				// Old strings share old lines' copies: do not keep them alive.
+				g.p("\tclear(keep%s[:cap(keep%s)])", name, name)
+			}
 		} else if fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() != fullAny {
 			g.p("\told%s := m.%s", name, name)
 		}
