@@ -258,6 +258,16 @@ func goldens() []golden {
 			}),
 		},
 		{
+			name: "drop v2 SCTP DATA chunk: unsupported chunk type",
+			sample: dropHdr{version: 2, reason: 132, file: 2}.bytes(eth(macA, macB, 0x0800,
+				ipv4("10.0.0.1", "10.0.0.2", 132, sctp(5000, 38412, []byte{0, 3, 0, 16})))),
+			want: l34(&flowpb.Flow{
+				Verdict: flowpb.Verdict_DROPPED, DropReason: 132, Ethernet: ethf(macA, macB), IP: ipv4f("10.0.0.1", "10.0.0.2"),
+				L4:        &flowpb.Layer4{Protocol: &flowpb.Layer4_SCTP{SCTP: &flowpb.SCTP{SourcePort: 5000, DestinationPort: 38412}}},
+				EventType: et(1, 132), File: &flowpb.FileInfo{Name: "bpf_lxc.c"}, Summary: "SCTP",
+			}),
+		},
+		{
 			name: "drop v3 with IP trace ID, ICMPv4 port unreachable",
 			sample: dropHdr{version: 3, reason: 130, file: 1, ipTraceID: 99}.bytes(
 				eth(macA, macB, 0x0800, ipv4("10.0.0.1", "10.0.0.2", 1, icmp(3, 3, 28)))),

@@ -316,7 +316,7 @@ func sctpChunkType(payload []byte) int32 {
 	case 6: // ABORT
 		return 6
 	}
-	return 7 // UNSUPPORTED
+	return 0 // UNSUPPORTED
 }
 
 func (l *layers) decodeIPv4(data []byte) ([]byte, layerKind, error) {
