@@ -52,3 +52,26 @@ func TestGeneratedFlows(t *testing.T) {
 	}
 	t.Logf("offered %v\npassed %v", offered, passed)
 }
+
+// BenchmarkGenerated limits batches of 512 generated flows per source
+// namespace; b.N counts flows, generation is not timed.
+func BenchmarkGenerated(b *testing.B) {
+	c := newClock()
+	key := fieldpath.MustParse("source.namespace")
+	l := New(Config{EventsPerSecond: 1e5, Burst: 1000, Key: &key, Now: c.now})
+	g := generate.NewGenerator(1)
+	batch := pipeline.NewBatch()
+	defer batch.Release()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 512 {
+		b.StopTimer()
+		c.advance(time.Millisecond)
+		batch.Truncate(0)
+		for range 512 {
+			g.Fill(batch.Next(), c.t.UnixNano())
+		}
+		b.StartTimer()
+		l.Process(batch)
+	}
+}

@@ -118,3 +118,23 @@ remove: [source.labels, destination.labels]
 	}
 	t.Logf("checked: %v", seen)
 }
+
+// BenchmarkGenerated redacts batches of 512 generated flows with every
+// rule; b.N counts flows, generation is not timed.
+func BenchmarkGenerated(b *testing.B) {
+	r := build(b, "http: {url_query: true, headers: {deny: [authorization, cookie]}}\nkafka: {api_key: true}\nip: {mode: hmac, key_file: "+keyFile(b, testKey)+"}")
+	g := generate.NewGenerator(1)
+	batch := pipeline.NewBatch()
+	defer batch.Release()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 512 {
+		b.StopTimer()
+		batch.Truncate(0)
+		for j := range 512 {
+			g.Fill(batch.Next(), int64(i+j))
+		}
+		b.StartTimer()
+		r.Process(batch)
+	}
+}

@@ -79,3 +79,23 @@ func TestGeneratedFlows(t *testing.T) {
 	}
 	t.Logf("%d flows (%d drops), %d connections (%d both ways): kept %d flows, %d connections", total, drops, len(decision), both, kept, keptConns)
 }
+
+// BenchmarkGenerated samples batches of 512 generated flows; b.N counts
+// flows, generation is not timed.
+func BenchmarkGenerated(b *testing.B) {
+	s := build(b, "rate: 10\nkeep: [{verdict: [DROPPED]}]")
+	g := generate.NewGenerator(1)
+	batch := pipeline.NewBatch()
+	defer batch.Release()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 512 {
+		b.StopTimer()
+		batch.Truncate(0)
+		for j := range 512 {
+			g.Fill(batch.Next(), int64(i+j))
+		}
+		b.StartTimer()
+		s.Process(batch)
+	}
+}
