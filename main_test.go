@@ -281,3 +281,89 @@ sinks:
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }
+
+// runThroughFIFO runs generate (count flows, as fast as possible) into a
+// file sink writing to a FIFO behind a small buffer, reads the FIFO slowly
+// at first so that the sink falls behind, and returns the flows and the
+// events reported lost that the stream carried, and the summary.
+func runThroughFIFO(t *testing.T, count int, whenFull string) (flows, reportedLost, received, delivered, lost uint64) {
+	t.Helper()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.fifo")
+	if err := syscall.Mkfifo(out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, "pipeline.yaml", fmt.Sprintf(`
+metrics: {listen: ""}
+lost_event_interval: 50ms
+sources:
+  gen: {type: generate, count: %d, seed: 7}
+sinks:
+  out:
+    type: file
+    inputs: [gen]
+    path: %s
+    buffer: {events: 1024, when_full: %s}
+`, count, out, whenFull))
+	cmd := exec.Command(binary, "run", "-c", cfg)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fifo, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fifo.Close()
+	sc := bufio.NewScanner(fifo)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	lostRE := regexp.MustCompile(`^\{"lost_events":\{"source":"OBSERVER_EVENTS_QUEUE","num_events_lost":"(\d+)"`)
+	for n := 0; sc.Scan(); n++ {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, `{"flow":`):
+			flows++
+		case strings.HasPrefix(line, `{"lost_events":`):
+			m := lostRE.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("unexpected LostEvent line %q", line)
+			}
+			v, _ := strconv.ParseUint(m[1], 10, 64)
+			reportedLost += v
+		default:
+			t.Fatalf("unexpected line %q", line)
+		}
+		if n < 2000 && n%100 == 0 {
+			time.Sleep(2 * time.Millisecond) // a slow reader, then a fast one
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\nstderr:\n%s", err, stderr.String())
+	}
+	received, delivered, lost = summary(t, stderr.String())
+	return flows, reportedLost, received, delivered, lost
+}
+
+// A sink slower than its source behind drop_newest: the stream's LostEvents
+// count exactly what is missing.
+func TestDropNewestEndToEnd(t *testing.T) {
+	const count = 100000
+	flows, reported, received, delivered, lost := runThroughFIFO(t, count, "drop_newest")
+	t.Logf("flows=%d reported lost=%d; summary received=%d delivered=%d lost=%d", flows, reported, received, delivered, lost)
+	if received != count || flows != delivered || reported != lost || flows+reported != received || lost == 0 {
+		t.Errorf("flows=%d reported lost=%d; summary received=%d delivered=%d lost=%d", flows, reported, received, delivered, lost)
+	}
+}
+
+// The same with block: the source waits, nothing is lost.
+func TestBlockEndToEnd(t *testing.T) {
+	const count = 20000
+	flows, reported, received, delivered, lost := runThroughFIFO(t, count, "block")
+	if received != count || flows != count || delivered != count || reported != 0 || lost != 0 {
+		t.Errorf("flows=%d reported lost=%d; summary received=%d delivered=%d lost=%d", flows, reported, received, delivered, lost)
+	}
+}
