@@ -166,17 +166,23 @@ type Sink struct {
 	closing sync.Once
 	encErr  sync.Once
 
-	mu     sync.Mutex // serialises Write; guards what follows
-	names  map[string]string
-	nodes  map[string][]string
-	arena  []byte
-	items  []item
-	futs   []pending
-	schema []string
+	mu    sync.Mutex // serialises Write; guards what follows
+	names map[string]string
+	nodes map[string][]string
+	rates map[uint32][]string
+	arena []byte
+	items []item
+	futs  []pending
+	// abandoned is set when a Write returned with publishes unresolved;
+	// the next Write then starts with fresh storage.
+	abandoned bool
+	schema    []string
 }
 
 type item struct {
 	msg     nats.Msg
+	hdr     nats.Header // reused across Writes
+	id      [1]string   // the Nats-Msg-Id header value
 	off     int
 	end     int
 	counted bool
@@ -206,6 +212,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		done:        make(chan struct{}),
 		names:       map[string]string{},
 		nodes:       map[string][]string{},
+		rates:       map[uint32][]string{},
 		schema:      []string{sinkutil.SchemaName},
 	}
 	if s.log == nil {
@@ -609,12 +616,14 @@ func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
 	return retry
 }
 
-// abandon collects what is unresolved when ctx ends.
+// abandon collects what is unresolved when ctx ends. The client may still
+// hold the unresolved messages, so their storage is not reused.
 func (s *Sink) abandon(futs []pending, unsent, retry []int) []int {
 	for _, p := range futs {
 		retry = append(retry, p.idx)
 	}
-	s.futs = s.futs[:0]
+	s.futs = nil
+	s.abandoned = true
 	return append(retry, unsent...)
 }
 
@@ -650,6 +659,9 @@ func (s *Sink) publishCore(ctx context.Context, todo []int) (retry []int) {
 // It returns the number of counted events that could not be encoded.
 func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 	n := len(b.Events)
+	if s.abandoned {
+		s.items, s.arena, s.abandoned = nil, nil, false
+	}
 	if cap(s.items) < n {
 		s.items = make([]item, n)
 	}
@@ -659,7 +671,13 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 	for i := range b.Events {
 		e := &b.Events[i]
 		it := &s.items[i]
-		*it = item{counted: !e.Reported}
+		hdr := it.hdr
+		if hdr == nil {
+			hdr = make(nats.Header, 5)
+		} else {
+			clear(hdr)
+		}
+		*it = item{counted: !e.Reported, hdr: hdr}
 
 		tm := s.subject
 		if e.Lost != nil && s.lostSubject != nil {
@@ -691,12 +709,18 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 			nv = []string{node}
 			s.nodes[node] = nv
 		}
-		h := make(nats.Header, 5)
+		h := it.hdr
 		h[sinkutil.HeaderContentType] = s.ctype
 		h[sinkutil.HeaderSchema] = s.schema
 		h[sinkutil.HeaderNode] = nv
-		if rate, ok := sinkutil.AppendSampleRate(scratch[:0], e); ok {
-			h[sinkutil.HeaderSampleRate] = []string{string(rate)}
+		if e.SampleRate > 1 {
+			rv, ok := s.rates[e.SampleRate]
+			if !ok {
+				rate, _ := sinkutil.AppendSampleRate(nil, e)
+				rv = []string{string(rate)}
+				s.rates[e.SampleRate] = rv
+			}
+			h[sinkutil.HeaderSampleRate] = rv
 		}
 		if s.jsc != nil {
 			id := ""
@@ -706,7 +730,8 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 			if id == "" {
 				id = nuid.Next()
 			}
-			h[jetstream.MsgIDHeader] = []string{id}
+			it.id[0] = id
+			h[jetstream.MsgIDHeader] = it.id[:]
 		}
 		it.msg = nats.Msg{Subject: subj, Header: h}
 	}
