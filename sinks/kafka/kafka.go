@@ -45,6 +45,11 @@
 // keyed records use murmur2 like the Java client and librdkafka's
 // murmur2_random; unkeyed records are spread round-robin.
 //
+// Readiness: Start fails when no broker answers within batch_timeout (or
+// rejects the TLS or SASL settings). While running, /readyz reports the
+// sink unready after a produce or metadata request could not reach the
+// brokers, and, when idle, after a connection probe every 5s fails.
+//
 // Every record carries the headers of SPEC §4 and the event's time as its
 // timestamp. Secrets (the SASL password) come from files and are never
 // logged.
