@@ -87,14 +87,14 @@ func (p *Pipeline) Handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if p.state.ran.Load() {
-			http.Error(w, "stopped\n", http.StatusServiceUnavailable)
+			http.Error(w, "stopped", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if reasons := p.notReady(); len(reasons) > 0 {
-			http.Error(w, strings.Join(reasons, "\n")+"\n", http.StatusServiceUnavailable)
+			http.Error(w, strings.Join(reasons, "\n"), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,4 +272,59 @@ sinks:
 	if s.Total.Delivered != 0 || s.Total.Lost == 0 || s.Total.Filtered == 0 {
 		t.Errorf("summary %v", s.Total)
 	}
+}
+
+// A failing Start stops the pipeline before any source runs, and the sinks
+// started before it are closed.
+func TestStartFailure(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+sources:
+  gen: {type: test-count, count: 10}
+sinks:
+  ok: {type: test-life, inputs: [gen]}
+  bad: {type: test-life, inputs: [gen], start_error: broker unreachable}
+`)
+	s, err := p.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `sink "bad": start: broker unreachable`) || s != nil {
+		t.Fatalf("got %v, %v", s, err)
+	}
+	okSink, _ := lifeSinks.Load("ok")
+	if ls := okSink.(*lifeSink); !ls.started.Load() || !ls.closed.Load() {
+		t.Errorf("the started sink was not closed")
+	}
+}
+
+// /readyz reports unready components with their reasons.
+func TestReadyzUnready(t *testing.T) {
+	p := load(t, `
+metrics: {listen: "127.0.0.1:0"}
+sources:
+  gen: {type: test-count, batch: 10}
+sinks:
+  down: {type: test-life, inputs: [gen], unready: "no broker answers"}
+`)
+	h := p.Handler()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "not running") {
+		t.Errorf("before Run: %d %q", rec.Code, rec.Body.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if strings.Contains(rec.Body.String(), "no broker") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if rec.Code != 503 || rec.Body.String() != "sink \"down\": no broker answers\n" {
+		t.Errorf("while running: %d %q", rec.Code, rec.Body.String())
+	}
+	cancel()
+	<-done
 }

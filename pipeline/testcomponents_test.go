@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,4 +176,40 @@ func (s *recSink) flowsNow() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.flows
+}
+
+// lifeSink fails Start with start_error, and is unready with unready.
+type lifeSink struct {
+	StartError string `yaml:"start_error"`
+	Unready    string `yaml:"unready"`
+	started    atomic.Bool
+	closed     atomic.Bool
+}
+
+func (s *lifeSink) Start(ctx context.Context) error {
+	if s.StartError != "" {
+		return errors.New(s.StartError)
+	}
+	s.started.Store(true)
+	return nil
+}
+
+func (s *lifeSink) Ready() error {
+	if s.Unready != "" {
+		return errors.New(s.Unready)
+	}
+	return nil
+}
+
+func (s *lifeSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) { return 0, nil }
+func (s *lifeSink) Close(ctx context.Context) error                           { s.closed.Store(true); return nil }
+
+var lifeSinks sync.Map
+
+func init() {
+	pipeline.RegisterSink("test-life", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
+		s := &lifeSink{}
+		lifeSinks.Store(b.Name, s)
+		return s, config.Decode(n, s)
+	})
 }
