@@ -15,6 +15,7 @@
 //	    compression: lz4              # none | gzip | snappy | lz4 | zstd
 //	    required_acks: all            # all | one | none
 //	    batch_size: 10000             # most records in one produce request per partition
+//	    batch_bytes: 1000000          # most uncompressed bytes in one (keep below the broker's message.max.bytes)
 //	    batch_timeout: 10s            # longest wait for one produce request's answer
 //	    max_attempts: 5               # attempts per record before it is reported lost
 //	    backoff: {min: 100ms, max: 5s}
@@ -95,6 +96,7 @@ type Options struct {
 	Compression      string          `yaml:"compression"`
 	RequiredAcks     string          `yaml:"required_acks"`
 	BatchSize        int             `yaml:"batch_size"`
+	BatchBytes       int             `yaml:"batch_bytes"`
 	BatchTimeout     config.Duration `yaml:"batch_timeout"`
 	MaxAttempts      int             `yaml:"max_attempts"`
 	Backoff          BackoffOptions  `yaml:"backoff"`
@@ -122,6 +124,7 @@ type SASLOptions struct {
 // Defaults.
 const (
 	DefaultBatchSize    = 10000
+	DefaultBatchBytes   = 1000000 // below the brokers' default message.max.bytes (1048588)
 	DefaultBatchTimeout = 10 * time.Second
 	DefaultMaxAttempts  = 5
 	DefaultBackoffMin   = 100 * time.Millisecond
@@ -156,6 +159,7 @@ type Sink struct {
 	acks        kafka.RequiredAcks
 	compression kafka.Compression
 	batchSize   int
+	batchBytes  int
 	timeout     time.Duration
 	maxAttempts int
 	backoff     sinkutil.Backoff
@@ -212,6 +216,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		log:         b.Log,
 		nodeName:    b.NodeName,
 		batchSize:   o.BatchSize,
+		batchBytes:  o.BatchBytes,
 		timeout:     o.BatchTimeout.D(),
 		maxAttempts: o.MaxAttempts,
 		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
@@ -276,8 +281,11 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	default:
 		add(config.Errorf(n, "kafka: required_acks %q: want all, one or none", o.RequiredAcks))
 	}
-	if s.batchSize < 0 || s.maxAttempts < 0 {
-		add(config.Errorf(n, "kafka: batch_size and max_attempts must not be negative"))
+	if s.batchSize < 0 || s.batchBytes < 0 || s.maxAttempts < 0 {
+		add(config.Errorf(n, "kafka: batch_size, batch_bytes and max_attempts must not be negative"))
+	}
+	if s.batchBytes == 0 {
+		s.batchBytes = DefaultBatchBytes
 	}
 	if s.batchSize == 0 {
 		s.batchSize = DefaultBatchSize
@@ -656,10 +664,20 @@ type tp struct {
 func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
 	groups := map[tp][]int{}
 	var failed []int
+	var missing map[string]bool // topics whose metadata failed in this attempt
 	for _, i := range pending {
 		it := &s.items[i]
+		if missing[it.topic] {
+			failed = append(failed, i)
+			continue
+		}
 		parts, err := s.partitions(ctx, it.topic, refresh)
 		if err != nil {
+			if missing == nil {
+				missing = map[string]bool{}
+			}
+			missing[it.topic] = true
+			s.log.Debug("kafka: no metadata for topic", "topic", it.topic, "err", err)
 			failed = append(failed, i)
 			continue
 		}
@@ -680,10 +698,7 @@ func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
 	)
 	for k, idx := range groups {
 		for len(idx) > 0 {
-			chunk := idx
-			if len(chunk) > s.batchSize {
-				chunk = chunk[:s.batchSize]
-			}
+			chunk := idx[:s.chunk(idx)]
 			idx = idx[len(chunk):]
 			wg.Add(1)
 			go func() {
@@ -714,6 +729,27 @@ func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
 	}
 	return failed
 }
+
+// chunk returns how many of the items idx go into one produce request: at
+// most batch_size records and batch_bytes bytes (at least one record).
+func (s *Sink) chunk(idx []int) int {
+	size := 0
+	for n, i := range idx {
+		it := &s.items[i]
+		rec := len(it.key) + len(it.value) + recordOverhead
+		for _, h := range it.headers {
+			rec += len(h.Key) + len(h.Value) + 2
+		}
+		if n > 0 && (n >= s.batchSize || size+rec > s.batchBytes) {
+			return n
+		}
+		size += rec
+	}
+	return len(idx)
+}
+
+// recordOverhead bounds the per-record framing of a v2 record batch.
+const recordOverhead = 24
 
 // produce sends the items idx to one partition. It returns the items that
 // failed, whether the request itself failed, and the error.

@@ -559,3 +559,28 @@ func TestTopicCreation(t *testing.T) {
 		t.Fatalf("without auto-creation: failed=%d err=%v, want 40", failed, err)
 	}
 }
+
+// TestLargeBatchSplit: a pipeline batch larger than the broker's
+// message.max.bytes goes out in several produce requests.
+func TestLargeBatchSplit(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "big"), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "100000"}))
+	broker := c.ListenAddrs()[0]
+	var requests atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		requests.Add(1)
+		return nil, nil, false
+	})
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: big\nbatch_bytes: 90000\nmax_attempts: 1\n", broker))
+	b := sinktest.Batch(0, 2000)
+	defer b.Release()
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatal(failed, err)
+	}
+	if n := len(readAll(t, broker, "big", nil)[0]); n != 2000 {
+		t.Errorf("%d records, want 2000", n)
+	}
+	if r := requests.Load(); r < 5 {
+		t.Errorf("%d produce requests, want the batch split", r)
+	}
+}
