@@ -328,3 +328,27 @@ sinks:
 	cancel()
 	<-done
 }
+
+// A diamond (gen → a, b → s): both transforms get their own copy, the sink
+// gets every event twice, and the counts reconcile per path. A failing
+// source still drains, and Run reports the error.
+func TestDiamondAndSourceFailure(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+sources:
+  gen: {type: test-count, count: 1000, batch: 10, fail: disk on fire}
+transforms:
+  a: {type: test-odd, inputs: [gen]}
+  b: {type: test-odd, inputs: [gen]}
+sinks:
+  s: {type: test-rec, inputs: [a, b]}
+`)
+	s, err := p.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `source "gen": disk on fire`) {
+		t.Errorf("err = %v", err)
+	}
+	want := pipeline.Counts{Received: 2000, Delivered: 1000, Filtered: 1000}
+	if s == nil || s.Total != want || sinkNamed("s").flows != 1000 {
+		t.Errorf("summary %v, want %v", s, want)
+	}
+}

@@ -25,6 +25,7 @@ type countSource struct {
 	Batch     int    `yaml:"batch"`
 	LostEvery int    `yaml:"lost_every"`
 	Done      string `yaml:"done"` // name of a gate to close when finished
+	Fail      string `yaml:"fail"` // error to return once done
 }
 
 func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
@@ -49,6 +50,9 @@ func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
 		if s.LostEvery > 0 && nb%s.LostEvery == 0 {
 			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1, 3)
 		}
+	}
+	if s.Fail != "" {
+		return errors.New(s.Fail)
 	}
 	return nil
 }
