@@ -79,14 +79,17 @@ var (
 	}
 )
 
-// build fills the reset flow f with step st of conversation c.
+// build fills the reset flow f with step st of conversation c. Nested
+// messages come from the free lists with stale contents: every field of
+// each is assigned (TestReuse checks this against flows that set every
+// field), which saves a Reset per message.
 func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unixNano int64) {
 	p := &g.pools
-	ts := take(&p.ts)
+	ts := p.ts.get()
 	ts.Seconds, ts.Nanos = unixNano/1e9, int32(unixNano%1e9)
 	f.Time = ts
 	f.Uuid = g.uuid()
-	em := take(&p.emitter)
+	em := p.emitter.get()
 	em.Name, em.Version = "Hubble", emitterVersion
 	f.Emitter = em
 
@@ -109,7 +112,7 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 		f.DestinationNames = append(p.strSlice(sl.dstNames), dst.names...)
 	}
 	if c.service != nil {
-		svc := take(&p.service)
+		svc := p.service.get()
 		svc.Name, svc.Namespace = c.service.name, c.service.namespace
 		if st.reply {
 			f.SourceService = svc
@@ -123,12 +126,13 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 		f.TrafficDirection = flowpb.TrafficDirection_EGRESS
 	}
 	if c.proto != pNone {
-		ip := take(&p.ip)
+		ip := p.ip.get()
 		if c.v6 {
 			ip.Source, ip.Destination, ip.IpVersion = src.ipv6, dst.ipv6, flowpb.IPVersion_IPv6
 		} else {
 			ip.Source, ip.Destination, ip.IpVersion = src.ipv4, dst.ipv4, flowpb.IPVersion_IPv4
 		}
+		ip.SourceXlated, ip.Encrypted = "", false
 		f.IP = ip
 	}
 	sport, dport := c.cport, c.sport
@@ -136,7 +140,8 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 		sport, dport = dport, sport
 	}
 	f.Verdict = flowpb.Verdict_FORWARDED
-	et := take(&p.eventType)
+	et := p.eventType.get()
+	et.SubType = 0
 	f.EventType = et
 
 	switch st.kind {
@@ -150,7 +155,7 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 	}
 
 	f.Type = flowpb.FlowType_L3_L4
-	eth := take(&p.eth)
+	eth := p.eth.get()
 	eth.Source, eth.Destination = src.mac, dst.mac
 	f.Ethernet = eth
 	f.Summary = g.l4(f, c, st, sport, dport, true)
@@ -191,14 +196,14 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 			f.TraceReason = flowpb.TraceReason_ESTABLISHED
 		}
 		g.isReply(f, st.reply)
-		iface := take(&p.iface)
+		iface := p.iface.get()
 		iface.Index, iface.Name = obs.ifindex, obs.ifname
 		f.Interface = iface
 	}
 }
 
 func (g *Generator) isReply(f *flowpb.Flow, reply bool) {
-	b := take(&g.pools.boolv)
+	b := g.pools.boolv.get()
 	b.Value = reply
 	f.IsReply = b
 	f.Reply = reply
@@ -215,34 +220,35 @@ func (g *Generator) l4(f *flowpb.Flow, c *conv, st *step, sport, dport uint32, w
 	if pr == pNone {
 		return ""
 	}
-	l4 := take(&p.l4)
+	l4 := p.l4.get()
 	f.L4 = l4
 	switch pr {
 	case pTCP:
-		t := take(&p.tcp)
-		t.SourcePort, t.DestinationPort = sport, dport
+		t := p.tcp.get()
+		t.SourcePort, t.DestinationPort, t.Flags = sport, dport, nil
 		w := p.l4tcp.get()
 		w.TCP = t
 		l4.Protocol = w
 		if withFlags {
-			fl := take(&p.flags)
+			fl := p.flags.get()
 			fl.SYN = st.flags&fSYN != 0
 			fl.ACK = st.flags&fACK != 0
 			fl.RST = st.flags&fRST != 0
 			fl.FIN = st.flags&fFIN != 0
 			fl.PSH = st.flags&fPSH != 0
+			fl.URG, fl.ECE, fl.CWR, fl.NS = false, false, false, false
 			t.Flags = fl
 		}
 		return tcpSummaries[st.flags&31]
 	case pUDP:
-		u := take(&p.udp)
+		u := p.udp.get()
 		u.SourcePort, u.DestinationPort = sport, dport
 		w := p.l4udp.get()
 		w.UDP = u
 		l4.Protocol = w
 		return "UDP"
 	case pSCTP:
-		s := take(&p.sctp)
+		s := p.sctp.get()
 		s.SourcePort, s.DestinationPort, s.ChunkType = sport, dport, st.chunk
 		w := p.l4sctp.get()
 		w.SCTP = s
@@ -250,13 +256,13 @@ func (g *Generator) l4(f *flowpb.Flow, c *conv, st *step, sport, dport uint32, w
 		return "SCTP"
 	default: // pICMP
 		if c.v6 {
-			m := take(&p.icmp6)
+			m := p.icmp6.get()
 			m.Type, m.Code = st.icmpType, st.icmpCode
 			w := p.l4icmp6.get()
 			w.ICMPv6 = m
 			l4.Protocol = w
 		} else {
-			m := take(&p.icmp4)
+			m := p.icmp4.get()
 			m.Type, m.Code = st.icmpType, st.icmpCode
 			w := p.l4icmp4.get()
 			w.ICMPv4 = m
@@ -269,19 +275,22 @@ func (g *Generator) l4(f *flowpb.Flow, c *conv, st *step, sport, dport uint32, w
 // endpointMsg returns x as an Endpoint seen from node at: the endpoint ID
 // is known only for endpoints local to the observing node.
 func (g *Generator) endpointMsg(x *endpoint, at *node) *flowpb.Endpoint {
-	e := g.pools.endpoint()
+	e := g.pools.ep.get()
+	e.ID = 0
 	if x.node == at {
 		e.ID = x.id
 	}
 	e.Identity = x.identity
-	if !x.world {
-		e.ClusterName = clusterName
+	e.ClusterName = clusterName
+	if x.world {
+		e.ClusterName = ""
 	}
 	e.Namespace = x.namespace
-	e.Labels = append(e.Labels, x.labels...)
+	e.Labels = append(e.Labels[:0], x.labels...)
 	e.PodName = x.pod
+	e.Workloads = e.Workloads[:0]
 	for _, w := range x.workloads {
-		m := take(&g.pools.workload)
+		m := g.pools.workload.get()
 		m.Name, m.Kind = w.name, w.kind
 		e.Workloads = append(e.Workloads, m)
 	}
@@ -330,7 +339,8 @@ func (g *Generator) policyMsg(pi *policyInfo) *flowpb.Policy {
 // l7 sets the L7 record of a proxy event.
 func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 	p := &g.pools
-	l7 := take(&p.l7)
+	l7 := p.l7.get()
+	l7.LatencyNs = 0
 	f.L7 = l7
 	resp := st.kind == sL7Resp
 	if resp {
@@ -364,7 +374,7 @@ func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 		w := p.l7http.get()
 		w.Http = h
 		l7.Record = w
-		tc, tp := take(&p.traceCtx), take(&p.traceP)
+		tc, tp := p.traceCtx.get(), p.traceP.get()
 		tp.TraceId = c.traceID
 		tc.Parent = tp
 		f.TraceContext = tc
@@ -387,9 +397,9 @@ func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 		w.Dns = d
 		l7.Record = w
 	case cKafka:
-		k := take(&p.kafka)
+		k := p.kafka.get()
 		ks := c.kafka
-		k.ApiVersion, k.ApiKey, k.CorrelationId, k.Topic = 12, ks.apiKey, int32(c.corr+1), ks.topic
+		k.ErrorCode, k.ApiVersion, k.ApiKey, k.CorrelationId, k.Topic = 0, 12, ks.apiKey, int32(c.corr+1), ks.topic
 		if resp {
 			k.ErrorCode = ks.errorCode
 			l7.LatencyNs = 500_000 + uint64(g.r.intn(20_000_000))
@@ -404,7 +414,7 @@ func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 }
 
 func (g *Generator) header(kv [2]string, c *conv) *flowpb.HTTPHeader {
-	h := take(&g.pools.header)
+	h := g.pools.header.get()
 	h.Key, h.Value = kv[0], kv[1]
 	switch kv[0] {
 	case "Traceparent":

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -63,7 +64,7 @@ func TestDeterministic(t *testing.T) {
 func TestReuse(t *testing.T) {
 	fresh := flows(NewGenerator(3), 8000)
 	g := NewGenerator(3)
-	foreign := foreignFlow(t)
+	foreign := append(fullFlows(), foreignFlow(t))
 	b := pipeline.NewBatch()
 	defer b.Release()
 	k := 0
@@ -71,10 +72,10 @@ func TestReuse(t *testing.T) {
 		b.Truncate(0)
 		for i := range 512 {
 			e := b.Next()
-			if round%3 == 2 && i%7 == 0 {
+			if round%2 == 1 && i%3 == 0 {
 				// A slot whose spare storage holds a foreign flow.
 				proto.Reset(e.FlowStorage())
-				proto.Merge(e.Flow, foreign)
+				proto.Merge(e.Flow, foreign[(round+i)%len(foreign)])
 			}
 			if k == len(fresh) {
 				break
@@ -85,6 +86,73 @@ func TestReuse(t *testing.T) {
 			}
 			k++
 		}
+	}
+}
+
+// fullFlows returns flows with every field set, recursively: one flow per
+// member of the oneofs (flow.Layer4 has the most, seven).
+func fullFlows() []*flowpb.Flow {
+	var out []*flowpb.Flow
+	for k := range 7 {
+		f := new(flowpb.Flow)
+		fillAll(f.ProtoReflect(), k, 0)
+		out = append(out, f)
+	}
+	return out
+}
+
+func fillAll(m protoreflect.Message, k, depth int) {
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if o := fd.ContainingOneof(); o != nil && !o.IsSynthetic() && o.Fields().Get(k%o.Fields().Len()) != fd {
+			continue
+		}
+		switch {
+		case fd.IsMap():
+		case fd.IsList():
+			l := m.Mutable(fd).List()
+			for j := range 2 {
+				if fd.Message() != nil {
+					e := l.NewElement()
+					fillAll(e.Message(), k+j, depth+1)
+					l.Append(e)
+				} else {
+					l.Append(scalar(fd, j))
+				}
+			}
+		case fd.Message() != nil:
+			if depth < 5 && fd.Message().FullName() != "google.protobuf.Any" {
+				fillAll(m.Mutable(fd).Message(), k, depth+1)
+			}
+		default:
+			m.Set(fd, scalar(fd, 1))
+		}
+	}
+}
+
+func scalar(fd protoreflect.FieldDescriptor, j int) protoreflect.Value {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(true)
+	case protoreflect.EnumKind:
+		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(1 + j))
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return protoreflect.ValueOfInt32(int32(5 + j))
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return protoreflect.ValueOfInt64(int64(5 + j))
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return protoreflect.ValueOfUint32(uint32(5 + j))
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return protoreflect.ValueOfUint64(uint64(5 + j))
+	case protoreflect.FloatKind:
+		return protoreflect.ValueOfFloat32(1.5)
+	case protoreflect.DoubleKind:
+		return protoreflect.ValueOfFloat64(1.5)
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString(fmt.Sprint("stale-", j))
+	default:
+		return protoreflect.ValueOfBytes([]byte("stale"))
 	}
 }
 

@@ -240,15 +240,6 @@ func (p *pools) recyclePolicies(ps []*flowpb.Policy) []*flowpb.Policy {
 	return ps[:0]
 }
 
-// endpoint returns a zeroed Endpoint whose slices keep their storage.
-func (p *pools) endpoint() *flowpb.Endpoint {
-	e := p.ep.get()
-	labels, workloads := e.Labels[:0], e.Workloads[:0]
-	e.Reset()
-	e.Labels, e.Workloads = labels, workloads
-	return e
-}
-
 // policyMsg returns a zeroed Policy whose labels keep their storage.
 func (p *pools) policyMsg() *flowpb.Policy {
 	x := p.policy.get()
