@@ -175,7 +175,7 @@ func onCPU(cpu int, fn func() error) error {
 
 // listenTCP opens a TCP listener inside the pair's namespace that reads
 // and discards every connection.
-func listenTCP(t *testing.T, p *bpftest.Pair, ip net.IP) *net.TCPAddr {
+func listenTCP(t testing.TB, p *bpftest.Pair, ip net.IP) *net.TCPAddr {
 	t.Helper()
 	var ln net.Listener
 	if err := p.InNS(func() (err error) {
@@ -207,7 +207,7 @@ func listenTCP(t *testing.T, p *bpftest.Pair, ip net.IP) *net.TCPAddr {
 
 // listenUDP opens a UDP socket inside the pair's namespace that discards
 // what it receives.
-func listenUDP(t *testing.T, p *bpftest.Pair, ip net.IP) *net.UDPAddr {
+func listenUDP(t testing.TB, p *bpftest.Pair, ip net.IP) *net.UDPAddr {
 	t.Helper()
 	var c net.PacketConn
 	if err := p.InNS(func() (err error) {
