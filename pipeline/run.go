@@ -306,7 +306,8 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 			defer sources.Done()
 			defer finish()
 			err := p.runSource(srcCtx, n)
-			if err != nil && !(errors.Is(err, context.Canceled) && srcCtx.Err() != nil) {
+			stopped := srcCtx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+			if err != nil && !stopped {
 				n.log.Error("source failed", "error", err)
 				errMu.Lock()
 				runErrs = append(runErrs, fmt.Errorf("source %q: %w", n.name, err))
