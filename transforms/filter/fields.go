@@ -246,25 +246,20 @@ func fqdnFilter(field string, patterns []string, get func(*flowpb.Flow) []string
 	if len(patterns) == 0 {
 		return nil, nil
 	}
-	var sb strings.Builder
-	sb.WriteString(`\A(?:`)
+	fps := make([]fqdnPattern, 0, len(patterns))
 	for i, p := range patterns {
-		if i > 0 {
-			sb.WriteByte('|')
-		}
-		if err := appendFQDNPattern(&sb, p); err != nil {
+		fp, err := newFQDNPattern(p)
+		if err != nil {
 			return nil, fieldErr(field, i, p, err)
 		}
-	}
-	sb.WriteString(`)\z`)
-	re, err := regexp.Compile(sb.String())
-	if err != nil {
-		return nil, fieldErr(field, -1, "", err)
+		fps = append(fps, fp)
 	}
 	return func(f *flowpb.Flow) bool {
 		for _, name := range get(f) {
-			if re.MatchString(name) {
-				return true
+			for i := range fps {
+				if fps[i].match(name) {
+					return true
+				}
 			}
 		}
 		return false
@@ -309,36 +304,31 @@ func nodeNameFilter(patterns []string) (predicate, error) {
 	if len(patterns) == 0 {
 		return nil, nil
 	}
-	var sb strings.Builder
-	sb.WriteString(`\A(?:`)
+	nps := make([]nodePattern, 0, len(patterns))
 	for i, p := range patterns {
-		if i > 0 {
-			sb.WriteByte('|')
-		}
-		if err := appendNodeNamePattern(&sb, p); err != nil {
+		np, err := newNodePattern(p)
+		if err != nil {
 			return nil, fieldErr("node_name", i, p, err)
 		}
+		nps = append(nps, np)
 	}
-	sb.WriteString(`)\z`)
-	re, err := regexp.Compile(sb.String())
-	if err != nil {
-		return nil, fieldErr("node_name", -1, "", err)
-	}
-	const defaultPrefix = "default/"
-	var buf [256]byte
 	return func(f *flowpb.Flow) bool {
 		name := f.GetNodeName()
 		if name == "" {
 			return false
 		}
-		if strings.Contains(name, "/") {
-			return re.MatchString(name)
+		cluster, node, found := strings.Cut(name, "/")
+		if !found {
+			cluster, node = "default", name
+		} else if strings.IndexByte(node, '/') >= 0 {
+			return false // no pattern part matches a slash
 		}
-		if len(defaultPrefix)+len(name) <= len(buf) {
-			b := append(append(buf[:0], defaultPrefix...), name...)
-			return re.Match(b)
+		for i := range nps {
+			if nps[i].match(cluster, node) {
+				return true
+			}
 		}
-		return re.MatchString(defaultPrefix + name)
+		return false
 	}, nil
 }
 
@@ -689,10 +679,21 @@ func fastRequestURIPath(buf []byte, raw string) ([]byte, []byte, fastResult) {
 			i > 0 && ('0' <= rest[i] && rest[i] <= '9' || rest[i] == '+' || rest[i] == '-' || rest[i] == '.')) {
 			i++
 		}
-		if i == 0 || !strings.HasPrefix(rest[i:], "://") {
-			return nil, buf, fastUnsure
+		if i == 0 || i == len(rest) || rest[i] != ':' {
+			// No scheme, and not an absolute path: net/url refuses it.
+			return nil, buf, fastFail
 		}
-		rest = rest[i+3:]
+		rest = rest[i+1:]
+		if q := strings.IndexByte(rest, '?'); q >= 0 {
+			rest = rest[:q]
+		}
+		if !strings.HasPrefix(rest, "/") {
+			return buf[:0], buf, fastOK // opaque: no path
+		}
+		if !strings.HasPrefix(rest, "//") {
+			return unescapePath(buf, rest)
+		}
+		rest = rest[2:]
 		end := strings.IndexAny(rest, "/?")
 		if end < 0 {
 			end = len(rest)
@@ -721,7 +722,11 @@ func fastRequestURIPath(buf []byte, raw string) ([]byte, []byte, fastResult) {
 	if q := strings.IndexByte(rest, '?'); q >= 0 {
 		rest = rest[:q]
 	}
-	// Unescape as net/url does for a path: %XX must be valid hex.
+	return unescapePath(buf, rest)
+}
+
+// unescapePath unescapes a path as net/url does: %XX must be valid hex.
+func unescapePath(buf []byte, rest string) ([]byte, []byte, fastResult) {
 	buf = buf[:0]
 	for i := 0; i < len(rest); i++ {
 		c := rest[i]

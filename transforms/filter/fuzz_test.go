@@ -2,6 +2,8 @@ package filter
 
 import (
 	"net/url"
+	"regexp"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -102,5 +104,65 @@ func FuzzLabelSelector(f *testing.F) {
 		}
 		sel.matches(labels)
 		sel.matches(nil)
+	})
+}
+
+// hubbleNodeMatch is Hubble's node name rule with its regular expression.
+func hubbleNodeMatch(t *testing.T, pattern, name string) (bool, bool) {
+	var sb strings.Builder
+	sb.WriteString(`\A(?:`)
+	if err := appendNodeNamePattern(&sb, pattern); err != nil {
+		return false, false
+	}
+	sb.WriteString(`)\z`)
+	re, err := regexp.Compile(sb.String())
+	if err != nil {
+		t.Fatalf("%q: %v", sb.String(), err)
+	}
+	if name == "" {
+		return false, true
+	}
+	if !strings.Contains(name, "/") {
+		name = "default/" + name
+	}
+	return re.MatchString(name), true
+}
+
+// FuzzPatterns compares the FQDN and node name matchers with the regular
+// expressions Hubble builds from the same patterns.
+func FuzzPatterns(f *testing.F) {
+	for _, s := range [][2]string{
+		{"*.example.com", "a.b.example.com"}, {"api.example.com.", "api.example.com"}, {"*", ""},
+		{"a*b*c", "axxbyyc"}, {"_srv.*", "_srv.x"}, {"prod/k8s*", "prod/k8s1"}, {"/", "a/b"},
+		{"k8s1", "k8s1"}, {"*a*a*a*a*a*a*", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaab"}, {" X.COM ", "x.com"},
+		{"c/", "c/a..b"}, {"/n", "c/n/x"}, {"a.*.b", "a..b"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		fp, err := newFQDNPattern(pattern)
+		var sb strings.Builder
+		sb.WriteString(`\A(?:`)
+		herr := appendFQDNPattern(&sb, pattern)
+		if (err == nil) != (herr == nil) {
+			t.Fatalf("%q: error %v, Hubble's %v", pattern, err, herr)
+		}
+		if err == nil {
+			sb.WriteString(`)\z`)
+			re := regexp.MustCompile(sb.String())
+			if got, want := fp.match(name), re.MatchString(name); got != want {
+				t.Fatalf("fqdn %q on %q: %v, Hubble's %v", pattern, name, got, want)
+			}
+		}
+		pred, err := nodeNameFilter([]string{pattern})
+		want, ok := hubbleNodeMatch(t, pattern, name)
+		if (err == nil) != ok {
+			t.Fatalf("node %q: error %v, Hubble ok %v", pattern, err, ok)
+		}
+		if ok {
+			if got := pred(&flowpb.Flow{NodeName: name}); got != want {
+				t.Fatalf("node %q on %q: %v, Hubble's %v", pattern, name, got, want)
+			}
+		}
 	})
 }
