@@ -216,14 +216,21 @@ func TestAggregationRefresh(t *testing.T) {
 	ours := func(f *flowpb.Flow) bool {
 		return is(f, p.HostIP, p.PeerIP) && f.GetL4().GetUDP().GetDestinationPort() == uint32(udp.Port)
 	}
-	// 40 datagrams over ~400ms: the first, then one per 50ms interval.
+	// 40 datagrams 10ms apart: the first is reported, then at most one
+	// per 50ms interval.
+	start := time.Now()
 	for range 40 {
 		uc.Write([]byte("x"))
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(2 * flushInterval)
-	if n := r.out.count(ours); n < 3 || n > 12 {
-		t.Errorf("%d flows for 40 datagrams over 400ms with a 50ms refresh, want about 8", n)
+	elapsed := time.Since(start)
+	r.out.waitFlow(t, "a refresh", func(f *flowpb.Flow) bool {
+		return ours(f) && f.Time.AsTime().After(start.Add(50*time.Millisecond))
+	})
+	r.stop() // drains every sample
+	n := r.out.count(ours)
+	if most := int(elapsed/(50*time.Millisecond)) + 2; n < 2 || n > most {
+		t.Errorf("%d flows for 40 datagrams over %v with a 50ms refresh, want 2..%d", n, elapsed, most)
 	}
 }
 
