@@ -271,7 +271,9 @@ sinks:
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	s, err := p.Run(context.Background())
+	cpu := cpuTime() - cpu0
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -280,6 +282,17 @@ sinks:
 		b.Fatalf("summary %v", s)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+	// CPU time per flow (all goroutines), meaningful on a busy machine.
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+}
+
+// cpuTime is the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // runThroughFIFO runs generate (count flows, as fast as possible) into a
