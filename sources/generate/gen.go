@@ -229,9 +229,17 @@ type Generator struct {
 const activeConversations = 96
 
 // NewGenerator returns a generator whose output depends only on seed.
-func NewGenerator(seed uint64) *Generator {
+func NewGenerator(seed uint64) *Generator { return newStream(seed, 0) }
+
+// newStream returns generator number stream for seed: the same cluster as
+// every other stream of the seed, with its own conversations.
+func newStream(seed uint64, stream int) *Generator {
 	r := newRNG(seed)
-	g := &Generator{r: r, w: newWorld(r)}
+	g := &Generator{w: newWorld(r)}
+	g.r = r
+	if stream > 0 {
+		g.r = newRNG(seed + uint64(stream)*0xbf58476d1ce4e5b9)
+	}
 	for _, w := range convWeights {
 		g.total += w
 	}

@@ -5,7 +5,8 @@
 // proxy records, plain TCP with SYN/SYN-ACK/ACK/PSH/FIN/RST, UDP, ICMPv4,
 // ICMPv6, SCTP, policy verdicts (allowed, denied, audited) and drops with
 // their reasons, over IPv4 and IPv6. Both directions of every connection
-// appear. Flows are built in reused storage, without allocating.
+// appear. Flows are built in reused storage, without allocating; unpaced,
+// several goroutines generate (see numStreams) and one emits, in order.
 //
 // The output is deterministic for a seed, apart from the flows' time. With
 // no seed, the seed is taken from the clock (and logged), so that two runs
@@ -16,6 +17,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -42,6 +45,8 @@ type Source struct {
 	rate  float64
 	seed  uint64
 	log   *slog.Logger
+	// workers is how many goroutines generate when unpaced.
+	workers int
 }
 
 // New builds a generate source from its config mapping.
@@ -57,7 +62,7 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Source{count: o.Count, rate: o.Rate, log: log}
+	s := &Source{count: o.Count, rate: o.Rate, log: log, workers: min(runtime.GOMAXPROCS(0), numStreams)}
 	if o.Seed != nil {
 		s.seed = *o.Seed
 	} else {
@@ -83,10 +88,36 @@ func valueNode(n *yaml.Node, key string) *yaml.Node {
 // batches are small, so that flows are spread over time.
 const batchesPerSecond = 50
 
+// Flows come from numStreams generators of the same cluster: flow i from
+// stream (i/chunk) % numStreams. The output depends only on the seed, while
+// up to numStreams goroutines can generate in parallel.
+const (
+	numStreams = 4
+	chunk      = pipeline.DefaultBatchSize
+)
+
+type streams [numStreams]*Generator
+
+func newStreams(seed uint64) *streams {
+	var s streams
+	for i := range s {
+		s[i] = newStream(seed, i)
+	}
+	return &s
+}
+
 // Run emits count flows (or until ctx ends), paced to rate.
 func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
-	g := NewGenerator(s.seed)
-	size := pipeline.DefaultBatchSize
+	st := newStreams(s.seed)
+	if s.rate > 0 || s.workers <= 1 || (s.count > 0 && s.count <= chunk) {
+		return s.runSerial(ctx, out, st)
+	}
+	return s.runParallel(ctx, out, st)
+}
+
+// runSerial generates on the calling goroutine.
+func (s *Source) runSerial(ctx context.Context, out pipeline.Output, st *streams) error {
+	size := chunk
 	var step time.Duration = 1 // between flow times when unpaced
 	if s.rate > 0 {
 		size = min(size, max(1, int(s.rate/batchesPerSecond)))
@@ -104,13 +135,11 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		if s.count > 0 {
 			n = int(min(uint64(n), s.count-made))
 		}
-		t := time.Now().UnixNano()
-		if t <= last {
-			t = last + 1
-		}
+		t := max(time.Now().UnixNano(), last+1)
 		b := pipeline.NewBatch()
 		for i := range n {
-			g.Fill(b.Next(), t+int64(i)*int64(step))
+			idx := made + uint64(i)
+			st[(idx/chunk)%numStreams].Fill(b.Next(), t+int64(i)*int64(step))
 		}
 		last = t + int64(n-1)*int64(step)
 		made += uint64(n)
@@ -139,4 +168,80 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		}
 	}
 	return nil
+}
+
+// runParallel generates chunks on s.workers goroutines (worker w makes the
+// chunks c with c % workers == w, so each stream stays on one goroutine)
+// and emits them in order, setting their times as it goes.
+func (s *Source) runParallel(ctx context.Context, out pipeline.Output, st *streams) error {
+	w := s.workers
+	for numStreams%w != 0 { // each stream must stay on one goroutine
+		w--
+	}
+	var chunks uint64 // 0: endless
+	if s.count > 0 {
+		chunks = (s.count + chunk - 1) / chunk
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	chans := make([]chan *pipeline.Batch, w)
+	var wg sync.WaitGroup
+	for k := range w {
+		ch := make(chan *pipeline.Batch, 2)
+		chans[k] = ch
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(ch)
+			for c := uint64(k); chunks == 0 || c < chunks; c += uint64(w) {
+				n := uint64(chunk)
+				if s.count > 0 {
+					n = min(n, s.count-c*chunk)
+				}
+				g := st[c%numStreams]
+				b := pipeline.NewBatch()
+				for range n {
+					g.Fill(b.Next(), 0) // the emitter sets the time
+				}
+				select {
+				case ch <- b:
+				case <-wctx.Done():
+					b.Release()
+					return
+				}
+			}
+		}()
+	}
+	defer func() {
+		cancel()
+		for _, ch := range chans {
+			for b := range ch {
+				b.Release()
+			}
+		}
+		wg.Wait()
+	}()
+	var last int64
+	for c := uint64(0); ; c++ {
+		var b *pipeline.Batch
+		select {
+		case b = <-chans[c%uint64(w)]:
+		case <-ctx.Done():
+			return nil
+		}
+		if b == nil {
+			return nil // every chunk is emitted
+		}
+		t := max(time.Now().UnixNano(), last+1)
+		for i := range b.Events {
+			ts := b.Events[i].Time
+			ts.Seconds, ts.Nanos = (t+int64(i))/1e9, int32((t+int64(i))%1e9)
+		}
+		last = t + int64(b.Len()-1)
+		if err := out.Emit(ctx, b); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("generate: emit: %w", err)
+		}
+	}
 }

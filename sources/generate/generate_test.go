@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -568,34 +569,100 @@ func (h *handoff) Emit(ctx context.Context, b *pipeline.Batch) error {
 func (h *handoff) Lost(flowpb.LostEventSource, int32, uint64) {}
 
 // BenchmarkGenerateDiscard measures generate → discard throughput: the
-// source on one goroutine, the sink on another, batches between them.
+// source's goroutines, a sink goroutine, batches between them (a channel of
+// 16 batches, like the runtime's default 8192-event buffer).
 func BenchmarkGenerateDiscard(b *testing.B) {
-	sk, err := discard.New(&pipeline.Build{Name: "null"}, nil)
-	if err != nil {
-		b.Fatal(err)
+	for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			sk, err := discard.New(&pipeline.Build{Name: "null"}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			src := &Source{count: uint64(b.N), seed: 1, log: slog.Default(), workers: workers}
+			h := &handoff{ch: make(chan *pipeline.Batch, 16)}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for batch := range h.ch {
+					sk.Write(context.Background(), batch)
+					batch.Release()
+				}
+			}()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime()
+			if err := src.Run(context.Background(), h); err != nil {
+				b.Fatal(err)
+			}
+			close(h.ch)
+			<-done
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+		})
 	}
-	src := &Source{count: uint64(b.N), seed: 1, log: slog.Default()}
-	h := &handoff{ch: make(chan *pipeline.Batch, 16)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for batch := range h.ch {
-			sk.Write(context.Background(), batch)
-			batch.Release()
-		}
-	}()
-	b.ReportAllocs()
-	b.ResetTimer()
-	cpu := cpuTime()
-	if err := src.Run(context.Background(), h); err != nil {
-		b.Fatal(err)
-	}
-	close(h.ch)
-	<-done
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 }
+
+// TestParallel: several generating goroutines make the same flows as one,
+// in the same order, with increasing times.
+func TestParallel(t *testing.T) {
+	run := func(workers int, count uint64) []*flowpb.Flow {
+		src := &Source{count: count, seed: 9, log: slog.Default(), workers: workers}
+		c := &keep{}
+		if err := src.Run(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		if uint64(len(c.flows)) != count {
+			t.Fatalf("workers=%d: %d flows, want %d", workers, len(c.flows), count)
+		}
+		for i := 1; i < len(c.flows); i++ {
+			if !c.flows[i].Time.AsTime().After(c.flows[i-1].Time.AsTime()) {
+				t.Fatalf("workers=%d: flow %d time not after the previous one", workers, i)
+			}
+		}
+		return c.flows
+	}
+	for _, count := range []uint64{3000, 512 * 5} {
+		one := run(1, count)
+		for _, w := range []int{2, 3, 4} { // 3 runs as 2
+			many := run(w, count)
+			for i := range one {
+				a, b := proto.Clone(one[i]).(*flowpb.Flow), proto.Clone(many[i]).(*flowpb.Flow)
+				a.Time, b.Time = nil, nil
+				if !proto.Equal(a, b) {
+					t.Fatalf("workers=%d flow %d differs", w, i)
+				}
+			}
+		}
+	}
+	// Paced, the same flows again.
+	paced := &Source{count: 1100, rate: 1e6, seed: 9, log: slog.Default(), workers: 2}
+	c := &keep{}
+	if err := paced.Run(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	one := run(2, 1100)
+	for i := range one {
+		a, b := proto.Clone(one[i]).(*flowpb.Flow), c.flows[i]
+		a.Time, b.Time = nil, nil
+		if !proto.Equal(a, b) {
+			t.Fatalf("paced flow %d differs", i)
+		}
+	}
+}
+
+// keep is a pipeline.Output that keeps copies of the flows.
+type keep struct{ flows []*flowpb.Flow }
+
+func (k *keep) Emit(_ context.Context, b *pipeline.Batch) error {
+	defer b.Release()
+	for i := range b.Events {
+		k.flows = append(k.flows, proto.Clone(b.Events[i].Flow).(*flowpb.Flow))
+	}
+	return nil
+}
+
+func (k *keep) Lost(flowpb.LostEventSource, int32, uint64) {}
 
 func TestUUID(t *testing.T) {
 	g := NewGenerator(1)
