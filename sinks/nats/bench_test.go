@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/flowbus/flowbus/pipeline"
@@ -11,7 +12,8 @@ import (
 
 // BenchmarkWrite: generated flows → the embedded server, batches of 512.
 // JetStream: file stream, every PubAck awaited, Nats-Msg-Id on every
-// message. One op is one flow.
+// message. One op is one flow. With FLOWBUS_BENCH_NATS_URL set, the sink
+// publishes to that server instead (to measure the client side alone).
 func BenchmarkWrite(b *testing.B) {
 	for _, bc := range []struct{ encoding, mode string }{
 		{"protobuf", "jetstream"},
@@ -23,7 +25,11 @@ func BenchmarkWrite(b *testing.B) {
 			if bc.mode == "core" {
 				js = ""
 			}
-			s := newSink(b, bc.encoding, fmt.Sprintf("url: embedded\nembedded: {port: -1, store_dir: %s}\nsubject: hubble.flows.{{ verdict }}\n%s\n", b.TempDir(), js))
+			server := fmt.Sprintf("url: embedded\nembedded: {port: -1, store_dir: %s}", b.TempDir())
+			if u := os.Getenv("FLOWBUS_BENCH_NATS_URL"); u != "" {
+				server = "url: " + u
+			}
+			s := newSink(b, bc.encoding, fmt.Sprintf("%s\nsubject: hubble.flows.{{ verdict }}\n%s\n", server, js))
 			sinktest.BenchWrite(b, pipeline.DefaultBatchSize, func(bt *pipeline.Batch) (int, error) {
 				return s.Write(context.Background(), bt)
 			})
