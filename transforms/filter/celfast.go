@@ -19,15 +19,17 @@ import (
 )
 
 // This file compiles type-checked CEL expressions over _flow into Go
-// closures that evaluate without allocating. It covers the expressions
-// flow filters are made of: field selections and presence tests on
-// messages, comparisons of bools, integers, unsigned integers, strings and
-// enums, the logical operators, `in` over list literals and repeated string
-// fields, size, startsWith, endsWith, contains, matches with a constant
-// pattern, and exists/all over repeated string fields. None of these can
-// fail at run time (no arithmetic, no indexing), so CEL's error semantics
-// never come into play and the results equal cel-go's; a differential test
-// checks this. Any other expression is evaluated by cel-go itself.
+// closures that evaluate without allocating. Fields are read with the
+// schema's generated getters (celaccess_gen.go), not through protoreflect.
+// It covers the expressions flow filters are made of: field selections and
+// presence tests on messages, comparisons of bools, integers, unsigned
+// integers, strings and enums, the logical operators, `in` over list
+// literals and repeated string fields, size, startsWith, endsWith,
+// contains, matches with a constant pattern, int()/uint() of literals, and
+// exists/all over repeated string fields. None of these can fail at run
+// time (no arithmetic, no indexing), so CEL's error semantics never come
+// into play and the results equal cel-go's; a differential test checks
+// this. Any other expression is evaluated by cel-go itself.
 
 // errUnsupported makes the compiler fall back to cel-go.
 var errUnsupported = errors.New("not supported by the fast evaluator")
@@ -58,7 +60,7 @@ type fastExpr struct {
 	i    func(*celCtx) int64
 	u    func(*celCtx) uint64
 	s    func(*celCtx) string
-	m    func(*celCtx) protoreflect.Message
+	m    func(*celCtx) proto.Message
 	l    func(*celCtx) []string
 	// lit is the value of a constant (a literal or an enum constant).
 	lit ref.Val
@@ -149,15 +151,9 @@ func (c *fastCompiler) ident(e celast.Expr) (*fastExpr, error) {
 	}
 	if name == celVariable {
 		md := (*flowpb.Flow)(nil).ProtoReflect().Descriptor()
-		return &fastExpr{kind: fkMsg, md: md, m: func(x *celCtx) protoreflect.Message { return x.flow.ProtoReflect() }}, nil
+		return &fastExpr{kind: fkMsg, md: md, m: func(x *celCtx) proto.Message { return x.flow }}, nil
 	}
 	return nil, errUnsupported
-}
-
-// wellKnown reports messages CEL treats as values of their own (wrappers,
-// timestamps, Any, JSON), which the fast path leaves to cel-go.
-func wellKnown(md protoreflect.MessageDescriptor) bool {
-	return strings.HasPrefix(string(md.FullName()), "google.protobuf.")
 }
 
 func (c *fastCompiler) selectExpr(e celast.Expr) (*fastExpr, error) {
@@ -173,70 +169,33 @@ func (c *fastCompiler) selectExpr(e celast.Expr) (*fastExpr, error) {
 	if fd == nil {
 		return nil, errUnsupported
 	}
-	parent := op.m
+	parent, key := op.m, string(fd.FullName())
 	if sel.IsTestOnly() {
-		// has(): proto presence, as cel-go's IsSet (protoreflect Has).
-		return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return parent(x).Has(fd) }}, nil
-	}
-	if fd.IsMap() {
+		// has(): proto presence, as cel-go's IsSet.
+		if g := celHasGetters[key]; g != nil {
+			return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return g(parent(x)) }}, nil
+		}
 		return nil, errUnsupported
 	}
-	if fd.IsList() {
-		get := stringListGetter(fd)
-		if get == nil {
-			return nil, errUnsupported
-		}
-		return &fastExpr{kind: fkStrList, l: func(x *celCtx) []string { return get(parent(x).Interface()) }}, nil
+	if g := celMsgGetters[key]; g != nil {
+		return &fastExpr{kind: fkMsg, md: fd.Message(), m: func(x *celCtx) proto.Message { return g(parent(x)) }}, nil
 	}
-	switch fd.Kind() {
-	case protoreflect.BoolKind:
-		return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return parent(x).Get(fd).Bool() }}, nil
-	case protoreflect.Int32Kind, protoreflect.Int64Kind, protoreflect.Sint32Kind, protoreflect.Sint64Kind,
-		protoreflect.Sfixed32Kind, protoreflect.Sfixed64Kind:
-		return &fastExpr{kind: fkInt, i: func(x *celCtx) int64 { return parent(x).Get(fd).Int() }}, nil
-	case protoreflect.EnumKind:
-		return &fastExpr{kind: fkInt, i: func(x *celCtx) int64 { return int64(parent(x).Get(fd).Enum()) }}, nil
-	case protoreflect.Uint32Kind, protoreflect.Uint64Kind, protoreflect.Fixed32Kind, protoreflect.Fixed64Kind:
-		return &fastExpr{kind: fkUint, u: func(x *celCtx) uint64 { return parent(x).Get(fd).Uint() }}, nil
-	case protoreflect.StringKind:
-		return &fastExpr{kind: fkString, s: func(x *celCtx) string { return parent(x).Get(fd).String() }}, nil
-	case protoreflect.MessageKind, protoreflect.GroupKind:
-		md := fd.Message()
-		if wellKnown(md) {
-			return nil, errUnsupported
-		}
-		return &fastExpr{kind: fkMsg, md: md, m: func(x *celCtx) protoreflect.Message { return parent(x).Get(fd).Message() }}, nil
+	if g := celStrListGetters[key]; g != nil {
+		return &fastExpr{kind: fkStrList, l: func(x *celCtx) []string { return g(parent(x)) }}, nil
+	}
+	if g := celBoolGetters[key]; g != nil {
+		return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return g(parent(x)) }}, nil
+	}
+	if g := celIntGetters[key]; g != nil {
+		return &fastExpr{kind: fkInt, i: func(x *celCtx) int64 { return g(parent(x)) }}, nil
+	}
+	if g := celUintGetters[key]; g != nil {
+		return &fastExpr{kind: fkUint, u: func(x *celCtx) uint64 { return g(parent(x)) }}, nil
+	}
+	if g := celStringGetters[key]; g != nil {
+		return &fastExpr{kind: fkString, s: func(x *celCtx) string { return g(parent(x)) }}, nil
 	}
 	return nil, errUnsupported
-}
-
-// stringListGetter returns an allocation-free getter for a repeated string
-// field of the flow schema (protoreflect lists allocate a view per Get).
-func stringListGetter(fd protoreflect.FieldDescriptor) func(proto.Message) []string {
-	if fd.Kind() != protoreflect.StringKind {
-		return nil
-	}
-	switch fd.FullName() {
-	case "flow.Flow.node_labels":
-		return func(m proto.Message) []string { return m.(*flowpb.Flow).GetNodeLabels() }
-	case "flow.Flow.source_names":
-		return func(m proto.Message) []string { return m.(*flowpb.Flow).GetSourceNames() }
-	case "flow.Flow.destination_names":
-		return func(m proto.Message) []string { return m.(*flowpb.Flow).GetDestinationNames() }
-	case "flow.Flow.policy_log":
-		return func(m proto.Message) []string { return m.(*flowpb.Flow).GetPolicyLog() }
-	case "flow.Endpoint.labels":
-		return func(m proto.Message) []string { return m.(*flowpb.Endpoint).GetLabels() }
-	case "flow.DNS.ips":
-		return func(m proto.Message) []string { return m.(*flowpb.DNS).GetIps() }
-	case "flow.DNS.cnames":
-		return func(m proto.Message) []string { return m.(*flowpb.DNS).GetCnames() }
-	case "flow.DNS.qtypes":
-		return func(m proto.Message) []string { return m.(*flowpb.DNS).GetQtypes() }
-	case "flow.DNS.rrtypes":
-		return func(m proto.Message) []string { return m.(*flowpb.DNS).GetRrtypes() }
-	}
-	return nil
 }
 
 func (c *fastCompiler) args(call celast.CallExpr) ([]*fastExpr, error) {
