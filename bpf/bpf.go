@@ -22,6 +22,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -226,19 +227,46 @@ func (d Direction) String() string {
 	return "ingress"
 }
 
+// AttachMode selects how AttachTC attaches.
+type AttachMode int
+
+const (
+	// AttachAuto uses tcx where the kernel has it (Linux 6.6 and later)
+	// and a clsact cls_bpf filter otherwise.
+	AttachAuto AttachMode = iota
+	// AttachTCX and AttachClsact force one way.
+	AttachTCX
+	AttachClsact
+)
+
 // AttachTC attaches the trace program of direction d to the interface
-// with tcx (Linux 6.6 and later). Closing the link detaches it; so does
-// the process exiting.
-func (o *Objects) AttachTC(ifindex int, d Direction) (link.Link, error) {
-	prog, at := o.objs.TraceIngress, ebpf.AttachTCXIngress
+// with tcx, or with a clsact filter on kernels without tcx. Closing the
+// result detaches it. A tcx link also goes away when the process exits; a
+// clsact filter stays until the next AttachTC on the interface replaces it.
+func (o *Objects) AttachTC(ifindex int, d Direction) (io.Closer, error) {
+	return o.AttachTCMode(ifindex, d, AttachAuto)
+}
+
+// AttachTCMode is AttachTC with a chosen mode.
+func (o *Objects) AttachTCMode(ifindex int, d Direction, mode AttachMode) (io.Closer, error) {
+	prog, at, name := o.objs.TraceIngress, ebpf.AttachTCXIngress, "flowbus_trace_ingress"
 	if d == Egress {
-		prog, at = o.objs.TraceEgress, ebpf.AttachTCXEgress
+		prog, at, name = o.objs.TraceEgress, ebpf.AttachTCXEgress, "flowbus_trace_egress"
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
+	if mode != AttachClsact {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
+		if err == nil {
+			return l, nil
+		}
+		if mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
+			return nil, fmt.Errorf("attach tcx %s to interface %d: %w", d, ifindex, err)
+		}
+	}
+	f, err := attachClsact(ifindex, d, prog, name)
 	if err != nil {
-		return nil, fmt.Errorf("attach tcx %s to interface %d: %w", d, ifindex, err)
+		return nil, fmt.Errorf("attach clsact %s filter to interface %d: %w", d, ifindex, err)
 	}
-	return l, nil
+	return f, nil
 }
 
 // AttachDrops attaches the kfree_skb program (if loaded with Drops).

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,7 +192,7 @@ func TestAttachDetach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
-	var links []link.Link
+	var links []io.Closer
 	for _, d := range []Direction{Ingress, Egress} {
 		l, err := o.AttachTC(p.HostIndex, d)
 		if err != nil {
@@ -227,4 +230,76 @@ func countTCX(t *testing.T, ifindex int) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// tcFilters lists the cls_bpf filter lines tc shows in direction d.
+func tcFilters(t *testing.T, dev string, d Direction) []string {
+	t.Helper()
+	out, err := exec.Command("tc", "filter", "show", "dev", dev, d.String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tc filter show: %v: %s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "flowbus_trace_") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func TestClsactFallback(t *testing.T) {
+	bpftest.RequireRoot(t)
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Fatal("tc (iproute2) is needed to inspect clsact filters")
+	}
+	p := bpftest.NewPair(t)
+	o, err := Load(Config{CaptureLength: 128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	attach := func() []io.Closer {
+		var cs []io.Closer
+		for _, d := range []Direction{Ingress, Egress} {
+			c, err := o.AttachTCMode(p.HostIndex, d, AttachClsact)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	attach() // a "crashed" run: never closed
+	filters := attach()
+	for _, d := range []Direction{Ingress, Egress} {
+		if got := tcFilters(t, p.Host, d); len(got) != 1 || !strings.Contains(got[0], "flowbus_trace_"+d.String()) || !strings.Contains(got[0], "direct-action") {
+			t.Errorf("%s filters after re-attach: %q, want one direct-action flowbus filter", d, got)
+		}
+	}
+
+	rd, err := perf.NewReader(o.Events(), 16*os.Getpagesize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if err := bpftest.Ping(p.PeerIP, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, obs := range []byte{11, 10} {
+		waitSample(t, rd, func(s []byte) bool {
+			return s[0] == 4 && s[1] == obs && len(s) > TraceHeaderLen+23 && s[TraceHeaderLen+23] == 1
+		})
+	}
+
+	for _, f := range filters {
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []Direction{Ingress, Egress} {
+		if got := tcFilters(t, p.Host, d); len(got) != 0 {
+			t.Errorf("%s filters after Close: %q", d, got)
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,7 +30,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/perf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,7 +59,7 @@ type Source struct {
 
 	mu      sync.Mutex // guards the attachment state below
 	objs    *bpf.Objects
-	links   []link.Link
+	links   []io.Closer
 	reader  *perf.Reader
 	started bool
 	stopped bool
