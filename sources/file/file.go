@@ -8,6 +8,7 @@
 package file
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -282,6 +283,9 @@ func (s *Source) newEmitter(ctx context.Context, out pipeline.Output) *emitter {
 	return &emitter{s: s, ctx: ctx, out: out}
 }
 
+// utf8BOM may start a file written on Windows.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
 // errStopped is returned inside the emitter when ctx ended during Emit.
 var errStopped = errors.New("stopped")
 
@@ -313,6 +317,9 @@ func (e *emitter) drain(r *lineReader, name string, final bool) error {
 			return fmt.Errorf("file source: read %s: %w", name, err)
 		}
 		e.line++
+		if e.line == 1 {
+			line = bytes.TrimPrefix(line, utf8BOM)
+		}
 		if err := e.decode(line, name); err != nil {
 			return err
 		}

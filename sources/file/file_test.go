@@ -306,6 +306,17 @@ func TestLongLine(t *testing.T) {
 	}
 }
 
+// TestBOM skips a byte order mark at the start of a file.
+func TestBOM(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bom.jsonl")
+	os.WriteFile(path, []byte("\xef\xbb\xbf"+`{"flow":{},"node_name":"a"}`+"\n"), 0o644)
+	s := newTestSource(t, "path: "+path, "")
+	if c := run(t, s.Source); len(c.lines) != 1 {
+		t.Fatalf("got %d events", len(c.lines))
+	}
+}
+
 // TestBatches checks that events arrive in batches of DefaultBatchSize.
 func TestBatches(t *testing.T) {
 	dir := t.TempDir()
