@@ -131,3 +131,62 @@ sinks:
 		t.Errorf("LostEvents in the topic count %d, summary lost=%d", lost, tot.Lost)
 	}
 }
+
+var shutdownSource = &sinktest.Phased{Phases: []int{2, 4}, Per: 256}
+
+func init() { sinktest.RegisterPhased("test-kafka-shutdown", shutdownSource) }
+
+// TestShutdownBoundedWhileBrokerDown: the input ends while the broker is
+// down and the sink would retry for a long time; the drain stops at
+// shutdown_timeout, and what was not acknowledged is counted as lost.
+func TestShutdownBoundedWhileBrokerDown(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "s"))
+	broker := c.ListenAddrs()[0]
+	var down atomic.Bool
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !down.Load() {
+			return nil, nil, false
+		}
+		return nil, errors.New("broker down"), true
+	})
+	reg := prometheus.NewRegistry()
+	shutdownSource.Before = []func(){func() {
+		waitFor(t, "phase 1 delivered", func() bool { return sinktest.Metric(reg, "flowbus_sink_messages_acked_total") >= 512 })
+		down.Store(true)
+	}}
+	cfg := fmt.Sprintf(`
+node_name: n1
+shutdown_timeout: 300ms
+metrics: {listen: ""}
+sources:
+  gen: {type: test-kafka-shutdown}
+sinks:
+  bus:
+    type: kafka
+    inputs: [gen]
+    brokers: [%s]
+    topic: s
+    max_attempts: 1000000
+    backoff: {min: 5ms, max: 20ms}
+`, broker)
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.Load(path, pipeline.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sum, _ := p.Run(context.Background())
+	took := time.Since(start)
+	tot := sum.Total
+	t.Logf("summary: %s in %v", tot, took)
+	if took > 10*time.Second {
+		t.Errorf("Run took %v with shutdown_timeout 300ms", took)
+	}
+	if !tot.Reconciles() || tot.Received != 1536 || tot.Delivered != 512 || tot.Lost != 1024 {
+		t.Errorf("summary %s, want received=1536 delivered=512 lost=1024", tot)
+	}
+}
