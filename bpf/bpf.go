@@ -15,8 +15,12 @@
 //
 //	go generate ./bpf/...
 //
-// Nothing is pinned: the kernel detaches the programs when the process that
-// holds their links exits, even after a crash.
+// The TC programs attach with tcx links (Linux 6.6 and later), or as
+// direct-action cls_bpf filters on a clsact qdisc where tcx is missing.
+// Nothing is pinned: the kernel detaches tcx links and the tracepoint when
+// the process that holds them exits, even after a crash. A clsact filter
+// outlives its process; flowbus's filters have one fixed priority and
+// handle, so the next attach to the interface replaces a crashed run's.
 package bpf
 
 import (

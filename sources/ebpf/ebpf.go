@@ -15,7 +15,10 @@
 // Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their
 // CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)
 // and fails at Start, saying which it lacks, without them. Nothing is
-// pinned: the programs detach when the source stops or the process exits.
+// pinned: the programs detach when the source stops or the process exits
+// (on kernels without tcx, where the clsact fallback is used, a crashed
+// run's filters stay until the next start replaces them). With
+// `interfaces: all`, the interfaces are those up when the source starts.
 package ebpf
 
 import (

@@ -524,3 +524,36 @@ func tcxCount(t *testing.T, ifindex int) int {
 	}
 	return n
 }
+
+// TestL3Device attaches to a tun device, which has no Ethernet header:
+// packets start at the IP header.
+func TestL3Device(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t) // for unique names and addresses
+	tun := "fbt" + p.Host[3:]
+	t.Cleanup(func() { exec.Command("ip", "link", "del", tun).Run() })
+	subnet := fmt.Sprintf("10.%d.%d", p.HostIP[1]^0x20, p.HostIP[2])
+	for _, args := range [][]string{
+		{"ip", "tuntap", "add", "dev", tun, "mode", "tun"},
+		{"ip", "addr", "add", subnet + ".1/24", "dev", tun},
+		{"ip", "link", "set", tun, "up"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	r := startSource(t, "interfaces: ["+tun+"]\ndirection: egress\naggregation: none\ndrops: false\n")
+	dst := net.ParseIP(subnet + ".2").To4()
+	uc, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: dst, Port: 5353})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	uc.Write([]byte("over tun"))
+	f := r.out.waitFlow(t, "UDP over tun", func(f *flowpb.Flow) bool {
+		return f.GetIP().GetDestination() == dst.String() && f.GetL4().GetUDP().GetDestinationPort() == 5353
+	})
+	if f.Ethernet != nil || f.GetInterface().GetName() != tun || f.TraceObservationPoint != flowpb.TraceObservationPoint_TO_NETWORK {
+		t.Errorf("flow on tun: ethernet %v interface %v obs %v", f.Ethernet, f.Interface, f.TraceObservationPoint)
+	}
+}
