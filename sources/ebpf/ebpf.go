@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,8 +175,8 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	}
 	if s.set.record != "" {
 		path := s.set.record
-		if s.dir != "" && !isAbs(path) {
-			path = s.dir + "/" + path
+		if s.dir != "" && !filepath.IsAbs(path) {
+			path = filepath.Join(s.dir, path)
 		}
 		rec, err := newRecorder(path)
 		if err != nil {
@@ -193,8 +194,6 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	s.ready.Store(&ok)
 	return nil
 }
-
-func isAbs(p string) bool { return len(p) > 0 && p[0] == '/' }
 
 func (s *Source) directions() []bpf.Direction {
 	var ds []bpf.Direction
