@@ -186,3 +186,25 @@ func TestProtogoAppend(t *testing.T) {
 		t.Fatal("benchmark baseline differs")
 	}
 }
+
+// TestEncodersDoNotAllocate: appending to a buffer with room allocates
+// nothing, for flows and lost events.
+func TestEncodersDoNotAllocate(t *testing.T) {
+	f := randflow.Enriched()
+	events := []pipeline.Event{
+		{Flow: f, NodeName: f.NodeName, Time: f.Time},
+		{Lost: &flowpb.LostEvent{Source: flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, NumEventsLost: 12}, NodeName: "n", Time: f.Time},
+	}
+	buf := make([]byte, 0, 64<<10)
+	for _, enc := range []Encoder{JSON{}, Protobuf{}} {
+		for i := range events {
+			if allocs := testing.AllocsPerRun(100, func() {
+				if _, err := enc.Append(buf[:0], &events[i]); err != nil {
+					t.Fatal(err)
+				}
+			}); allocs != 0 {
+				t.Errorf("%T event %d: %v allocations", enc, i, allocs)
+			}
+		}
+	}
+}
