@@ -174,3 +174,12 @@ func TestWakeupEvents(t *testing.T) {
 		}
 	}
 }
+
+func TestRegistered(t *testing.T) {
+	for _, typ := range pipeline.Types("sources") {
+		if typ == "ebpf" {
+			return
+		}
+	}
+	t.Fatal(`source type "ebpf" not registered`)
+}
