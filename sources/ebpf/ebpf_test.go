@@ -323,6 +323,25 @@ func TestDrops(t *testing.T) {
 		t.Errorf("interface %v node %q", f.Interface, f.NodeName)
 	}
 
+	// The same over IPv6.
+	if err := p.InNS(func() error {
+		c, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: p.HostIP6, Port: 9})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("to a closed port"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f = r.out.waitFlow(t, "IPv6 NO_SOCKET drop", func(f *flowpb.Flow) bool {
+		return f.Verdict == flowpb.Verdict_DROPPED && is(f, p.PeerIP6, p.HostIP6)
+	})
+	if got := KernelDropReason(f); got != "NO_SOCKET" || f.GetL4().GetUDP().GetDestinationPort() != 9 || f.IP.IpVersion != flowpb.IPVersion_IPv6 {
+		t.Errorf("IPv6 drop: kernel reason %q, l4 %v, version %v", got, f.L4, f.IP.IpVersion)
+	}
+
 	// A datagram whose source the host's strict reverse-path filter
 	// rejects (its route back leads out of another interface) is dropped
 	// as IP_RPFILTER, which Cilium calls INVALID_SOURCE_IP.
