@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/pipeline"
 )
 
 // matchCase is one filter against one flow. filter is a FlowFilter in
@@ -599,5 +600,51 @@ func TestInvalid(t *testing.T) {
 				t.Errorf("message %q does not name %s", err, tt.field)
 			}
 		})
+	}
+}
+
+func TestMatchEventAndClone(t *testing.T) {
+	f, err := New([]*flowpb.FlowFilter{
+		parseOne(t, `{"experimental":{"cel_expression":["_flow.verdict == Verdict.DROPPED"]}}`),
+		parseOne(t, `{"http_path":["^/x"]}`),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop := mustFlow(t, `{"verdict":"DROPPED"}`)
+	fwd := mustFlow(t, `{"verdict":"FORWARDED","l7":{"http":{"url":"/x%41"}}}`)
+	other := mustFlow(t, `{"verdict":"FORWARDED"}`)
+	if f.Empty() {
+		t.Error("Empty() on a filter with filters")
+	}
+	if !f.MatchEvent(&pipeline.Event{Lost: &flowpb.LostEvent{}}) {
+		t.Error("a LostEvent must pass")
+	}
+	if !f.MatchEvent(&pipeline.Event{Flow: drop}) || f.MatchEvent(&pipeline.Event{Flow: other}) {
+		t.Error("MatchEvent differs from Match")
+	}
+	if !f.Match(nil) {
+		t.Error("nil flow must pass")
+	}
+	// A clone evaluates independently on another goroutine.
+	c := f.Clone()
+	done := make(chan bool)
+	go func() {
+		ok := true
+		for i := 0; i < 1000; i++ {
+			ok = ok && c.Match(drop) && c.Match(fwd) && !c.Match(other)
+		}
+		done <- ok
+	}()
+	ok := true
+	for i := 0; i < 1000; i++ {
+		ok = ok && f.Match(drop) && f.Match(fwd) && !f.Match(other)
+	}
+	if !ok || !<-done {
+		t.Error("wrong results from a filter and its clone used concurrently")
+	}
+	empty, err := New(nil, nil)
+	if err != nil || !empty.Empty() || !empty.Match(other) {
+		t.Error("empty filter")
 	}
 }
