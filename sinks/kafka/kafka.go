@@ -239,7 +239,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	}
 	for _, br := range o.Brokers {
 		if _, _, err := net.SplitHostPort(br); err != nil {
-			add(config.Errorf(n, "kafka: broker %q: want host:port", br))
+			add(config.Errorf(sinkutil.At(n, "brokers"), "kafka: broker %q: want host:port", br))
 		}
 	}
 	var err error
@@ -269,7 +269,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	case "zstd":
 		s.compression = kafka.Zstd
 	default:
-		add(config.Errorf(n, "kafka: compression %q: want none, gzip, snappy, lz4 or zstd", o.Compression))
+		add(config.Errorf(sinkutil.At(n, "compression"), "kafka: compression %q: want none, gzip, snappy, lz4 or zstd", o.Compression))
 	}
 	switch o.RequiredAcks {
 	case "", "all":
@@ -279,7 +279,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	case "none":
 		s.acks = kafka.RequireNone
 	default:
-		add(config.Errorf(n, "kafka: required_acks %q: want all, one or none", o.RequiredAcks))
+		add(config.Errorf(sinkutil.At(n, "required_acks"), "kafka: required_acks %q: want all, one or none", o.RequiredAcks))
 	}
 	if s.batchSize < 0 || s.batchBytes < 0 || s.maxAttempts < 0 {
 		add(config.Errorf(n, "kafka: batch_size, batch_bytes and max_attempts must not be negative"))
@@ -303,7 +303,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		s.backoff.Max = DefaultBackoffMax
 	}
 	if s.backoff.Max < s.backoff.Min {
-		add(config.Errorf(n, "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
+		add(config.Errorf(sinkutil.At(n, "backoff"), "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
 	if s.enc, err = encode.New(b.Encoding); err != nil {
 		add(config.Errorf(n, "kafka: %v", err))
@@ -320,12 +320,12 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	}
 	if o.TLS != nil {
 		if tr.TLS, err = o.TLS.Config(b.Dir); err != nil {
-			add(config.Errorf(n, "kafka: %v", err))
+			add(config.Errorf(sinkutil.At(n, "tls"), "kafka: %v", err))
 		}
 	}
 	if o.SASL != nil {
 		if tr.SASL, err = o.SASL.mechanism(b.Dir); err != nil {
-			add(config.Errorf(n, "kafka: sasl: %v", err))
+			add(config.Errorf(sinkutil.At(n, "sasl"), "kafka: sasl: %v", err))
 		}
 	}
 	if len(errs) > 0 {

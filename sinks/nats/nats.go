@@ -240,17 +240,17 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 			s.embedded = &EmbeddedOptions{}
 		}
 		if err := s.embedded.check(); err != nil {
-			add(config.Errorf(n, "nats: embedded: %v", err))
+			add(config.Errorf(sinkutil.At(n, "embedded"), "nats: embedded: %v", err))
 		}
 	} else if o.Embedded != nil {
-		add(config.Errorf(n, "nats: embedded settings need url: embedded"))
+		add(config.Errorf(sinkutil.At(n, "embedded"), "nats: embedded settings need url: embedded"))
 	}
 	if js := s.js; js != nil {
 		if js.Stream == "" && js.Create {
-			add(config.Errorf(n, "nats: jetstream.create needs jetstream.stream"))
+			add(config.Errorf(sinkutil.At(n, "jetstream"), "nats: jetstream.create needs jetstream.stream"))
 		}
 		if js.MaxPending < 0 || js.MaxBytes < 0 {
-			add(config.Errorf(n, "nats: jetstream max_pending and max_bytes must not be negative"))
+			add(config.Errorf(sinkutil.At(n, "jetstream"), "nats: jetstream max_pending and max_bytes must not be negative"))
 		}
 		if js.MaxPending == 0 {
 			js.MaxPending = DefaultMaxPending
@@ -258,7 +258,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		switch js.Storage {
 		case "", "file", "memory":
 		default:
-			add(config.Errorf(n, "nats: jetstream.storage %q: want file or memory", js.Storage))
+			add(config.Errorf(sinkutil.At(n, "jetstream", "storage"), "nats: jetstream.storage %q: want file or memory", js.Storage))
 		}
 		if len(js.Subjects) == 0 && s.subject != nil {
 			js.Subjects = []string{s.subject.Wildcard()}
@@ -273,7 +273,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		s.ackTimeout = DefaultAckTimeout
 	}
 	if s.maxAttempts < 0 {
-		add(config.Errorf(n, "nats: max_attempts must not be negative"))
+		add(config.Errorf(sinkutil.At(n, "max_attempts"), "nats: max_attempts must not be negative"))
 	}
 	if s.maxAttempts == 0 {
 		s.maxAttempts = DefaultMaxAttempts
@@ -285,7 +285,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		s.backoff.Max = DefaultBackoffMax
 	}
 	if s.backoff.Max < s.backoff.Min {
-		add(config.Errorf(n, "nats: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
+		add(config.Errorf(sinkutil.At(n, "backoff"), "nats: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
 	if s.enc, err = encode.New(b.Encoding); err != nil {
 		add(config.Errorf(n, "nats: %v", err))
@@ -328,7 +328,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		auth++
 		opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile))
 		if err != nil {
-			add(config.Errorf(n, "nats: nkey_file: %v", err))
+			add(config.Errorf(sinkutil.At(n, "nkey_file"), "nats: nkey_file: %v", err))
 		} else {
 			s.opts = append(s.opts, opt)
 		}
@@ -337,7 +337,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		auth++
 		tok, err := sinkutil.ReadSecret(b.Dir, o.TokenFile)
 		if err != nil {
-			add(config.Errorf(n, "nats: token_file: %v", err))
+			add(config.Errorf(sinkutil.At(n, "token_file"), "nats: token_file: %v", err))
 		} else {
 			s.opts = append(s.opts, nats.Token(tok))
 		}
@@ -348,7 +348,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	if o.TLS != nil {
 		tc, err := o.TLS.Config(b.Dir)
 		if err != nil {
-			add(config.Errorf(n, "nats: %v", err))
+			add(config.Errorf(sinkutil.At(n, "tls"), "nats: %v", err))
 		} else {
 			s.opts = append(s.opts, nats.Secure(tc))
 		}
