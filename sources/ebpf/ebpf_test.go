@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +16,13 @@ import (
 
 	ciliumebpf "github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/bpf"
 	"github.com/flowbus/flowbus/bpf/bpftest"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/sources/ciliummonitor"
 )
 
@@ -427,7 +430,7 @@ func TestStopDetaches(t *testing.T) {
 func TestCrashLeavesNothing(t *testing.T) {
 	bpftest.RequireRoot(t)
 	p := bpftest.NewPair(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "FLOWBUS_EBPF_HELPER="+p.Host)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -464,14 +467,34 @@ func TestCrashLeavesNothing(t *testing.T) {
 	r.stop()
 }
 
-func TestHelperProcess(t *testing.T) {
-	iface := os.Getenv("FLOWBUS_EBPF_HELPER")
-	if iface == "" {
-		t.Skip("helper for TestCrashLeavesNothing")
+// TestMain doubles as the process TestCrashLeavesNothing kills: with
+// FLOWBUS_EBPF_HELPER set to an interface, it runs the source there until
+// killed.
+func TestMain(m *testing.M) {
+	if iface := os.Getenv("FLOWBUS_EBPF_HELPER"); iface != "" {
+		os.Exit(helperProcess(iface))
 	}
-	startSource(t, "interfaces: ["+iface+"]\n")
+	os.Exit(m.Run())
+}
+
+func helperProcess(iface string) int {
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte("interfaces: ["+iface+"]\n"), &node); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	s, err := New(&pipeline.Build{Name: "helper", Type: "ebpf", NodeName: "helper"}, node.Content[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := s.(*Source).Start(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	os.Stdout.WriteString("ready\n")
-	select {}
+	s.Run(context.Background(), newCollector()) // until SIGKILL
+	return 0
 }
 
 func TestRecord(t *testing.T) {
