@@ -282,7 +282,7 @@ func (g *Generator) endpointMsg(x *endpoint, at *node) *flowpb.Endpoint {
 	}
 	e.Identity = x.identity
 	e.ClusterName = clusterName
-	if x.world {
+	if x.namespace == "" { // world and host: no cluster label
 		e.ClusterName = ""
 	}
 	e.Namespace = x.namespace

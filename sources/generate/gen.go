@@ -125,12 +125,13 @@ const (
 	cAudit
 	cRefused
 	cDrop
+	cProbe
 	numConvKinds
 )
 
 var convWeights = [numConvKinds]int{
 	cHTTP: 26, cDNS: 16, cKafka: 8, cTCP: 12, cWorld: 10, cICMP4: 4, cICMP6: 3,
-	cUnreach: 2, cSCTP: 3, cDenied: 6, cAudit: 2, cRefused: 3, cDrop: 5,
+	cUnreach: 2, cSCTP: 3, cDenied: 6, cAudit: 2, cRefused: 3, cDrop: 5, cProbe: 4,
 }
 
 // otherDrops are the drop reasons of single dropped packets.
@@ -418,6 +419,18 @@ func (g *Generator) start(c *conv) {
 		c.script = scriptRefused
 		c.client, c.server = g.pod(a["frontend"]), g.pod(a["catalog"])
 		c.sport = 9999
+	case cProbe:
+		// The kubelet probing a pod from its node.
+		c.script = scriptTCP
+		srv := g.appList[g.r.intn(len(g.appList))]
+		c.server = g.pod(srv)
+		c.client = g.w.hosts[c.server.node]
+		c.sport = srv.port
+		if c.sport == 0 {
+			c.sport = 8080
+		}
+		c.atServer = true
+		c.policy = &allowPolicies[0]
 	case cDrop:
 		c.script = scriptDrop
 		c.client = g.pod(g.appList[g.r.intn(len(g.appList))])

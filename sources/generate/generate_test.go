@@ -253,8 +253,8 @@ func TestVariety(t *testing.T) {
 		}
 		for _, ep := range []*flowpb.Endpoint{f.Source, f.Destination} {
 			for _, l := range ep.GetLabels() {
-				if l == "reserved:world" {
-					add("world")
+				if l == "reserved:world" || l == "reserved:host" {
+					add(l)
 				}
 				if strings.HasPrefix(l, "k8s:io.kubernetes.pod.namespace=") {
 					add("ns-label")
@@ -300,7 +300,7 @@ func TestVariety(t *testing.T) {
 		"l7:*flow.Layer7_Dns:REQUEST", "l7:*flow.Layer7_Dns:RESPONSE",
 		"l7:*flow.Layer7_Kafka:REQUEST", "l7:*flow.Layer7_Kafka:RESPONSE",
 		"http:query", "http:userinfo", "header:Authorization", "header:Cookie",
-		"world", "ns-label", "workload", "destination_names", "source_names",
+		"reserved:world", "reserved:host", "ns-label", "workload", "destination_names", "source_names",
 		"ingress_allowed_by", "denied_by",
 	}
 	for _, k := range want {

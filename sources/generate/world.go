@@ -34,7 +34,6 @@ type endpoint struct {
 	ifindex      uint32
 	ifname       string
 	names        []string // FQDNs of an external host
-	service      *service // the service in front of this pod, if any
 	world        bool
 }
 
@@ -54,8 +53,8 @@ type app struct {
 type world struct {
 	nodes []*node
 	apps  map[string]*app
-	ext   []*endpoint // external hosts (reserved:world)
-	host  *endpoint   // reserved:host
+	ext   []*endpoint         // external hosts (reserved:world)
+	hosts map[*node]*endpoint // each node's own host (reserved:host)
 }
 
 // appSpec describes a workload of the synthetic cluster.
@@ -153,7 +152,6 @@ func newWorld(r *rng) *world {
 				node:      n,
 				ifindex:   uint32(10 + r.intn(200)),
 				ifname:    "lxc" + randString(r, 12, hexDigits),
-				service:   a.service,
 			})
 		}
 		w.apps[spec.name] = a
@@ -169,7 +167,18 @@ func newWorld(r *rng) *world {
 			world:    true,
 		})
 	}
-	w.host = &endpoint{identity: 1, labels: []string{"reserved:host"}, ipv4: "10.0.1.17", ipv6: "fd00:10::17", mac: randMAC(r)}
+	w.hosts = map[*node]*endpoint{}
+	for i, n := range w.nodes {
+		w.hosts[n] = &endpoint{
+			id:       uint32(2000 + i),
+			identity: 1,
+			labels:   []string{"reserved:host"},
+			ipv4:     fmt.Sprintf("10.0.1.%d", 17+i),
+			ipv6:     fmt.Sprintf("fd00:10::%x", 17+i),
+			mac:      randMAC(r),
+			node:     n,
+		}
+	}
 	return w
 }
 
