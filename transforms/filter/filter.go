@@ -192,13 +192,17 @@ func Positioned(err error, allowNode, denyNode *yaml.Node) error {
 	return config.Errorf(errorNode(list, fe), "%s", fe.Error())
 }
 
-// PositionedList is Positioned for a single list (any List name).
+// PositionedList is Positioned for a single list, whatever New called it
+// (e.g. a sample stage's keep list built with New(keep, nil)); the message
+// names the filter by its index only.
 func PositionedList(err error, listNode *yaml.Node) error {
 	var fe *Error
 	if !errors.As(err, &fe) {
 		return err
 	}
-	return config.Errorf(errorNode(listNode, fe), "%s", fe.Error())
+	msg := *fe
+	msg.List = "filter"
+	return config.Errorf(errorNode(listNode, fe), "%s", msg.Error())
 }
 
 // errorNode finds the most precise node for fe within the sequence list.

@@ -218,3 +218,20 @@ deny:
 		}
 	}
 }
+
+func TestPositionedList(t *testing.T) {
+	n := yamlNode(t, "- {verdict: [DROPPED]}\n- {source_fqdn: [\"a..\"]}\n").Content[0]
+	ffs, err := ParseFilters(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(ffs, nil)
+	perr := PositionedList(err, n)
+	var ce *config.Error
+	if !errors.As(perr, &ce) || ce.Line != 2 || ce.Col != 18 || !strings.HasPrefix(ce.Msg, `filter[1]: source_fqdn[0] "a..":`) {
+		t.Errorf("got %v", perr)
+	}
+	if other := errors.New("x"); PositionedList(other, n) != other || Positioned(other, n, nil) != other {
+		t.Error("other errors must pass unchanged")
+	}
+}
