@@ -139,6 +139,13 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			return err
 		}
 	}
+	if s.follow && s.f != nil {
+		if fi, err := s.f.Stat(); err == nil && !fi.Mode().IsRegular() {
+			// A FIFO is followed by reading it until its writers close it.
+			defer s.f.Close()
+			return s.readStream(ctx, out, s.f, s.path)
+		}
+	}
 	if !s.follow {
 		defer s.f.Close()
 		fi, err := s.f.Stat()

@@ -397,6 +397,34 @@ func TestStream(t *testing.T) {
 	}
 }
 
+// TestFIFO reads a named pipe, with and without follow.
+func TestFIFO(t *testing.T) {
+	for _, follow := range []bool{false, true} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "fifo")
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return
+			}
+			io.WriteString(f, `{"flow":{},"node_name":"a"}`+"\n"+`{"flow":{},"node_name":"b"}`+"\n")
+			f.Close()
+		}()
+		cfg := "path: " + path
+		if follow {
+			cfg += "\nfollow: true"
+		}
+		s := newTestSource(t, cfg, "")
+		c := run(t, s.Source)
+		if c.count() != 2 {
+			t.Errorf("follow=%v: got %d events", follow, c.count())
+		}
+	}
+}
+
 // TestStreamEOF reads a stream to its end, including an unfinished last line.
 func TestStreamEOF(t *testing.T) {
 	s := newTestSource(t, "path: x", "")
