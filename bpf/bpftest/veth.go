@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,7 +28,42 @@ func RequireRoot(t testing.TB) {
 	}
 }
 
-var seq atomic.Int32
+var (
+	seq       atomic.Int32
+	cleanOnce sync.Once
+)
+
+// removeStale deletes the namespaces and interfaces that test processes
+// which no longer exist left behind (killed before their cleanup ran).
+// Names carry the creating process's id: fbns<pid><letter>, fb?<pid><letter>.
+func removeStale() {
+	dead := func(name, prefix string) bool {
+		rest := strings.TrimPrefix(name, prefix)
+		if rest == name || len(rest) < 2 {
+			return false
+		}
+		pid, err := strconv.Atoi(rest[:len(rest)-1])
+		if err != nil {
+			return false
+		}
+		_, err = os.Stat(fmt.Sprintf("/proc/%d", pid))
+		return os.IsNotExist(err)
+	}
+	if entries, err := os.ReadDir("/var/run/netns"); err == nil {
+		for _, e := range entries {
+			if dead(e.Name(), "fbns") {
+				exec.Command("ip", "netns", "del", e.Name()).Run()
+			}
+		}
+	}
+	if ifaces, err := net.Interfaces(); err == nil {
+		for _, ifi := range ifaces {
+			if len(ifi.Name) > 3 && strings.HasPrefix(ifi.Name, "fb") && dead(ifi.Name, ifi.Name[:3]) {
+				exec.Command("ip", "link", "del", ifi.Name).Run()
+			}
+		}
+	}
+}
 
 // Pair is a veth pair: Host stays in the test's network namespace, Peer
 // lives in the namespace NS.
@@ -43,6 +80,7 @@ type Pair struct {
 // addresses, all up; t.Cleanup removes them.
 func NewPair(t testing.TB) *Pair {
 	t.Helper()
+	cleanOnce.Do(removeStale)
 	n := seq.Add(1)
 	id := fmt.Sprintf("%d%c", os.Getpid()%1000000, 'a'+rune(n%26))
 	a, b := 128+rand.IntN(128), rand.IntN(256)
