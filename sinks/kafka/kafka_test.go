@@ -584,3 +584,33 @@ func TestLargeBatchSplit(t *testing.T) {
 		t.Errorf("%d produce requests, want the batch split", r)
 	}
 }
+
+// TestThreeBrokers: partitions led by different brokers each get their
+// records (produce requests are routed to the partition leaders).
+func TestThreeBrokers(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(6, "multi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addrs := c.ListenAddrs()
+	s := newSink(t, "protobuf", fmt.Sprintf("brokers: [%s, %s]\ntopic: multi\nkey: connection\n", addrs[0], addrs[1]))
+	b := sinktest.Batch(0, 600)
+	defer b.Release()
+	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+		t.Fatal(failed, err)
+	}
+	got := readAll(t, addrs[2], "multi", nil)
+	n := 0
+	for p, msgs := range got {
+		n += len(msgs)
+		for _, m := range msgs {
+			if murmur2Partition(m.Key, 6) != p {
+				t.Fatalf("key %q in partition %d", m.Key, p)
+			}
+		}
+	}
+	if n != 600 || len(got) < 4 {
+		t.Errorf("%d records over %d partitions, want 600 over most of 6", n, len(got))
+	}
+}

@@ -165,6 +165,8 @@ type Sink struct {
 	done    chan struct{}
 	closing sync.Once
 	encErr  sync.Once
+	// otherStream logs once when PubAcks name an unexpected stream.
+	otherStream sync.Once
 
 	mu    sync.Mutex // serialises Write; guards what follows
 	names map[string]string
@@ -581,7 +583,14 @@ func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
 		head++
 		select {
 		case pa := <-p.fut.Ok():
-			_ = pa // stored (or a duplicate of a stored message)
+			// Stored, or a duplicate of a stored message. A subject that
+			// another stream captured is delivered too, but worth a word.
+			if s.js.Stream != "" && pa.Stream != s.js.Stream {
+				s.otherStream.Do(func() {
+					s.log.Warn("nats: messages are stored by another stream than the configured one",
+						"subject", s.items[p.idx].msg.Subject, "stream", pa.Stream, "configured", s.js.Stream)
+				})
+			}
 			s.m.Acked.Inc()
 		case err := <-p.fut.Err():
 			s.log.Debug("nats: publish not acknowledged", "subject", s.items[p.idx].msg.Subject, "err", err)
