@@ -193,16 +193,14 @@ func Positioned(err error, allowNode, denyNode *yaml.Node) error {
 }
 
 // PositionedList is Positioned for a single list, whatever New called it
-// (e.g. a sample stage's keep list built with New(keep, nil)); the message
-// names the filter by its index only.
+// (e.g. a sample stage's keep list built with New(keep, nil)). Set the
+// *Error's List first to name the list in the message.
 func PositionedList(err error, listNode *yaml.Node) error {
 	var fe *Error
 	if !errors.As(err, &fe) {
 		return err
 	}
-	msg := *fe
-	msg.List = "filter"
-	return config.Errorf(errorNode(listNode, fe), "%s", msg.Error())
+	return config.Errorf(errorNode(listNode, fe), "%s", fe.Error())
 }
 
 // errorNode finds the most precise node for fe within the sequence list.

@@ -226,6 +226,7 @@ func TestPositionedList(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = New(ffs, nil)
+	err.(*Error).List = "filter"
 	perr := PositionedList(err, n)
 	var ce *config.Error
 	if !errors.As(perr, &ce) || ce.Line != 2 || ce.Col != 18 || !strings.HasPrefix(ce.Msg, `filter[1]: source_fqdn[0] "a..":`) {
