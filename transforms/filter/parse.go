@@ -1,7 +1,9 @@
 package filter
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 	"fmt"
 	"math"
 	"strconv"
@@ -26,12 +28,19 @@ import (
 // one (`verdict: DROPPED`), and numbers given to string fields are taken as
 // written (`destination_port: [53]`), since YAML users write them so.
 //
+// The whole list may also be one string of JSON, as Hubble's
+// --hubble-export-allowlist flag takes it: FlowFilter objects one after the
+// other, or a JSON array of them.
+//
 // A null or missing node gives no filters. Errors are *config.Error values
 // at the position of the offending node.
 func ParseFilters(node *yaml.Node) ([]*flowpb.FlowFilter, error) {
 	node = resolve(node)
 	if node == nil || isNull(node) {
 		return nil, nil
+	}
+	if node.Kind == yaml.ScalarNode && node.Tag == "!!str" {
+		return parseJSONFilters(node)
 	}
 	if node.Kind != yaml.SequenceNode {
 		return nil, config.Errorf(node, "want a list of FlowFilter objects, got %s", kindName(node))
@@ -283,4 +292,40 @@ func kindWord(fd protoreflect.FieldDescriptor) string {
 		return string(fd.Message().Name()) + " mapping"
 	}
 	return fd.Kind().String()
+}
+
+// parseJSONFilters reads a string holding FlowFilters as JSON, the form of
+// Hubble's --hubble-export-allowlist/denylist flags: a sequence of JSON
+// objects (`{"verdict":["DROPPED"]} {"source_pod":["kube-system/"]}`), or
+// a JSON array of them.
+func parseJSONFilters(node *yaml.Node) ([]*flowpb.FlowFilter, error) {
+	dec := json.NewDecoder(strings.NewReader(node.Value))
+	var raws []json.RawMessage
+	if t := strings.TrimSpace(node.Value); strings.HasPrefix(t, "[") {
+		if err := dec.Decode(&raws); err != nil {
+			return nil, config.Errorf(node, "invalid FlowFilter JSON list: %v", err)
+		}
+		if dec.More() {
+			return nil, config.Errorf(node, "invalid FlowFilter JSON list: data after the list")
+		}
+	} else {
+		for {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err == io.EOF {
+				break
+			} else if err != nil {
+				return nil, config.Errorf(node, "invalid FlowFilter JSON: %v", err)
+			}
+			raws = append(raws, raw)
+		}
+	}
+	out := make([]*flowpb.FlowFilter, 0, len(raws))
+	for i, raw := range raws {
+		ff := new(flowpb.FlowFilter)
+		if err := (protojson.UnmarshalOptions{}).Unmarshal(raw, ff); err != nil {
+			return nil, config.Errorf(node, "filter %d: invalid FlowFilter JSON: %v", i, err)
+		}
+		out = append(out, ff)
+	}
+	return out, nil
 }

@@ -70,6 +70,8 @@ func TestParseFiltersForms(t *testing.T) {
 		"json string item": `
 - '{"source_pod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}'
 `,
+		"json flag string": `'{"source_pod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}'`,
+		"json array string": `'[{"sourcePod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}]'`,
 		"anchors": `
 x: &pods ["kube-system/"]
 list:
@@ -101,7 +103,7 @@ list:
 }
 
 func TestParseFiltersEmpty(t *testing.T) {
-	for _, src := range []string{"", "~", "null", "[]"} {
+	for _, src := range []string{"", "~", "null", "[]", "''", "'[]'", "' '"} {
 		got, err := ParseFilters(yamlNode(t, src))
 		if err != nil || len(got) != 0 {
 			t.Errorf("%q: %v, %v", src, got, err)
@@ -124,6 +126,10 @@ func TestParseFiltersErrors(t *testing.T) {
 		msg       string
 	}{
 		{"{source_pod: [a]}", 1, 1, "want a list"},
+		{"5", 1, 1, "want a list"},
+		{"'{\"verdict\":[\"DROPPED\"]} {\"nope\":1}'", 1, 1, "filter 1: invalid FlowFilter JSON"},
+		{"'{\"verdict\":'", 1, 1, "invalid FlowFilter JSON"},
+		{"'[{}] {}'", 1, 1, "data after the list"},
 		{"- 5", 1, 3, "want a FlowFilter"},
 		{"- null", 1, 3, "want a FlowFilter"},
 		{"- [a]", 1, 3, "want a FlowFilter"},
@@ -234,5 +240,17 @@ func TestPositionedList(t *testing.T) {
 	}
 	if other := errors.New("x"); PositionedList(other, n) != other || Positioned(other, n, nil) != other {
 		t.Error("other errors must pass unchanged")
+	}
+}
+
+func TestParseFiltersJSONFlag(t *testing.T) {
+	got, err := ParseFilters(yamlNode(t, `'{"verdict":["DROPPED"]}
+{"source_pod":["kube-system/"]}'`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*flowpb.FlowFilter{{Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}, {SourcePod: []string{"kube-system/"}}}
+	if len(got) != 2 || !proto.Equal(got[0], want[0]) || !proto.Equal(got[1], want[1]) {
+		t.Errorf("got %v", got)
 	}
 }
