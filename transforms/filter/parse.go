@@ -3,8 +3,8 @@ package filter
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"

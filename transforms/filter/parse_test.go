@@ -70,7 +70,7 @@ func TestParseFiltersForms(t *testing.T) {
 		"json string item": `
 - '{"source_pod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}'
 `,
-		"json flag string": `'{"source_pod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}'`,
+		"json flag string":  `'{"source_pod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}'`,
 		"json array string": `'[{"sourcePod":["kube-system/"],"verdict":["DROPPED","ERROR"],"destination_port":["53"],"source_identity":[1,2],"ip_trace_id":["18446744073709551615"],"reply":[true],"tcp_flags":[{"SYN":true}],"event_type":[{"type":4,"match_sub_type":true,"sub_type":-1}],"experimental":{"cel_expression":["true"]}}]'`,
 		"anchors": `
 x: &pods ["kube-system/"]
