@@ -44,7 +44,7 @@ func flows(g *Generator, n int) []*flowpb.Flow {
 }
 
 func TestDeterministic(t *testing.T) {
-	a, b, c := flows(NewGenerator(7), 5000), flows(NewGenerator(7), 5000), flows(NewGenerator(8), 5000)
+	a, b, c := flows(NewGenerator(7), 3000), flows(NewGenerator(7), 3000), flows(NewGenerator(8), 3000)
 	same := 0
 	for i := range a {
 		if !proto.Equal(a[i], b[i]) {
