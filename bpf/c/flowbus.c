@@ -392,10 +392,11 @@ int on_kfree_skb(__u64 *ctx)
 	__u8 first;
 	if (bpf_probe_read_kernel(&first, 1, head + nh) < 0)
 		return 0;
+	__be16 proto = BPF_CORE_READ(skb, protocol);
 	__u8 flags;
-	if ((first >> 4) == 4)
+	if ((first >> 4) == 4 && (first & 0x0f) >= 5 && proto == bpf_htons(ETH_P_IP))
 		flags = 0;
-	else if ((first >> 4) == 6)
+	else if ((first >> 4) == 6 && proto == bpf_htons(ETH_P_IPV6))
 		flags = CLS_FLAG_IPV6;
 	else
 		return 0;

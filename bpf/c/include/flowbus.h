@@ -94,6 +94,7 @@ struct sk_buff {
 	struct sock *sk;
 	unsigned int len;
 	__u32 hash;
+	__be16 protocol;
 	__u16 network_header;
 	__u16 mac_header;
 	unsigned int tail;
