@@ -3,7 +3,9 @@ package datapath
 import (
 	"bytes"
 	"encoding/gob"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -165,20 +167,142 @@ func EncodeAccessLog(r *AccessLogRecord) ([]byte, error) {
 // ParseAccessLog decodes the gob-encoded record that follows the type byte
 // of an access-log sample.
 func ParseAccessLog(data []byte) (*AccessLogRecord, error) {
+	var c gobCache
+	return c.parse(data)
+}
+
+// gobCache decodes access-log records faster than a fresh gob decoder per
+// record. Every record is a gob stream of its own: the type definitions,
+// then the value. The definitions are the same for every record from the
+// same agent, so after a first record the cache keeps its decoder, and
+// for a record whose definitions are byte for byte the cached ones only
+// the value is handed to that decoder.
+type gobCache struct {
+	defs   []byte // type-definition messages of the cached stream
+	dec    *gob.Decoder
+	legacy bool // dec decodes legacyAccessLogRecord
+	feed   feedReader
+}
+
+// feedReader is a reader that can be refilled between gob values.
+type feedReader struct {
+	b []byte
+}
+
+func (f *feedReader) Read(p []byte) (int, error) {
+	if len(f.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, f.b)
+	f.b = f.b[n:]
+	return n, nil
+}
+
+func (f *feedReader) ReadByte() (byte, error) {
+	if len(f.b) == 0 {
+		return 0, io.EOF
+	}
+	c := f.b[0]
+	f.b = f.b[1:]
+	return c, nil
+}
+
+// gobDefsEnd returns where the type definitions of a one-value gob stream
+// end, and whether data is exactly definitions followed by one value.
+func gobDefsEnd(data []byte) (int, bool) {
+	off := 0
+	for off < len(data) {
+		n, k, ok := gobUint(data[off:])
+		if !ok || n == 0 || n > uint64(len(data)-off-k) {
+			return 0, false
+		}
+		msg := data[off+k : off+k+int(n)]
+		id, _, ok := gobUint(msg)
+		if !ok {
+			return 0, false
+		}
+		if id&1 == 0 { // a value (non-negative type id)
+			return off, off+k+int(n) == len(data)
+		}
+		off += k + int(n)
+	}
+	return 0, false
+}
+
+// gobUint decodes gob's unsigned integer encoding.
+func gobUint(b []byte) (v uint64, n int, ok bool) {
+	if len(b) == 0 {
+		return 0, 0, false
+	}
+	if b[0] < 0x80 {
+		return uint64(b[0]), 1, true
+	}
+	k := int(-int8(b[0]))
+	if k < 1 || k > 8 || len(b) < 1+k {
+		return 0, 0, false
+	}
+	for _, c := range b[1 : 1+k] {
+		v = v<<8 | uint64(c)
+	}
+	return v, 1 + k, true
+}
+
+func (c *gobCache) parse(data []byte) (*AccessLogRecord, error) {
 	if len(data) > MaxAccessLogSize {
 		return nil, malformed("access log record: %d bytes, more than %d", len(data), MaxAccessLogSize)
 	}
-	var r AccessLogRecord
-	err := gob.NewDecoder(bytes.NewReader(data)).Decode(&r)
-	if err == nil {
+	defsEnd, single := gobDefsEnd(data)
+	if single && c.dec != nil && bytes.Equal(c.defs, data[:defsEnd]) {
+		c.feed.b = data[defsEnd:]
+		r, err := c.decode(c.dec, c.legacy)
+		if err == nil {
+			return r, nil
+		}
+		c.dec = nil // start over with a fresh decoder below
+	}
+	c.feed.b = data
+	dec := gob.NewDecoder(&c.feed)
+	r, err := c.decode(dec, false)
+	legacy := false
+	if err != nil {
+		// Older agents: labels as strings, DNS addresses as net.IP.
+		c.feed.b = data
+		dec = gob.NewDecoder(&c.feed)
+		var lerr error
+		if r, lerr = c.decode(dec, true); lerr != nil {
+			c.dec = nil
+			return nil, malformed("access log record: %v", err)
+		}
+		legacy = true
+	}
+	if single {
+		c.defs = append(c.defs[:0], data[:defsEnd]...)
+		c.dec, c.legacy = dec, legacy
+	} else {
+		c.dec = nil
+	}
+	return r, nil
+}
+
+func (c *gobCache) decode(dec *gob.Decoder, legacy bool) (*AccessLogRecord, error) {
+	if !legacy {
+		var r AccessLogRecord
+		if err := dec.Decode(&r); err != nil {
+			return nil, err
+		}
+		if len(c.feed.b) != 0 {
+			return nil, errors.New("trailing bytes after the record")
+		}
 		return &r, nil
 	}
-	// Older agents: labels as strings, DNS addresses as net.IP.
 	var l legacyAccessLogRecord
-	if lerr := gob.NewDecoder(bytes.NewReader(data)).Decode(&l); lerr != nil {
-		return nil, malformed("access log record: %v", err)
+	if err := dec.Decode(&l); err != nil {
+		return nil, err
 	}
-	r = AccessLogRecord{
+	if len(c.feed.b) != 0 {
+		return nil, errors.New("trailing bytes after the record")
+	}
+	r := &AccessLogRecord{
 		Type: l.Type, Timestamp: l.Timestamp, ObservationPoint: l.ObservationPoint,
 		SourceEndpoint: l.SourceEndpoint.convert(), DestinationEndpoint: l.DestinationEndpoint.convert(),
 		IPVersion: l.IPVersion, Verdict: l.Verdict, TransportProtocol: l.TransportProtocol,
@@ -193,7 +317,7 @@ func ParseAccessLog(data []byte) (*AccessLogRecord, error) {
 		}
 		r.DNS = d
 	}
-	return &r, nil
+	return r, nil
 }
 
 func (e legacyEndpoint) convert() AccessLogEndpoint {
@@ -216,7 +340,7 @@ func (e legacyEndpoint) convert() AccessLogEndpoint {
 // matched between requests and responses by their X-Request-Id header, so
 // the Decoder keeps the last 10000 unanswered requests.
 func (d *Decoder) DecodeAccessLog(data []byte, f *flowpb.Flow) error {
-	r, err := ParseAccessLog(data)
+	r, err := d.gob.parse(data)
 	if err != nil {
 		return err
 	}

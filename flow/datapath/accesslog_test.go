@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -227,6 +228,46 @@ func TestTraceParent(t *testing.T) {
 	} {
 		if got := traceParentID(in); got != want {
 			t.Errorf("traceParentID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestAccessLogCache checks the cached gob decoder against a fresh decode
+// per record, over records of both shapes, interleaved with garbage.
+func TestAccessLogCache(t *testing.T) {
+	u, _ := url.Parse("http://svc/x")
+	var streams [][]byte
+	add := func(r *AccessLogRecord) {
+		b, err := EncodeAccessLog(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, b[1:])
+	}
+	add(&AccessLogRecord{Type: "Request", Timestamp: "2026-11-25T05:00:00Z", HTTP: &AccessLogHTTP{Method: "GET", URL: u}})
+	add(&AccessLogRecord{Type: "Response", Timestamp: "2026-11-25T05:00:01Z", DNS: &AccessLogDNS{Query: "a.", IPs: []netip.Addr{netip.MustParseAddr("1.1.1.1")}}})
+	legacy, err := encodeGob(struct {
+		Type, Timestamp string
+		SourceEndpoint  struct{ Labels []string }
+	}{Type: "Request", Timestamp: "2026-11-25T05:00:02Z", SourceEndpoint: struct{ Labels []string }{[]string{"k8s:a=b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams = append(streams, legacy, []byte{1, 2, 3})
+	add(&AccessLogRecord{Type: "Sample", Timestamp: "2026-11-25T05:00:03Z", L7: &AccessLogL7{Proto: "x", Fields: map[string]string{"a": "b"}}})
+	streams = append(streams, legacy)
+	add(&AccessLogRecord{Type: "Request", Timestamp: "2026-11-25T05:00:04Z", SourceEndpoint: AccessLogEndpoint{ID: 9}})
+	var c gobCache
+	for round := 0; round < 2; round++ {
+		for i, s := range streams {
+			got, gerr := c.parse(s)
+			want, werr := ParseAccessLog(s)
+			if (gerr != nil) != (werr != nil) {
+				t.Fatalf("stream %d: cached err %v, fresh err %v", i, gerr, werr)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("stream %d: cached %+v, fresh %+v", i, got, want)
+			}
 		}
 	}
 }

@@ -91,6 +91,7 @@ type Decoder struct {
 	addrs        addrCache
 	outer, inner layers
 	l7           l7State
+	gob          gobCache
 }
 
 // Decode decodes one raw datapath sample (data[0] is the message type) into
