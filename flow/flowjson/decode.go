@@ -266,6 +266,14 @@ func (d *decoder) rawString() ([]byte, error) {
 	return nil, errFallback
 }
 
+// plainJSON8 reports whether none of the 8 bytes of x ends or escapes a
+// JSON string or needs checking: no quote, backslash, control or non-ASCII
+// byte.
+func plainJSON8(x uint64) bool {
+	ctl := (x - ones*0x20) &^ x & highs
+	return (x&highs)|ctl|hasByte(x, '"')|hasByte(x, '\\') == 0
+}
+
 // str reads a JSON string.
 func (d *decoder) str() (string, error) {
 	d.ws()
@@ -275,6 +283,12 @@ func (d *decoder) str() (string, error) {
 	start := d.pos + 1
 	ascii := true
 	for i := start; i < len(d.buf); i++ {
+		for i+8 <= len(d.buf) && plainJSON8(load8(d.s, i)) {
+			i += 8
+		}
+		if i >= len(d.buf) {
+			break
+		}
 		c := d.buf[i]
 		switch {
 		case c == '"':
