@@ -197,6 +197,7 @@ func (s *Source) runFollow(ctx context.Context, out pipeline.Output) error {
 				return e.stop(err)
 			}
 		}
+		s.report.tick()
 		timer.Reset(s.poll)
 		select {
 		case <-ctx.Done():
@@ -437,7 +438,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Valid lines that carry no flow or lost event (agent, debug, node status events), skipped.",
 	}, []string{"kind"})
 	for k := range m.skipped {
-		m.skipped[k] = skipped.WithLabelValues(kindNames[k])
+		if k := lineKind(k); k != kindFlow && k != kindLost {
+			m.skipped[k] = skipped.WithLabelValues(kindNames[k])
+		}
 	}
 	if reg == nil {
 		return m, nil

@@ -55,6 +55,13 @@ func (m *malformedLog) lossy(file string, line int64, lineText []byte) {
 		"file", file, "line", line, "text", excerpt(lineText))
 }
 
+// tick logs the summary if one is due, for a source waiting for input.
+func (m *malformedLog) tick() {
+	if m.n > 0 && time.Since(m.last) >= m.every {
+		m.flush()
+	}
+}
+
 // flush logs the summary of the malformed lines not yet reported.
 func (m *malformedLog) flush() {
 	if m.n == 0 {
