@@ -65,7 +65,8 @@ type Options struct {
 	BatchSize int `yaml:"batch_size"`
 }
 
-// ReconnectOptions configure reconnection to the socket.
+// ReconnectOptions configure reconnection to the socket. In the config it
+// is a mapping of the keys below, or just true or false for enabled.
 type ReconnectOptions struct {
 	// Enabled (default true): keep retrying to connect, and reconnect
 	// after the connection ends. When false, a failed first connection
@@ -77,6 +78,20 @@ type ReconnectOptions struct {
 	// 10s), and starts over once a connection delivers data.
 	InitialBackoff config.Duration `yaml:"initial_backoff"`
 	MaxBackoff     config.Duration `yaml:"max_backoff"`
+}
+
+// UnmarshalConfig accepts `reconnect: false` as well as the mapping.
+func (r *ReconnectOptions) UnmarshalConfig(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			return config.Errorf(n, "reconnect: want true, false, or a mapping with enabled, initial_backoff and max_backoff")
+		}
+		r.Enabled = &b
+		return nil
+	}
+	type plain ReconnectOptions
+	return config.Decode(n, (*plain)(r))
 }
 
 // Source reads the Cilium monitor stream.

@@ -381,7 +381,7 @@ func TestNoReconnect(t *testing.T) {
 		t.Fatal("Start succeeded without a socket")
 	}
 	srv := newServer(t, sock)
-	src = build(t, "socket: "+sock+"\nreconnect: {enabled: false}\n", nil)
+	src = build(t, "socket: "+sock+"\nreconnect: false\n", nil)
 	if err := src.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
