@@ -470,6 +470,8 @@ func TestConfigErrors(t *testing.T) {
 		"reconnect: {initial_backoff: 1s, max_backoff: 10ms}\n": "max_backoff",
 		"batch_size: -1\n":                                      "batch_size",
 		"sockett: /x\n":                                         "sockett",
+		"reconnect: maybe\n":                                    "reconnect: want true, false",
+		"reconnect: {enabeld: true}\n":                          "enabeld",
 	} {
 		var n yaml.Node
 		if err := yaml.Unmarshal([]byte(cfg), &n); err != nil {
