@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -358,7 +359,7 @@ func TestEventType(t *testing.T) {
 
 func TestHTTP(t *testing.T) {
 	resp := func(code int, method, url string) string {
-		return `{"l7":{"type":"RESPONSE","http":{"code":` + itoa(code) + `,"method":"` + method + `","url":"` + url +
+		return `{"l7":{"type":"RESPONSE","http":{"code":` + strconv.Itoa(code) + `,"method":"` + method + `","url":"` + url +
 			`","headers":[{"key":"X-Env","value":"prod"},{"key":"accept","value":"*/*"}]}}}`
 	}
 	req := `{"l7":{"type":"REQUEST","http":{"method":"GET","url":"http://a/b"}}}`

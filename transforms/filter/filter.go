@@ -10,14 +10,27 @@
 // `Apply(allow, deny, ev) = allow.MatchOne(ev) && deny.MatchNone(ev)`.
 //
 // The rules for each field follow Cilium's pkg/hubble/filters (v1.20.2),
-// as summarised in the project's reference (hubble.md §4); each predicate
-// below cites the rule it implements.
+// as summarised in the project's reference (hubble.md §4) and checked
+// against the filter sources; each predicate in fields.go states the rule it
+// implements. Where the summary and the sources differ, the sources win:
+// a pod or service namespace must equal the filter's exactly ("/web" means
+// the empty namespace, not any), and an empty node_name never matches.
+//
+// Known limits: between two `cidr:` labels, selection is by prefix
+// containment as in Cilium's labels package, rebuilt from its description;
+// CEL expressions whose statically estimated worst-case cost exceeds
+// CELMaxCost are rejected (Hubble v1.20.2 accepts them and has no bound);
+// the node_name filter reads the flow's own node_name, as Hubble does, not
+// the envelope's.
+//
+// Matching allocates nothing: label selectors, FQDN and node name patterns,
+// URL paths and the common CEL expressions are evaluated by allocation-free
+// code (see labels.go, glob.go, fields.go, celfast.go).
 package filter
 
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -30,9 +43,9 @@ import (
 // Filter is a compiled allow list and deny list.
 //
 // Concurrency: Match and MatchEvent may be called from one goroutine at a
-// time only (the CEL evaluator reuses one activation). Use Clone to get an
-// independent copy for another goroutine; the compiled predicates, regular
-// expressions and CEL programs are shared, read-only.
+// time only (the CEL evaluators reuse one activation each, and the
+// http_path filter one buffer). Use Clone to get an independent copy for
+// another goroutine.
 type Filter struct {
 	allow, deny       []*flowFilter
 	srcAllow, srcDeny []*flowpb.FlowFilter
@@ -271,6 +284,3 @@ func fieldErr(field string, i int, value string, err error) error {
 func fieldErrf(field string, i int, value string, format string, args ...any) error {
 	return fieldErr(field, i, value, fmt.Errorf(format, args...))
 }
-
-// itoa is strconv.Itoa, for error messages.
-func itoa(i int) string { return strconv.Itoa(i) }
