@@ -49,11 +49,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -147,7 +145,9 @@ func FromConfig(node *yaml.Node, dir string) (*Redactor, error) {
 	errs := config.Positioned(config.Decode(node, &o), node)
 	r := &Redactor{}
 	for _, p := range o.Remove {
-		r.remove = append(r.remove, p.Path)
+		if p.Leaf() != nil {
+			r.remove = append(r.remove, newRemoveField(p.Path))
+		}
 	}
 	if o.HTTP != nil {
 		h := &httpRules{userInfo: true}
@@ -304,7 +304,7 @@ func hasKey(n *yaml.Node, key string) bool {
 
 // Redactor is a redact transform. It is used by one goroutine at a time.
 type Redactor struct {
-	remove      []fieldpath.Path
+	remove      []removeField
 	http        *httpRules // nil: no HTTP redaction
 	kafkaAPIKey bool
 	ip          *ipMapper // nil: no IP rules
@@ -319,47 +319,31 @@ type pair struct{ old, new string }
 // ipField is a string or repeated string field holding addresses.
 type ipField struct {
 	path fieldpath.Path
-	// goField is the index of the leaf's field in the generated Go struct,
-	// or -1. Writing through reflect.Value.SetString does not allocate,
-	// where protoreflect's Set boxes the string.
-	goField int
+	// gp is the path through the generated structs, used when fast is
+	// set: writing with reflect.Value.SetString does not allocate, where
+	// protoreflect's Set boxes the string.
+	gp   goPath
+	fast bool
 }
 
 func newIPField(p fieldpath.Path) ipField {
-	return ipField{path: p, goField: goFieldIndex(p.Leaf())}
+	gp, ok := compileGoPath(p)
+	if ok && gp.leaf.wrapper != nil {
+		ok = false // a oneof string member: none in flow.Flow
+	}
+	return ipField{path: p, gp: gp, fast: ok}
 }
 
-// goFieldIndex finds the Go struct field that protoc-gen-go generated for
-// fd, from its `protobuf:"bytes,N,..."` tag; -1 if there is none.
-func goFieldIndex(fd protoreflect.FieldDescriptor) int {
-	if fd.ContainingOneof() != nil {
-		return -1
-	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(fd.ContainingMessage().FullName())
-	if err != nil {
-		return -1
-	}
-	t := reflect.TypeOf(mt.Zero().Interface())
-	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
-		return -1
-	}
-	t = t.Elem()
-	want := reflect.String
-	if fd.IsList() {
-		want = reflect.Slice
-	}
-	for i := range t.NumField() {
-		sf := t.Field(i)
-		parts := strings.Split(sf.Tag.Get("protobuf"), ",")
-		if !sf.IsExported() || len(parts) < 2 || parts[1] != strconv.Itoa(int(fd.Number())) {
-			continue
-		}
-		if sf.Type.Kind() != want || want == reflect.Slice && sf.Type.Elem().Kind() != reflect.String {
-			return -1
-		}
-		return i
-	}
-	return -1
+// removeField is a field path to clear.
+type removeField struct {
+	path fieldpath.Path
+	gp   goPath
+	fast bool
+}
+
+func newRemoveField(p fieldpath.Path) removeField {
+	gp, ok := compileGoPath(p)
+	return removeField{path: p, gp: gp, fast: ok}
 }
 
 // Process redacts every flow of b in place.
@@ -373,8 +357,12 @@ func (r *Redactor) Process(b *pipeline.Batch) {
 
 // Redact applies the rules to f in place.
 func (r *Redactor) Redact(f *flowpb.Flow) {
-	for _, p := range r.remove {
-		p.Clear(f)
+	for i := range r.remove {
+		if p := &r.remove[i]; p.fast {
+			p.gp.clear(f)
+		} else {
+			p.path.Clear(f)
+		}
 	}
 	if l7 := f.GetL7(); l7 != nil {
 		if h := l7.GetHttp(); h != nil && r.http != nil {
@@ -388,9 +376,8 @@ func (r *Redactor) Redact(f *flowpb.Flow) {
 	}
 	if r.ip != nil {
 		r.pairs = r.pairs[:0]
-		m := f.ProtoReflect()
 		for i := range r.ipFields {
-			r.rewrite(m, &r.ipFields[i])
+			r.rewrite(f, &r.ipFields[i])
 		}
 		if f.Summary != "" {
 			for _, p := range r.pairs {
@@ -400,17 +387,14 @@ func (r *Redactor) Redact(f *flowpb.Flow) {
 	}
 }
 
-// rewrite maps the addresses in the field at p, if it is set.
-func (r *Redactor) rewrite(m protoreflect.Message, fl *ipField) {
-	fds := fl.path.Fields()
-	for _, fd := range fds[:len(fds)-1] {
-		if !m.Has(fd) {
+// rewrite maps the addresses in the field fl of f, if it is set.
+func (r *Redactor) rewrite(f *flowpb.Flow, fl *ipField) {
+	if fl.fast {
+		v, ok := fl.gp.parent(f)
+		if !ok {
 			return
 		}
-		m = m.Get(fd).Message()
-	}
-	if fl.goField >= 0 {
-		v := reflect.ValueOf(m.Interface()).Elem().Field(fl.goField)
+		v = v.Field(fl.gp.leaf.field)
 		if v.Kind() == reflect.String {
 			if old := v.String(); old != "" {
 				v.SetString(r.mapAddr(old))
@@ -423,6 +407,14 @@ func (r *Redactor) rewrite(m protoreflect.Message, fl *ipField) {
 			}
 		}
 		return
+	}
+	m := f.ProtoReflect()
+	fds := fl.path.Fields()
+	for _, fd := range fds[:len(fds)-1] {
+		if !m.Has(fd) {
+			return
+		}
+		m = m.Get(fd).Message()
 	}
 	leaf := fds[len(fds)-1]
 	if !m.Has(leaf) {

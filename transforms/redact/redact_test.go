@@ -394,10 +394,10 @@ func TestIPFieldsReflectFallback(t *testing.T) {
 	fast := build(t, "ip: {mode: hmac, key_file: "+key+"}")
 	slow := build(t, "ip: {mode: hmac, key_file: "+key+"}")
 	for i := range slow.ipFields {
-		if fast.ipFields[i].goField < 0 {
+		if !fast.ipFields[i].fast {
 			t.Errorf("%s has no Go field", fast.ipFields[i].path)
 		}
-		slow.ipFields[i].goField = -1
+		slow.ipFields[i].fast = false
 	}
 	mk := func() *flowpb.Flow {
 		return &flowpb.Flow{
