@@ -16,15 +16,22 @@ import (
 )
 
 // TestKcatReadsRecords checks that a librdkafka consumer (kcat) reads the
-// records: keys, headers and JSON values.
+// records with every compression codec: keys, headers and JSON values.
 func TestKcatReadsRecords(t *testing.T) {
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
 		t.Skip("kcat is not installed")
 	}
-	c := newCluster(t, kfake.SeedTopics(2, "kcat"))
+	codecs := []string{"none", "gzip", "snappy", "lz4", "zstd"}
+	c := newCluster(t, kfake.SeedTopics(2, codecs...))
 	broker := c.ListenAddrs()[0]
-	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: kcat\nkey: connection\ncompression: lz4\n", broker))
+	for _, codec := range codecs {
+		t.Run(codec, func(t *testing.T) { kcatRead(t, kcat, broker, codec) })
+	}
+}
+
+func kcatRead(t *testing.T, kcat, broker, codec string) {
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: %s\nkey: connection\ncompression: %s\n", broker, codec, codec))
 	b := sinktest.Batch(0, 20)
 	defer b.Release()
 	if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
@@ -32,7 +39,7 @@ func TestKcatReadsRecords(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, kcat, "-b", broker, "-C", "-t", "kcat", "-e", "-q",
+	out, err := exec.CommandContext(ctx, kcat, "-b", broker, "-C", "-t", codec, "-e", "-q",
 		"-f", "%k\t%h\t%s").CombinedOutput()
 	if err != nil {
 		t.Fatalf("kcat: %v\n%s", err, out)
