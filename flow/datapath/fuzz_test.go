@@ -52,24 +52,36 @@ func isKnown(err error) bool {
 	return err == ErrSkip || errorsIs(err, ErrMalformed)
 }
 
-// TestWriteSeedCorpus regenerates testdata/fuzz/FuzzDecode from the golden
-// samples when FLOWBUS_WRITE_CORPUS is set.
-func TestWriteSeedCorpus(t *testing.T) {
-	if os.Getenv("FLOWBUS_WRITE_CORPUS") == "" {
-		t.Skip("set FLOWBUS_WRITE_CORPUS=1 to regenerate the seed corpus")
-	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+// TestSeedCorpus checks that testdata/fuzz/FuzzDecode holds every golden
+// sample, and rewrites it when FLOWBUS_WRITE_CORPUS is set.
+func TestSeedCorpus(t *testing.T) {
 	samples := [][]byte{tcpSample()}
 	for _, g := range goldens() {
 		samples = append(samples, g.sample)
 	}
-	for i, s := range samples {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("golden-%02d", i)), []byte(body), 0o644); err != nil {
+	checkCorpus(t, "FuzzDecode", "golden", samples)
+}
+
+func checkCorpus(t *testing.T, target, prefix string, seeds [][]byte) {
+	dir := filepath.Join("testdata", "fuzz", target)
+	write := os.Getenv("FLOWBUS_WRITE_CORPUS") != ""
+	if write {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for i, s := range seeds {
+		path := filepath.Join(dir, fmt.Sprintf("%s-%02d", prefix, i))
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
+		if write {
+			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || string(got) != body {
+			t.Errorf("%s is missing or stale; run with FLOWBUS_WRITE_CORPUS=1 to rewrite the seed corpus", path)
 		}
 	}
 }
