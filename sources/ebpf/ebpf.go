@@ -61,12 +61,15 @@ type Source struct {
 	log      *slog.Logger
 	dir      string
 
-	mu      sync.Mutex // guards the attachment state below
-	objs    *bpf.Objects
-	links   []io.Closer
-	reader  *perf.Reader
-	started bool
-	stopped bool
+	mu       sync.Mutex // guards the attachment state below
+	objs     *bpf.Objects
+	attached map[int]*attachment // by ifindex
+	failed   map[int]bool        // interfaces a rescan could not attach to
+	dropLink io.Closer
+	detached bool // set at stop: no more attaching
+	reader   *perf.Reader
+	started  bool
+	stopped  bool
 
 	ready atomic.Pointer[error]
 
@@ -117,9 +120,10 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
+	s.detached = false
 	defer func() {
 		if err != nil {
-			s.detachLocked()
+			s.closeLocked()
 		}
 	}()
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -132,7 +136,7 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	objs, err := bpf.Load(s.set.load)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
-			return privilegeError([]string{"a permission (the kernel refused to load the programs)"})
+			return fmt.Errorf("ebpf source: the kernel refused to load the BPF programs (%v); it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)", err)
 		}
 		return fmt.Errorf("ebpf source: %w", err)
 	}
@@ -141,12 +145,6 @@ func (s *Source) Start(ctx context.Context) (err error) {
 		if err := s.setupDrops(); err != nil {
 			return err
 		}
-	}
-	for _, ifi := range ifaces {
-		if err := objs.SetInterface(ifi.Index, len(ifi.HardwareAddr) == 0); err != nil {
-			return fmt.Errorf("ebpf source: %w", err)
-		}
-		s.names.put(uint32(ifi.Index), ifi.Name)
 	}
 	// The reader comes first so that no sample of an attached program is
 	// refused for want of a ring.
@@ -158,12 +156,8 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	}
 	s.reader = rd
 	for _, ifi := range ifaces {
-		for _, d := range s.directions() {
-			l, err := objs.AttachTC(ifi.Index, d)
-			if err != nil {
-				return fmt.Errorf("ebpf source: interface %s: %w", ifi.Name, err)
-			}
-			s.links = append(s.links, l)
+		if err := s.attachLocked(ifi); err != nil {
+			return err
 		}
 	}
 	if s.set.load.Drops {
@@ -171,7 +165,7 @@ func (s *Source) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("ebpf source: %w", err)
 		}
-		s.links = append(s.links, l)
+		s.dropLink = l
 	}
 	if s.set.record != "" {
 		path := s.set.record
@@ -262,14 +256,104 @@ func wakeupEvents(ringBytes int, capLen uint32) int {
 	return min(max(ringBytes/sample/4, 1), 64)
 }
 
-// detach closes the links, so the kernel detaches the programs.
-func (s *Source) detachLocked() {
-	for _, l := range s.links {
-		if err := l.Close(); err != nil {
-			s.log.Warn("ebpf source: detach", "error", err)
+// attachment is what the source attached to one interface.
+type attachment struct {
+	name  string
+	links []io.Closer
+}
+
+// attachLocked attaches the trace programs to one interface.
+func (s *Source) attachLocked(ifi net.Interface) error {
+	if err := s.objs.SetInterface(ifi.Index, len(ifi.HardwareAddr) == 0); err != nil {
+		return fmt.Errorf("ebpf source: %w", err)
+	}
+	s.names.put(uint32(ifi.Index), ifi.Name)
+	a := &attachment{name: ifi.Name}
+	for _, d := range s.directions() {
+		l, err := s.objs.AttachTC(ifi.Index, d)
+		if err != nil {
+			for _, l := range a.links {
+				l.Close()
+			}
+			return fmt.Errorf("ebpf source: interface %s: %w", ifi.Name, err)
+		}
+		a.links = append(a.links, l)
+	}
+	if s.attached == nil {
+		s.attached = map[int]*attachment{}
+	}
+	s.attached[ifi.Index] = a
+	return nil
+}
+
+// rescanInterval is how often `interfaces: all` looks for interfaces that
+// came up or went away.
+var rescanInterval = 5 * time.Second
+
+// rescanLocked attaches to the interfaces that came up since the last scan
+// and forgets those that are gone (the kernel detached their programs).
+func (s *Source) rescanLocked() {
+	if s.detached || s.objs == nil {
+		return
+	}
+	ifaces, err := s.interfaces()
+	if err != nil {
+		return
+	}
+	present := make(map[int]bool, len(ifaces))
+	for _, ifi := range ifaces {
+		present[ifi.Index] = true
+		if s.attached[ifi.Index] != nil || s.failed[ifi.Index] {
+			continue
+		}
+		if err := s.attachLocked(ifi); err != nil {
+			if s.failed == nil {
+				s.failed = map[int]bool{}
+			}
+			s.failed[ifi.Index] = true
+			s.log.Warn("ebpf source: cannot attach to a new interface", "interface", ifi.Name, "error", err)
+			continue
+		}
+		s.log.Info("ebpf source attached to a new interface", "interface", ifi.Name)
+	}
+	for index, a := range s.attached {
+		if present[index] {
+			continue
+		}
+		if _, err := net.InterfaceByIndex(index); err == nil {
+			continue // still there, only down
+		}
+		for _, l := range a.links {
+			l.Close()
+		}
+		delete(s.attached, index)
+		s.log.Info("ebpf source: interface gone", "interface", a.name)
+	}
+	for index := range s.failed {
+		if !present[index] {
+			delete(s.failed, index)
 		}
 	}
-	s.links = nil
+}
+
+// detachLocked closes the links, so the kernel detaches the programs, and
+// stops further attaching.
+func (s *Source) detachLocked() {
+	s.detached = true
+	for index, a := range s.attached {
+		for _, l := range a.links {
+			if err := l.Close(); err != nil {
+				s.log.Warn("ebpf source: detach", "interface", a.name, "error", err)
+			}
+		}
+		delete(s.attached, index)
+	}
+	if s.dropLink != nil {
+		if err := s.dropLink.Close(); err != nil {
+			s.log.Warn("ebpf source: detach kfree_skb", "error", err)
+		}
+		s.dropLink = nil
+	}
 }
 
 // closeLocked releases everything.
@@ -340,6 +424,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		b = pipeline.NewBatch()
 		return err
 	}
+	lastScan := time.Now()
 	rd.SetDeadline(time.Now().Add(flushInterval))
 	for {
 		err := rd.ReadInto(&rec)
@@ -348,6 +433,12 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if err := emit(); err != nil {
 				return nil // ctx ended
+			}
+			if s.set.interfaces.All && time.Since(lastScan) >= rescanInterval {
+				s.mu.Lock()
+				s.rescanLocked()
+				s.mu.Unlock()
+				lastScan = time.Now()
 			}
 			rd.SetDeadline(time.Now().Add(flushInterval))
 			continue

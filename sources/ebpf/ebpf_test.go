@@ -628,3 +628,69 @@ func TestSCTP(t *testing.T) {
 		t.Errorf("SCTP %v, want 12345 > 2905 INIT", s)
 	}
 }
+
+// TestInterfacesAll checks that `interfaces: all` attaches to interfaces
+// that come up after the start, forgets those that go away, and detaches
+// from all of them at stop.
+//
+// `all` would attach to every interface of the test's namespace, including
+// those of tests running in parallel in other packages; so the test runs
+// again in a child process inside a namespace of its own.
+func TestInterfacesAll(t *testing.T) {
+	bpftest.RequireRoot(t)
+	if os.Getenv("FLOWBUS_EBPF_ISOLATED") == "" {
+		ns := bpftest.NewPair(t).NS // a fresh namespace to run in
+		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestInterfacesAll$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "FLOWBUS_EBPF_ISOLATED=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("--- PASS: TestInterfacesAll")) {
+			t.Fatalf("isolated run: %v\n%s", err, out)
+		}
+		return
+	}
+	defer func(d time.Duration) { rescanInterval = d }(rescanInterval)
+	rescanInterval = 50 * time.Millisecond
+	before := bpftest.NewPair(t)
+	r := startSource(t, "interfaces: all\naggregation: none\ndrops: false\n")
+	if n := tcxCount(t, before.HostIndex); n != 2 {
+		t.Fatalf("%d tcx links on %s, an interface up at start", n, before.Host)
+	}
+	after := bpftest.NewPair(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for tcxCount(t, after.HostIndex) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no tcx links on %s, which came up after the start", after.Host)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := bpftest.Ping(after.PeerIP, 1); err != nil {
+		t.Fatal(err)
+	}
+	f := r.out.waitFlow(t, "echo reply on the new interface", func(f *flowpb.Flow) bool {
+		return is(f, after.PeerIP, after.HostIP) && f.GetL4().GetICMPv4() != nil
+	})
+	if f.GetInterface().GetName() != after.Host {
+		t.Errorf("interface %v, want %s", f.Interface, after.Host)
+	}
+
+	// The interface goes away: the source forgets it.
+	if out, err := exec.Command("ip", "link", "del", after.Host).CombinedOutput(); err != nil {
+		t.Fatalf("ip link del: %v %s", err, out)
+	}
+	for {
+		r.src.mu.Lock()
+		_, still := r.src.attached[after.HostIndex]
+		r.src.mu.Unlock()
+		if !still {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still in the attached set after it was deleted", after.Host)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.stop()
+	if n := tcxCount(t, before.HostIndex); n != 0 {
+		t.Errorf("%d tcx links on %s after stop", n, before.Host)
+	}
+}
