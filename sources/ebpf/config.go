@@ -20,7 +20,7 @@ const (
 // options are the source's YAML keys.
 type options struct {
 	// Interfaces: a list of names, or `all` (every up, non-loopback
-	// interface when the source starts). Default all.
+	// interface, rescanned every 5s). Default all.
 	Interfaces interfaceList `yaml:"interfaces"`
 	// Direction: ingress, egress or both (default).
 	Direction string `yaml:"direction"`

@@ -18,7 +18,9 @@
 // pinned: the programs detach when the source stops or the process exits
 // (on kernels without tcx, where the clsact fallback is used, a crashed
 // run's filters stay until the next start replaces them). With
-// `interfaces: all`, the interfaces are those up when the source starts.
+// `interfaces: all`, the source attaches to every up, non-loopback
+// interface at start and then, every 5 seconds, to those that came up since
+// (a new pod's veth); those deleted are forgotten.
 package ebpf
 
 import (
