@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"gopkg.in/yaml.v3"
@@ -123,17 +124,30 @@ type level struct {
 	clear []protoreflect.FieldDescriptor
 	// sub lists the interior paths through this message.
 	sub []sub
+	// goOK is set when every part of this level and the levels under it
+	// maps to generated Go struct fields, so that applyGo can be used:
+	// it follows sub-messages with reflect.Value.Field and Elem, where
+	// protoreflect's Mutable looks up a pointer type in a global map.
+	goOK bool
 }
 
 type oneof struct {
 	od   protoreflect.OneofDescriptor
 	keep map[protoreflect.FieldNumber]bool
+	// goField is the oneof's interface field and keepTypes the wrapper
+	// types of its kept members.
+	goField   int
+	keepTypes []reflect.Type
 }
 
 type sub struct {
 	fd    protoreflect.FieldDescriptor
 	oneof protoreflect.OneofDescriptor // fd's oneof, or nil
 	next  *level
+	// goField is the Go field holding the message (the interface, for a
+	// oneof member, with wrapper its wrapper type).
+	goField int
+	wrapper reflect.Type
 }
 
 // node is the include tree while it is built: nil children means the field
@@ -186,7 +200,15 @@ func compile(md protoreflect.MessageDescriptor, n node) *level {
 			keptOneofs[od][fd.Number()] = true
 		}
 		if kept && child != nil {
-			l.sub = append(l.sub, sub{fd: fd, oneof: od, next: compile(fd.Message(), child)})
+			s := sub{fd: fd, oneof: od, next: compile(fd.Message(), child), goField: -1}
+			if od != nil {
+				if gi, ok := goIndex.oneofs[od.Name()]; ok {
+					s.goField, s.wrapper = gi, goIndex.wrapper(gi, fd)
+				}
+			} else if gi, ok := goIndex.fields[fd.Number()]; ok {
+				s.goField = gi
+			}
+			l.sub = append(l.sub, s)
 		}
 		if kept || od != nil {
 			continue // oneofs are handled below, once each
@@ -207,7 +229,17 @@ func compile(md protoreflect.MessageDescriptor, n node) *level {
 		gi, ok := goIndex.oneofs[od.Name()]
 		switch {
 		case keep != nil:
-			l.oneofs = append(l.oneofs, oneof{od: od, keep: keep})
+			o := oneof{od: od, keep: keep, goField: -1}
+			if ok {
+				o.goField = gi
+				members := od.Fields()
+				for j := range members.Len() {
+					if fd := members.Get(j); keep[fd.Number()] {
+						o.keepTypes = append(o.keepTypes, goIndex.wrapper(gi, fd))
+					}
+				}
+			}
+			l.oneofs = append(l.oneofs, o)
 		case ok:
 			l.goFields = append(l.goFields, gi)
 		default:
@@ -217,6 +249,13 @@ func compile(md protoreflect.MessageDescriptor, n node) *level {
 			}
 		}
 	}
+	l.goOK = goIndex.t != nil && len(l.clear) == 0
+	for _, o := range l.oneofs {
+		l.goOK = l.goOK && o.goField >= 0 && !slices.Contains(o.keepTypes, nil)
+	}
+	for _, s := range l.sub {
+		l.goOK = l.goOK && s.goField >= 0 && s.next.goOK && (s.oneof == nil) == (s.wrapper == nil)
+	}
 	return l
 }
 
@@ -224,8 +263,28 @@ func compile(md protoreflect.MessageDescriptor, n node) *level {
 // protoc-gen-go generates for a message, read from the struct tags
 // (`protobuf:"bytes,5,opt,name=IP,proto3"`, `protobuf_oneof:"protocol"`).
 type goIndex struct {
+	t      reflect.Type // the struct; nil if not found
 	fields map[protoreflect.FieldNumber]int
 	oneofs map[protoreflect.Name]int
+}
+
+// wrapper returns the wrapper type protoc-gen-go made for the oneof member
+// fd, held in the interface field gi (*flow.Layer4_TCP for l4.TCP), by
+// setting the member on a new message. It returns nil if that fails.
+func (x goIndex) wrapper(gi int, fd protoreflect.FieldDescriptor) reflect.Type {
+	if x.t == nil || fd.Message() == nil {
+		return nil
+	}
+	m, ok := reflect.New(x.t).Interface().(proto.Message)
+	if !ok {
+		return nil
+	}
+	m.ProtoReflect().Mutable(fd)
+	w := reflect.ValueOf(m).Elem().Field(gi)
+	if w.IsNil() || w.Elem().Kind() != reflect.Pointer || w.Elem().Elem().NumField() != 1 {
+		return nil
+	}
+	return w.Elem().Type()
 }
 
 func goFieldIndexes(md protoreflect.MessageDescriptor) goIndex {
@@ -239,6 +298,7 @@ func goFieldIndexes(md protoreflect.MessageDescriptor) goIndex {
 		return idx
 	}
 	t = t.Elem()
+	idx.t = t
 	for i := range t.NumField() {
 		sf := t.Field(i)
 		if !sf.IsExported() {
@@ -290,9 +350,12 @@ func (m *Mask) Process(b *pipeline.Batch) {
 // Apply masks e's flow and sets its envelope from the masked flow.
 func (m *Mask) Apply(e *pipeline.Event) {
 	f := e.Flow
-	if m.include != nil {
+	switch {
+	case m.include != nil && m.include.goOK:
+		m.include.applyGo(reflect.ValueOf(f).Elem())
+	case m.include != nil:
 		m.include.apply(f.ProtoReflect())
-	} else {
+	default:
 		for _, p := range m.exclude {
 			p.Clear(f)
 		}
@@ -329,5 +392,36 @@ func (l *level) apply(m protoreflect.Message) {
 		// Mutable creates the message when it is absent, as Hubble's
 		// preallocated output flow always has it.
 		s.next.apply(m.Mutable(s.fd).Message())
+	}
+}
+
+// applyGo is apply on the generated struct v, through reflect only.
+func (l *level) applyGo(v reflect.Value) {
+	for _, i := range l.goFields {
+		v.Field(i).SetZero()
+	}
+	for i := range l.oneofs {
+		o := &l.oneofs[i]
+		if fv := v.Field(o.goField); !fv.IsNil() && !slices.Contains(o.keepTypes, fv.Elem().Type()) {
+			fv.SetZero()
+		}
+	}
+	if m := v.Addr().Interface().(proto.Message).ProtoReflect(); m.GetUnknown() != nil {
+		m.SetUnknown(nil)
+	}
+	for i := range l.sub {
+		s := &l.sub[i]
+		fv := v.Field(s.goField)
+		if s.wrapper != nil {
+			if fv.IsNil() || fv.Elem().Type() != s.wrapper {
+				continue // not the active member
+			}
+			fv = fv.Elem().Elem().Field(0)
+		}
+		if fv.IsNil() {
+			// Hubble's preallocated output flow always has the message.
+			fv.Set(reflect.New(fv.Type().Elem()))
+		}
+		s.next.applyGo(fv.Elem())
 	}
 }

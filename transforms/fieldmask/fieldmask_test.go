@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -308,4 +309,20 @@ func BenchmarkInclude(b *testing.B) {
 
 func BenchmarkExclude(b *testing.B) {
 	benchmarkMask(b, "exclude: [source.labels, destination.labels, l7, Summary]")
+}
+
+// TestUnknownFields: a mask drops unknown fields (from a newer schema) in
+// every message it keeps, as Hubble's copy does.
+func TestUnknownFields(t *testing.T) {
+	f := richFlow()
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 9999, protowire.VarintType), 7)
+	f.ProtoReflect().SetUnknown(unknown)
+	f.Source.ProtoReflect().SetUnknown(unknown)
+	build(t, "include: [source.namespace, verdict]").Apply(event(f))
+	if f.ProtoReflect().GetUnknown() != nil || f.Source.ProtoReflect().GetUnknown() != nil {
+		t.Errorf("unknown fields kept")
+	}
+	if !proto.Equal(f, &flowpb.Flow{Verdict: flowpb.Verdict_FORWARDED, Source: &flowpb.Endpoint{Namespace: "shop"}}) {
+		t.Errorf("masked: %v", f)
+	}
 }

@@ -109,3 +109,36 @@ func BenchmarkGenerated(b *testing.B) {
 		m.Process(batch)
 	}
 }
+
+func noGo(l *level) {
+	l.goOK = false
+	for _, s := range l.sub {
+		noGo(s.next)
+	}
+}
+
+// TestGoAndReflectAgree masks generated flows through the generated
+// structs and through protoreflect: the results are the same.
+func TestGoAndReflectAgree(t *testing.T) {
+	for _, conf := range []string{
+		"include: [time, verdict, source.namespace, l4.TCP.flags, l4.UDP, l7.http.url, l7.dns, IP.source, tunnel]",
+		"include: [l7.kafka.topic, l7.type, destination, l4.ICMPv6.type, l4.SCTP, ethernet, trace_context.parent]",
+	} {
+		fast, slow := build(t, conf), build(t, conf)
+		if !fast.include.goOK {
+			t.Fatalf("%s: not compiled to Go fields", conf)
+		}
+		noGo(slow.include)
+		g := generate.NewGenerator(21)
+		var e pipeline.Event
+		for i := range 5000 {
+			g.Fill(&e, int64(i))
+			other := pipeline.Event{Flow: proto.Clone(e.Flow).(*flowpb.Flow)}
+			fast.Apply(&e)
+			slow.Apply(&other)
+			if !proto.Equal(e.Flow, other.Flow) {
+				t.Fatalf("%s:\nGo      %v\nreflect %v", conf, e.Flow, other.Flow)
+			}
+		}
+	}
+}
