@@ -17,9 +17,10 @@
 //	remove: [source.labels, destination.labels]
 //
 // HTTP and Kafka follow Hubble (pkg/hubble/parser/seven) with
-// hubble-redact-enabled set: an `http` section turns HTTP redaction on
-// with Hubble's defaults, so `http: {}` replaces URL passwords and, having
-// no header lists, every header value (keys are kept). A header in `allow`
+// hubble-redact-enabled set: an `http` key turns HTTP redaction on with
+// Hubble's defaults, so `http: {}` (or `http:` alone) replaces URL
+// passwords and, having no header lists, every header value (keys are
+// kept). A header in `allow`
 // keeps its value and every other header is redacted; a header in `deny`
 // is redacted and every other one kept; names compare case-insensitively;
 // setting both lists is an error. The redacted URL also replaces the
@@ -144,6 +145,14 @@ func FromConfig(node *yaml.Node, dir string) (*Redactor, error) {
 	// that did not decode is left unset and checked as such.
 	errs := config.Positioned(config.Decode(node, &o), node)
 	r := &Redactor{}
+	// A key written without a value (`http:`) turns its rules on with
+	// their defaults, like an empty mapping.
+	if o.HTTP == nil && hasKey(node, "http") {
+		o.HTTP = &HTTPOptions{}
+	}
+	if o.IP == nil && hasKey(node, "ip") {
+		o.IP = &IPOptions{}
+	}
 	for _, p := range o.Remove {
 		if p.Leaf() != nil {
 			r.remove = append(r.remove, newRemoveField(p.Path))

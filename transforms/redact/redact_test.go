@@ -449,3 +449,15 @@ func TestConfigErrorsTogether(t *testing.T) {
 		t.Errorf("wrong-typed mode: %v", err)
 	}
 }
+
+func TestEmptyKeys(t *testing.T) {
+	r := build(t, "http:\n")
+	f := httpFlow("http://u:p@h/", "a", "b")
+	r.Redact(f)
+	if f.L7.GetHttp().Url != "http://u:HUBBLE_REDACTED@h/" || f.L7.GetHttp().Headers[0].Value != Redacted {
+		t.Errorf("http: alone did not enable the defaults: %v", f)
+	}
+	if _, err := FromConfig(mustYAML(t, "ip:\n"), ""); err == nil || !strings.Contains(err.Error(), "1:4: ip needs mode") {
+		t.Errorf("ip: alone: %v", err)
+	}
+}
