@@ -507,3 +507,49 @@ func TestReaderLimits(t *testing.T) {
 		t.Errorf("empty stream: %v", err)
 	}
 }
+
+// TestSocketServesRecording serves a recorded stream, byte for byte, over
+// a real unix socket, as the agent would have sent it.
+func TestSocketServesRecording(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rec.gob")
+	rec, err := CreateRecorder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads, samples, lost := script(t)
+	for i := range payloads {
+		if err := rec.Write(&payloads[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "monitor1_2.sock")
+	srv := newServer(t, sock)
+	src := build(t, "socket: "+sock+"\nreconnect: false\n", nil)
+	if err := src.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := newCollector()
+	done := make(chan error, 1)
+	go func() { done <- src.Run(context.Background(), out) }()
+	c := srv.accept(t)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(c, f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkFlows(t, out.events, samples)
+	if len(out.lost) != 1 || out.lost[0] != lost[0] {
+		t.Errorf("lost calls %v, want %v", out.lost, lost)
+	}
+}
