@@ -166,3 +166,24 @@ func FuzzPatterns(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLabelLookup checks the source-prefix shortcut of label lookups
+// against the general parse of every label.
+func FuzzLabelLookup(f *testing.F) {
+	f.Add("k8s.app", "k8s:app=a")
+	f.Add("k8s.app", "k8s:app")
+	f.Add("container.app", "$app=x")
+	f.Add("k8s.a", "k8s::a=b")
+	f.Add("k8s.a", "k8s:a==b")
+	f.Fuzz(func(t *testing.T, key, label string) {
+		fast := newSelectKey(key)
+		slow := fast
+		slow.prefix = ""
+		labels := []string{"x:y=z", label, "k8s:app=b", label + "=2"}
+		v1, ok1 := fast.lookup(labels)
+		v2, ok2 := slow.lookup(labels)
+		if v1 != v2 || ok1 != ok2 {
+			t.Fatalf("key %q label %q: fast (%q,%v), general (%q,%v)", key, label, v1, ok1, v2, ok2)
+		}
+	})
+}

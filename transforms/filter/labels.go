@@ -137,6 +137,9 @@ type selectKey struct {
 	// cidr is the parsed key of a `cidr` source, when valid.
 	cidr   netip.Prefix
 	isCIDR bool
+	// prefix is "source:" when a label can only be selected by starting
+	// with it (see lookup).
+	prefix string
 }
 
 func newSelectKey(k string) selectKey {
@@ -147,6 +150,13 @@ func newSelectKey(k string) selectKey {
 	// A key has no '=' (label key validation forbids it), so parseLabel's
 	// value split never applies here.
 	sk := selectKey{source: src, key: key}
+	switch src {
+	case "any", "reserved", "cidr", "unspec":
+	default:
+		if !strings.ContainsAny(src, "$:") {
+			sk.prefix = src + ":"
+		}
+	}
 	if src == "cidr" {
 		if p, ok := parseCIDRLabel(key); ok {
 			sk.cidr, sk.isCIDR = p, true
@@ -209,6 +219,24 @@ func parseCIDRLabel(key string) (netip.Prefix, bool) {
 
 // lookup returns the value of the first label the key selects.
 func (k *selectKey) lookup(labels []string) (string, bool) {
+	if k.prefix != "" {
+		// A plain source (not any, reserved or cidr): only labels written
+		// "source:key[=value]" can be selected.
+		for _, l := range labels {
+			if !strings.HasPrefix(l, k.prefix) {
+				continue
+			}
+			rest := l[len(k.prefix):]
+			key, value := rest, ""
+			if i := strings.IndexByte(rest, '='); i >= 0 {
+				key, value = rest[:i], rest[i+1:]
+			}
+			if key == k.key {
+				return value, true
+			}
+		}
+		return "", false
+	}
 	for _, l := range labels {
 		src, key, value := parseFlowLabel(l)
 		if k.source != "any" && k.source != src {
