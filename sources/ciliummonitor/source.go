@@ -293,6 +293,9 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 				}
 				s.setReady(err)
 				s.m.connectFailures.Inc()
+				if !s.reconnect {
+					return fmt.Errorf("cilium-monitor source: %w", err)
+				}
 				if failures == 0 {
 					s.log.Warn("cannot reach the Cilium monitor socket; retrying", "socket", s.socket, "error", err)
 				} else if failures%30 == 0 {
