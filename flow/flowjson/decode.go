@@ -153,12 +153,14 @@ type decoder struct {
 }
 
 func newDecoder(line []byte) decoder {
-	cp := make([]byte, len(line))
-	copy(cp, line)
+	cp := append([]byte(nil), line...) // no zeroing before the copy
 	return decoder{buf: line, cp: cp, s: unsafe.String(unsafe.SliceData(cp), len(cp))}
 }
 
 func (d *decoder) ws() {
+	if d.pos < len(d.buf) && d.buf[d.pos] > ' ' { // compact input
+		return
+	}
 	for d.pos < len(d.buf) {
 		switch d.buf[d.pos] {
 		case ' ', '\t', '\n', '\r':
