@@ -67,3 +67,27 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTranscode is the per-line codec work of file → file json: decode
+// a line into reused storage and encode it again.
+func BenchmarkTranscode(b *testing.B) {
+	for _, s := range samples {
+		f := s.flow()
+		line, _ := AppendExport(nil, f, nil, f.NodeName, f.Time)
+		b.Run(s.name, func(b *testing.B) {
+			ev := new(observer.ExportEvent)
+			out := make([]byte, 0, 4096)
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Unmarshal(line, ev); err != nil {
+					b.Fatal(err)
+				}
+				var err error
+				if out, err = AppendExport(out[:0], ev.GetFlow(), ev.GetLostEvents(), ev.NodeName, ev.Time); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
