@@ -205,6 +205,31 @@ func Positioned(err error, allowNode, denyNode *yaml.Node) error {
 	return config.Errorf(errorNode(list, fe), "%s", fe.Error())
 }
 
+// AllErrors returns every invalid filter of the allow and deny lists as
+// positioned errors (New stops at the first): one error per invalid
+// filter, as Positioned places it. It is for reporting configurations.
+func AllErrors(allow, deny []*flowpb.FlowFilter, allowNode, denyNode *yaml.Node) config.Errors {
+	var errs config.Errors
+	check := func(list string, ffs []*flowpb.FlowFilter, node *yaml.Node) {
+		for i, ff := range ffs {
+			if ff == nil {
+				continue
+			}
+			if _, err := compile(ff); err != nil {
+				fe, ok := err.(*Error)
+				if !ok {
+					fe = &Error{ValueIndex: -1, Err: err}
+				}
+				fe.List, fe.Index = list, i
+				errs = append(errs, config.Errorf(errorNode(node, fe), "%s", fe.Error()))
+			}
+		}
+	}
+	check("allow", allow, allowNode)
+	check("deny", deny, denyNode)
+	return errs
+}
+
 // PositionedList is Positioned for a single list, whatever New called it
 // (e.g. a sample stage's keep list built with New(keep, nil)). Set the
 // *Error's List first to name the list in the message.

@@ -32,8 +32,9 @@ import (
 // --hubble-export-allowlist flag takes it: FlowFilter objects one after the
 // other, or a JSON array of them.
 //
-// A null or missing node gives no filters. Errors are *config.Error values
-// at the position of the offending node.
+// A null or missing node gives no filters. An error is a *config.Error at
+// the position of the offending node, or config.Errors holding the first
+// error of each invalid filter when there are several.
 func ParseFilters(node *yaml.Node) ([]*flowpb.FlowFilter, error) {
 	node = resolve(node)
 	if node == nil || isNull(node) {
@@ -46,24 +47,31 @@ func ParseFilters(node *yaml.Node) ([]*flowpb.FlowFilter, error) {
 		return nil, config.Errorf(node, "want a list of FlowFilter objects, got %s", kindName(node))
 	}
 	out := make([]*flowpb.FlowFilter, 0, len(node.Content))
+	var errs config.Errors // the first error of each filter
 	for i, item := range node.Content {
 		item = resolve(item)
 		ff := new(flowpb.FlowFilter)
 		switch {
 		case item.Kind == yaml.ScalarNode && item.Tag == "!!str":
 			if err := (protojson.UnmarshalOptions{}).Unmarshal([]byte(item.Value), ff); err != nil {
-				return nil, config.Errorf(item, "filter %d: invalid FlowFilter JSON: %v", i, err)
+				errs = append(errs, config.Errorf(item, "filter %d: invalid FlowFilter JSON: %v", i, err))
 			}
 		case item.Kind == yaml.MappingNode:
 			if err := decodeMessage(item, ff.ProtoReflect()); err != nil {
-				return nil, err
+				errs = append(errs, config.Positioned(err, item)...)
 			}
 		default:
-			return nil, config.Errorf(item, "filter %d: want a FlowFilter mapping, got %s", i, kindName(item))
+			errs = append(errs, config.Errorf(item, "filter %d: want a FlowFilter mapping, got %s", i, kindName(item)))
 		}
 		out = append(out, ff)
 	}
-	return out, nil
+	switch len(errs) {
+	case 0:
+		return out, nil
+	case 1:
+		return nil, errs[0]
+	}
+	return nil, errs
 }
 
 // resolve follows aliases and unwraps documents.

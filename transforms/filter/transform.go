@@ -29,16 +29,24 @@ func newTransform(_ *pipeline.Build, node *yaml.Node) (pipeline.Transform, error
 	if err := config.Decode(node, &o); err != nil {
 		return nil, err
 	}
-	allow, err := ParseFilters(o.Allow)
-	if err != nil {
-		return nil, err
-	}
-	deny, err := ParseFilters(o.Deny)
-	if err != nil {
-		return nil, err
+	// Report every invalid filter at once, for `flowbus validate`.
+	allow, aerr := ParseFilters(o.Allow)
+	deny, derr := ParseFilters(o.Deny)
+	if aerr != nil || derr != nil {
+		var errs config.Errors
+		if aerr != nil {
+			errs = append(errs, config.Positioned(aerr, o.Allow)...)
+		}
+		if derr != nil {
+			errs = append(errs, config.Positioned(derr, o.Deny)...)
+		}
+		return nil, errs
 	}
 	f, err := New(allow, deny)
 	if err != nil {
+		if errs := AllErrors(allow, deny, o.Allow, o.Deny); len(errs) > 0 {
+			return nil, errs
+		}
 		return nil, Positioned(err, o.Allow, o.Deny)
 	}
 	return NewTransform(f), nil

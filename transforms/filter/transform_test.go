@@ -247,3 +247,32 @@ func filterTestFlow(r *rand.Rand, i int) *flowpb.Flow {
 	fl.Uuid = fmt.Sprintf("flow-%d", i)
 	return fl
 }
+
+// TestTransformAllErrors checks that every invalid filter is reported, for
+// `flowbus validate`.
+func TestTransformAllErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, transform string
+		want            []string
+	}{
+		{"build errors", `{type: filter, inputs: [in], allow: [{source_ip: [x]}, {}, {protocol: [ftp]}], deny: [{node_name: [a/b/c]}]}`,
+			[]string{"4:56: transform \"f\" (filter): allow[0]: source_ip[0]", "4:77: transform \"f\" (filter): allow[2]: protocol[0]", "4:105: transform \"f\" (filter): deny[0]: node_name[0]"}},
+		{"parse errors", `{type: filter, inputs: [in], allow: [{nope: 1}, {verdict: [X]}], deny: [5]}`,
+			[]string{`4:44: transform "f" (filter): unknown FlowFilter field "nope"`, `4:65: transform "f" (filter): field "verdict": unknown Verdict "X"`, `4:78: transform "f" (filter): filter 0: want a FlowFilter mapping`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "metrics: {listen: \"\"}\nsources: {in: {type: file, path: /dev/null}}\ntransforms:\n  f: " + tc.transform +
+				"\nsinks: {out: {type: discard, inputs: [f]}}\n"
+			_, err := loadPipeline(t, src)
+			es := config.Positioned(err, nil)
+			if len(es) != len(tc.want) {
+				t.Fatalf("got %d errors, want %d:\n%v", len(es), len(tc.want), err)
+			}
+			for i, e := range es {
+				if !strings.Contains(e.Error(), tc.want[i]) {
+					t.Errorf("error %d: %q does not contain %q", i, e.Error(), tc.want[i])
+				}
+			}
+		})
+	}
+}
