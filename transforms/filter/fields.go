@@ -191,12 +191,12 @@ func ipFilter(field string, entries []string, get func(*flowpb.Flow) string) (pr
 // source_pod / destination_pod / source_service / destination_service:
 // entries are `[namespace/][prefix]` split like Hubble's
 // ParseNamespaceName: "ns/prefix" → (ns, prefix); "ns/" → every name in
-// ns; "/prefix" → namespace "" (names without a namespace); "prefix" (no
-// slash) → namespace "default"; with more than one slash, everything after
-// the second segment is ignored. An entry giving neither ("" or "/") is an
+// ns; "/prefix" → the prefix in any namespace; "prefix" (no slash) →
+// namespace "default"; with more than one slash, everything after the
+// second segment is ignored. An entry giving neither ("" or "/") is an
 // error. Match: the endpoint's namespace and name must not both be empty,
-// the namespace must equal the entry's exactly, and the name must start
-// with the prefix (an empty prefix matches every name).
+// the namespace must equal the entry's unless that is empty, and the name
+// must start with the prefix (an empty prefix matches every name).
 func nameFilter(field string, entries []string, get func(*flowpb.Flow) (ns, name string)) (predicate, error) {
 	if len(entries) == 0 {
 		return nil, nil
@@ -216,7 +216,7 @@ func nameFilter(field string, entries []string, get func(*flowpb.Flow) (ns, name
 			return false
 		}
 		for _, nf := range filters {
-			if nf.ns == ns && strings.HasPrefix(name, nf.prefix) {
+			if (nf.ns == "" || nf.ns == ns) && strings.HasPrefix(name, nf.prefix) {
 				return true
 			}
 		}

@@ -12,9 +12,8 @@
 // The rules for each field follow Cilium's pkg/hubble/filters (v1.20.2),
 // as summarised in the project's reference (hubble.md §4) and checked
 // against the filter sources; each predicate in fields.go states the rule it
-// implements. Where the summary and the sources differ, the sources win:
-// a pod or service namespace must equal the filter's exactly ("/web" means
-// the empty namespace, not any), and an empty node_name never matches.
+// implements. Where the summary is silent the sources decide: e.g. an
+// empty node_name never matches a node_name filter.
 //
 // Known limits: between two `cidr:` labels, selection is by prefix
 // containment as in Cilium's labels package, rebuilt from its description;
