@@ -652,3 +652,48 @@ func TestMatchEventAndClone(t *testing.T) {
 		t.Error("empty filter")
 	}
 }
+
+// TestLabelsHubbleTable replays the label cases of Hubble's own filter
+// tests (pkg/hubble/filters labels_test.go).
+func TestLabelsHubbleTable(t *testing.T) {
+	tests := []struct {
+		selectors []string
+		labels    [][]string
+		want      []bool
+	}{
+		{[]string{"label1", "label2"}, [][]string{{"label1"}, {"label1=val1"}, {"label2", "label3", "label4=val4"}, {"label3"}},
+			[]bool{true, true, true, false}},
+		{[]string{"label1=val1", "label2=val2"}, [][]string{{"label1"}, {"label1=val1"}, {"label1=val2", "label2=val1", "label3"},
+			{"label2=val2", "label3"}, {"label3=val1"}, {""}, nil, {"label1=val1=toomuch"}},
+			[]bool{false, true, false, true, false, false, false, false}},
+		{[]string{"label1 in (val1, val2), label3 notin ()"}, [][]string{{"label1"}, {"label1=val1"},
+			{"label1=val2", "label2=val1", "label3=val3"}, {"label2=val2", "label3"}, {"label1=val1", "label3=val3"}},
+			[]bool{false, true, true, false, true}},
+		{[]string{"src1, src2=val2"}, [][]string{{"src1", "src2=val2"}, {"src1"}}, []bool{true, false}},
+		{[]string{""}, [][]string{{"src1", "src2=val2"}, nil, {""}}, []bool{true, true, true}},
+		{[]string{"k8s:app=bar", "foo", "reserved:host"}, [][]string{{"k8s:app=bar"}, {"k8s:foo=baz"}, {"k8s.app=bar"}, {"cni:foo=bar", "reserved:host"}},
+			[]bool{true, true, false, true}},
+		{[]string{"!k8s:app"}, [][]string{{"k8s:app=bar"}, {"k8s:app=baz"}, {"k8s.app=bar"}, {"cni:foo=bar", "reserved:host"}},
+			[]bool{false, false, true, true}},
+		{[]string{"any:key"}, [][]string{{"key"}, {"reserved:key"}, {"any.key"}}, []bool{true, true, false}},
+		{[]string{"key"}, [][]string{{"key"}, {"reserved:key"}, {"any.key"}}, []bool{true, true, false}},
+		{[]string{"key.with.dot"}, [][]string{{"k8s:key.with.dot"}, {"reserved:key.with.dot"}, {"any.key.with.dot"}, {"key:with.dot"}},
+			[]bool{true, true, false, false}},
+	}
+	for _, tt := range tests {
+		pred, err := labelFilter("source_label", tt.selectors, func(f *flowpb.Flow) []string { return f.GetSource().GetLabels() })
+		if err != nil {
+			t.Fatalf("%q: %v", tt.selectors, err)
+		}
+		for i, ls := range tt.labels {
+			if got := pred(&flowpb.Flow{Source: &flowpb.Endpoint{Labels: ls}}); got != tt.want[i] {
+				t.Errorf("%q on %q: %v, want %v", tt.selectors, ls, got, tt.want[i])
+			}
+		}
+	}
+	for _, bad := range []string{"()", "=", "!"} {
+		if _, err := labelFilter("source_label", []string{bad}, nil); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
