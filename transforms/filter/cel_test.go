@@ -129,6 +129,8 @@ func TestCELRejects(t *testing.T) {
 		`_flow.l4.TCP.destination_port == 443`, // uint vs int
 		`_flow.unknown_field == 1`,
 		`'a' +`,
+		`something-invalid`, // Hubble's test cases
+		``,
 		// Quadratic over two lists of unbounded strings: too costly.
 		`_flow.source.labels.exists(a, _flow.destination.labels.exists(b, _flow.source_names.exists(c, _flow.destination_names.exists(d, (a + b + c + d).matches('x')))))`,
 	} {
