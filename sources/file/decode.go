@@ -2,7 +2,9 @@ package file
 
 import (
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
 )
@@ -96,5 +98,73 @@ func (d *protojsonDecoder) decode(line []byte, ev *pipeline.Event) (lineKind, bo
 	// Drop the references so the scratch envelope does not keep the
 	// event's messages alive.
 	ee.ResponseTypes, ee.Time = nil, nil
+	return kind, lossy, nil
+}
+
+// flowjsonDecoder decodes lines with flow/flowjson: protojson's results
+// (flowjson falls back to protojson itself for rare forms) without
+// reflection, into the event slot's reused Flow storage. Lines with fields
+// or enum names this schema does not know get the same lenient retry as
+// protojsonDecoder.
+type flowjsonDecoder struct {
+	lenient protojson.UnmarshalOptions
+	ee      observer.ExportEvent
+	wrap    observer.ExportEvent_Flow
+	// time is spare storage for the envelope time when the last one was
+	// not handed over (it equalled the flow's time, which ev.Time aliases).
+	time *timestamppb.Timestamp
+}
+
+func newFlowjsonDecoder() *flowjsonDecoder {
+	return &flowjsonDecoder{lenient: protojson.UnmarshalOptions{DiscardUnknown: true}}
+}
+
+func (d *flowjsonDecoder) decode(line []byte, ev *pipeline.Event) (lineKind, bool, error) {
+	prev := ev.Flow
+	d.wrap.Flow = ev.FlowStorage()
+	d.ee.ResponseTypes = &d.wrap
+	d.ee.Time = d.time
+	ee := &d.ee
+	defer func() {
+		// Drop the references so the scratch envelope does not keep the
+		// event's messages alive, nor reuse them for the next line.
+		ee.ResponseTypes, ee.Time, d.wrap.Flow = nil, nil, nil
+	}()
+	lossy := false
+	if err := flowjson.Unmarshal(line, ee); err != nil {
+		if err2 := d.lenient.Unmarshal(line, ee); err2 != nil {
+			ev.Flow = prev
+			return kindOther, false, err2
+		}
+		lossy = true
+	}
+	kind := kindOther
+	ev.Flow = prev
+	switch r := ee.ResponseTypes.(type) {
+	case *observer.ExportEvent_Flow:
+		ev.Flow = r.Flow
+		kind = kindFlow
+	case *observer.ExportEvent_LostEvents:
+		ev.Lost = r.LostEvents
+		kind = kindLost
+	case *observer.ExportEvent_AgentEvent:
+		kind = kindAgentEvent
+	case *observer.ExportEvent_DebugEvent:
+		kind = kindDebugEvent
+	case *observer.ExportEvent_NodeStatus:
+		kind = kindNodeStatus
+	}
+	d.time = ee.Time
+	if kind == kindFlow || kind == kindLost {
+		ev.NodeName = ee.NodeName
+		ev.Time = ee.Time
+		if t, ft := ee.Time, ev.Flow.GetTime(); t != nil && ft != nil && t.Seconds == ft.Seconds && t.Nanos == ft.Nanos {
+			// The usual case: the envelope time is the flow's. Alias it,
+			// as the kernel sources do, and keep the decoded copy.
+			ev.Time = ft
+		} else {
+			d.time = nil // handed over
+		}
+	}
 	return kind, lossy, nil
 }

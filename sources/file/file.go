@@ -84,7 +84,7 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 		follow: o.Follow,
 		log:    log,
 		m:      m,
-		dec:    newProtojsonDecoder(),
+		dec:    newFlowjsonDecoder(),
 		poll:   defaultPoll,
 		report: &malformedLog{log: log, every: 10 * time.Second},
 	}, nil

@@ -24,14 +24,25 @@ func FuzzDecodeLine(f *testing.F) {
 			f.Add(l)
 		}
 	}
-	dec := newProtojsonDecoder()
+	dec := newFlowjsonDecoder()
+	ref := newProtojsonDecoder()
+	reused := pipeline.NewBatch() // stale storage for the flowjson decoder
 	f.Fuzz(func(t *testing.T, line []byte) {
 		b := pipeline.NewBatch()
 		defer b.Release()
 		ev := b.Next()
-		kind, _, err := dec.decode(line, ev)
+		reused.Truncate(0)
+		fev := reused.Next()
+		kind, lossy, err := dec.decode(line, fev)
+		rkind, rlossy, rerr := ref.decode(line, ev)
+		if kind != rkind || lossy != rlossy || (err != nil) != (rerr != nil) {
+			t.Fatalf("decoders disagree on %q: flowjson %v %v %v, protojson %v %v %v", line, kind, lossy, err, rkind, rlossy, rerr)
+		}
 		if err != nil || (kind != kindFlow && kind != kindLost) {
 			return
+		}
+		if !proto.Equal(encode.Envelope(ev), encode.Envelope(fev)) {
+			t.Fatalf("decoders disagree on %q:\nflowjson  %v\nprotojson %v", line, encode.Envelope(fev), encode.Envelope(ev))
 		}
 		out, err := encode.JSON{}.Append(nil, ev)
 		if err != nil {
