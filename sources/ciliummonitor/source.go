@@ -12,6 +12,20 @@
 // Flows carry what the datapath sample says (see flow/datapath); Flow.time
 // is the time the sample was decoded, as Hubble's is the time the agent
 // received it, and node_name is flowbus's node name.
+//
+//	sources:
+//	  cilium:
+//	    type: cilium-monitor
+//	    socket: /var/run/cilium/monitor1_2.sock # the default
+//	    reconnect: {initial_backoff: 100ms, max_backoff: 10s} # or true/false
+//	    cilium_version: "1.18"   # only to pick the trace-sock layout of <= 1.18
+//	  backfill:
+//	    type: cilium-monitor
+//	    path: capture.gob        # a recorded stream; ends at its end
+//
+// Cilium drops payloads for a socket client that does not keep up (its
+// per-client queue is monitor-queue-size) without a LOST record, so a
+// pipeline that blocks this source loses events the source cannot count.
 package ciliummonitor
 
 import (
