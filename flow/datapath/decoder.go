@@ -10,6 +10,23 @@
 // it finds there, so a steady stream of samples decodes without allocating
 // (beyond the address strings it has not seen recently). A Decoder is not
 // safe for concurrent use; use one per goroutine.
+//
+// What a flow holds, compared with Hubble's for the same sample:
+//   - Every field Hubble derives from the sample is the same, packet
+//     decoding included (the gopacketdiff module checks it against
+//     gopacket, which Hubble uses). A sample Hubble rejects (a truncated
+//     TCP header, an unknown header version, ...) is ErrMalformed here.
+//   - source and destination carry the datapath's security identities and
+//     nothing else; Hubble adds endpoint IDs, pods, labels, names and
+//     services from agent state, which an enrichment stage can add.
+//   - traffic_direction is what Hubble computes when it knows no local
+//     endpoint (drops with a source endpoint are INGRESS; traces are EGRESS
+//     only for replies and SNAT).
+//   - uuid and emitter are not set, node_name is left to the caller, and
+//     time is the decode time (as Hubble's is the agent's receive time).
+//   - Socket traces become SOCK flows without a source address, where
+//     Hubble skips them unless it can map the cgroup to a pod
+//     (Decoder.SkipSockTrace does the same).
 package datapath
 
 import (
