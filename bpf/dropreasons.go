@@ -28,12 +28,16 @@ var ciliumReasons = map[string]uint8{
 	"IPV6_BAD_EXTHDR": 156, // INVALID_IPV6_EXTENSION_HEADER
 }
 
-// silentReasons are not drops worth reporting: a normal free, or the
-// kernel saying nothing about why (it fires for many ordinary frees).
+// silentReasons are not drops worth reporting: a normal free, the kernel
+// saying nothing about why (it fires for many ordinary frees), or a socket
+// discarding its own queues as it closes (the packets had already arrived;
+// no packet was dropped on its way).
 var silentReasons = map[string]bool{
 	"SKB_NOT_DROPPED_YET": true,
 	"SKB_CONSUMED":        true,
 	"NOT_SPECIFIED":       true,
+	"QUEUE_PURGE":         true,
+	"SOCKET_CLOSE":        true,
 	"MAX":                 true,
 	"SUBSYS_MASK":         true,
 }

@@ -17,7 +17,7 @@ type EmbeddedOptions struct {
 	// Port on 127.0.0.1; 0 means DefaultEmbeddedPort, -1 a free port.
 	Port int `yaml:"port"`
 	// StoreDir holds the JetStream file store; default
-	// $TMPDIR/flowbus/nats.
+	// $TMPDIR/flowbus-nats.
 	StoreDir string `yaml:"store_dir"`
 	// SyncInterval is how often the store is fsynced: a duration, or
 	// "always" to sync every message before acknowledging it. Default:
@@ -59,7 +59,7 @@ func (o *EmbeddedOptions) storeDir() string {
 	if o.StoreDir != "" {
 		return o.StoreDir
 	}
-	return filepath.Join(os.TempDir(), "flowbus", "nats")
+	return filepath.Join(os.TempDir(), "flowbus-nats")
 }
 
 func (o *EmbeddedOptions) port() int {

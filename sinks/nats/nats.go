@@ -30,7 +30,7 @@
 //	    tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}
 //	    embedded:                          # with url: embedded
 //	      port: 4222                       # on 127.0.0.1; -1 picks a free port
-//	      store_dir: /var/lib/flowbus/nats # default: $TMPDIR/flowbus/nats
+//	      store_dir: /var/lib/flowbus/nats # default: $TMPDIR/flowbus-nats
 //	      sync_interval: 2m                # or "always"; see below
 //
 // JetStream delivery: every message is published asynchronously with a
