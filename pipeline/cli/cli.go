@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -87,8 +88,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // NewCommand returns the root command, writing to stdout and stderr.
 func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		file     string
-		logLevel string
+		file       string
+		logLevel   string
+		cpuProfile string
 	)
 	root := &cobra.Command{
 		Use:   "flowbus",
@@ -101,13 +103,17 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runPipeline(cmd.Context(), file, logLevel, stderr)
+			return runProfiled(cmd.Context(), file, logLevel, cpuProfile, stderr)
 		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVarP(&file, "config", "c", "pipeline.yaml", "pipeline configuration file")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	// --cpuprofile writes a pprof CPU profile of the whole run (for
+	// `go tool pprof`); hidden because it is a developer's tool.
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to FILE")
+	_ = root.PersistentFlags().MarkHidden("cpuprofile")
 	root.CompletionOptions.DisableDefaultCmd = true
 
 	root.AddCommand(&cobra.Command{
@@ -115,7 +121,7 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		Short: "Run the pipeline until SIGINT/SIGTERM or until every finite source is exhausted",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runPipeline(cmd.Context(), file, logLevel, stderr)
+			return runProfiled(cmd.Context(), file, logLevel, cpuProfile, stderr)
 		},
 	})
 	root.AddCommand(&cobra.Command{
@@ -167,6 +173,28 @@ func printLoadError(w io.Writer, err error) {
 		return
 	}
 	fmt.Fprintf(w, "flowbus: %v\n", err)
+}
+
+// runProfiled runs the pipeline, under the CPU profiler when cpuProfile
+// names a file.
+func runProfiled(ctx context.Context, file, logLevel, cpuProfile string, stderr io.Writer) error {
+	if cpuProfile == "" {
+		return runPipeline(ctx, file, logLevel, stderr)
+	}
+	f, err := os.Create(cpuProfile)
+	if err != nil {
+		return fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--cpuprofile: %w", err)
+	}
+	err = runPipeline(ctx, file, logLevel, stderr)
+	pprof.StopCPUProfile()
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("--cpuprofile: %w", cerr)
+	}
+	return err
 }
 
 func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) error {

@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/flowbus/flowbus/pipeline"
+)
+
+// exportFlows is the size of the Hubble export file the file-source
+// benchmarks read once per op.
+const exportFlows = 20000
+
+var (
+	exportOnce sync.Once
+	exportPath string
+	exportErr  error
+	exportDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if exportDir != "" {
+		os.RemoveAll(exportDir)
+	}
+	os.Exit(code)
+}
+
+// exportFile returns the path of a Hubble export file of exportFlows
+// generated flows, made once per test binary.
+func exportFile(tb testing.TB) string {
+	exportOnce.Do(func() {
+		exportDir, exportErr = os.MkdirTemp("", "flowbus-e2e-")
+		if exportErr != nil {
+			return
+		}
+		exportPath = filepath.Join(exportDir, "flows.json")
+		exportErr = GenerateExport(exportPath, exportFlows, 42)
+	})
+	if exportErr != nil {
+		tb.Fatal(exportErr)
+	}
+	return exportPath
+}
+
+// typicalFilter is the filter of the whole-pipeline benchmarks: drops,
+// web traffic or one namespace, except kube-system.
+const typicalFilter = `
+    allow:
+      - {verdict: [DROPPED]}
+      - {destination_port: ["443", "80"]}
+      - {source_pod: ["shop/"]}
+    deny:
+      - {source_pod: ["kube-system/"]}`
+
+// measure runs the pipeline built from cfg(i) for each of runs runs, each
+// carrying flowsPerRun flows from its sources, and reports per-flow
+// figures: flows/s (wall clock), cpu-ns/flow (the process's user+system
+// time, in-process peers included), allocs/flow and B/flow.
+func measure(b *testing.B, runs, flowsPerRun int, cfg func(run int) string, check func(*pipeline.Summary) error) {
+	b.Helper()
+	ps := make([]*pipeline.Pipeline, runs)
+	for i := range ps {
+		p, err := Build(cfg(i), b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ps[i] = p
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	cpu0 := CPUTime()
+	b.ResetTimer()
+	start := time.Now()
+	for _, p := range ps {
+		s, err := p.Run(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.Total.Received != uint64(flowsPerRun) {
+			b.Fatalf("received %d flows, want %d", s.Total.Received, flowsPerRun)
+		}
+		if check != nil {
+			if err := check(s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	wall := time.Since(start)
+	b.StopTimer()
+	cpu := CPUTime() - cpu0
+	runtime.ReadMemStats(&after)
+	flows := float64(runs * flowsPerRun)
+	b.ReportMetric(flows/wall.Seconds(), "flows/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/flows, "cpu-ns/flow")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/flows, "allocs/flow")
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/flows, "B/flow")
+}
+
+// lossless fails a run that lost events.
+func lossless(s *pipeline.Summary) error {
+	if s.Total.Lost != 0 {
+		return fmt.Errorf("lost %d events: %s", s.Total.Lost, s)
+	}
+	return nil
+}
+
+// BenchmarkGenerateDiscard is issue 2's runtime figure: the generate
+// source as fast as it goes into the discard sink. One op is one flow.
+func BenchmarkGenerateDiscard(b *testing.B) {
+	measure(b, 1, b.N, func(int) string {
+		return fmt.Sprintf(`
+metrics: {listen: ""}
+sources: {g: {type: generate, count: %d, seed: 1}}
+sinks: {d: {type: discard, inputs: [g]}}
+`, b.N)
+	}, lossless)
+}
+
+// BenchmarkFileFilterDiscard is issue 3's figure: a Hubble export file
+// through a typical filter into discard. One op is one pass over a file of
+// 20,000 flows; the per-flow figures are in the custom metrics.
+func BenchmarkFileFilterDiscard(b *testing.B) {
+	path := exportFile(b)
+	measure(b, b.N, exportFlows, func(int) string {
+		return fmt.Sprintf(`
+metrics: {listen: ""}
+sources: {in: {type: file, path: %q}}
+transforms:
+  f:
+    type: filter
+    inputs: [in]%s
+sinks: {d: {type: discard, inputs: [f]}}
+`, path, typicalFilter)
+	}, lossless)
+}
+
+// BenchmarkFileFilterFileJSON is issue 8's file → filter → file json, in
+// process. One op is one pass over a file of 20,000 flows.
+func BenchmarkFileFilterFileJSON(b *testing.B) {
+	path := exportFile(b)
+	dir := b.TempDir()
+	measure(b, b.N, exportFlows, func(i int) string {
+		return fmt.Sprintf(`
+metrics: {listen: ""}
+sources: {in: {type: file, path: %q}}
+transforms:
+  f:
+    type: filter
+    inputs: [in]%s
+sinks: {out: {type: file, inputs: [f], path: %q, encoding: json}}
+`, path, typicalFilter, filepath.Join(dir, fmt.Sprintf("out-%d.json", i%2)))
+	}, lossless)
+}
+
+// kafkaPipeline is issue 8's generate → filter → redact → sample →
+// protobuf → kafka pipeline, for n flows into the broker at addr.
+func kafkaPipeline(n int, addr, buffer string) string {
+	return fmt.Sprintf(`
+metrics: {listen: ""}
+shutdown_timeout: 5s
+%s
+sources: {g: {type: generate, count: %d, seed: 1}}
+transforms:
+  f:
+    type: filter
+    inputs: [g]
+    deny:
+      - {source_pod: ["kube-system/"]}
+  r:
+    type: redact
+    inputs: [f]
+    http: {url_query: true, user_info: true}
+    kafka: {api_key: true}
+  s:
+    type: sample
+    inputs: [r]
+    rate: 2
+    keep: [{verdict: [DROPPED]}]
+sinks:
+  k:
+    type: kafka
+    inputs: [s]
+    brokers: [%q]
+    topic: flows
+    encoding: protobuf
+`, buffer, n, addr)
+}
+
+func newKafka(tb testing.TB) *kfake.Cluster {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0), kfake.SeedTopics(3, "flows"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.Close)
+	return c
+}
+
+// BenchmarkGenerateFilterRedactSampleKafka is issue 8's Kafka figure:
+// generate → filter → redact → sample (1 in 2, drops always) → protobuf →
+// Kafka (kfake in process, 3 partitions, acks all). The broker shares the
+// two cores. One op is one generated flow.
+func BenchmarkGenerateFilterRedactSampleKafka(b *testing.B) {
+	c := newKafka(b)
+	measure(b, 1, b.N, func(int) string {
+		return kafkaPipeline(b.N, c.ListenAddrs()[0], "")
+	}, lossless)
+}
+
+// BenchmarkGenerateNATSJetStream: generate → protobuf → NATS JetStream
+// (embedded server, file store, every PubAck awaited). One op is one flow.
+func BenchmarkGenerateNATSJetStream(b *testing.B) {
+	store := b.TempDir()
+	measure(b, 1, b.N, func(int) string {
+		return fmt.Sprintf(`
+metrics: {listen: ""}
+shutdown_timeout: 30s
+sources: {g: {type: generate, count: %d, seed: 1}}
+sinks:
+  n:
+    type: nats
+    inputs: [g]
+    url: embedded
+    embedded: {port: -1, store_dir: %q}
+    subject: hubble.flows
+    encoding: protobuf
+    jetstream: {stream: BENCH, create: true, max_pending: 4000}
+`, b.N, store)
+	}, lossless)
+}
