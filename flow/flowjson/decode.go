@@ -1,7 +1,6 @@
 package flowjson
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"unicode/utf8"
@@ -26,27 +25,6 @@ var errFallback = errors.New("flowjson: not on the fast path")
 // copy of line; line itself is not retained.
 func Unmarshal(line []byte, ev *observer.ExportEvent) error {
 	d := newDecoder(line)
-	if d.decodeExport(ev) == nil && d.end() {
-		return nil
-	}
-	if err := protojson.Unmarshal(line, ev); err != nil {
-		return fmt.Errorf("flowjson: %w", err)
-	}
-	return nil
-}
-
-// UnmarshalOwned is Unmarshal for a caller that gives line away: the
-// result's strings point into line instead of into a copy of it, so line
-// must not be modified while the result (or any string taken from it) is
-// in use. It saves one allocation and one copy per line when the caller
-// reads many lines into one buffer it does not reuse. line is never
-// written: a line with escapes (unescaped in place in the decoder's copy)
-// takes Unmarshal's path.
-func UnmarshalOwned(line []byte, ev *observer.ExportEvent) error {
-	if bytes.IndexByte(line, '\\') >= 0 {
-		return Unmarshal(line, ev)
-	}
-	d := decoder{buf: line, cp: line, s: unsafe.String(unsafe.SliceData(line), len(line))}
 	if d.decodeExport(ev) == nil && d.end() {
 		return nil
 	}

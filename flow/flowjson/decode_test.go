@@ -33,19 +33,6 @@ func compareDecoders(t testing.TB, line []byte, dec *observer.ExportEvent) (fast
 	if err == nil && !proto.Equal(dec, &ref) {
 		t.Fatalf("Unmarshal differs on %q\ngot:  %v\nref:  %v", line, dec, &ref)
 	}
-	// UnmarshalOwned: the same result, and the line left as it was.
-	owned := append([]byte(nil), line...)
-	var ownedEv observer.ExportEvent
-	err = UnmarshalOwned(owned, &ownedEv)
-	if (err != nil) != (refErr != nil) {
-		t.Fatalf("UnmarshalOwned error %v, protojson %v: %q", err, refErr, line)
-	}
-	if err == nil && !proto.Equal(&ownedEv, &ref) {
-		t.Fatalf("UnmarshalOwned differs on %q\ngot:  %v\nref:  %v", line, &ownedEv, &ref)
-	}
-	if string(owned) != string(line) {
-		t.Fatalf("UnmarshalOwned changed its line %q to %q", line, owned)
-	}
 	return fastErr == nil
 }
 
