@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+// TestMemoryBoundedWhenSinkStalls runs issue 8's pipeline (generate →
+// filter → redact → sample → protobuf → kafka, when_full: block) against a
+// broker that stops answering produce requests, and checks that memory
+// stops growing once the buffers are full: with block, the buffers hold the
+// sources back, so what is held is bounded by the buffers' capacities
+// (README "Performance" states the bound).
+func TestMemoryBoundedWhenSinkStalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a stalled pipeline for a few seconds")
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0), kfake.SeedTopics(3, "flows"),
+		kfake.BlackholeProduce())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// Stall: every produce request waits until release is closed.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unstall := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unstall()
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		<-release
+		return nil, nil, false // then handle it as usual
+	})
+
+	// Unbounded source: only the buffers can stop it.
+	p, err := Build(kafkaPipeline(0, c.ListenAddrs()[0], "buffer: {events: 8192, when_full: block}"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var summary *pipeline.Summary
+	go func() {
+		var err error
+		summary, err = p.Run(ctx)
+		done <- err
+	}()
+
+	// Sample memory while the sink is stalled.
+	const stall = 3 * time.Second
+	var (
+		start          = time.Now()
+		rssMid, rssEnd uint64
+		heapMax        uint64
+		ms             runtime.MemStats
+	)
+	for time.Since(start) < stall {
+		time.Sleep(100 * time.Millisecond)
+		rss, err := RSS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&ms)
+		heapMax = max(heapMax, ms.HeapInuse)
+		if rssMid == 0 && time.Since(start) >= stall/2 {
+			rssMid = rss
+		}
+		rssEnd = rss
+	}
+
+	// The bound: events held in the four buffers (three transforms and the
+	// sink), plus one batch in the hands of each goroutine (the generate
+	// workers, the transforms, the sink), each event a generated flow and
+	// its envelope.
+	held := 4*config.DefaultBufferEvents + (runtime.GOMAXPROCS(0)+4)*pipeline.DefaultBatchSize
+	const perEvent = 4 << 10 // bytes: an enriched flow's message tree is 1.5-3 KiB
+	bound := uint64(held*perEvent) + 64<<20
+	t.Logf("stalled %v: heap in use max %d MiB, VmRSS %d MiB at half time, %d MiB at the end; bound %d MiB (%d events held × %d B + 64 MiB)",
+		stall, heapMax>>20, rssMid>>20, rssEnd>>20, bound>>20, held, perEvent)
+	if heapMax > bound {
+		t.Errorf("heap in use %d MiB exceeds the bound %d MiB", heapMax>>20, bound>>20)
+	}
+	if rssEnd > rssMid+rssMid/5 {
+		t.Errorf("VmRSS still growing while stalled: %d MiB at half time, %d MiB at the end", rssMid>>20, rssEnd>>20)
+	}
+
+	// Release the broker; SIGTERM drains what was held.
+	unstall()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pipeline did not drain after the broker recovered")
+	}
+	if summary.Total.Lost != 0 {
+		t.Errorf("lost events with when_full: block: %s", summary)
+	}
+	t.Log(summary)
+}
