@@ -23,6 +23,8 @@ func FuzzReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := NewReader(bytes.NewReader(data))
+		ref := gob.NewDecoder(bytes.NewReader(data))
+		refOK := true
 		var d datapath.Decoder
 		fl := new(flowpb.Flow)
 		var p Payload
@@ -36,6 +38,16 @@ func FuzzReader(f *testing.F) {
 					t.Fatalf("EOF with %d bytes buffered", r.Buffered())
 				}
 				return
+			}
+			// What the Reader decodes, encoding/gob decodes the same.
+			var q Payload
+			if refOK {
+				if err := ref.Decode(&q); err != nil {
+					t.Fatalf("payload %d: the reader decoded %+v, gob failed: %v", n, p, err)
+				}
+			}
+			if refOK && (p.CPU != q.CPU || p.Lost != q.Lost || p.Type != q.Type || !bytes.Equal(p.Data, q.Data)) {
+				t.Fatalf("payload %d: reader %+v, gob %+v", n, p, q)
 			}
 			if p.Type == PayloadSample {
 				if err := d.Decode(p.Data, fl); err != nil && !errors.Is(err, datapath.ErrSkip) && !errors.Is(err, datapath.ErrMalformed) {

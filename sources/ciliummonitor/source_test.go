@@ -553,3 +553,67 @@ func TestSocketServesRecording(t *testing.T) {
 		t.Errorf("lost calls %v, want %v", out.lost, lost)
 	}
 }
+
+// TestReaderMatchesGob checks the hand decoder against encoding/gob on
+// payloads of every shape, for streams written with Payload's type id of
+// this process, with another id (a stream from another process), and
+// with another type (handed to gob).
+func TestReaderMatchesGob(t *testing.T) {
+	payloads := []Payload{
+		{}, {Type: PayloadSample, Data: []byte{4}}, {Type: PayloadLost, CPU: 3, Lost: 1 << 40},
+		{Type: -5, CPU: -1 << 40, Data: bytes.Repeat([]byte{7}, 70000)}, {CPU: 127, Lost: 128, Type: 255},
+		{Data: []byte{}, Type: PayloadSample, CPU: 1},
+	}
+	// Same name and shape, registered later: another type id.
+	type Payload struct {
+		Data []byte
+		CPU  int
+		Lost uint64
+		Type int
+	}
+	type renamed struct {
+		Data []byte
+		CPU  int
+		Lost uint64
+		Type int
+	}
+	for _, enc := range []struct {
+		name string
+		mode int
+		fn   func(*gob.Encoder, *ciliumPayload) error
+	}{
+		{"this process", modeFast, func(e *gob.Encoder, p *ciliumPayload) error { return e.Encode(p) }},
+		{"other id", modeFast, func(e *gob.Encoder, p *ciliumPayload) error {
+			return e.Encode(&Payload{Data: p.Data, CPU: p.CPU, Lost: p.Lost, Type: p.Type})
+		}},
+		{"other type", modeGob, func(e *gob.Encoder, p *ciliumPayload) error {
+			return e.Encode(&renamed{Data: p.Data, CPU: p.CPU, Lost: p.Lost, Type: p.Type})
+		}},
+	} {
+		var buf bytes.Buffer
+		e := gob.NewEncoder(&buf)
+		for i := range payloads {
+			if err := enc.fn(e, &payloads[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := NewReader(bytes.NewReader(buf.Bytes()))
+		var p ciliumPayload
+		for i, want := range payloads {
+			if err := r.Next(&p); err != nil {
+				t.Fatalf("%s: payload %d: %v", enc.name, i, err)
+			}
+			if p.CPU != want.CPU || p.Lost != want.Lost || p.Type != want.Type || !bytes.Equal(p.Data, want.Data) {
+				t.Fatalf("%s: payload %d: got %+v, want %+v", enc.name, i, p, want)
+			}
+		}
+		if err := r.Next(&p); err != io.EOF {
+			t.Fatalf("%s: end: %v", enc.name, err)
+		}
+		if r.mode != enc.mode {
+			t.Errorf("%s: reader mode %d, want %d", enc.name, r.mode, enc.mode)
+		}
+	}
+}
+
+type ciliumPayload = Payload

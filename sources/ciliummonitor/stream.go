@@ -2,6 +2,7 @@ package ciliummonitor
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -43,15 +44,93 @@ var ErrMessageTooBig = errors.New("monitor stream: gob message larger than 8 MiB
 
 // Reader reads payloads from a monitor stream: one gob stream per
 // connection or file.
+//
+// A stream whose type definitions are exactly those gob writes for Payload
+// (Cilium's agent and the Recorder both write them) has its values decoded
+// by hand, without gob's per-message allocation; any other stream, and any
+// value the hand decoder does not take, goes through encoding/gob.
 type Reader struct {
-	fr  *frameReader
-	dec *gob.Decoder
+	fr   *frameReader
+	mode int
+	id   int64        // Payload's type id in the stream (fast mode)
+	defs []byte       // the stream's type-definition messages
+	dec  *gob.Decoder // gob mode
+	rr   replayReader
+}
+
+const (
+	modeStart = iota // no value read yet
+	modeFast         // values decoded by hand
+	modeGob          // values decoded by encoding/gob
+)
+
+// payloadTmplA and payloadTmplB are the type definition gob writes for
+// Payload, around its type id: a definition message is
+// -id ‖ tmplA ‖ id ‖ tmplB. Gob numbers types per process, so a stream
+// from another process has the same definition with its own id.
+var payloadTmplA, payloadTmplB = func() ([]byte, []byte) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(&Payload{}); err != nil {
+		panic(err)
+	}
+	data := b.Bytes()
+	n, k, _ := gobUint(data)
+	body := data[k : k+int(n)]
+	id, k, _ := gobInt(body)
+	body = body[k:]
+	i := bytes.Index(body, []byte("Payload\x01"))
+	if id >= 0 || i < 0 {
+		panic("unexpected gob type definition for Payload")
+	}
+	a := body[:i+len("Payload\x01")]
+	inner, k, _ := gobInt(body[len(a):])
+	if inner != -id {
+		panic("unexpected gob type definition for Payload")
+	}
+	return a, body[len(a)+k:]
+}()
+
+// isPayloadDef reports whether defs is exactly gob's definition of Payload
+// with type id id.
+func isPayloadDef(defs []byte, id int64) bool {
+	var b []byte
+	b = appendGobInt(b, -id)
+	b = append(b, payloadTmplA...)
+	b = appendGobInt(b, id)
+	b = append(b, payloadTmplB...)
+	n, k, ok := gobUint(defs)
+	return ok && n == uint64(len(b)) && bytes.Equal(defs[k:], b)
+}
+
+func appendGobUint(b []byte, x uint64) []byte {
+	if x < 0x80 {
+		return append(b, byte(x))
+	}
+	var buf [8]byte
+	n := 0
+	for v := x; v > 0; v >>= 8 {
+		n++
+	}
+	for i := 0; i < n; i++ {
+		buf[i] = byte(x >> (8 * (n - 1 - i)))
+	}
+	return append(append(b, byte(-n)), buf[:n]...)
+}
+
+func appendGobInt(b []byte, i int64) []byte {
+	var u uint64
+	if i < 0 {
+		u = (^uint64(i) << 1) | 1
+	} else {
+		u = uint64(i) << 1
+	}
+	return appendGobUint(b, u)
 }
 
 // NewReader returns a Reader of the stream r.
 func NewReader(r io.Reader) *Reader {
 	fr := &frameReader{br: bufio.NewReaderSize(r, 64<<10)}
-	return &Reader{fr: fr, dec: gob.NewDecoder(fr)}
+	return &Reader{fr: fr, rr: replayReader{fr: fr}}
 }
 
 // Next decodes the next payload into p, reusing p.Data's storage. It
@@ -61,21 +140,181 @@ func NewReader(r io.Reader) *Reader {
 func (r *Reader) Next(p *Payload) error {
 	// Gob leaves out zero fields, so clear what the last payload set.
 	p.Data, p.CPU, p.Lost, p.Type = p.Data[:0], 0, 0, 0
-	if err := r.dec.Decode(p); err != nil {
-		if ferr := r.fr.err; ferr != nil && ferr != io.EOF {
-			return ferr // the framing's diagnosis is the more precise one
-		}
-		if errors.Is(err, io.EOF) && (r.fr.inMessage() || r.fr.buffered() > 0) {
-			return io.ErrUnexpectedEOF
-		}
-		return err
+	if r.mode == modeGob {
+		return r.gobNext(p)
 	}
-	return nil
+	for {
+		msg, err := r.fr.message()
+		if err != nil {
+			if r.mode == modeStart && len(r.defs) > 0 {
+				// Let gob judge the definitions read so far first.
+				return r.toGob(nil, p)
+			}
+			return err
+		}
+		body := msg[gobUintLen(msg[0]):]
+		id, k, ok := gobInt(body)
+		if !ok {
+			return r.toGob(msg, p)
+		}
+		if id < 0 { // a type definition
+			if r.mode == modeFast {
+				return r.toGob(msg, p)
+			}
+			r.defs = append(r.defs, msg...)
+			continue
+		}
+		if r.mode == modeStart {
+			if !isPayloadDef(r.defs, id) {
+				return r.toGob(msg, p)
+			}
+			r.mode, r.id = modeFast, id
+		}
+		if id != r.id || !decodePayload(body[k:], p) {
+			p.Data, p.CPU, p.Lost, p.Type = p.Data[:0], 0, 0, 0
+			return r.toGob(msg, p)
+		}
+		return nil
+	}
+}
+
+// toGob hands the stream to encoding/gob from msg on, after replaying the
+// type definitions seen so far.
+func (r *Reader) toGob(msg []byte, p *Payload) error {
+	r.mode = modeGob
+	r.rr.pend = append(append(r.rr.pend[:0], r.defs...), msg...)
+	r.dec = gob.NewDecoder(&r.rr)
+	return r.gobNext(p)
+}
+
+func (r *Reader) gobNext(p *Payload) error {
+	err := r.dec.Decode(p)
+	if err == nil || !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return err // nil, or gob's diagnosis of corrupt data
+	}
+	if ferr := r.fr.err; ferr != nil && ferr != io.EOF {
+		return ferr // the framing's diagnosis is the more precise one
+	}
+	if errors.Is(err, io.EOF) && (r.fr.inMessage() || r.Buffered() > 0) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// decodePayload decodes the fields of a Payload value as gob writes them:
+// field-number deltas, each followed by the field's value, then 0. It
+// reports false for anything else.
+func decodePayload(b []byte, p *Payload) bool {
+	field := -1
+	for {
+		d, n, ok := gobUint(b)
+		if !ok {
+			return false
+		}
+		b = b[n:]
+		if d == 0 {
+			return len(b) == 0
+		}
+		if d > 4 {
+			return false
+		}
+		field += int(d)
+		switch field {
+		case 0: // Data
+			l, n, ok := gobUint(b)
+			if !ok || l > uint64(len(b)-n) {
+				return false
+			}
+			p.Data = append(p.Data[:0], b[n:n+int(l)]...)
+			b = b[n+int(l):]
+		case 1, 3: // CPU, Type
+			i, n, ok := gobInt(b)
+			if !ok {
+				return false
+			}
+			if field == 1 {
+				p.CPU = int(i)
+			} else {
+				p.Type = int(i)
+			}
+			b = b[n:]
+		case 2: // Lost
+			u, n, ok := gobUint(b)
+			if !ok {
+				return false
+			}
+			p.Lost = u
+			b = b[n:]
+		default:
+			return false
+		}
+	}
+}
+
+// gobUint decodes gob's unsigned integer: one byte below 128, else the
+// negated byte count followed by that many big-endian bytes.
+func gobUint(b []byte) (v uint64, n int, ok bool) {
+	if len(b) == 0 {
+		return 0, 0, false
+	}
+	if b[0] < 0x80 {
+		return uint64(b[0]), 1, true
+	}
+	k := int(-int8(b[0]))
+	if k < 1 || k > 8 || len(b) < 1+k {
+		return 0, 0, false
+	}
+	for _, c := range b[1 : 1+k] {
+		v = v<<8 | uint64(c)
+	}
+	return v, 1 + k, true
+}
+
+// gobInt decodes gob's signed integer: an unsigned one whose low bit is
+// the sign.
+func gobInt(b []byte) (int64, int, bool) {
+	u, n, ok := gobUint(b)
+	i := int64(u >> 1)
+	if u&1 != 0 {
+		i = ^i
+	}
+	return i, n, ok
+}
+
+func gobUintLen(b0 byte) int {
+	if b0 < 0x80 {
+		return 1
+	}
+	return 1 + int(-int8(b0))
+}
+
+// replayReader gives gob the replayed messages, then the stream.
+type replayReader struct {
+	pend []byte
+	fr   *frameReader
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	if len(r.pend) > 0 {
+		n := copy(p, r.pend)
+		r.pend = r.pend[n:]
+		return n, nil
+	}
+	return r.fr.Read(p)
+}
+
+func (r *replayReader) ReadByte() (byte, error) {
+	if len(r.pend) > 0 {
+		c := r.pend[0]
+		r.pend = r.pend[1:]
+		return c, nil
+	}
+	return r.fr.ReadByte()
 }
 
 // Buffered reports how many bytes of the stream have been read but not
 // decoded; 0 means the next Next may block.
-func (r *Reader) Buffered() int { return r.fr.buffered() }
+func (r *Reader) Buffered() int { return len(r.rr.pend) + r.fr.buffered() }
 
 // Offset is the number of stream bytes handed to the decoder so far, for
 // error messages.
@@ -161,6 +400,18 @@ func unexpected(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// message returns the rest of the current message, or the next whole
+// message (length prefix included).
+func (f *frameReader) message() ([]byte, error) {
+	if err := f.fill(); err != nil {
+		return nil, err
+	}
+	m := f.msg[f.pos:]
+	f.pos = len(f.msg)
+	f.offset += int64(len(m))
+	return m, nil
 }
 
 func (f *frameReader) Read(p []byte) (int, error) {
