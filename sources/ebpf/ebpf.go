@@ -44,6 +44,7 @@ import (
 	"github.com/flowbus/flowbus/bpf"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/flow/flowid"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -77,6 +78,7 @@ type Source struct {
 
 	// Only the Run goroutine uses these.
 	dec        datapath.Decoder
+	ids        *flowid.Generator // flow uuids, as Hubble gives every decoded flow
 	names      ifaceNames
 	reasons    map[uint32]string
 	reasonAnys map[uint16][]byte
@@ -101,7 +103,7 @@ func newSource(b *pipeline.Build, set settings) *Source {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir}
+	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir, ids: flowid.New()}
 	s.m = newMetrics(b.Metrics, s)
 	notStarted := errors.New("ebpf source: not started")
 	s.ready.Store(&notStarted)
@@ -501,6 +503,7 @@ func (s *Source) decode(b *pipeline.Batch, raw []byte) bool {
 		return false
 	}
 	s.m.flows.Inc()
+	f.Uuid = s.ids.Next()
 	f.NodeName = s.nodeName
 	e.NodeName = s.nodeName
 	e.Time = f.Time
