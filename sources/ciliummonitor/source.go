@@ -45,6 +45,7 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/flow/flowid"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -120,6 +121,7 @@ type Source struct {
 	log       *slog.Logger
 	m         *metrics
 	dec       datapath.Decoder
+	ids       *flowid.Generator // flow uuids, as Hubble gives every decoded flow
 
 	file *os.File // replay, opened by Start
 	conn net.Conn // first connection when reconnect is off, from Start
@@ -141,6 +143,7 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 		max:       o.Reconnect.MaxBackoff.D(),
 		batchSize: o.BatchSize,
 		node:      b.NodeName,
+		ids:       flowid.New(),
 		log:       b.Log,
 	}
 	if s.log == nil {
@@ -423,6 +426,7 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 				}
 				break
 			}
+			f.Uuid = s.ids.Next()
 			f.NodeName = s.node
 			ev.NodeName = s.node
 			ev.Time = f.Time

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -183,14 +184,19 @@ func build(t *testing.T, cfg string, reg prometheus.Registerer) *Source {
 	return src.(*Source)
 }
 
+// flowUUID matches a version 4 UUID, which every flow from the source has.
+var flowUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
 // checkFlows compares the collected flows with decoding the samples
-// directly (time aside), and checks the envelope.
+// directly (time and uuid aside), and checks the envelope and that every
+// flow got its own uuid.
 func checkFlows(t *testing.T, got []pipeline.Event, samples [][]byte) {
 	t.Helper()
 	if len(got) != len(samples) {
 		t.Fatalf("got %d flows, want %d", len(got), len(samples))
 	}
 	var d datapath.Decoder
+	seen := make(map[string]bool)
 	for i, s := range samples {
 		want := new(flowpb.Flow)
 		if err := d.Decode(s, want); err != nil {
@@ -203,8 +209,13 @@ func checkFlows(t *testing.T, got []pipeline.Event, samples [][]byte) {
 		if e.Time == nil || e.Time != e.Flow.Time {
 			t.Errorf("flow %d: envelope time not the flow's", i)
 		}
+		if !flowUUID.MatchString(e.Flow.Uuid) || seen[e.Flow.Uuid] {
+			t.Errorf("flow %d: uuid %q is not a new version 4 UUID", i, e.Flow.Uuid)
+		}
+		seen[e.Flow.Uuid] = true
 		want.NodeName = "node-1"
 		want.Time = e.Flow.Time
+		want.Uuid = e.Flow.Uuid
 		if !proto.Equal(want, e.Flow) {
 			t.Errorf("flow %d:\nwant %s\ngot  %s", i, prototext.Format(want), prototext.Format(e.Flow))
 		}

@@ -84,6 +84,9 @@ func TestFlows(t *testing.T) {
 		if f.NodeName != "test-node" || f.Time == nil {
 			t.Errorf("%s: node_name %q time %v", name, f.NodeName, f.Time)
 		}
+		if len(f.Uuid) != 36 || f.Uuid[14] != '4' {
+			t.Errorf("%s: uuid %q, want a version 4 UUID", name, f.Uuid)
+		}
 		src, dst := p.HostMAC, p.PeerMAC
 		if !out {
 			src, dst = dst, src
