@@ -153,11 +153,8 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			// A FIFO or device can block: read it like stdin.
 			return s.readStream(ctx, out, s.f, s.path)
 		}
-		r := newLineReader(s.f)
-		if _, ok := s.dec.(*flowjsonDecoder); ok && decodeWorkers() > 1 {
-			return s.readParallel(ctx, out, r, s.path, decodeWorkers())
-		}
 		e := s.newEmitter(ctx, out)
+		r := newLineReader(s.f)
 		if err := e.drain(r, s.path, true); err != nil {
 			return e.stop(err)
 		}
