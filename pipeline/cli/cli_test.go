@@ -158,3 +158,30 @@ func TestVersion(t *testing.T) {
 		t.Errorf("exit %d, stdout %q", code, stdout)
 	}
 }
+
+func TestCPUProfile(t *testing.T) {
+	path := writeConfig(t, `
+metrics: {listen: ""}
+sources: {g: {type: cli-count, count: 100}}
+sinks: {s: {type: cli-sink, inputs: [g]}}
+`)
+	prof := filepath.Join(t.TempDir(), "cpu.out")
+	if code, _, stderr := execute(t, "run", "-c", path, "--cpuprofile", prof); code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	if fi, err := os.Stat(prof); err != nil || fi.Size() == 0 {
+		t.Fatalf("no profile written: %v", err)
+	}
+	if code, _, stderr := execute(t, "run", "-c", path, "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir")); code == 0 || !strings.Contains(stderr, "--cpuprofile") {
+		t.Errorf("unwritable profile: exit %d, %q", code, stderr)
+	}
+	var o, e bytes.Buffer
+	root := NewCommand(&o, &e)
+	root.SetArgs([]string{"run", "--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(o.String()+e.String(), "cpuprofile") {
+		t.Errorf("--cpuprofile is shown in the help")
+	}
+}
