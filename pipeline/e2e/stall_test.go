@@ -57,26 +57,42 @@ func TestMemoryBoundedWhenSinkStalls(t *testing.T) {
 		done <- err
 	}()
 
-	// Sample memory while the sink is stalled.
-	const stall = 3 * time.Second
+	// Wait until the buffers are full: nothing more is received.
 	var (
-		start          = time.Now()
-		rssMid, rssEnd uint64
-		heapMax        uint64
-		ms             runtime.MemStats
+		heapMax uint64
+		ms      runtime.MemStats
 	)
-	for time.Since(start) < stall {
-		time.Sleep(100 * time.Millisecond)
+	sample := func() uint64 {
 		rss, err := RSS()
 		if err != nil {
 			t.Fatal(err)
 		}
 		runtime.ReadMemStats(&ms)
 		heapMax = max(heapMax, ms.HeapInuse)
-		if rssMid == 0 && time.Since(start) >= stall/2 {
-			rssMid = rss
+		return rss
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	last, since := p.Summary().Total.Received, time.Now()
+	for time.Since(since) < 500*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("the source was not held back: %d events received", last)
 		}
-		rssEnd = rss
+		time.Sleep(50 * time.Millisecond)
+		sample()
+		if r := p.Summary().Total.Received; r != last {
+			last, since = r, time.Now()
+		}
+	}
+	// Stay stalled a while longer: memory must not grow.
+	const stall = 1500 * time.Millisecond
+	rssFull := sample()
+	for start := time.Now(); time.Since(start) < stall; {
+		time.Sleep(100 * time.Millisecond)
+		sample()
+	}
+	rssEnd := sample()
+	if r := p.Summary().Total.Received; r != last {
+		t.Errorf("received %d events while stalled with full buffers, then %d", last, r)
 	}
 
 	// The bound: events held in the four buffers (three transforms and the
@@ -86,13 +102,13 @@ func TestMemoryBoundedWhenSinkStalls(t *testing.T) {
 	held := 4*config.DefaultBufferEvents + (runtime.GOMAXPROCS(0)+4)*pipeline.DefaultBatchSize
 	const perEvent = 4 << 10 // bytes: an enriched flow's message tree is 1.5-3 KiB
 	bound := uint64(held*perEvent) + 64<<20
-	t.Logf("stalled %v: heap in use max %d MiB, VmRSS %d MiB at half time, %d MiB at the end; bound %d MiB (%d events held × %d B + 64 MiB)",
-		stall, heapMax>>20, rssMid>>20, rssEnd>>20, bound>>20, held, perEvent)
+	t.Logf("stalled with %d events received: heap in use max %d MiB, VmRSS %d MiB when full, %d MiB %v later; bound %d MiB (%d events held × %d B + 64 MiB)",
+		last, heapMax>>20, rssFull>>20, rssEnd>>20, stall, bound>>20, held, perEvent)
 	if heapMax > bound {
 		t.Errorf("heap in use %d MiB exceeds the bound %d MiB", heapMax>>20, bound>>20)
 	}
-	if rssEnd > rssMid+rssMid/5 {
-		t.Errorf("VmRSS still growing while stalled: %d MiB at half time, %d MiB at the end", rssMid>>20, rssEnd>>20)
+	if rssEnd > rssFull+rssFull/5 {
+		t.Errorf("VmRSS still growing while stalled: %d MiB when full, %d MiB %v later", rssFull>>20, rssEnd>>20, stall)
 	}
 
 	// Release the broker; SIGTERM drains what was held.
