@@ -18,6 +18,32 @@ const (
 
 const hexDigits = "0123456789abcdef"
 
+// TextLen is the length of a UUID's canonical text form.
+const TextLen = textLen
+
+// Put writes the version 4 UUID made from the random bits hi and lo into
+// b[:36] in canonical text form (the version and variant bits are set).
+func Put(b []byte, hi, lo uint64) {
+	_ = b[textLen-1]
+	hi = hi&^0xf000 | 0x4000           // version 4
+	lo = lo&^(0xc000<<48) | 0x8000<<48 // RFC 4122 variant
+	put := func(at int, x uint64, n int) {
+		for i := range n {
+			v := byte(x >> (8 * (n - 1 - i)))
+			b[at+2*i], b[at+2*i+1] = hexDigits[v>>4], hexDigits[v&15]
+		}
+	}
+	put(0, hi>>32, 4)
+	b[8] = '-'
+	put(9, hi>>16, 2)
+	b[13] = '-'
+	put(14, hi, 2)
+	b[18] = '-'
+	put(19, lo>>48, 2)
+	b[23] = '-'
+	put(24, lo, 6)
+}
+
 // Generator makes uuids. It is not safe for concurrent use; use one per
 // goroutine.
 type Generator struct {
@@ -46,23 +72,6 @@ func (g *Generator) Next() string {
 	}
 	b := g.arena[:textLen:textLen]
 	g.arena = g.arena[textLen:]
-	hi, lo := g.rng.Uint64(), g.rng.Uint64()
-	hi = hi&^0xf000 | 0x4000           // version 4
-	lo = lo&^(0xc000<<48) | 0x8000<<48 // RFC 4122 variant
-	put := func(at int, x uint64, n int) {
-		for i := range n {
-			v := byte(x >> (8 * (n - 1 - i)))
-			b[at+2*i], b[at+2*i+1] = hexDigits[v>>4], hexDigits[v&15]
-		}
-	}
-	put(0, hi>>32, 4)
-	b[8] = '-'
-	put(9, hi>>16, 2)
-	b[13] = '-'
-	put(14, hi, 2)
-	b[18] = '-'
-	put(19, lo>>48, 2)
-	b[23] = '-'
-	put(24, lo, 6)
+	Put(b, g.rng.Uint64(), g.rng.Uint64())
 	return unsafe.String(&b[0], textLen)
 }

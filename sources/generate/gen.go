@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowid"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -464,35 +465,10 @@ func (g *Generator) alloc(n int) []byte {
 	return g.arena[start : start+n : start+n]
 }
 
-// hexPairs[b] is b as two lowercase hex digits.
-var hexPairs = func() (t [256][2]byte) {
-	for i := range t {
-		t[i] = [2]byte{hexDigits[i>>4], hexDigits[i&15]}
-	}
-	return t
-}()
-
 // uuid returns a random version 4 UUID.
 func (g *Generator) uuid() string {
-	hi, lo := g.r.u64(), g.r.u64()
-	hi = hi&^0xf000 | 0x4000           // version 4
-	lo = lo&^(0xc000<<48) | 0x8000<<48 // RFC 4122 variant
-	b := g.alloc(36)
-	put := func(at int, x uint64, n int) {
-		for i := range n {
-			p := hexPairs[byte(x>>(8*(n-1-i)))]
-			b[at+2*i], b[at+2*i+1] = p[0], p[1]
-		}
-	}
-	put(0, hi>>32, 4)
-	b[8] = '-'
-	put(9, hi>>16, 2)
-	b[13] = '-'
-	put(14, hi, 2)
-	b[18] = '-'
-	put(19, lo>>48, 2)
-	b[23] = '-'
-	put(24, lo, 6)
+	b := g.alloc(flowid.TextLen)
+	flowid.Put(b, g.r.u64(), g.r.u64())
 	return unsafe.String(&b[0], len(b))
 }
 
