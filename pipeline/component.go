@@ -46,10 +46,14 @@ type Transform interface {
 type Sink interface {
 	// Write delivers the events of b, which it borrows read-only until it
 	// returns. It returns once every event is acknowledged or given up;
-	// failed is the number of counted events (see Batch.Counted) that it
-	// gave up on after its retries, which the runtime reports as lost. err
-	// is non-nil only when ctx ended first; the events not yet acknowledged
+	// failed is the number of events of b that it gave up on after its
+	// retries, flowbus's own LostEvents (Event.Reported) included. err is
+	// non-nil only when ctx ended first; the events not yet acknowledged
 	// are then included in failed.
+	//
+	// The runtime gives the sink reported LostEvents only in batches of
+	// their own: it reports failed events of other batches as lost, and
+	// reports the losses of failed LostEvents again at the next flush.
 	Write(ctx context.Context, b *Batch) (failed int, err error)
 	// Close flushes what is pending and releases the sink's resources,
 	// bounded by ctx.

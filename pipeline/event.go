@@ -26,7 +26,8 @@ type Event struct {
 	SampleRate uint32
 
 	// Reported marks a LostEvent that flowbus made to report its own losses.
-	// Reported events are not counted as received or delivered.
+	// Reported events are not counted as received or delivered. Only the
+	// runtime sets it, in batches that hold nothing else; components never do.
 	Reported bool
 
 	// spare keeps a Flow from an earlier use of this slot for reuse.

@@ -38,7 +38,7 @@ type lossBox struct {
 	pending map[lossKey]*lossEntry
 	// total counts every lost event ever added: the sink's `lost`.
 	total atomic.Uint64
-	// reported counts the LostEvents made.
+	// reported counts the LostEvents delivered to the sink.
 	reported atomic.Uint64
 }
 
@@ -72,6 +72,40 @@ func (l *lossBox) add(source flowpb.LostEventSource, component string, cpu int32
 	l.mu.Unlock()
 }
 
+// putBack returns ev, a LostEvent made by take under key k that the sink
+// could not deliver, to the pending losses so that the next flush reports
+// it again. It merges with the losses added since under the same key (the
+// earliest first, the latest last, the CPUs combined). total is not
+// counted again: the events were counted when first added.
+func (l *lossBox) putBack(ev *Event, k lossKey) {
+	lost := ev.Lost
+	if lost == nil || lost.NumEventsLost == 0 {
+		return
+	}
+	first, last := lost.First.AsTime(), lost.Last.AsTime()
+	cpu := int32(cpuMixed)
+	if lost.Cpu != nil {
+		cpu = lost.Cpu.GetValue()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.pending[k]
+	if e == nil {
+		l.pending[k] = &lossEntry{count: lost.NumEventsLost, cpu: cpu, first: first, last: last}
+		return
+	}
+	e.count += lost.NumEventsLost
+	if first.Before(e.first) {
+		e.first = first
+	}
+	if last.After(e.last) {
+		e.last = last
+	}
+	if e.cpu != cpu {
+		e.cpu = cpuMixed
+	}
+}
+
 // hasPending reports whether a LostEvent is due.
 func (l *lossBox) hasPending() bool {
 	l.mu.Lock()
@@ -80,12 +114,13 @@ func (l *lossBox) hasPending() bool {
 }
 
 // take moves the pending losses into a new batch of reported LostEvents
-// (nil when there are none), in a stable order.
-func (l *lossBox) take(nodeName string) *Batch {
+// (nil when there are none), in a stable order, and returns the key of
+// each event for putBack. reported counts the LostEvents once delivered.
+func (l *lossBox) take(nodeName string) (*Batch, []lossKey) {
 	l.mu.Lock()
 	if len(l.pending) == 0 {
 		l.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	keys := make([]lossKey, 0, len(l.pending))
 	for k := range l.pending {
@@ -117,6 +152,5 @@ func (l *lossBox) take(nodeName string) *Batch {
 	}
 	clear(l.pending)
 	l.mu.Unlock()
-	l.reported.Add(uint64(len(keys)))
-	return b
+	return b, keys
 }

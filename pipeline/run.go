@@ -182,21 +182,67 @@ func (p *Pipeline) runSink(n *node) {
 			break
 		}
 		if it.b == nil { // poked: LostEvents are due
-			p.flushLoss(n)
+			p.flushLoss(n, false)
 			continue
 		}
 		p.write(n, it.b, it.counted)
 	}
-	p.flushLoss(n)
+	p.flushLoss(n, true)
 }
 
-func (p *Pipeline) flushLoss(n *node) {
-	if b := n.loss.take(p.cfg.NodeName); b != nil {
-		p.write(n, b, 0)
+// flushLoss writes n's pending losses as reported LostEvents, one per
+// Write so that a failure is known per LostEvent. A LostEvent the sink
+// gives up on goes back to the pending losses for the next flush; at the
+// final flush nothing comes after, and the events it would have reported
+// are logged as unreported.
+func (p *Pipeline) flushLoss(n *node, final bool) {
+	b, keys := n.loss.take(p.cfg.NodeName)
+	if b == nil {
+		return
+	}
+	one := NewBatch()
+	var unreported, retried uint64
+	var lastErr error
+	for i := range b.Events {
+		ev := &b.Events[i]
+		one.Truncate(0)
+		e := one.Next()
+		e.Lost, e.NodeName, e.Time, e.Reported = ev.Lost, ev.NodeName, ev.Time, true
+		n.stats.batches.Add(1)
+		failed := 1
+		if p.abort.Err() == nil {
+			var err error
+			failed, err = p.sinkWrite(n, one)
+			if err != nil {
+				lastErr = err
+			}
+		}
+		if failed <= 0 {
+			n.loss.reported.Add(1)
+			continue
+		}
+		if final {
+			unreported += ev.Lost.NumEventsLost
+			continue
+		}
+		retried += ev.Lost.NumEventsLost
+		n.loss.putBack(ev, keys[i])
+	}
+	one.Release()
+	b.Release()
+	switch {
+	case unreported > 0:
+		n.log.Error("the sink could not deliver the last LostEvents at shutdown: these losses are unreported in its stream",
+			"events", unreported, "error", lastErr)
+	case retried > 0:
+		n.log.Debug("the sink did not deliver LostEvents; they are reported again at the next flush",
+			"events", retried, "error", lastErr)
 	}
 }
 
-// write hands b to the sink and releases it.
+// write hands b, a batch from n's buffer, to the sink and releases it.
+// Such batches hold no reported LostEvents (flushLoss writes those), so
+// every event the sink gave up on is a counted one.
 func (p *Pipeline) write(n *node, b *Batch, counted int) {
 	n.stats.in.Add(uint64(counted))
 	n.stats.batches.Add(1)
@@ -208,12 +254,7 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 	}
 	failed, err := p.sinkWrite(n, b)
 	b.Release()
-	if failed > counted {
-		failed = counted
-	}
-	if failed < 0 {
-		failed = 0
-	}
+	failed = min(max(failed, 0), counted)
 	if err != nil && p.abort.Err() == nil {
 		n.log.Warn("sink write failed", "error", err, "failed", failed)
 	}
@@ -227,7 +268,7 @@ func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
 			if n.stats.panicked.Add(1) == 1 {
 				n.log.Error("sink panicked; its batch is lost", "panic", r)
 			}
-			failed, err = b.Counted(), fmt.Errorf("panic: %v", r)
+			failed, err = b.Len(), fmt.Errorf("panic: %v", r)
 		}
 	}()
 	return n.sink.Write(p.abort, b)

@@ -191,6 +191,63 @@ sinks:
 	}
 }
 
+// LostEvents the sink gives up on are reported again at the next flush:
+// every loss reaches the stream once, with its CPU, and the summary's lost
+// counts each loss once.
+func TestLostEventsRetried(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+lost_event_interval: 2ms
+sources:
+  gen: {type: test-count, count: 3000, batch: 10, lost_every: 1}
+sinks:
+  f: {type: test-rec, inputs: [gen], delay: 1ms, fail_lost: 3, buffer: {when_full: block}}
+`)
+	s := run(t, p, context.Background())
+	k := sinkNamed("f")
+	k.mu.Lock()
+	failedBatches := k.lostFailed
+	var perf uint64
+	for _, l := range k.lost {
+		if l.Source != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER {
+			t.Errorf("unexpected LostEvent %v", l)
+			continue
+		}
+		perf += l.NumEventsLost
+		if l.GetCpu().GetValue() != 1 || l.Cpu == nil {
+			t.Errorf("LostEvent without its CPU: %v", l)
+		}
+		if l.First.AsTime().After(l.Last.AsTime()) {
+			t.Errorf("LostEvent first after last: %v", l)
+		}
+	}
+	k.mu.Unlock()
+	if failedBatches != 3 {
+		t.Errorf("sink failed %d LostEvent batches, want 3", failedBatches)
+	}
+	const sourceLost = 300 * 3
+	if perf != sourceLost || s.Total.Lost != sourceLost || k.flows != 3000 {
+		t.Errorf("reported %d lost, summary %v, flows %d; want %d lost", perf, s.Total, k.flows, sourceLost)
+	}
+}
+
+// LostEvents still undeliverable at the final flush are logged; the
+// summary counts them lost all the same and still reconciles.
+func TestLostEventsUndeliverable(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+sources:
+  gen: {type: test-count, count: 100, batch: 10, lost_every: 1}
+sinks:
+  f: {type: test-rec, inputs: [gen], fail_lost: 1000000, buffer: {when_full: block}}
+`)
+	s := run(t, p, context.Background())
+	k := sinkNamed("f")
+	if k.reportedLost() != 0 || k.lostFailed == 0 || s.Total.Lost != 30 || k.flows != 100 {
+		t.Errorf("summary %v, flows %d, reported %d, failed batches %d", s.Total, k.flows, k.reportedLost(), k.lostFailed)
+	}
+}
+
 // /metrics, /healthz and /readyz answer while the pipeline runs.
 func TestHTTPEndpoints(t *testing.T) {
 	p := load(t, `

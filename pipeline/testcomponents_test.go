@@ -66,11 +66,13 @@ func (oddFilter) Process(b *pipeline.Batch) {
 
 // recSink records what it is given: flows and reported LostEvents. It
 // waits on a gate before its first write, then sleeps delay per batch,
-// and gives up on every fail_every-th batch.
+// gives up on every fail_every-th batch, and on the first fail_lost batches
+// of reported LostEvents.
 type recSink struct {
 	Wait      string          `yaml:"wait"`
 	Delay     config.Duration `yaml:"delay"`
 	FailEvery int             `yaml:"fail_every"`
+	FailLost  int             `yaml:"fail_lost"`
 
 	name    string
 	mu      sync.Mutex
@@ -80,6 +82,8 @@ type recSink struct {
 	closed  atomic.Bool
 	waited  bool
 	maxSeen int32
+	// lostFailed counts the batches of reported LostEvents given up on.
+	lostFailed int
 }
 
 func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
@@ -88,7 +92,7 @@ func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 		select {
 		case <-gate(s.Wait).ch:
 		case <-ctx.Done():
-			return b.Counted(), ctx.Err()
+			return b.Len(), ctx.Err()
 		}
 	}
 	if s.Delay > 0 {
@@ -98,7 +102,11 @@ func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	defer s.mu.Unlock()
 	s.writes++
 	if s.FailEvery > 0 && s.writes%s.FailEvery == 0 {
-		return b.Counted(), nil
+		return b.Len(), nil
+	}
+	if b.Counted() == 0 && s.lostFailed < s.FailLost {
+		s.lostFailed++
+		return b.Len(), nil
 	}
 	for i := range b.Events {
 		e := &b.Events[i]
