@@ -73,8 +73,7 @@ type Sink struct {
 
 // span is one encoded event in Sink.buf.
 type span struct {
-	end     int
-	counted bool // not a LostEvent flowbus made (Batch.Counted)
+	end int
 }
 
 // New builds a file sink from its config mapping.
@@ -223,7 +222,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	if s.w == nil {
 		if err := s.Start(ctx); err != nil {
 			s.errs.add(s.name, err)
-			return b.Counted(), nil
+			return b.Len(), nil
 		}
 	}
 	failed := 0
@@ -242,19 +241,16 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 		}
 		if err != nil {
 			s.buf = s.buf[:start]
-			if !e.Reported {
-				failed++
-			}
+			failed++
 			s.errs.add(s.name, err)
 			continue
 		}
-		s.evs = append(s.evs, span{end: len(s.buf), counted: !e.Reported})
+		s.evs = append(s.evs, span{end: len(s.buf)})
 	}
 	return failed + s.write(), nil
 }
 
-// write writes the encoded events and returns how many counted events it
-// could not write.
+// write writes the encoded events and returns how many it could not write.
 func (s *Sink) write() int {
 	start, first := 0, 0 // byte offset and index of the next unwritten event
 	for first < len(s.evs) {
@@ -275,13 +271,7 @@ func (s *Sink) write() int {
 				done++
 			}
 			s.errs.add(s.name, err)
-			failed := 0
-			for _, ev := range s.evs[done:] {
-				if ev.counted {
-					failed++
-				}
-			}
-			return failed
+			return len(s.evs) - done
 		}
 		start, first = end, last+1
 	}

@@ -501,12 +501,12 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 				t.Stop()
 			}
 			if ctx.Err() != nil {
-				return failed + s.counted(pending), ctx.Err()
+				return failed + len(pending), ctx.Err()
 			}
 		}
 		pending = s.attempt(ctx, pending, attempt > 1)
 		if ctx.Err() != nil && len(pending) > 0 {
-			return failed + s.counted(pending), ctx.Err()
+			return failed + len(pending), ctx.Err()
 		}
 		if attempt >= s.maxAttempts && len(pending) > 0 {
 			// Give up on the counted events (the runtime reports them in a
@@ -521,7 +521,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 		case <-s.done:
 			if len(pending) > 0 {
 				s.m.Failed.Add(float64(len(pending)))
-				return failed + s.counted(pending), nil
+				return failed + len(pending), nil
 			}
 		default:
 		}
@@ -546,18 +546,8 @@ func (s *Sink) giveUp(pending []int) (rest []int, gave int) {
 	return rest, gave
 }
 
-func (s *Sink) counted(idx []int) int {
-	n := 0
-	for _, i := range idx {
-		if s.items[i].counted {
-			n++
-		}
-	}
-	return n
-}
-
 // prepare encodes every event of b into the arena and fills s.items. It
-// returns the number of counted events that could not be encoded.
+// returns the number of events that could not be encoded.
 func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 	n := len(b.Events)
 	if cap(s.items) < n {
@@ -612,9 +602,7 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 		if err != nil {
 			arena = arena[:vo]
 			it.valOff = -1
-			if it.counted {
-				failed++
-			}
+			failed++
 			s.m.Failed.Inc()
 			s.encErr.Do(func() { s.log.Error("kafka: cannot encode event; it is reported lost", "err", err) })
 			continue

@@ -345,6 +345,19 @@ func TestBrokerErrorsGiveUp(t *testing.T) {
 	if len(msgs) != 1 || !strings.Contains(string(msgs[0].Value), `"lost_events"`) {
 		t.Fatalf("topic holds %d records, want the LostEvent only", len(msgs))
 	}
+
+	// A LostEvent still refused when the context ends counts as failed, so
+	// the runtime reports its losses again.
+	refuse.Store(1 << 30)
+	b3 := pipeline.NewBatch()
+	defer b3.Release()
+	sinktest.AddLost(b3, 5, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	failed, err = s.Write(ctx, b3)
+	if !errors.Is(err, context.DeadlineExceeded) || failed != 1 {
+		t.Fatalf("cancelled LostEvent: failed=%d err=%v, want 1", failed, err)
+	}
 }
 
 // TestPartialRecordErrors: one of two partitions fails once; only its

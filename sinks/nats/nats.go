@@ -41,7 +41,8 @@
 // are retried with backoff; a retry carries the same Msg-Id, so the stream
 // stores it once within its duplicate window. After max_attempts the message
 // is reported lost; flowbus's own LostEvents are retried until they are
-// acknowledged or shutdown ends the wait. The client reconnects forever and
+// acknowledged or shutdown ends the wait, and those still unacknowledged
+// then are reported failed, so the runtime reports their losses again. The client reconnects forever and
 // has no reconnect buffer with JetStream: while disconnected, publishes
 // fail at once and Write retries them, so a Write in progress keeps going
 // across a reconnect, and with `when_full: block` an outage shorter than the
@@ -491,7 +492,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.nc == nil {
-		return b.Counted(), errors.New("nats: sink not started")
+		return b.Len(), errors.New("nats: sink not started")
 	}
 	start := time.Now()
 	defer func() { s.m.Latency.Observe(time.Since(start).Seconds()) }()
@@ -515,7 +516,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			t.Stop()
 		}
 		if ctx.Err() != nil {
-			return failed + s.counted(todo), ctx.Err()
+			return failed + len(todo), ctx.Err()
 		}
 		if s.jsc != nil {
 			todo = s.publishJS(ctx, todo)
@@ -526,7 +527,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			break
 		}
 		if ctx.Err() != nil {
-			return failed + s.counted(todo), ctx.Err()
+			return failed + len(todo), ctx.Err()
 		}
 		closed := false
 		select {
@@ -536,7 +537,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 		}
 		if closed {
 			s.m.Failed.Add(float64(len(todo)))
-			return failed + s.counted(todo), nil
+			return failed + len(todo), nil
 		}
 		if attempt >= s.maxAttempts {
 			// Give up on the counted events (the runtime reports them in a
@@ -561,16 +562,6 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 		}
 	}
 	return failed, nil
-}
-
-func (s *Sink) counted(idx []int) int {
-	n := 0
-	for _, i := range idx {
-		if s.items[i].counted {
-			n++
-		}
-	}
-	return n
 }
 
 // publishJS publishes the items once, at most max_pending unacknowledged
@@ -665,7 +656,7 @@ func (s *Sink) publishCore(ctx context.Context, todo []int) (retry []int) {
 }
 
 // prepare encodes the events of b into the arena and builds their messages.
-// It returns the number of counted events that could not be encoded.
+// It returns the number of events that could not be encoded.
 func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 	n := len(b.Events)
 	if s.abandoned {
@@ -703,9 +694,7 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 		var err error
 		if arena, err = s.enc.Append(arena, e); err != nil {
 			arena = arena[:off]
-			if it.counted {
-				failed++
-			}
+			failed++
 			s.m.Failed.Inc()
 			s.encErr.Do(func() { s.log.Error("nats: cannot encode event; it is reported lost", "err", err) })
 			continue

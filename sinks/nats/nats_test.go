@@ -247,6 +247,18 @@ func TestOutageReportsFailed(t *testing.T) {
 		t.Fatalf("cancelled: failed=%d err=%v", failed, err)
 	}
 
+	// A LostEvent still unacknowledged when the context ends counts as
+	// failed, so the runtime reports its losses again.
+	lost := pipeline.NewBatch()
+	defer lost.Release()
+	sinktest.AddLost(lost, 4, true)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	failed, err = s.Write(ctx2, lost)
+	if !errors.Is(err, context.DeadlineExceeded) || failed != 1 {
+		t.Fatalf("cancelled LostEvent: failed=%d err=%v, want 1", failed, err)
+	}
+
 	// flowbus's own LostEvent outlives max_attempts: it is retried until
 	// the server is back.
 	b2 := sinktest.Batch(100, 10)
