@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/sinks/discard"
@@ -674,5 +675,64 @@ func TestUUID(t *testing.T) {
 			t.Fatalf("bad or repeated uuid %q", u)
 		}
 		seen[u] = true
+	}
+}
+
+// TestStorageExclusive: a flow the generator filled in reused storage owns
+// everything reachable from it, the spare capacity of its lists included.
+// A decoder that reuses that storage (flowjson extends lists within their
+// capacity and decodes into the elements found there) must not change any
+// other flow.
+func TestStorageExclusive(t *testing.T) {
+	g := NewGenerator(21)
+	b := new(pipeline.Batch) // not from the pool: only this generator's storage
+	for round := range 4 {
+		b.Truncate(0)
+		for i := range 512 {
+			g.Fill(b.Next(), t0+int64(round*512+i))
+		}
+	}
+	// Each slot gets a flow with one more element in each list the
+	// generator fills from its free lists.
+	want := make([]*flowpb.Flow, b.Len())
+	for i := range b.Events {
+		f := proto.Clone(b.Events[i].Flow).(*flowpb.Flow)
+		for _, ep := range []*flowpb.Endpoint{f.Source, f.Destination} {
+			if ep != nil {
+				ep.Workloads = append(ep.Workloads, &flowpb.Workload{Name: fmt.Sprintf("extra-%d", i), Kind: "Deployment"})
+			}
+		}
+		pol := func() *flowpb.Policy {
+			return &flowpb.Policy{Name: fmt.Sprintf("extra-%d", i), Kind: "CiliumNetworkPolicy"}
+		}
+		f.EgressAllowedBy = append(f.EgressAllowedBy, pol())
+		f.IngressAllowedBy = append(f.IngressAllowedBy, pol())
+		f.EgressDeniedBy = append(f.EgressDeniedBy, pol())
+		f.IngressDeniedBy = append(f.IngressDeniedBy, pol())
+		if h := f.GetL7().GetHttp(); h != nil {
+			h.Headers = append(h.Headers, &flowpb.HTTPHeader{Key: "x-extra", Value: fmt.Sprint(i)})
+		}
+		want[i] = f
+	}
+	for i := range b.Events {
+		line, err := flowjson.AppendFlow(nil, want[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := flowjson.UnmarshalFlow(line, b.Events[i].FlowStorage()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := 0
+	for i := range b.Events {
+		if !proto.Equal(b.Events[i].Flow, want[i]) {
+			if bad == 0 {
+				t.Errorf("flow %d changed by decoding into other slots:\n got %v\nwant %v", i, b.Events[i].Flow, want[i])
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d flows corrupted", bad, b.Len())
 	}
 }

@@ -154,9 +154,7 @@ func (p *pools) recycle(f *flowpb.Flow) flowSlices {
 			p.l7dns.put(r)
 		case *flowpb.Layer7_Http:
 			if h := r.Http; h != nil {
-				for _, x := range h.Headers {
-					p.header.put(x)
-				}
+				h.Headers = putAll(&p.header, h.Headers)
 				p.http.put(h)
 			}
 			r.Http = nil
@@ -222,22 +220,34 @@ func (p *pools) recycleL4(l4 *flowpb.Layer4) {
 	l4.Protocol = nil
 }
 
+// putAll frees the messages of s, those in its spare capacity too, and
+// returns s emptied with its backing array cleared.
+//
+// The spare capacity matters: a decoder that later reuses the Flow (see
+// pipeline.Event.FlowStorage) extends a list within its capacity and
+// decodes into the elements it finds there. A pointer left there after its
+// message went to a free list would alias a message of another flow, and
+// that decode would overwrite it.
+func putAll[T any](p *freeList[T], s []*T) []*T {
+	s = s[:cap(s)]
+	for _, x := range s {
+		p.put(x)
+	}
+	clear(s)
+	return s[:0]
+}
+
 // recycleEndpoint frees e's workloads; e keeps its slices for reuse.
 func (p *pools) recycleEndpoint(e *flowpb.Endpoint) {
 	if e == nil {
 		return
 	}
-	for _, w := range e.Workloads {
-		p.workload.put(w)
-	}
+	e.Workloads = putAll(&p.workload, e.Workloads)
 	p.ep.put(e)
 }
 
 func (p *pools) recyclePolicies(ps []*flowpb.Policy) []*flowpb.Policy {
-	for _, x := range ps {
-		p.policy.put(x)
-	}
-	return ps[:0]
+	return putAll(&p.policy, ps)
 }
 
 // policyMsg returns a zeroed Policy whose labels keep their storage.
