@@ -41,6 +41,13 @@ func (e *Event) IsLost() bool { return e.Lost != nil }
 // It reuses the storage of an earlier event in the same slot when there is
 // one: that Flow's contents are stale, and the caller must overwrite or reset
 // every field it does not set (decoders reuse nested messages this way).
+//
+// The slot owns everything its Flow reaches, the unused capacity of its
+// lists included: a filler must never put a message or slice into the Flow
+// that is also referenced elsewhere (another flow, a shared table, a free
+// list), because the next user of the slot overwrites it in place. A caller
+// that wants to keep a Flow after releasing its batch takes it out of the
+// event first (e.Flow = nil).
 func (e *Event) FlowStorage() *flowpb.Flow {
 	if e.Flow == nil {
 		if e.spare != nil {
@@ -106,7 +113,8 @@ func (b *Batch) Next() *Event {
 	return &b.Events[n]
 }
 
-// Truncate drops the events from index n on, keeping their storage.
+// Truncate drops the events from index n on, keeping their storage (their
+// Flows become spare storage for the slots; see Event.FlowStorage).
 func (b *Batch) Truncate(n int) {
 	for i := n; i < len(b.Events); i++ {
 		b.Events[i].reset()
