@@ -199,16 +199,26 @@ func (r *rotator) Write(p []byte) (int, error) {
 	n := int64(len(p))
 	// lumberjack rotates an existing file it opens when size+n >= max,
 	// and an open file when size+n > max.
-	if r.size+n > r.max || (!r.open && r.size > 0 && r.size+n >= r.max) {
-		now := time.Now()
-		if !r.lastRotate.IsZero() && now.Truncate(time.Millisecond).Equal(r.lastRotate.Truncate(time.Millisecond)) {
-			time.Sleep(now.Truncate(time.Millisecond).Add(time.Millisecond).Sub(now))
+	rotating := r.size+n > r.max || (!r.open && r.size > 0 && r.size+n >= r.max)
+	if rotating {
+		// lastRotate is taken after the previous rotating Write returned, so
+		// it is not earlier than the time lumberjack named that backup with;
+		// waiting for a later millisecond gives this backup a new name.
+		for !r.lastRotate.IsZero() {
+			now := time.Now()
+			next := r.lastRotate.Truncate(time.Millisecond).Add(time.Millisecond)
+			if !now.Before(next) {
+				break
+			}
+			time.Sleep(next.Sub(now))
 		}
-		r.lastRotate = time.Now()
 		r.size = 0
 	}
 	r.open = true
 	written, err := r.lj.Write(p)
+	if rotating {
+		r.lastRotate = time.Now()
+	}
 	r.size += int64(written)
 	return written, err
 }
