@@ -1,6 +1,7 @@
 package filter
 
 import (
+	stdcmp "cmp"
 	"errors"
 	"math"
 	"regexp"
@@ -337,16 +338,7 @@ func compare(fn string, l, r *fastExpr) (*fastExpr, error) {
 				return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return lf(x) != k }}, nil
 			}
 		}
-		cmp = func(x *celCtx) int {
-			a, b := lf(x), rf(x)
-			switch {
-			case a < b:
-				return -1
-			case a > b:
-				return 1
-			}
-			return 0
-		}
+		cmp = func(x *celCtx) int { return stdcmp.Compare(lf(x), rf(x)) }
 	case fkUint:
 		lf, rf := l.u, r.u
 		if r.lit != nil {
@@ -358,16 +350,7 @@ func compare(fn string, l, r *fastExpr) (*fastExpr, error) {
 				return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return lf(x) != k }}, nil
 			}
 		}
-		cmp = func(x *celCtx) int {
-			a, b := lf(x), rf(x)
-			switch {
-			case a < b:
-				return -1
-			case a > b:
-				return 1
-			}
-			return 0
-		}
+		cmp = func(x *celCtx) int { return stdcmp.Compare(lf(x), rf(x)) }
 	case fkString:
 		lf, rf := l.s, r.s
 		cmp = func(x *celCtx) int { return strings.Compare(lf(x), rf(x)) }
