@@ -10,9 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/sinks/internal/sinktest"
 )
@@ -121,31 +119,13 @@ sinks:
 		t.Fatal(err)
 	}
 	info, _ := st.Info(ctx)
-	flows, lost := 0, uint64(0)
-	seen := map[string]bool{}
+	var payloads [][]byte
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var env observer.GetFlowsResponse
-		if err := proto.Unmarshal(m.Data, &env); err != nil {
-			t.Fatal(err)
-		}
-		if f := env.GetFlow(); f != nil {
-			if seen[f.Uuid] {
-				t.Errorf("flow %s stored twice", f.Uuid)
-			}
-			seen[f.Uuid] = true
-			flows++
-		} else {
-			lost += env.GetLostEvents().GetNumEventsLost()
-		}
+		payloads = append(payloads, m.Data)
 	}
-	if uint64(flows) != tot.Delivered {
-		t.Errorf("stream holds %d flows, summary delivered=%d", flows, tot.Delivered)
-	}
-	if lost != tot.Lost {
-		t.Errorf("LostEvents in the stream count %d, summary lost=%d", lost, tot.Lost)
-	}
+	sinktest.CheckStream(t, payloads, tot)
 }

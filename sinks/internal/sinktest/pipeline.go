@@ -2,10 +2,13 @@ package sinktest
 
 import (
 	"context"
+	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -66,4 +69,35 @@ func Metric(reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// CheckStream checks what a sink published in a run (payloads: binary
+// observer.GetFlowsResponse messages) against the run's summary: every
+// delivered flow is there exactly once, and the LostEvents count exactly the
+// summary's lost.
+func CheckStream(t testing.TB, payloads [][]byte, tot pipeline.Counts) {
+	t.Helper()
+	flows, lost := 0, uint64(0)
+	seen := map[string]bool{}
+	for _, p := range payloads {
+		var env observer.GetFlowsResponse
+		if err := proto.Unmarshal(p, &env); err != nil {
+			t.Fatal(err)
+		}
+		if f := env.GetFlow(); f != nil {
+			if seen[f.Uuid] {
+				t.Errorf("flow %s published twice", f.Uuid)
+			}
+			seen[f.Uuid] = true
+			flows++
+		} else {
+			lost += env.GetLostEvents().GetNumEventsLost()
+		}
+	}
+	if uint64(flows) != tot.Delivered {
+		t.Errorf("the bus holds %d flows, summary delivered=%d", flows, tot.Delivered)
+	}
+	if lost != tot.Lost {
+		t.Errorf("LostEvents on the bus count %d, summary lost=%d", lost, tot.Lost)
+	}
 }
