@@ -7,8 +7,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/encode"
 	filesink "github.com/flowbus/flowbus/sinks/file"
 	"github.com/flowbus/flowbus/sources/generate"
 )
@@ -25,7 +25,7 @@ func generated(n int) *pipeline.Batch {
 
 // benchmarkEncode measures encoding one generated flow into a reused buffer.
 func benchmarkEncode(b *testing.B, name string) {
-	enc, err := encode.New(name)
+	enc, err := codec.New(name)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,9 +19,9 @@ import (
 	"gopkg.in/natefinch/lumberjack.v2"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
-	"github.com/flowbus/flowbus/sinks/encode"
 )
 
 func init() { pipeline.RegisterSink("file", New) }
@@ -55,7 +55,7 @@ const fileMode = 0o644
 
 // Sink writes encoded events.
 type Sink struct {
-	enc      encode.Encoder
+	enc      codec.Encoder
 	delim    bool // protobuf: prefix each message with its length
 	w        io.Writer
 	closer   io.Closer // nil for stdout
@@ -82,7 +82,7 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
 	if err := config.Decode(node, &o); err != nil {
 		return nil, err
 	}
-	enc, err := encode.New(b.Encoding)
+	enc, err := codec.New(b.Encoding)
 	if err != nil {
 		return nil, config.Errorf(node, "file sink: %v", err)
 	}

@@ -15,8 +15,8 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
-	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
+	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 )
 
 type sinkutilTLS = sinkutil.TLS

@@ -7,8 +7,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
 )
 
 // BenchmarkWrite: generated flows → kfake (in process, 3 partitions),

@@ -9,7 +9,7 @@
 //	    inputs: [flows]
 //	    encoding: protobuf            # or json
 //	    brokers: [kafka-0:9092, kafka-1:9092]
-//	    topic: hubble.flows.{{ verdict }}   # a template (sinks/template)
+//	    topic: hubble.flows.{{ verdict }}   # a template (internal/template)
 //	    lost_topic: hubble.lost       # optional; default: topic, with every placeholder rendering "lost"
 //	    key: connection               # connection | source_pod | none | a template ("{{ source.namespace }}") or a bare field path
 //	    compression: lz4              # none | gzip | snappy | lz4 | zstd
@@ -74,11 +74,11 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/sinkutil"
+	"github.com/flowbus/flowbus/internal/template"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
-	"github.com/flowbus/flowbus/sinks/encode"
-	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
-	"github.com/flowbus/flowbus/sinks/template"
 )
 
 func init() {
@@ -145,7 +145,7 @@ const (
 type Sink struct {
 	log      *slog.Logger
 	nodeName string
-	enc      encode.Encoder
+	enc      codec.Encoder
 	ctype    []byte
 
 	topic, lostTopic *template.Template
@@ -305,7 +305,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	if s.backoff.Max < s.backoff.Min {
 		add(config.Errorf(sinkutil.At(n, "backoff"), "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
-	if s.enc, err = encode.New(b.Encoding); err != nil {
+	if s.enc, err = codec.New(b.Encoding); err != nil {
 		add(config.Errorf(n, "kafka: %v", err))
 	} else {
 		s.ctype = []byte(s.enc.ContentType())

@@ -20,9 +20,9 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
-	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
 )
 
 func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {

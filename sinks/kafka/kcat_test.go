@@ -11,8 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
-	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
+	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 )
 
 // TestKcatReadsRecords checks that a librdkafka consumer (kcat) reads the

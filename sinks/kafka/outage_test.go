@@ -14,8 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
 )
 
 func waitFor(t testing.TB, what string, cond func() bool) {

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinktest"
 )
 
 // runServer starts a plain nats-server (no JetStream) for auth tests.

@@ -6,8 +6,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
 )
 
 // BenchmarkWrite: generated flows → the embedded server, batches of 512.

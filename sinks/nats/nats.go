@@ -11,7 +11,7 @@
 //	    inputs: [flows]
 //	    encoding: json                     # or protobuf
 //	    url: nats://nats-0:4222,nats://nats-1:4222   # or: embedded
-//	    subject: hubble.flows.{{ verdict }}  # a template (sinks/template)
+//	    subject: hubble.flows.{{ verdict }}  # a template (internal/template)
 //	    lost_subject: hubble.lost          # optional; default: subject, placeholders render "lost"
 //	    jetstream:                         # omit for core NATS publish
 //	      stream: HUBBLE                   # the stream the subjects belong to
@@ -82,11 +82,11 @@ import (
 	"github.com/nats-io/nuid"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/sinkutil"
+	"github.com/flowbus/flowbus/internal/template"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
-	"github.com/flowbus/flowbus/sinks/encode"
-	"github.com/flowbus/flowbus/sinks/internal/sinkutil"
-	"github.com/flowbus/flowbus/sinks/template"
 )
 
 func init() {
@@ -145,7 +145,7 @@ type Sink struct {
 	log      *slog.Logger
 	name     string
 	nodeName string
-	enc      encode.Encoder
+	enc      codec.Encoder
 	ctype    []string
 
 	subject, lostSubject *template.Template
@@ -290,7 +290,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	if s.backoff.Max < s.backoff.Min {
 		add(config.Errorf(sinkutil.At(n, "backoff"), "nats: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
-	if s.enc, err = encode.New(b.Encoding); err != nil {
+	if s.enc, err = codec.New(b.Encoding); err != nil {
 		add(config.Errorf(n, "nats: %v", err))
 	} else {
 		s.ctype = []string{s.enc.ContentType()}

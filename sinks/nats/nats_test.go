@@ -16,8 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/internal/sinktest"
 )
 
 func counter(c prometheus.Counter) float64 {

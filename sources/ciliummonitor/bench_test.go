@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/monitor"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -26,7 +27,7 @@ func BenchmarkConsume(b *testing.B) {
 	enc := gob.NewEncoder(&buf)
 	sample := traceSample(0, 0x10)
 	for i := 0; i < perStream; i++ {
-		if err := enc.Encode(&Payload{Type: PayloadSample, CPU: i % 2, Data: sample}); err != nil {
+		if err := enc.Encode(&monitor.Payload{Type: monitor.PayloadSample, CPU: i % 2, Data: sample}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/flow/monitor"
 )
 
 // FuzzReader feeds arbitrary bytes to the stream reader and decodes the
@@ -22,12 +23,12 @@ func FuzzReader(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := NewReader(bytes.NewReader(data))
+		r := monitor.NewReader(bytes.NewReader(data))
 		ref := gob.NewDecoder(bytes.NewReader(data))
 		refOK := true
 		var d datapath.Decoder
 		fl := new(flowpb.Flow)
-		var p Payload
+		var p monitor.Payload
 		for n := 0; ; n++ {
 			if n > len(data) {
 				t.Fatalf("%d payloads from %d bytes", n, len(data))
@@ -40,7 +41,7 @@ func FuzzReader(f *testing.F) {
 				return
 			}
 			// What the Reader decodes, encoding/gob decodes the same.
-			var q Payload
+			var q monitor.Payload
 			if refOK {
 				if err := ref.Decode(&q); err != nil {
 					t.Fatalf("payload %d: the reader decoded %+v, gob failed: %v", n, p, err)
@@ -49,7 +50,7 @@ func FuzzReader(f *testing.F) {
 			if refOK && (p.CPU != q.CPU || p.Lost != q.Lost || p.Type != q.Type || !bytes.Equal(p.Data, q.Data)) {
 				t.Fatalf("payload %d: reader %+v, gob %+v", n, p, q)
 			}
-			if p.Type == PayloadSample {
+			if p.Type == monitor.PayloadSample {
 				if err := d.Decode(p.Data, fl); err != nil && !errors.Is(err, datapath.ErrSkip) && !errors.Is(err, datapath.ErrMalformed) {
 					t.Fatalf("decode error of unknown kind: %v", err)
 				}
@@ -63,7 +64,7 @@ func FuzzReader(f *testing.F) {
 func seedStreams(tb testing.TB) [][]byte {
 	var t testing.T
 	payloads, _, _ := script(&t)
-	enc := func(ps []Payload) []byte {
+	enc := func(ps []monitor.Payload) []byte {
 		var b bytes.Buffer
 		e := gob.NewEncoder(&b)
 		for i := range ps {
@@ -76,7 +77,7 @@ func seedStreams(tb testing.TB) [][]byte {
 	full := enc(payloads)
 	return [][]byte{
 		full,
-		enc([]Payload{{Type: PayloadLost, CPU: 3, Lost: 1 << 40}}),
+		enc([]monitor.Payload{{Type: monitor.PayloadLost, CPU: 3, Lost: 1 << 40}}),
 		enc(payloads[:1]),
 		full[:len(full)/2],
 	}

@@ -12,11 +12,11 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/flow/monitor"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 	_ "github.com/flowbus/flowbus/sinks/file"
-	"github.com/flowbus/flowbus/sources/ciliummonitor"
 )
 
 // TestPipelineReplay runs a recorded monitor stream through a pipeline
@@ -26,7 +26,7 @@ func TestPipelineReplay(t *testing.T) {
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "monitor.gob")
 	out := filepath.Join(dir, "out.jsonl")
-	r, err := ciliummonitor.CreateRecorder(rec)
+	r, err := monitor.CreateRecorder(rec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
 	"github.com/flowbus/flowbus/flow/flowid"
+	"github.com/flowbus/flowbus/flow/monitor"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -380,8 +381,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // consume decodes one stream into batches until it ends. It returns nil
 // at the clean end of the stream.
 func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output, rep *reporter) error {
-	r := NewReader(rd)
-	var p Payload
+	r := monitor.NewReader(rd)
+	var p monitor.Payload
 	b := pipeline.NewBatch()
 	defer func() {
 		if b != nil {
@@ -413,7 +414,7 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 		}
 		s.m.payloadCount++
 		switch p.Type {
-		case PayloadSample:
+		case monitor.PayloadSample:
 			ev := b.Next()
 			f := ev.FlowStorage()
 			if err := s.dec.Decode(p.Data, f); err != nil {
@@ -436,7 +437,7 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 					return err
 				}
 			}
-		case PayloadLost:
+		case monitor.PayloadLost:
 			// Keep the order: the flows read before the loss go first.
 			if err := emit(); err != nil {
 				return err
@@ -474,7 +475,7 @@ type reporter struct {
 
 func newReporter(log *slog.Logger) *reporter { return &reporter{log: log} }
 
-func (r *reporter) malformed(err error, p *Payload, offset int64) {
+func (r *reporter) malformed(err error, p *monitor.Payload, offset int64) {
 	now := time.Now()
 	if !r.logged {
 		r.logged, r.last = true, now

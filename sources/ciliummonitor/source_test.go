@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/gob"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -24,6 +23,7 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/flow/monitor"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -153,19 +153,19 @@ func accessLogSample(t *testing.T) []byte {
 }
 
 // script is a stream of payloads and the flows/lost calls it yields.
-func script(t *testing.T) (payloads []Payload, flowSamples [][]byte, lost []lostCall) {
+func script(t *testing.T) (payloads []monitor.Payload, flowSamples [][]byte, lost []lostCall) {
 	t.Helper()
 	samples := [][]byte{traceSample(0, 0x12), dropSample(), accessLogSample(t), traceSample(11, 0x11)}
-	payloads = []Payload{
-		{Type: PayloadSample, CPU: 0, Data: samples[0]},
-		{Type: PayloadSample, CPU: 1, Data: agentEvent()},
-		{Type: PayloadSample, CPU: 1, Data: samples[1]},
-		{Type: PayloadLost, CPU: 1, Lost: 17},
-		{Type: PayloadSample, CPU: 0, Data: debugMsg()},
-		{Type: PayloadSample, CPU: 0, Data: []byte{datapath.MessageTypeTrace, 0, 0}}, // malformed
-		{Type: PayloadSample, CPU: 0, Data: samples[2]},
+	payloads = []monitor.Payload{
+		{Type: monitor.PayloadSample, CPU: 0, Data: samples[0]},
+		{Type: monitor.PayloadSample, CPU: 1, Data: agentEvent()},
+		{Type: monitor.PayloadSample, CPU: 1, Data: samples[1]},
+		{Type: monitor.PayloadLost, CPU: 1, Lost: 17},
+		{Type: monitor.PayloadSample, CPU: 0, Data: debugMsg()},
+		{Type: monitor.PayloadSample, CPU: 0, Data: []byte{datapath.MessageTypeTrace, 0, 0}}, // malformed
+		{Type: monitor.PayloadSample, CPU: 0, Data: samples[2]},
 		{Type: 42, CPU: 0},
-		{Type: PayloadSample, CPU: 3, Data: samples[3]},
+		{Type: monitor.PayloadSample, CPU: 3, Data: samples[3]},
 	}
 	return payloads, samples, []lostCall{{flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1, 17}}
 }
@@ -262,7 +262,7 @@ func (s *server) accept(t *testing.T) net.Conn {
 
 // send writes payloads on c as the agent does: one gob encoder per
 // connection.
-func send(t *testing.T, enc *gob.Encoder, ps []Payload) {
+func send(t *testing.T, enc *gob.Encoder, ps []monitor.Payload) {
 	t.Helper()
 	for i := range ps {
 		if err := enc.Encode(&ps[i]); err != nil {
@@ -412,7 +412,7 @@ func TestNoReconnect(t *testing.T) {
 func TestReplay(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rec.gob")
-	rec, err := CreateRecorder(path)
+	rec, err := monitor.CreateRecorder(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,9 +420,9 @@ func TestReplay(t *testing.T) {
 	for i := range payloads {
 		p := payloads[i]
 		switch p.Type {
-		case PayloadSample:
+		case monitor.PayloadSample:
 			err = rec.Sample(p.CPU, p.Data)
-		case PayloadLost:
+		case monitor.PayloadLost:
 			err = rec.Lost(p.CPU, p.Lost)
 		default:
 			err = rec.Write(&p)
@@ -507,24 +507,12 @@ func TestCiliumVersion(t *testing.T) {
 	}
 }
 
-func TestReaderLimits(t *testing.T) {
-	// A length prefix beyond MaxMessageSize is refused without reading.
-	r := NewReader(bytes.NewReader([]byte{0xfc, 0x7f, 0xff, 0xff, 0xff}))
-	var p Payload
-	if err := r.Next(&p); !errors.Is(err, ErrMessageTooBig) {
-		t.Errorf("err = %v", err)
-	}
-	if err := NewReader(bytes.NewReader(nil)).Next(&p); err != io.EOF {
-		t.Errorf("empty stream: %v", err)
-	}
-}
-
 // TestSocketServesRecording serves a recorded stream, byte for byte, over
 // a real unix socket, as the agent would have sent it.
 func TestSocketServesRecording(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "rec.gob")
-	rec, err := CreateRecorder(path)
+	rec, err := monitor.CreateRecorder(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,67 +552,3 @@ func TestSocketServesRecording(t *testing.T) {
 		t.Errorf("lost calls %v, want %v", out.lost, lost)
 	}
 }
-
-// TestReaderMatchesGob checks the hand decoder against encoding/gob on
-// payloads of every shape, for streams written with Payload's type id of
-// this process, with another id (a stream from another process), and
-// with another type (handed to gob).
-func TestReaderMatchesGob(t *testing.T) {
-	payloads := []Payload{
-		{}, {Type: PayloadSample, Data: []byte{4}}, {Type: PayloadLost, CPU: 3, Lost: 1 << 40},
-		{Type: -5, CPU: -1 << 40, Data: bytes.Repeat([]byte{7}, 70000)}, {CPU: 127, Lost: 128, Type: 255},
-		{Data: []byte{}, Type: PayloadSample, CPU: 1},
-	}
-	// Same name and shape, registered later: another type id.
-	type Payload struct {
-		Data []byte
-		CPU  int
-		Lost uint64
-		Type int
-	}
-	type renamed struct {
-		Data []byte
-		CPU  int
-		Lost uint64
-		Type int
-	}
-	for _, enc := range []struct {
-		name string
-		mode int
-		fn   func(*gob.Encoder, *ciliumPayload) error
-	}{
-		{"this process", modeFast, func(e *gob.Encoder, p *ciliumPayload) error { return e.Encode(p) }},
-		{"other id", modeFast, func(e *gob.Encoder, p *ciliumPayload) error {
-			return e.Encode(&Payload{Data: p.Data, CPU: p.CPU, Lost: p.Lost, Type: p.Type})
-		}},
-		{"other type", modeGob, func(e *gob.Encoder, p *ciliumPayload) error {
-			return e.Encode(&renamed{Data: p.Data, CPU: p.CPU, Lost: p.Lost, Type: p.Type})
-		}},
-	} {
-		var buf bytes.Buffer
-		e := gob.NewEncoder(&buf)
-		for i := range payloads {
-			if err := enc.fn(e, &payloads[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		r := NewReader(bytes.NewReader(buf.Bytes()))
-		var p ciliumPayload
-		for i, want := range payloads {
-			if err := r.Next(&p); err != nil {
-				t.Fatalf("%s: payload %d: %v", enc.name, i, err)
-			}
-			if p.CPU != want.CPU || p.Lost != want.Lost || p.Type != want.Type || !bytes.Equal(p.Data, want.Data) {
-				t.Fatalf("%s: payload %d: got %+v, want %+v", enc.name, i, p, want)
-			}
-		}
-		if err := r.Next(&p); err != io.EOF {
-			t.Fatalf("%s: end: %v", enc.name, err)
-		}
-		if r.mode != enc.mode {
-			t.Errorf("%s: reader mode %d, want %d", enc.name, r.mode, enc.mode)
-		}
-	}
-}
-
-type ciliumPayload = Payload

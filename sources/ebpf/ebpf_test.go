@@ -22,8 +22,8 @@ import (
 	"github.com/flowbus/flowbus/bpf/bpftest"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
+	"github.com/flowbus/flowbus/flow/monitor"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sources/ciliummonitor"
 )
 
 func TestFlows(t *testing.T) {
@@ -521,18 +521,18 @@ func TestRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd := ciliummonitor.NewReader(bytes.NewReader(data))
+	rd := monitor.NewReader(bytes.NewReader(data))
 	var d datapath.Decoder
 	samples, echo := 0, 0
 	for {
-		var pl ciliummonitor.Payload
+		var pl monitor.Payload
 		if err := rd.Next(&pl); err != nil {
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			t.Fatal(err)
 		}
-		if pl.Type != ciliummonitor.PayloadSample {
+		if pl.Type != monitor.PayloadSample {
 			continue
 		}
 		samples++

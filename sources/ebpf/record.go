@@ -1,9 +1,9 @@
 package ebpf
 
-import "github.com/flowbus/flowbus/sources/ciliummonitor"
+import "github.com/flowbus/flowbus/flow/monitor"
 
 // recorder writes raw samples as a cilium-monitor stream
-// (ciliummonitor.Recorder), which the cilium-monitor source replays with
+// (monitor.Recorder), which the cilium-monitor source replays with
 // `path:`.
 type recorder interface {
 	Sample(cpu int, data []byte) error
@@ -12,5 +12,5 @@ type recorder interface {
 }
 
 func newRecorder(path string) (recorder, error) {
-	return ciliummonitor.CreateRecorder(path)
+	return monitor.CreateRecorder(path)
 }

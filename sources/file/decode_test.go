@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/encode"
 )
 
 // TestDecodersAgree decodes the test corpora with both line decoders, the
@@ -39,8 +39,8 @@ func TestDecodersAgree(t *testing.T) {
 					t.Fatalf("%s:%d: got %v %v %v, want %v %v %v", path, n+1, gk, gl, gerr, wk, wl, werr)
 				}
 				if werr == nil && (wk == kindFlow || wk == kindLost) {
-					if !proto.Equal(encode.Envelope(ge), encode.Envelope(we)) {
-						t.Fatalf("%s:%d: events differ\n got %v\nwant %v", path, n+1, encode.Envelope(ge), encode.Envelope(we))
+					if !proto.Equal(codec.Envelope(ge), codec.Envelope(we)) {
+						t.Fatalf("%s:%d: events differ\n got %v\nwant %v", path, n+1, codec.Envelope(ge), codec.Envelope(we))
 					}
 				}
 				want.Release()

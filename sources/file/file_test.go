@@ -21,10 +21,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/encode"
 )
 
 // collector is a pipeline.Output that keeps a JSON line and a copy of
@@ -46,12 +46,12 @@ func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 	c.batches++
 	for i := range b.Events {
 		e := &b.Events[i]
-		line, err := encode.JSON{}.Append(nil, e)
+		line, err := codec.JSON{}.Append(nil, e)
 		if err != nil {
 			return err
 		}
 		c.lines = append(c.lines, string(line))
-		c.events = append(c.events, proto.Clone(encode.Envelope(e)).(*observer.GetFlowsResponse))
+		c.events = append(c.events, proto.Clone(codec.Envelope(e)).(*observer.GetFlowsResponse))
 	}
 	select {
 	case c.notify <- struct{}{}:
@@ -264,10 +264,10 @@ func TestVariants(t *testing.T) {
 		if err != nil || kind != kindFlow || lossy {
 			t.Fatalf("variant %d: kind %v lossy %v err %v", i, kind, lossy, err)
 		}
-		if got := encode.Envelope(ev); !proto.Equal(got, want) {
+		if got := codec.Envelope(ev); !proto.Equal(got, want) {
 			t.Errorf("variant %d:\n got %v\nwant %v", i, got, want)
 		}
-		line, _ := encode.JSON{}.Append(nil, ev)
+		line, _ := codec.JSON{}.Append(nil, ev)
 		if string(line) != canonical+"\n" {
 			t.Errorf("variant %d re-encoded:\n got %s\nwant %s", i, line, canonical)
 		}

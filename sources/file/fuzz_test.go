@@ -7,8 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/encode"
 )
 
 // FuzzDecodeLine: decoding any line never panics, and a line that decodes
@@ -41,10 +41,10 @@ func FuzzDecodeLine(f *testing.F) {
 		if err != nil || (kind != kindFlow && kind != kindLost) {
 			return
 		}
-		if !proto.Equal(encode.Envelope(ev), encode.Envelope(fev)) {
-			t.Fatalf("decoders disagree on %q:\nflowjson  %v\nprotojson %v", line, encode.Envelope(fev), encode.Envelope(ev))
+		if !proto.Equal(codec.Envelope(ev), codec.Envelope(fev)) {
+			t.Fatalf("decoders disagree on %q:\nflowjson  %v\nprotojson %v", line, codec.Envelope(fev), codec.Envelope(ev))
 		}
-		out, err := encode.JSON{}.Append(nil, ev)
+		out, err := codec.JSON{}.Append(nil, ev)
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}
@@ -53,10 +53,10 @@ func FuzzDecodeLine(f *testing.F) {
 		if err != nil || kind2 != kind || lossy {
 			t.Fatalf("re-decode of %s: kind %v lossy %v err %v", out, kind2, lossy, err)
 		}
-		if !proto.Equal(encode.Envelope(ev), encode.Envelope(ev2)) {
+		if !proto.Equal(codec.Envelope(ev), codec.Envelope(ev2)) {
 			t.Fatalf("round trip changed the event:\n%s", out)
 		}
-		out2, _ := encode.JSON{}.Append(nil, ev2)
+		out2, _ := codec.JSON{}.Append(nil, ev2)
 		if !bytes.Equal(out, out2) {
 			t.Fatalf("re-encoding differs:\n%s\n%s", out, out2)
 		}

@@ -11,9 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/sinks/encode"
 )
 
 // richFlow is an enriched L7 flow with most parts of a Flow populated.
@@ -161,7 +161,7 @@ func TestInclude(t *testing.T) {
 // exporter tests: the envelope's time and node_name come from the masked
 // flow.
 func TestIncludeJSON(t *testing.T) {
-	enc, err := encode.New("json")
+	enc, err := codec.New("json")
 	if err != nil {
 		t.Fatal(err)
 	}

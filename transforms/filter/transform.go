@@ -1,8 +1,12 @@
+// Package filter is the `filter` transform: it keeps the flows that pass
+// its allow and deny lists of Hubble FlowFilters (package flowfilter) and
+// always passes LostEvents.
 package filter
 
 import (
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/flowfilter"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -20,7 +24,7 @@ type options struct {
 // Transform is the `filter` pipeline stage: it removes the flows that f
 // does not pass; LostEvents always pass.
 type Transform struct {
-	f    *Filter
+	f    *flowfilter.Filter
 	keep func(*pipeline.Event) bool
 }
 
@@ -30,8 +34,8 @@ func newTransform(_ *pipeline.Build, node *yaml.Node) (pipeline.Transform, error
 		return nil, err
 	}
 	// Report every invalid filter at once, for `flowbus validate`.
-	allow, aerr := ParseFilters(o.Allow)
-	deny, derr := ParseFilters(o.Deny)
+	allow, aerr := flowfilter.ParseFilters(o.Allow)
+	deny, derr := flowfilter.ParseFilters(o.Deny)
 	if aerr != nil || derr != nil {
 		var errs config.Errors
 		if aerr != nil {
@@ -42,18 +46,18 @@ func newTransform(_ *pipeline.Build, node *yaml.Node) (pipeline.Transform, error
 		}
 		return nil, errs
 	}
-	f, err := New(allow, deny)
+	f, err := flowfilter.New(allow, deny)
 	if err != nil {
-		if errs := AllErrors(allow, deny, o.Allow, o.Deny); len(errs) > 0 {
+		if errs := flowfilter.AllErrors(allow, deny, o.Allow, o.Deny); len(errs) > 0 {
 			return nil, errs
 		}
-		return nil, Positioned(err, o.Allow, o.Deny)
+		return nil, flowfilter.Positioned(err, o.Allow, o.Deny)
 	}
 	return NewTransform(f), nil
 }
 
 // NewTransform returns a transform applying f.
-func NewTransform(f *Filter) *Transform {
+func NewTransform(f *flowfilter.Filter) *Transform {
 	t := &Transform{f: f}
 	t.keep = func(e *pipeline.Event) bool { return t.f.Match(e.Flow) }
 	return t

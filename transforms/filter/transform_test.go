@@ -15,6 +15,8 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/flowfilter"
+	"github.com/flowbus/flowbus/internal/testflow"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 	_ "github.com/flowbus/flowbus/sinks/discard"
@@ -73,7 +75,7 @@ func TestTransformConfigErrors(t *testing.T) {
 }
 
 func TestProcessKeepsLostEvents(t *testing.T) {
-	f, err := filter.New([]*flowpb.FlowFilter{{Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}}, nil)
+	f, err := flowfilter.New([]*flowpb.FlowFilter{{Verdict: []flowpb.Verdict{flowpb.Verdict_DROPPED}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +108,7 @@ func TestProcessKeepsLostEvents(t *testing.T) {
 		t.Errorf("kept %v, want %s", got, want)
 	}
 	// A filter that removes everything still keeps the LostEvents.
-	none, _ := filter.New(nil, []*flowpb.FlowFilter{{}})
+	none, _ := flowfilter.New(nil, []*flowpb.FlowFilter{{}})
 	filter.NewTransform(none).Process(b)
 	if b.Len() != 4 {
 		t.Errorf("after deny-all: %d events, want the 4 LostEvents", b.Len())
@@ -190,15 +192,15 @@ sinks: {out: {type: file, inputs: [f], path: %q, encoding: json}}
 		t.Fatal(err)
 	}
 	root := doc.Content[0]
-	allow, err := filter.ParseFilters(root.Content[1])
+	allow, err := flowfilter.ParseFilters(root.Content[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	deny, err := filter.ParseFilters(root.Content[3])
+	deny, err := flowfilter.ParseFilters(root.Content[3])
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := filter.New(allow, deny)
+	f, err := flowfilter.New(allow, deny)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +245,7 @@ sinks: {out: {type: file, inputs: [f], path: %q, encoding: json}}
 
 // filterTestFlow makes a varied flow with a unique uuid.
 func filterTestFlow(r *rand.Rand, i int) *flowpb.Flow {
-	fl := filter.RandomFlowForTest(r)
+	fl := testflow.Random(r)
 	fl.Uuid = fmt.Sprintf("flow-%d", i)
 	return fl
 }

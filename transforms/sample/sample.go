@@ -49,9 +49,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flowfilter"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
-	"github.com/flowbus/flowbus/transforms/filter"
 )
 
 func init() {
@@ -98,16 +98,16 @@ func FromConfig(node *yaml.Node) (*Sampler, error) {
 	default:
 		errs = append(errs, config.Errorf(valueNode(node, "key"), "unknown key %q (want connection or none)", o.Key))
 	}
-	var keep *filter.Filter
+	var keep *flowfilter.Filter
 	if o.Keep.Kind != 0 {
-		filters, err := filter.ParseFilters(&o.Keep)
+		filters, err := flowfilter.ParseFilters(&o.Keep)
 		if err == nil && len(filters) > 0 {
-			keep, err = filter.New(filters, nil)
-			var fe *filter.Error
+			keep, err = flowfilter.New(filters, nil)
+			var fe *flowfilter.Error
 			if errors.As(err, &fe) {
 				fe.List = "keep"
 			}
-			err = filter.PositionedList(err, &o.Keep)
+			err = flowfilter.PositionedList(err, &o.Keep)
 		}
 		if err != nil {
 			errs = append(errs, config.Positioned(err, &o.Keep)...)
@@ -135,14 +135,14 @@ func valueNode(n *yaml.Node, key string) *yaml.Node {
 type Sampler struct {
 	rate   uint64
 	key    Key
-	keep   *filter.Filter // nil: none
+	keep   *flowfilter.Filter // nil: none
 	rng    *rand.PCG
 	decide func(*pipeline.Event) bool
 }
 
 // New returns a sampler that keeps 1 in rate flows (rate ≥ 1), decided per
 // key, and always keeps the flows keep matches (keep may be nil).
-func New(rate uint32, key Key, keep *filter.Filter) *Sampler {
+func New(rate uint32, key Key, keep *flowfilter.Filter) *Sampler {
 	var seed [16]byte
 	_, _ = crand.Read(seed[:]) // never fails on Linux
 	s := &Sampler{

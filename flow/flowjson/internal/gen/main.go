@@ -170,7 +170,7 @@ func structInfo(md protoreflect.MessageDescriptor) *info {
 }
 
 func main() {
-	protobuf := flag.Bool("protobuf", false, "write sinks/encode's binary encoder instead")
+	protobuf := flag.Bool("protobuf", false, "write codec's binary encoder instead")
 	flag.Parse()
 	out := "zz_generated.go"
 	if flag.NArg() > 0 {
