@@ -6,11 +6,9 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/pipeline/config"
 )
 
 // benchSource emits n events in full batches, doing as little work per
@@ -50,14 +48,14 @@ func (passTransform) Process(*pipeline.Batch) {}
 var benchN int
 
 func init() {
-	pipeline.RegisterSource("bench-source", func(b *pipeline.Build, n *yaml.Node) (pipeline.Source, error) {
-		return &benchSource{n: benchN}, config.Decode(n, &struct{}{})
+	pipeline.RegisterSource(pipeline.Spec{Type: "bench-source", Summary: "benchmark source"}, func(b *pipeline.Build, _ *struct{}) (*benchSource, error) {
+		return &benchSource{n: benchN}, nil
 	})
-	pipeline.RegisterSink("bench-nop", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
-		return nopSink{}, config.Decode(n, &struct{}{})
+	pipeline.RegisterSink(pipeline.Spec{Type: "bench-nop", Summary: "benchmark sink"}, func(b *pipeline.Build, _ *struct{}) (nopSink, error) {
+		return nopSink{}, nil
 	})
-	pipeline.RegisterTransform("bench-pass", pipeline.DropsNone, func(b *pipeline.Build, n *yaml.Node) (pipeline.Transform, error) {
-		return passTransform{}, config.Decode(n, &struct{}{})
+	pipeline.RegisterTransform(pipeline.Spec{Type: "bench-pass", Summary: "benchmark transform"}, pipeline.DropsNone, func(b *pipeline.Build, _ *struct{}) (passTransform, error) {
+		return passTransform{}, nil
 	})
 }
 

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/pipeline/config"
 )
 
 // Source produces events.
@@ -62,9 +65,21 @@ type Sink interface {
 
 // Starter is implemented by components that connect or attach before the
 // pipeline runs (a broker client, BPF programs). Start failing stops the
-// pipeline before any source runs.
+// pipeline before any source runs; the components started before it are
+// stopped (sinks closed) in reverse order.
 type Starter interface {
 	Start(ctx context.Context) error
+}
+
+// Stopper is implemented by sources and transforms that hold something
+// until they are stopped (attached BPF programs, an informer, a stream).
+// The runtime calls Stop once: after the drain, in the reverse of the
+// start order (sources, then transforms, before the sinks are closed), or
+// when a later component failed to start. Stop must also work when Start
+// was never called or Run never ran. Sinks release what they hold in
+// Close.
+type Stopper interface {
+	Stop(ctx context.Context) error
 }
 
 // Readier is implemented by components that can be unready while running
@@ -87,7 +102,8 @@ const (
 	DropsRateLimited
 )
 
-// Build is what a factory gets to build one component.
+// Build is what a constructor gets to build one component, with its
+// decoded options.
 type Build struct {
 	// Name is the component's name in the config; Type its type.
 	Name, Type string
@@ -102,64 +118,188 @@ type Build struct {
 	// Metrics registers the component's collectors; it adds the labels
 	// component=Name and type=Type.
 	Metrics prometheus.Registerer
+
+	// node is the component's mapping, for positions.
+	node *yaml.Node
 }
 
-// Factories build components from their YAML mapping. The node holds the
-// component-specific keys only: the runtime removes `type`, `inputs`,
-// `buffer` and `encoding` first. Decode it with config.Decode, and return
-// errors made with config.Errorf (or wrapping a *config.Error) so that they
-// carry the line and column.
-type (
-	SourceFactory    func(b *Build, node *yaml.Node) (Source, error)
-	TransformFactory func(b *Build, node *yaml.Node) (Transform, error)
-	SinkFactory      func(b *Build, node *yaml.Node) (Sink, error)
-)
-
-type transformEntry struct {
-	factory TransformFactory
-	drops   DropKind
+// At returns the YAML node of the value at the dotted key path (`tls`,
+// `tls.ca_file`) in the component's mapping; when a key of the path is
+// absent it returns the deepest node found, and the component's mapping
+// for an empty path. It is nil only when the component has no mapping
+// (a constructor called without one, in a test).
+func (b *Build) At(path string) *yaml.Node {
+	n := b.node
+	if path == "" {
+		return n
+	}
+	for _, k := range strings.Split(path, ".") {
+		for n != nil && n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if n == nil || n.Kind != yaml.MappingNode {
+			return n
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == k {
+				n, found = n.Content[i+1], true
+				break
+			}
+		}
+		if !found {
+			return n
+		}
+	}
+	return n
 }
 
-var registry = struct {
-	sync.Mutex
-	sources    map[string]SourceFactory
-	transforms map[string]transformEntry
-	sinks      map[string]SinkFactory
-}{
-	sources:    map[string]SourceFactory{},
-	transforms: map[string]transformEntry{},
-	sinks:      map[string]SinkFactory{},
+// Errorf returns a configuration error at the value of the dotted key path
+// (see At), so that a constructor's errors carry the file, line and column
+// like the decoder's.
+func (b *Build) Errorf(path, format string, args ...any) *config.Error {
+	return config.Errorf(b.At(path), format, args...)
 }
 
-// RegisterSource makes a source type known; packages call it from init.
-func RegisterSource(typ string, f SourceFactory) {
-	registry.Lock()
-	defer registry.Unlock()
-	mustBeNew(typ, registry.sources[typ] != nil)
-	registry.sources[typ] = f
+// Spec describes a component type: the reference (`flowbus components`,
+// docs/components.md, README) is generated from it and from the `yaml`,
+// `doc`, `default`, `required`, `example` and `type` tags of its options
+// struct (see config.Keys).
+type Spec struct {
+	// Type is the name used in `type:`.
+	Type string
+	// Summary is one line: what the component does.
+	Summary string
+	// Description is the rest of what a user must know (delivery, losses,
+	// readiness), in paragraphs of plain text; optional.
+	Description string
+	// Example is a YAML mapping of one component of this type, as it is
+	// written under its name (type and inputs included). A test decodes it.
+	Example string
+}
+
+// Component is a registered component type, for the reference.
+type Component struct {
+	// Kind is "source", "transform" or "sink".
+	Kind string
+	Spec
+	// Drops is how a transform's removed events are counted.
+	Drops DropKind
+	// Keys are the component's own keys (the common ones, type, inputs,
+	// buffer and encoding, are not listed).
+	Keys []config.Key
+
+	options any // a pointer to a zero options struct
+	build   func(b *Build, n *yaml.Node) (any, error)
+}
+
+// Make decodes n, a component's mapping, into a new options struct O
+// (unknown keys, types, required keys and defaults from its tags) and calls
+// the constructor f with it. The runtime builds every component with it;
+// tests use it to build one component from YAML.
+func Make[O, T any](b *Build, n *yaml.Node, f func(*Build, *O) (T, error)) (T, error) {
+	var o O
+	var zero T
+	if err := config.Decode(n, &o); err != nil {
+		return zero, err
+	}
+	if b == nil {
+		b = &Build{}
+	}
+	b.node = n
+	t, err := f(b, &o)
+	if err != nil {
+		return zero, err
+	}
+	return t, nil
+}
+
+// RegisterSource makes a source type known; its package calls it from
+// init. f builds one source from its decoded options.
+func RegisterSource[O any, T Source](s Spec, f func(b *Build, o *O) (T, error)) {
+	register(kindSource, s, DropsNone, new(O), func(b *Build, n *yaml.Node) (any, error) { return Make(b, n, f) })
 }
 
 // RegisterTransform makes a transform type known, with how the summary
 // counts the events it removes.
-func RegisterTransform(typ string, drops DropKind, f TransformFactory) {
-	registry.Lock()
-	defer registry.Unlock()
-	mustBeNew(typ, registry.transforms[typ].factory != nil)
-	registry.transforms[typ] = transformEntry{factory: f, drops: drops}
+func RegisterTransform[O any, T Transform](s Spec, drops DropKind, f func(b *Build, o *O) (T, error)) {
+	register(kindTransform, s, drops, new(O), func(b *Build, n *yaml.Node) (any, error) { return Make(b, n, f) })
 }
 
 // RegisterSink makes a sink type known.
-func RegisterSink(typ string, f SinkFactory) {
-	registry.Lock()
-	defer registry.Unlock()
-	mustBeNew(typ, registry.sinks[typ] != nil)
-	registry.sinks[typ] = f
+func RegisterSink[O any, T Sink](s Spec, f func(b *Build, o *O) (T, error)) {
+	register(kindSink, s, DropsNone, new(O), func(b *Build, n *yaml.Node) (any, error) { return Make(b, n, f) })
 }
 
-func mustBeNew(typ string, exists bool) {
-	if exists {
-		panic(fmt.Sprintf("pipeline: component type %q registered twice", typ))
+var registry = struct {
+	sync.Mutex
+	types [3]map[string]*Component // by nodeKind
+}{types: [3]map[string]*Component{{}, {}, {}}}
+
+func register(kind nodeKind, s Spec, drops DropKind, options any, build func(*Build, *yaml.Node) (any, error)) {
+	if s.Type == "" || strings.TrimSpace(s.Summary) == "" {
+		panic(fmt.Sprintf("pipeline: a %s type needs a Spec with a Type and a Summary (type %q)", kind, s.Type))
 	}
+	registry.Lock()
+	defer registry.Unlock()
+	if registry.types[kind][s.Type] != nil {
+		panic(fmt.Sprintf("pipeline: component type %q registered twice", s.Type))
+	}
+	registry.types[kind][s.Type] = &Component{
+		Kind: kind.String(), Spec: s, Drops: drops,
+		Keys:    config.Keys(options),
+		options: options, build: build,
+	}
+}
+
+func lookup(kind nodeKind, typ string) *Component {
+	registry.Lock()
+	defer registry.Unlock()
+	return registry.types[kind][typ]
+}
+
+// Components lists the registered component types: sources, then
+// transforms, then sinks, each sorted by type.
+func Components() []Component {
+	registry.Lock()
+	defer registry.Unlock()
+	var out []Component
+	for _, m := range registry.types {
+		start := len(out)
+		for _, c := range m {
+			out = append(out, *c)
+		}
+		sort.Slice(out[start:], func(i, j int) bool { return out[start+i].Type < out[start+j].Type })
+	}
+	return out
+}
+
+// CheckExample decodes the component's Example as the runtime would (its
+// common keys removed), without building the component; a test runs it
+// for every registered type.
+func (c Component) CheckExample() error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(c.Example), &doc); err != nil {
+		return err
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return fmt.Errorf("the example is not a mapping")
+	}
+	m := doc.Content[0]
+	rest := &yaml.Node{Kind: yaml.MappingNode, Line: m.Line, Column: m.Column}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		switch k := m.Content[i].Value; k {
+		case "type":
+			if m.Content[i+1].Value != c.Type {
+				return config.Errorf(m.Content[i+1], "type is %q, want %q", m.Content[i+1].Value, c.Type)
+			}
+		case "inputs", "buffer", "encoding":
+		default:
+			rest.Content = append(rest.Content, m.Content[i], m.Content[i+1])
+		}
+	}
+	o := reflect.New(reflect.TypeOf(c.options).Elem()).Interface()
+	return config.Decode(rest, o)
 }
 
 // Types lists the registered type names of one kind ("sources",
@@ -168,17 +308,11 @@ func Types(kind string) []string {
 	registry.Lock()
 	defer registry.Unlock()
 	var names []string
-	switch kind {
-	case "sources":
-		for n := range registry.sources {
-			names = append(names, n)
+	for k, m := range registry.types {
+		if nodeKind(k).String()+"s" != kind {
+			continue
 		}
-	case "transforms":
-		for n := range registry.transforms {
-			names = append(names, n)
-		}
-	case "sinks":
-		for n := range registry.sinks {
+		for n := range m {
 			names = append(names, n)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -380,35 +381,31 @@ func (b *builder) build() {
 	}
 }
 
-// call runs n's factory, turning a panic into an error.
+// call runs n's constructor, turning a panic into an error.
 func (b *builder) call(n *node, bld *Build, rest *yaml.Node) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("building the component failed: %v", r)
 		}
 	}()
-	registry.Lock()
-	src, tr, sk := registry.sources[n.typ], registry.transforms[n.typ], registry.sinks[n.typ]
-	registry.Unlock()
+	c := lookup(n.kind, n.typ)
+	n.drops = c.Drops
+	v, err := c.build(bld, rest)
+	if err != nil {
+		return err
+	}
+	if rv := reflect.ValueOf(v); !rv.IsValid() || rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return fmt.Errorf("the constructor returned no %s", n.kind)
+	}
 	switch n.kind {
 	case kindSource:
-		n.source, err = src(bld, rest)
-		if err == nil && n.source == nil {
-			err = fmt.Errorf("factory returned no source")
-		}
+		n.source = v.(Source)
 	case kindTransform:
-		n.drops = tr.drops
-		n.transform, err = tr.factory(bld, rest)
-		if err == nil && n.transform == nil {
-			err = fmt.Errorf("factory returned no transform")
-		}
+		n.transform = v.(Transform)
 	case kindSink:
-		n.sink, err = sk(bld, rest)
-		if err == nil && n.sink == nil {
-			err = fmt.Errorf("factory returned no sink")
-		}
+		n.sink = v.(Sink)
 	}
-	return err
+	return nil
 }
 
 // link sets the outputs and the downstream sinks of every node.

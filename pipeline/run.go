@@ -407,13 +407,13 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	}
 	close(tickDone)
 
-	for _, n := range p.sinks {
-		if err := p.closeSink(closeCtx, n); err != nil {
-			n.log.Error("closing the sink failed", "error", err)
-			errMu.Lock()
-			runErrs = append(runErrs, fmt.Errorf("sink %q: close: %w", n.name, err))
-			errMu.Unlock()
-		}
+	// Sources and transforms stop, then sinks close: the reverse of the
+	// start order.
+	for _, err := range p.stopAll(closeCtx, p.startOrder(), true) {
+		p.log.Error("stopping a component failed", "error", err)
+		errMu.Lock()
+		runErrs = append(runErrs, err)
+		errMu.Unlock()
 	}
 	p.state.draining.Store(false)
 	p.state.ran.Store(true)
@@ -445,37 +445,82 @@ func (p *Pipeline) closeSink(ctx context.Context, n *node) (err error) {
 // transforms and sinks to return.
 const abortGrace = 5 * time.Second
 
-// start calls Start on every Starter: sinks first, sources last. When one
-// fails, the sinks started so far are closed.
+// startOrder is the order components start in: sinks first, so that
+// nothing is emitted before its destination is ready, sources last. They
+// stop in the reverse order.
+func (p *Pipeline) startOrder() []*node {
+	return append(append(append([]*node(nil), p.sinks...), p.transforms...), p.sources...)
+}
+
+// start calls Start on every Starter in start order. When one fails, every
+// component before it is stopped (see stopAll).
 func (p *Pipeline) start(ctx context.Context) error {
-	order := append(append(append([]*node(nil), p.sinks...), p.transforms...), p.sources...)
-	for _, n := range order {
+	order := p.startOrder()
+	for i, n := range order {
 		s, ok := n.component().(Starter)
 		if !ok {
 			continue
 		}
-		if err := s.Start(ctx); err != nil {
-			p.closeStarted(order, n)
+		if err := p.startOne(ctx, n, s); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout.D())
+			defer cancel()
+			for _, err := range p.stopAll(ctx, order[:i], true) {
+				n.log.Warn("stopping after a failed start", "error", err)
+			}
 			return fmt.Errorf("%s %q: start: %w", n.kind, n.name, err)
 		}
 	}
 	return nil
 }
 
-// closeStarted closes the sinks started before failed.
-func (p *Pipeline) closeStarted(order []*node, failed *node) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout.D())
-	defer cancel()
-	for _, n := range order {
-		if n == failed {
-			return
+func (p *Pipeline) startOne(ctx context.Context, n *node, s Starter) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
 		}
-		if n.kind == kindSink {
-			if err := n.sink.Close(ctx); err != nil {
-				n.log.Warn("closing the sink failed", "error", err)
+	}()
+	return s.Start(ctx)
+}
+
+// stopAll stops the components of started (a prefix of the start order)
+// in reverse order: Stop for the Stoppers among sources and transforms,
+// and, when sinks is true, Close for the sinks. It returns the errors,
+// each naming its component.
+func (p *Pipeline) stopAll(ctx context.Context, started []*node, sinks bool) []error {
+	var errs []error
+	for i := len(started) - 1; i >= 0; i-- {
+		n := started[i]
+		var err error
+		switch {
+		case n.kind == kindSink && sinks:
+			if err = p.closeSink(ctx, n); err != nil {
+				err = fmt.Errorf("sink %q: close: %w", n.name, err)
+			}
+		case n.kind != kindSink:
+			if err = p.stopOne(ctx, n); err != nil {
+				err = fmt.Errorf("%s %q: stop: %w", n.kind, n.name, err)
 			}
 		}
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
+	return errs
+}
+
+// stopOne calls Stop on n when it is a Stopper, turning a panic into an
+// error.
+func (p *Pipeline) stopOne(ctx context.Context, n *node) (err error) {
+	s, ok := n.component().(Stopper)
+	if !ok {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return s.Stop(ctx)
 }
 
 func (n *node) component() any {

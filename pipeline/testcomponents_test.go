@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
@@ -22,7 +21,7 @@ import (
 // reports lost events through Output.Lost every lost_every batches.
 type countSource struct {
 	Count     int    `yaml:"count"`
-	Batch     int    `yaml:"batch"`
+	Batch     int    `yaml:"batch" default:"100"`
 	LostEvery int    `yaml:"lost_every"`
 	Done      string `yaml:"done"` // name of a gate to close when finished
 	Fail      string `yaml:"fail"` // error to return once done
@@ -162,18 +161,14 @@ func (g *gateT) open() { g.once.Do(func() { close(g.ch) }) }
 var builtSinks sync.Map
 
 func init() {
-	pipeline.RegisterSource("test-count", func(b *pipeline.Build, n *yaml.Node) (pipeline.Source, error) {
-		s := &countSource{Batch: 100}
-		return s, config.Decode(n, s)
+	pipeline.RegisterSource(pipeline.Spec{Type: "test-count", Summary: "test source"}, func(b *pipeline.Build, s *countSource) (*countSource, error) {
+		return s, nil
 	})
-	pipeline.RegisterTransform("test-odd", pipeline.DropsFiltered, func(b *pipeline.Build, n *yaml.Node) (pipeline.Transform, error) {
-		return oddFilter{}, config.Decode(n, &struct{}{})
+	pipeline.RegisterTransform(pipeline.Spec{Type: "test-odd", Summary: "test transform"}, pipeline.DropsFiltered, func(b *pipeline.Build, _ *struct{}) (oddFilter, error) {
+		return oddFilter{}, nil
 	})
-	pipeline.RegisterSink("test-rec", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
-		s := &recSink{name: b.Name}
-		if err := config.Decode(n, s); err != nil {
-			return nil, err
-		}
+	pipeline.RegisterSink(pipeline.Spec{Type: "test-rec", Summary: "test sink"}, func(b *pipeline.Build, s *recSink) (*recSink, error) {
+		s.name = b.Name
 		builtSinks.Store(b.Name, s)
 		return s, nil
 	})
@@ -219,9 +214,8 @@ func (s *lifeSink) Close(ctx context.Context) error                           { 
 var lifeSinks sync.Map
 
 func init() {
-	pipeline.RegisterSink("test-life", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
-		s := &lifeSink{}
+	pipeline.RegisterSink(pipeline.Spec{Type: "test-life", Summary: "test sink with a lifecycle"}, func(b *pipeline.Build, s *lifeSink) (*lifeSink, error) {
 		lifeSinks.Store(b.Name, s)
-		return s, config.Decode(n, s)
+		return s, nil
 	})
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
-	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
@@ -50,7 +49,7 @@ func (p *Phased) Run(ctx context.Context, out pipeline.Output) error {
 
 // RegisterPhased registers typ as a source type whose every instance is p.
 func RegisterPhased(typ string, p *Phased) {
-	pipeline.RegisterSource(typ, func(*pipeline.Build, *yaml.Node) (pipeline.Source, error) { return p, nil })
+	pipeline.RegisterSource(pipeline.Spec{Type: typ, Summary: "a test source emitting batches in phases"}, func(*pipeline.Build, *struct{}) (*Phased, error) { return p, nil })
 }
 
 // Metric sums the values of the counters named name in reg.

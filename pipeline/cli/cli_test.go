@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
@@ -49,16 +47,14 @@ type cliPass struct{}
 func (cliPass) Process(*pipeline.Batch) {}
 
 func init() {
-	pipeline.RegisterSource("cli-count", func(b *pipeline.Build, n *yaml.Node) (pipeline.Source, error) {
-		s := &cliSource{}
-		return s, config.Decode(n, s)
+	pipeline.RegisterSource(pipeline.Spec{Type: "cli-count", Summary: "test source"}, func(b *pipeline.Build, s *cliSource) (*cliSource, error) {
+		return s, nil
 	})
-	pipeline.RegisterTransform("cli-pass", pipeline.DropsNone, func(b *pipeline.Build, n *yaml.Node) (pipeline.Transform, error) {
-		return cliPass{}, config.Decode(n, &struct{}{})
+	pipeline.RegisterTransform(pipeline.Spec{Type: "cli-pass", Summary: "test transform"}, pipeline.DropsNone, func(b *pipeline.Build, _ *struct{}) (cliPass, error) {
+		return cliPass{}, nil
 	})
-	pipeline.RegisterSink("cli-sink", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
-		s := &cliSink{}
-		return s, config.Decode(n, s)
+	pipeline.RegisterSink(pipeline.Spec{Type: "cli-sink", Summary: "test sink"}, func(b *pipeline.Build, s *cliSink) (*cliSink, error) {
+		return s, nil
 	})
 }
 

@@ -56,23 +56,85 @@ type Unmarshaler interface {
 //
 // Supported targets: structs (keys from `yaml:"name"` tags, or the lower-case
 // field name; `yaml:"-"` skips a field; `,inline` merges an embedded
-// struct's keys; `,required` makes a missing key an error), string, bool,
+// struct's keys; `,required` or a `required:"true"` tag makes a missing key
+// an error; a `default:"VALUE"` tag gives a missing or null key the value
+// VALUE, decoded like YAML, when the field is still zero), string, bool,
 // signed and unsigned integers, floats, Duration, slices, maps with string
 // keys, pointers, `any` (plain YAML decoding), types implementing
 // Unmarshaler or encoding.TextUnmarshaler, and yaml.Node / *yaml.Node
 // fields, which receive the node untouched for the component to decode
-// later. A null value or a missing key leaves the target unchanged.
+// later. A null value or a missing key leaves the target unchanged, but for
+// the defaults of the structs it holds (a missing key whose type is a struct
+// gets its fields' defaults; a nil node or a null n gets v's).
+//
+// Keys documents the same tags, for the reference.
 func Decode(n *yaml.Node, v any) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return Errors{Errorf(n, "config.Decode: target must be a non-nil pointer, got %T", v)}
 	}
-	if n == nil {
-		return nil
-	}
 	var d decoder
+	if n == nil || isNull(resolve(n)) {
+		d.defaults(n, rv.Elem())
+		return d.errs.Err()
+	}
 	d.value(n, rv.Elem())
 	return d.errs.Err()
+}
+
+// defaults gives the fields of v (a struct, or a pointer to one that is
+// set) their `default` tags, recursively, where they are still zero. n is
+// where a broken default is reported.
+func (d *decoder) defaults(n *yaml.Node, v reflect.Value) {
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct || !plainStruct(v.Type()) {
+		return
+	}
+	for _, f := range fields(v.Type()) {
+		d.fieldDefault(n, f, fieldByIndex(v, f.index))
+	}
+}
+
+// fieldDefault applies f's default to fv when it is zero, or the defaults
+// of the struct it holds.
+func (d *decoder) fieldDefault(n *yaml.Node, f field, fv reflect.Value) {
+	if f.def == "" {
+		d.defaults(n, fv)
+		return
+	}
+	if !fv.IsZero() {
+		return
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(f.def), &doc); err != nil || len(doc.Content) != 1 {
+		d.errorf(n, "key %q: invalid default %q", f.name, f.def)
+		return
+	}
+	before := len(d.errs)
+	d.value(doc.Content[0], fv)
+	for _, e := range d.errs[before:] {
+		// A default that does not decode is the component's mistake.
+		e.Line, e.Col = 0, 0
+		if n != nil {
+			e.Line, e.Col = n.Line, n.Column
+		}
+		e.Msg = fmt.Sprintf("key %q: default %q: %s", f.name, f.def, e.Msg)
+	}
+}
+
+// plainStruct reports whether t is decoded key by key (not by an
+// Unmarshaler, a TextUnmarshaler, or as a raw node).
+func plainStruct(t reflect.Type) bool {
+	if t.Kind() != reflect.Struct || t == nodeType {
+		return false
+	}
+	p := reflect.PointerTo(t)
+	return !p.Implements(unmarshalerType) && !p.Implements(textType)
 }
 
 type decoder struct {
@@ -270,6 +332,8 @@ type field struct {
 	name     string
 	index    []int
 	required bool
+	def      string // the `default` tag
+	sf       reflect.StructField
 }
 
 // fields lists the keys of struct type t, following inline fields.
@@ -307,7 +371,10 @@ func fields(t reflect.Type) []field {
 		if name == "" {
 			name = strings.ToLower(sf.Name)
 		}
-		out = append(out, field{name: name, index: []int{i}, required: required})
+		if sf.Tag.Get("required") == "true" {
+			required = true
+		}
+		out = append(out, field{name: name, index: []int{i}, required: required, def: sf.Tag.Get("default"), sf: sf})
 	}
 	return out
 }
@@ -323,6 +390,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 		byName[fs[i].name] = &fs[i]
 	}
 	seen := make(map[string]bool, len(n.Content)/2)
+	set := make(map[string]bool, len(n.Content)/2) // keys with a non-null value
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := resolve(n.Content[i]), n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
@@ -342,12 +410,18 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 			d.errorf(k, "duplicate key %q", k.Value)
 			continue
 		}
-		seen[k.Value] = true
+		seen[k.Value], set[k.Value] = true, true
 		d.value(val, fieldByIndex(v, f.index))
+		if isNull(resolve(val)) {
+			set[k.Value] = false // a null key takes its default
+		}
 	}
 	for _, f := range fs {
 		if f.required && !seen[f.name] {
 			d.errorf(n, "missing required key %q", f.name)
+		}
+		if !set[f.name] {
+			d.fieldDefault(n, f, fieldByIndex(v, f.index))
 		}
 	}
 }
