@@ -418,7 +418,11 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value) {
 	}
 	for _, f := range fs {
 		if f.required && !seen[f.name] {
-			d.errorf(n, "missing required key %q", f.name)
+			if doc := f.sf.Tag.Get("doc"); doc != "" {
+				d.errorf(n, "missing required key %q: %s", f.name, doc)
+			} else {
+				d.errorf(n, "missing required key %q", f.name)
+			}
 		}
 		if !set[f.name] {
 			d.fieldDefault(n, f, fieldByIndex(v, f.index))

@@ -8,13 +8,22 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() { pipeline.RegisterSink("discard", New) }
+func init() {
+	pipeline.RegisterSink(pipeline.Spec{
+		Type:    "discard",
+		Summary: "counts events and drops them, for benchmarks and for measuring the rest of a pipeline",
+		Example: `type: discard
+inputs: [flows]
+`,
+	}, New)
+}
+
+// Options: the discard sink has no keys of its own.
+type Options struct{}
 
 // Sink drops every event it is given; Write never fails.
 type Sink struct {
@@ -22,12 +31,8 @@ type Sink struct {
 	counter prometheus.Counter
 }
 
-// New builds a discard sink; it has no keys.
-func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
-	var o struct{}
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// New builds a discard sink.
+func New(b *pipeline.Build, _ *Options) (*Sink, error) {
 	s := &Sink{counter: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flowbus_discard_events_total",
 		Help: "Events dropped by the discard sink.",

@@ -18,7 +18,7 @@ func TestDiscard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := sk.(*Sink)
+	s := sk
 	b := pipeline.NewBatch()
 	defer b.Release()
 	for range 3 {
@@ -45,7 +45,7 @@ func TestDiscard(t *testing.T) {
 func TestDiscardRejectsKeys(t *testing.T) {
 	var node yaml.Node
 	yaml.Unmarshal([]byte("path: x"), &node)
-	_, err := New(&pipeline.Build{Name: "null"}, node.Content[0])
+	_, err := pipeline.Make(&pipeline.Build{Name: "null"}, node.Content[0], New)
 	if err == nil || !strings.Contains(err.Error(), "path") {
 		t.Fatalf("err = %v, want an error about the unknown key", err)
 	}

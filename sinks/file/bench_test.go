@@ -64,13 +64,13 @@ func BenchmarkEncodeProtobuf(b *testing.B) { benchmarkEncode(b, "protobuf") }
 // benchmarkSink measures the file sink writing batches of generated flows
 // to /dev/null, per flow.
 func benchmarkSink(b *testing.B, encoding string) {
-	s, err := filesink.New(&pipeline.Build{Name: "out", Encoding: encoding,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(b, "path: /dev/null"))
+	s, err := pipeline.Make(&pipeline.Build{Name: "out", Encoding: encoding,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(b, "path: /dev/null"), filesink.New)
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := s.(pipeline.Starter).Start(ctx); err != nil {
+	if err := s.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close(ctx)

@@ -2,7 +2,8 @@
 // Hubble export JSON lines, or as length-delimited binary
 // observer.GetFlowsResponse messages (protodelim: each message prefixed by
 // its length as a varint). A file can rotate by size the way Hubble's
-// exporter does.
+// exporter does. Its keys: `flowbus components file`, or
+// docs/components.md.
 package file
 
 import (
@@ -17,21 +18,34 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"gopkg.in/natefinch/lumberjack.v2"
-	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() { pipeline.RegisterSink("file", New) }
+func init() {
+	pipeline.RegisterSink(pipeline.Spec{
+		Type:        "file",
+		Summary:     "writes events to a file or stdout as Hubble export JSON lines, or length-delimited protobuf, with Hubble's size rotation",
+		Description: `With encoding json each line is a Hubble export GetFlowsResponse, as hubble observe -o jsonpb and Hubble's file exporter write it; with encoding protobuf each binary GetFlowsResponse is prefixed by its length as a varint. The file is opened (and its directory created) at start and appended to. With rotate, the file is rotated before a write would take it over max_size_mb, like Hubble's exporter; backups are named <base>-<UTC time><ext>.`,
+		Example: `type: file
+inputs: [flows]
+encoding: json
+path: /var/log/flowbus/flows.json
+rotate:
+  max_size_mb: 10
+  max_backups: 5
+  compress: true
+`,
+	}, New)
+}
 
 // Options are the sink's config keys.
 type Options struct {
 	// Path is the file to write; "-" writes to stdout. A relative path is
 	// taken from the config file's directory.
-	Path   string  `yaml:"path"`
-	Rotate *Rotate `yaml:"rotate"`
+	Path   string  `yaml:"path" required:"true" doc:"the file to write (relative to the config file's directory), or - for stdout"`
+	Rotate *Rotate `yaml:"rotate" doc:"rotate the file by size, as Hubble's exporter does; default: no rotation"`
 }
 
 // Rotate is the size rotation of Hubble's exporter: the file is rotated
@@ -39,16 +53,10 @@ type Options struct {
 // <base>-<UTC time 2006-01-02T15-04-05.000><ext>, gzipped with Compress,
 // and only the newest MaxBackups are kept.
 type Rotate struct {
-	MaxSizeMB  int  `yaml:"max_size_mb"` // 0: Hubble's default, 10
-	MaxBackups int  `yaml:"max_backups"` // 0: Hubble's default, 5
-	Compress   bool `yaml:"compress"`
+	MaxSizeMB  int  `yaml:"max_size_mb" default:"10" doc:"rotate before the file would exceed this many megabytes (Hubble's default)"`
+	MaxBackups int  `yaml:"max_backups" default:"5" doc:"how many rotated files are kept (Hubble's default)"`
+	Compress   bool `yaml:"compress" default:"false" doc:"gzip the rotated files"`
 }
-
-// Hubble's exporter defaults (hubble-export-file-max-size-mb, -max-backups).
-const (
-	defaultMaxSizeMB  = 10
-	defaultMaxBackups = 5
-)
 
 // fileMode is the mode of new files, as Hubble's exporter creates them.
 const fileMode = 0o644
@@ -76,15 +84,11 @@ type span struct {
 	end int
 }
 
-// New builds a file sink from its config mapping.
-func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// New builds a file sink from its options.
+func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	enc, err := codec.New(b.Encoding)
 	if err != nil {
-		return nil, config.Errorf(node, "file sink: %v", err)
+		return nil, b.Errorf("", "file sink: %v", err)
 	}
 	log := b.Log
 	if log == nil {
@@ -98,10 +102,10 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
 	}
 	switch {
 	case o.Path == "":
-		return nil, config.Errorf(node, "file sink: path is required (a file, or - for stdout)")
+		return nil, b.Errorf("path", "file sink: path is empty: want a file, or - for stdout")
 	case o.Path == "-":
 		if o.Rotate != nil {
-			return nil, config.Errorf(valueNode(node, "rotate"), "file sink: rotate needs a file, not stdout")
+			return nil, b.Errorf("rotate", "file sink: rotate needs a file, not stdout")
 		}
 		s.w, s.name = os.Stdout, "stdout"
 		return s, nil
@@ -116,32 +120,14 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Sink, error) {
 		return s, nil
 	}
 	r := *o.Rotate
-	if r.MaxSizeMB < 0 {
-		return nil, config.Errorf(valueNode(valueNode(node, "rotate"), "max_size_mb"), "file sink: max_size_mb must not be negative")
+	if r.MaxSizeMB < 1 {
+		return nil, b.Errorf("rotate.max_size_mb", "file sink: max_size_mb must be at least 1")
 	}
-	if r.MaxBackups < 0 {
-		return nil, config.Errorf(valueNode(valueNode(node, "rotate"), "max_backups"), "file sink: max_backups must not be negative")
-	}
-	if r.MaxSizeMB == 0 {
-		r.MaxSizeMB = defaultMaxSizeMB
-	}
-	if r.MaxBackups == 0 {
-		r.MaxBackups = defaultMaxBackups
+	if r.MaxBackups < 1 {
+		return nil, b.Errorf("rotate.max_backups", "file sink: max_backups must be at least 1")
 	}
 	s.path, s.rotate = path, &r
 	return s, nil
-}
-
-// valueNode returns the value node of key in mapping n, or n.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
 }
 
 // Start opens the file (creating it and its directory), so that a path

@@ -40,12 +40,12 @@ func node(t testing.TB, cfg string) *yaml.Node {
 
 func newSink(t testing.TB, cfg, encoding, dir string) pipeline.Sink {
 	t.Helper()
-	s, err := filesink.New(&pipeline.Build{Name: "out", Type: "file", Encoding: encoding, Dir: dir,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(t, cfg))
+	s, err := pipeline.Make(&pipeline.Build{Name: "out", Type: "file", Encoding: encoding, Dir: dir,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(t, cfg), filesink.New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.(pipeline.Starter).Start(context.Background()); err != nil {
+	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -77,13 +77,13 @@ func (o *sinkOutput) Lost(flowpb.LostEventSource, int32, uint64) {}
 // copyFile runs a file source on in into the sink.
 func copyFile(t *testing.T, in string, s pipeline.Sink) {
 	t.Helper()
-	src, err := filesource.New(&pipeline.Build{Name: "in", Type: "file", Dir: ".",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(t, "path: "+in))
+	src, err := pipeline.Make(&pipeline.Build{Name: "in", Type: "file", Dir: ".",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(t, "path: "+in), filesource.New)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := src.(pipeline.Starter).Start(ctx); err != nil {
+	if err := src.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	out := &sinkOutput{t: t, s: s}
@@ -439,23 +439,25 @@ func TestStdout(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	tests := []struct{ cfg, enc, err string }{
-		{"rotate: {max_size_mb: 1}", "json", "path is required"},
+		{"rotate: {max_size_mb: 1}", "json", `missing required key "path"`},
 		{"path: '-'\nrotate: {max_size_mb: 1}", "json", "2:9: file sink: rotate needs a file"},
-		{"path: x\nrotate: {max_size_mb: -1}", "json", "2:23: file sink: max_size_mb must not be negative"},
+		{"path: x\nrotate: {max_size_mb: -1}", "json", "2:23: file sink: max_size_mb must be at least 1"},
+		{"path: x\nrotate: {max_backups: 0}", "json", "2:23: file sink: max_backups must be at least 1"},
+		{"path: ''", "json", "1:7: file sink: path is empty"},
 		{"path: x\nrotate: {max_size: 1}", "json", "max_size"},
 		{"path: x", "xml", "unknown encoding"},
 	}
 	for _, tt := range tests {
-		_, err := filesink.New(&pipeline.Build{Name: "out", Encoding: tt.enc}, node(t, tt.cfg))
+		_, err := pipeline.Make(&pipeline.Build{Name: "out", Encoding: tt.enc}, node(t, tt.cfg), filesink.New)
 		if err == nil || !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("%q: err = %v, want %q", tt.cfg, err, tt.err)
 		}
 	}
-	s, err := filesink.New(&pipeline.Build{Name: "out"}, node(t, "path: /proc/nonexistent/events.log"))
+	s, err := pipeline.Make(&pipeline.Build{Name: "out"}, node(t, "path: /proc/nonexistent/events.log"), filesink.New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.(pipeline.Starter).Start(context.Background()); err == nil {
+	if err := s.Start(context.Background()); err == nil {
 		t.Error("Start on an invalid path succeeded")
 	}
 }

@@ -13,15 +13,7 @@
 // is the time the sample was decoded, as Hubble's is the time the agent
 // received it, and node_name is flowbus's node name.
 //
-//	sources:
-//	  cilium:
-//	    type: cilium-monitor
-//	    socket: /var/run/cilium/monitor1_2.sock # the default
-//	    reconnect: {initial_backoff: 100ms, max_backoff: 10s} # or true/false
-//	    cilium_version: "1.18"   # only to pick the trace-sock layout of <= 1.18
-//	  backfill:
-//	    type: cilium-monitor
-//	    path: capture.gob        # a recorded stream; ends at its end
+// Its keys: `flowbus components cilium-monitor`, or docs/components.md.
 //
 // Cilium drops payloads for a socket client that does not keep up (its
 // per-client queue is monitor-queue-size) without a LOST record, so a
@@ -38,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +44,18 @@ import (
 	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() { pipeline.RegisterSource("cilium-monitor", New) }
+func init() {
+	pipeline.RegisterSource(pipeline.Spec{
+		Type:        "cilium-monitor",
+		Summary:     "reads Cilium's datapath events from the agent's monitor socket (or a recording) and decodes them into Hubble flows",
+		Description: `The source speaks the monitor protocol 1.2 (one gob stream of payloads per connection). Perf LOST payloads become LostEvents (PERF_EVENT_RING_BUFFER, with their CPU); agent and debug events are counted and skipped; malformed samples are counted, logged and skipped. The connection is re-established with exponential backoff, and the source is unready while it is down. With path it replays a recorded stream instead and ends at its end. Cilium drops payloads for a socket client that does not keep up without a LOST record, so a pipeline that blocks this source loses events the source cannot count.`,
+		Example: `type: cilium-monitor
+socket: /var/run/cilium/monitor1_2.sock
+reconnect: {initial_backoff: 100ms, max_backoff: 10s}
+cilium_version: "1.18"
+`,
+	}, New)
+}
 
 // DefaultSocket is Cilium's monitor socket for protocol 1.2.
 const DefaultSocket = "/var/run/cilium/monitor1_2.sock"
@@ -60,25 +64,25 @@ const DefaultSocket = "/var/run/cilium/monitor1_2.sock"
 type Options struct {
 	// Socket is the monitor socket to connect to (default
 	// /var/run/cilium/monitor1_2.sock).
-	Socket string `yaml:"socket"`
+	Socket string `yaml:"socket" doc:"the monitor socket to connect to (default /var/run/cilium/monitor1_2.sock); not with path"`
 	// Path replays a recorded monitor stream from a file instead of
 	// connecting; the source ends at the end of the file. A relative path
 	// is taken from the config file's directory.
-	Path string `yaml:"path"`
+	Path string `yaml:"path" doc:"replay a recorded monitor stream from this file instead of connecting; the source ends at its end"`
 	// Reconnect controls what happens when the socket cannot be reached
 	// or the connection ends.
-	Reconnect ReconnectOptions `yaml:"reconnect"`
+	Reconnect ReconnectOptions `yaml:"reconnect" type:"boolean or mapping" doc:"reconnection to the socket; true or false is short for enabled"`
 	// CiliumVersion is the Cilium release whose datapath emits the
 	// events, as "1.18" or "v1.19.3". It selects the TraceSockNotify
 	// layout, which the bytes cannot tell apart (default: 1.19 and
 	// later).
-	CiliumVersion string `yaml:"cilium_version"`
+	CiliumVersion string `yaml:"cilium_version" example:"\"1.18\"" doc:"the Cilium release emitting the events (1.18, v1.19.3); it selects the trace-sock layout; default: 1.19 and later"`
 	// SkipSockTrace drops socket-translation events, as Hubble does for
 	// sockets whose pod it cannot resolve (default false: they become
 	// SOCK flows without a source address).
-	SkipSockTrace bool `yaml:"skip_sock_trace"`
+	SkipSockTrace bool `yaml:"skip_sock_trace" default:"false" doc:"drop socket-translation events, as Hubble does for sockets whose pod it cannot resolve; false makes them SOCK flows"`
 	// BatchSize is the most events per emitted batch (default 512).
-	BatchSize int `yaml:"batch_size"`
+	BatchSize int `yaml:"batch_size" default:"512" doc:"the most events per emitted batch"`
 }
 
 // ReconnectOptions configure reconnection to the socket. In the config it
@@ -88,12 +92,12 @@ type ReconnectOptions struct {
 	// after the connection ends. When false, a failed first connection
 	// stops the pipeline before it runs, and the end of the connection
 	// ends the source.
-	Enabled *bool `yaml:"enabled"`
+	Enabled *bool `yaml:"enabled" doc:"keep retrying to connect and reconnect after the connection ends (default true); false: a failed first connection stops the pipeline, the end of the connection ends the source"`
 	// InitialBackoff is the first wait before retrying (default 100ms);
 	// it doubles after every failed attempt, up to MaxBackoff (default
 	// 10s), and starts over once a connection delivers data.
-	InitialBackoff config.Duration `yaml:"initial_backoff"`
-	MaxBackoff     config.Duration `yaml:"max_backoff"`
+	InitialBackoff config.Duration `yaml:"initial_backoff" doc:"the first wait before retrying (default 100ms); it doubles after every failed attempt and starts over once a connection delivers data"`
+	MaxBackoff     config.Duration `yaml:"max_backoff" doc:"the longest wait between attempts (default 10s)"`
 }
 
 // UnmarshalConfig accepts `reconnect: false` as well as the mapping.
@@ -124,19 +128,16 @@ type Source struct {
 	dec       datapath.Decoder
 	ids       *flowid.Generator // flow uuids, as Hubble gives every decoded flow
 
-	file *os.File // replay, opened by Start
-	conn net.Conn // first connection when reconnect is off, from Start
+	file *os.File    // replay, opened by Start
+	conn net.Conn    // first connection when reconnect is off, from Start
+	ran  atomic.Bool // Run was called: it owns file and conn
 
 	mu       sync.Mutex
 	readyErr error
 }
 
-// New builds a cilium-monitor source from its config mapping.
-func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// New builds a cilium-monitor source from its options.
+func New(b *pipeline.Build, o *Options) (*Source, error) {
 	s := &Source{
 		socket:    o.Socket,
 		reconnect: o.Reconnect.Enabled == nil || *o.Reconnect.Enabled,
@@ -152,7 +153,7 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 	}
 	switch {
 	case o.Path != "" && o.Socket != "":
-		return nil, config.Errorf(valueNode(node, "path"), "cilium-monitor source: set either socket or path, not both")
+		return nil, b.Errorf("path", "cilium-monitor source: set either socket or path, not both")
 	case o.Path != "":
 		s.path = o.Path
 		if !filepath.IsAbs(s.path) {
@@ -168,19 +169,16 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 		s.max = 10 * time.Second
 	}
 	if s.max < s.initial {
-		return nil, config.Errorf(valueNode(valueNode(node, "reconnect"), "max_backoff"),
+		return nil, b.Errorf("reconnect.max_backoff",
 			"cilium-monitor source: reconnect max_backoff (%s) is below initial_backoff (%s)", s.max, s.initial)
 	}
-	if s.batchSize < 0 {
-		return nil, config.Errorf(valueNode(node, "batch_size"), "cilium-monitor source: batch_size must not be negative")
-	}
-	if s.batchSize == 0 {
-		s.batchSize = pipeline.DefaultBatchSize
+	if s.batchSize < 1 {
+		return nil, b.Errorf("batch_size", "cilium-monitor source: batch_size must be at least 1")
 	}
 	if o.CiliumVersion != "" {
 		v, err := sockTraceVersion(o.CiliumVersion)
 		if err != nil {
-			return nil, config.Errorf(valueNode(node, "cilium_version"), "cilium-monitor source: %v", err)
+			return nil, b.Errorf("cilium_version", "cilium-monitor source: %v", err)
 		}
 		s.dec.SockTraceVersion = v
 	}
@@ -213,18 +211,6 @@ func sockTraceVersion(v string) (datapath.SockTraceVersion, error) {
 	return datapath.SockTraceV1_19, nil
 }
 
-// valueNode returns the value node of key in mapping n, or n.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
-}
-
 // Start opens the recording, or, when reconnecting is off, makes the first
 // connection, so that either failing stops the pipeline before it runs.
 func (s *Source) Start(ctx context.Context) error {
@@ -245,6 +231,24 @@ func (s *Source) Start(ctx context.Context) error {
 		s.setReady(nil)
 	}
 	return nil
+}
+
+// Stop closes what Start opened when Run never ran (a component started
+// after this source failed to start); Run closes them itself.
+func (s *Source) Stop(context.Context) error {
+	if s.ran.Load() {
+		return nil
+	}
+	var errs []error
+	if s.file != nil {
+		errs = append(errs, s.file.Close())
+		s.file = nil
+	}
+	if s.conn != nil {
+		errs = append(errs, s.conn.Close())
+		s.conn = nil
+	}
+	return errors.Join(errs...)
 }
 
 // Ready reports whether the source is connected to the monitor socket.
@@ -277,6 +281,7 @@ func (s *Source) dial(ctx context.Context) (net.Conn, error) {
 // Run reads until ctx ends, or until the recording (or, without
 // reconnect, the connection) ends.
 func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
+	s.ran.Store(true)
 	r := newReporter(s.log)
 	defer r.flush()
 	if s.path != "" {

@@ -176,12 +176,12 @@ func build(t *testing.T, cfg string, reg prometheus.Registerer) *Source {
 	if err := yaml.Unmarshal([]byte(cfg), &n); err != nil {
 		t.Fatal(err)
 	}
-	src, err := New(&pipeline.Build{Name: "mon", Type: "cilium-monitor", NodeName: "node-1", Dir: t.TempDir(),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg}, n.Content[0])
+	src, err := pipeline.Make(&pipeline.Build{Name: "mon", Type: "cilium-monitor", NodeName: "node-1", Dir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: reg}, n.Content[0], New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return src.(*Source)
+	return src
 }
 
 // flowUUID matches a version 4 UUID, which every flow from the source has.
@@ -488,7 +488,7 @@ func TestConfigErrors(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(cfg), &n); err != nil {
 			t.Fatal(err)
 		}
-		_, err := New(&pipeline.Build{Name: "m"}, n.Content[0])
+		_, err := pipeline.Make(&pipeline.Build{Name: "m"}, n.Content[0], New)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want mention of %q", cfg, err, want)
 		}

@@ -4,7 +4,8 @@
 // they had; agent, debug and node-status lines are counted and skipped;
 // malformed lines are counted, logged with their line number and skipped.
 // With follow, the source keeps reading lines appended to the file, and
-// reopens it when it is truncated or rotated, like `tail -F`.
+// reopens it when it is truncated or rotated, like `tail -F`. Its keys:
+// `flowbus components file`, or docs/components.md.
 package file
 
 import (
@@ -16,25 +17,34 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() { pipeline.RegisterSource("file", New) }
+func init() {
+	pipeline.RegisterSource(pipeline.Spec{
+		Type:        "file",
+		Summary:     "reads Hubble JSON lines (Hubble exporter files, hubble observe -o jsonpb) from a file or stdin",
+		Description: `Flow and lost_events lines become events that keep every field they had; agent, debug and node-status lines are counted and skipped; malformed lines are counted, logged with their line number and skipped. Without follow the source ends at the end of the input, and the pipeline drains and exits. With follow it keeps reading lines appended to the file and reopens it when it is truncated or rotated, like tail -F.`,
+		Example: `type: file
+path: /var/run/cilium/hubble/events.log
+follow: true
+`,
+	}, New)
+}
 
 // Options are the source's config keys.
 type Options struct {
 	// Path is the file to read; "-" reads stdin. A relative path is taken
 	// from the config file's directory.
-	Path string `yaml:"path"`
+	Path string `yaml:"path" required:"true" doc:"the file to read (relative to the config file's directory), or - for stdin"`
 	// Follow keeps reading lines appended to the file until the pipeline
 	// stops, and follows truncation and rotation.
-	Follow bool `yaml:"follow"`
+	Follow bool `yaml:"follow" default:"false" doc:"keep reading appended lines until the pipeline stops, following truncation and rotation (a file only)"`
 }
 
 // defaultPoll is how often a followed file is checked at its end.
@@ -50,20 +60,17 @@ type Source struct {
 	poll   time.Duration
 	report *malformedLog
 
-	f *os.File // opened by Start
+	f   *os.File    // opened by Start
+	ran atomic.Bool // Run was called: it closes f
 }
 
-// New builds a file source from its config mapping.
-func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// New builds a file source from its options.
+func New(b *pipeline.Build, o *Options) (*Source, error) {
 	switch {
 	case o.Path == "":
-		return nil, config.Errorf(node, "file source: path is required (a file, or - for stdin)")
+		return nil, b.Errorf("path", "file source: path is empty: want a file, or - for stdin")
 	case o.Path == "-" && o.Follow:
-		return nil, config.Errorf(valueNode(node, "follow"), "file source: follow needs a file; stdin is read until it closes")
+		return nil, b.Errorf("follow", "file source: follow needs a file; stdin is read until it closes")
 	}
 	path := o.Path
 	if path == "-" {
@@ -88,18 +95,6 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 		poll:   defaultPoll,
 		report: &malformedLog{log: log, every: 10 * time.Second},
 	}, nil
-}
-
-// valueNode returns the value node of key in mapping n, or n.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
 }
 
 // name is the input's name for logs.
@@ -128,8 +123,20 @@ func (s *Source) Start(context.Context) error {
 	return nil
 }
 
+// Stop closes the file Start opened when Run never ran (a component
+// started after this source failed to start).
+func (s *Source) Stop(context.Context) error {
+	if !s.ran.Load() && s.f != nil {
+		f := s.f
+		s.f = nil
+		return f.Close()
+	}
+	return nil
+}
+
 // Run reads until the input ends (or, with follow, until ctx ends).
 func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
+	s.ran.Store(true)
 	defer s.report.flush()
 	if s.path == "" {
 		return s.readStream(ctx, out, os.Stdin, "stdin")

@@ -97,11 +97,11 @@ func newTestSource(t *testing.T, cfg string, dir string) testSource {
 	logs := &bytes.Buffer{}
 	b := &pipeline.Build{Name: "in", Type: "file", Dir: dir, Metrics: reg,
 		Log: slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, nil))}
-	src, err := New(b, node.Content[0])
+	src, err := pipeline.Make(b, node.Content[0], New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testSource{src.(*Source), reg, logs}
+	return testSource{src, reg, logs}
 }
 
 type lockedWriter struct {
@@ -339,7 +339,7 @@ func TestConfig(t *testing.T) {
 	tests := []struct {
 		cfg, err string
 	}{
-		{"follow: true", "path is required"},
+		{"follow: true", `missing required key "path"`},
 		{"path: '-'\nfollow: true", "2:9: file source: follow needs a file"},
 		{"path: x\nbogus: 1", "bogus"},
 	}
@@ -348,7 +348,7 @@ func TestConfig(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(tt.cfg), &node); err != nil {
 			t.Fatal(err)
 		}
-		_, err := New(&pipeline.Build{Name: "in"}, node.Content[0])
+		_, err := pipeline.Make(&pipeline.Build{Name: "in"}, node.Content[0], New)
 		if err == nil || !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("%q: err = %v, want %q", tt.cfg, err, tt.err)
 		}
@@ -589,12 +589,12 @@ func BenchmarkSource(b *testing.B) {
 	cpu, runs := cpuTime(), 0
 	for b.Loop() {
 		runs++
-		src, err := New(&pipeline.Build{Name: "b"}, &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
-			{Kind: yaml.ScalarNode, Value: "path"}, {Kind: yaml.ScalarNode, Value: path}}})
+		src, err := pipeline.Make(&pipeline.Build{Name: "b"}, &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: "path"}, {Kind: yaml.ScalarNode, Value: path}}}, New)
 		if err != nil {
 			b.Fatal(err)
 		}
-		src.(*Source).Start(context.Background())
+		src.Start(context.Background())
 		if err := src.Run(context.Background(), &d); err != nil {
 			b.Fatal(err)
 		}

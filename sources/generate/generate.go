@@ -10,7 +10,8 @@
 //
 // The output is deterministic for a seed, apart from the flows' time. With
 // no seed, the seed is taken from the clock (and logged), so that two runs
-// do not repeat the same flow uuids.
+// do not repeat the same flow uuids. Its keys: `flowbus components
+// generate`, or docs/components.md.
 package generate
 
 import (
@@ -21,22 +22,30 @@ import (
 	"sync"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/flowbus/flowbus/pipeline"
-	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() { pipeline.RegisterSource("generate", New) }
+func init() {
+	pipeline.RegisterSource(pipeline.Spec{
+		Type:        "generate",
+		Summary:     "realistic synthetic Hubble flows (HTTP, Kafka, DNS, TCP, UDP, ICMP, SCTP, policy verdicts, drops) for demos, load tests and benchmarks",
+		Description: `A small cluster (three nodes, several namespaces of workloads, external hosts) holds interleaved conversations, with both directions of every connection, L7 proxy records, policy verdicts and drops with their reasons, over IPv4 and IPv6. The output is deterministic for a seed, apart from the flows' time; with no seed the seed comes from the clock and is logged. With a count the source ends after count flows, and the pipeline drains and exits.`,
+		Example: `type: generate
+count: 100000
+rate: 1000
+seed: 42
+`,
+	}, New)
+}
 
 // Options are the source's config keys.
 type Options struct {
 	// Count is the number of flows to make; 0 makes them until stopped.
-	Count uint64 `yaml:"count"`
+	Count uint64 `yaml:"count" default:"0" doc:"the number of flows to make; 0 makes them until the pipeline stops"`
 	// Rate is the number of flows per second; 0 is as fast as possible.
-	Rate float64 `yaml:"rate"`
+	Rate float64 `yaml:"rate" default:"0" doc:"flows per second; 0 is as fast as possible"`
 	// Seed makes the output reproducible; unset, it comes from the clock.
-	Seed *uint64 `yaml:"seed"`
+	Seed *uint64 `yaml:"seed" doc:"makes the output reproducible; default: the clock (logged)"`
 }
 
 // Source emits generated flows.
@@ -49,14 +58,10 @@ type Source struct {
 	workers int
 }
 
-// New builds a generate source from its config mapping.
-func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// New builds a generate source from its options.
+func New(b *pipeline.Build, o *Options) (*Source, error) {
 	if o.Rate < 0 {
-		return nil, config.Errorf(valueNode(node, "rate"), "generate source: rate must not be negative")
+		return nil, b.Errorf("rate", "generate source: rate must not be negative")
 	}
 	log := b.Log
 	if log == nil {
@@ -70,18 +75,6 @@ func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
 		log.Info("generate: no seed set; using the clock", "seed", s.seed)
 	}
 	return s, nil
-}
-
-// valueNode returns the value node of key in mapping n, or n.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
 }
 
 // batchesPerSecond is how often a paced source emits at most: at low rates

@@ -352,11 +352,11 @@ func newSource(t testing.TB, cfg string) *Source {
 	if err := yaml.Unmarshal([]byte(cfg), &n); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(&pipeline.Build{Name: "gen", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, n.Content[0])
+	s, err := pipeline.Make(&pipeline.Build{Name: "gen", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, n.Content[0], New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.(*Source)
+	return s
 }
 
 func TestRunCount(t *testing.T) {
@@ -432,7 +432,7 @@ func TestConfig(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(cfg), &n); err != nil {
 			continue
 		}
-		_, err := New(&pipeline.Build{Name: "gen"}, n.Content[0])
+		_, err := pipeline.Make(&pipeline.Build{Name: "gen"}, n.Content[0], New)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want %q", cfg, err, want)
 		}
@@ -452,12 +452,12 @@ func TestRoundTrip(t *testing.T) {
 		yaml.Unmarshal([]byte(s), &n)
 		return n.Content[0]
 	}
-	sk, err := filesink.New(&pipeline.Build{Name: "out", Encoding: "json", Log: logger}, node("path: "+path))
+	sk, err := pipeline.Make(&pipeline.Build{Name: "out", Encoding: "json", Log: logger}, node("path: "+path), filesink.New)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	sk.(pipeline.Starter).Start(ctx)
+	sk.Start(ctx)
 	for i := 0; i < len(want); i += 512 {
 		b := pipeline.NewBatch()
 		for _, f := range want[i:min(i+512, len(want))] {
@@ -479,14 +479,14 @@ func TestRoundTrip(t *testing.T) {
 	sk.Close(ctx)
 	written, _ := os.ReadFile(path)
 
-	src, err := filesource.New(&pipeline.Build{Name: "in", Log: logger}, node("path: "+path))
+	src, err := pipeline.Make(&pipeline.Build{Name: "in", Log: logger}, node("path: "+path), filesource.New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.(pipeline.Starter).Start(ctx)
+	src.Start(ctx)
 	path2 := filepath.Join(dir, "again.jsonl")
-	sk2, _ := filesink.New(&pipeline.Build{Name: "out2", Encoding: "json", Log: logger}, node("path: "+path2))
-	sk2.(pipeline.Starter).Start(ctx)
+	sk2, _ := pipeline.Make(&pipeline.Build{Name: "out2", Encoding: "json", Log: logger}, node("path: "+path2), filesink.New)
+	sk2.Start(ctx)
 	out := &checkOutput{t: t, want: want, sink: sk2}
 	if err := src.Run(ctx, out); err != nil {
 		t.Fatal(err)
@@ -581,7 +581,7 @@ func (h *handoff) Lost(flowpb.LostEventSource, int32, uint64) {}
 func BenchmarkGenerateDiscard(b *testing.B) {
 	for _, workers := range []int{1, runtime.GOMAXPROCS(0)} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-			sk, err := discard.New(&pipeline.Build{Name: "null"}, nil)
+			sk, err := pipeline.Make(&pipeline.Build{Name: "null"}, nil, discard.New)
 			if err != nil {
 				b.Fatal(err)
 			}

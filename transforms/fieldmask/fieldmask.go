@@ -2,10 +2,7 @@
 // flow to a set of field paths, with the semantics of Hubble's exporter
 // field mask (`hubble-export-fieldmask`), or removes a set of paths.
 //
-//	type: fieldmask
-//	include: [source.namespace, source.pod_name, verdict]   # keep only these
-//	# or
-//	exclude: [source.labels, destination.labels]            # drop these
+// Its keys: `flowbus components fieldmask`, or docs/components.md.
 //
 // Include follows Hubble (pkg/hubble/parser/fieldmask): the paths are
 // validated against flow.Flow and normalised (a path under another one is
@@ -45,15 +42,21 @@ import (
 )
 
 func init() {
-	pipeline.RegisterTransform("fieldmask", pipeline.DropsNone, func(_ *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
-		return FromConfig(node)
-	})
+	pipeline.RegisterTransform(pipeline.Spec{
+		Type:        "fieldmask",
+		Summary:     "trims every flow to a set of field paths (Hubble's exporter field mask), or removes a set of paths",
+		Description: `Set exactly one of include and exclude. Include has the semantics of Hubble's hubble-export-fieldmask: a leaf path keeps its field, an interior path keeps the named sub-fields, and the envelope's time and node_name are read from the masked flow, so a mask without them leaves them out of the envelope.`,
+		Example: `type: fieldmask
+inputs: [flows]
+include: [time, node_name, source.namespace, source.pod_name, destination.namespace, destination.pod_name, verdict]
+`,
+	}, pipeline.DropsNone, FromOptions)
 }
 
 // Options is the YAML configuration of a fieldmask transform.
 type Options struct {
-	Include []Path `yaml:"include"`
-	Exclude []Path `yaml:"exclude"`
+	Include []Path `yaml:"include" type:"list of field paths" doc:"keep only these flow fields (source.pod_name, l4.TCP.destination_port)"`
+	Exclude []Path `yaml:"exclude" type:"list of field paths" doc:"clear these flow fields, keep the rest"`
 }
 
 // Path is a field path read from the configuration, checked against
@@ -76,17 +79,13 @@ func (p *Path) UnmarshalConfig(n *yaml.Node) error {
 	return nil
 }
 
-// FromConfig builds a fieldmask transform from its YAML mapping.
-func FromConfig(node *yaml.Node) (*Mask, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// FromOptions builds a fieldmask transform from its decoded options.
+func FromOptions(b *pipeline.Build, o *Options) (*Mask, error) {
 	switch {
 	case len(o.Include) > 0 && len(o.Exclude) > 0:
-		return nil, config.Errorf(node, "set include or exclude, not both")
+		return nil, b.Errorf("", "set include or exclude, not both")
 	case len(o.Include) == 0 && len(o.Exclude) == 0:
-		return nil, config.Errorf(node, "set include or exclude to a non-empty list of field paths")
+		return nil, b.Errorf("", "set include or exclude to a non-empty list of field paths")
 	}
 	if len(o.Include) > 0 {
 		return NewInclude(paths(o.Include)), nil

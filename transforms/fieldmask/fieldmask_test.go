@@ -58,7 +58,7 @@ func mustYAML(t testing.TB, src string) *yaml.Node {
 
 func build(t testing.TB, src string) *Mask {
 	t.Helper()
-	m, err := FromConfig(mustYAML(t, src))
+	m, err := pipeline.Make(nil, mustYAML(t, src), FromOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestConfigErrors(t *testing.T) {
 		{"include: [verdict]\nextra: 1", "2:1: "},
 	}
 	for _, tt := range tests {
-		_, err := FromConfig(mustYAML(t, tt.conf))
+		_, err := pipeline.Make(nil, mustYAML(t, tt.conf), FromOptions)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want containing %q", tt.conf, err, tt.want)
 		}

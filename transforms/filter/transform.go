@@ -1,6 +1,7 @@
 // Package filter is the `filter` transform: it keeps the flows that pass
 // its allow and deny lists of Hubble FlowFilters (package flowfilter) and
-// always passes LostEvents.
+// always passes LostEvents. Its keys: `flowbus components filter`, or
+// docs/components.md.
 package filter
 
 import (
@@ -12,13 +13,25 @@ import (
 )
 
 func init() {
-	pipeline.RegisterTransform("filter", pipeline.DropsFiltered, newTransform)
+	pipeline.RegisterTransform(pipeline.Spec{
+		Type:        "filter",
+		Summary:     "keeps the flows that pass Hubble FlowFilter allow and deny lists, with Hubble's semantics; LostEvents always pass",
+		Description: `A flow passes when it matches at least one allow filter (or allow is empty) and no deny filter, as with hubble observe --allowlist/--denylist. A FlowFilter is a mapping of Hubble's flow.FlowFilter fields in their JSON names (source_pod, verdict, http_status, ...); its fields must all match, and the values of one field are alternatives. Removed flows are counted as filtered.`,
+		Example: `type: filter
+inputs: [flows]
+allow:
+  - source_pod: [kube-system/]
+  - verdict: [DROPPED]
+deny:
+  - protocol: [ICMPv4]
+`,
+	}, pipeline.DropsFiltered, FromOptions)
 }
 
-// options are the `filter` transform's keys (SPEC §5.2).
-type options struct {
-	Allow *yaml.Node `yaml:"allow"`
-	Deny  *yaml.Node `yaml:"deny"`
+// Options are the `filter` transform's keys.
+type Options struct {
+	Allow *yaml.Node `yaml:"allow" type:"list of FlowFilter" doc:"a flow passes when it matches one of these Hubble FlowFilters; empty: every flow"`
+	Deny  *yaml.Node `yaml:"deny" type:"list of FlowFilter" doc:"a flow matching one of these Hubble FlowFilters is removed"`
 }
 
 // Transform is the `filter` pipeline stage: it removes the flows that f
@@ -28,11 +41,8 @@ type Transform struct {
 	keep func(*pipeline.Event) bool
 }
 
-func newTransform(_ *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
-	var o options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// FromOptions builds a filter transform from its decoded options.
+func FromOptions(_ *pipeline.Build, o *Options) (*Transform, error) {
 	// Report every invalid filter at once, for `flowbus validate`.
 	allow, aerr := flowfilter.ParseFilters(o.Allow)
 	deny, derr := flowfilter.ParseFilters(o.Deny)

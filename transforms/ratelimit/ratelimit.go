@@ -2,11 +2,7 @@
 // that passes at most `events_per_second` flows on average and `burst` at
 // once, optionally one bucket per value of a field.
 //
-//	type: ratelimit
-//	events_per_second: 1000
-//	burst: 2000              # default: events_per_second, at least 1
-//	key: source.namespace    # optional field path: one bucket per value
-//	max_keys: 10000          # optional bound on the number of buckets
+// Its keys: `flowbus components ratelimit`, or docs/components.md.
 //
 // A bucket holds up to burst tokens and starts full; it gains
 // events_per_second tokens a second, and each flow that passes takes one.
@@ -40,16 +36,54 @@ import (
 	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-func init() { pipeline.RegisterTransform("ratelimit", pipeline.DropsRateLimited, factory) }
+func init() {
+	pipeline.RegisterTransform(pipeline.Spec{
+		Type:        "ratelimit",
+		Summary:     "passes at most events_per_second flows on average and burst at once (a token bucket), optionally one bucket per value of a field",
+		Description: `A bucket holds up to burst tokens and starts full; it gains events_per_second tokens a second, and each flow that passes takes one. A flow that finds less than one token is dropped and counted as rate_limited. LostEvents are never rate-limited. With a key, the field's value as text selects the bucket; at most max_keys buckets exist, the least recently seen one is forgotten first (flowbus_ratelimit_evictions_total counts it).`,
+		Example: `type: ratelimit
+inputs: [flows]
+events_per_second: 1000
+burst: 2000
+key: source.namespace
+max_keys: 10000
+`,
+	}, pipeline.DropsRateLimited, FromOptions)
+}
 
-// factory builds a ratelimit transform for the pipeline and registers its
-// metrics.
-func factory(b *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
-	l, err := FromConfig(node)
-	if err != nil {
-		return nil, err
+// FromOptions builds a ratelimit transform from its decoded options and
+// registers its metrics.
+func FromOptions(b *pipeline.Build, o *Options) (*Limiter, error) {
+	var errs config.Errors
+	var c Config
+	if !(*o.EventsPerSecond > 0) || math.IsInf(*o.EventsPerSecond, 0) {
+		errs = append(errs, b.Errorf("events_per_second", "events_per_second must be a positive number"))
+	} else {
+		c.EventsPerSecond = *o.EventsPerSecond
 	}
-	if b != nil && b.Metrics != nil {
+	if o.Burst != nil {
+		if *o.Burst < 1 {
+			errs = append(errs, b.Errorf("burst", "burst must be at least 1"))
+		}
+		c.Burst = *o.Burst
+	}
+	if o.MaxKeys != nil {
+		switch {
+		case *o.MaxKeys < 1:
+			errs = append(errs, b.Errorf("max_keys", "max_keys must be at least 1"))
+		case o.Key == nil:
+			errs = append(errs, b.Errorf("max_keys", "max_keys needs a key"))
+		}
+		c.MaxKeys = *o.MaxKeys
+	}
+	if o.Key != nil {
+		c.Key = &o.Key.Path
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	l := New(c)
+	if b.Metrics != nil {
 		for _, c := range []prometheus.Collector{l.evictions, l.keys} {
 			if err := b.Metrics.Register(c); err != nil {
 				return nil, fmt.Errorf("ratelimit: registering metrics: %w", err)
@@ -64,10 +98,10 @@ const DefaultMaxKeys = 10000
 
 // Options is the YAML configuration of a ratelimit transform.
 type Options struct {
-	EventsPerSecond *float64 `yaml:"events_per_second"`
-	Burst           *int     `yaml:"burst"`
-	Key             *Path    `yaml:"key"`
-	MaxKeys         *int     `yaml:"max_keys"`
+	EventsPerSecond *float64 `yaml:"events_per_second" required:"true" doc:"tokens gained per second: the average rate of flows passed"`
+	Burst           *int     `yaml:"burst" doc:"the bucket size, the most flows passed at once (default: events_per_second rounded up, at least 1)"`
+	Key             *Path    `yaml:"key" type:"field path" doc:"one bucket per value of this flow field (source.namespace); default: one bucket for all"`
+	MaxKeys         *int     `yaml:"max_keys" doc:"the most buckets kept with a key (default 10000); the least recently seen is forgotten first"`
 }
 
 // Path is a field path read from the configuration, checked against
@@ -104,58 +138,6 @@ func isTextMessage(fd protoreflect.FieldDescriptor) bool {
 		return true
 	}
 	return false
-}
-
-// FromConfig builds a ratelimit transform from its YAML mapping.
-func FromConfig(node *yaml.Node) (*Limiter, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
-	var errs config.Errors
-	var c Config
-	switch {
-	case o.EventsPerSecond == nil:
-		errs = append(errs, config.Errorf(node, "events_per_second is required"))
-	case !(*o.EventsPerSecond > 0) || math.IsInf(*o.EventsPerSecond, 0):
-		errs = append(errs, config.Errorf(valueNode(node, "events_per_second"), "events_per_second must be a positive number"))
-	default:
-		c.EventsPerSecond = *o.EventsPerSecond
-	}
-	if o.Burst != nil {
-		if *o.Burst < 1 {
-			errs = append(errs, config.Errorf(valueNode(node, "burst"), "burst must be at least 1"))
-		}
-		c.Burst = *o.Burst
-	}
-	if o.MaxKeys != nil {
-		switch {
-		case *o.MaxKeys < 1:
-			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "max_keys must be at least 1"))
-		case o.Key == nil:
-			errs = append(errs, config.Errorf(valueNode(node, "max_keys"), "max_keys needs a key"))
-		}
-		c.MaxKeys = *o.MaxKeys
-	}
-	if o.Key != nil {
-		c.Key = &o.Key.Path
-	}
-	if len(errs) > 0 {
-		return nil, errs
-	}
-	return New(c), nil
-}
-
-// valueNode returns the value of key in the mapping n, or n itself.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
 }
 
 // Config configures a Limiter.

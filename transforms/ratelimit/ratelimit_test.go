@@ -209,14 +209,14 @@ func TestLostEventsPass(t *testing.T) {
 }
 
 func TestFromConfig(t *testing.T) {
-	l, err := FromConfig(mustYAML(t, "events_per_second: 2.5\nkey: l4.TCP.destination_port\nmax_keys: 7"))
+	l, err := pipeline.Make(nil, mustYAML(t, "events_per_second: 2.5\nkey: l4.TCP.destination_port\nmax_keys: 7"), FromOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l.burst != 3 || l.maxKeys != 7 || l.key.String() != "l4.TCP.destination_port" || l.rate != 2.5/1e9 {
 		t.Errorf("limiter %+v", l)
 	}
-	l, err = FromConfig(mustYAML(t, "events_per_second: 100\nburst: 1"))
+	l, err = pipeline.Make(nil, mustYAML(t, "events_per_second: 100\nburst: 1"), FromOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestFromConfig(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	tests := []struct{ conf, want string }{
-		{"burst: 3", "1:1: events_per_second is required"},
+		{"burst: 3", `1:1: missing required key "events_per_second"`},
 		{"events_per_second: 0", "1:20: events_per_second must be a positive number"},
 		{"events_per_second: -1", "1:20: "},
 		{"events_per_second: .inf", "1:20: "},
@@ -241,14 +241,14 @@ func TestConfigErrors(t *testing.T) {
 		{"events_per_second: 10\nbogus: 1", "2:1: "},
 	}
 	for _, tt := range tests {
-		_, err := FromConfig(mustYAML(t, tt.conf))
+		_, err := pipeline.Make(nil, mustYAML(t, tt.conf), FromOptions)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want containing %q", tt.conf, err, tt.want)
 		}
 	}
 	// Timestamps and wrappers are values.
 	for _, ok := range []string{"time", "is_reply", "l4.TCP.flags.SYN", "source.labels"} {
-		if _, err := FromConfig(mustYAML(t, "events_per_second: 1\nkey: "+ok)); err != nil {
+		if _, err := pipeline.Make(nil, mustYAML(t, "events_per_second: 1\nkey: "+ok), FromOptions); err != nil {
 			t.Errorf("key %s: %v", ok, err)
 		}
 	}
@@ -323,11 +323,11 @@ func BenchmarkKeyed100(b *testing.B)     { benchmarkLimiter(b, "source.namespace
 
 func TestFactoryMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	tr, err := factory(&pipeline.Build{Name: "rl", Type: "ratelimit", Metrics: reg}, mustYAML(t, "events_per_second: 1\nburst: 1\nkey: source.namespace"))
+	tr, err := pipeline.Make(&pipeline.Build{Name: "rl", Type: "ratelimit", Metrics: reg}, mustYAML(t, "events_per_second: 1\nburst: 1\nkey: source.namespace"), FromOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(tr.(*Limiter), 3, "a", "b", "c")
+	run(tr, 3, "a", "b", "c")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

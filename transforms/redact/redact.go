@@ -2,19 +2,7 @@
 // (HUBBLE_REDACTED), IP address pseudonymisation that keeps joins
 // possible, and removal of fields.
 //
-//	type: redact
-//	http:                      # Hubble's HTTP redaction, enabled
-//	  url_query: true          # drop ?query and #fragment (default false)
-//	  user_info: true          # replace URL passwords (default true)
-//	  headers:                 # at most one of allow and deny
-//	    deny: [authorization, cookie]
-//	kafka:
-//	  api_key: true            # replace l7.kafka.api_key
-//	ip:
-//	  mode: hmac               # hmac | truncate
-//	  key_file: /etc/flowbus/ip.key
-//	  fields: [IP.source, IP.destination]   # default: see below
-//	remove: [source.labels, destination.labels]
+// Its keys: `flowbus components redact`, or docs/components.md.
 //
 // HTTP and Kafka follow Hubble (pkg/hubble/parser/seven) with
 // hubble-redact-enabled set: an `http` key turns HTTP redaction on with
@@ -62,13 +50,25 @@ import (
 )
 
 func init() {
-	pipeline.RegisterTransform("redact", pipeline.DropsNone, func(b *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
-		dir := ""
-		if b != nil {
-			dir = b.Dir
-		}
-		return FromConfig(node, dir)
-	})
+	pipeline.RegisterTransform(pipeline.Spec{
+		Type:        "redact",
+		Summary:     "Hubble's L7 redaction (HUBBLE_REDACTED), IP address pseudonymisation that keeps joins possible, and removal of fields",
+		Description: `An http key turns Hubble's HTTP redaction on with its defaults: http: {} (or http: alone) replaces URL passwords and every header value. A header in allow keeps its value and every other one is redacted; a header in deny is redacted and every other one kept; names compare case-insensitively. kafka.api_key replaces the API key of every Kafka flow. ip rewrites addresses in place: hmac with a key of at least 16 bytes (the same on every node whose output is joined), or truncate to a prefix; rewritten addresses are also replaced in the flow's Summary. remove clears fields before the other rules run. LostEvents pass unchanged.`,
+		Example: `type: redact
+inputs: [flows]
+http:
+  url_query: true
+  headers:
+    deny: [authorization, cookie]
+kafka:
+  api_key: true
+ip:
+  mode: hmac
+  key_file: /etc/flowbus/ip.key
+  fields: [IP.source, IP.destination]
+remove: [source.labels, destination.labels]
+`,
+	}, pipeline.DropsNone, FromOptions)
 }
 
 // DefaultIPFields are the fields the ip rules rewrite when `fields` is not
@@ -81,37 +81,37 @@ var DefaultIPFields = []string{
 
 // Options is the YAML configuration of a redact transform.
 type Options struct {
-	HTTP   *HTTPOptions  `yaml:"http"`
-	Kafka  *KafkaOptions `yaml:"kafka"`
-	IP     *IPOptions    `yaml:"ip"`
-	Remove []Path        `yaml:"remove"`
+	HTTP   *HTTPOptions  `yaml:"http" doc:"Hubble's HTTP redaction, on when the key is present (http: {} for its defaults)"`
+	Kafka  *KafkaOptions `yaml:"kafka" doc:"Hubble's Kafka redaction"`
+	IP     *IPOptions    `yaml:"ip" doc:"IP address pseudonymisation"`
+	Remove []Path        `yaml:"remove" type:"list of field paths" doc:"flow fields cleared before the other rules run"`
 }
 
 // HTTPOptions are Hubble's hubble-redact-http-* settings.
 type HTTPOptions struct {
-	URLQuery *bool          `yaml:"url_query"`
-	UserInfo *bool          `yaml:"user_info"`
-	Headers  *HeaderOptions `yaml:"headers"`
+	URLQuery *bool          `yaml:"url_query" default:"false" doc:"drop the URL's ?query and #fragment"`
+	UserInfo *bool          `yaml:"user_info" default:"true" doc:"replace URL passwords"`
+	Headers  *HeaderOptions `yaml:"headers" doc:"which header values to redact (at most one of allow and deny); default: every value"`
 }
 
 // HeaderOptions are the header allow and deny lists.
 type HeaderOptions struct {
-	Allow *[]string `yaml:"allow"`
-	Deny  *[]string `yaml:"deny"`
+	Allow *[]string `yaml:"allow" doc:"headers that keep their values; every other one is redacted"`
+	Deny  *[]string `yaml:"deny" doc:"headers whose values are redacted; every other one is kept"`
 }
 
 // KafkaOptions is hubble-redact-kafka-apikey.
 type KafkaOptions struct {
-	APIKey bool `yaml:"api_key"`
+	APIKey bool `yaml:"api_key" default:"false" doc:"replace l7.kafka.api_key of every Kafka flow"`
 }
 
 // IPOptions configure IP pseudonymisation.
 type IPOptions struct {
-	Mode       string `yaml:"mode"`
-	KeyFile    string `yaml:"key_file"`
-	IPv4Prefix *int   `yaml:"ipv4_prefix"`
-	IPv6Prefix *int   `yaml:"ipv6_prefix"`
-	Fields     []Path `yaml:"fields"`
+	Mode       string `yaml:"mode" required:"true" doc:"hmac (a keyed pseudonym per address) or truncate (keep a prefix)"`
+	KeyFile    string `yaml:"key_file" doc:"mode hmac: the file holding the key, at least 16 bytes once trailing newlines are trimmed"`
+	IPv4Prefix *int   `yaml:"ipv4_prefix" doc:"mode truncate: the IPv4 prefix length kept (default 24)"`
+	IPv6Prefix *int   `yaml:"ipv6_prefix" doc:"mode truncate: the IPv6 prefix length kept (default 48)"`
+	Fields     []Path `yaml:"fields" type:"list of field paths" doc:"the string fields holding addresses to rewrite; default: IP.source, IP.source_xlated, IP.destination, their tunnel.IP counterparts and l7.dns.ips"`
 }
 
 // Path is a field path read from the configuration, checked against
@@ -137,13 +137,11 @@ func (p *Path) UnmarshalConfig(n *yaml.Node) error {
 // minKeyLen is the shortest HMAC key accepted, in bytes.
 const minKeyLen = 16
 
-// FromConfig builds a redact transform from its YAML mapping; relative key
-// files are read from dir.
-func FromConfig(node *yaml.Node, dir string) (*Redactor, error) {
-	var o Options
-	// Decoding errors and the checks below are reported together; a value
-	// that did not decode is left unset and checked as such.
-	errs := config.Positioned(config.Decode(node, &o), node)
+// FromOptions builds a redact transform from its decoded options;
+// relative key files are read from the config file's directory.
+func FromOptions(b *pipeline.Build, o *Options) (*Redactor, error) {
+	node, dir := b.At(""), b.Dir
+	var errs config.Errors
 	r := &Redactor{}
 	// A key written without a value (`http:`) turns its rules on with
 	// their defaults, like an empty mapping.

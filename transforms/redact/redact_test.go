@@ -27,7 +27,7 @@ func mustYAML(t testing.TB, src string) *yaml.Node {
 
 func build(t testing.TB, src string) *Redactor {
 	t.Helper()
-	r, err := FromConfig(mustYAML(t, src), t.TempDir())
+	r, err := pipeline.Make(&pipeline.Build{Dir: t.TempDir()}, mustYAML(t, src), FromOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestConfigErrors(t *testing.T) {
 		{"ip: {mode: truncate, ipv6_prefix: -1}", "1:35: ipv6_prefix -1 is out of range 0-128"},
 		{"ip: {mode: truncate, ipv6_prefix: wide}", "1:35: "},
 		{"ip: {mode: scramble}", `1:12: unknown ip mode "scramble"`},
-		{"ip: {key_file: x}", "1:5: ip needs mode"},
+		{"ip: {key_file: x}", `1:5: missing required key "mode"`},
 		{"ip:\n  mode: truncate\n  fields: [IP.source, verdict]", "3:23: ip.fields: verdict is not a string field"},
 		{"ip:\n  mode: truncate\n  fields: [IP.src]", `3:12: field path "IP.src": IP has no field "src"`},
 		{"ip:\n  mode: truncate\n  fields: []", "3:11: ip.fields is empty"},
@@ -366,14 +366,14 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown: 1", "1:1: "},
 	}
 	for _, tt := range tests {
-		_, err := FromConfig(mustYAML(t, tt.conf), "")
+		_, err := pipeline.Make(nil, mustYAML(t, tt.conf), FromOptions)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q:\n error %v\n want containing %q", tt.conf, err, tt.want)
 		}
 	}
 	// Relative key files are read from the config's directory.
 	dir := filepath.Dir(good)
-	if _, err := FromConfig(mustYAML(t, "ip: {mode: hmac, key_file: ip.key}"), dir); err != nil {
+	if _, err := pipeline.Make(&pipeline.Build{Dir: dir}, mustYAML(t, "ip: {mode: hmac, key_file: ip.key}"), FromOptions); err != nil {
 		t.Errorf("relative key_file: %v", err)
 	}
 }
@@ -431,20 +431,24 @@ func TestIPAllocs(t *testing.T) {
 	}
 }
 
-// TestConfigErrorsTogether: decoding errors and rule errors come in one
-// report, each at its position, without follow-up errors.
+// TestConfigErrorsTogether: the rule errors come in one report, each at its
+// position, and decoding errors without follow-up errors.
 func TestConfigErrorsTogether(t *testing.T) {
-	_, err := FromConfig(mustYAML(t, "ip: {mode: truncate, ipv4_prefix: 40}\nremove: [source.podname]\nhttp: {headers: {allow: [a], deny: [b]}}"), "")
+	_, err := pipeline.Make(nil, mustYAML(t, "ip: {mode: truncate, ipv4_prefix: 40}\nremove: [source.pod_name]\nhttp: {headers: {allow: [a], deny: [b]}}"), FromOptions)
 	if err == nil {
 		t.Fatal("no error")
 	}
 	got := err.Error()
-	for _, want := range []string{"1:35: ipv4_prefix 40", `2:10: field path "source.podname"`, "3:17: set http.headers.allow"} {
+	for _, want := range []string{"1:35: ipv4_prefix 40", "3:17: set http.headers.allow"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("errors %q lack %q", got, want)
 		}
 	}
-	_, err = FromConfig(mustYAML(t, "ip: {mode: [hmac]}"), "")
+	_, err = pipeline.Make(nil, mustYAML(t, "ip: {mode: truncate}\nremove: [source.podname]"), FromOptions)
+	if err == nil || !strings.Contains(err.Error(), `2:10: field path "source.podname"`) {
+		t.Errorf("bad field path: %v", err)
+	}
+	_, err = pipeline.Make(nil, mustYAML(t, "ip: {mode: [hmac]}"), FromOptions)
 	if err == nil || strings.Contains(err.Error(), "needs mode") || !strings.Contains(err.Error(), "1:12: ") {
 		t.Errorf("wrong-typed mode: %v", err)
 	}
@@ -457,7 +461,7 @@ func TestEmptyKeys(t *testing.T) {
 	if f.L7.GetHttp().Url != "http://u:HUBBLE_REDACTED@h/" || f.L7.GetHttp().Headers[0].Value != Redacted {
 		t.Errorf("http: alone did not enable the defaults: %v", f)
 	}
-	if _, err := FromConfig(mustYAML(t, "ip:\n"), ""); err == nil || !strings.Contains(err.Error(), "1:4: ip needs mode") {
+	if _, err := pipeline.Make(nil, mustYAML(t, "ip:\n"), FromOptions); err == nil || !strings.Contains(err.Error(), "1:4: ip needs mode") {
 		t.Errorf("ip: alone: %v", err)
 	}
 }

@@ -2,12 +2,7 @@
 // `rate` and marks the kept ones with their rate, so that consumers can
 // weigh them (the sinks' flowbus-sample-rate header).
 //
-//	type: sample
-//	rate: 100              # keep 1 in 100
-//	key: connection        # connection (default) | none
-//	keep:                  # FlowFilters that are always kept, unsampled
-//	  - verdict: [DROPPED]
-//	  - tcp_flags: [{SYN: true}, {RST: true}]
+// Its keys: `flowbus components sample`, or docs/components.md.
 //
 // With `key: connection` the decision is a function of the connection: the
 // protocol and the two (address, port) endpoints, put in a canonical order
@@ -55,16 +50,26 @@ import (
 )
 
 func init() {
-	pipeline.RegisterTransform("sample", pipeline.DropsSampled, func(_ *pipeline.Build, node *yaml.Node) (pipeline.Transform, error) {
-		return FromConfig(node)
-	})
+	pipeline.RegisterTransform(pipeline.Spec{
+		Type:        "sample",
+		Summary:     "keeps one flow in rate, the same decision for both directions of a connection on every node, and marks kept flows with their rate",
+		Description: `With key connection the decision is a hash of the connection (protocol and both endpoints in a canonical order), so both directions of a connection and every node agree, and the flows kept at rate N are a subset of those kept at any divisor of N. With key none each event is kept with probability 1/rate. LostEvents are never sampled; flows matching a keep filter pass unsampled. Every other kept flow carries its sample rate (flowbus-sample-rate header), multiplied by an earlier sample stage's.`,
+		Example: `type: sample
+inputs: [flows]
+rate: 100
+key: connection
+keep:
+  - verdict: [DROPPED]
+  - tcp_flags: [{SYN: true}, {RST: true}]
+`,
+	}, pipeline.DropsSampled, FromOptions)
 }
 
 // Options is the YAML configuration of a sample transform.
 type Options struct {
-	Rate *uint32   `yaml:"rate"`
-	Key  string    `yaml:"key"`
-	Keep yaml.Node `yaml:"keep"`
+	Rate *uint32   `yaml:"rate" required:"true" doc:"keep 1 in rate flows (at least 1)"`
+	Key  string    `yaml:"key" default:"connection" doc:"what a decision is made for: connection (both directions alike) or none (each event at random)"`
+	Keep yaml.Node `yaml:"keep" type:"list of FlowFilter" doc:"flows matching any of these Hubble FlowFilters are always kept, unsampled"`
 }
 
 // Key says what a sampling decision is made for.
@@ -78,17 +83,11 @@ const (
 	PerEvent
 )
 
-// FromConfig builds a sample transform from its YAML mapping.
-func FromConfig(node *yaml.Node) (*Sampler, error) {
-	var o Options
-	if err := config.Decode(node, &o); err != nil {
-		return nil, err
-	}
+// FromOptions builds a sample transform from its decoded options.
+func FromOptions(b *pipeline.Build, o *Options) (*Sampler, error) {
 	var errs config.Errors
-	if o.Rate == nil {
-		errs = append(errs, config.Errorf(node, "rate is required (keep 1 in rate flows)"))
-	} else if *o.Rate == 0 {
-		errs = append(errs, config.Errorf(valueNode(node, "rate"), "rate must be at least 1"))
+	if *o.Rate == 0 {
+		errs = append(errs, b.Errorf("rate", "rate must be at least 1"))
 	}
 	key := ByConnection
 	switch o.Key {
@@ -96,7 +95,7 @@ func FromConfig(node *yaml.Node) (*Sampler, error) {
 	case "none":
 		key = PerEvent
 	default:
-		errs = append(errs, config.Errorf(valueNode(node, "key"), "unknown key %q (want connection or none)", o.Key))
+		errs = append(errs, b.Errorf("key", "unknown key %q (want connection or none)", o.Key))
 	}
 	var keep *flowfilter.Filter
 	if o.Keep.Kind != 0 {
@@ -117,18 +116,6 @@ func FromConfig(node *yaml.Node) (*Sampler, error) {
 		return nil, errs
 	}
 	return New(*o.Rate, key, keep), nil
-}
-
-// valueNode returns the value of key in the mapping n, or n itself.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
 }
 
 // Sampler is a sample transform. It is used by one goroutine at a time.

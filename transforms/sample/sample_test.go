@@ -23,7 +23,7 @@ func mustYAML(t testing.TB, src string) *yaml.Node {
 
 func build(t testing.TB, src string) *Sampler {
 	t.Helper()
-	s, err := FromConfig(mustYAML(t, src))
+	s, err := pipeline.Make(nil, mustYAML(t, src), FromOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestRatesMultiply(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	tests := []struct{ conf, want string }{
-		{"key: none", "1:1: rate is required"},
+		{"key: none", `1:1: missing required key "rate"`},
 		{"rate: 0", "1:7: rate must be at least 1"},
 		{"rate: -3", "1:7: "},
 		{"rate: 10\nkey: flow", `2:6: unknown key "flow"`},
@@ -322,7 +322,7 @@ func TestConfigErrors(t *testing.T) {
 		{"rate: 10\nextra: 1", "2:1: "},
 	}
 	for _, tt := range tests {
-		_, err := FromConfig(mustYAML(t, tt.conf))
+		_, err := pipeline.Make(nil, mustYAML(t, tt.conf), FromOptions)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want containing %q", tt.conf, err, tt.want)
 		}
