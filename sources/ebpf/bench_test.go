@@ -115,11 +115,11 @@ func runMeasured(b *testing.B, cfg string, out pipeline.Output) func() (time.Dur
 	if err := yaml.Unmarshal([]byte(cfg), &node); err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(&pipeline.Build{Name: "bench", Type: "ebpf", NodeName: "bench", Log: slog.New(slog.DiscardHandler)}, node.Content[0])
+	s, err := pipeline.Make(&pipeline.Build{Name: "bench", Type: "ebpf", NodeName: "bench", Log: slog.New(slog.DiscardHandler)}, node.Content[0], New)
 	if err != nil {
 		b.Fatal(err)
 	}
-	src := s.(*Source)
+	src := s
 	if err := src.Start(context.Background()); err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/bpf"
+	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
 
@@ -17,27 +18,16 @@ const (
 	DefaultAggregationInterval = 5 * time.Second
 )
 
-// options are the source's YAML keys.
-type options struct {
-	// Interfaces: a list of names, or `all` (every up, non-loopback
-	// interface, rescanned every 5s). Default all.
-	Interfaces interfaceList `yaml:"interfaces"`
-	// Direction: ingress, egress or both (default).
-	Direction string `yaml:"direction"`
-	// Aggregation: connection (default) or none.
-	Aggregation string `yaml:"aggregation"`
-	// AggregationInterval: how often an aggregated connection is reported
-	// again while packets keep flowing (default 5s).
-	AggregationInterval config.Duration `yaml:"aggregation_interval"`
-	// CaptureLength: packet bytes after each sample header (default 128).
-	CaptureLength *int `yaml:"capture_length"`
-	// PerfBufferPages: perf ring size per CPU, in pages (default 64).
-	PerfBufferPages int `yaml:"perf_buffer_pages"`
-	// Record: a file to write every raw sample to as a cilium-monitor
-	// stream, for replay with the cilium-monitor source.
-	Record string `yaml:"record"`
-	// Drops: report the packets the kernel drops (default true).
-	Drops *bool `yaml:"drops"`
+// Options are the source's YAML keys.
+type Options struct {
+	Interfaces          interfaceList   `yaml:"interfaces" default:"all" type:"all or list of strings" doc:"the interfaces to attach to; all: every up, non-loopback interface, rescanned every 5s"`
+	Direction           string          `yaml:"direction" default:"both" doc:"ingress, egress or both"`
+	Aggregation         string          `yaml:"aggregation" default:"connection" doc:"connection (report a connection again only after aggregation_interval or a TCP flag change) or none"`
+	AggregationInterval config.Duration `yaml:"aggregation_interval" default:"5s" doc:"how often an aggregated connection is reported again while packets keep flowing (at least 1ms)"`
+	CaptureLength       *int            `yaml:"capture_length" default:"128" doc:"packet bytes captured after each sample header (Cilium's trace payload length)"`
+	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536)"`
+	Record              string          `yaml:"record" doc:"a file to write every raw sample to as a cilium-monitor stream, for replay with the cilium-monitor source"`
+	Drops               *bool           `yaml:"drops" default:"true" doc:"report the packets the kernel drops (skb:kfree_skb) as DROPPED flows"`
 }
 
 // interfaceList is `all` or a list of interface names.
@@ -89,21 +79,12 @@ type settings struct {
 	record          string
 }
 
-func parseOptions(node *yaml.Node) (settings, error) {
-	o := options{
-		Interfaces:          interfaceList{All: true},
-		Direction:           "both",
-		Aggregation:         "connection",
-		AggregationInterval: config.Duration(DefaultAggregationInterval),
-		PerfBufferPages:     DefaultPerfBufferPages,
-	}
-	if err := config.Decode(node, &o); err != nil {
-		return settings{}, err
-	}
+// check validates the decoded options.
+func check(b *pipeline.Build, o *Options) (settings, error) {
 	s := settings{interfaces: o.Interfaces, perfPages: o.PerfBufferPages, record: o.Record}
 	var errs config.Errors
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, config.Errorf(valueNode(node, key), format, args...))
+		errs = append(errs, b.Errorf(key, format, args...))
 	}
 	switch o.Direction {
 	case "ingress":
@@ -126,10 +107,7 @@ func parseOptions(node *yaml.Node) (settings, error) {
 		bad("aggregation_interval", "aggregation_interval: %s is below the minimum of 1ms", o.AggregationInterval)
 	}
 	s.load.AggregationInterval = o.AggregationInterval.D()
-	capLen := DefaultCaptureLength
-	if o.CaptureLength != nil {
-		capLen = *o.CaptureLength
-	}
+	capLen := *o.CaptureLength
 	if capLen < 0 || capLen > bpf.MaxCaptureLength {
 		bad("capture_length", "capture_length: %d is outside 0..%d", capLen, bpf.MaxCaptureLength)
 	}
@@ -142,21 +120,6 @@ func parseOptions(node *yaml.Node) (settings, error) {
 		return settings{}, errs
 	}
 	return s, nil
-}
-
-// valueNode returns the value node of key in mapping n, or n itself.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	for n != nil && n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	if n != nil && n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				return n.Content[i+1]
-			}
-		}
-	}
-	return n
 }
 
 func (s settings) String() string {

@@ -23,7 +23,7 @@ func parseYAML(t *testing.T, src string) (settings, error) {
 	if len(n.Content) > 0 {
 		node = n.Content[0]
 	}
-	return parseOptions(node)
+	return pipeline.Make(nil, node, check)
 }
 
 func TestOptions(t *testing.T) {
@@ -122,7 +122,7 @@ func TestStartWithoutPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := New(&pipeline.Build{Name: "e", Type: "ebpf", NodeName: "n"}, nil)
+	src, err := pipeline.Make(&pipeline.Build{Name: "e", Type: "ebpf", NodeName: "n"}, nil, New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestStartWithoutPrivileges(t *testing.T) {
 			errc <- err
 			return
 		}
-		errc <- src.(*Source).Start(context.Background())
+		errc <- src.Start(context.Background())
 	}()
 	err = <-errc
 	want := "ebpf source: missing CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON; it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)"
@@ -153,7 +153,7 @@ func TestStartWithoutPrivileges(t *testing.T) {
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("error spans lines: %q", err)
 	}
-	if src.(pipeline.Readier).Ready() == nil {
+	if src.Ready() == nil {
 		t.Error("Ready before a successful Start")
 	}
 }

@@ -21,6 +21,8 @@
 // `interfaces: all`, the source attaches to every up, non-loopback
 // interface at start and then, every 5 seconds, to those that came up since
 // (a new pod's veth); those deleted are forgotten.
+//
+// Its keys: `flowbus components ebpf`, or docs/components.md.
 package ebpf
 
 import (
@@ -39,7 +41,6 @@ import (
 	"github.com/cilium/ebpf/perf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/bpf"
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -49,7 +50,17 @@ import (
 )
 
 func init() {
-	pipeline.RegisterSource("ebpf", New)
+	pipeline.RegisterSource(pipeline.Spec{
+		Type:        "ebpf",
+		Summary:     "loads flowbus's own BPF programs on the chosen interfaces and turns the packets they sample into Hubble flows, without Cilium",
+		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction. Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
+		Example: `type: ebpf
+interfaces: [eth0]
+direction: both
+aggregation: connection
+aggregation_interval: 5s
+`,
+	}, New)
 }
 
 // flushInterval bounds how long a sample waits in a quiet perf ring (whose
@@ -89,9 +100,9 @@ type Source struct {
 	m metrics
 }
 
-// New builds an ebpf source from its YAML mapping.
-func New(b *pipeline.Build, node *yaml.Node) (pipeline.Source, error) {
-	set, err := parseOptions(node)
+// New builds an ebpf source from its options.
+func New(b *pipeline.Build, o *Options) (*Source, error) {
+	set, err := check(b, o)
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +369,22 @@ func (s *Source) detachLocked() {
 		}
 		s.dropLink = nil
 	}
+}
+
+// Stop implements pipeline.Stopper: it detaches the programs and releases
+// what Start took, when Run did not (a component started after this source
+// failed to start), or has not yet (it was abandoned at the shutdown
+// deadline). It can be called any number of times.
+func (s *Source) Stop(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started && !s.stopped {
+		s.closeLocked()
+		s.stopped = true
+		stopped := errors.New("ebpf source: stopped")
+		s.ready.Store(&stopped)
+	}
+	return nil
 }
 
 // closeLocked releases everything.

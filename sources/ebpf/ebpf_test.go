@@ -486,12 +486,12 @@ func helperProcess(iface string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	s, err := New(&pipeline.Build{Name: "helper", Type: "ebpf", NodeName: "helper"}, node.Content[0])
+	s, err := pipeline.Make(&pipeline.Build{Name: "helper", Type: "ebpf", NodeName: "helper"}, node.Content[0], New)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := s.(*Source).Start(context.Background()); err != nil {
+	if err := s.Start(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

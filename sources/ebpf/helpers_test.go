@@ -126,11 +126,11 @@ func startSource(t *testing.T, cfg string) *running {
 	}
 	b := &pipeline.Build{Name: "test", Type: "ebpf", NodeName: "test-node",
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	s, err := New(b, node.Content[0])
+	s, err := pipeline.Make(b, node.Content[0], New)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := s.(*Source)
+	src := s
 	if err := src.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
