@@ -16,6 +16,8 @@ import (
 //	example:"…"        an example value, when the default does not show one
 //	type:"…"           the documented type, for fields Decode passes on as
 //	                   raw nodes or that decode themselves
+//	hidden:"true"      left out of the reference (a key that is decoded
+//	                   only to reject it with a better message)
 type Key struct {
 	// Path is the dotted key path: `tls.ca_file`; items of a list of
 	// mappings are `routes[].subject`.
@@ -46,6 +48,9 @@ func Keys(v any) []Key {
 
 func keys(t reflect.Type, prefix string, out *[]Key) {
 	for _, f := range fields(t) {
+		if f.sf.Tag.Get("hidden") == "true" {
+			continue
+		}
 		path := prefix + f.name
 		k := Key{
 			Path:     path,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/internal/sinkutil"
+	"github.com/flowbus/flowbus/pipeline"
 )
 
 type sinkutilTLS = sinkutil.TLS
@@ -58,7 +59,7 @@ func TestSASL(t *testing.T) {
 	// A wrong password fails at Start, and the error does not carry it.
 	bad := filepath.Join(dir, "bad")
 	os.WriteFile(bad, []byte("wrong-pass-xyz"), 0o600)
-	s, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, fmt.Sprintf("brokers: [%s]\ntopic: sasl\nbatch_timeout: 2s\nsasl: {mechanism: plain, username: plainuser, password_file: %s}\n", broker, bad)))
+	s, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, fmt.Sprintf("brokers: [%s]\ntopic: sasl\nbatch_timeout: 2s\nsasl: {mechanism: plain, username: plainuser, password_file: %s}\n", broker, bad)), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	// Without the client certificate the broker refuses the connection.
-	s2, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, fmt.Sprintf("brokers: [%s]\ntopic: tls\nbatch_timeout: 2s\ntls: {ca_file: %s}\n", broker, pki.CAFile)))
+	s2, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, fmt.Sprintf("brokers: [%s]\ntopic: tls\nbatch_timeout: 2s\ntls: {ca_file: %s}\n", broker, pki.CAFile)), New)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,27 +1,7 @@
 // Package kafka is the `kafka` sink: it publishes events to Apache Kafka
 // with github.com/segmentio/kafka-go, at least once.
 //
-// Configuration (SPEC §5.3):
-//
-//	sinks:
-//	  bus:
-//	    type: kafka
-//	    inputs: [flows]
-//	    encoding: protobuf            # or json
-//	    brokers: [kafka-0:9092, kafka-1:9092]
-//	    topic: hubble.flows.{{ verdict }}   # a template (internal/template)
-//	    lost_topic: hubble.lost       # optional; default: topic, with every placeholder rendering "lost"
-//	    key: connection               # connection | source_pod | none | a template ("{{ source.namespace }}") or a bare field path
-//	    compression: lz4              # none | gzip | snappy | lz4 | zstd
-//	    required_acks: all            # all | one | none
-//	    batch_size: 10000             # most records in one produce request per partition
-//	    batch_bytes: 1000000          # most uncompressed bytes in one (keep below the broker's message.max.bytes)
-//	    batch_timeout: 10s            # longest wait for one produce request's answer
-//	    max_attempts: 5               # attempts per record before it is reported lost
-//	    backoff: {min: 100ms, max: 5s}
-//	    auto_create_topics: true      # ask the broker to create missing topics
-//	    tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}
-//	    sasl: {mechanism: scram-sha-512, username: flowbus, password_file: /run/secrets/kafka}
+// Its keys: `flowbus components kafka`, or docs/components.md.
 //
 // Batching: the sink never lingers. Each pipeline batch is encoded into one
 // buffer, split by topic and partition, and every partition's records go out
@@ -51,9 +31,10 @@
 // sink unready after a produce or metadata request could not reach the
 // brokers, and, when idle, after a connection probe every 5s fails.
 //
-// Every record carries the headers of SPEC §4 and the event's time as its
-// timestamp. Secrets (the SASL password) come from files and are never
-// logged.
+// Every record carries the flowbus headers (internal/sinkutil: schema,
+// content type, node, sample rate) and the event's time as its timestamp.
+// Secrets (the SASL password) come from files, never from the config
+// itself, and are never logged.
 package kafka
 
 import (
@@ -82,55 +63,70 @@ import (
 )
 
 func init() {
-	pipeline.RegisterSink("kafka", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
-		return New(b, n)
-	})
+	pipeline.RegisterSink(pipeline.Spec{
+		Type:        "kafka",
+		Summary:     "publishes events to Apache Kafka, at least once, one produce request per partition per batch",
+		Description: `Each pipeline batch is encoded, split by topic and partition, and every partition's records go out at once in one produce request, concurrently across partitions: the sink never lingers. With required_acks all a record counts as delivered when the broker acknowledged it; failed records are retried with backoff up to max_attempts, then reported lost. A retry after a lost acknowledgement can duplicate a record (at least once). Keys: connection is the same for both directions of a connection, so its flows land in one partition in order; source_pod is namespace/pod of the source. Keyed records are partitioned with murmur2 like the Java client. Every record carries the flowbus headers and the event's time. Start fails when no broker answers within batch_timeout; while running, /readyz reports the sink unready when the brokers cannot be reached. Secrets come from files.`,
+		Example: `type: kafka
+inputs: [flows]
+encoding: protobuf
+brokers: [kafka-0:9092, kafka-1:9092]
+topic: hubble.flows.{{ verdict }}
+lost_topic: hubble.lost
+key: connection
+compression: lz4
+tls: {ca_file: /etc/flowbus/kafka-ca.pem}
+sasl: {mechanism: scram-sha-512, username: flowbus, password_file: /run/secrets/kafka}
+`,
+	}, New)
 }
 
 // Options are the sink's YAML keys.
 type Options struct {
-	Brokers          []string        `yaml:"brokers"`
-	Topic            *yaml.Node      `yaml:"topic"`
-	LostTopic        *yaml.Node      `yaml:"lost_topic"`
-	Key              *yaml.Node      `yaml:"key"`
-	Compression      string          `yaml:"compression"`
-	RequiredAcks     string          `yaml:"required_acks"`
-	BatchSize        int             `yaml:"batch_size"`
-	BatchBytes       int             `yaml:"batch_bytes"`
-	BatchTimeout     config.Duration `yaml:"batch_timeout"`
-	MaxAttempts      int             `yaml:"max_attempts"`
-	Backoff          BackoffOptions  `yaml:"backoff"`
-	AutoCreateTopics *bool           `yaml:"auto_create_topics"`
-	ClientID         string          `yaml:"client_id"`
-	TLS              *sinkutil.TLS   `yaml:"tls"`
-	SASL             *SASLOptions    `yaml:"sasl"`
+	Brokers          []string        `yaml:"brokers" required:"true" doc:"bootstrap brokers as host:port"`
+	Topic            *yaml.Node      `yaml:"topic" required:"true" type:"template" doc:"the topic, a template of flow fields: hubble.flows.{{ verdict }}"`
+	LostTopic        *yaml.Node      `yaml:"lost_topic" type:"template" doc:"the topic of LostEvents; default: topic, with every placeholder rendering lost"`
+	Key              *yaml.Node      `yaml:"key" type:"string or template" default:"none" doc:"the record key: connection (both directions alike), source_pod, none, a template ({{ source.namespace }}) or a bare field path"`
+	Compression      string          `yaml:"compression" default:"none" doc:"none, gzip, snappy, lz4 or zstd"`
+	RequiredAcks     string          `yaml:"required_acks" default:"all" doc:"all (delivered when every in-sync replica has it), one, or none (fire and forget)"`
+	BatchSize        int             `yaml:"batch_size" default:"10000" doc:"the most records in one produce request per partition"`
+	BatchBytes       int             `yaml:"batch_bytes" default:"1000000" doc:"the most uncompressed bytes in one produce request; keep it below the brokers' message.max.bytes"`
+	BatchTimeout     config.Duration `yaml:"batch_timeout" default:"10s" doc:"the longest wait for one produce request's answer (and for the brokers at start)"`
+	MaxAttempts      int             `yaml:"max_attempts" default:"5" doc:"attempts per record before it is reported lost"`
+	Backoff          BackoffOptions  `yaml:"backoff" doc:"the wait between attempts: doubled per attempt from min to max, with jitter"`
+	AutoCreateTopics *bool           `yaml:"auto_create_topics" default:"true" doc:"ask the brokers to create missing topics"`
+	ClientID         string          `yaml:"client_id" default:"flowbus" doc:"the Kafka client id"`
+	TLS              *sinkutil.TLS   `yaml:"tls" doc:"connect with TLS; default: plaintext"`
+	SASL             *SASLOptions    `yaml:"sasl" doc:"authenticate with SASL"`
 }
 
 // BackoffOptions bound the wait between attempts.
 type BackoffOptions struct {
-	Min config.Duration `yaml:"min"`
-	Max config.Duration `yaml:"max"`
+	Min config.Duration `yaml:"min" default:"100ms" doc:"the first wait"`
+	Max config.Duration `yaml:"max" default:"5s" doc:"the longest wait"`
 }
 
-// SASLOptions configure SASL authentication. The password comes from
-// password_file (or password, for `${ENV}` substitution).
+// SASLOptions configure SASL authentication. Secrets come from files: the
+// password is read from password_file, never written in the config.
 type SASLOptions struct {
-	Mechanism    string `yaml:"mechanism"`
-	Username     string `yaml:"username"`
-	PasswordFile string `yaml:"password_file"`
-	Password     string `yaml:"password"`
+	Mechanism    string `yaml:"mechanism" required:"true" doc:"plain, scram-sha-256 or scram-sha-512"`
+	Username     string `yaml:"username" required:"true" doc:"the SASL user"`
+	PasswordFile string `yaml:"password_file" required:"true" doc:"the file holding the password (relative to the config file's directory); trailing newlines are ignored"`
+	// Password is not accepted: it is decoded only to say so at its
+	// position.
+	Password inlineSecret `yaml:"password" hidden:"true"`
 }
 
-// Defaults.
-const (
-	DefaultBatchSize    = 10000
-	DefaultBatchBytes   = 1000000 // below the brokers' default message.max.bytes (1048588)
-	DefaultBatchTimeout = 10 * time.Second
-	DefaultMaxAttempts  = 5
-	DefaultBackoffMin   = 100 * time.Millisecond
-	DefaultBackoffMax   = 5 * time.Second
-	metadataMaxAge      = 30 * time.Second
-)
+// inlineSecret rejects a secret written in the config.
+type inlineSecret struct{}
+
+// UnmarshalConfig implements config.Unmarshaler: it always fails.
+func (inlineSecret) UnmarshalConfig(n *yaml.Node) error {
+	return config.Errorf(n, "kafka: sasl.password is not accepted: secrets come from files; put the password in a file and set sasl.password_file")
+}
+
+// metadataMaxAge is how long a topic's partition count is trusted.
+const metadataMaxAge = 30 * time.Second
 
 type keyKind int
 
@@ -206,12 +202,8 @@ var (
 	schemaValue = []byte(sinkutil.SchemaName)
 )
 
-// New builds a kafka sink from its YAML mapping.
-func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
-	var o Options
-	if err := config.Decode(n, &o); err != nil {
-		return nil, err
-	}
+// New builds a kafka sink from its options; it connects in Start.
+func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	s := &Sink{
 		log:         b.Log,
 		nodeName:    b.NodeName,
@@ -220,7 +212,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		timeout:     o.BatchTimeout.D(),
 		maxAttempts: o.MaxAttempts,
 		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
-		autoCreate:  o.AutoCreateTopics == nil || *o.AutoCreateTopics,
+		autoCreate:  *o.AutoCreateTopics,
 		done:        make(chan struct{}),
 		probeEvery:  probeInterval,
 		meta:        map[string]topicMeta{},
@@ -232,20 +224,18 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	}
 	var errs config.Errors
 	add := func(err error) {
-		errs = append(errs, config.Positioned(err, n)...)
+		errs = append(errs, config.Positioned(err, b.At(""))...)
 	}
 	if len(o.Brokers) == 0 {
-		add(config.Errorf(n, "kafka: brokers is required"))
+		add(b.Errorf("brokers", "kafka: brokers is empty: list host:port addresses"))
 	}
 	for _, br := range o.Brokers {
 		if _, _, err := net.SplitHostPort(br); err != nil {
-			add(config.Errorf(sinkutil.At(n, "brokers"), "kafka: broker %q: want host:port", br))
+			add(b.Errorf("brokers", "kafka: broker %q: want host:port", br))
 		}
 	}
 	var err error
-	if o.Topic == nil {
-		add(config.Errorf(n, "kafka: topic is required"))
-	} else if s.topic, err = template.ParseNode(o.Topic, template.Kafka); err != nil {
+	if s.topic, err = template.ParseNode(o.Topic, template.Kafka); err != nil {
 		add(err)
 	}
 	if o.LostTopic != nil {
@@ -253,10 +243,8 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 			add(err)
 		}
 	}
-	if o.Key != nil {
-		if err := s.parseKey(o.Key); err != nil {
-			add(err)
-		}
+	if err := s.parseKey(o.Key); err != nil {
+		add(err)
 	}
 	switch o.Compression {
 	case "", "none":
@@ -269,7 +257,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	case "zstd":
 		s.compression = kafka.Zstd
 	default:
-		add(config.Errorf(sinkutil.At(n, "compression"), "kafka: compression %q: want none, gzip, snappy, lz4 or zstd", o.Compression))
+		add(b.Errorf("compression", "kafka: compression %q: want none, gzip, snappy, lz4 or zstd", o.Compression))
 	}
 	switch o.RequiredAcks {
 	case "", "all":
@@ -279,53 +267,40 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 	case "none":
 		s.acks = kafka.RequireNone
 	default:
-		add(config.Errorf(sinkutil.At(n, "required_acks"), "kafka: required_acks %q: want all, one or none", o.RequiredAcks))
+		add(b.Errorf("required_acks", "kafka: required_acks %q: want all, one or none", o.RequiredAcks))
 	}
-	if s.batchSize < 0 || s.batchBytes < 0 || s.maxAttempts < 0 {
-		add(config.Errorf(n, "kafka: batch_size, batch_bytes and max_attempts must not be negative"))
+	for _, c := range []struct {
+		key string
+		v   int
+	}{{"batch_size", s.batchSize}, {"batch_bytes", s.batchBytes}, {"max_attempts", s.maxAttempts}} {
+		if c.v < 1 {
+			add(b.Errorf(c.key, "kafka: %s must be at least 1", c.key))
+		}
 	}
-	if s.batchBytes == 0 {
-		s.batchBytes = DefaultBatchBytes
-	}
-	if s.batchSize == 0 {
-		s.batchSize = DefaultBatchSize
-	}
-	if s.timeout == 0 {
-		s.timeout = DefaultBatchTimeout
-	}
-	if s.maxAttempts == 0 {
-		s.maxAttempts = DefaultMaxAttempts
-	}
-	if s.backoff.Min == 0 {
-		s.backoff.Min = DefaultBackoffMin
-	}
-	if s.backoff.Max == 0 {
-		s.backoff.Max = DefaultBackoffMax
+	if s.timeout <= 0 {
+		add(b.Errorf("batch_timeout", "kafka: batch_timeout must be positive"))
 	}
 	if s.backoff.Max < s.backoff.Min {
-		add(config.Errorf(sinkutil.At(n, "backoff"), "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
+		add(b.Errorf("backoff", "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
 	if s.enc, err = codec.New(b.Encoding); err != nil {
-		add(config.Errorf(n, "kafka: %v", err))
+		add(b.Errorf("", "kafka: %v", err))
 	} else {
 		s.ctype = []byte(s.enc.ContentType())
 	}
 	tr := &kafka.Transport{
-		ClientID:    "flowbus",
+		ClientID:    o.ClientID,
 		DialTimeout: 5 * time.Second,
 		MetadataTTL: 5 * time.Second,
 	}
-	if o.ClientID != "" {
-		tr.ClientID = o.ClientID
-	}
 	if o.TLS != nil {
 		if tr.TLS, err = o.TLS.Config(b.Dir); err != nil {
-			add(config.Errorf(sinkutil.At(n, "tls"), "kafka: %v", err))
+			add(b.Errorf("tls", "kafka: %v", err))
 		}
 	}
 	if o.SASL != nil {
 		if tr.SASL, err = o.SASL.mechanism(b.Dir); err != nil {
-			add(config.Errorf(sinkutil.At(n, "sasl"), "kafka: sasl: %v", err))
+			add(b.Errorf("sasl", "kafka: sasl: %v", err))
 		}
 	}
 	if len(errs) > 0 {
@@ -372,20 +347,11 @@ func (s *Sink) parseKey(n *yaml.Node) error {
 
 func (o *SASLOptions) mechanism(dir string) (sasl.Mechanism, error) {
 	if o.Username == "" {
-		return nil, fmt.Errorf("username is required")
+		return nil, fmt.Errorf("username is empty")
 	}
-	pass := o.Password
-	if o.PasswordFile != "" {
-		if pass != "" {
-			return nil, fmt.Errorf("set password_file or password, not both")
-		}
-		var err error
-		if pass, err = sinkutil.ReadSecret(dir, o.PasswordFile); err != nil {
-			return nil, err
-		}
-	}
-	if pass == "" {
-		return nil, fmt.Errorf("password_file is required")
+	pass, err := sinkutil.ReadSecret(dir, o.PasswordFile)
+	if err != nil {
+		return nil, err
 	}
 	switch strings.ToLower(o.Mechanism) {
 	case "plain":

@@ -38,7 +38,7 @@ func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 
 func newSink(t testing.TB, encoding, cfg string) *Sink {
 	t.Helper()
-	s, err := New(sinktest.Build("kafka", encoding), sinktest.Node(t, cfg))
+	s, err := pipeline.Make(sinktest.Build("kafka", encoding), sinktest.Node(t, cfg), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func TestOutage(t *testing.T) {
 }
 
 func TestStartFailsWithoutBroker(t *testing.T) {
-	s, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [127.0.0.1:1]\ntopic: x\nbatch_timeout: 1s\n"))
+	s, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [127.0.0.1:1]\ntopic: x\nbatch_timeout: 1s\n"), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,21 +472,27 @@ func TestStartFailsWithoutBroker(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600)
 	tests := []struct{ cfg, want string }{
-		{"topic: x", "brokers is required"},
-		{"brokers: [a:1]", "topic is required"},
+		{"topic: x", `2:1: missing required key "brokers"`},
+		{"brokers: [a:1]", `2:1: missing required key "topic"`},
+		{"brokers: []\ntopic: x", "2:10: kafka: brokers is empty"},
+		{"brokers: [a:1]\ntopic: x\nmax_attempts: 0", "4:15: kafka: max_attempts must be at least 1"},
+		{"brokers: [a:1]\ntopic: x\nbatch_timeout: 0", "4:16: kafka: batch_timeout must be positive"},
+		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u, password: p}", "4:49: kafka: sasl.password is not accepted: secrets come from files; put the password in a file and set sasl.password_file"},
+		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u}", `4:7: missing required key "password_file"`},
 		{"brokers: [a]\ntopic: x", `broker "a": want host:port`},
 		{"brokers: [a:1]\ntopic: hubble.{{ nope }}", `3:18:`},
 		{"brokers: [a:1]\ntopic: x\ncompression: brotli", "compression"},
 		{"brokers: [a:1]\ntopic: x\nrequired_acks: some", "required_acks"},
 		{"brokers: [a:1]\ntopic: x\nkey: '{{ source.nope }}'", `has no field "nope"`},
 		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u, password_file: " + filepath.Join(dir, "missing") + "}", "read secret"},
-		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: gssapi, username: u, password: p}", "mechanism"},
+		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: gssapi, username: u, password_file: " + filepath.Join(dir, "pw") + "}", "mechanism"},
 		{"brokers: [a:1]\ntopic: x\ntls: {cert_file: c.pem}", "cert_file and key_file"},
 		{"brokers: [a:1]\ntopic: x\nbogus: 1", "bogus"},
 	}
 	for _, tt := range tests {
-		_, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, "\n"+tt.cfg))
+		_, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, "\n"+tt.cfg), New)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want %q", tt.cfg, err, tt.want)
 		}
@@ -495,7 +501,7 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600)
-	_, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u, password_file: "+filepath.Join(dir, "pw")+"}"))
+	_, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [a:1]\ntopic: x\nsasl: {mechanism: plain, username: u, password_file: "+filepath.Join(dir, "pw")+"}"), New)
 	if err != nil {
 		t.Fatal(err)
 	}
