@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/pipeline"
 )
 
 // runServer starts a plain nats-server (no JetStream) for auth tests.
@@ -69,7 +70,7 @@ func TestTokenAuth(t *testing.T) {
 	publishOne(t, s)
 
 	bad := writeFile(t, "bad", "nope-wrong")
-	s2, err := New(sinktest.Build("nats", "json"), sinktest.Node(t, fmt.Sprintf("url: %s\nsubject: a\ntoken_file: %s\n", srv.ClientURL(), bad)))
+	s2, err := pipeline.Make(sinktest.Build("nats", "json"), sinktest.Node(t, fmt.Sprintf("url: %s\nsubject: a\ntoken_file: %s\n", srv.ClientURL(), bad)), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestTLS(t *testing.T) {
 		srv.ClientURL(), pki.CAFile, pki.ClientCert, pki.ClientKey))
 	publishOne(t, s)
 
-	s2, err := New(sinktest.Build("nats", "json"), sinktest.Node(t, fmt.Sprintf("url: %s\nsubject: a\n", srv.ClientURL())))
+	s2, err := pipeline.Make(sinktest.Build("nats", "json"), sinktest.Node(t, fmt.Sprintf("url: %s\nsubject: a\n", srv.ClientURL())), New)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,16 +15,16 @@ import (
 // EmbeddedOptions configure the in-process server of `url: embedded`.
 type EmbeddedOptions struct {
 	// Port on 127.0.0.1; 0 means DefaultEmbeddedPort, -1 a free port.
-	Port int `yaml:"port"`
+	Port int `yaml:"port" default:"4222" doc:"the client port on 127.0.0.1 (NATS's usual one, so the nats CLI finds it); -1 picks a free port"`
 	// StoreDir holds the JetStream file store; default
 	// $TMPDIR/flowbus-nats.
-	StoreDir string `yaml:"store_dir"`
+	StoreDir string `yaml:"store_dir" doc:"the directory of the JetStream file store; default: $TMPDIR/flowbus-nats"`
 	// SyncInterval is how often the store is fsynced: a duration, or
 	// "always" to sync every message before acknowledging it. Default:
 	// nats-server's (2 minutes).
-	SyncInterval string `yaml:"sync_interval"`
+	SyncInterval string `yaml:"sync_interval" example:"2m" doc:"how often the store is fsynced: a duration, or always (every message before it is acknowledged); default: the server's, 2m"`
 	// MaxStore caps the file store in bytes; 0 lets the server choose.
-	MaxStore int64 `yaml:"max_store"`
+	MaxStore int64 `yaml:"max_store" default:"0" doc:"the most bytes the file store holds; 0 lets the server choose (a share of the free disk space)"`
 }
 
 // DefaultEmbeddedPort is NATS's usual client port, so that the nats CLI

@@ -3,35 +3,7 @@
 // a JetStream stream (at least once), and can start an embedded NATS server
 // so that a pipeline runs on a machine with no broker installed.
 //
-// Configuration (SPEC §5.3):
-//
-//	sinks:
-//	  bus:
-//	    type: nats
-//	    inputs: [flows]
-//	    encoding: json                     # or protobuf
-//	    url: nats://nats-0:4222,nats://nats-1:4222   # or: embedded
-//	    subject: hubble.flows.{{ verdict }}  # a template (internal/template)
-//	    lost_subject: hubble.lost          # optional; default: subject, placeholders render "lost"
-//	    jetstream:                         # omit for core NATS publish
-//	      stream: HUBBLE                   # the stream the subjects belong to
-//	      subjects: [hubble.>]             # default: subject and lost_subject with placeholders as "*"
-//	      create: true                     # create or update the stream at start
-//	      max_pending: 4000                # most unacknowledged publishes in flight
-//	      storage: file                    # file | memory (when created)
-//	      max_age: 24h                     # retention limits (when created); 0 = none
-//	      max_bytes: 1073741824
-//	      duplicate_window: 2m             # Nats-Msg-Id de-duplication window (when created)
-//	    ack_timeout: 5s                    # a publish not acknowledged in time is retried
-//	    max_attempts: 10                   # attempts per message before it is reported lost
-//	    backoff: {min: 100ms, max: 5s}
-//	    reconnect_buffer: 67108864         # bytes buffered while reconnecting (core publish only)
-//	    credentials_file: /etc/nats/flowbus.creds   # or nkey_file (a seed), or token_file
-//	    tls: {ca_file, cert_file, key_file, server_name, insecure_skip_verify}
-//	    embedded:                          # with url: embedded
-//	      port: 4222                       # on 127.0.0.1; -1 picks a free port
-//	      store_dir: /var/lib/flowbus/nats # default: $TMPDIR/flowbus-nats
-//	      sync_interval: 2m                # or "always"; see below
+// Its keys: `flowbus components nats`, or docs/components.md.
 //
 // JetStream delivery: every message is published asynchronously with a
 // Nats-Msg-Id header (the flow's uuid; a generated id for LostEvents and
@@ -63,8 +35,9 @@
 // `sync_interval: always` to fsync every message before it is acknowledged,
 // at a large cost in throughput.
 //
-// Every message carries the headers of SPEC §4. Secrets come from files and
-// are never logged.
+// Every message carries the flowbus headers (internal/sinkutil: schema,
+// content type, node, sample rate). Secrets come from files, never from
+// the config itself, and are never logged.
 package nats
 
 import (
@@ -90,55 +63,59 @@ import (
 )
 
 func init() {
-	pipeline.RegisterSink("nats", func(b *pipeline.Build, n *yaml.Node) (pipeline.Sink, error) {
-		return New(b, n)
-	})
+	pipeline.RegisterSink(pipeline.Spec{
+		Type:        "nats",
+		Summary:     "publishes events to NATS: core publish (at most once) or a JetStream stream (at least once), optionally to an embedded server",
+		Description: `JetStream: every message is published asynchronously with a Nats-Msg-Id header (the flow's uuid), at most max_pending at a time, and counts as delivered when the stream acknowledged it; failed publishes are retried with backoff and the same Msg-Id (the stream stores a message once within its duplicate window), then reported lost after max_attempts. The client reconnects forever; with when_full: block an outage shorter than the retry budget loses nothing. Core publish is at most once: a message counts as delivered when the server answered the flush that follows each batch; while disconnected, messages wait in the reconnect buffer. With url: embedded the nats-server library runs in the process, bound to 127.0.0.1, with JetStream and a file store; it acknowledges a message before it is fsynced and syncs every sync_interval, so a power loss can lose up to that much acknowledged data (sync_interval: always fsyncs every message, at a large cost in throughput). Secrets come from files.`,
+		Example: `type: nats
+inputs: [flows]
+encoding: json
+url: nats://nats-0:4222,nats://nats-1:4222
+subject: hubble.flows.{{ verdict }}
+lost_subject: hubble.lost
+jetstream:
+  stream: HUBBLE
+  create: true
+  max_age: 24h
+credentials_file: /etc/nats/flowbus.creds
+`,
+	}, New)
 }
 
 // Options are the sink's YAML keys.
 type Options struct {
-	URL             string            `yaml:"url"`
-	Subject         *yaml.Node        `yaml:"subject"`
-	LostSubject     *yaml.Node        `yaml:"lost_subject"`
-	JetStream       *JetStreamOptions `yaml:"jetstream"`
-	AckTimeout      config.Duration   `yaml:"ack_timeout"`
-	MaxAttempts     int               `yaml:"max_attempts"`
-	Backoff         BackoffOptions    `yaml:"backoff"`
-	ReconnectBuffer int               `yaml:"reconnect_buffer"`
-	CredentialsFile string            `yaml:"credentials_file"`
-	NKeyFile        string            `yaml:"nkey_file"`
-	TokenFile       string            `yaml:"token_file"`
-	TLS             *sinkutil.TLS     `yaml:"tls"`
-	Embedded        *EmbeddedOptions  `yaml:"embedded"`
+	URL             string            `yaml:"url" required:"true" doc:"comma-separated server URLs, or embedded for an in-process server"`
+	Subject         *yaml.Node        `yaml:"subject" required:"true" type:"template" doc:"the subject, a template of flow fields: hubble.flows.{{ verdict }}"`
+	LostSubject     *yaml.Node        `yaml:"lost_subject" type:"template" doc:"the subject of LostEvents; default: subject, with every placeholder rendering lost"`
+	JetStream       *JetStreamOptions `yaml:"jetstream" doc:"publish to a JetStream stream (at least once); default: core publish (at most once)"`
+	AckTimeout      config.Duration   `yaml:"ack_timeout" default:"5s" doc:"a publish not acknowledged in time is retried"`
+	MaxAttempts     int               `yaml:"max_attempts" default:"10" doc:"attempts per message before it is reported lost"`
+	Backoff         BackoffOptions    `yaml:"backoff" doc:"the wait between attempts: doubled per attempt from min to max, with jitter"`
+	ReconnectBuffer int               `yaml:"reconnect_buffer" default:"67108864" doc:"bytes buffered while reconnecting (core publish only)"`
+	CredentialsFile string            `yaml:"credentials_file" doc:"a NATS credentials file (user JWT and seed); at most one of credentials_file, nkey_file and token_file"`
+	NKeyFile        string            `yaml:"nkey_file" doc:"a file holding an NKey seed"`
+	TokenFile       string            `yaml:"token_file" doc:"a file holding an authentication token"`
+	TLS             *sinkutil.TLS     `yaml:"tls" doc:"connect with TLS"`
+	Embedded        *EmbeddedOptions  `yaml:"embedded" doc:"the in-process server of url: embedded"`
 }
 
 // JetStreamOptions select JetStream publishing.
 type JetStreamOptions struct {
-	Stream          string          `yaml:"stream"`
-	Subjects        []string        `yaml:"subjects"`
-	Create          bool            `yaml:"create"`
-	MaxPending      int             `yaml:"max_pending"`
-	Storage         string          `yaml:"storage"`
-	MaxAge          config.Duration `yaml:"max_age"`
-	MaxBytes        int64           `yaml:"max_bytes"`
-	DuplicateWindow config.Duration `yaml:"duplicate_window"`
+	Stream          string          `yaml:"stream" doc:"the stream the subjects belong to; PubAcks from another stream are logged"`
+	Subjects        []string        `yaml:"subjects" doc:"the stream's subjects when created; default: subject and lost_subject with placeholders as *"`
+	Create          bool            `yaml:"create" default:"false" doc:"create or update the stream at start (needs stream); false: the stream must exist"`
+	MaxPending      int             `yaml:"max_pending" default:"4000" doc:"the most unacknowledged publishes in flight"`
+	Storage         string          `yaml:"storage" default:"file" doc:"file or memory, when created"`
+	MaxAge          config.Duration `yaml:"max_age" default:"0" doc:"the stream's age limit when created; 0: none"`
+	MaxBytes        int64           `yaml:"max_bytes" default:"0" doc:"the stream's size limit in bytes when created; 0: none"`
+	DuplicateWindow config.Duration `yaml:"duplicate_window" default:"0" doc:"the Nats-Msg-Id de-duplication window when created; 0: the server's (2m)"`
 }
 
 // BackoffOptions bound the wait between attempts.
 type BackoffOptions struct {
-	Min config.Duration `yaml:"min"`
-	Max config.Duration `yaml:"max"`
+	Min config.Duration `yaml:"min" default:"100ms" doc:"the first wait"`
+	Max config.Duration `yaml:"max" default:"5s" doc:"the longest wait"`
 }
-
-// Defaults.
-const (
-	DefaultAckTimeout      = 5 * time.Second
-	DefaultMaxAttempts     = 10
-	DefaultBackoffMin      = 100 * time.Millisecond
-	DefaultBackoffMax      = 5 * time.Second
-	DefaultMaxPending      = 4000
-	DefaultReconnectBuffer = 64 << 20
-)
 
 // Sink is the nats sink. Write is called from one goroutine at a time.
 type Sink struct {
@@ -197,12 +174,8 @@ type pending struct {
 	fut jetstream.PubAckFuture
 }
 
-// New builds a nats sink from its YAML mapping; it connects in Start.
-func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
-	var o Options
-	if err := config.Decode(n, &o); err != nil {
-		return nil, err
-	}
+// New builds a nats sink from its options; it connects in Start.
+func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	s := &Sink{
 		log:         b.Log,
 		name:        b.Name,
@@ -222,14 +195,12 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		s.log = slog.Default()
 	}
 	var errs config.Errors
-	add := func(err error) { errs = append(errs, config.Positioned(err, n)...) }
+	add := func(err error) { errs = append(errs, config.Positioned(err, b.At(""))...) }
 	var err error
 	if o.URL == "" {
-		add(config.Errorf(n, "nats: url is required (a server URL, or embedded)"))
+		add(b.Errorf("url", "nats: url is empty: want a server URL, or embedded"))
 	}
-	if o.Subject == nil {
-		add(config.Errorf(n, "nats: subject is required"))
-	} else if s.subject, err = template.ParseNode(o.Subject, template.NATS); err != nil {
+	if s.subject, err = template.ParseNode(o.Subject, template.NATS); err != nil {
 		add(err)
 	}
 	if o.LostSubject != nil {
@@ -243,25 +214,25 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 			s.embedded = &EmbeddedOptions{}
 		}
 		if err := s.embedded.check(); err != nil {
-			add(config.Errorf(sinkutil.At(n, "embedded"), "nats: embedded: %v", err))
+			add(b.Errorf("embedded", "nats: embedded: %v", err))
 		}
 	} else if o.Embedded != nil {
-		add(config.Errorf(sinkutil.At(n, "embedded"), "nats: embedded settings need url: embedded"))
+		add(b.Errorf("embedded", "nats: embedded settings need url: embedded"))
 	}
 	if js := s.js; js != nil {
 		if js.Stream == "" && js.Create {
-			add(config.Errorf(sinkutil.At(n, "jetstream"), "nats: jetstream.create needs jetstream.stream"))
+			add(b.Errorf("jetstream", "nats: jetstream.create needs jetstream.stream"))
 		}
-		if js.MaxPending < 0 || js.MaxBytes < 0 {
-			add(config.Errorf(sinkutil.At(n, "jetstream"), "nats: jetstream max_pending and max_bytes must not be negative"))
+		if js.MaxPending < 1 {
+			add(b.Errorf("jetstream.max_pending", "nats: jetstream.max_pending must be at least 1"))
 		}
-		if js.MaxPending == 0 {
-			js.MaxPending = DefaultMaxPending
+		if js.MaxBytes < 0 {
+			add(b.Errorf("jetstream.max_bytes", "nats: jetstream.max_bytes must not be negative"))
 		}
 		switch js.Storage {
-		case "", "file", "memory":
+		case "file", "memory":
 		default:
-			add(config.Errorf(sinkutil.At(n, "jetstream", "storage"), "nats: jetstream.storage %q: want file or memory", js.Storage))
+			add(b.Errorf("jetstream.storage", "nats: jetstream.storage %q: want file or memory", js.Storage))
 		}
 		if len(js.Subjects) == 0 && s.subject != nil {
 			js.Subjects = []string{s.subject.Wildcard()}
@@ -272,33 +243,24 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 			}
 		}
 	}
-	if s.ackTimeout == 0 {
-		s.ackTimeout = DefaultAckTimeout
+	if s.ackTimeout <= 0 {
+		add(b.Errorf("ack_timeout", "nats: ack_timeout must be positive"))
 	}
-	if s.maxAttempts < 0 {
-		add(config.Errorf(sinkutil.At(n, "max_attempts"), "nats: max_attempts must not be negative"))
-	}
-	if s.maxAttempts == 0 {
-		s.maxAttempts = DefaultMaxAttempts
-	}
-	if s.backoff.Min == 0 {
-		s.backoff.Min = DefaultBackoffMin
-	}
-	if s.backoff.Max == 0 {
-		s.backoff.Max = DefaultBackoffMax
+	if s.maxAttempts < 1 {
+		add(b.Errorf("max_attempts", "nats: max_attempts must be at least 1"))
 	}
 	if s.backoff.Max < s.backoff.Min {
-		add(config.Errorf(sinkutil.At(n, "backoff"), "nats: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
+		add(b.Errorf("backoff", "nats: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
 	if s.enc, err = codec.New(b.Encoding); err != nil {
-		add(config.Errorf(n, "nats: %v", err))
+		add(b.Errorf("", "nats: %v", err))
 	} else {
 		s.ctype = []string{s.enc.ContentType()}
 	}
 
 	rbuf := o.ReconnectBuffer
-	if rbuf == 0 {
-		rbuf = DefaultReconnectBuffer
+	if rbuf < 0 {
+		add(b.Errorf("reconnect_buffer", "nats: reconnect_buffer must not be negative"))
 	}
 	if s.js != nil {
 		// JetStream: no reconnect buffer. A publish while disconnected
@@ -331,7 +293,7 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		auth++
 		opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile))
 		if err != nil {
-			add(config.Errorf(sinkutil.At(n, "nkey_file"), "nats: nkey_file: %v", err))
+			add(b.Errorf("nkey_file", "nats: nkey_file: %v", err))
 		} else {
 			s.opts = append(s.opts, opt)
 		}
@@ -340,18 +302,18 @@ func New(b *pipeline.Build, n *yaml.Node) (*Sink, error) {
 		auth++
 		tok, err := sinkutil.ReadSecret(b.Dir, o.TokenFile)
 		if err != nil {
-			add(config.Errorf(sinkutil.At(n, "token_file"), "nats: token_file: %v", err))
+			add(b.Errorf("token_file", "nats: token_file: %v", err))
 		} else {
 			s.opts = append(s.opts, nats.Token(tok))
 		}
 	}
 	if auth > 1 {
-		add(config.Errorf(n, "nats: set one of credentials_file, nkey_file and token_file"))
+		add(b.Errorf("", "nats: set one of credentials_file, nkey_file and token_file"))
 	}
 	if o.TLS != nil {
 		tc, err := o.TLS.Config(b.Dir)
 		if err != nil {
-			add(config.Errorf(sinkutil.At(n, "tls"), "nats: %v", err))
+			add(b.Errorf("tls", "nats: %v", err))
 		} else {
 			s.opts = append(s.opts, nats.Secure(tc))
 		}

@@ -30,7 +30,7 @@ func counter(c prometheus.Counter) float64 {
 
 func newSink(t testing.TB, encoding, cfg string) *Sink {
 	t.Helper()
-	s, err := New(sinktest.Build("nats", encoding), sinktest.Node(t, cfg))
+	s, err := pipeline.Make(sinktest.Build("nats", encoding), sinktest.Node(t, cfg), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,12 +328,12 @@ subject: flows.{{ source.namespace }}
 }
 
 func TestDefaultSubjects(t *testing.T) {
-	s, err := New(sinktest.Build("nats", "json"), sinktest.Node(t, `
+	s, err := pipeline.Make(sinktest.Build("nats", "json"), sinktest.Node(t, `
 url: nats://127.0.0.1:1
 subject: hubble.flows.{{ verdict }}.{{ source.namespace }}
 lost_subject: hubble.lost
 jetstream: {stream: S}
-`))
+`), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,8 +344,11 @@ jetstream: {stream: S}
 
 func TestConfigErrors(t *testing.T) {
 	tests := []struct{ cfg, want string }{
-		{"subject: x", "url is required"},
-		{"url: embedded", "subject is required"},
+		{"subject: x", `2:1: missing required key "url"`},
+		{"url: embedded", `2:1: missing required key "subject"`},
+		{"url: ''\nsubject: a", "2:6: nats: url is empty"},
+		{"url: embedded\nsubject: a\nmax_attempts: 0", "4:15: nats: max_attempts must be at least 1"},
+		{"url: embedded\nsubject: a\njetstream: {stream: s, max_pending: 0}", "4:37: nats: jetstream.max_pending must be at least 1"},
 		{"url: embedded\nsubject: 'a.{{ verdict }}.>'", "3:27:"},
 		{"url: embedded\nsubject: a\nembedded: {sync_interval: sometimes}", "sync_interval"},
 		{"url: nats://x:1\nsubject: a\nembedded: {port: 1}", "need url: embedded"},
@@ -355,7 +358,7 @@ func TestConfigErrors(t *testing.T) {
 		{"url: embedded\nsubject: a\nbogus: 1", "bogus"},
 	}
 	for _, tt := range tests {
-		_, err := New(sinktest.Build("nats", "json"), sinktest.Node(t, "\n"+tt.cfg))
+		_, err := pipeline.Make(sinktest.Build("nats", "json"), sinktest.Node(t, "\n"+tt.cfg), New)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want %q", tt.cfg, err, tt.want)
 		}
