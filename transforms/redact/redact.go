@@ -140,7 +140,7 @@ const minKeyLen = 16
 // FromOptions builds a redact transform from its decoded options;
 // relative key files are read from the config file's directory.
 func FromOptions(b *pipeline.Build, o *Options) (*Redactor, error) {
-	node, dir := b.At(""), b.Dir
+	node := b.At("")
 	var errs config.Errors
 	r := &Redactor{}
 	// A key written without a value (`http:`) turns its rules on with
@@ -166,7 +166,7 @@ func FromOptions(b *pipeline.Build, o *Options) (*Redactor, error) {
 		}
 		if hd := o.HTTP.Headers; hd != nil {
 			if hd.Allow != nil && hd.Deny != nil {
-				errs = append(errs, config.Errorf(valueNode(node, "http", "headers"), "set http.headers.allow or http.headers.deny, not both"))
+				errs = append(errs, b.Errorf("http.headers", "set http.headers.allow or http.headers.deny, not both"))
 			}
 			if hd.Allow != nil {
 				h.allow = lower(*hd.Allow)
@@ -181,7 +181,7 @@ func FromOptions(b *pipeline.Build, o *Options) (*Redactor, error) {
 		r.kafkaAPIKey = o.Kafka.APIKey
 	}
 	if o.IP != nil {
-		m, fields, ipErrs := buildIP(o.IP, valueNode(node, "ip"), dir)
+		m, fields, ipErrs := buildIP(b, o.IP)
 		errs = append(errs, ipErrs...)
 		r.ip, r.ipFields = m, fields
 	}
@@ -199,50 +199,51 @@ func lower(names []string) []string {
 	return out
 }
 
-func buildIP(o *IPOptions, node *yaml.Node, dir string) (*ipMapper, []ipField, config.Errors) {
+func buildIP(b *pipeline.Build, o *IPOptions) (*ipMapper, []ipField, config.Errors) {
+	node, dir := b.At("ip"), b.Dir
 	var errs config.Errors
 	var m *ipMapper
 	switch o.Mode {
 	case "hmac":
 		if o.IPv4Prefix != nil || o.IPv6Prefix != nil {
-			errs = append(errs, config.Errorf(node, "ipv4_prefix and ipv6_prefix apply to mode truncate, not hmac"))
+			errs = append(errs, b.Errorf("ip", "ipv4_prefix and ipv6_prefix apply to mode truncate, not hmac"))
 		}
 		if o.KeyFile == "" {
 			if !hasKey(node, "key_file") {
-				errs = append(errs, config.Errorf(node, "ip mode hmac needs key_file"))
+				errs = append(errs, b.Errorf("ip", "ip mode hmac needs key_file"))
 			}
 			break
 		}
 		key, err := readKey(o.KeyFile, dir)
 		if err != nil {
-			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "ip.key_file: %v", err))
+			errs = append(errs, b.Errorf("ip.key_file", "ip.key_file: %v", err))
 			break
 		}
 		m = newHMACMapper(key)
 	case "truncate":
 		if o.KeyFile != "" {
-			errs = append(errs, config.Errorf(valueNode(node, "key_file"), "key_file applies to mode hmac, not truncate"))
+			errs = append(errs, b.Errorf("ip.key_file", "key_file applies to mode hmac, not truncate"))
 		}
 		v4, v6 := 24, 48
 		if o.IPv4Prefix != nil {
 			v4 = *o.IPv4Prefix
 			if v4 < 0 || v4 > 32 {
-				errs = append(errs, config.Errorf(valueNode(node, "ipv4_prefix"), "ipv4_prefix %d is out of range 0-32", v4))
+				errs = append(errs, b.Errorf("ip.ipv4_prefix", "ipv4_prefix %d is out of range 0-32", v4))
 			}
 		}
 		if o.IPv6Prefix != nil {
 			v6 = *o.IPv6Prefix
 			if v6 < 0 || v6 > 128 {
-				errs = append(errs, config.Errorf(valueNode(node, "ipv6_prefix"), "ipv6_prefix %d is out of range 0-128", v6))
+				errs = append(errs, b.Errorf("ip.ipv6_prefix", "ipv6_prefix %d is out of range 0-128", v6))
 			}
 		}
 		m = newTruncateMapper(v4, v6)
 	case "":
 		if !hasKey(node, "mode") { // else it did not decode, and that is reported
-			errs = append(errs, config.Errorf(node, "ip needs mode: hmac or truncate"))
+			errs = append(errs, b.Errorf("ip", "ip needs mode: hmac or truncate"))
 		}
 	default:
-		errs = append(errs, config.Errorf(valueNode(node, "mode"), "unknown ip mode %q (want hmac or truncate)", o.Mode))
+		errs = append(errs, b.Errorf("ip.mode", "unknown ip mode %q (want hmac or truncate)", o.Mode))
 	}
 
 	var fields []ipField
@@ -251,7 +252,7 @@ func buildIP(o *IPOptions, node *yaml.Node, dir string) (*ipMapper, []ipField, c
 			fields = append(fields, newIPField(fieldpath.MustParse(s)))
 		}
 	} else if len(o.Fields) == 0 {
-		errs = append(errs, config.Errorf(valueNode(node, "fields"), "ip.fields is empty; leave it out for the default fields"))
+		errs = append(errs, b.Errorf("ip.fields", "ip.fields is empty; leave it out for the default fields"))
 	}
 	for _, p := range o.Fields {
 		if p.Leaf() == nil {
