@@ -19,11 +19,11 @@ import (
 
 // TLS is the `tls` mapping of a broker sink.
 type TLS struct {
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	CAFile             string `yaml:"ca_file" doc:"PEM certificates of the CAs to trust; default: the system's"`
+	CertFile           string `yaml:"cert_file" doc:"a PEM client certificate, with key_file"`
+	KeyFile            string `yaml:"key_file" doc:"the PEM key of cert_file"`
+	ServerName         string `yaml:"server_name" doc:"the name to verify the server's certificate against; default: the host dialed"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" default:"false" doc:"do not verify the server's certificate (tests only)"`
 }
 
 // Config builds the client TLS configuration; relative paths are resolved

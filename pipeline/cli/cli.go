@@ -1,4 +1,5 @@
-// Package cli is flowbus's command line: run, validate and version (SPEC §2).
+// Package cli is flowbus's command line: run, validate, components and
+// version.
 package cli
 
 import (
@@ -22,6 +23,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
+	"github.com/flowbus/flowbus/pipeline/reference"
 )
 
 // version is set at build time with
@@ -149,6 +151,35 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintf(stdout, "flowbus %s\ngo %s\nschema %s\n", Version(), strings.TrimPrefix(runtime.Version(), "go"), flowpb.SchemaVersion)
+			return nil
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "components [TYPE]",
+		Short: "List the component types, or print one type's keys, defaults and example",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cs := pipeline.Components()
+			if len(args) == 0 {
+				return reference.List(stdout, cs)
+			}
+			found := reference.Find(cs, args[0])
+			if len(found) == 0 {
+				var types []string
+				for _, c := range cs {
+					types = append(types, c.Type)
+				}
+				fmt.Fprintf(stderr, "flowbus: unknown component type %q (known: %s)\n", args[0], strings.Join(types, ", "))
+				return exitError{1}
+			}
+			for i, c := range found {
+				if i > 0 {
+					fmt.Fprintln(stdout)
+				}
+				if err := reference.Text(stdout, c); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	})

@@ -69,11 +69,26 @@ func keys(t reflect.Type, prefix string, out *[]Key) {
 				subPrefix = path + "[]."
 			}
 		}
+		if st := deref(f.sf.Type); sub == nil && st.Kind() == reflect.Struct && st != nodeType && documented(st) {
+			// A struct that decodes itself (reconnect: false, or the
+			// mapping) still lists the keys of its mapping form.
+			sub, subPrefix = st, path+"."
+		}
 		*out = append(*out, k)
 		if sub != nil {
 			keys(sub, subPrefix, out)
 		}
 	}
+}
+
+// documented reports whether struct t has a field with a doc tag.
+func documented(t reflect.Type) bool {
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("doc") != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func deref(t reflect.Type) reflect.Type {
