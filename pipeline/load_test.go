@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -155,5 +156,49 @@ sinks:
 	}
 	if v := config.Find(c.Sources[0].Node, "count"); v.ShortTag() != "!!int" || v.Value != "7" || v.Line != 4 {
 		t.Errorf("count node %+v", v)
+	}
+}
+
+// posSink's constructor reports its errors with Build.Errorf.
+type posOptions struct {
+	TLS *struct {
+		CAFile string `yaml:"ca_file"`
+	} `yaml:"tls"`
+	Mode string `yaml:"mode" default:"fast"`
+}
+
+func init() {
+	pipeline.RegisterSink(pipeline.Spec{Type: "test-pos", Summary: "test sink with positioned constructor errors"}, func(b *pipeline.Build, o *posOptions) (*lifeSink, error) {
+		switch {
+		case o.Mode != "fast":
+			return nil, b.Errorf("mode", "mode %q: want fast", o.Mode)
+		case o.TLS == nil:
+			return nil, b.Errorf("tls.ca_file", "tls.ca_file is needed")
+		case o.TLS.CAFile != "ca.pem":
+			return nil, b.Errorf("tls.ca_file", "tls.ca_file %q: want ca.pem", o.TLS.CAFile)
+		}
+		return &lifeSink{}, nil
+	})
+}
+
+// Build.Errorf positions a constructor's error at the value of a dotted
+// key path, at the deepest node found when a key is absent, and the
+// defaults of the spec apply before the constructor runs.
+func TestConstructorErrorPositions(t *testing.T) {
+	got := loadErrors(t, `metrics: {listen: ""}
+sources: {gen: {type: test-count}}
+sinks:
+  a: {type: test-pos, inputs: [gen], tls: {ca_file: other.pem}}
+  b: {type: test-pos, inputs: [gen]}
+  c: {type: test-pos, inputs: [gen], tls: {ca_file: ca.pem}, mode: slow}
+  d: {type: test-pos, inputs: [gen], tls: {ca_file: ca.pem}}
+`)
+	want := []string{
+		`4:53: sink "a" (test-pos): tls.ca_file "other.pem": want ca.pem`,
+		`5:6: sink "b" (test-pos): tls.ca_file is needed`,
+		`6:68: sink "c" (test-pos): mode "slow": want fast`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -349,6 +350,52 @@ sinks:
 	okSink, _ := lifeSinks.Load("ok")
 	if ls := okSink.(*lifeSink); !ls.started.Load() || !ls.closed.Load() {
 		t.Errorf("the started sink was not closed")
+	}
+}
+
+// Components stop in the reverse of the start order: sinks, then
+// transforms, then sources start; sources, then transforms stop, and the
+// sinks close last, after the drain.
+func TestStopOrder(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+sources:
+  s1: {type: test-life, journal: order}
+  s2: {type: test-life, journal: order}
+transforms:
+  t1: {type: test-life, inputs: [s1, s2], journal: order}
+sinks:
+  k1: {type: test-life, inputs: [t1], journal: order}
+`)
+	run(t, p, context.Background())
+	want := []string{"start k1", "start t1", "start s1", "start s2", "stop s2", "stop s1", "stop t1", "close k1"}
+	if got := journalOf("order"); !slices.Equal(got, want) {
+		t.Errorf("lifecycle %q, want %q", got, want)
+	}
+}
+
+// A component that fails to start stops every component started before
+// it, sources and transforms included, in reverse order; it is not stopped
+// itself, and nothing after it starts.
+func TestFailedStartStopsStarted(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+sources:
+  s1: {type: test-life, journal: failed}
+  s2: {type: test-life, journal: failed, start_error: no attach}
+  s3: {type: test-life, journal: failed}
+transforms:
+  t1: {type: test-life, inputs: [s1, s2, s3], journal: failed}
+sinks:
+  k1: {type: test-life, inputs: [t1], journal: failed}
+`)
+	s, err := p.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `source "s2": start: no attach`) || s != nil {
+		t.Fatalf("got %v, %v", s, err)
+	}
+	want := []string{"start k1", "start t1", "start s1", "start s2", "stop s1", "stop t1", "close k1"}
+	if got := journalOf("failed"); !slices.Equal(got, want) {
+		t.Errorf("lifecycle %q, want %q", got, want)
 	}
 }
 

@@ -185,15 +185,19 @@ func (s *recSink) flowsNow() int {
 	return s.flows
 }
 
-// lifeSink fails Start with start_error, and is unready with unready.
+// lifeSink fails Start with start_error, and is unready with unready. With
+// journal it records its start and close in the journal of that name.
 type lifeSink struct {
 	StartError string `yaml:"start_error"`
 	Unready    string `yaml:"unready"`
+	Journal    string `yaml:"journal"`
+	name       string
 	started    atomic.Bool
 	closed     atomic.Bool
 }
 
 func (s *lifeSink) Start(ctx context.Context) error {
+	record(s.Journal, "start "+s.name)
 	if s.StartError != "" {
 		return errors.New(s.StartError)
 	}
@@ -209,13 +213,88 @@ func (s *lifeSink) Ready() error {
 }
 
 func (s *lifeSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) { return 0, nil }
-func (s *lifeSink) Close(ctx context.Context) error                           { s.closed.Store(true); return nil }
+func (s *lifeSink) Close(ctx context.Context) error {
+	record(s.Journal, "close "+s.name)
+	s.closed.Store(true)
+	return nil
+}
 
 var lifeSinks sync.Map
 
+// lifeOptions configure the test-life source and transform: Start fails
+// with start_error; start and stop are recorded in the journal.
+type lifeOptions struct {
+	StartError string `yaml:"start_error"`
+	Journal    string `yaml:"journal"`
+}
+
+// lifeSource is a source with Start and Stop; Run returns at once.
+type lifeSource struct {
+	lifeOptions
+	name string
+}
+
+func (s *lifeSource) Start(context.Context) error {
+	record(s.Journal, "start "+s.name)
+	if s.StartError != "" {
+		return errors.New(s.StartError)
+	}
+	return nil
+}
+
+func (s *lifeSource) Stop(context.Context) error {
+	record(s.Journal, "stop "+s.name)
+	return nil
+}
+
+func (s *lifeSource) Run(context.Context, pipeline.Output) error { return nil }
+
+// lifeTransform is a transform with Start and Stop that passes everything.
+type lifeTransform struct{ lifeSource }
+
+func (lifeTransform) Process(*pipeline.Batch) {}
+
+// journals hold the lifecycle calls of the test-life components, by
+// journal name.
+var journals sync.Map
+
+func record(journal, entry string) {
+	if journal == "" {
+		return
+	}
+	v, _ := journals.LoadOrStore(journal, &journalT{})
+	j := v.(*journalT)
+	j.mu.Lock()
+	j.entries = append(j.entries, entry)
+	j.mu.Unlock()
+}
+
+func journalOf(name string) []string {
+	v, ok := journals.Load(name)
+	if !ok {
+		return nil
+	}
+	j := v.(*journalT)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.entries...)
+}
+
+type journalT struct {
+	mu      sync.Mutex
+	entries []string
+}
+
 func init() {
 	pipeline.RegisterSink(pipeline.Spec{Type: "test-life", Summary: "test sink with a lifecycle"}, func(b *pipeline.Build, s *lifeSink) (*lifeSink, error) {
+		s.name = b.Name
 		lifeSinks.Store(b.Name, s)
 		return s, nil
+	})
+	pipeline.RegisterSource(pipeline.Spec{Type: "test-life", Summary: "test source with a lifecycle"}, func(b *pipeline.Build, o *lifeOptions) (*lifeSource, error) {
+		return &lifeSource{lifeOptions: *o, name: b.Name}, nil
+	})
+	pipeline.RegisterTransform(pipeline.Spec{Type: "test-life", Summary: "test transform with a lifecycle"}, pipeline.DropsNone, func(b *pipeline.Build, o *lifeOptions) (*lifeTransform, error) {
+		return &lifeTransform{lifeSource{lifeOptions: *o, name: b.Name}}, nil
 	})
 }

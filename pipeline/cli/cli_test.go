@@ -18,7 +18,7 @@ import (
 // Test-only components: a finite source and a sink that counts.
 
 type cliSource struct {
-	Count int `yaml:"count"`
+	Count int `yaml:"count" default:"0" doc:"how many flows to emit"`
 }
 
 func (s *cliSource) Run(ctx context.Context, out pipeline.Output) error {
@@ -47,7 +47,7 @@ type cliPass struct{}
 func (cliPass) Process(*pipeline.Batch) {}
 
 func init() {
-	pipeline.RegisterSource(pipeline.Spec{Type: "cli-count", Summary: "test source"}, func(b *pipeline.Build, s *cliSource) (*cliSource, error) {
+	pipeline.RegisterSource(pipeline.Spec{Type: "cli-count", Summary: "test source", Example: "type: cli-count\ncount: 3\n"}, func(b *pipeline.Build, s *cliSource) (*cliSource, error) {
 		return s, nil
 	})
 	pipeline.RegisterTransform(pipeline.Spec{Type: "cli-pass", Summary: "test transform"}, pipeline.DropsNone, func(b *pipeline.Build, _ *struct{}) (cliPass, error) {
@@ -72,6 +72,24 @@ func writeConfig(t *testing.T, src string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func TestComponents(t *testing.T) {
+	code, out, _ := execute(t, "components")
+	if code != 0 || !regexp.MustCompile(`(?m)^source +cli-count +test source$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^sink +cli-sink +test sink$`).MatchString(out) {
+		t.Errorf("components: exit %d\n%s", code, out)
+	}
+	code, out, _ = execute(t, "components", "cli-count")
+	for _, want := range []string{"cli-count (source): test source", "Keys (besides type):", "  count  (integer, default 0)\n      how many flows to emit", "Example:\n\n  type: cli-count\n  count: 3\n"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("components cli-count: exit %d, output lacks %q:\n%s", code, want, out)
+		}
+	}
+	code, _, errOut := execute(t, "components", "nope")
+	if code != 1 || !strings.Contains(errOut, `unknown component type "nope"`) {
+		t.Errorf("components nope: exit %d, %q", code, errOut)
+	}
 }
 
 func TestValidateReportsEachError(t *testing.T) {
