@@ -105,7 +105,7 @@ func Load(path string, opts Options) (*Pipeline, error) {
 }
 
 // New resolves and builds the components of cfg: types are looked up,
-// inputs resolved, cycles rejected, and each factory called with its
+// inputs resolved, cycles rejected, and each constructor called with its
 // component's own keys. All errors found are returned as config.Errors.
 func New(cfg *config.Config, opts Options) (*Pipeline, error) {
 	if opts.Log == nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/flowbus/flowbus/pipeline"
 )
 
-// Node parses a YAML mapping for a sink factory.
+// Node parses a YAML mapping for a sink constructor (see pipeline.Make).
 func Node(tb testing.TB, src string) *yaml.Node {
 	tb.Helper()
 	var doc yaml.Node
