@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gopkg.in/yaml.v3"
 )
 
 // TLS is the `tls` mapping of a broker sink.
@@ -163,25 +162,4 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// At returns the value node at the key path in the mapping n (for error
-// positions), or the deepest mapping found on the way.
-func At(n *yaml.Node, keys ...string) *yaml.Node {
-	for _, k := range keys {
-		if n == nil || n.Kind != yaml.MappingNode {
-			return n
-		}
-		found := false
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == k {
-				n, found = n.Content[i+1], true
-				break
-			}
-		}
-		if !found {
-			return n
-		}
-	}
-	return n
 }

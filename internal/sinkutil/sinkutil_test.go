@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
 )
@@ -125,17 +123,5 @@ func TestTLSConfigErrors(t *testing.T) {
 		if _, err := tc.t.Config(dir); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.t, err, tc.want)
 		}
-	}
-}
-
-func TestAt(t *testing.T) {
-	var doc yaml.Node
-	yaml.Unmarshal([]byte("a: 1\nb:\n  c: x\n"), &doc)
-	m := doc.Content[0]
-	if n := At(m, "b", "c"); n.Value != "x" || n.Line != 3 {
-		t.Errorf("%+v", n)
-	}
-	if n := At(m, "zz"); n != m {
-		t.Error("missing key should return the mapping")
 	}
 }
