@@ -171,7 +171,7 @@ type Spec struct {
 	// Summary is one line: what the component does.
 	Summary string
 	// Description is the rest of what a user must know (delivery, losses,
-	// readiness), in paragraphs of plain text; optional.
+	// readiness), as one paragraph of plain text; optional.
 	Description string
 	// Example is a YAML mapping of one component of this type, as it is
 	// written under its name (type and inputs included). A test decodes it.
