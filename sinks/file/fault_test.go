@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -309,4 +310,61 @@ func readGzip(path string) ([]byte, error) {
 		err = errors.New("truncated gzip")
 	}
 	return data, err
+}
+
+// TestCompressAtClose: with compress, backups are pruned to max_backups
+// counting the compressed ones, and Close waits for the compression: after
+// a clean exit every backup is a complete .gz and nothing else is left.
+// The flows are hard to compress, so that gzip runs behind the rotations.
+func TestCompressAtClose(t *testing.T) {
+	dir := t.TempDir()
+	s := newSink(t, "path: events.log\nrotate: {max_size_mb: 1, max_backups: 3, compress: true}", "json", dir)
+	rnd := uint64(1)
+	const total = 12000
+	for i := 0; i < total; i += 100 {
+		b := pipeline.NewBatch()
+		for j := range 100 {
+			f := flowOf(b.Next())
+			var sb strings.Builder
+			for range 60 { // 960 bytes of pseudo-random hex
+				rnd = rnd*6364136223846793005 + 1442695040888963407
+				fmt.Fprintf(&sb, "%016x", rnd)
+			}
+			f.Uuid = sb.String()
+			f.PolicyMatchType = uint32(i + j)
+		}
+		if n, err := s.Write(context.Background(), b); n != 0 || err != nil {
+			t.Fatal(n, err)
+		}
+		b.Release()
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var gz []string
+	for _, e := range entries {
+		switch {
+		case e.Name() == "events.log":
+		case backupName.MatchString(e.Name()) && strings.HasSuffix(e.Name(), ".gz"):
+			gz = append(gz, e.Name())
+		default:
+			t.Errorf("left after Close: %s", e.Name())
+		}
+	}
+	if len(gz) != 3 {
+		t.Errorf("%d compressed backups, want max_backups = 3: %v", len(gz), gz)
+	}
+	var all []byte
+	for _, name := range gz {
+		data, err := readGzip(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		all = append(all, data...)
+	}
+	cur, _ := os.ReadFile(filepath.Join(dir, "events.log"))
+	all = append(all, cur...)
+	n := strings.Count(string(all), "\n")
+	checkLines(t, all, total-n, total)
 }
