@@ -368,3 +368,30 @@ func TestCompressAtClose(t *testing.T) {
 	n := strings.Count(string(all), "\n")
 	checkLines(t, all, total-n, total)
 }
+
+// TestStdoutClosed: when the reader of stdout went away (EPIPE), the sink
+// reports every event of that write and of every later one as failed,
+// without writing again.
+func TestStdoutClosed(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer w.Close()
+	old := os.Stdout
+	os.Stdout = w
+	s := newSink(t, "path: '-'", "json", "")
+	os.Stdout = old
+	for i := range 3 {
+		b := flowBatch(0, 10, 100)
+		n, err := s.Write(context.Background(), b)
+		b.Release()
+		if n != 10 || err != nil {
+			t.Fatalf("Write %d = %d, %v; want 10 failed", i, n, err)
+		}
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
