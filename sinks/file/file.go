@@ -3,6 +3,20 @@
 // observer.GetFlowsResponse messages (protodelim: each message prefixed by
 // its length as a varint). A file can rotate by size the way Hubble's
 // exporter does.
+//
+// A file holds whole records only. A write that fails part-way (a full
+// disk) has the fragment it left cut off again; its events are reported as
+// failed, and the LostEvent for them is written whole once space returns.
+// A process killed during a write can leave a torn last record: the next
+// start cuts it off (logged with its size). Backups appear by rename of a
+// closed file; with compress, a .gz appears by rename once complete (a
+// .gz.tmp beside the plain backup is an unfinished one, finished at the
+// next start), backups are pruned to max_backups counting compressed ones,
+// and Close waits for the compression, bounded by its context.
+//
+// When the reader of stdout goes away (EPIPE), the sink writing to it fails
+// alone: every later event is reported as failed, the rest of the pipeline
+// runs on.
 package file
 
 import (

@@ -4,7 +4,18 @@
 // they had; agent, debug and node-status lines are counted and skipped;
 // malformed lines are counted, logged with their line number and skipped.
 // With follow, the source keeps reading lines appended to the file, and
-// reopens it when it is truncated or rotated, like `tail -F`.
+// reopens it when it is truncated or rotated, like `tail -F`:
+//   - rotation by rename (or delete and create) is noticed by the inode;
+//     the old file stays open and is read for a grace period, for the lines
+//     its writer adds before it reopens the path;
+//   - truncation is noticed by the size, or, when the file was truncated and
+//     written past the read position between two polls, by the bytes before
+//     the read position having changed; the file is then read from its
+//     start. The lines written after the last read and before the
+//     truncation are read from a copy beside the file when there is one
+//     (logrotate's copytruncate); otherwise the bytes known to have existed
+//     (seen by the size) are reported lost in a LostEvent, their line count
+//     estimated from the average line length, and logged.
 package file
 
 import (
