@@ -6,7 +6,7 @@
 // With follow, the source keeps reading lines appended to the file, and
 // reopens it when it is truncated or rotated, like `tail -F`:
 //   - rotation by rename (or delete and create) is noticed by the inode;
-//     the old file stays open and is read for a grace period, for the lines
+//     the old file stays open and is read for a grace period (5s), for the lines
 //     its writer adds before it reopens the path;
 //   - truncation is noticed by the size, or, when the file was truncated and
 //     written past the read position between two polls, by the bytes before
