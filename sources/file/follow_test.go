@@ -155,7 +155,6 @@ func TestFollowWriteAfterRename(t *testing.T) {
 	}
 	defer w.Close()
 	ft := startFollow(t, dir, 5*time.Millisecond, newCollector())
-	ft.grace = time.Second
 	io.WriteString(w, numbered(0, 1000))
 	ft.c.waitFor(t, 1000)
 	if err := os.Rename(path, path+".1"); err != nil {
