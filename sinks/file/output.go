@@ -475,32 +475,42 @@ func (m *mill) stop(ctx context.Context) {
 }
 
 // pass prunes the backups, removes unfinished compressions and compresses
-// the plain backups kept.
+// the plain backups kept, newest first. It prunes again before each
+// compression, so that backups rotated meanwhile never pile up beyond
+// max_backups while gzip runs behind.
 func (m *mill) pass() {
 	o := m.o
-	for _, b := range o.prune() {
-		if b.tmp != "" {
-			os.Remove(b.tmp) // only this goroutine compresses: a leftover
-			b.tmp = ""
-		}
-		if b.plain == "" {
-			continue
-		}
-		if b.gz != "" {
-			// Compressed completely by a run killed before removing the
-			// plain file.
-			if err := os.Remove(b.plain); err != nil && !errors.Is(err, os.ErrNotExist) {
-				o.log.Error("file sink: cannot remove a compressed backup's plain file", "file", b.plain, "error", err)
+	tmpChecked := false
+	for m.ctx.Err() == nil {
+		var next *backup
+		for _, b := range o.prune() {
+			if b.tmp != "" && !tmpChecked {
+				os.Remove(b.tmp) // only this goroutine compresses: a leftover
 			}
-			continue
+			if b.plain == "" {
+				continue
+			}
+			if b.gz != "" {
+				// Compressed completely by a run killed before it removed
+				// the plain file.
+				if err := os.Remove(b.plain); err != nil && !errors.Is(err, os.ErrNotExist) {
+					o.log.Error("file sink: cannot remove a compressed backup's plain file", "file", b.plain, "error", err)
+				}
+				continue
+			}
+			if next == nil {
+				next = b
+			}
 		}
-		if m.ctx.Err() != nil {
+		tmpChecked = true
+		if next == nil {
 			return
 		}
-		if err := compressFile(m.ctx, b.plain); err != nil {
+		if err := compressFile(m.ctx, next.plain); err != nil {
 			if m.ctx.Err() == nil && !errors.Is(err, os.ErrNotExist) {
-				o.log.Error("file sink: cannot compress a backup", "file", b.plain, "error", err)
+				o.log.Error("file sink: cannot compress a backup", "file", next.plain, "error", err)
 			}
+			return
 		}
 	}
 }
