@@ -184,8 +184,8 @@ func wholeRecords(r io.Reader, size int64) (int64, error) {
 			}
 		}
 		length, vn := protowire.ConsumeVarint(prefix[:n])
-		if vn < 0 {
-			return size, nil
+		if vn < 0 || length > uint64(size) {
+			return size, nil // not a length this sink wrote: leave the file alone
 		}
 		if off+int64(n)+int64(length) > size {
 			return off, nil // torn in the message
