@@ -395,3 +395,39 @@ func TestStdoutClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCompressAbandonedAtClose: when Close's context ends before the
+// compression is done, the partial .gz is removed and the plain backups
+// stay: no truncated .gz is ever left.
+func TestCompressAbandonedAtClose(t *testing.T) {
+	dir := t.TempDir()
+	s := newSink(t, "path: events.log\nrotate: {max_size_mb: 1, max_backups: 5, compress: true}", "json", dir)
+	writeLines(t, s, 5000, 500, 1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	backups := 0
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == "events.log":
+		case strings.HasSuffix(name, ".gz"):
+			if _, err := readGzip(filepath.Join(dir, name)); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			backups++
+		case backupName.MatchString(name):
+			backups++
+		default:
+			t.Errorf("left after Close: %s", name)
+		}
+	}
+	if backups != 4 {
+		t.Errorf("%d backups, want 4", backups)
+	}
+	_, _, data := readAll(t, dir)
+	checkLines(t, data, 0, 5000)
+}
