@@ -249,6 +249,7 @@ func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) e
 		return exitError{1}
 	}
 
+	survivePipeReaderExit()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -268,6 +269,15 @@ func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) e
 		return exitError{1}
 	}
 	return nil
+}
+
+// survivePipeReaderExit keeps flowbus running when the reader of its stdout
+// goes away (`flowbus run | head -1`): by default Go ends the process with
+// SIGPIPE at the next write to a closed stdout. With SIGPIPE notified, the
+// write fails with EPIPE instead, the file sink writing to stdout fails
+// alone (its events counted as lost), and the rest of the pipeline runs on.
+func survivePipeReaderExit() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }
 
 // Run is main's entry point: it runs the command line with the process's

@@ -4,20 +4,33 @@
 // its length as a varint). A file can rotate by size the way Hubble's
 // exporter does. Its keys: `flowbus components file`, or
 // docs/components.md.
+//
+// A file holds whole records only. A write that fails part-way (a full
+// disk) has the fragment it left cut off again; its events are reported as
+// failed, and the LostEvent for them is written whole once space returns.
+// A process killed during a write can leave a torn last record: the next
+// start cuts it off (logged with its size). Backups appear by rename of a
+// closed file; with compress, a .gz appears by rename once complete (a
+// .gz.tmp beside the plain backup is an unfinished one, finished at the
+// next start), backups are pruned to max_backups counting compressed ones,
+// and Close waits for the compression, bounded by its context.
+//
+// When the reader of stdout goes away (EPIPE), the sink writing to it fails
+// alone: every later event is reported as failed, the rest of the pipeline
+// runs on.
 package file
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/pipeline"
@@ -65,18 +78,17 @@ const fileMode = 0o644
 type Sink struct {
 	enc      codec.Encoder
 	delim    bool // protobuf: prefix each message with its length
-	w        io.Writer
-	closer   io.Closer // nil for stdout
-	maxWrite int       // largest single write (rotation size), 0 = any
+	maxWrite int  // largest single write (rotation size), 0 = any
 	log      *slog.Logger
 	name     string
-	path     string  // "" for stdout
-	rotate   *Rotate // nil: no rotation
 
-	mu   sync.Mutex // Write and Close
-	buf  []byte
-	evs  []span // the events encoded in buf
-	errs errorLog
+	mu     sync.Mutex // Write and Close
+	out    *output
+	opened bool  // out is open
+	broken error // stdout's reader went away: every later event fails
+	buf    []byte
+	evs    []span // the events encoded in buf
+	errs   errorLog
 }
 
 // span is one encoded event in Sink.buf.
@@ -107,7 +119,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		if o.Rotate != nil {
 			return nil, b.Errorf("rotate", "file sink: rotate needs a file, not stdout")
 		}
-		s.w, s.name = os.Stdout, "stdout"
+		s.out, s.name = &output{log: log}, "stdout"
 		return s, nil
 	}
 	path := o.Path
@@ -115,8 +127,8 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		path = filepath.Join(b.Dir, path)
 	}
 	s.name = path
+	s.out = &output{path: path, delim: s.delim, log: log}
 	if o.Rotate == nil {
-		s.path = path
 		return s, nil
 	}
 	r := *o.Rotate
@@ -126,87 +138,24 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if r.MaxBackups < 1 {
 		return nil, b.Errorf("rotate.max_backups", "file sink: max_backups must be at least 1")
 	}
-	s.path, s.rotate = path, &r
+	s.out.max, s.out.backups, s.out.compress = int64(r.MaxSizeMB)<<20, r.MaxBackups, r.Compress
+	s.maxWrite = r.MaxSizeMB << 20
 	return s, nil
 }
 
 // Start opens the file (creating it and its directory), so that a path
 // that cannot be written fails before the pipeline runs. An existing file
-// is appended to.
+// is appended to, after cutting off a torn last record that a process
+// killed during a write left.
 func (s *Sink) Start(context.Context) error {
-	if s.path == "" || s.w != nil {
+	if s.opened {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
+	if err := s.out.open(); err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
-	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, fileMode)
-	if err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	if s.rotate == nil {
-		s.w, s.closer = f, f
-		return nil
-	}
-	// The rotating writer creates each new file with the mode of the one
-	// it replaces, so creating the first one here gives them all 0644.
-	f.Close()
-	fi, err := os.Stat(s.path)
-	if err != nil {
-		return fmt.Errorf("file sink: %w", err)
-	}
-	r := &rotator{
-		lj: &lumberjack.Logger{
-			Filename:   s.path,
-			MaxSize:    s.rotate.MaxSizeMB,
-			MaxBackups: s.rotate.MaxBackups,
-			Compress:   s.rotate.Compress,
-		},
-		max:  int64(s.rotate.MaxSizeMB) << 20,
-		size: fi.Size(),
-	}
-	s.w, s.closer = r, r.lj
-	s.maxWrite = s.rotate.MaxSizeMB << 20
+	s.opened = true
 	return nil
-}
-
-// rotator writes through lumberjack and keeps rotations at least one
-// millisecond apart: backups are named after the rotation time to the
-// millisecond, and a second rotation in the same millisecond would replace
-// the first backup.
-type rotator struct {
-	lj         *lumberjack.Logger
-	max, size  int64 // rotation size; bytes in the current file
-	open       bool  // lumberjack has opened the file
-	lastRotate time.Time
-}
-
-func (r *rotator) Write(p []byte) (int, error) {
-	n := int64(len(p))
-	// lumberjack rotates an existing file it opens when size+n >= max,
-	// and an open file when size+n > max.
-	rotating := r.size+n > r.max || (!r.open && r.size > 0 && r.size+n >= r.max)
-	if rotating {
-		// lastRotate is taken after the previous rotating Write returned, so
-		// it is not earlier than the time lumberjack named that backup with;
-		// waiting for a later millisecond gives this backup a new name.
-		for !r.lastRotate.IsZero() {
-			now := time.Now()
-			next := r.lastRotate.Truncate(time.Millisecond).Add(time.Millisecond)
-			if !now.Before(next) {
-				break
-			}
-			time.Sleep(next.Sub(now))
-		}
-		r.size = 0
-	}
-	r.open = true
-	written, err := r.lj.Write(p)
-	if rotating {
-		r.lastRotate = time.Now()
-	}
-	r.size += int64(written)
-	return written, err
 }
 
 // Write encodes the batch into one buffer and writes it with one call (with
@@ -215,7 +164,10 @@ func (r *rotator) Write(p []byte) (int, error) {
 func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.w == nil {
+	if s.broken != nil {
+		return b.Len(), nil
+	}
+	if !s.opened {
 		if err := s.Start(ctx); err != nil {
 			s.errs.add(s.name, err)
 			return b.Len(), nil
@@ -259,14 +211,17 @@ func (s *Sink) write() int {
 			}
 		}
 		end := s.evs[last].end
-		n, err := s.w.Write(s.buf[start:end])
+		n, err := s.out.write(s.buf[start:end])
 		if err != nil {
-			// Events wholly written before the error are delivered.
-			done := first
+			// Events wholly written before the error are delivered; the
+			// fragment of the next one is cut off again, so that the
+			// output never holds a partial record.
+			done, whole := first, 0
 			for done <= last && s.evs[done].end-start <= n {
+				whole = s.evs[done].end - start
 				done++
 			}
-			s.errs.add(s.name, err)
+			s.writeFailed(err, n-whole)
 			return len(s.evs) - done
 		}
 		start, first = end, last+1
@@ -298,17 +253,42 @@ func (s *Sink) appendDelimited(dst []byte, e *pipeline.Event) ([]byte, error) {
 	return dst, nil
 }
 
+// writeFailed handles a failed write that left fragment bytes of a record.
+func (s *Sink) writeFailed(err error, fragment int) {
+	if errors.Is(err, syscall.EPIPE) {
+		// The reader of the pipe (stdout piped into `head`) went away: no
+		// later write can succeed. This sink fails alone; its events are
+		// counted as lost, the rest of the pipeline runs on.
+		s.broken = err
+		s.log.Error("file sink: the reader of the pipe went away; this sink's events are lost from now on",
+			"file", s.name, "error", err)
+		return
+	}
+	s.errs.add(s.name, err)
+	if derr := s.out.discard(fragment); derr != nil {
+		// The fragment stays: close the file, so that the next write
+		// opens it again and cuts off the torn record first.
+		s.log.Error("file sink: cannot cut off a partially written record", "file", s.name, "error", derr)
+		if cerr := s.out.close(context.Background()); cerr != nil {
+			s.log.Error("file sink: close", "file", s.name, "error", cerr)
+		}
+		s.opened = false
+	}
+}
+
 // Close closes the file; nothing is buffered, so every written event is in
-// the file. Stdout is left open.
-func (s *Sink) Close(context.Context) error {
+// the file. With compress, it waits for the compression of backups (bounded
+// by ctx; at ctx's end the partial .gz is removed and the plain backup
+// stays). Stdout is left open.
+func (s *Sink) Close(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.errs.flush()
-	if s.closer == nil {
+	if !s.opened {
 		return nil
 	}
-	err := s.closer.Close()
-	s.closer, s.w = nil, nil
+	s.opened = false
+	err := s.out.close(ctx)
 	if err != nil {
 		return fmt.Errorf("file sink: close %s: %w", s.name, err)
 	}

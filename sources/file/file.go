@@ -4,8 +4,20 @@
 // they had; agent, debug and node-status lines are counted and skipped;
 // malformed lines are counted, logged with their line number and skipped.
 // With follow, the source keeps reading lines appended to the file, and
-// reopens it when it is truncated or rotated, like `tail -F`. Its keys:
-// `flowbus components file`, or docs/components.md.
+// reopens it when it is truncated or rotated, like `tail -F`:
+//   - rotation by rename (or delete and create) is noticed by the inode;
+//     the old file stays open and is read for a grace period (5s), for the lines
+//     its writer adds before it reopens the path;
+//   - truncation is noticed by the size, or, when the file was truncated and
+//     written past the read position between two polls, by the bytes before
+//     the read position having changed; the file is then read from its
+//     start. The lines written after the last read and before the
+//     truncation are read from a copy beside the file when there is one
+//     (logrotate's copytruncate); otherwise the bytes known to have existed
+//     (seen by the size) are reported lost in a LostEvent, their line count
+//     estimated from the average line length, and logged.
+//
+// Its keys: `flowbus components file`, or docs/components.md.
 package file
 
 import (
@@ -22,6 +34,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -59,6 +72,7 @@ type Source struct {
 	dec    lineDecoder
 	poll   time.Duration
 	report *malformedLog
+	grace  time.Duration // how long a file rotated away is still read
 
 	f   *os.File    // opened by Start
 	ran atomic.Bool // Run was called: it closes f
@@ -93,6 +107,7 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 		m:      m,
 		dec:    newFlowjsonDecoder(),
 		poll:   defaultPoll,
+		grace:  defaultRotateGrace,
 		report: &malformedLog{log: log, every: 10 * time.Second},
 	}, nil
 }
@@ -180,29 +195,122 @@ func (s *Source) readStream(ctx context.Context, out pipeline.Output, rd io.Read
 	return e.stop(e.drain(r, name, true))
 }
 
-// runFollow reads a file as it grows, and reopens it after truncation or
-// rotation.
+// followed is a file being followed: the current one, or one that was
+// rotated away (renamed or deleted) and is still read during the grace
+// period, for the lines its writer adds before it reopens the path.
+type followed struct {
+	f    *os.File
+	r    *lineReader
+	name string
+	line int64 // line number in the file
+	// seen is the largest size fstat reported: bytes up to it existed even
+	// if a truncation removes them before they are read.
+	seen int64
+	// tail holds the last bytes read, up to fingerprintBytes, ending at
+	// r.n: when they change in place, the file was truncated and written
+	// again since the last poll, even if it is not smaller than before.
+	tail    []byte
+	tailEnd int64     // the read position tail ends at
+	until   time.Time // rotated away: read until then
+}
+
+// fingerprintBytes is how many of the last bytes read identify the
+// position in a followed file.
+const fingerprintBytes = 256
+
+// defaultRotateGrace is how long a file rotated away is still read: a
+// writer goes on writing to it until it reopens the path.
+const defaultRotateGrace = 5 * time.Second
+
+func newFollowed(f *os.File, name string) *followed {
+	return &followed{f: f, r: newLineReader(f), name: name}
+}
+
+// drainFile reads the complete lines of fo (with final, its unfinished
+// last line too).
+func (e *emitter) drainFile(fo *followed, final bool) error {
+	e.line = fo.line
+	err := e.drain(fo.r, fo.name, final)
+	fo.line = e.line
+	return err
+}
+
+// remember keeps the fingerprint of fo's read position.
+func (fo *followed) remember() {
+	off := fo.r.n
+	fo.seen = max(fo.seen, off)
+	if fo.tail != nil && fo.tailEnd == off {
+		return
+	}
+	n := min(off, fingerprintBytes)
+	buf := make([]byte, n)
+	if _, err := fo.f.ReadAt(buf, off-n); err != nil {
+		fo.tail = nil // truncated meanwhile: the size check notices
+		return
+	}
+	fo.tail, fo.tailEnd = buf, off
+}
+
+// rewritten reports whether the bytes before fo's read position changed.
+func (fo *followed) rewritten() bool {
+	if len(fo.tail) == 0 {
+		return false
+	}
+	buf := make([]byte, len(fo.tail))
+	if _, err := fo.f.ReadAt(buf, fo.r.n-int64(len(buf))); err != nil {
+		return true
+	}
+	return !bytes.Equal(buf, fo.tail)
+}
+
+// runFollow reads a file as it grows, follows truncation and rotation,
+// and reads files rotated away during the grace period.
 func (s *Source) runFollow(ctx context.Context, out pipeline.Output) error {
 	e := s.newEmitter(ctx, out)
-	var r *lineReader
+	var cur *followed
+	var old []*followed
 	if s.f != nil {
-		r = newLineReader(s.f)
+		cur = newFollowed(s.f, s.path)
+		s.f = nil
 	}
 	defer func() {
-		if s.f != nil {
-			s.f.Close()
+		if cur != nil {
+			cur.f.Close()
+		}
+		for _, o := range old {
+			o.f.Close()
 		}
 	}()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		if s.f != nil {
-			if err := e.drain(r, s.path, false); err != nil {
+		// Rotated files first: their lines are older than the current
+		// file's.
+		kept := old[:0]
+		for _, o := range old {
+			done := time.Now().After(o.until)
+			if err := e.drainFile(o, done); err != nil {
 				return e.stop(err)
 			}
-			if err := e.flush(); err != nil {
+			if done {
+				o.f.Close()
+				continue
+			}
+			kept = append(kept, o)
+		}
+		clear(old[len(kept):])
+		old = kept
+		if cur != nil {
+			if fi, err := cur.f.Stat(); err == nil {
+				cur.seen = max(cur.seen, fi.Size())
+			}
+			if err := e.drainFile(cur, false); err != nil {
 				return e.stop(err)
 			}
+			cur.remember()
+		}
+		if err := e.flush(); err != nil {
+			return e.stop(err)
 		}
 		s.report.tick()
 		timer.Reset(s.poll)
@@ -211,23 +319,24 @@ func (s *Source) runFollow(ctx context.Context, out pipeline.Output) error {
 			return e.stop(nil)
 		case <-timer.C:
 		}
-		if err := s.checkFile(e, &r); err != nil {
+		if err := s.checkFile(e, &cur, &old); err != nil {
 			return e.stop(err)
 		}
 	}
 }
 
 // checkFile notices a followed file that appeared, was truncated or was
-// replaced (rotated), and positions r accordingly.
-func (s *Source) checkFile(e *emitter, rp **lineReader) error {
+// replaced (rotated).
+func (s *Source) checkFile(e *emitter, cur **followed, old *[]*followed) error {
 	fi, err := os.Stat(s.path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil // rotated away and not yet recreated; keep the old file
-		}
+	missing := errors.Is(err, os.ErrNotExist)
+	if err != nil && !missing {
 		return fmt.Errorf("file source: %w", err)
 	}
-	if s.f == nil {
+	if *cur == nil {
+		if missing {
+			return nil
+		}
 		f, err := os.Open(s.path)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -236,21 +345,19 @@ func (s *Source) checkFile(e *emitter, rp **lineReader) error {
 			return fmt.Errorf("file source: %w", err)
 		}
 		s.log.Info("following file", "path", s.path)
-		s.f, *rp = f, newLineReader(f)
-		e.line = 0
+		*cur = newFollowed(f, s.path)
 		return nil
 	}
-	r := *rp
-	cur, err := s.f.Stat()
+	c := *cur
+	cs, err := c.f.Stat()
 	if err != nil {
 		return fmt.Errorf("file source: %w", err)
 	}
-	if !os.SameFile(fi, cur) {
-		// Rotated: finish the old file (lines written before the rename),
-		// then switch to the new one from its start.
-		if err := e.drain(r, s.path, true); err != nil {
-			return err
-		}
+	if !missing && !os.SameFile(fi, cs) {
+		// Rotated (renamed or deleted, and a new file created): the old
+		// file is still read until the grace period ends, for the lines
+		// its writer adds before reopening the path; the new one is read
+		// from its start.
 		f, err := os.Open(s.path)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -258,25 +365,121 @@ func (s *Source) checkFile(e *emitter, rp **lineReader) error {
 			}
 			return fmt.Errorf("file source: %w", err)
 		}
-		s.f.Close()
-		s.f = f
-		r.reset(f)
-		e.line = 0
+		c.until = time.Now().Add(s.grace)
+		c.name = s.path + " (rotated)"
+		*old = append(*old, c)
+		*cur = newFollowed(f, s.path)
 		s.m.reopened.WithLabelValues("rotated").Inc()
-		s.log.Info("file rotated, reading the new file", "path", s.path)
+		s.log.Info("file rotated, reading the new file; the old one is read for a grace period",
+			"path", s.path, "grace", s.grace)
 		return nil
 	}
-	if fi.Size() < r.n {
-		// Truncated in place: start again from the beginning.
-		if _, err := s.f.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("file source: %w", err)
-		}
-		r.reset(s.f)
-		e.line = 0
-		s.m.reopened.WithLabelValues("truncated").Inc()
-		s.log.Info("file truncated, reading from its start", "path", s.path)
+	// Missing: rotated away and not yet recreated; keep reading it.
+	if size := cs.Size(); size < c.r.n || c.rewritten() {
+		return s.truncated(e, c, size)
 	}
+	c.seen = max(c.seen, cs.Size())
 	return nil
+}
+
+// truncated starts reading c again from its start. The lines between the
+// read position and the old end are read from a copy of the file when one
+// is found (copytruncate rotation); otherwise the bytes known to have
+// existed are counted as lost.
+func (s *Source) truncated(e *emitter, c *followed, size int64) error {
+	off := c.r.n
+	from, recovered, err := s.readCopy(e, c)
+	if err != nil {
+		return err
+	}
+	lostBytes := c.seen - off
+	if recovered > 0 {
+		lostBytes = c.seen - (off + recovered)
+	}
+	avg := int64(0)
+	if c.line > 0 {
+		avg = max(off/c.line, 1)
+	}
+	if _, err := c.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("file source: %w", err)
+	}
+	c.r.reset(c.f)
+	c.line, c.seen, c.tail, c.tailEnd = 0, 0, nil, 0
+	s.m.reopened.WithLabelValues("truncated").Inc()
+	log := []any{"path", s.path, "read_bytes", off, "size", size}
+	if from != "" {
+		log = append(log, "copy", from, "bytes_from_copy", recovered)
+	}
+	if lostBytes <= 0 {
+		s.log.Info("file truncated, reading from its start", log...)
+		return nil
+	}
+	// Known lost: bytes that existed but were truncated before they were
+	// read. Their lines are estimated from the average line length.
+	lines := uint64(1)
+	if avg > 0 {
+		lines = uint64((lostBytes + avg - 1) / avg)
+	}
+	if err := e.flush(); err != nil {
+		return err
+	}
+	e.out.Lost(flowpb.LostEventSource_UNKNOWN_LOST_EVENT_SOURCE, -1, lines)
+	s.m.lost.Add(float64(lostBytes))
+	s.log.Warn("file truncated before all its lines were read: reporting them as lost (lines estimated from the average line length)",
+		append(log, "lost_bytes", lostBytes, "lost_lines", lines)...)
+	return nil
+}
+
+// readCopy looks, beside the followed file, for a copy of it taken just
+// before it was truncated (logrotate's copytruncate): a file at least as
+// large as the read position with the same bytes before it. It reads the
+// copy's lines from the read position and returns its path and the bytes
+// it read past the position.
+func (s *Source) readCopy(e *emitter, c *followed) (string, int64, error) {
+	off := c.r.n
+	if len(c.tail) == 0 {
+		return "", 0, nil
+	}
+	dir := filepath.Dir(s.path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", 0, nil
+	}
+	cs, _ := c.f.Stat()
+	for _, ent := range entries {
+		if !ent.Type().IsRegular() {
+			continue
+		}
+		path := filepath.Join(dir, ent.Name())
+		fi, err := ent.Info()
+		if err != nil || fi.Size() < off || (cs != nil && os.SameFile(fi, cs)) || path == s.path {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		probe := make([]byte, len(c.tail))
+		if _, err := f.ReadAt(probe, off-int64(len(probe))); err != nil || !bytes.Equal(probe, c.tail) {
+			f.Close()
+			continue
+		}
+		// The unfinished line held by the reader continues in the copy:
+		// read it again from its start.
+		start := off - c.r.pendingBytes()
+		if _, err := f.Seek(start, io.SeekStart); err != nil {
+			f.Close()
+			continue
+		}
+		cp := &followed{f: f, r: newLineReader(f), name: path, line: c.line}
+		err = e.drainFile(cp, true)
+		f.Close()
+		if err != nil {
+			return "", 0, err
+		}
+		return path, start + cp.r.n - off, nil
+	}
+	return "", 0, nil
 }
 
 // emitter decodes lines into batches and emits them.
@@ -423,6 +626,7 @@ type metrics struct {
 	lossy     prometheus.Counter
 	skipped   [len(kindNames)]prometheus.Counter
 	reopened  *prometheus.CounterVec
+	lost      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -439,6 +643,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "flowbus_file_source_reopened_total",
 			Help: "Times a followed file was read again from its start, by reason (rotated, truncated).",
 		}, []string{"reason"}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_file_source_lost_bytes_total",
+			Help: "Bytes of a followed file truncated before they could be read (their lines are reported in LostEvents).",
+		}),
 	}
 	skipped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flowbus_file_source_skipped_lines_total",
@@ -452,7 +660,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.malformed, m.lossy, m.reopened, skipped} {
+	for _, c := range []prometheus.Collector{m.malformed, m.lossy, m.reopened, m.lost, skipped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

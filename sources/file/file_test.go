@@ -34,13 +34,19 @@ type collector struct {
 	lines   []string
 	events  []*observer.GetFlowsResponse
 	batches int
+	lost    uint64
 	notify  chan struct{}
+	// gate, when set, is received from before each Emit returns.
+	gate chan struct{}
 }
 
 func newCollector() *collector { return &collector{notify: make(chan struct{}, 1)} }
 
 func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 	defer b.Release()
+	if c.gate != nil {
+		<-c.gate
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.batches++
@@ -60,7 +66,11 @@ func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 	return nil
 }
 
-func (c *collector) Lost(flowpb.LostEventSource, int32, uint64) {}
+func (c *collector) Lost(_ flowpb.LostEventSource, _ int32, n uint64) {
+	c.mu.Lock()
+	c.lost += n
+	c.mu.Unlock()
+}
 
 func (c *collector) count() int {
 	c.mu.Lock()

@@ -101,6 +101,14 @@ func (r *lineReader) finish() ([]byte, error) {
 	return trimEOL(r.long), nil
 }
 
+// pendingBytes is the length of the unfinished line held, counted in n.
+func (r *lineReader) pendingBytes() int64 {
+	if r.used || r.tooLong {
+		return 0
+	}
+	return int64(len(r.long))
+}
+
 // pending reports whether an unfinished line is held.
 func (r *lineReader) pending() bool { return !r.used && (len(r.long) > 0 || r.tooLong) }
 
