@@ -290,23 +290,68 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	defer cancelAbort()
 	p.abort = abort
 
-	var srv *http.Server
-	if addr := p.cfg.Metrics.Listen; addr != "" {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
-		}
-		p.addr.Store(ln.Addr().String())
-		srv = &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
+	srv, err := p.serve()
+	if err != nil {
+		return nil, err
+	}
+	if srv != nil {
 		defer srv.Close()
 	}
 	if err := p.start(ctx); err != nil {
 		return nil, err
 	}
+	r := p.launch(ctx, cancelAbort)
+	defer r.stopSources()
+	r.wait(ctx)
+	closeCtx, release := r.drain()
+	defer release()
+	return r.shutdown(closeCtx)
+}
 
-	srcCtx, stopSources := context.WithCancel(ctx)
-	defer stopSources()
+// serve starts the HTTP endpoint (/metrics, /healthz, /readyz) when the
+// config names an address; it returns nil when it does not.
+func (p *Pipeline) serve() (*http.Server, error) {
+	addr := p.cfg.Metrics.Listen
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	p.addr.Store(ln.Addr().String())
+	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+// run is one Run of a started pipeline: the goroutines it launched and the
+// errors they reported.
+type run struct {
+	p           *Pipeline
+	cancelAbort context.CancelFunc // passes the shutdown deadline at once
+
+	srcCtx      context.Context // the sources' context
+	stopSources context.CancelFunc
+	srcDone     chan struct{} // closed when every source returned
+	consumers   sync.WaitGroup
+	tickDone    chan struct{}
+
+	errMu sync.Mutex
+	errs  []error
+}
+
+func (r *run) fail(err error) {
+	r.errMu.Lock()
+	r.errs = append(r.errs, err)
+	r.errMu.Unlock()
+}
+
+// launch starts the consumers (transforms and sinks), the loss ticker and
+// the sources.
+func (p *Pipeline) launch(ctx context.Context, cancelAbort context.CancelFunc) *run {
+	r := &run{p: p, cancelAbort: cancelAbort, srcDone: make(chan struct{}), tickDone: make(chan struct{})}
+	r.srcCtx, r.stopSources = context.WithCancel(ctx)
 
 	// Wire producers before anything runs.
 	for _, n := range p.nodes {
@@ -314,23 +359,16 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 			c.queue.addProducer()
 		}
 	}
-	var consumers sync.WaitGroup
 	for _, n := range p.transforms {
-		consumers.Add(1)
-		go func() { defer consumers.Done(); p.runTransform(n) }()
+		r.consumers.Add(1)
+		go func() { defer r.consumers.Done(); p.runTransform(n) }()
 	}
 	for _, n := range p.sinks {
-		consumers.Add(1)
-		go func() { defer consumers.Done(); p.runSink(n) }()
+		r.consumers.Add(1)
+		go func() { defer r.consumers.Done(); p.runSink(n) }()
 	}
-	tickDone := make(chan struct{})
-	go p.tick(tickDone)
+	go p.tick(r.tickDone)
 
-	var (
-		errMu   sync.Mutex
-		runErrs []error
-	)
-	srcDone := make(chan struct{})
 	var sources sync.WaitGroup
 	for _, n := range p.sources {
 		sources.Add(1)
@@ -346,80 +384,95 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 		go func() {
 			defer sources.Done()
 			defer finish()
-			err := p.runSource(srcCtx, n)
-			stopped := srcCtx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+			err := p.runSource(r.srcCtx, n)
+			stopped := r.srcCtx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 			if err != nil && !stopped {
 				n.log.Error("source failed", "error", err)
-				errMu.Lock()
-				runErrs = append(runErrs, fmt.Errorf("source %q: %w", n.name, err))
-				errMu.Unlock()
-				stopSources()
+				r.fail(fmt.Errorf("source %q: %w", n.name, err))
+				r.stopSources()
 			}
 		}()
 	}
-	go func() { sources.Wait(); close(srcDone) }()
+	go func() { sources.Wait(); close(r.srcDone) }()
 	p.state.running.Store(true)
 	p.log.Info("pipeline running", "sources", len(p.sources), "transforms", len(p.transforms), "sinks", len(p.sinks))
+	return r
+}
 
+// wait returns when ctx is cancelled, every source is done, or a source
+// failed.
+func (r *run) wait(ctx context.Context) {
+	timeout := r.p.cfg.ShutdownTimeout.String()
 	select {
 	case <-ctx.Done():
-		p.log.Info("stopping: draining the pipeline", "timeout", p.cfg.ShutdownTimeout.String())
-	case <-srcDone:
-		p.log.Info("every source is done: draining the pipeline", "timeout", p.cfg.ShutdownTimeout.String())
-	case <-srcCtx.Done(): // a source failed
+		r.p.log.Info("stopping: draining the pipeline", "timeout", timeout)
+	case <-r.srcDone:
+		r.p.log.Info("every source is done: draining the pipeline", "timeout", timeout)
+	case <-r.srcCtx.Done(): // a source failed
 	}
+}
+
+// drain stops the sources and waits until every buffer is drained through
+// the transforms and sinks, or the shutdown deadline passed. It returns the
+// context that bounds the sinks' Close (the same deadline), and the
+// function that releases it and the deadline's timer.
+func (r *run) drain() (context.Context, func()) {
+	p := r.p
 	p.state.running.Store(false)
 	p.state.draining.Store(true)
-	stopSources()
+	r.stopSources()
 	timeout := p.cfg.ShutdownTimeout.D()
 	deadline := time.AfterFunc(timeout, func() {
 		p.log.Warn("shutdown timeout passed: giving up on what is still queued")
-		cancelAbort()
+		r.cancelAbort()
 	})
-	defer deadline.Stop()
 	// Close gets the same deadline, visible to the sinks.
-	closeCtx, cancelClose := context.WithDeadline(abort, time.Now().Add(timeout))
-	defer cancelClose()
+	closeCtx, cancelClose := context.WithDeadline(p.abort, time.Now().Add(timeout))
+	release := func() {
+		deadline.Stop()
+		cancelClose()
+	}
 
 	// Sources that ignore cancellation are abandoned at the deadline: their
 	// buffers close and what they emit later is counted as lost.
 	select {
-	case <-srcDone:
-	case <-abort.Done():
+	case <-r.srcDone:
+	case <-p.abort.Done():
 		for _, f := range p.finishers {
 			f()
 		}
 	}
 	drained := make(chan struct{})
-	go func() { consumers.Wait(); close(drained) }()
+	go func() { r.consumers.Wait(); close(drained) }()
 	select {
 	case <-drained:
-	case <-abort.Done():
+	case <-p.abort.Done():
 		// Components get a last moment to notice the cancelled context.
 		select {
 		case <-drained:
 		case <-time.After(abortGrace):
 			p.log.Error("a transform or sink did not return after the shutdown timeout; exiting without it")
-			errMu.Lock()
-			runErrs = append(runErrs, errors.New("shutdown: a component did not stop"))
-			errMu.Unlock()
+			r.fail(errors.New("shutdown: a component did not stop"))
 		}
 	}
-	close(tickDone)
+	close(r.tickDone)
+	return closeCtx, release
+}
 
-	// Sources and transforms stop, then sinks close: the reverse of the
-	// start order.
+// shutdown stops the sources and transforms and closes the sinks (the
+// reverse of the start order) within closeCtx, and returns the summary and
+// the errors of the run.
+func (r *run) shutdown(closeCtx context.Context) (*Summary, error) {
+	p := r.p
 	for _, err := range p.stopAll(closeCtx, p.startOrder(), true) {
 		p.log.Error("stopping a component failed", "error", err)
-		errMu.Lock()
-		runErrs = append(runErrs, err)
-		errMu.Unlock()
+		r.fail(err)
 	}
 	p.state.draining.Store(false)
 	p.state.ran.Store(true)
-	errMu.Lock()
-	defer errMu.Unlock()
-	return p.Summary(), errors.Join(runErrs...)
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return p.Summary(), errors.Join(r.errs...)
 }
 
 // runSource runs one source, turning a panic into an error.
