@@ -82,6 +82,11 @@ type Pipeline struct {
 	// finishers mark each source done for its consumers' buffers.
 	finishers   []func()
 	collectOnce sync.Once
+	// noServe: the HTTP endpoint is served by a Reloader, not by Run.
+	noServe bool
+	// launched is closed once Run has started every component and runs
+	// the sources.
+	launched chan struct{}
 }
 
 // Load reads the config file at path and builds its pipeline. Errors are
@@ -114,7 +119,7 @@ func New(cfg *config.Config, opts Options) (*Pipeline, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	p := &Pipeline{cfg: cfg, log: opts.Log, reg: opts.Registry}
+	p := &Pipeline{cfg: cfg, log: opts.Log, reg: opts.Registry, launched: make(chan struct{})}
 	b := builder{p: p, byName: map[string]*node{}}
 	b.declare(cfg.Sources, kindSource)
 	b.declare(cfg.Transforms, kindTransform)

@@ -290,12 +290,14 @@ func (p *Pipeline) Run(ctx context.Context) (*Summary, error) {
 	defer cancelAbort()
 	p.abort = abort
 
-	srv, err := p.serve()
-	if err != nil {
-		return nil, err
-	}
-	if srv != nil {
-		defer srv.Close()
+	if !p.noServe {
+		srv, err := p.serve()
+		if err != nil {
+			return nil, err
+		}
+		if srv != nil {
+			defer srv.Close()
+		}
 	}
 	if err := p.start(ctx); err != nil {
 		return nil, err
@@ -395,6 +397,7 @@ func (p *Pipeline) launch(ctx context.Context, cancelAbort context.CancelFunc) *
 	}
 	go func() { sources.Wait(); close(r.srcDone) }()
 	p.state.running.Store(true)
+	close(p.launched)
 	p.log.Info("pipeline running", "sources", len(p.sources), "transforms", len(p.transforms), "sinks", len(p.sinks))
 	return r
 }

@@ -45,16 +45,50 @@ type SinkCounts struct {
 }
 
 // Summary is the account of a run: the total, summed over the sinks (so an
-// event sent to two sinks counts twice), and the counts of each sink.
+// event sent to two sinks counts twice), and the counts of each sink. A
+// Reloader's summary sums its generations (the counts of sinks with the
+// same name add up) and counts the reloads.
 type Summary struct {
 	Total Counts
 	Sinks []SinkCounts
+
+	// Reloads is the number of reloads that replaced the pipeline;
+	// ReloadsFailed the number of reloads rejected or rolled back.
+	Reloads, ReloadsFailed int
+}
+
+// add sums o into s: the counts, sink by sink, and the reloads.
+func (s *Summary) add(o *Summary) {
+	if o == nil {
+		return
+	}
+	s.Total.add(o.Total)
+next:
+	for _, k := range o.Sinks {
+		for i := range s.Sinks {
+			if s.Sinks[i].Sink == k.Sink {
+				s.Sinks[i].add(k.Counts)
+				continue next
+			}
+		}
+		s.Sinks = append(s.Sinks, k)
+	}
+	s.Reloads += o.Reloads
+	s.ReloadsFailed += o.ReloadsFailed
 }
 
 // Lines returns the summary lines printed at exit: the total, and one line
-// per sink when there are several.
+// per sink when there are several. When reloads were requested, the total
+// line ends with reloads=N (and reloads_failed=N when some failed).
 func (s *Summary) Lines() []string {
-	lines := []string{"flowbus: " + s.Total.String()}
+	total := "flowbus: " + s.Total.String()
+	if s.Reloads > 0 || s.ReloadsFailed > 0 {
+		total += fmt.Sprintf(" reloads=%d", s.Reloads)
+	}
+	if s.ReloadsFailed > 0 {
+		total += fmt.Sprintf(" reloads_failed=%d", s.ReloadsFailed)
+	}
+	lines := []string{total}
 	if len(s.Sinks) > 1 {
 		for _, k := range s.Sinks {
 			lines = append(lines, fmt.Sprintf("flowbus: sink=%s %s", k.Sink, k.Counts))

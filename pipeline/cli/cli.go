@@ -120,7 +120,7 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 
 	root.AddCommand(&cobra.Command{
 		Use:   "run",
-		Short: "Run the pipeline until SIGINT/SIGTERM or until every finite source is exhausted",
+		Short: "Run the pipeline until SIGINT/SIGTERM or until every finite source is exhausted; SIGHUP reloads the configuration",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runProfiled(cmd.Context(), file, logLevel, cpuProfile, stderr)
@@ -233,6 +233,8 @@ func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	// The process-wide metrics; each generation of the pipeline adds its own
+	// registry, and the Reloader serves both.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -243,22 +245,20 @@ func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) e
 			ConstLabels: prometheus.Labels{"version": Version(), "go_version": runtime.Version(), "schema": flowpb.SchemaVersion},
 		}, func() float64 { return 1 }),
 	)
-	p, err := pipeline.Load(file, pipeline.Options{Log: log, Registry: reg})
+	r := &pipeline.Reloader{
+		Load:     func(o pipeline.Options) (*pipeline.Pipeline, error) { return pipeline.Load(file, o) },
+		Log:      log,
+		Registry: reg,
+	}
+	p, err := r.Build()
 	if err != nil {
 		printLoadError(stderr, err)
 		return exitError{1}
 	}
 
-	survivePipeReaderExit()
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, reload, stop := handleSignals(ctx)
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		// A second signal gets the default behaviour: it ends the process.
-		stop()
-	}()
-
-	summary, err := p.Run(ctx)
+	summary, err := r.Run(ctx, p, reload)
 	if summary != nil {
 		for _, line := range summary.Lines() {
 			fmt.Fprintln(stderr, line)
@@ -269,6 +269,38 @@ func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) e
 		return exitError{1}
 	}
 	return nil
+}
+
+// handleSignals routes the signals `run` handles. SIGINT and SIGTERM
+// cancel the returned context, which drains the pipeline; a second one gets
+// the default behaviour and ends the process. SIGHUP sends a reload request
+// on the returned channel (requests that arrive while one is pending are
+// merged into it; once the pipeline is stopping, SIGHUP is ignored). stop
+// releases SIGINT, SIGTERM and SIGHUP.
+func handleSignals(ctx context.Context) (_ context.Context, reload <-chan struct{}, stop func()) {
+	survivePipeReaderExit()
+	ctx, stopNotify := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	req := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				stopNotify()
+				return
+			case <-hup:
+				select {
+				case req <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ctx, req, func() {
+		stopNotify()
+		signal.Stop(hup)
+	}
 }
 
 // survivePipeReaderExit keeps flowbus running when the reader of its stdout
