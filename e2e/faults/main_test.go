@@ -119,13 +119,20 @@ func (p *proc) wait() string {
 // waitLog waits until stderr contains s.
 func (p *proc) waitLog(s string) {
 	p.t.Helper()
-	eventually(p.t, fmt.Sprintf("%q in the log", s), func() bool {
+	p.eventually(fmt.Sprintf("%q in the log", s), func() bool { return strings.Contains(p.stderr.String(), s) })
+}
+
+// eventually waits until cond holds while the process runs; it fails the
+// test, with the process's stderr, when the process exits first.
+func (p *proc) eventually(what string, cond func() bool) {
+	p.t.Helper()
+	eventually(p.t, what, func() bool {
 		select {
 		case <-p.done:
-			p.t.Fatalf("flowbus exited: %v; stderr:\n%s", p.err, p.stderr)
+			p.t.Fatalf("flowbus exited (%v) while waiting for %s; stderr:\n%s", p.err, what, p.stderr)
 		default:
 		}
-		return strings.Contains(p.stderr.String(), s)
+		return cond()
 	})
 }
 

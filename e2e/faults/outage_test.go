@@ -78,11 +78,11 @@ func TestNATSOutageMidStream(t *testing.T) {
 			series := func(name string) float64 {
 				return metric(addr, name+`{component="bus",type="nats"}`)
 			}
-			eventually(t, "flows delivered before the outage", func() bool { return series("flowbus_sink_messages_acked_total") >= 3000 })
+			p.eventually("flows delivered before the outage", func() bool { return series("flowbus_sink_messages_acked_total") >= 3000 })
 			srv.Shutdown()
 			srv.WaitForShutdown()
 			retried := series("flowbus_sink_messages_retried_total")
-			eventually(t, "retries during the outage", func() bool { return series("flowbus_sink_messages_retried_total") >= retried+10 })
+			p.eventually("retries during the outage", func() bool { return series("flowbus_sink_messages_retried_total") >= retried+10 })
 			srv = natsServer(t, port, store)
 			stderr := p.wait()
 			checkOutage(t, tc.whenFull, stderr, streamPayloads(t, srv.ClientURL(), "HUBBLE"))
@@ -118,11 +118,11 @@ func TestKafkaOutageMidStream(t *testing.T) {
     batch_timeout: 2s
     %s`, broker, tc.retries)))
 			p := start(t, cfg, nil)
-			eventually(t, "flows delivered before the outage", func() bool {
+			p.eventually("flows delivered before the outage", func() bool {
 				return metric(addr, `flowbus_sink_messages_acked_total{component="bus",type="kafka"}`) >= 3000
 			})
 			down.Store(true)
-			eventually(t, "refused produce requests", func() bool { return refused.Load() >= 20 })
+			p.eventually("refused produce requests", func() bool { return refused.Load() >= 20 })
 			down.Store(false)
 			stderr := p.wait()
 			checkOutage(t, tc.whenFull, stderr, topicPayloads(t, broker, "flows"))

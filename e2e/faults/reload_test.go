@@ -56,10 +56,10 @@ sinks:
 	cfg := writeConfig(t, dir, gen1)
 	p := start(t, cfg, nil)
 	p.waitLog("pipeline running")
-	eventually(t, "gen1 output", func() bool { return lineCount(outA) > 2000 })
+	p.eventually("gen1 output", func() bool { return lineCount(outA) > 2000 })
 	stop := make(chan struct{})
 	bad := watchHealth(addr, stop)
-	eventually(t, "the endpoint", func() bool { code, _ := get(addr, "/healthz"); return code == 200 })
+	p.eventually("the endpoint", func() bool { code, _ := get(addr, "/healthz"); return code == 200 })
 
 	writeConfig(t, dir, fmt.Sprintf(`
 metrics: {listen: "%s"}
@@ -73,7 +73,7 @@ sinks:
 `, addr, outA, outB))
 	p.signal(syscall.SIGHUP)
 	p.waitLog("reload done: the new pipeline runs")
-	eventually(t, "gen2 output", func() bool { return lineCount(outB) > 2000 })
+	p.eventually("gen2 output", func() bool { return lineCount(outB) > 2000 })
 	if v := metric(addr, `flowbus_reloads_total{result="ok"}`); v != 1 {
 		t.Errorf(`flowbus_reloads_total{result="ok"} = %v`, v)
 	}
@@ -116,7 +116,7 @@ sinks:
   out: {type: file, inputs: [gen], path: %s, buffer: {when_full: block}}
 `, addr, out))
 	p := start(t, cfg, nil)
-	eventually(t, "output", func() bool { return lineCount(out) > 1000 })
+	p.eventually("output", func() bool { return lineCount(out) > 1000 })
 	writeConfig(t, dir, `sources:
   gen: {type: generate, rate: fast}
 sinks:
@@ -125,7 +125,7 @@ sinks:
 	p.signal(syscall.SIGHUP)
 	p.waitLog("reload rejected")
 	before := lineCount(out)
-	eventually(t, "the old pipeline still writing", func() bool { return lineCount(out) > before+1000 })
+	p.eventually("the old pipeline still writing", func() bool { return lineCount(out) > before+1000 })
 	if v := metric(addr, `flowbus_reloads_total{result="failed"}`); v != 1 {
 		t.Errorf(`flowbus_reloads_total{result="failed"} = %v`, v)
 	}
@@ -176,15 +176,15 @@ sinks:
 	}
 	p := start(t, writeConfig(t, dir, config(1)), nil)
 	acked := func() float64 { return metric(addr, `flowbus_sink_messages_acked_total{component="bus",type="nats"}`) }
-	eventually(t, "gen1 delivering", func() bool { return acked() > 2000 })
+	p.eventually("gen1 delivering", func() bool { return acked() > 2000 })
 	stop := make(chan struct{})
 	bad := watchHealth(addr, stop)
-	eventually(t, "the endpoint", func() bool { code, _ := get(addr, "/healthz"); return code == 200 })
+	p.eventually("the endpoint", func() bool { code, _ := get(addr, "/healthz"); return code == 200 })
 	writeConfig(t, dir, config(2))
 	p.signal(syscall.SIGHUP)
 	p.waitLog("reload done: the new pipeline runs")
 	// The counters of the new generation start from zero.
-	eventually(t, "gen2 delivering", func() bool { return acked() > 2000 })
+	p.eventually("gen2 delivering", func() bool { return acked() > 2000 })
 	close(stop)
 	if n := bad.Load(); n != 0 {
 		t.Errorf("/healthz failed %d times across the reload", n)
