@@ -58,7 +58,9 @@ sinks:
 	}
 	up()
 	p.eventually("/readyz once the broker is up", func() bool { code, _ := get(addr, "/readyz"); return code == 200 })
-	p.eventually("deliveries", func() bool { return metric(addr, `flowbus_component_events_out_total{component="bus",kind="sink",type=`+sinkType(sink)+`}`) > 1000 })
+	p.eventually("deliveries", func() bool {
+		return metric(addr, `flowbus_component_events_out_total{component="bus",kind="sink",type=`+sinkType(sink)+`}`) > 1000
+	})
 	p.signal(syscall.SIGTERM)
 	s := parseSummary(t, p.wait())
 	if s.Total.Lost != 0 {
