@@ -124,19 +124,19 @@ func (r *Reloader) Run(ctx context.Context, first *Pipeline, reload <-chan struc
 	for {
 		genCtx, stop := context.WithCancel(ctx)
 		done := make(chan generation, 1)
-		go func() {
+		go func(p *Pipeline) {
 			s, err := p.Run(genCtx)
 			done <- generation{s, err}
-		}()
+		}(p)
 		if replaced != nil {
 			if err := r.started(p, done); err != nil {
 				stop()
-				r.reloads.WithLabelValues("failed").Inc()
-				total.ReloadsFailed++
-				if ctx.Err() != nil {
+				if ctx.Err() != nil { // stopped before the new pipeline ran
 					r.reloading.Store(false)
 					return total, errors.Join(errs...)
 				}
+				r.reloads.WithLabelValues("failed").Inc()
+				total.ReloadsFailed++
 				r.Log.Error("reload failed: the new pipeline could not start; starting the previous configuration again", "error", err)
 				q, berr := r.rebuild(replaced)
 				if berr != nil {
