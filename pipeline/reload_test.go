@@ -291,3 +291,36 @@ sinks: {s8: {type: test-rec, inputs: [gen8]}}
 		t.Errorf("summary line %q", got)
 	}
 }
+
+// SIGTERM while a reload drains the old pipeline: the drain completes,
+// the new pipeline never starts, and the summary is the old one's.
+func TestReloadStoppedWhileDraining(t *testing.T) {
+	h := startReloader(t, `
+metrics: {listen: "127.0.0.1:0"}
+sources:
+  gen9: {type: test-count, batch: 10, count: 3000}
+sinks:
+  s9: {type: test-rec, inputs: [gen9], wait: reload-drain, buffer: {events: 5000}}
+`)
+	eventually(t, "gen9 emitted", func() bool {
+		_, m := h.get("/metrics")
+		return strings.Contains(m, `flowbus_component_events_out_total{component="gen9",kind="source",type="test-count"} 3000`)
+	})
+	h.write(fmt.Sprintf(genConfig, 10))
+	h.reload <- struct{}{}
+	eventually(t, "the reload draining", func() bool { return strings.Contains(h.logs.String(), "reloading: stopping the sources") })
+	if code, body := h.get("/readyz"); code != 503 || !strings.Contains(body, "reloading") {
+		t.Errorf("/readyz while reloading: %d %q", code, body)
+	}
+	h.cancel()
+	gate("reload-drain").open()
+	s := h.stop()
+	if _, built := builtSinksLoad("s10"); built {
+		if sinkNamed("s10").flowsNow() != 0 {
+			t.Errorf("the new pipeline ran")
+		}
+	}
+	if s.Reloads != 0 || s.Total != (pipeline.Counts{Received: 3000, Delivered: 3000}) {
+		t.Errorf("summary %+v", s)
+	}
+}
