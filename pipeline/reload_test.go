@@ -67,6 +67,7 @@ func startReloader(t *testing.T, src string) *reloadHarness {
 		defer close(h.done)
 		h.s, h.err = h.r.Run(ctx, first, h.reload)
 	}()
+	eventually(t, "the HTTP endpoint", func() bool { return h.r.Addr() != "" })
 	return h
 }
 
@@ -130,6 +131,7 @@ sinks:
 // emitted, the summary sums both, and the HTTP endpoint stayed on the same
 // address throughout.
 func TestReloadReplacesPipeline(t *testing.T) {
+	forget("s1", "s2")
 	h := startReloader(t, fmt.Sprintf(genConfig, 1))
 	eventually(t, "gen1 flowing", func() bool { return sinkNamed("s1").flowsNow() > 500 })
 	addr := h.r.Addr()
@@ -176,6 +178,15 @@ func TestReloadReplacesPipeline(t *testing.T) {
 	}
 }
 
+// forget drops the test sinks and gates of these names that an earlier
+// run (go test -count) left behind.
+func forget(names ...string) {
+	for _, n := range names {
+		builtSinks.Delete(n)
+		gates.Delete(n)
+	}
+}
+
 func builtSinksLoad(name string) (*recSink, bool) {
 	s, ok := builtSinks.Load(name)
 	if !ok {
@@ -187,6 +198,7 @@ func builtSinksLoad(name string) (*recSink, bool) {
 // An invalid configuration is rejected with its positioned errors; the
 // running pipeline continues.
 func TestReloadRejectsInvalidConfig(t *testing.T) {
+	forget("s3")
 	h := startReloader(t, fmt.Sprintf(genConfig, 3))
 	eventually(t, "gen3 flowing", func() bool { return sinkNamed("s3").flowsNow() > 100 })
 	h.write(`sources:
@@ -224,6 +236,7 @@ sinks:
 // A new pipeline that cannot start is a failed reload: the previous
 // configuration runs again, and nothing accepted is lost.
 func TestReloadStartFailureGoesBack(t *testing.T) {
+	forget("s5")
 	h := startReloader(t, fmt.Sprintf(genConfig, 5))
 	eventually(t, "gen5 flowing", func() bool { return sinkNamed("s5").flowsNow() > 100 })
 	first := sinkNamed("s5")
@@ -295,6 +308,7 @@ sinks: {s8: {type: test-rec, inputs: [gen8]}}
 // SIGTERM while a reload drains the old pipeline: the drain completes,
 // the new pipeline never starts, and the summary is the old one's.
 func TestReloadStoppedWhileDraining(t *testing.T) {
+	forget("s9", "s10", "reload-drain")
 	h := startReloader(t, `
 metrics: {listen: "127.0.0.1:0"}
 sources:
