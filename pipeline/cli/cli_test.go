@@ -3,12 +3,16 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
@@ -197,5 +201,89 @@ sinks: {s: {type: cli-sink, inputs: [g]}}
 	}
 	if strings.Contains(o.String()+e.String(), "cpuprofile") {
 		t.Errorf("--cpuprofile is shown in the help")
+	}
+}
+
+// cliForever emits a batch of 10 flows every millisecond until stopped.
+type cliForever struct{}
+
+func (cliForever) Run(ctx context.Context, out pipeline.Output) error {
+	for {
+		b := pipeline.NewBatch()
+		for range 10 {
+			b.Next().FlowStorage().Verdict = flowpb.Verdict_FORWARDED
+		}
+		if err := out.Emit(ctx, b); err != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func init() {
+	pipeline.RegisterSource(pipeline.Spec{Type: "cli-forever", Summary: "test source that runs until stopped"}, func(b *pipeline.Build, _ *struct{}) (cliForever, error) {
+		return cliForever{}, nil
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// SIGHUP reloads (a valid configuration, then an invalid one) and SIGTERM
+// drains; the summary counts both generations and the reloads.
+func TestSignals(t *testing.T) {
+	path := writeConfig(t, "metrics: {listen: \"\"}\nsources: {g: {type: cli-forever}}\nsinks: {s: {type: cli-sink, inputs: [g]}}\n")
+	var stderr lockedBuffer
+	done := make(chan int)
+	go func() { done <- Main(context.Background(), []string{"run", "-c", path}, io.Discard, &stderr) }()
+	waitFor := func(s string, n int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); strings.Count(stderr.String(), s) < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in:\n%s", s, stderr.String())
+			}
+		}
+	}
+	// The signal handlers are installed before the pipeline runs.
+	waitFor("pipeline running", 1)
+	if err := os.WriteFile(path, []byte("metrics: {listen: \"\"}\nsources: {h: {type: cli-forever}}\nsinks: {s: {type: cli-sink, inputs: [h]}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor("reload done", 1)
+	if err := os.WriteFile(path, []byte("sources: {h: {type: cli-forever, x: 1}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitFor("invalid configuration", 1)
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `error="`+path+`:1:34: source \"h\" (cli-forever): unknown key \"x\"`) {
+		t.Errorf("no positioned error in:\n%s", stderr.String())
+	}
+	last := regexp.MustCompile(`(?m)^flowbus: received=(\d+) delivered=(\d+) filtered=0 sampled=0 rate_limited=0 lost=0 reloads=1 reloads_failed=1$`).FindStringSubmatch(stderr.String())
+	if last == nil || last[1] != last[2] || last[1] == "0" {
+		t.Errorf("summary:\n%s", stderr.String())
 	}
 }
