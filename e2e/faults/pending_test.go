@@ -4,15 +4,12 @@ package faults
 
 // These cases depend on fixes to the sinks that are not merged yet: a
 // sink whose broker is down at start must start unready and keep
-// retrying, a Kafka lost_topic that does not exist must not wedge the
-// sink, and a full disk must leave the file sink's output parseable. Run
-// them with `go test -tags faults_pending ./e2e/faults/`.
+// retrying, and a Kafka lost_topic that does not exist must not wedge the
+// sink. Run them with `go test -tags faults_pending ./e2e/faults/`.
 
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -155,36 +152,5 @@ func TestKafkaMissingLostTopicDoesNotWedge(t *testing.T) {
 	}
 	if flows != s.Total.Delivered {
 		t.Errorf("topic flows holds %d records, summary delivered=%d", flows, s.Total.Delivered)
-	}
-}
-
-// A full disk: the file sink writes into a 2 MiB tmpfs until it is full.
-// Every line in the file parses (no partial event is left behind), the
-// file holds exactly the delivered flows, and the summary reconciles.
-func TestDiskFull(t *testing.T) {
-	dir := t.TempDir()
-	mnt := filepath.Join(dir, "small")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=2m"); err != nil {
-		t.Fatalf("mount a 2 MiB tmpfs (the test needs root): %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(mnt, 0) })
-	out := filepath.Join(mnt, "flows.json")
-	cfg := writeConfig(t, dir, fmt.Sprintf(`
-lost_event_interval: 50ms
-metrics: {listen: ""}
-sources:
-  gen: {type: generate, count: 20000, seed: 9}
-sinks:
-  out: {type: file, inputs: [gen], path: %s}
-`, out))
-	p := start(t, cfg, nil)
-	s := parseSummary(t, p.wait())
-	ex := readExport(t, out)
-	t.Logf("summary %v; file: %d flows, LostEvents for %d, torn %v", s.Total, ex.flows, ex.lost, ex.torn)
-	if s.Total.Lost == 0 || ex.torn || ex.flows != s.Total.Delivered || ex.lost > s.Total.Lost {
-		t.Errorf("summary %v; the file holds %d flows and LostEvents for %d, torn %v", s.Total, ex.flows, ex.lost, ex.torn)
 	}
 }
