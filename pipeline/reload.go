@@ -51,8 +51,8 @@ type Reloader struct {
 
 	srvMu sync.Mutex
 	srv   *http.Server
-	addr  string // configured listen address of srv
-	bound atomic.Value
+	addr  string       // configured listen address of srv
+	bound atomic.Value // string: the address srv listens on
 }
 
 func (r *Reloader) init() {
