@@ -176,6 +176,9 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, Errors{Errorf(&extra, "the config must be a single YAML document")}
 	}
+	if err := checkExpansion(&doc); err != nil {
+		return nil, Errors{err}
+	}
 	errs := refs.substitute(&doc, lookup)
 	root := resolve(&doc)
 	c := &Config{

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,35 @@ func TestParseErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
 		}
+	}
+}
+
+// billionLaughs is a config of a few hundred bytes whose aliases expand to
+// 10^9 nodes inside a component's options.
+func billionLaughs() string {
+	src := "sources:\n  a:\n    type: t\n    l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+	for i := 1; i < 9; i++ {
+		src += fmt.Sprintf("    l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	return src + "sinks: {b: {type: t, inputs: [a]}}\n"
+}
+
+// TestParseAliasAmplification: a config whose aliases expand past
+// MaxExpandedNodes is refused at the alias that takes it past the limit,
+// before any component walks the expansion.
+func TestParseAliasAmplification(t *testing.T) {
+	_, err := Parse([]byte(billionLaughs()), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "9:49:") || !strings.Contains(err.Error(), "aliases expand the config to more than 1000000 nodes (alias *l4") {
+		t.Errorf("got %v", err)
+	}
+	// A wide expansion: one big anchored list, and a list of aliases of it.
+	wide := "sources:\n  a:\n    type: t\n    big: &b [" + strings.Repeat("x, ", 5000) + "x]\n    l: [" + strings.Repeat("*b, ", 999) + "*b]\nsinks: {b: {type: t, inputs: [a]}}\n"
+	if _, err := Parse([]byte(wide), env(nil)); err == nil || !strings.Contains(err.Error(), "5:") || !strings.Contains(err.Error(), "more than 1000000 nodes") {
+		t.Errorf("wide: got %v", err)
+	}
+	// Aliases within the limit are fine.
+	ok := "sources:\n  a: &a {type: t, l: &l [x, y]}\n  c: {type: t, l: *l}\nsinks: {b: {type: t, inputs: [a]}}\n"
+	if _, err := Parse([]byte(ok), env(nil)); err != nil {
+		t.Errorf("ok: %v", err)
 	}
 }
