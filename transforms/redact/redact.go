@@ -35,8 +35,6 @@ package redact
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 
@@ -45,6 +43,7 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/fieldpath"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -216,7 +215,7 @@ func buildIP(b *pipeline.Build, o *IPOptions) (*ipMapper, []ipField, config.Erro
 		}
 		key, err := readKey(o.KeyFile, dir)
 		if err != nil {
-			errs = append(errs, b.Errorf("ip.key_file", "ip.key_file: %v", err))
+			errs = append(errs, b.Errorf("ip.key_file", "%v", err))
 			break
 		}
 		m = newHMACMapper(key)
@@ -267,19 +266,17 @@ func buildIP(b *pipeline.Build, o *IPOptions) (*ipMapper, []ipField, config.Erro
 	return m, fields, errs
 }
 
-// readKey reads an HMAC key file; trailing CR and LF bytes are dropped.
-// The key is never logged or put in an error.
+// readKey reads the HMAC key file that ip.key_file names; trailing CR and
+// LF bytes are dropped. Neither the key nor the path is put in an error: a
+// key pasted in place of its path must not be echoed.
 func readKey(name, dir string) ([]byte, error) {
-	if !filepath.IsAbs(name) && dir != "" {
-		name = filepath.Join(dir, name)
-	}
-	key, err := os.ReadFile(name)
+	key, err := sinkutil.ReadSecretFile("ip.key_file", dir, name)
 	if err != nil {
 		return nil, err
 	}
 	key = bytes.TrimRight(key, "\r\n")
 	if len(key) < minKeyLen {
-		return nil, fmt.Errorf("%s: key is %d bytes, want at least %d (e.g. head -c 32 /dev/urandom > %s)", name, len(key), minKeyLen, filepath.Base(name))
+		return nil, fmt.Errorf("ip.key_file: the key is %d bytes, want at least %d (e.g. head -c 32 /dev/urandom > hmac.key)", len(key), minKeyLen)
 	}
 	return key, nil
 }

@@ -349,8 +349,9 @@ func TestConfigErrors(t *testing.T) {
 		{"http: {url_query: yes please}", "1:19: "},
 		{"http: {cookies: true}", "1:8: "},
 		{"ip: {mode: hmac}", "1:5: ip mode hmac needs key_file"},
-		{"ip:\n  mode: hmac\n  key_file: /nonexistent/ip.key", "3:13: ip.key_file: open /nonexistent/ip.key: no such file or directory"},
-		{"ip:\n  mode: hmac\n  key_file: " + short, "3:13: ip.key_file: " + short + ": key is 5 bytes, want at least 16"},
+		{"ip:\n  mode: hmac\n  key_file: /nonexistent/ip.key", "3:13: ip.key_file: cannot read the file it names: no such file or directory"},
+		{"ip:\n  mode: hmac\n  key_file: hunter2-secret-key", "3:13: ip.key_file: cannot read the file it names: no such file or directory"},
+		{"ip:\n  mode: hmac\n  key_file: " + short, "3:13: ip.key_file: the key is 5 bytes, want at least 16"},
 		{"ip: {mode: hmac, key_file: " + good + ", ipv4_prefix: 24}", "1:5: ipv4_prefix and ipv6_prefix apply to mode truncate"},
 		{"ip: {mode: truncate, key_file: " + good + "}", "1:32: key_file applies to mode hmac"},
 		{"ip: {mode: truncate, ipv4_prefix: 33}", "1:35: ipv4_prefix 33 is out of range 0-32"},
@@ -369,6 +370,9 @@ func TestConfigErrors(t *testing.T) {
 		_, err := pipeline.Make(nil, mustYAML(t, tt.conf), FromOptions)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q:\n error %v\n want containing %q", tt.conf, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: the error echoes the key: %v", tt.conf, err)
 		}
 	}
 	// Relative key files are read from the config's directory.
