@@ -27,7 +27,7 @@ sinks:
 		t.Fatal(err)
 	}
 	if c.NodeName != "n1" || c.LostEventInterval.D() != 250*time.Millisecond || c.Metrics.Listen != "" ||
-		c.Buffer != (Buffer{Events: 100, WhenFull: DropNewest}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
+		c.Buffer != (Buffer{Events: 100, MaxBytes: DefaultBufferBytes, WhenFull: DropNewest}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
 		t.Errorf("got %+v", c)
 	}
 	a := c.Sources[0].Node
@@ -61,6 +61,10 @@ func TestParseErrors(t *testing.T) {
 		{"sources: [a]\n", "1:10: expected a mapping of component names"},
 		{"sources: {a: 1}\n", `1:14: component "a" must be a mapping`},
 		{"sources: {a: }\n", `1:11: component "a" is empty`},
+		{"buffer: {max_bytes: 0}\n", `1:21: buffer max_bytes must be at least 1, got 0`},
+		{"buffer: {max_bytes: 64 MiBs}\n", `1:21: invalid size "64 MiBs"`},
+		{"buffer: {max_bytes: -1KiB}\n", `1:21: invalid size "-1KiB"`},
+		{"buffer: {max_bytes: 99999999999GiB}\n", `1:21: invalid size`},
 	} {
 		_, err := Parse([]byte(tc.src), env(nil))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -96,5 +100,25 @@ func TestParseAliasAmplification(t *testing.T) {
 	ok := "sources:\n  a: &a {type: t, l: &l [x, y]}\n  c: {type: t, l: *l}\nsinks: {b: {type: t, inputs: [a]}}\n"
 	if _, err := Parse([]byte(ok), env(nil)); err != nil {
 		t.Errorf("ok: %v", err)
+	}
+}
+
+func TestBufferMaxBytes(t *testing.T) {
+	for src, want := range map[string]ByteSize{
+		"":                           DefaultBufferBytes,
+		"buffer: {max_bytes: 4096}":  4096,
+		"buffer: {max_bytes: 64MiB}": 64 << 20,
+		"buffer: {max_bytes: 2 GiB}": 2 << 30,
+		"buffer: {max_bytes: 5MB}":   5e6,
+		"buffer: {max_bytes: 10B}":   10,
+	} {
+		c, err := Parse([]byte(src+"\nsources: {a: {type: t}}\nsinks: {b: {type: t}}\n"), env(nil))
+		if err != nil || c.Buffer.MaxBytes != want || c.Buffer.Events != DefaultBufferEvents {
+			t.Errorf("%q: %v %+v, want max_bytes %d", src, err, c, want)
+		}
+	}
+	b, errs := DecodeBuffer(resolve(parse(t, "{max_bytes: 1KiB}")), Buffer{Events: 5, MaxBytes: 9, WhenFull: Block})
+	if errs != nil || b != (Buffer{Events: 5, MaxBytes: 1024, WhenFull: Block}) {
+		t.Errorf("DecodeBuffer: %+v %v", b, errs)
 	}
 }

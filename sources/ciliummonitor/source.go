@@ -421,6 +421,7 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 		switch p.Type {
 		case monitor.PayloadSample:
 			ev := b.Next()
+			ev.InputBytes = len(p.Data)
 			f := ev.FlowStorage()
 			if err := s.dec.Decode(p.Data, f); err != nil {
 				b.Truncate(b.Len() - 1)
