@@ -23,8 +23,8 @@
 // fields or lists of strings; the default is every address of a flow:
 // IP.source, IP.source_xlated, IP.destination, the tunnel's outer
 // tunnel.IP.source, tunnel.IP.source_xlated and tunnel.IP.destination, and
-// the DNS answers l7.dns.ips. Rewritten addresses are also replaced where
-// they appear as whole words in the flow's Summary (DNS answers list them).
+// the DNS answers l7.dns.ips. Addresses in text fields (the Summary, URLs,
+// headers, DNS queries, names, MACs) are pseudonymised too: see text.go.
 //
 // `remove` clears fields by path before the other rules run.
 //
@@ -315,11 +315,9 @@ type Redactor struct {
 	ip          *ipMapper // nil: no IP rules
 	ipFields    []ipField
 
-	// pairs collects the address rewrites of one flow for its Summary.
-	pairs []pair
+	// buf is the scratch buffer of text.
+	buf []byte
 }
-
-type pair struct{ old, new string }
 
 // ipField is a string or repeated string field holding addresses.
 type ipField struct {
@@ -380,15 +378,10 @@ func (r *Redactor) Redact(f *flowpb.Flow) {
 		}
 	}
 	if r.ip != nil {
-		r.pairs = r.pairs[:0]
 		for i := range r.ipFields {
 			r.rewrite(f, &r.ipFields[i])
 		}
-		if f.Summary != "" {
-			for _, p := range r.pairs {
-				f.Summary = replaceWord(f.Summary, p.old, p.new)
-			}
-		}
+		r.redactText(f)
 	}
 }
 
@@ -437,44 +430,4 @@ func (r *Redactor) rewrite(f *flowpb.Flow, fl *ipField) {
 	m.Set(leaf, protoreflect.ValueOfString(r.mapAddr(m.Get(leaf).String())))
 }
 
-func (r *Redactor) mapAddr(old string) string {
-	new := r.ip.Map(old)
-	if new != old {
-		r.pairs = append(r.pairs, pair{old, new})
-	}
-	return new
-}
-
-// replaceWord replaces the occurrences of old in s that are whole words:
-// not preceded or followed by a character that can continue an address
-// (so 10.0.0.1 is not replaced inside 10.0.0.12).
-func replaceWord(s, old, new string) string {
-	i := strings.Index(s, old)
-	if i < 0 {
-		return s
-	}
-	var b strings.Builder
-	last := 0
-	for i >= 0 {
-		end := i + len(old)
-		if (i == 0 || !addrChar(s[i-1])) && (end == len(s) || !addrChar(s[end])) {
-			b.WriteString(s[last:i])
-			b.WriteString(new)
-			last = end
-		}
-		j := strings.Index(s[end:], old)
-		if j < 0 {
-			break
-		}
-		i = end + j
-	}
-	if last == 0 {
-		return s
-	}
-	b.WriteString(s[last:])
-	return b.String()
-}
-
-func addrChar(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':' || c == '%'
-}
+func (r *Redactor) mapAddr(old string) string { return r.ip.Map(old) }
