@@ -53,7 +53,7 @@ type ipMapper struct {
 	sum            [sha256.Size]byte
 	in             [1 + 16]byte
 
-	cache    map[string]string       // address text → pseudonym text
+	cache    map[string]string         // address text → pseudonym text
 	addrs    map[netip.Addr]netip.Addr // address → pseudonym
 	maxCache int
 }
