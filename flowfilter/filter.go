@@ -12,7 +12,7 @@
 //
 // The rules for each field follow Cilium's pkg/hubble/filters (v1.20.2),
 // as summarised in the project's reference (hubble.md §4) and checked
-// against the filter sources; each predicate in fields.go states the rule it
+// against the filter sources; each predicate in fields_*.go states the rule it
 // implements. Where the summary is silent the sources decide: e.g. an
 // empty node_name never matches a node_name filter.
 //
@@ -25,7 +25,7 @@
 //
 // Matching allocates nothing: label selectors, FQDN and node name patterns,
 // URL paths and the common CEL expressions are evaluated by allocation-free
-// code (see labels.go, glob.go, fields.go, celfast.go).
+// code (see labels.go, glob.go, fields_*.go, celfast.go).
 package flowfilter
 
 import (
