@@ -19,7 +19,9 @@
 // Known limits: between two `cidr:` labels, selection is by prefix
 // containment as in Cilium's labels package, rebuilt from its description;
 // CEL expressions whose statically estimated worst-case cost exceeds
-// CELMaxCost are rejected (Hubble v1.20.2 accepts them and has no bound);
+// CELMaxCost are rejected (Hubble v1.20.2 accepts them and has no bound),
+// and an accepted one that passes CELMaxRuntimeCost or CELMaxEvalTime on
+// one flow (thousands of labels) does not match that flow;
 // the node_name filter reads the flow's own node_name, as Hubble does, not
 // the envelope's.
 //

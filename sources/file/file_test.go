@@ -35,6 +35,7 @@ type collector struct {
 	events  []*observer.GetFlowsResponse
 	batches int
 	lost    uint64
+	sizes   []int // InputBytes of each event
 	notify  chan struct{}
 	// gate, when set, is received from before each Emit returns.
 	gate chan struct{}
@@ -57,6 +58,7 @@ func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 			return err
 		}
 		c.lines = append(c.lines, string(line))
+		c.sizes = append(c.sizes, e.InputBytes)
 		c.events = append(c.events, proto.Clone(codec.Envelope(e)).(*observer.GetFlowsResponse))
 	}
 	select {
@@ -342,6 +344,27 @@ func TestBatches(t *testing.T) {
 	c := run(t, s.Source)
 	if len(c.lines) != n || c.batches != 3 {
 		t.Fatalf("got %d events in %d batches", len(c.lines), c.batches)
+	}
+}
+
+// TestBatchBytes: events carry their line's length, and a batch is cut at
+// pipeline.DefaultBatchBytes of input (a buffer takes a batch whole, so
+// 512 huge lines must not travel together).
+func TestBatchBytes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "big.jsonl")
+	line := `{"flow":{"uuid":"` + strings.Repeat("u", 400<<10) + `"},"node_name":"n"}`
+	os.WriteFile(path, []byte(strings.Repeat(line+"\n", 7)), 0o644)
+	s := newTestSource(t, "path: "+path, "")
+	c := run(t, s.Source)
+	// 3 lines pass 1 MiB: batches of 3, 3 and 1.
+	if len(c.lines) != 7 || c.batches != 3 {
+		t.Fatalf("got %d events in %d batches, want 7 in 3", len(c.lines), c.batches)
+	}
+	for i, n := range c.sizes {
+		if n != len(line) {
+			t.Errorf("event %d: InputBytes %d, want %d", i, n, len(line))
+		}
 	}
 }
 
