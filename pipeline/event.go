@@ -25,12 +25,6 @@ type Event struct {
 	// SampleRate is N when a sample stage kept this event as 1 in N (N > 1).
 	SampleRate uint32
 
-	// InputBytes is the length of the raw input the source decoded this
-	// event from (a JSON line, a monitor record), or 0. Buffers count it
-	// against their max_bytes (see EventBytes); sources whose input can be
-	// large must set it.
-	InputBytes int
-
 	// Reported marks a LostEvent that flowbus made to report its own losses.
 	// Reported events are not counted as received or delivered. Only the
 	// runtime sets it, in batches that hold nothing else; components never do.
@@ -79,25 +73,14 @@ func (e *Event) reset() {
 const DefaultBatchSize = 512
 
 // DefaultBatchBytes is where a source whose events can be large cuts a
-// batch, counting its events' InputBytes: a buffer takes a batch whole, so a
-// batch must stay well below a buffer's max_bytes.
+// batch, counting its InputBytes: a buffer takes a batch whole, so a batch
+// must stay well below a buffer's max_bytes.
 const DefaultBatchBytes = 1 << 20
 
-// EventOverhead is what an event counts in a buffer's bytes besides its
-// InputBytes: about the memory of a decoded Flow with its nested messages.
+// EventOverhead is what an event counts in a buffer's bytes besides the raw
+// input it came from: about the memory of a decoded Flow with its nested
+// messages.
 const EventOverhead = 512
-
-// Bytes returns what b counts against a buffer's max_bytes: EventOverhead
-// per event plus the events' InputBytes. It reads one integer per event:
-// the decoded size (proto.Size) costs about 2 µs on a rich flow, a hundred
-// times what the runtime spends on an event.
-func (b *Batch) Bytes() int {
-	n := len(b.Events) * EventOverhead
-	for i := range b.Events {
-		n += b.Events[i].InputBytes
-	}
-	return n
-}
 
 // Batch is the unit that crosses goroutines: a slice of events with a
 // reference count.
@@ -110,6 +93,9 @@ func (b *Batch) Bytes() int {
 type Batch struct {
 	Events []Event
 	refs   atomic.Int32
+	// inputBytes is the length of the raw input the batch's events were
+	// decoded from (see AddInputBytes).
+	inputBytes int
 }
 
 var batchPool = sync.Pool{New: func() any {
@@ -125,6 +111,23 @@ func NewBatch() *Batch {
 
 // Len is the number of events in b.
 func (b *Batch) Len() int { return len(b.Events) }
+
+// AddInputBytes records that the source read n bytes of raw input (a JSON
+// line, a monitor record) for an event of b. Buffers count it against their
+// max_bytes; sources whose input can be large must call it. Removing events
+// (Keep, Truncate) does not lower it, except emptying the batch: the
+// estimate errs on the large side.
+func (b *Batch) AddInputBytes(n int) { b.inputBytes += n }
+
+// InputBytes returns the raw input recorded with AddInputBytes.
+func (b *Batch) InputBytes() int { return b.inputBytes }
+
+// Bytes returns what b counts against a buffer's max_bytes: EventOverhead
+// per event plus InputBytes. It costs the same for any batch: the decoded
+// size (proto.Size) costs about 2 µs on a rich flow, a hundred times what
+// the runtime spends on an event, and even reading a field of every event
+// would cost a few nanoseconds per event.
+func (b *Batch) Bytes() int { return len(b.Events)*EventOverhead + b.inputBytes }
 
 // Next appends an empty event to b and returns it. The slot may hold spare
 // Flow storage from an earlier use (see Event.FlowStorage).
@@ -147,6 +150,9 @@ func (b *Batch) Truncate(n int) {
 		b.Events[i].reset()
 	}
 	b.Events = b.Events[:n]
+	if n == 0 {
+		b.inputBytes = 0
+	}
 }
 
 // Keep removes every flow for which keep returns false and returns how many
@@ -200,6 +206,7 @@ func (b *Batch) Release() {
 // changes events while another holder still reads the originals.
 func (b *Batch) Clone() *Batch {
 	c := NewBatch()
+	c.inputBytes = b.inputBytes
 	for i := range b.Events {
 		src := &b.Events[i]
 		dst := c.Next()

@@ -8,7 +8,8 @@ import (
 func bigBatch(events, inputBytes int) *Batch {
 	b := NewBatch()
 	for range events {
-		b.Next().InputBytes = inputBytes
+		b.Next()
+		b.AddInputBytes(inputBytes)
 	}
 	return b
 }
@@ -61,5 +62,26 @@ func TestQueueBoundsBytes(t *testing.T) {
 	q = newQueue(8192, 64*mb, true)
 	if !q.push(ctx, item{b: bigBatch(8192, 0), counted: 8192}) || q.push(ctx, item{b: bigBatch(1, 0), counted: 1}) {
 		t.Error("event bound not applied")
+	}
+}
+
+func TestBatchBytes(t *testing.T) {
+	b := bigBatch(3, 1000)
+	defer b.Release()
+	if got, want := b.Bytes(), 3*EventOverhead+3000; got != want {
+		t.Errorf("Bytes = %d, want %d", got, want)
+	}
+	c := b.Clone()
+	if c.Bytes() != b.Bytes() {
+		t.Errorf("clone: %d bytes, original %d", c.Bytes(), b.Bytes())
+	}
+	c.Truncate(1) // removing events keeps the (conservative) input count
+	if c.InputBytes() != 3000 {
+		t.Errorf("after Truncate(1): %d", c.InputBytes())
+	}
+	c.Release()
+	if d := NewBatch(); d.InputBytes() != 0 {
+		t.Errorf("a pooled batch starts with %d input bytes", d.InputBytes())
+		d.Release()
 	}
 }

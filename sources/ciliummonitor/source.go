@@ -421,7 +421,6 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 		switch p.Type {
 		case monitor.PayloadSample:
 			ev := b.Next()
-			ev.InputBytes = len(p.Data)
 			f := ev.FlowStorage()
 			if err := s.dec.Decode(p.Data, f); err != nil {
 				b.Truncate(b.Len() - 1)
@@ -437,6 +436,7 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 			f.NodeName = s.node
 			ev.NodeName = s.node
 			ev.Time = f.Time
+			b.AddInputBytes(len(p.Data))
 			s.m.flows.Inc()
 			if b.Len() >= s.batchSize {
 				if err := emit(); err != nil {

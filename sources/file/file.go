@@ -490,9 +490,6 @@ type emitter struct {
 	b   *pipeline.Batch
 
 	line int64 // line number in the current file
-	// bytes is the input length of b's events: b is cut at
-	// pipeline.DefaultBatchBytes, as a buffer takes a batch whole.
-	bytes int
 
 	// flushWhenIdle emits a partial batch when idle reports that the next
 	// read may block (streams), so that events are not held back.
@@ -557,7 +554,6 @@ func (e *emitter) decode(line []byte, name string) error {
 	}
 	ev := e.b.Next()
 	kind, lossy, err := e.s.dec.decode(line, ev)
-	ev.InputBytes = len(line)
 	if err != nil {
 		e.b.Truncate(e.b.Len() - 1)
 		e.s.m.malformed.Inc()
@@ -573,7 +569,7 @@ func (e *emitter) decode(line []byte, name string) error {
 		e.s.m.skipped[kind].Inc()
 		return nil
 	}
-	if e.bytes += len(line); e.b.Len() >= pipeline.DefaultBatchSize || e.bytes >= pipeline.DefaultBatchBytes {
+	if e.b.AddInputBytes(len(line)); e.b.Len() >= pipeline.DefaultBatchSize || e.b.InputBytes() >= pipeline.DefaultBatchBytes {
 		return e.flush()
 	}
 	return nil
@@ -585,7 +581,7 @@ func (e *emitter) flush() error {
 	if b == nil {
 		return nil
 	}
-	e.b, e.bytes = nil, 0
+	e.b = nil
 	if b.Len() == 0 {
 		b.Release()
 		return nil

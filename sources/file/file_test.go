@@ -35,7 +35,7 @@ type collector struct {
 	events  []*observer.GetFlowsResponse
 	batches int
 	lost    uint64
-	sizes   []int // InputBytes of each event
+	sizes   []int // InputBytes of each batch
 	notify  chan struct{}
 	// gate, when set, is received from before each Emit returns.
 	gate chan struct{}
@@ -51,6 +51,7 @@ func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.batches++
+	c.sizes = append(c.sizes, b.InputBytes())
 	for i := range b.Events {
 		e := &b.Events[i]
 		line, err := codec.JSON{}.Append(nil, e)
@@ -58,7 +59,6 @@ func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 			return err
 		}
 		c.lines = append(c.lines, string(line))
-		c.sizes = append(c.sizes, e.InputBytes)
 		c.events = append(c.events, proto.Clone(codec.Envelope(e)).(*observer.GetFlowsResponse))
 	}
 	select {
@@ -347,7 +347,7 @@ func TestBatches(t *testing.T) {
 	}
 }
 
-// TestBatchBytes: events carry their line's length, and a batch is cut at
+// TestBatchBytes: batches carry their lines' length, and a batch is cut at
 // pipeline.DefaultBatchBytes of input (a buffer takes a batch whole, so
 // 512 huge lines must not travel together).
 func TestBatchBytes(t *testing.T) {
@@ -361,9 +361,9 @@ func TestBatchBytes(t *testing.T) {
 	if len(c.lines) != 7 || c.batches != 3 {
 		t.Fatalf("got %d events in %d batches, want 7 in 3", len(c.lines), c.batches)
 	}
-	for i, n := range c.sizes {
-		if n != len(line) {
-			t.Errorf("event %d: InputBytes %d, want %d", i, n, len(line))
+	for i, want := range []int{3 * len(line), 3 * len(line), len(line)} {
+		if c.sizes[i] != want {
+			t.Errorf("batch %d: InputBytes %d, want %d", i, c.sizes[i], want)
 		}
 	}
 }
