@@ -139,12 +139,14 @@ func (r *Redactor) token(s string, i int, colons, arpa bool) (form, n int) {
 		prev = s[i-1]
 	}
 	if (colons || arpa) && (isHex(c) || c == ':') && !isHex(prev) && prev != ':' {
-		if n := nibbles(s, i); arpa && n > 0 {
-			return formIP6Arpa, n
+		if arpa {
+			if n := nibbles(s, i); n > 0 {
+				return formIP6Arpa, n
+			}
 		}
 		if colons {
-			if n := mac(s, i); n > 0 {
-				return formMAC, n
+			if c == '0' && mac(s, i) > 0 {
+				return formMAC, 17
 			}
 			if n := v6(s, i); n > 0 {
 				return formV6, n
