@@ -1,6 +1,7 @@
 package flowfilter
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -152,3 +153,62 @@ func TestCELRejects(t *testing.T) {
 }
 
 var _ = cel.BoolType
+
+// TestCELRuntimeCostLimit: expressions that pass the estimate (lists of
+// at most celMaxListSize) but meet a flow with thousands of labels stop at
+// CELMaxRuntimeCost and do not match, on the fast path and on cel-go's.
+func TestCELRuntimeCostLimit(t *testing.T) {
+	labels := func(prefix string, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("k8s:%s%d=v", prefix, i)
+		}
+		return out
+	}
+	big := func(n int) *flowpb.Flow {
+		src, dst := labels("a", n), labels("b", n)
+		dst[n-1] = src[n-1] // one common label, the last pair visited
+		return &flowpb.Flow{Source: &flowpb.Endpoint{Labels: src}, Destination: &flowpb.Endpoint{Labels: dst}}
+	}
+	small := big(50)
+	for _, tc := range []struct {
+		expr string
+		fast bool
+		n    int
+	}{
+		{`_flow.source.labels.exists(a, _flow.destination.labels.exists(b, a == b))`, true, 20000},
+		{`_flow.source.labels.exists(a, a in _flow.destination.labels)`, true, 20000},
+		{`_flow.source.labels.exists(a, _flow.destination.labels.exists_one(b, a == b))`, false, 5000},
+	} {
+		p, err := compileCEL(tc.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.expr, err)
+		}
+		if (p.fast != nil) != tc.fast {
+			t.Fatalf("%s: fast path %v, want %v", tc.expr, p.fast != nil, tc.fast)
+		}
+		if !p.eval(small) {
+			t.Errorf("%s: no match on a small flow", tc.expr)
+		}
+		before := CELCostExceeded()
+		if p.eval(big(tc.n)) {
+			t.Errorf("%s: matched a flow of %d labels past the cost limit", tc.expr, tc.n)
+		}
+		if got := CELCostExceeded() - before; got != 1 {
+			t.Errorf("%s: %d flows counted over the limit, want 1", tc.expr, got)
+		}
+		if !p.eval(small) {
+			t.Errorf("%s: no match on a small flow after a costly one", tc.expr)
+		}
+	}
+	// cel-go runs under a deadline only what can grow with the flow.
+	for expr, want := range map[string]bool{
+		`_flow.is_reply == true`:                                   false,
+		`_flow.time > timestamp('2023-11-14T22:20:00Z')`:           false,
+		`_flow.source.workloads.exists(w, w.kind == 'Deployment')`: true,
+	} {
+		if p, err := compileCEL(expr); err != nil || p.bounded != want {
+			t.Errorf("%s: bounded %v, want %v (%v)", expr, p != nil && p.bounded, want, err)
+		}
+	}
+}

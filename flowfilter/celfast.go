@@ -52,6 +52,17 @@ type celCtx struct {
 	flow  *flowpb.Flow
 	strs  [4]string
 	bools [4]bool
+	// cost counts the list elements visited (plus one per 64 bytes of
+	// each); past CELMaxRuntimeCost every loop stops and the result is
+	// discarded (no match).
+	cost uint64
+}
+
+// charge adds the cost of visiting list element s and reports whether the
+// evaluation is still within CELMaxRuntimeCost.
+func (x *celCtx) charge(s string) bool {
+	x.cost += 1 + uint64(len(s))>>6
+	return x.cost <= CELMaxRuntimeCost
 }
 
 // fastExpr is a compiled sub-expression; the field matching kind is set.
@@ -457,7 +468,18 @@ func (c *fastCompiler) in(call celast.CallExpr) (*fastExpr, error) {
 		return nil, errUnsupported
 	}
 	f, l := lhs.s, rhs.l
-	return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return containsString(l(x), f(x)) }}, nil
+	return &fastExpr{kind: fkBool, b: func(x *celCtx) bool {
+		v := f(x)
+		for _, s := range l(x) {
+			if !x.charge(s) {
+				return false
+			}
+			if s == v {
+				return true
+			}
+		}
+		return false
+	}}, nil
 }
 
 func containsInt(s []int64, v int64) bool {
@@ -539,7 +561,7 @@ func (c *fastCompiler) comprehension(e celast.Expr) (*fastExpr, error) {
 		x.bools[accuSlot] = initf(x)
 		for _, s := range rf(x) {
 			x.strs[iterSlot] = s
-			if !condf(x) {
+			if !x.charge(s) || !condf(x) {
 				break
 			}
 			x.bools[accuSlot] = stepf(x)

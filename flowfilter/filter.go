@@ -12,20 +12,22 @@
 //
 // The rules for each field follow Cilium's pkg/hubble/filters (v1.20.2),
 // as summarised in the project's reference (hubble.md §4) and checked
-// against the filter sources; each predicate in fields.go states the rule it
+// against the filter sources; each predicate in fields_*.go states the rule it
 // implements. Where the summary is silent the sources decide: e.g. an
 // empty node_name never matches a node_name filter.
 //
 // Known limits: between two `cidr:` labels, selection is by prefix
 // containment as in Cilium's labels package, rebuilt from its description;
 // CEL expressions whose statically estimated worst-case cost exceeds
-// CELMaxCost are rejected (Hubble v1.20.2 accepts them and has no bound);
+// CELMaxCost are rejected (Hubble v1.20.2 accepts them and has no bound),
+// and an accepted one that passes CELMaxRuntimeCost or CELMaxEvalTime on
+// one flow (thousands of labels) does not match that flow;
 // the node_name filter reads the flow's own node_name, as Hubble does, not
 // the envelope's.
 //
 // Matching allocates nothing: label selectors, FQDN and node name patterns,
 // URL paths and the common CEL expressions are evaluated by allocation-free
-// code (see labels.go, glob.go, fields.go, celfast.go).
+// code (see labels.go, glob.go, fields_*.go, celfast.go).
 package flowfilter
 
 import (

@@ -374,7 +374,7 @@ func (b *builder) build() {
 		}
 		if n.kind != kindSource {
 			buf := b.bufs[n]
-			n.queue = newQueue(buf.Events, buf.WhenFull == config.DropNewest)
+			n.queue = newQueue(buf.Events, int(buf.MaxBytes), buf.WhenFull == config.DropNewest)
 		}
 		err := b.call(n, bld, b.rest[n])
 		if err != nil {

@@ -7,22 +7,27 @@ import (
 )
 
 // item is a queued batch with its count of counted events (see
-// Batch.Counted), computed once by the producer.
+// Batch.Counted), computed once by the producer, and its size in bytes (see
+// Batch.Bytes), computed by push.
 type item struct {
 	b       *Batch
 	counted int
+	bytes   int
 }
 
 // queue is the bounded buffer in front of a transform or sink. Its capacity
-// is counted in events; it moves whole batches, so a push or pop costs one
-// lock per batch, not per event. One goroutine consumes it; any number of
-// producers (the node's inputs) push into it.
+// is counted in events and in bytes (Batch.Bytes): it is full when either
+// is reached. It moves whole batches, so a push or pop costs one lock per
+// batch, not per event. One goroutine consumes it; any number of producers
+// (the node's inputs) push into it.
 type queue struct {
 	mu       sync.Mutex
 	ring     []item // ring buffer of queued batches
 	head, n  int
 	events   int // events queued (all of them, LostEvents included)
+	bytes    int // their Batch.Bytes
 	capacity int
+	maxBytes int
 	drop     bool // when_full: drop_newest
 	closed   bool
 
@@ -35,10 +40,11 @@ type queue struct {
 	signal atomic.Bool
 }
 
-func newQueue(capacity int, drop bool) *queue {
+func newQueue(capacity, maxBytes int, drop bool) *queue {
 	return &queue{
 		ring:     make([]item, 16),
 		capacity: capacity,
+		maxBytes: maxBytes,
 		drop:     drop,
 		wake:     make(chan struct{}, 1),
 	}
@@ -51,13 +57,14 @@ func newQueue(capacity int, drop bool) *queue {
 // A batch larger than the capacity is taken when the queue is empty.
 func (q *queue) push(abort context.Context, it item) bool {
 	size := it.b.Len()
+	it.bytes = it.b.Bytes()
 	q.mu.Lock()
 	for {
 		if q.closed {
 			q.mu.Unlock()
 			return false
 		}
-		if q.events == 0 || q.events+size <= q.capacity {
+		if q.events == 0 || q.events+size <= q.capacity && q.bytes+it.bytes <= q.maxBytes {
 			break
 		}
 		if q.drop {
@@ -82,6 +89,7 @@ func (q *queue) push(abort context.Context, it item) bool {
 	q.ring[(q.head+q.n)%len(q.ring)] = it
 	q.n++
 	q.events += size
+	q.bytes += it.bytes
 	q.mu.Unlock()
 	q.notify()
 	return true
@@ -118,6 +126,7 @@ func (q *queue) pop() (it item, ok bool) {
 			q.head = (q.head + 1) % len(q.ring)
 			q.n--
 			q.events -= it.b.Len()
+			q.bytes -= it.bytes
 			if q.space != nil {
 				close(q.space)
 				q.space = nil

@@ -6,7 +6,10 @@ package sinkutil
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -34,13 +37,13 @@ func (t *TLS) Config(dir string) (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // explicit user choice
 	}
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(Path(dir, t.CAFile))
+		pem, err := ReadSecretFile("tls.ca_file", dir, t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls ca_file: %w", err)
+			return nil, err
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca_file %s: no PEM certificate found", t.CAFile)
+			return nil, fmt.Errorf("tls.ca_file: the file it names holds no PEM certificate")
 		}
 		c.RootCAs = pool
 	}
@@ -48,9 +51,17 @@ func (t *TLS) Config(dir string) (*tls.Config, error) {
 		return nil, fmt.Errorf("tls: cert_file and key_file must be set together")
 	}
 	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(Path(dir, t.CertFile), Path(dir, t.KeyFile))
+		certPEM, err := ReadSecretFile("tls.cert_file", dir, t.CertFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
+			return nil, err
+		}
+		keyPEM, err := ReadSecretFile("tls.key_file", dir, t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate (cert_file, key_file): %w", err)
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
@@ -65,18 +76,55 @@ func Path(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
-// ReadSecret reads a secret from a file, without its trailing newline. The
-// error names the file but never its contents.
-func ReadSecret(dir, file string) (string, error) {
-	b, err := os.ReadFile(Path(dir, file))
+// ReadSecret reads a secret from the file that config key names (relative
+// to dir), without its trailing newline. Its errors are those of
+// ReadSecretFile.
+func ReadSecret(key, dir, file string) (string, error) {
+	b, err := ReadSecretFile(key, dir, file)
 	if err != nil {
-		return "", fmt.Errorf("read secret: %w", err)
+		return "", err
 	}
 	s := strings.TrimRight(string(b), "\r\n")
 	if s == "" {
-		return "", fmt.Errorf("read secret: %s is empty", file)
+		return "", fmt.Errorf("%s: the file it names holds only a newline", key)
 	}
 	return s, nil
+}
+
+// MaxSecretFile bounds the size of a file read by ReadSecretFile.
+const MaxSecretFile = 4 << 20
+
+// ReadSecretFile reads the file that config key (e.g. "sasl.password_file")
+// names, resolved against dir. Its errors name the key, never the value:
+// people paste a secret where its file belongs, and the error must not
+// print it (`password_file: hunter2` gives "sasl.password_file: cannot
+// read the file it names: no such file or directory"). An empty file, or
+// one over MaxSecretFile, is an error too.
+func ReadSecretFile(key, dir, path string) ([]byte, error) {
+	f, err := os.Open(Path(dir, path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot read the file it names: %w", key, pathless(err))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFile+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: cannot read the file it names: %w", key, pathless(err))
+	case len(b) > MaxSecretFile:
+		return nil, fmt.Errorf("%s: the file it names is over %d bytes", key, MaxSecretFile)
+	case len(b) == 0:
+		return nil, fmt.Errorf("%s: the file it names is empty", key)
+	}
+	return b, nil
+}
+
+// pathless returns the cause of a file error without the path.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Backoff computes exponential retry delays with jitter.

@@ -96,15 +96,38 @@ func TestBackoff(t *testing.T) {
 func TestReadSecret(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "s"), []byte("pa ss\r\n"), 0o600)
-	os.WriteFile(filepath.Join(dir, "empty"), []byte("\n"), 0o600)
-	if s, err := ReadSecret(dir, "s"); err != nil || s != "pa ss" {
+	os.WriteFile(filepath.Join(dir, "nl"), []byte("\n"), 0o600)
+	if s, err := ReadSecret("k", dir, "s"); err != nil || s != "pa ss" {
 		t.Errorf("%q %v", s, err)
 	}
-	if _, err := ReadSecret(dir, "empty"); err == nil || !strings.Contains(err.Error(), "empty") {
+	if _, err := ReadSecret("k", dir, "nl"); err == nil || err.Error() != "k: the file it names holds only a newline" {
 		t.Error(err)
 	}
-	if _, err := ReadSecret(dir, "missing"); err == nil {
-		t.Error("missing file read")
+}
+
+// TestReadSecretFileNamesTheKey: a secret written where its file belongs
+// is never echoed; the error names the key and the cause.
+func TestReadSecretFileNamesTheKey(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600)
+	os.Mkdir(filepath.Join(dir, "hunter2-dir"), 0o700)
+	big, _ := os.Create(filepath.Join(dir, "hunter2-big"))
+	big.Truncate(MaxSecretFile + 1)
+	big.Close()
+	for _, tc := range []struct{ path, want string }{
+		{"hunter2-secret", "sasl.password_file: cannot read the file it names: no such file or directory"},
+		{"/hunter2/secret", "sasl.password_file: cannot read the file it names: no such file or directory"},
+		{"hunter2-dir", "sasl.password_file: cannot read the file it names: is a directory"},
+		{"hunter2-big", "sasl.password_file: the file it names is over 4194304 bytes"},
+		{"empty", "sasl.password_file: the file it names is empty"},
+	} {
+		_, err := ReadSecretFile("sasl.password_file", dir, tc.path)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v, want %q", tc.path, err, tc.want)
+		}
+	}
+	if _, err := ReadSecret("token_file", dir, "hunter2-secret"); err == nil || strings.Contains(err.Error(), "hunter2") || !strings.HasPrefix(err.Error(), "token_file: ") {
+		t.Errorf("ReadSecret: %v", err)
 	}
 }
 
@@ -115,13 +138,19 @@ func TestTLSConfigErrors(t *testing.T) {
 		t    TLS
 		want string
 	}{
-		{TLS{CAFile: "nope.pem"}, "ca_file"},
-		{TLS{CAFile: "junk.pem"}, "no PEM certificate"},
+		{TLS{CAFile: "nope.pem"}, "tls.ca_file: cannot read the file it names: no such file"},
+		{TLS{CAFile: "junk.pem"}, "tls.ca_file: the file it names holds no PEM certificate"},
 		{TLS{CertFile: "c.pem"}, "set together"},
 		{TLS{CertFile: "junk.pem", KeyFile: "junk.pem"}, "client certificate"},
+		{TLS{CertFile: "junk.pem", KeyFile: "-----BEGIN PRIVATE KEY-----"}, "tls.key_file: cannot read the file it names"},
+		{TLS{CertFile: "hunter2", KeyFile: "junk.pem"}, "tls.cert_file: cannot read the file it names"},
 	} {
-		if _, err := tc.t.Config(dir); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := tc.t.Config(dir)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.t, err, tc.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "PRIVATE") || strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), ".pem")) {
+			t.Errorf("%+v: error echoes a value: %v", tc.t, err)
 		}
 	}
 }

@@ -140,20 +140,33 @@ func plainStruct(t reflect.Type) bool {
 type decoder struct {
 	errs Errors
 	// expanding holds the aliases being decoded, to stop self-reference;
-	// aliases counts alias expansions, to stop exponential ones.
+	// expanded counts the nodes visited through aliases, to stop
+	// exponential expansion; overflow is set once it passed MaxExpandedNodes.
 	expanding map[*yaml.Node]bool
-	aliases   int
+	via       *yaml.Node // the outermost alias being expanded
+	expanded  int
+	overflow  bool
 }
 
-// maxAliases bounds the alias expansions of one Decode.
-const maxAliases = 10000
+// maxErrors bounds the errors one Decode reports: past it, decoding stops.
+// (One mistake inside an anchored node repeats at each alias of it.)
+const maxErrors = 100
 
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.errs = append(d.errs, Errorf(n, format, args...))
+	d.limitErrors(n)
 }
 
 func (d *decoder) add(err error, n *yaml.Node) {
 	d.errs = append(d.errs, Positioned(err, n)...)
+	d.limitErrors(n)
+}
+
+func (d *decoder) limitErrors(n *yaml.Node) {
+	if len(d.errs) >= maxErrors && !d.overflow {
+		d.overflow = true
+		d.errs = append(d.errs, Errorf(n, "too many errors; stopped decoding here"))
+	}
 }
 
 var (
@@ -192,6 +205,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value) {
 		v.Set(reflect.ValueOf(n))
 		return
 	}
+	if d.overflow {
+		return
+	}
+	if len(d.expanding) > 0 {
+		d.expanded++
+		if d.expanded > MaxExpandedNodes {
+			d.overflow = true
+			d.errorf(d.via, "YAML aliases expand to more than %d nodes (through alias *%s); write the values out or use fewer aliases", MaxExpandedNodes, d.via.Value)
+			return
+		}
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
 		if len(n.Content) == 1 {
@@ -203,13 +227,15 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value) {
 			d.errorf(n, "invalid alias")
 			return
 		}
-		d.aliases++
-		if d.expanding[n] || d.aliases > maxAliases {
-			d.errorf(n, "alias *%s refers to itself or is expanded too often", n.Value)
+		if d.expanding[n] {
+			d.errorf(n, "alias *%s refers to itself", n.Value)
 			return
 		}
 		if d.expanding == nil {
 			d.expanding = map[*yaml.Node]bool{}
+		}
+		if len(d.expanding) == 0 {
+			d.via = n
 		}
 		d.expanding[n] = true
 		defer delete(d.expanding, n)

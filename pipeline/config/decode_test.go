@@ -201,9 +201,29 @@ func TestDecodeAliases(t *testing.T) {
 	for i := 1; i < 9; i++ {
 		src += fmt.Sprintf("a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
 	}
-	var m map[string][][][][][][][][][]string
-	if err := Decode(parse(t, src), &m); err == nil || !strings.Contains(err.Error(), "expanded too often") {
+	var m struct {
+		A0 []string                 `yaml:"a0"`
+		A1 [][]string               `yaml:"a1"`
+		A2 [][][]string             `yaml:"a2"`
+		A3 [][][][]string           `yaml:"a3"`
+		A4 [][][][][]string         `yaml:"a4"`
+		A5 [][][][][][]string       `yaml:"a5"`
+		A6 [][][][][][][]string     `yaml:"a6"`
+		A7 [][][][][][][][]string   `yaml:"a7"`
+		A8 [][][][][][][][][]string `yaml:"a8"`
+	}
+	if err := Decode(parse(t, src), &m); err == nil || !strings.Contains(err.Error(), "YAML aliases expand to more than 1000000 nodes (through alias *a") {
 		t.Errorf("got %v", err)
+	}
+	// So is a wide one: few aliases (under any alias count) of a big node.
+	wide := "big: &b [" + strings.Repeat("x, ", 2000) + "x]\nl: [" + strings.Repeat("*b, ", 999) + "*b]\n"
+	var w struct {
+		Big []string   `yaml:"big"`
+		L   [][]string `yaml:"l"`
+	}
+	err = Decode(parse(t, wide), &w)
+	if err == nil || !strings.Contains(err.Error(), "2:") || !strings.Contains(err.Error(), "aliases expand to more than") {
+		t.Errorf("wide: got %v", err)
 	}
 }
 

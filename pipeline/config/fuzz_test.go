@@ -17,6 +17,7 @@ func FuzzParse(f *testing.F) {
 		"sources:\n  a: [\n",
 		"$${X} ${ ${1} ${A:-${B}}",
 		"---\n...\n---\n",
+		billionLaughs(),
 	} {
 		f.Add(s)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,6 +21,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultMetricsListen     = "127.0.0.1:9965"
 	DefaultBufferEvents      = 8192
+	DefaultBufferBytes       = 64 << 20
 )
 
 // WhenFull says what a full buffer does with a new batch.
@@ -45,10 +47,45 @@ func (w *WhenFull) UnmarshalConfig(n *yaml.Node) error {
 }
 
 // Buffer configures the bounded buffer in front of a transform or sink.
+// It is full when it holds Events events or MaxBytes bytes, whichever comes
+// first; a batch is taken into an empty buffer whatever its size.
 type Buffer struct {
 	// Events is the capacity, counted in events (not batches).
-	Events   int      `yaml:"events"`
+	Events int `yaml:"events"`
+	// MaxBytes is the capacity in bytes, as the runtime estimates them: an
+	// event counts the length of the raw input it was decoded from (a JSON
+	// line, a monitor record) plus a fixed overhead for the decoded flow.
+	MaxBytes ByteSize `yaml:"max_bytes"`
 	WhenFull WhenFull `yaml:"when_full"`
+}
+
+// ByteSize is a size in bytes, written as an integer or with a unit: 512,
+// 64KiB, 64MiB, 1GiB (also KB, MB, GB = powers of 1000, and B).
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+
+// UnmarshalConfig implements Unmarshaler.
+func (b *ByteSize) UnmarshalConfig(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return Errorf(n, "expected a size in bytes like 67108864 or 64MiB, got %s", describe(n))
+	}
+	v, mult := strings.TrimSpace(n.Value), int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	i, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || i < 0 || i > math.MaxInt64/mult {
+		return Errorf(n, "invalid size %q: want a non-negative integer of bytes, optionally with a unit (KiB, MiB, GiB, KB, MB, GB)", n.Value)
+	}
+	*b = ByteSize(i * mult)
+	return nil
 }
 
 // Metrics configures the HTTP endpoint.
@@ -176,13 +213,16 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, Errors{Errorf(&extra, "the config must be a single YAML document")}
 	}
+	if err := checkExpansion(&doc); err != nil {
+		return nil, Errors{err}
+	}
 	errs := refs.substitute(&doc, lookup)
 	root := resolve(&doc)
 	c := &Config{
 		LostEventInterval: Duration(DefaultLostEventInterval),
 		ShutdownTimeout:   Duration(DefaultShutdownTimeout),
 		Metrics:           Metrics{Listen: DefaultMetricsListen},
-		Buffer:            Buffer{Events: DefaultBufferEvents, WhenFull: Block},
+		Buffer:            Buffer{Events: DefaultBufferEvents, MaxBytes: DefaultBufferBytes, WhenFull: Block},
 		Root:              root,
 	}
 	if isNull(root) {
@@ -217,11 +257,16 @@ func DecodeBuffer(n *yaml.Node, def Buffer) (Buffer, Errors) {
 }
 
 func (b Buffer) check(n *yaml.Node) Errors {
+	var errs Errors
 	if b.Events < 1 {
 		at := orNode(find(find(n, "buffer"), "events"), find(n, "events"))
-		return Errors{Errorf(orNode(at, n), "buffer events must be at least 1, got %d", b.Events)}
+		errs = append(errs, Errorf(orNode(at, n), "buffer events must be at least 1, got %d", b.Events))
 	}
-	return nil
+	if b.MaxBytes < 1 {
+		at := orNode(find(find(n, "buffer"), "max_bytes"), find(n, "max_bytes"))
+		errs = append(errs, Errorf(orNode(at, n), "buffer max_bytes must be at least 1, got %d", b.MaxBytes))
+	}
+	return errs
 }
 
 // find returns the value node of key in mapping n, or nil.

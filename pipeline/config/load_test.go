@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ sinks:
 		t.Fatal(err)
 	}
 	if c.NodeName != "n1" || c.LostEventInterval.D() != 250*time.Millisecond || c.Metrics.Listen != "" ||
-		c.Buffer != (Buffer{Events: 100, WhenFull: DropNewest}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
+		c.Buffer != (Buffer{Events: 100, MaxBytes: DefaultBufferBytes, WhenFull: DropNewest}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
 		t.Errorf("got %+v", c)
 	}
 	a := c.Sources[0].Node
@@ -60,10 +61,64 @@ func TestParseErrors(t *testing.T) {
 		{"sources: [a]\n", "1:10: expected a mapping of component names"},
 		{"sources: {a: 1}\n", `1:14: component "a" must be a mapping`},
 		{"sources: {a: }\n", `1:11: component "a" is empty`},
+		{"buffer: {max_bytes: 0}\n", `1:21: buffer max_bytes must be at least 1, got 0`},
+		{"buffer: {max_bytes: 64 MiBs}\n", `1:21: invalid size "64 MiBs"`},
+		{"buffer: {max_bytes: -1KiB}\n", `1:21: invalid size "-1KiB"`},
+		{"buffer: {max_bytes: 99999999999GiB}\n", `1:21: invalid size`},
 	} {
 		_, err := Parse([]byte(tc.src), env(nil))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
 		}
+	}
+}
+
+// billionLaughs is a config of a few hundred bytes whose aliases expand to
+// 10^9 nodes inside a component's options.
+func billionLaughs() string {
+	src := "sources:\n  a:\n    type: t\n    l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+	for i := 1; i < 9; i++ {
+		src += fmt.Sprintf("    l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	return src + "sinks: {b: {type: t, inputs: [a]}}\n"
+}
+
+// TestParseAliasAmplification: a config whose aliases expand past
+// MaxExpandedNodes is refused at the alias that takes it past the limit,
+// before any component walks the expansion.
+func TestParseAliasAmplification(t *testing.T) {
+	_, err := Parse([]byte(billionLaughs()), env(nil))
+	if err == nil || !strings.Contains(err.Error(), "9:49:") || !strings.Contains(err.Error(), "aliases expand the config to more than 1000000 nodes (alias *l4") {
+		t.Errorf("got %v", err)
+	}
+	// A wide expansion: one big anchored list, and a list of aliases of it.
+	wide := "sources:\n  a:\n    type: t\n    big: &b [" + strings.Repeat("x, ", 5000) + "x]\n    l: [" + strings.Repeat("*b, ", 999) + "*b]\nsinks: {b: {type: t, inputs: [a]}}\n"
+	if _, err := Parse([]byte(wide), env(nil)); err == nil || !strings.Contains(err.Error(), "5:") || !strings.Contains(err.Error(), "more than 1000000 nodes") {
+		t.Errorf("wide: got %v", err)
+	}
+	// Aliases within the limit are fine.
+	ok := "sources:\n  a: &a {type: t, l: &l [x, y]}\n  c: {type: t, l: *l}\nsinks: {b: {type: t, inputs: [a]}}\n"
+	if _, err := Parse([]byte(ok), env(nil)); err != nil {
+		t.Errorf("ok: %v", err)
+	}
+}
+
+func TestBufferMaxBytes(t *testing.T) {
+	for src, want := range map[string]ByteSize{
+		"":                           DefaultBufferBytes,
+		"buffer: {max_bytes: 4096}":  4096,
+		"buffer: {max_bytes: 64MiB}": 64 << 20,
+		"buffer: {max_bytes: 2 GiB}": 2 << 30,
+		"buffer: {max_bytes: 5MB}":   5e6,
+		"buffer: {max_bytes: 10B}":   10,
+	} {
+		c, err := Parse([]byte(src+"\nsources: {a: {type: t}}\nsinks: {b: {type: t}}\n"), env(nil))
+		if err != nil || c.Buffer.MaxBytes != want || c.Buffer.Events != DefaultBufferEvents {
+			t.Errorf("%q: %v %+v, want max_bytes %d", src, err, c, want)
+		}
+	}
+	b, errs := DecodeBuffer(resolve(parse(t, "{max_bytes: 1KiB}")), Buffer{Events: 5, MaxBytes: 9, WhenFull: Block})
+	if errs != nil || b != (Buffer{Events: 5, MaxBytes: 1024, WhenFull: Block}) {
+		t.Errorf("DecodeBuffer: %+v %v", b, errs)
 	}
 }

@@ -349,7 +349,7 @@ func (o *SASLOptions) mechanism(dir string) (sasl.Mechanism, error) {
 	if o.Username == "" {
 		return nil, fmt.Errorf("username is empty")
 	}
-	pass, err := sinkutil.ReadSecret(dir, o.PasswordFile)
+	pass, err := sinkutil.ReadSecret("password_file", dir, o.PasswordFile)
 	if err != nil {
 		return nil, err
 	}

@@ -287,12 +287,17 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	auth := 0
 	if o.CredentialsFile != "" {
 		auth++
+		if _, err := sinkutil.ReadSecretFile("credentials_file", b.Dir, o.CredentialsFile); err != nil {
+			add(b.Errorf("credentials_file", "nats: %v", err))
+		}
 		s.opts = append(s.opts, nats.UserCredentials(sinkutil.Path(b.Dir, o.CredentialsFile)))
 	}
 	if o.NKeyFile != "" {
 		auth++
-		opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile))
-		if err != nil {
+		// Read it first: the nats client's errors print the path.
+		if _, err := sinkutil.ReadSecretFile("nkey_file", b.Dir, o.NKeyFile); err != nil {
+			add(b.Errorf("nkey_file", "nats: %v", err))
+		} else if opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile)); err != nil {
 			add(b.Errorf("nkey_file", "nats: nkey_file: %v", err))
 		} else {
 			s.opts = append(s.opts, opt)
@@ -300,9 +305,9 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	}
 	if o.TokenFile != "" {
 		auth++
-		tok, err := sinkutil.ReadSecret(b.Dir, o.TokenFile)
+		tok, err := sinkutil.ReadSecret("token_file", b.Dir, o.TokenFile)
 		if err != nil {
-			add(b.Errorf("token_file", "nats: token_file: %v", err))
+			add(b.Errorf("token_file", "nats: %v", err))
 		} else {
 			s.opts = append(s.opts, nats.Token(tok))
 		}

@@ -354,13 +354,20 @@ func TestConfigErrors(t *testing.T) {
 		{"url: nats://x:1\nsubject: a\nembedded: {port: 1}", "need url: embedded"},
 		{"url: embedded\nsubject: a\njetstream: {create: true}", "needs jetstream.stream"},
 		{"url: embedded\nsubject: a\njetstream: {stream: s, storage: tape}", "storage"},
-		{"url: embedded\nsubject: a\ntoken_file: /nonexistent/t", "token_file"},
+		{"url: embedded\nsubject: a\ntoken_file: /nonexistent/t", "token_file: cannot read the file it names: no such file or directory"},
+		{"url: embedded\nsubject: a\ntoken_file: hunter2-secret", "4:13: nats: token_file: cannot read the file it names"},
+		{"url: embedded\nsubject: a\nnkey_file: SUAhunter2seed", "4:12: nats: nkey_file: cannot read the file it names"},
+		{"url: embedded\nsubject: a\ncredentials_file: hunter2-creds", "4:19: nats: credentials_file: cannot read the file it names"},
+		{"url: embedded\nsubject: a\ntls: {key_file: hunter2-key, cert_file: c}", "nats: tls.cert_file: cannot read the file it names"},
 		{"url: embedded\nsubject: a\nbogus: 1", "bogus"},
 	}
 	for _, tt := range tests {
 		_, err := pipeline.Make(sinktest.Build("nats", "json"), sinktest.Node(t, "\n"+tt.cfg), New)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: error %v, want %q", tt.cfg, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: the error echoes a secret: %v", tt.cfg, err)
 		}
 	}
 }

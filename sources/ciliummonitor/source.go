@@ -436,6 +436,7 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 			f.NodeName = s.node
 			ev.NodeName = s.node
 			ev.Time = f.Time
+			b.AddInputBytes(len(p.Data))
 			s.m.flows.Inc()
 			if b.Len() >= s.batchSize {
 				if err := emit(); err != nil {

@@ -569,7 +569,7 @@ func (e *emitter) decode(line []byte, name string) error {
 		e.s.m.skipped[kind].Inc()
 		return nil
 	}
-	if e.b.Len() >= pipeline.DefaultBatchSize {
+	if e.b.AddInputBytes(len(line)); e.b.Len() >= pipeline.DefaultBatchSize || e.b.InputBytes() >= pipeline.DefaultBatchBytes {
 		return e.flush()
 	}
 	return nil

@@ -35,6 +35,7 @@ type collector struct {
 	events  []*observer.GetFlowsResponse
 	batches int
 	lost    uint64
+	sizes   []int // InputBytes of each batch
 	notify  chan struct{}
 	// gate, when set, is received from before each Emit returns.
 	gate chan struct{}
@@ -50,6 +51,7 @@ func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.batches++
+	c.sizes = append(c.sizes, b.InputBytes())
 	for i := range b.Events {
 		e := &b.Events[i]
 		line, err := codec.JSON{}.Append(nil, e)
@@ -342,6 +344,27 @@ func TestBatches(t *testing.T) {
 	c := run(t, s.Source)
 	if len(c.lines) != n || c.batches != 3 {
 		t.Fatalf("got %d events in %d batches", len(c.lines), c.batches)
+	}
+}
+
+// TestBatchBytes: batches carry their lines' length, and a batch is cut at
+// pipeline.DefaultBatchBytes of input (a buffer takes a batch whole, so
+// 512 huge lines must not travel together).
+func TestBatchBytes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "big.jsonl")
+	line := `{"flow":{"uuid":"` + strings.Repeat("u", 400<<10) + `"},"node_name":"n"}`
+	os.WriteFile(path, []byte(strings.Repeat(line+"\n", 7)), 0o644)
+	s := newTestSource(t, "path: "+path, "")
+	c := run(t, s.Source)
+	// 3 lines pass 1 MiB: batches of 3, 3 and 1.
+	if len(c.lines) != 7 || c.batches != 3 {
+		t.Fatalf("got %d events in %d batches, want 7 in 3", len(c.lines), c.batches)
+	}
+	for i, want := range []int{3 * len(line), 3 * len(line), len(line)} {
+		if c.sizes[i] != want {
+			t.Errorf("batch %d: InputBytes %d, want %d", i, c.sizes[i], want)
+		}
 	}
 }
 

@@ -50,7 +50,7 @@ remove: [source.labels, destination.labels]
 				t.Fatalf("%s: %s → %s", what, before, after)
 			}
 			if strings.Contains(f.Summary, before) && !strings.Contains(after, before) {
-				for _, w := range strings.FieldsFunc(f.Summary, func(c rune) bool { return !addrChar(byte(c)) || c > 127 }) {
+				for _, w := range strings.FieldsFunc(f.Summary, func(c rune) bool { return c > 127 || !isHex(byte(c)) && c != '.' && c != ':' && c != '%' }) {
 					if w == before {
 						t.Fatalf("%s %s still in Summary %q", what, before, f.Summary)
 					}

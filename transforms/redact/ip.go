@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"hash"
 	"net/netip"
+	"strings"
 )
 
 // ipMode is how addresses are pseudonymised.
@@ -52,16 +53,17 @@ type ipMapper struct {
 	sum            [sha256.Size]byte
 	in             [1 + 16]byte
 
-	cache    map[string]string
+	cache    map[string]string         // address text → pseudonym text
+	addrs    map[netip.Addr]netip.Addr // address → pseudonym
 	maxCache int
 }
 
 func newHMACMapper(key []byte) *ipMapper {
-	return &ipMapper{mode: ipHMAC, mac: hmac.New(sha256.New, key), cache: map[string]string{}, maxCache: DefaultCacheSize}
+	return &ipMapper{mode: ipHMAC, mac: hmac.New(sha256.New, key), cache: map[string]string{}, addrs: map[netip.Addr]netip.Addr{}, maxCache: DefaultCacheSize}
 }
 
 func newTruncateMapper(v4Bits, v6Bits int) *ipMapper {
-	return &ipMapper{mode: ipTruncate, v4Bits: v4Bits, v6Bits: v6Bits, cache: map[string]string{}, maxCache: DefaultCacheSize}
+	return &ipMapper{mode: ipTruncate, v4Bits: v4Bits, v6Bits: v6Bits, cache: map[string]string{}, addrs: map[netip.Addr]netip.Addr{}, maxCache: DefaultCacheSize}
 }
 
 // Map returns the pseudonym of s, from the cache when it is there. At the
@@ -80,7 +82,7 @@ func (m *ipMapper) Map(s string) string {
 			break
 		}
 	}
-	m.cache[s] = p
+	m.cache[strings.Clone(s)] = p // s may be part of a larger string
 	return p
 }
 
@@ -89,6 +91,26 @@ func (m *ipMapper) compute(s string) string {
 	if err != nil {
 		return Redacted
 	}
+	return m.addr(a).String()
+}
+
+// addr returns the pseudonym of a, from its cache when it is there.
+func (m *ipMapper) addr(a netip.Addr) netip.Addr {
+	if p, ok := m.addrs[a]; ok {
+		return p
+	}
+	p := m.computeAddr(a)
+	if len(m.addrs) >= m.maxCache {
+		for k := range m.addrs {
+			delete(m.addrs, k)
+			break
+		}
+	}
+	m.addrs[a] = p
+	return p
+}
+
+func (m *ipMapper) computeAddr(a netip.Addr) netip.Addr {
 	zone := a.Zone()
 	mapped := a.Is4In6()
 	if mapped {
@@ -112,7 +134,7 @@ func (m *ipMapper) compute(s string) string {
 	if zone != "" {
 		out = out.WithZone(zone)
 	}
-	return out.String()
+	return out
 }
 
 func (m *ipMapper) hmacAddr(a netip.Addr) netip.Addr {

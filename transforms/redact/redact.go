@@ -23,8 +23,8 @@
 // fields or lists of strings; the default is every address of a flow:
 // IP.source, IP.source_xlated, IP.destination, the tunnel's outer
 // tunnel.IP.source, tunnel.IP.source_xlated and tunnel.IP.destination, and
-// the DNS answers l7.dns.ips. Rewritten addresses are also replaced where
-// they appear as whole words in the flow's Summary (DNS answers list them).
+// the DNS answers l7.dns.ips. Addresses in text fields (the Summary, URLs,
+// headers, DNS queries, names, MACs) are pseudonymised too: see text.go.
 //
 // `remove` clears fields by path before the other rules run.
 //
@@ -35,8 +35,6 @@ package redact
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 
@@ -45,6 +43,7 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/fieldpath"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -53,7 +52,7 @@ func init() {
 	pipeline.RegisterTransform(pipeline.Spec{
 		Type:        "redact",
 		Summary:     "Hubble's L7 redaction (HUBBLE_REDACTED), IP address pseudonymisation that keeps joins possible, and removal of fields",
-		Description: `An http key turns Hubble's HTTP redaction on with its defaults: http: {} (or http: alone) replaces URL passwords and every header value. A header in allow keeps its value and every other one is redacted; a header in deny is redacted and every other one kept; names compare case-insensitively. kafka.api_key replaces the API key of every Kafka flow. ip rewrites addresses in place: hmac with a key of at least 16 bytes (the same on every node whose output is joined), or truncate to a prefix; rewritten addresses are also replaced in the flow's Summary. remove clears fields before the other rules run. LostEvents pass unchanged.`,
+		Description: `An http key turns Hubble's HTTP redaction on with its defaults: http: {} (or http: alone) replaces URL passwords and every header value. A header in allow keeps its value and every other one is redacted; a header in deny is redacted and every other one kept; names compare case-insensitively. kafka.api_key replaces the API key of every Kafka flow. ip rewrites addresses in place: hmac with a key of at least 16 bytes (the same on every node whose output is joined), or truncate to a prefix; addresses are also rewritten, in the form they are written in, in the text fields (Summary, URL, header values, DNS query and CNAMEs incl. in-addr.arpa and ip6.arpa names, pod, workload, node and DNS names incl. dashed 10-0-3-17, 0a:58 MACs); labels, extensions, policies and service names are not searched, so remove them where they may hold addresses. remove clears fields before the other rules run. LostEvents pass unchanged.`,
 		Example: `type: redact
 inputs: [flows]
 http:
@@ -216,7 +215,7 @@ func buildIP(b *pipeline.Build, o *IPOptions) (*ipMapper, []ipField, config.Erro
 		}
 		key, err := readKey(o.KeyFile, dir)
 		if err != nil {
-			errs = append(errs, b.Errorf("ip.key_file", "ip.key_file: %v", err))
+			errs = append(errs, b.Errorf("ip.key_file", "%v", err))
 			break
 		}
 		m = newHMACMapper(key)
@@ -267,19 +266,17 @@ func buildIP(b *pipeline.Build, o *IPOptions) (*ipMapper, []ipField, config.Erro
 	return m, fields, errs
 }
 
-// readKey reads an HMAC key file; trailing CR and LF bytes are dropped.
-// The key is never logged or put in an error.
+// readKey reads the HMAC key file that ip.key_file names; trailing CR and
+// LF bytes are dropped. Neither the key nor the path is put in an error: a
+// key pasted in place of its path must not be echoed.
 func readKey(name, dir string) ([]byte, error) {
-	if !filepath.IsAbs(name) && dir != "" {
-		name = filepath.Join(dir, name)
-	}
-	key, err := os.ReadFile(name)
+	key, err := sinkutil.ReadSecretFile("ip.key_file", dir, name)
 	if err != nil {
 		return nil, err
 	}
 	key = bytes.TrimRight(key, "\r\n")
 	if len(key) < minKeyLen {
-		return nil, fmt.Errorf("%s: key is %d bytes, want at least %d (e.g. head -c 32 /dev/urandom > %s)", name, len(key), minKeyLen, filepath.Base(name))
+		return nil, fmt.Errorf("ip.key_file: the key is %d bytes, want at least %d (e.g. head -c 32 /dev/urandom > hmac.key)", len(key), minKeyLen)
 	}
 	return key, nil
 }
@@ -318,11 +315,9 @@ type Redactor struct {
 	ip          *ipMapper // nil: no IP rules
 	ipFields    []ipField
 
-	// pairs collects the address rewrites of one flow for its Summary.
-	pairs []pair
+	// buf is the scratch buffer of text.
+	buf []byte
 }
-
-type pair struct{ old, new string }
 
 // ipField is a string or repeated string field holding addresses.
 type ipField struct {
@@ -383,15 +378,10 @@ func (r *Redactor) Redact(f *flowpb.Flow) {
 		}
 	}
 	if r.ip != nil {
-		r.pairs = r.pairs[:0]
 		for i := range r.ipFields {
 			r.rewrite(f, &r.ipFields[i])
 		}
-		if f.Summary != "" {
-			for _, p := range r.pairs {
-				f.Summary = replaceWord(f.Summary, p.old, p.new)
-			}
-		}
+		r.redactText(f)
 	}
 }
 
@@ -440,44 +430,4 @@ func (r *Redactor) rewrite(f *flowpb.Flow, fl *ipField) {
 	m.Set(leaf, protoreflect.ValueOfString(r.mapAddr(m.Get(leaf).String())))
 }
 
-func (r *Redactor) mapAddr(old string) string {
-	new := r.ip.Map(old)
-	if new != old {
-		r.pairs = append(r.pairs, pair{old, new})
-	}
-	return new
-}
-
-// replaceWord replaces the occurrences of old in s that are whole words:
-// not preceded or followed by a character that can continue an address
-// (so 10.0.0.1 is not replaced inside 10.0.0.12).
-func replaceWord(s, old, new string) string {
-	i := strings.Index(s, old)
-	if i < 0 {
-		return s
-	}
-	var b strings.Builder
-	last := 0
-	for i >= 0 {
-		end := i + len(old)
-		if (i == 0 || !addrChar(s[i-1])) && (end == len(s) || !addrChar(s[end])) {
-			b.WriteString(s[last:i])
-			b.WriteString(new)
-			last = end
-		}
-		j := strings.Index(s[end:], old)
-		if j < 0 {
-			break
-		}
-		i = end + j
-	}
-	if last == 0 {
-		return s
-	}
-	b.WriteString(s[last:])
-	return b.String()
-}
-
-func addrChar(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '.' || c == ':' || c == '%'
-}
+func (r *Redactor) mapAddr(old string) string { return r.ip.Map(old) }

@@ -3,12 +3,14 @@ package redact
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
@@ -308,19 +310,47 @@ func TestCacheBound(t *testing.T) {
 	}
 }
 
-func TestReplaceWord(t *testing.T) {
-	tests := []struct{ s, old, new, want string }{
-		{"a 10.0.0.1 b", "10.0.0.1", "X", "a X b"},
-		{"10.0.0.12,10.0.0.1", "10.0.0.1", "X", "10.0.0.12,X"},
-		{"10.0.0.1", "10.0.0.1", "X", "X"},
-		{"110.0.0.1 10.0.0.10", "10.0.0.1", "X", "110.0.0.1 10.0.0.10"},
-		{`"fd00::1" fd00::1a`, "fd00::1", "X", `"X" fd00::1a`},
-		{"none", "10.0.0.1", "X", "none"},
-	}
-	for _, tt := range tests {
-		if got := replaceWord(tt.s, tt.old, tt.new); got != tt.want {
-			t.Errorf("replaceWord(%q, %q) = %q, want %q", tt.s, tt.old, got, tt.want)
+// TestText: addresses in text are found in every form and rewritten in
+// the same form; other text is left alone.
+func TestText(t *testing.T) {
+	r := build(t, "ip: {mode: truncate}") // 10.0.3.17 → 10.0.3.0, fd00:1:2::17 → fd00:1:2::
+	arpa := func(a string) string {
+		b := netip.MustParseAddr(a).As16()
+		var out []string
+		for i := 15; i >= 0; i-- {
+			out = append(out, fmt.Sprintf("%x", b[i]&0xf), fmt.Sprintf("%x", b[i]>>4))
 		}
+		return strings.Join(out, ".") + ".ip6.arpa."
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"a 10.0.3.17 b", "a 10.0.3.0 b"},
+		{"10.0.0.12,10.0.0.1", "10.0.0.0,10.0.0.0"},
+		{"http://u@10.0.3.17:8080/p?q=10.0.3.17#x", "http://u@10.0.3.0:8080/p?q=10.0.3.0#x"},
+		{"ip-10-0-3-17.ec2.internal", "ip-10-0-3-0.ec2.internal"},
+		{"web-10-0-3-17-abcde", "web-10-0-3-0-abcde"},
+		{"10.0.3.17.nip.io cafe10.0.3.17", "10.0.3.0.nip.io cafe10.0.3.0"},
+		{"17.3.0.10.in-addr.arpa.", "0.3.0.10.in-addr.arpa."},
+		{"17.3.0.10.IN-ADDR.ARPA", "0.3.0.10.IN-ADDR.ARPA"},
+		{arpa("fd00:1:2::17"), arpa("fd00:1:2::")},
+		{"0a:58:0a:00:03:11", "0a:58:0a:00:03:00"},
+		{"0A:58:0A:00:03:11", "0A:58:0A:00:03:00"},
+		{"for=10.0.3.17;proto=https, for=\"[fd00:1:2::17]:443\"", "for=10.0.3.0;proto=https, for=\"[fd00:1:2::]:443\""},
+		{"10.0.3.17, 192.168.7.9", "10.0.3.0, 192.168.7.0"},
+		{"::ffff:10.0.3.17 fd00:1:2::17.", "::ffff:10.0.3.0 fd00:1:2::."},
+		{"fe80::1%eth0", "fe80::%eth0"},
+		// Not addresses.
+		{"2024-01-02T10:11:12Z", "2024-01-02T10:11:12Z"},
+		{"3f2a9c1e-1234-5678-9abc-def012345678", "3f2a9c1e-1234-5678-9abc-def012345678"},
+		{"k8s:app=web v1.2.3 1234.5.6.7 1.2.3.256", "k8s:app=web v1.2.3 1234.5.6.7 1.2.3.256"},
+		{"aa:bb:cc:dd:ee:ff deadbeef ::", "aa:bb:cc:dd:ee:ff deadbeef ::"},
+		{"", ""},
+	} {
+		if got := r.text(tt.in); got != tt.want {
+			t.Errorf("text(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { r.text("k8s:io.kubernetes.pod.namespace=kube-system 2024-01-02") }); n != 0 {
+		t.Errorf("text without addresses allocates %v times", n)
 	}
 }
 
@@ -349,8 +379,9 @@ func TestConfigErrors(t *testing.T) {
 		{"http: {url_query: yes please}", "1:19: "},
 		{"http: {cookies: true}", "1:8: "},
 		{"ip: {mode: hmac}", "1:5: ip mode hmac needs key_file"},
-		{"ip:\n  mode: hmac\n  key_file: /nonexistent/ip.key", "3:13: ip.key_file: open /nonexistent/ip.key: no such file or directory"},
-		{"ip:\n  mode: hmac\n  key_file: " + short, "3:13: ip.key_file: " + short + ": key is 5 bytes, want at least 16"},
+		{"ip:\n  mode: hmac\n  key_file: /nonexistent/ip.key", "3:13: ip.key_file: cannot read the file it names: no such file or directory"},
+		{"ip:\n  mode: hmac\n  key_file: hunter2-secret-key", "3:13: ip.key_file: cannot read the file it names: no such file or directory"},
+		{"ip:\n  mode: hmac\n  key_file: " + short, "3:13: ip.key_file: the key is 5 bytes, want at least 16"},
 		{"ip: {mode: hmac, key_file: " + good + ", ipv4_prefix: 24}", "1:5: ipv4_prefix and ipv6_prefix apply to mode truncate"},
 		{"ip: {mode: truncate, key_file: " + good + "}", "1:32: key_file applies to mode hmac"},
 		{"ip: {mode: truncate, ipv4_prefix: 33}", "1:35: ipv4_prefix 33 is out of range 0-32"},
@@ -369,6 +400,9 @@ func TestConfigErrors(t *testing.T) {
 		_, err := pipeline.Make(nil, mustYAML(t, tt.conf), FromOptions)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q:\n error %v\n want containing %q", tt.conf, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: the error echoes the key: %v", tt.conf, err)
 		}
 	}
 	// Relative key files are read from the config's directory.
@@ -463,5 +497,75 @@ func TestEmptyKeys(t *testing.T) {
 	}
 	if _, err := pipeline.Make(nil, mustYAML(t, "ip:\n"), FromOptions); err == nil || !strings.Contains(err.Error(), "1:4: ip needs mode") {
 		t.Errorf("ip: alone: %v", err)
+	}
+}
+
+// TestIPNoAddressLeft: after redaction, no original address appears
+// anywhere in a flow's JSON, in any form it was written in, and the text
+// forms carry the same pseudonyms as the address fields.
+func TestIPNoAddressLeft(t *testing.T) {
+	r := build(t, "ip: {mode: hmac, key_file: "+keyFile(t, testKey)+"}\nhttp: {headers: {allow: [x-forwarded-for, forwarded, x-real-ip]}}")
+	const nibbles = "7.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.0.0.d.f"
+	f := &flowpb.Flow{
+		IP:       &flowpb.IP{Source: "10.0.3.17", Destination: "10.0.9.4", IpVersion: flowpb.IPVersion_IPv4},
+		Tunnel:   &flowpb.Tunnel{IP: &flowpb.IP{Source: "192.168.50.2", Destination: "192.168.50.3"}},
+		Ethernet: &flowpb.Ethernet{Source: "0a:58:0a:00:03:11", Destination: "0A:58:0A:00:09:04"},
+		NodeName: "ip-192-168-50-2.ec2.internal",
+		Source: &flowpb.Endpoint{PodName: "client-10-0-3-17", Labels: []string{"k8s:app=client"},
+			Workloads: []*flowpb.Workload{{Name: "client-10.0.3.17", Kind: "Pod"}}},
+		Destination:      &flowpb.Endpoint{PodName: "web-0", Labels: []string{"k8s:app=web"}},
+		SourceNames:      []string{"ip-10-0-3-17.example.internal"},
+		DestinationNames: []string{"10.0.9.4.nip.io"},
+		L7: &flowpb.Layer7{Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
+			Method: "GET", Url: "http://10.0.9.4:8080/api?peer=10.0.3.17",
+			Headers: []*flowpb.HTTPHeader{
+				{Key: "X-Forwarded-For", Value: "203.0.113.9, 10.0.3.17"},
+				{Key: "Forwarded", Value: `for="[fd00:0:2::17]:443";by=10.0.9.4`},
+				{Key: "X-Real-IP", Value: "fd00:0:2::17"},
+			}}}},
+		Summary: "HTTP/1.1 GET http://10.0.9.4:8080/api?peer=10.0.3.17 from 10.0.3.17",
+	}
+	dns := &flowpb.Flow{
+		IP: &flowpb.IP{Source: "10.0.3.17", Destination: "10.96.0.10"},
+		L7: &flowpb.Layer7{Record: &flowpb.Layer7_Dns{Dns: &flowpb.DNS{
+			Query: "17.3.0.10.in-addr.arpa.", Cnames: []string{nibbles + ".ip6.arpa."}, Qtypes: []string{"PTR"}}}},
+		Summary: "DNS Query 17.3.0.10.in-addr.arpa. PTR",
+	}
+	forms := map[string][]string{
+		"10.0.3.17":    {"10.0.3.17", "10-0-3-17", "17.3.0.10", "0a:00:03:11"},
+		"10.0.9.4":     {"10.0.9.4", "10-0-9-4", "4.9.0.10", "0a:00:09:04", "0A:00:09:04"},
+		"192.168.50.2": {"192.168.50.2", "192-168-50-2"},
+		"203.0.113.9":  {"203.0.113.9"},
+		"fd00:0:2::17": {"fd00:0:2::17", nibbles},
+	}
+	for _, fl := range []*flowpb.Flow{f, dns} {
+		r.Redact(fl)
+		js, err := protojson.Marshal(fl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for addr, fs := range forms {
+			for _, form := range fs {
+				if strings.Contains(strings.ToLower(string(js)), strings.ToLower(form)) {
+					t.Errorf("%s is still there as %q:\n%s", addr, form, js)
+				}
+			}
+		}
+	}
+	// The text forms carry the address fields' pseudonyms.
+	p := r.ip.Map("10.0.3.17")
+	dashed := strings.ReplaceAll(p, ".", "-")
+	if f.Source.PodName != "client-"+dashed || f.SourceNames[0] != "ip-"+dashed+".example.internal" || f.Source.Workloads[0].Name != "client-"+p {
+		t.Errorf("names %q %q %q do not carry %s", f.Source.PodName, f.SourceNames[0], f.Source.Workloads[0].Name, p)
+	}
+	a := netip.MustParseAddr(p).As4()
+	if want := fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3]); f.Ethernet.Source != want {
+		t.Errorf("MAC %s, want %s", f.Ethernet.Source, want)
+	}
+	if want := fmt.Sprintf("%d.%d.%d.%d.in-addr.arpa.", a[3], a[2], a[1], a[0]); dns.GetL7().GetDns().GetQuery() != want {
+		t.Errorf("PTR query %s, want %s", dns.GetL7().GetDns().GetQuery(), want)
+	}
+	if !strings.HasSuffix(f.Summary, "from "+p) {
+		t.Errorf("Summary %q", f.Summary)
 	}
 }
