@@ -1,5 +1,5 @@
-// Package cli is flowbus's command line: run, validate, components and
-// version.
+// Package cli is flowbus's command line: run, validate, components, version
+// and shell completion.
 package cli
 
 import (
@@ -27,8 +27,9 @@ import (
 )
 
 // version is set at build time with
-// -ldflags "-X github.com/flowbus/flowbus/pipeline/cli.version=v1.2.3";
-// otherwise it comes from the module's build information.
+// -ldflags "-X github.com/flowbus/flowbus/pipeline/cli.version=v1.2.3"
+// (make release does); otherwise it comes from the module's build
+// information.
 var version = ""
 
 // Version returns flowbus's version.
@@ -40,28 +41,39 @@ func Version() string {
 	if !ok {
 		return "unknown"
 	}
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "devel"
+	return buildVersion(bi.Main.Version, bi.Settings)
+}
+
+// buildVersion derives the version from the main module's version and the
+// build settings. The go command stamps a module version of its own when it
+// builds in a VCS checkout: a tag (v1.2.3), or a pseudo-version that already
+// names the commit (v0.0.0-20261203131709-1d085909b787), with "+dirty" for
+// a modified tree; that version is used as it is. Only a build without one
+// ("(devel)", as with -buildvcs=false or go run in some cases) gets
+// "devel", followed by the commit as build metadata when it is known:
+// devel+1d085909b787 or devel+1d085909b787.dirty.
+func buildVersion(mainVersion string, settings []debug.BuildSetting) string {
+	if mainVersion != "" && mainVersion != "(devel)" {
+		return mainVersion
 	}
 	var rev, dirty string
-	for _, s := range bi.Settings {
+	for _, s := range settings {
 		switch s.Key {
 		case "vcs.revision":
 			rev = s.Value
 		case "vcs.modified":
 			if s.Value == "true" {
-				dirty = "-dirty"
+				dirty = ".dirty"
 			}
 		}
 	}
-	if rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		v += "+" + rev + dirty
+	if rev == "" {
+		return "devel"
 	}
-	return v
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	return "devel+" + rev + dirty
 }
 
 // exitError carries an exit status; its message has been printed already.
@@ -91,7 +103,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		file       string
-		logLevel   string
+		logs       logOptions
 		cpuProfile string
 	)
 	root := &cobra.Command{
@@ -105,25 +117,30 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runProfiled(cmd.Context(), file, logLevel, cpuProfile, stderr)
+			return runProfiled(cmd.Context(), file, logs, cpuProfile, stderr)
 		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVarP(&file, "config", "c", "pipeline.yaml", "pipeline configuration file")
-	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&logs.format, "log-format", "text", "log format: text (key=value) or json (one JSON object a line)")
 	// --cpuprofile writes a pprof CPU profile of the whole run (for
 	// `go tool pprof`); hidden because it is a developer's tool.
 	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to FILE")
 	_ = root.PersistentFlags().MarkHidden("cpuprofile")
-	root.CompletionOptions.DisableDefaultCmd = true
+	// --version prints what the version command prints.
+	root.Version = Version()
+	root.SetVersionTemplate(versionText())
+	// `flowbus completion bash|zsh|fish|powershell` is cobra's default
+	// completion command.
 
 	root.AddCommand(&cobra.Command{
 		Use:   "run",
 		Short: "Run the pipeline until SIGINT/SIGTERM or until every finite source is exhausted; SIGHUP reloads the configuration",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runProfiled(cmd.Context(), file, logLevel, cpuProfile, stderr)
+			return runProfiled(cmd.Context(), file, logs, cpuProfile, stderr)
 		},
 	})
 	root.AddCommand(&cobra.Command{
@@ -131,7 +148,7 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		Short: "Load, check and build the pipeline without starting it; print each error as FILE:LINE:COL: message",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel, stderr)
+			log, err := newLogger(logs, stderr)
 			if err != nil {
 				return err
 			}
@@ -150,7 +167,7 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		Short: "Print the version, the Go version and the schema version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(stdout, "flowbus %s\ngo %s\nschema %s\n", Version(), strings.TrimPrefix(runtime.Version(), "go"), flowpb.SchemaVersion)
+			fmt.Fprint(stdout, versionText())
 			return nil
 		},
 	})
@@ -186,12 +203,30 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 	return root
 }
 
-func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+// versionText is what `flowbus version` and `flowbus --version` print.
+func versionText() string {
+	return fmt.Sprintf("flowbus %s\ngo %s\nschema %s\n", Version(), strings.TrimPrefix(runtime.Version(), "go"), flowpb.SchemaVersion)
+}
+
+// logOptions are the --log-level and --log-format flags.
+type logOptions struct {
+	level, format string
+}
+
+func newLogger(o logOptions, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", level)
+	if err := l.UnmarshalText([]byte(o.level)); err != nil {
+		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", o.level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch o.format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("invalid --log-format %q: want text or json", o.format)
+	}
 }
 
 // printLoadError prints config errors one per line as FILE:LINE:COL: msg.
@@ -208,9 +243,9 @@ func printLoadError(w io.Writer, err error) {
 
 // runProfiled runs the pipeline, under the CPU profiler when cpuProfile
 // names a file.
-func runProfiled(ctx context.Context, file, logLevel, cpuProfile string, stderr io.Writer) error {
+func runProfiled(ctx context.Context, file string, logs logOptions, cpuProfile string, stderr io.Writer) error {
 	if cpuProfile == "" {
-		return runPipeline(ctx, file, logLevel, stderr)
+		return runPipeline(ctx, file, logs, stderr)
 	}
 	f, err := os.Create(cpuProfile)
 	if err != nil {
@@ -220,7 +255,7 @@ func runProfiled(ctx context.Context, file, logLevel, cpuProfile string, stderr 
 		f.Close()
 		return fmt.Errorf("--cpuprofile: %w", err)
 	}
-	err = runPipeline(ctx, file, logLevel, stderr)
+	err = runPipeline(ctx, file, logs, stderr)
 	pprof.StopCPUProfile()
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("--cpuprofile: %w", cerr)
@@ -228,8 +263,8 @@ func runProfiled(ctx context.Context, file, logLevel, cpuProfile string, stderr 
 	return err
 }
 
-func runPipeline(ctx context.Context, file, logLevel string, stderr io.Writer) error {
-	log, err := newLogger(logLevel, stderr)
+func runPipeline(ctx context.Context, file string, logs logOptions, stderr io.Writer) error {
+	log, err := newLogger(logs, stderr)
 	if err != nil {
 		return err
 	}

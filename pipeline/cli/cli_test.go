@@ -3,11 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -285,5 +287,88 @@ func TestSignals(t *testing.T) {
 	last := regexp.MustCompile(`(?m)^flowbus: received=(\d+) delivered=(\d+) filtered=0 sampled=0 rate_limited=0 lost=0 reloads=1 reloads_failed=1$`).FindStringSubmatch(stderr.String())
 	if last == nil || last[1] != last[2] || last[1] == "0" {
 		t.Errorf("summary:\n%s", stderr.String())
+	}
+}
+
+// The go command stamps its own version (a tag or a pseudo-version that
+// names the commit) when it builds in a checkout; appending the revision to
+// it again gave v0.0.0-…-1d085909b787+1d085909b787.
+func TestBuildVersion(t *testing.T) {
+	rev := debug.BuildSetting{Key: "vcs.revision", Value: "1d085909b787a1b2c3d4e5f60718293a4b5c6d7e"}
+	clean := debug.BuildSetting{Key: "vcs.modified", Value: "false"}
+	dirty := debug.BuildSetting{Key: "vcs.modified", Value: "true"}
+	for _, tc := range []struct {
+		main     string
+		settings []debug.BuildSetting
+		want     string
+	}{
+		{"v0.0.0-20261203131709-1d085909b787", []debug.BuildSetting{rev, clean}, "v0.0.0-20261203131709-1d085909b787"},
+		{"v0.0.0-20261203131709-1d085909b787+dirty", []debug.BuildSetting{rev, dirty}, "v0.0.0-20261203131709-1d085909b787+dirty"},
+		{"v0.2.0", []debug.BuildSetting{rev, clean}, "v0.2.0"},
+		{"(devel)", []debug.BuildSetting{rev, clean}, "devel+1d085909b787"},
+		{"(devel)", []debug.BuildSetting{rev, dirty}, "devel+1d085909b787.dirty"},
+		{"(devel)", nil, "devel"},
+		{"", nil, "devel"},
+	} {
+		if got := buildVersion(tc.main, tc.settings); got != tc.want {
+			t.Errorf("buildVersion(%q, %v) = %q, want %q", tc.main, tc.settings, got, tc.want)
+		}
+		// Well-formed: one token, no repeated revision.
+		got := buildVersion(tc.main, tc.settings)
+		if strings.ContainsAny(got, " \n") || strings.Count(got, "1d085909b787") > 1 {
+			t.Errorf("buildVersion(%q) = %q: not well-formed", tc.main, got)
+		}
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	_, want, _ := execute(t, "version")
+	for _, flag := range []string{"--version", "-v"} {
+		code, stdout, stderr := execute(t, flag)
+		if code != 0 || stdout != want || stderr != "" {
+			t.Errorf("%s: exit %d, stdout %q (want %q), stderr %q", flag, code, stdout, want, stderr)
+		}
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	path := writeConfig(t, `
+metrics: {listen: "127.0.0.1:0"}
+sources: {g: {type: cli-count, count: 10}}
+sinks: {s: {type: cli-sink, inputs: [g]}}
+`)
+	code, _, stderr := execute(t, "run", "-c", path, "--log-format", "json", "--log-level", "debug")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	var logged int
+	for _, line := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
+		if strings.HasPrefix(line, "flowbus: ") {
+			continue // the summary lines
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("not a JSON log line: %q: %v", line, err)
+			continue
+		}
+		if rec["level"] == nil || rec["msg"] == nil || rec["time"] == nil {
+			t.Errorf("JSON log line without time, level or msg: %q", line)
+		}
+		logged++
+	}
+	if logged == 0 {
+		t.Errorf("no log lines at debug level:\n%s", stderr)
+	}
+	if code, _, stderr := execute(t, "run", "-c", path, "--log-format", "xml"); code != 2 || !strings.Contains(stderr, "--log-format") {
+		t.Errorf("bad log format: exit %d, %q", code, stderr)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		code, stdout, stderr := execute(t, "completion", shell)
+		if code != 0 || !strings.Contains(stdout, "flowbus") || stderr != "" {
+			t.Errorf("completion %s: exit %d, stderr %q, %d bytes", shell, code, stderr, len(stdout))
+		}
 	}
 }

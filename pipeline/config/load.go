@@ -15,11 +15,15 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Defaults of the top-level keys (SPEC §5).
+// Defaults of the top-level keys.
+//
+// The metrics port is not Hubble's 9965: flowbus runs next to Cilium, whose
+// agent serves Hubble's metrics there (and its own on 9962-9964), often on
+// the host network too.
 const (
 	DefaultLostEventInterval = time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
-	DefaultMetricsListen     = "127.0.0.1:9965"
+	DefaultMetricsListen     = "127.0.0.1:9470"
 	DefaultBufferEvents      = 8192
 	DefaultBufferBytes       = 64 << 20
 )

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,23 @@ func TestBufferMaxBytes(t *testing.T) {
 	b, errs := DecodeBuffer(resolve(parse(t, "{max_bytes: 1KiB}")), Buffer{Events: 5, MaxBytes: 9, WhenFull: Block})
 	if errs != nil || b != (Buffer{Events: 5, MaxBytes: 1024, WhenFull: Block}) {
 		t.Errorf("DecodeBuffer: %+v %v", b, errs)
+	}
+}
+
+// flowbus runs next to Cilium, often on the host network: its default
+// metrics port must not be one of Cilium's (agent 9962, operator 9963,
+// Envoy 9964, Hubble metrics 9965, Hubble server 4244, Relay 4245).
+func TestDefaultMetricsPortAvoidsCilium(t *testing.T) {
+	_, port, err := net.SplitHostPort(DefaultMetricsListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"9962", "9963", "9964", "9965", "4244", "4245"} {
+		if port == p {
+			t.Errorf("default metrics port %s is Cilium's", port)
+		}
+	}
+	if port != "9470" {
+		t.Errorf("default metrics port %s: the Helm chart, the systemd unit and README say 9470", port)
 	}
 }
