@@ -1,0 +1,50 @@
+# flowbus build, image and release targets. Tests: go test ./... (README).
+#
+#   make build      ./flowbus for this machine
+#   make image      the container image flowbus:$(VERSION) (podman or docker)
+#   make release    static release binaries under dist/ with version info
+#
+# Deployment targets are kept to themselves (variables prefixed with
+# nothing that a test target would use); see README "Deploy".
+
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+CREATED   ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+IMAGE     ?= flowbus:$(VERSION)
+CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+PLATFORMS ?= linux/amd64 linux/arm64
+
+GO_LDFLAGS := -s -w -X github.com/flowbus/flowbus/pipeline/cli.version=$(VERSION)
+GO_BUILD   := CGO_ENABLED=0 go build -trimpath -ldflags '$(GO_LDFLAGS)'
+
+.PHONY: build image release deploy-manifests
+
+build:
+	$(GO_BUILD) -o flowbus .
+
+# The image's context is build/image/: a root file system tree with the
+# static binary, the build host's CA bundle and an empty /tmp, and the empty
+# state folder (the Containerfile copies them into a scratch image).
+image:
+	rm -rf build/image
+	mkdir -p build/image/rootfs/usr/bin build/image/rootfs/etc/ssl/certs \
+		build/image/rootfs/tmp build/image/state
+	chmod 1777 build/image/rootfs/tmp
+	$(GO_BUILD) -o build/image/rootfs/usr/bin/flowbus .
+	cp /etc/ssl/certs/ca-certificates.crt build/image/rootfs/etc/ssl/certs/
+	$(CONTAINER) build -f Containerfile -t $(IMAGE) \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		--build-arg CREATED=$(CREATED) build/image
+
+# One static binary per platform and a SHA256SUMS file.
+release:
+	rm -rf dist && mkdir -p dist
+	set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		GOOS=$$os GOARCH=$$arch $(GO_BUILD) -o dist/flowbus-$(VERSION)-$$os-$$arch . ; \
+	done
+	cd dist && sha256sum flowbus-* > SHA256SUMS
+
+# deploy/kubernetes/ from the Helm chart (Helm is built by .ci/tools/build).
+deploy-manifests:
+	.ci/deploy-manifests
