@@ -23,7 +23,7 @@ metrics:
   listen: ":{{ .Values.metrics.port }}"   # /metrics, /healthz, /readyz (the pod's probes)
 {{- end -}}
 
-{{- define "flowbus.pipeline.kernelSource" -}}
+{{- define "flowbus.pipeline.kernelSource" }}
   kernel:
     type: ebpf
     interfaces: {{ .Values.pipeline.kernel.interfaces }}
@@ -52,8 +52,34 @@ transforms:
     kafka: {api_key: {{ .Values.pipeline.redact.kafkaAPIKey }}}
 {{- end -}}
 
-{{- define "flowbus.pipeline.kafkaSink" -}}
-{{- $k := .root.Values.pipeline.kafka -}}
+{{/*
+A tls block, indented for a component: ca_file from the Secret (when one is
+given; the image's CA bundle otherwise), cert_file and key_file when
+clientCert is set (mTLS), server_name when set.
+*/}}
+{{- define "flowbus.pipeline.tls" }}
+{{- $t := .tls }}
+{{- $d := printf "/etc/flowbus/secrets/%s" .dir }}
+{{- if and $t.clientCert (not $t.existingSecret) }}
+{{- fail (printf "%s: clientCert needs existingSecret (a Secret with tls.crt and tls.key)" .dir) }}
+{{- end }}
+{{- if or $t.existingSecret $t.serverName }}
+{{- if $t.existingSecret }}
+      ca_file: {{ $d }}/ca.crt
+{{- end }}
+{{- if $t.clientCert }}
+      cert_file: {{ $d }}/tls.crt
+      key_file: {{ $d }}/tls.key
+{{- end }}
+{{- if $t.serverName }}
+      server_name: {{ $t.serverName | quote }}
+{{- end }}
+{{- else }} {}
+{{- end }}
+{{- end -}}
+
+{{- define "flowbus.pipeline.kafkaSink" }}
+{{- $k := .root.Values.pipeline.kafka }}
   kafka:
     type: kafka
     inputs: [{{ .input }}]
@@ -66,16 +92,12 @@ transforms:
     client_id: flowbus-${NODE_NAME}
 {{- if $k.tls.enabled }}
     tls:
-      ca_file: /etc/flowbus/secrets/kafka-tls/ca.crt
-{{- if $k.tls.existingSecret }}
-      cert_file: /etc/flowbus/secrets/kafka-tls/tls.crt
-      key_file: /etc/flowbus/secrets/kafka-tls/tls.key
-{{- end }}
-{{- if $k.tls.serverName }}
-      server_name: {{ $k.tls.serverName | quote }}
-{{- end }}
+{{- include "flowbus.pipeline.tls" (dict "tls" $k.tls "dir" "kafka-tls") }}
 {{- end }}
 {{- if $k.sasl.enabled }}
+{{- if not $k.sasl.existingSecret }}
+{{- fail "pipeline.kafka.sasl.enabled needs pipeline.kafka.sasl.existingSecret (a Secret with the password)" }}
+{{- end }}
     sasl:
       mechanism: {{ $k.sasl.mechanism }}
       username: {{ $k.sasl.username | quote }}
@@ -89,7 +111,7 @@ transforms:
 # redacted Hubble flows on the pod's stdout (kubectl logs).
 {{ include "flowbus.pipeline.header" . }}
 sources:
-{{ include "flowbus.pipeline.kernelSource" . }}
+{{- include "flowbus.pipeline.kernelSource" . }}
 {{ include "flowbus.pipeline.kernelTransforms" . }}
 sinks:
   stdout:
@@ -103,10 +125,10 @@ sinks:
 # Kernel network events on this node as Hubble flows, published to Kafka.
 {{ include "flowbus.pipeline.header" . }}
 sources:
-{{ include "flowbus.pipeline.kernelSource" . }}
+{{- include "flowbus.pipeline.kernelSource" . }}
 {{ include "flowbus.pipeline.kernelTransforms" . }}
 sinks:
-{{ include "flowbus.pipeline.kafkaSink" (dict "root" . "input" "redacted") }}
+{{- include "flowbus.pipeline.kafkaSink" (dict "root" . "input" "redacted") }}
 {{- end -}}
 
 {{- define "flowbus.pipeline.kernel-nats" -}}
@@ -115,7 +137,7 @@ sinks:
 # JetStream.
 {{ include "flowbus.pipeline.header" . }}
 sources:
-{{ include "flowbus.pipeline.kernelSource" . }}
+{{- include "flowbus.pipeline.kernelSource" . }}
 {{ include "flowbus.pipeline.kernelTransforms" . }}
 sinks:
   nats:
@@ -131,11 +153,7 @@ sinks:
 {{- end }}
 {{- if $n.tls.enabled }}
     tls:
-      ca_file: /etc/flowbus/secrets/nats-tls/ca.crt
-{{- if $n.tls.existingSecret }}
-      cert_file: /etc/flowbus/secrets/nats-tls/tls.crt
-      key_file: /etc/flowbus/secrets/nats-tls/tls.key
-{{- end }}
+{{- include "flowbus.pipeline.tls" (dict "tls" $n.tls "dir" "nats-tls") }}
 {{- end }}
     buffer: {events: {{ $n.buffer.events }}, when_full: {{ $n.buffer.whenFull }}}
 {{- end -}}
@@ -152,13 +170,10 @@ sources:
     address: {{ $h.address | quote }}
 {{- if $h.tls.enabled }}
     tls:
-      ca_file: /etc/flowbus/secrets/hubble-tls/ca.crt
-      cert_file: /etc/flowbus/secrets/hubble-tls/tls.crt
-      key_file: /etc/flowbus/secrets/hubble-tls/tls.key
-      server_name: {{ $h.tls.serverName | quote }}
+{{- include "flowbus.pipeline.tls" (dict "tls" $h.tls "dir" "hubble-tls") }}
 {{- end }}
 sinks:
-{{ include "flowbus.pipeline.kafkaSink" (dict "root" . "input" "hubble") }}
+{{- include "flowbus.pipeline.kafkaSink" (dict "root" . "input" "hubble") }}
 {{- end -}}
 
 {{- define "flowbus.pipeline.demo" -}}
