@@ -13,6 +13,8 @@ CREATED   ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 IMAGE     ?= flowbus:$(VERSION)
 CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 PLATFORMS ?= linux/amd64 linux/arm64
+# Extra flags for "$(CONTAINER) build" (CI: --layers=false, no intermediate images).
+IMAGE_BUILD_FLAGS ?=
 
 GO_LDFLAGS := -s -w -X github.com/flowbus/flowbus/pipeline/cli.version=$(VERSION)
 GO_BUILD   := CGO_ENABLED=0 go build -trimpath -ldflags '$(GO_LDFLAGS)'
@@ -32,7 +34,7 @@ image:
 	chmod 1777 build/image/rootfs/tmp
 	$(GO_BUILD) -o build/image/rootfs/usr/bin/flowbus .
 	cp /etc/ssl/certs/ca-certificates.crt build/image/rootfs/etc/ssl/certs/
-	$(CONTAINER) build -f Containerfile -t $(IMAGE) \
+	$(CONTAINER) build $(IMAGE_BUILD_FLAGS) -f Containerfile -t $(IMAGE) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg CREATED=$(CREATED) build/image
 
