@@ -15,12 +15,16 @@
 //
 //	go generate ./bpf/...
 //
-// The TC programs attach with tcx links (Linux 6.6 and later), or as
-// direct-action cls_bpf filters on a clsact qdisc where tcx is missing.
-// Nothing is pinned: the kernel detaches tcx links and the tracepoint when
-// the process that holds them exits, even after a crash. A clsact filter
-// outlives its process; flowbus's filters have one fixed priority and
-// handle, so the next attach to the interface replaces a crashed run's.
+// The TC programs attach at the head of the tcx chain (Linux 6.6 and
+// later), or as direct-action cls_bpf filters on a clsact qdisc, ahead of
+// the existing filters, where tcx is missing: a datapath that ends the chain
+// (as Cilium's does, passing every packet it accepts) then still lets
+// flowbus see every packet. The tcx chain runs before the clsact filters.
+// An Attachment says whether flowbus's program runs first and which others
+// share the hook. Nothing is pinned: the kernel detaches tcx links and the
+// tracepoint when the process that holds them exits, even after a crash. A
+// clsact filter outlives its process; the next attach to the interface
+// removes a crashed run's (filters named flowbus_*).
 package bpf
 
 import (
@@ -164,6 +168,16 @@ func (o *Objects) SetInterface(ifindex int, l3 bool) error {
 	return nil
 }
 
+// InterfacePackets returns the number of packets the trace programs saw
+// on an interface since SetInterface, indexed by Direction.
+func (o *Objects) InterfacePackets(ifindex int) ([2]uint64, error) {
+	var cfg flowbusIfaceCfg
+	if err := o.objs.Ifaces.Lookup(uint32(ifindex), &cfg); err != nil {
+		return [2]uint64{}, fmt.Errorf("read interface %d counters: %w", ifindex, err)
+	}
+	return cfg.Packets, nil
+}
+
 // WatchNetns makes the drop program report drops in the network namespace
 // with the given inode number.
 func (o *Objects) WatchNetns(inum uint32) error {
@@ -175,7 +189,8 @@ func (o *Objects) WatchNetns(inum uint32) error {
 
 // DropReason says what to do with one kernel drop reason.
 type DropReason struct {
-	// Cilium is the Cilium drop reason the sample carries (0 = unknown).
+	// Cilium is the Cilium drop reason the sample carries
+	// (DropReasonUnknown when none means the same).
 	Cilium uint8
 	// Report says whether drops with this reason are emitted at all.
 	Report bool
@@ -243,34 +258,110 @@ const (
 	AttachClsact
 )
 
+// Attachment is a trace program attached to one hook of an interface.
+// Closing it detaches the program.
+type Attachment struct {
+	io.Closer
+	// Mode is "tcx" or "clsact".
+	Mode string
+	// Ahead says that flowbus's program runs before every other program
+	// on the hook, so that none can end the chain before it sees a packet.
+	Ahead bool
+	// Others describes the other programs on the hook (and, with tcx, the
+	// clsact filters that run after the tcx chain), in the order the
+	// kernel runs them.
+	Others []string
+
+	ifindex int
+	dir     Direction
+	prog    *ebpf.Program
+	name    string
+}
+
+// Refresh updates Ahead and Others from the kernel's view of the hook now
+// (another agent may have attached since).
+func (a *Attachment) Refresh() {
+	if a.Mode == "tcx" {
+		at := ebpf.AttachTCXIngress
+		if a.dir == Egress {
+			at = ebpf.AttachTCXEgress
+		}
+		a.Ahead, a.Others = tcxOthers(a.ifindex, at, a.prog)
+		a.Others = append(a.Others, clsactOthers(a.ifindex, a.dir)...)
+		return
+	}
+	a.Ahead, a.Others = clsactPosition(a.ifindex, a.dir, a.name)
+}
+
 // AttachTC attaches the trace program of direction d to the interface
-// with tcx, or with a clsact filter on kernels without tcx. Closing the
-// result detaches it. A tcx link also goes away when the process exits; a
-// clsact filter stays until the next AttachTC on the interface replaces it.
-func (o *Objects) AttachTC(ifindex int, d Direction) (io.Closer, error) {
+// at the head of its tcx chain, or, on kernels without tcx, as a clsact
+// filter ahead of the existing ones. A tcx link goes away when the process
+// exits; a clsact filter stays until the next AttachTC on the interface
+// replaces it.
+func (o *Objects) AttachTC(ifindex int, d Direction) (*Attachment, error) {
 	return o.AttachTCMode(ifindex, d, AttachAuto)
 }
 
 // AttachTCMode is AttachTC with a chosen mode.
-func (o *Objects) AttachTCMode(ifindex int, d Direction, mode AttachMode) (io.Closer, error) {
+func (o *Objects) AttachTCMode(ifindex int, d Direction, mode AttachMode) (*Attachment, error) {
 	prog, at, name := o.objs.TraceIngress, ebpf.AttachTCXIngress, "flowbus_trace_ingress"
 	if d == Egress {
 		prog, at, name = o.objs.TraceEgress, ebpf.AttachTCXEgress, "flowbus_trace_egress"
 	}
 	if mode != AttachClsact {
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at, Anchor: link.Head()})
 		if err == nil {
-			return l, nil
+			a := &Attachment{Closer: l, Mode: "tcx", ifindex: ifindex, dir: d, prog: prog, name: name}
+			a.Ahead, a.Others = tcxOthers(ifindex, at, prog)
+			// The clsact filters run after the tcx chain, when it
+			// passes the packet on.
+			a.Others = append(a.Others, clsactOthers(ifindex, d)...)
+			return a, nil
 		}
 		if mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, fmt.Errorf("attach tcx %s to interface %d: %w", d, ifindex, err)
 		}
 	}
-	f, err := attachClsact(ifindex, d, prog, name)
+	f, ahead, others, err := attachClsact(ifindex, d, prog, name)
 	if err != nil {
 		return nil, fmt.Errorf("attach clsact %s filter to interface %d: %w", d, ifindex, err)
 	}
-	return f, nil
+	return &Attachment{Closer: f, Mode: "clsact", Ahead: ahead, Others: others, ifindex: ifindex, dir: d, prog: prog, name: name}, nil
+}
+
+// tcxOthers describes the programs of the interface's tcx chain other
+// than prog, in order, and says whether prog comes first.
+func tcxOthers(ifindex int, at ebpf.AttachType, prog *ebpf.Program) (first bool, others []string) {
+	var ourID ebpf.ProgramID
+	if info, err := prog.Info(); err == nil {
+		ourID, _ = info.ID()
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+	if err != nil {
+		return false, []string{fmt.Sprintf("tcx chain unreadable: %v", err)}
+	}
+	for i, ap := range res.Programs {
+		if ap.ID == ourID {
+			first = i == 0
+			continue
+		}
+		others = append(others, "tcx "+programName(ap.ID))
+	}
+	return first, others
+}
+
+// programName is a program's name and id, as bpftool shows them.
+func programName(id ebpf.ProgramID) string {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return fmt.Sprintf("id %d", id)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil || info.Name == "" {
+		return fmt.Sprintf("id %d", id)
+	}
+	return fmt.Sprintf("%s (id %d)", info.Name, id)
 }
 
 // AttachDrops attaches the kfree_skb program (if loaded with Drops).

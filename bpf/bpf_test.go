@@ -102,9 +102,10 @@ func TestTraceSampleLayout(t *testing.T) {
 		name     string
 		obs      byte
 		src, dst net.IP
+		reason   byte // the echo's direction: CT_NEW (0) or CT_REPLY (2)
 	}{
-		{"egress request", 11, p.HostIP, p.PeerIP},
-		{"ingress reply", 10, p.PeerIP, p.HostIP},
+		{"egress request", 11, p.HostIP, p.PeerIP, 0},
+		{"ingress reply", 10, p.PeerIP, p.HostIP, 2},
 	} {
 		s := waitSample(t, rd, isICMP(c.obs, c.src, c.dst))
 		ne := binary.NativeEndian
@@ -119,8 +120,8 @@ func TestTraceSampleLayout(t *testing.T) {
 		if got := ne.Uint32(s[28:32]); got != uint32(p.HostIndex) {
 			t.Errorf("%s: ifindex %d, want %d", c.name, got, p.HostIndex)
 		}
-		if s[26] != 5 || s[27] != 0 {
-			t.Errorf("%s: reason %d flags %d, want 5 (unknown) and 0", c.name, s[26], s[27])
+		if s[26] != c.reason || s[27] != 0 {
+			t.Errorf("%s: reason %d flags %d, want %d and 0", c.name, s[26], s[27], c.reason)
 		}
 		if len(s) < TraceHeaderLen+int(capLen) {
 			t.Errorf("%s: sample %d bytes, header says %d captured", c.name, len(s), capLen)
@@ -167,8 +168,8 @@ func TestDropSampleLayout(t *testing.T) {
 	if got := ne.Uint16(s[28:30]); got != noSocket {
 		t.Errorf("line (kernel reason) %d, want NO_SOCKET %d", got, noSocket)
 	}
-	if s[1] != 0 {
-		t.Errorf("subtype %d, want 0 (no Cilium equivalent)", s[1])
+	if s[1] != DropReasonUnknown {
+		t.Errorf("subtype %d, want %d (no Cilium equivalent)", s[1], DropReasonUnknown)
 	}
 	if got := ne.Uint32(s[32:36]); got != uint32(p.HostIndex) {
 		t.Errorf("ifindex %d, want %d", got, p.HostIndex)

@@ -29,7 +29,8 @@ type flowbusConnState struct {
 	_          structs.HostLayout
 	LastEmitNs uint64
 	TcpFlags   uint8
-	Pad        [7]uint8
+	Reply      uint8
+	Pad        [6]uint8
 }
 
 type flowbusDropReasonCfg struct {
@@ -64,8 +65,10 @@ type flowbusDropSample struct {
 }
 
 type flowbusIfaceCfg struct {
-	_     structs.HostLayout
-	Flags uint32
+	_       structs.HostLayout
+	Flags   uint32
+	Pad     uint32
+	Packets [2]uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -27,6 +27,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NOTIFY_TRACE 4
 #define TRACE_FROM_NETWORK 10
 #define TRACE_TO_NETWORK 11
+/* TraceNotify reasons: the connection state of the packet. */
+#define TRACE_REASON_CT_NEW 0
+#define TRACE_REASON_CT_ESTABLISHED 1
+#define TRACE_REASON_CT_REPLY 2
 #define TRACE_REASON_UNKNOWN 5
 
 /* Classifier flags of TraceNotify/DropNotify (which layer the packet starts at). */
@@ -109,7 +113,8 @@ struct conn_key {
 struct conn_state {
 	__u64 last_emit_ns;
 	__u8 tcp_flags; /* every flag bit seen so far */
-	__u8 pad[7];
+	__u8 reply;     /* 1: this direction answers the one that came first */
+	__u8 pad[6];
 };
 
 /* What to do with a kernel drop reason. */
@@ -121,6 +126,8 @@ struct drop_reason_cfg {
 /* Per-interface settings (key: ifindex). */
 struct iface_cfg {
 	__u32 flags; /* CLS_FLAG_L3_DEV for devices without an Ethernet header */
+	__u32 pad;
+	__u64 packets[2]; /* packets the programs saw: ingress, egress */
 };
 
 /* Indexes of the counters array. */
@@ -280,8 +287,38 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 	return 0;
 }
 
-/* should_emit applies connection aggregation to one packet. */
-static __always_inline int should_emit(struct conn_key *k, __u8 tcp_flags)
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
+
+/*
+ * first_reply says whether the first packet seen of a connection in one
+ * direction answers the other direction: a TCP SYN-ACK does, a SYN does not;
+ * otherwise it does when the other direction was seen first.
+ */
+static __always_inline __u8 first_reply(struct conn_key *k, __u8 tcp_flags)
+{
+	if (tcp_flags & TCP_SYN)
+		return (tcp_flags & TCP_ACK) ? 1 : 0;
+	struct conn_key r = {};
+	__builtin_memcpy(r.saddr, k->daddr, 16);
+	__builtin_memcpy(r.daddr, k->saddr, 16);
+	r.sport = k->dport;
+	r.dport = k->sport;
+	r.l3proto = k->l3proto;
+	r.l4proto = k->l4proto;
+	r.dir = k->dir ^ 1;
+	r.ifindex = k->ifindex;
+	struct conn_state *rs = bpf_map_lookup_elem(&conns, &r);
+	return rs ? !rs->reply : 0;
+}
+
+/*
+ * track looks the packet's connection up in conns, creating the entry,
+ * sets *reason to its TraceNotify reason (new, established or reply) and
+ * returns whether to emit a sample: always without aggregation; with it,
+ * for the first packet, a new TCP flag, or when the interval passed.
+ */
+static __always_inline int track(struct conn_key *k, __u8 tcp_flags, __u8 *reason)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct conn_state *st = bpf_map_lookup_elem(&conns, k);
@@ -291,10 +328,15 @@ static __always_inline int should_emit(struct conn_key *k, __u8 tcp_flags)
 			.last_emit_ns = now,
 			.tcp_flags = tcp_flags,
 		};
+		fresh.reply = first_reply(k, tcp_flags);
+		*reason = fresh.reply ? TRACE_REASON_CT_REPLY : TRACE_REASON_CT_NEW;
 		bpf_map_update_elem(&conns, k, &fresh, BPF_ANY);
 		return 1;
 	}
+	*reason = st->reply ? TRACE_REASON_CT_REPLY : TRACE_REASON_CT_ESTABLISHED;
 	__u8 seen = st->tcp_flags | tcp_flags;
+	if (!aggregate)
+		return 1;
 	if (seen != st->tcp_flags || now - st->last_emit_ns >= aggregation_interval_ns) {
 		st->tcp_flags = seen;
 		st->last_emit_ns = now;
@@ -309,18 +351,45 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 	struct iface_cfg *cfg = bpf_map_lookup_elem(&ifaces, &ifindex);
 	__u8 flags = cfg ? (__u8)cfg->flags : 0;
 	__u8 is_v6 = 0;
+	__u8 reason = TRACE_REASON_UNKNOWN;
 
-	if (aggregate) {
-		struct conn_key k = {};
-		__u8 tcp_flags = parse(skb, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
+	if (cfg)
+		__sync_fetch_and_add(&cfg->packets[dir & 1], 1);
+
+	struct conn_key k = {};
+	__u8 tcp_flags = parse(skb, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
+	if (k.l4proto == IPPROTO_ICMP || k.l4proto == IPPROTO_ICMPV6) {
+		/* Echo and its reply: the type tells; other ICMP has no direction. */
+		__u8 type = k.dport >> 8;
+		if (type == 8 || type == 128)
+			reason = TRACE_REASON_CT_NEW;
+		else if (type == 0 || type == 129)
+			reason = TRACE_REASON_CT_REPLY;
+		if (aggregate) {
+			k.dir = dir;
+			k.ifindex = ifindex;
+			__u8 ignored;
+			if (!track(&k, 0, &ignored)) {
+				count(CNT_TRACE_AGGREGATED);
+				return TC_ACT_UNSPEC;
+			}
+		}
+	} else if (k.l4proto != 0) {
 		k.dir = dir;
 		k.ifindex = ifindex;
-		if (!should_emit(&k, tcp_flags)) {
+		if (!track(&k, tcp_flags, &reason)) {
 			count(CNT_TRACE_AGGREGATED);
 			return TC_ACT_UNSPEC;
 		}
-	} else if (flags & CLS_FLAG_L3_DEV) {
-		is_v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
+	} else if (aggregate) {
+		/* Not IP (ARP...): aggregated by protocol alone. */
+		k.dir = dir;
+		k.ifindex = ifindex;
+		__u8 ignored;
+		if (!track(&k, 0, &ignored)) {
+			count(CNT_TRACE_AGGREGATED);
+			return TC_ACT_UNSPEC;
+		}
 	}
 	if (is_v6)
 		flags |= CLS_FLAG_IPV6;
@@ -336,7 +405,7 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		.len_orig = skb->len,
 		.len_cap = (__u16)cap,
 		.version = 1,
-		.reason = TRACE_REASON_UNKNOWN,
+		.reason = reason,
 		.flags = flags,
 		.ifindex = ifindex,
 	};

@@ -28,6 +28,7 @@ type Options struct {
 	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536)"`
 	Record              string          `yaml:"record" doc:"a file to write every raw sample to as a cilium-monitor stream, for replay with the cilium-monitor source"`
 	Drops               *bool           `yaml:"drops" default:"true" doc:"report the packets the kernel drops (skb:kfree_skb) as DROPPED flows"`
+	Attach              string          `yaml:"attach" default:"auto" doc:"how the TC programs attach: tcx (at the head of the chain, Linux 6.6 and later), clsact (a filter ahead of the existing ones), or auto (tcx where the kernel has it, else clsact)"`
 }
 
 // interfaceList is `all` or a list of interface names.
@@ -77,6 +78,7 @@ type settings struct {
 	load            bpf.Config
 	perfPages       int
 	record          string
+	attach          bpf.AttachMode
 }
 
 // check validates the decoded options.
@@ -116,6 +118,16 @@ func check(b *pipeline.Build, o *Options) (settings, error) {
 		bad("perf_buffer_pages", "perf_buffer_pages: %d is outside 1..65536", o.PerfBufferPages)
 	}
 	s.load.Drops = o.Drops == nil || *o.Drops
+	switch o.Attach {
+	case "auto":
+		s.attach = bpf.AttachAuto
+	case "tcx":
+		s.attach = bpf.AttachTCX
+	case "clsact":
+		s.attach = bpf.AttachClsact
+	default:
+		bad("attach", "attach: %q is not auto, tcx or clsact", o.Attach)
+	}
 	if len(errs) > 0 {
 		return settings{}, errs
 	}

@@ -28,6 +28,12 @@ func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
 	ifindex := binary.NativeEndian.Uint32(raw[32:36])
 	// file 0 is no Cilium source file: the location is the kernel's.
 	f.File = nil
+	if f.DropReason == bpf.DropReasonUnknown {
+		// No Cilium reason means the same: drop_reason and
+		// event_type.sub_type stay non-zero (0 reads "Success" in Cilium's
+		// tools), drop_reason_desc says unknown.
+		f.DropReasonDesc = flowpb.DropReason_DROP_REASON_UNKNOWN
+	}
 	f.Extensions = s.reasonAny(code)
 	if ifindex != 0 {
 		if f.Interface == nil {

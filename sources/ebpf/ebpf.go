@@ -4,13 +4,28 @@
 // the decoder used for Cilium's datapath, into Hubble flows.
 //
 // Flows carry node_name and interface.name; trace flows also carry
-// traffic_direction (INGRESS for FROM_NETWORK, EGRESS for TO_NETWORK).
-// Drops seen by skb:kfree_skb become DROPPED flows whose drop_reason_desc is
-// the Cilium reason that means the same as the kernel's, or
-// DROP_REASON_UNKNOWN; the kernel's own reason name (SKB_DROP_REASON_ without
-// the prefix, e.g. "NO_SOCKET") is carried in Flow.extensions, a
-// google.protobuf.Struct with the key "kernel_drop_reason" — Hubble's slot
-// for metadata beyond its schema.
+// traffic_direction (INGRESS for FROM_NETWORK, EGRESS for TO_NETWORK) and
+// is_reply: the programs track each connection in a kernel LRU map (also
+// used for aggregation) and mark the first packet of the side that spoke
+// first NEW, its later packets ESTABLISHED and the other side's REPLY, as
+// Cilium's trace reasons do (a TCP SYN opens, a SYN-ACK answers; ICMP echo
+// requests open, replies answer; other ICMP has no direction), so Hubble's
+// printers draw `->` and `<-`. Drops seen by skb:kfree_skb become DROPPED
+// flows whose drop_reason is the Cilium reason that means the same as the
+// kernel's, or bpf.DropReasonUnknown (never 0, which Cilium's tools print
+// as "Success") with drop_reason_desc DROP_REASON_UNKNOWN; the kernel's own
+// reason name (SKB_DROP_REASON_ without the prefix, e.g. "NO_SOCKET") is
+// carried in Flow.extensions, a google.protobuf.Struct with the key
+// "kernel_drop_reason" — Hubble's slot for metadata beyond its schema.
+//
+// Next to another datapath (Cilium's, on every Cilium node) whose TC
+// programs end the chain, the trace programs attach at the head of the tcx
+// chain, or as a clsact filter ahead of the existing ones (see package
+// bpf), and log the other programs they found. Every 5 seconds the source
+// compares, per interface and direction, the packets the kernel counted
+// with those its programs saw; a direction that passes traffic unseen (an
+// agent attached ahead of flowbus later) is logged as a warning, reported
+// by /readyz and by the flowbus_ebpf_interface_sees_traffic gauge.
 //
 // Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their
 // CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)
@@ -53,7 +68,7 @@ func init() {
 	pipeline.RegisterSource(pipeline.Spec{
 		Type:        "ebpf",
 		Summary:     "loads flowbus's own BPF programs on the chosen interfaces and turns the packets they sample into Hubble flows, without Cilium",
-		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction. Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
+		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
 		Example: `type: ebpf
 interfaces: [eth0]
 direction: both
@@ -85,7 +100,8 @@ type Source struct {
 	started  bool
 	stopped  bool
 
-	ready atomic.Pointer[error]
+	ready    atomic.Pointer[error]
+	blindErr atomic.Pointer[error] // interfaces whose traffic flowbus does not see
 
 	// Only the Run goroutine uses these.
 	dec        datapath.Decoder
@@ -121,8 +137,18 @@ func newSource(b *pipeline.Build, set settings) *Source {
 	return s
 }
 
-// Ready implements pipeline.Readier.
-func (s *Source) Ready() error { return *s.ready.Load() }
+// Ready implements pipeline.Readier: the source is not ready before it
+// started, after it stopped, and while an interface passes traffic that
+// its programs do not see.
+func (s *Source) Ready() error {
+	if err := *s.ready.Load(); err != nil {
+		return err
+	}
+	if b := s.blindErr.Load(); b != nil {
+		return *b
+	}
+	return nil
+}
 
 // Start implements pipeline.Starter: it checks privileges, loads the
 // programs, attaches them and opens the perf reader.
@@ -175,6 +201,7 @@ func (s *Source) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	s.checkHealthLocked() // the baseline of the counters
 	if s.set.load.Drops {
 		l, err := objs.AttachDrops()
 		if err != nil {
@@ -274,7 +301,16 @@ func wakeupEvents(ringBytes int, capLen uint32) int {
 // attachment is what the source attached to one interface.
 type attachment struct {
 	name  string
-	links []io.Closer
+	index int
+	links []*bpf.Attachment
+	dirs  []bpf.Direction // of links
+
+	// Health, per direction (bpf.Ingress, bpf.Egress): the counters at the
+	// last check, and whether the programs saw traffic since.
+	lastOurs, lastKernel [2]uint64
+	checked              bool
+	blind                [2]bool
+	seen                 [2]uint64 // packets the programs saw, in total
 }
 
 // attachLocked attaches the trace programs to one interface.
@@ -283,9 +319,9 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 		return fmt.Errorf("ebpf source: %w", err)
 	}
 	s.names.put(uint32(ifi.Index), ifi.Name)
-	a := &attachment{name: ifi.Name}
+	a := &attachment{name: ifi.Name, index: ifi.Index}
 	for _, d := range s.directions() {
-		l, err := s.objs.AttachTC(ifi.Index, d)
+		l, err := s.objs.AttachTCMode(ifi.Index, d, s.set.attach)
 		if err != nil {
 			for _, l := range a.links {
 				l.Close()
@@ -293,6 +329,15 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 			return fmt.Errorf("ebpf source: interface %s: %w", ifi.Name, err)
 		}
 		a.links = append(a.links, l)
+		a.dirs = append(a.dirs, d)
+		switch {
+		case !l.Ahead:
+			s.log.Warn("ebpf source: other programs run ahead of flowbus's and can end the chain before it sees a packet; flowbus may see only part of the traffic",
+				"interface", ifi.Name, "direction", d.String(), "mode", l.Mode, "others", l.Others)
+		case len(l.Others) > 0:
+			s.log.Info("ebpf source: attached ahead of the other programs on the hook",
+				"interface", ifi.Name, "direction", d.String(), "mode", l.Mode, "others", l.Others)
+		}
 	}
 	if s.attached == nil {
 		s.attached = map[int]*attachment{}
@@ -426,6 +471,20 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 
 	stop := make(chan struct{})
 	defer close(stop)
+	go func() {
+		t := time.NewTicker(healthInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				s.checkHealthLocked()
+				s.mu.Unlock()
+			}
+		}
+	}()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -564,7 +623,7 @@ func newMetrics(reg prometheus.Registerer, s *Source) metrics {
 		lost:      prometheus.NewCounter(prometheus.CounterOpts{Name: "flowbus_ebpf_perf_lost_total", Help: "Samples the kernel could not write to the perf ring (PERF_RECORD_LOST)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.flows, m.skipped, m.malformed, m.lost, bpfCounters{s}} {
+		for _, c := range []prometheus.Collector{m.flows, m.skipped, m.malformed, m.lost, bpfCounters{s}, interfaceMetrics{s}} {
 			if err := reg.Register(c); err != nil {
 				s.log.Warn("ebpf source: register metric", "error", err)
 			}

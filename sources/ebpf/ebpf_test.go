@@ -319,8 +319,9 @@ func TestDrops(t *testing.T) {
 	if got := KernelDropReason(f); got != "NO_SOCKET" {
 		t.Errorf("kernel drop reason %q, want NO_SOCKET", got)
 	}
-	if f.DropReasonDesc != flowpb.DropReason_DROP_REASON_UNKNOWN || f.GetEventType().GetType() != 1 {
-		t.Errorf("drop_reason_desc %v event_type %v, want DROP_REASON_UNKNOWN {1,0}", f.DropReasonDesc, f.EventType)
+	if f.DropReasonDesc != flowpb.DropReason_DROP_REASON_UNKNOWN || f.DropReason != bpf.DropReasonUnknown ||
+		f.GetEventType().GetType() != 1 || f.GetEventType().GetSubType() != bpf.DropReasonUnknown {
+		t.Errorf("drop_reason %d drop_reason_desc %v event_type %v, want %d DROP_REASON_UNKNOWN {1,%d}", f.DropReason, f.DropReasonDesc, f.EventType, bpf.DropReasonUnknown, bpf.DropReasonUnknown)
 	}
 	if u := f.GetL4().GetUDP(); u.GetSourcePort() != uint32(srcPort) || u.GetDestinationPort() != 9 {
 		t.Errorf("l4 %v, want UDP %d > 9", f.L4, srcPort)
