@@ -48,6 +48,12 @@ const (
 	// MaxCaptureLength is the largest capture length the programs accept
 	// (drop samples copy at most this many bytes).
 	MaxCaptureLength = 1536
+	// MinCaptureLength is the smallest capture length that holds an
+	// Ethernet header, an IPv6 header and a TCP header with the most
+	// options (14 + 40 + 60): a shorter capture cuts the TCP header of
+	// handshake packets (SYN and SYN-ACK carry options), whose flows could
+	// then not be decoded.
+	MinCaptureLength = 14 + 40 + 60
 	// DropLineUnknown is the `line` a drop sample carries when the kernel's
 	// reason does not fit in 16 bits (a subsystem reason).
 	DropLineUnknown = 0xffff
@@ -95,8 +101,8 @@ type Objects struct {
 // Load loads the programs into the kernel with cfg. The caller must Close
 // the result.
 func Load(cfg Config) (*Objects, error) {
-	if cfg.CaptureLength > MaxCaptureLength {
-		return nil, fmt.Errorf("capture length %d above the maximum %d", cfg.CaptureLength, MaxCaptureLength)
+	if cfg.CaptureLength > MaxCaptureLength || cfg.CaptureLength < MinCaptureLength {
+		return nil, fmt.Errorf("capture length %d outside %d..%d", cfg.CaptureLength, MinCaptureLength, MaxCaptureLength)
 	}
 	spec, err := loadFlowbus()
 	if err != nil {

@@ -188,7 +188,7 @@ func TestDropSampleLayout(t *testing.T) {
 func TestAttachDetach(t *testing.T) {
 	bpftest.RequireRoot(t)
 	p := bpftest.NewPair(t)
-	o, err := Load(Config{CaptureLength: 64})
+	o, err := Load(Config{CaptureLength: MinCaptureLength})
 	if err != nil {
 		t.Fatal(err)
 	}

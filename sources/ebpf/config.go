@@ -24,7 +24,7 @@ type Options struct {
 	Direction           string          `yaml:"direction" default:"both" doc:"ingress, egress or both"`
 	Aggregation         string          `yaml:"aggregation" default:"connection" doc:"connection (report a connection again only after aggregation_interval or a TCP flag change) or none"`
 	AggregationInterval config.Duration `yaml:"aggregation_interval" default:"5s" doc:"how often an aggregated connection is reported again while packets keep flowing (at least 1ms)"`
-	CaptureLength       *int            `yaml:"capture_length" default:"128" doc:"packet bytes captured after each sample header (Cilium's trace payload length)"`
+	CaptureLength       *int            `yaml:"capture_length" default:"128" doc:"packet bytes captured after each sample header (Cilium's trace payload length); at least 114, so that every header of a TCP handshake packet fits"`
 	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536)"`
 	Record              string          `yaml:"record" doc:"a file to write every raw sample to as a cilium-monitor stream, for replay with the cilium-monitor source"`
 	Drops               *bool           `yaml:"drops" default:"true" doc:"report the packets the kernel drops (skb:kfree_skb) as DROPPED flows"`
@@ -110,8 +110,11 @@ func check(b *pipeline.Build, o *Options) (settings, error) {
 	}
 	s.load.AggregationInterval = o.AggregationInterval.D()
 	capLen := *o.CaptureLength
-	if capLen < 0 || capLen > bpf.MaxCaptureLength {
-		bad("capture_length", "capture_length: %d is outside 0..%d", capLen, bpf.MaxCaptureLength)
+	switch {
+	case capLen > bpf.MaxCaptureLength:
+		bad("capture_length", "capture_length: %d is above the maximum of %d", capLen, bpf.MaxCaptureLength)
+	case capLen < bpf.MinCaptureLength:
+		bad("capture_length", "capture_length: %d is below the minimum of %d, the bytes of an Ethernet, an IPv6 and a TCP header with the most options (14+40+60): a shorter capture cuts the headers of TCP handshake packets, whose flows would be lost", capLen, bpf.MinCaptureLength)
 	}
 	s.load.CaptureLength = uint32(max(capLen, 0))
 	if o.PerfBufferPages < 1 || o.PerfBufferPages > 1<<16 {

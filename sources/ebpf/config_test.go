@@ -47,7 +47,7 @@ func TestOptions(t *testing.T) {
 		{"egress", "direction: egress", func(s settings) bool { return !s.ingress && s.egress }},
 		{"no aggregation", "aggregation: none", func(s settings) bool { return !s.load.Aggregate }},
 		{"interval", "aggregation_interval: 250ms", func(s settings) bool { return s.load.AggregationInterval == 250*time.Millisecond }},
-		{"capture 0", "capture_length: 0", func(s settings) bool { return s.load.CaptureLength == 0 }},
+		{"capture min", "capture_length: 114", func(s settings) bool { return s.load.CaptureLength == 114 }},
 		{"capture max", "capture_length: 1536", func(s settings) bool { return s.load.CaptureLength == 1536 }},
 		{"pages", "perf_buffer_pages: 8", func(s settings) bool { return s.perfPages == 8 }},
 		{"record", "record: /tmp/x.gob", func(s settings) bool { return s.record == "/tmp/x.gob" }},
@@ -71,8 +71,11 @@ func TestOptionErrors(t *testing.T) {
 	}{
 		{"direction: sideways", `2:12: direction: "sideways" is not ingress, egress or both`},
 		{"aggregation: flow", `2:14: aggregation: "flow" is not none or connection`},
-		{"capture_length: 5000", "2:17: capture_length: 5000 is outside 0..1536"},
-		{"capture_length: -1", "2:17: capture_length: -1 is outside"},
+		{"capture_length: 5000", "2:17: capture_length: 5000 is above the maximum of 1536"},
+		{"capture_length: -1", "2:17: capture_length: -1 is below the minimum of 114"},
+		{"capture_length: 0", "2:17: capture_length: 0 is below the minimum of 114"},
+		// 64 bytes cut the TCP options of a SYN (14+20+40 for IPv4).
+		{"capture_length: 64", "2:17: capture_length: 64 is below the minimum of 114, the bytes of an Ethernet, an IPv6 and a TCP header"},
 		{"perf_buffer_pages: 0", "2:20: perf_buffer_pages: 0 is outside 1..65536"},
 		{"aggregation_interval: 10us", "2:23: aggregation_interval: 10µs is below the minimum of 1ms"},
 		{"aggregation_interval: soon", "2:23: invalid duration"},

@@ -672,3 +672,31 @@ func TestInterfacesAll(t *testing.T) {
 		t.Errorf("%d tcx links on %s after stop", n, before.Host)
 	}
 }
+
+// At the smallest capture_length, the handshake of an IPv6 TCP connection
+// (whose SYN and SYN-ACK carry options) is still reported in full.
+func TestHandshakeAtMinimumCapture(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", fmt.Sprintf("capture_length: %d", bpf.MinCaptureLength)))
+	tcp := listenTCP(t, p, p.PeerIP6)
+	conn, err := net.DialTCP("tcp", nil, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr)
+	conn.Close()
+	ours := func(syn, ack bool) func(*flowpb.Flow) bool {
+		return func(f *flowpb.Flow) bool {
+			tc := f.GetL4().GetTCP()
+			return (tc.GetSourcePort() == uint32(local.Port) || tc.GetDestinationPort() == uint32(local.Port)) &&
+				tc.GetFlags().GetSYN() == syn && tc.GetFlags().GetACK() == ack
+		}
+	}
+	r.out.waitFlow(t, "SYN", ours(true, false))
+	r.out.waitFlow(t, "SYN-ACK", ours(true, true))
+	r.stop()
+	if _, _, n := readMetric(t, r.src.m.malformed); n != 0 {
+		t.Errorf("%v malformed samples", n)
+	}
+}
