@@ -35,6 +35,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -86,6 +87,18 @@ type Config struct {
 	Connections uint32
 	// Drops loads the kfree_skb program.
 	Drops bool
+	// RingSize, when not 0, makes the programs write to one BPF ring buffer
+	// of that many bytes (a power of two, a multiple of the page size),
+	// shared by all CPUs, instead of the per-CPU perf event array. The
+	// reader is woken once RingWakeupBytes wait (0: at every sample).
+	RingSize        uint32
+	RingWakeupBytes uint64
+}
+
+// HaveRingBuffer says whether the kernel has BPF ring buffers (Linux 5.8
+// and later).
+func HaveRingBuffer() bool {
+	return features.HaveMapType(ebpf.RingBuf) == nil
 }
 
 // Objects are the loaded programs and maps.
@@ -93,7 +106,7 @@ type Objects struct {
 	coll *ebpf.Collection
 	objs struct {
 		TraceIngress, TraceEgress, OnKfreeSkb *ebpf.Program
-		Events, Conns, Ifaces, Netns          *ebpf.Map
+		Events, Ring, Conns, Ifaces, Netns    *ebpf.Map
 		DropReasons, Counters                 *ebpf.Map
 	}
 }
@@ -116,10 +129,21 @@ func Load(cfg Config) (*Objects, error) {
 	if cfg.Aggregate {
 		agg = 1
 	}
+	ring := uint32(0)
+	if cfg.RingSize > 0 {
+		ring = 1
+		spec.Maps[flowbusMapRing].MaxEntries = cfg.RingSize
+	} else {
+		// Never written to (the code that would is dead, and the verifier
+		// skips it), so kernels without ring buffers load the programs.
+		spec.Maps[flowbusMapRing] = &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}
+	}
 	for name, v := range map[string]any{
 		flowbusVarCaptureLen:            cfg.CaptureLength,
 		flowbusVarAggregate:             agg,
 		flowbusVarAggregationIntervalNs: uint64(interval),
+		flowbusVarUseRingbuf:            ring,
+		flowbusVarRingWakeupBytes:       cfg.RingWakeupBytes,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -144,6 +168,9 @@ func Load(cfg Config) (*Objects, error) {
 	o.objs.TraceEgress = coll.Programs[flowbusProgTraceEgress]
 	o.objs.OnKfreeSkb = coll.Programs[flowbusProgOnKfreeSkb]
 	o.objs.Events = coll.Maps[flowbusMapEvents]
+	if cfg.RingSize > 0 {
+		o.objs.Ring = coll.Maps[flowbusMapRing]
+	}
 	o.objs.Conns = coll.Maps[flowbusMapConns]
 	o.objs.Ifaces = coll.Maps[flowbusMapIfaces]
 	o.objs.Netns = coll.Maps[flowbusMapNetns]
@@ -158,8 +185,11 @@ func (o *Objects) Close() error {
 	return nil
 }
 
-// Events is the perf event array every sample goes to.
+// Events is the perf event array the samples go to without a ring buffer.
 func (o *Objects) Events() *ebpf.Map { return o.objs.Events }
+
+// Ring is the ring buffer the samples go to, or nil (Config.RingSize 0).
+func (o *Objects) Ring() *ebpf.Map { return o.objs.Ring }
 
 // SetInterface records per-interface settings: l3 says that the device has
 // no Ethernet header (tun, wireguard), so packets start at the IP header.
@@ -263,6 +293,16 @@ const (
 	AttachTCX
 	AttachClsact
 )
+
+func (m AttachMode) String() string {
+	switch m {
+	case AttachTCX:
+		return "tcx"
+	case AttachClsact:
+		return "clsact"
+	}
+	return "auto"
+}
 
 // Attachment is a trace program attached to one hook of an interface.
 // Closing it detaches the program.

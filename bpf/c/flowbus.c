@@ -12,7 +12,8 @@
  * DropNotify sample (Cilium's layout, version 2) per packet the kernel drops
  * for a reason worth reporting, in one of the watched network namespaces.
  *
- * Every sample goes to the perf event array `events`.
+ * Every sample goes to the BPF ring buffer `ring` (one for all CPUs) when
+ * use_ringbuf is set, else to the perf event array `events`.
  */
 #include "flowbus.h"
 
@@ -57,6 +58,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 capture_len = 128;
 volatile const __u32 aggregate = 0;
 volatile const __u64 aggregation_interval_ns = 5000000000ULL;
+volatile const __u32 use_ringbuf = 0;
+/* Ring buffer: wake the reader once this many bytes wait (0: every sample). */
+volatile const __u64 ring_wakeup_bytes = 0;
 
 /* Cilium's struct trace_notify, version 1 (48 bytes). */
 struct trace_notify {
@@ -147,6 +151,11 @@ struct {
 } events SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* set by the loader */
+} ring SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct conn_key);
@@ -193,6 +202,32 @@ struct {
 	__type(key, __u32);
 	__type(value, struct drop_sample);
 } drop_scratch SEC(".maps");
+
+/* Scratch space for a trace sample written to the ring buffer. */
+struct trace_sample {
+	struct trace_notify hdr;
+	__u8 pkt[MAX_DROP_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trace_sample);
+} trace_scratch SEC(".maps");
+
+/* ring_output writes one sample to the ring buffer, waking the reader
+ * only once enough bytes wait. */
+static __always_inline long ring_output(void *data, __u64 size)
+{
+	__u64 flags = 0;
+	if (ring_wakeup_bytes) {
+		flags = BPF_RB_NO_WAKEUP;
+		if (bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA) + size >= ring_wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	return bpf_ringbuf_output(&ring, data, size, flags);
+}
 
 static __always_inline void count(__u32 idx)
 {
@@ -409,7 +444,24 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		.flags = flags,
 		.ifindex = ifindex,
 	};
-	if (bpf_perf_event_output(skb, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg)) < 0)
+	long err;
+	if (use_ringbuf) {
+		__u32 zero = 0;
+		struct trace_sample *s = bpf_map_lookup_elem(&trace_scratch, &zero);
+		if (!s)
+			return TC_ACT_UNSPEC;
+		s->hdr = msg;
+		if (cap > MAX_DROP_CAPTURE)
+			cap = MAX_DROP_CAPTURE;
+		err = 0;
+		if (cap > 0)
+			err = bpf_skb_load_bytes(skb, 0, s->pkt, cap);
+		if (err == 0)
+			err = ring_output(s, sizeof(s->hdr) + cap);
+	} else {
+		err = bpf_perf_event_output(skb, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg));
+	}
+	if (err < 0)
 		count(CNT_TRACE_LOST);
 	else
 		count(CNT_TRACE_SENT);
@@ -511,7 +563,12 @@ int on_kfree_skb(__u64 *ctx)
 		.ifindex = ifindex,
 		.flags = flags,
 	};
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s, sizeof(s->hdr) + cap) < 0)
+	long err;
+	if (use_ringbuf)
+		err = ring_output(s, sizeof(s->hdr) + cap);
+	else
+		err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s, sizeof(s->hdr) + cap);
+	if (err < 0)
 		count(CNT_DROP_LOST);
 	else
 		count(CNT_DROP_SENT);

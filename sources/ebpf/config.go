@@ -25,7 +25,8 @@ type Options struct {
 	Aggregation         string          `yaml:"aggregation" default:"connection" doc:"connection (report a connection again only after aggregation_interval or a TCP flag change) or none"`
 	AggregationInterval config.Duration `yaml:"aggregation_interval" default:"5s" doc:"how often an aggregated connection is reported again while packets keep flowing (at least 1ms)"`
 	CaptureLength       *int            `yaml:"capture_length" default:"128" doc:"packet bytes captured after each sample header (Cilium's trace payload length); at least 114, so that every header of a TCP handshake packet fits"`
-	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536)"`
+	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536); the BPF ring buffer, shared by all CPUs, gets as many pages as the perf rings of all CPUs together, rounded up to a power of two"`
+	EventBuffer         string          `yaml:"event_buffer" default:"auto" doc:"where the programs write their samples: ring (one BPF ring buffer for all CPUs, Linux 5.8 and later), perf (a perf ring per CPU), or auto (ring where the kernel has it, else perf)"`
 	Record              string          `yaml:"record" doc:"a file to write every raw sample to as a cilium-monitor stream, for replay with the cilium-monitor source"`
 	Drops               *bool           `yaml:"drops" default:"true" doc:"report the packets the kernel drops (skb:kfree_skb) as DROPPED flows"`
 	Attach              string          `yaml:"attach" default:"auto" doc:"how the TC programs attach: tcx (at the head of the chain, Linux 6.6 and later), clsact (a filter ahead of the existing ones), or auto (tcx where the kernel has it, else clsact)"`
@@ -79,6 +80,7 @@ type settings struct {
 	perfPages       int
 	record          string
 	attach          bpf.AttachMode
+	buffer          string // auto, ring or perf
 }
 
 // check validates the decoded options.
@@ -121,6 +123,12 @@ func check(b *pipeline.Build, o *Options) (settings, error) {
 		bad("perf_buffer_pages", "perf_buffer_pages: %d is outside 1..65536", o.PerfBufferPages)
 	}
 	s.load.Drops = o.Drops == nil || *o.Drops
+	switch o.EventBuffer {
+	case "auto", "ring", "perf":
+		s.buffer = o.EventBuffer
+	default:
+		bad("event_buffer", "event_buffer: %q is not auto, ring or perf", o.EventBuffer)
+	}
 	switch o.Attach {
 	case "auto":
 		s.attach = bpf.AttachAuto
@@ -144,6 +152,6 @@ func (s settings) String() string {
 	} else if !s.ingress {
 		dir = "egress"
 	}
-	return fmt.Sprintf("direction=%s aggregate=%v capture_length=%d perf_buffer_pages=%d drops=%v",
-		dir, s.load.Aggregate, s.load.CaptureLength, s.perfPages, s.load.Drops)
+	return fmt.Sprintf("direction=%s aggregate=%v capture_length=%d perf_buffer_pages=%d event_buffer=%s drops=%v attach=%s",
+		dir, s.load.Aggregate, s.load.CaptureLength, s.perfPages, s.buffer, s.load.Drops, s.attach)
 }

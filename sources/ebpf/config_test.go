@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/bpf"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -52,6 +53,11 @@ func TestOptions(t *testing.T) {
 		{"pages", "perf_buffer_pages: 8", func(s settings) bool { return s.perfPages == 8 }},
 		{"record", "record: /tmp/x.gob", func(s settings) bool { return s.record == "/tmp/x.gob" }},
 		{"no drops", "drops: false", func(s settings) bool { return !s.load.Drops }},
+		{"default buffer and attach", "direction: both", func(s settings) bool { return s.buffer == "auto" && s.attach == bpf.AttachAuto }},
+		{"perf", "event_buffer: perf", func(s settings) bool { return s.buffer == "perf" }},
+		{"ring", "event_buffer: ring", func(s settings) bool { return s.buffer == "ring" }},
+		{"tcx", "attach: tcx", func(s settings) bool { return s.attach == bpf.AttachTCX }},
+		{"clsact", "attach: clsact", func(s settings) bool { return s.attach == bpf.AttachClsact }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := parseYAML(t, c.src)
@@ -84,6 +90,8 @@ func TestOptionErrors(t *testing.T) {
 		{"interfaces: {a: b}", "2:13: interfaces: expected `all` or a list"},
 		{"drops: maybe", "2:8:"},
 		{"unknown_key: 1", "2:1:"},
+		{"event_buffer: shm", `2:15: event_buffer: "shm" is not auto, ring or perf`},
+		{"attach: xdp", `2:9: attach: "xdp" is not auto, tcx or clsact`},
 	} {
 		t.Run(c.src, func(t *testing.T) {
 			_, err := parseYAML(t, "# ebpf source\n"+c.src)

@@ -1,7 +1,9 @@
 // Package ebpf is the `ebpf` source: it loads flowbus's own BPF programs
 // (package bpf), attaches them to the chosen interfaces, reads their
-// samples from the perf ring with batched wakeups and decodes them, with
-// the decoder used for Cilium's datapath, into Hubble flows.
+// samples with batched wakeups from one BPF ring buffer shared by all CPUs
+// (Linux 5.8 and later) or, as a fallback, from per-CPU perf rings, and
+// decodes them, with the decoder used for Cilium's datapath, into Hubble
+// flows.
 //
 // Flows carry node_name and interface.name; trace flows also carry
 // traffic_direction (INGRESS for FROM_NETWORK, EGRESS for TO_NETWORK) and
@@ -28,6 +30,8 @@
 // by /readyz and by the flowbus_ebpf_interface_sees_traffic gauge.
 //
 // Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their
+// CPU; with the ring buffer, which has no loss records, the samples the
+// programs failed to write (their counters) become LostEvents without a
 // CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)
 // and fails at Start, saying which it lacks, without them. Nothing is
 // pinned: the programs detach when the source stops or the process exits
@@ -54,6 +58,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/perf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -68,7 +73,7 @@ func init() {
 	pipeline.RegisterSource(pipeline.Spec{
 		Type:        "ebpf",
 		Summary:     "loads flowbus's own BPF programs on the chosen interfaces and turns the packets they sample into Hubble flows, without Cilium",
-		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
+		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Samples go to one BPF ring buffer shared by all CPUs where the kernel has it (else per-CPU perf rings); samples the kernel could not write become LostEvents (PERF_EVENT_RING_BUFFER; with their CPU from the perf rings). The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
 		Example: `type: ebpf
 interfaces: [eth0]
 direction: both
@@ -96,7 +101,7 @@ type Source struct {
 	failed   map[int]bool        // interfaces a rescan could not attach to
 	dropLink io.Closer
 	detached bool // set at stop: no more attaching
-	reader   *perf.Reader
+	reader   sampleReader
 	started  bool
 	stopped  bool
 
@@ -174,7 +179,20 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	objs, err := bpf.Load(s.set.load)
+	load := s.set.load
+	switch s.set.buffer {
+	case "ring":
+		if !bpf.HaveRingBuffer() {
+			return errors.New("ebpf source: event_buffer: ring: the kernel has no BPF ring buffer (Linux 5.8 and later); use perf or auto")
+		}
+		fallthrough
+	case "auto":
+		if bpf.HaveRingBuffer() {
+			load.RingSize = ringSize(s.set.perfPages)
+			load.RingWakeupBytes = ringWakeup(load.RingSize)
+		}
+	}
+	objs, err := bpf.Load(load)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return fmt.Errorf("ebpf source: the kernel refused to load the BPF programs (%v); it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)", err)
@@ -189,13 +207,21 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	}
 	// The reader comes first so that no sample of an attached program is
 	// refused for want of a ring.
-	pageSize := os.Getpagesize()
-	rd, err := perf.NewReaderWithOptions(objs.Events(), s.set.perfPages*pageSize,
-		perf.ReaderOptions{WakeupEvents: wakeupEvents(s.set.perfPages*pageSize, s.set.load.CaptureLength)})
-	if err != nil {
-		return fmt.Errorf("ebpf source: open perf reader: %w", err)
+	if ring := objs.Ring(); ring != nil {
+		rd, err := ringbuf.NewReader(ring)
+		if err != nil {
+			return fmt.Errorf("ebpf source: open ring buffer reader: %w", err)
+		}
+		s.reader = &ringReader{Reader: rd, counters: objs.Counters, checked: time.Now()}
+	} else {
+		pageSize := os.Getpagesize()
+		rd, err := perf.NewReaderWithOptions(objs.Events(), s.set.perfPages*pageSize,
+			perf.ReaderOptions{WakeupEvents: wakeupEvents(s.set.perfPages*pageSize, s.set.load.CaptureLength)})
+		if err != nil {
+			return fmt.Errorf("ebpf source: open perf reader: %w", err)
+		}
+		s.reader = &perfReader{Reader: rd}
 	}
-	s.reader = rd
 	for _, ifi := range ifaces {
 		if err := s.attachLocked(ifi); err != nil {
 			return err
@@ -224,7 +250,7 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	for i, ifi := range ifaces {
 		names[i] = ifi.Name
 	}
-	s.log.Info("ebpf source attached", "interfaces", names, "settings", s.set.String())
+	s.log.Info("ebpf source attached", "interfaces", names, "settings", s.set.String(), "event_buffer", s.reader.kind())
 	s.started = true
 	var ok error
 	s.ready.Store(&ok)
@@ -292,7 +318,7 @@ func (s *Source) setupDrops() error {
 
 // wakeupEvents picks the number of samples per CPU ring that wakes the
 // reader: a quarter of what the ring holds, at most 64 (a wakeup per sample
-// costs ~5 µs; see perf.md §2). Quiet rings are read at each flush.
+// costs microseconds). Quiet rings are read at each flush.
 func wakeupEvents(ringBytes int, capLen uint32) int {
 	sample := 8 + 4 + bpf.TraceHeaderLen + int(capLen) + 8
 	return min(max(ringBytes/sample/4, 1), 64)
@@ -499,7 +525,6 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	}()
 
 	emitCtx := ctx
-	var rec perf.Record
 	b := pipeline.NewBatch()
 	defer func() {
 		if b != nil {
@@ -517,7 +542,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	lastScan := time.Now()
 	rd.SetDeadline(time.Now().Add(flushInterval))
 	for {
-		err := rd.ReadInto(&rec)
+		raw, cpu, lost, err := rd.next()
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -532,7 +557,13 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			}
 			rd.SetDeadline(time.Now().Add(flushInterval))
 			continue
-		case errors.Is(err, perf.ErrFlushed):
+		case errors.Is(err, errFlushed):
+			if rr, ok := rd.(*ringReader); ok {
+				if n := rr.newLosses(); n > 0 {
+					s.m.lost.Add(float64(n))
+					out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, -1, n)
+				}
+			}
 			// Stopping: emit the last samples, giving the pipeline a
 			// moment beyond ctx to take them.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -540,19 +571,19 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			emit()
 			cancel()
 			return nil
-		case errors.Is(err, perf.ErrClosed):
+		case errors.Is(err, errClosed):
 			return nil
 		default:
-			return fmt.Errorf("ebpf source: read perf ring: %w", err)
+			return fmt.Errorf("ebpf source: read %s buffer: %w", rd.kind(), err)
 		}
-		if rec.LostSamples > 0 {
-			s.m.lost.Add(float64(rec.LostSamples))
-			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, int32(rec.CPU), rec.LostSamples)
-			s.record(func(r recorder) error { return r.Lost(rec.CPU, rec.LostSamples) })
+		if lost > 0 {
+			s.m.lost.Add(float64(lost))
+			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, int32(cpu), lost)
+			s.record(func(r recorder) error { return r.Lost(max(cpu, 0), lost) })
 			continue
 		}
-		s.record(func(r recorder) error { return r.Sample(rec.CPU, rec.RawSample) })
-		if s.decode(b, rec.RawSample) && b.Len() >= pipeline.DefaultBatchSize {
+		s.record(func(r recorder) error { return r.Sample(max(cpu, 0), raw) })
+		if s.decode(b, raw) && b.Len() >= pipeline.DefaultBatchSize {
 			if err := emit(); err != nil {
 				return nil
 			}

@@ -240,10 +240,19 @@ func TestAggregationRefresh(t *testing.T) {
 	}
 }
 
+// Losses are reported as the kernel counts them, with the perf rings (per
+// CPU, from their LOST records) and with the ring buffer (from the
+// programs' counters).
 func TestLostEventsMatchKernel(t *testing.T) {
 	bpftest.RequireRoot(t)
+	for _, buffer := range []string{"perf", "ring"} {
+		t.Run(buffer, func(t *testing.T) { testLostEvents(t, buffer) })
+	}
+}
+
+func testLostEvents(t *testing.T, buffer string) {
 	p := bpftest.NewPair(t)
-	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "perf_buffer_pages: 1", "capture_length: 256"))
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "perf_buffer_pages: 1", "capture_length: 256", "event_buffer: "+buffer))
 	udp := listenUDP(t, p, p.PeerIP)
 
 	// Hold the reader back while the load runs, so the 1-page rings fill.
