@@ -25,7 +25,7 @@ type Options struct {
 	Aggregation         string          `yaml:"aggregation" default:"connection" doc:"connection (report a connection again only after aggregation_interval or a TCP flag change) or none"`
 	AggregationInterval config.Duration `yaml:"aggregation_interval" default:"5s" doc:"how often an aggregated connection is reported again while packets keep flowing (at least 1ms)"`
 	CaptureLength       *int            `yaml:"capture_length" default:"128" doc:"packet bytes captured after each sample header (Cilium's trace payload length); at least 114, so that every header of a TCP handshake packet fits"`
-	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536); the BPF ring buffer, shared by all CPUs, gets as many pages as the perf rings of all CPUs together, rounded up to a power of two"`
+	PerfBufferPages     int             `yaml:"perf_buffer_pages" default:"64" doc:"perf ring size per CPU, in pages (1 to 65536); the BPF ring buffer, shared by all CPUs, gets as many pages as the perf rings of all CPUs together, rounded up to a power of two (at least 4 MiB at the default)"`
 	EventBuffer         string          `yaml:"event_buffer" default:"auto" doc:"where the programs write their samples: ring (one BPF ring buffer for all CPUs, Linux 5.8 and later), perf (a perf ring per CPU), or auto (ring where the kernel has it, else perf)"`
 	Record              string          `yaml:"record" doc:"a file to write every raw sample to as a cilium-monitor stream, for replay with the cilium-monitor source"`
 	Drops               *bool           `yaml:"drops" default:"true" doc:"report the packets the kernel drops (skb:kfree_skb) as DROPPED flows"`

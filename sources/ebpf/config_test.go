@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -193,4 +194,24 @@ func TestRegistered(t *testing.T) {
 		}
 	}
 	t.Fatal(`source type "ebpf" not registered`)
+}
+
+func TestRingSize(t *testing.T) {
+	page, cpus := uint64(os.Getpagesize()), uint64(runtime.NumCPU())
+	for _, c := range []struct {
+		pages int
+		min   uint64
+	}{
+		{DefaultPerfBufferPages, minRingSize},
+		{1, page * cpus},
+		{1000, 1000 * page * cpus},
+	} {
+		got := uint64(ringSize(c.pages))
+		if got&(got-1) != 0 || got < c.min || got < uint64(c.pages)*page*cpus || got >= 2*max(c.min, uint64(c.pages)*page*cpus) {
+			t.Errorf("ringSize(%d) = %d, want the power of two at or above max(%d, %d pages per CPU)", c.pages, got, c.min, c.pages)
+		}
+		if w := ringWakeup(uint32(got)); w == 0 || w > got/4 || w > 64<<10 {
+			t.Errorf("ringWakeup(%d) = %d", got, w)
+		}
+	}
 }

@@ -106,10 +106,19 @@ func (r *ringReader) newLosses() uint64 {
 	return n
 }
 
+// minRingSize is the smallest default ring buffer: at 100k samples/s of
+// 128 packet bytes (about 19 MB/s), 4 MiB hold 200 ms of samples, longer
+// than a reader on a busy node waits for a CPU.
+const minRingSize = 4 << 20
+
 // ringSize is the ring buffer's size for perf_buffer_pages: as many pages
-// as the perf rings of all CPUs together, rounded up to a power of two.
+// as the perf rings of all CPUs together, rounded up to a power of two, and
+// at least minRingSize for the default perf_buffer_pages.
 func ringSize(perfPages int) uint32 {
 	n := uint64(perfPages) * uint64(os.Getpagesize()) * uint64(runtime.NumCPU())
+	if perfPages >= DefaultPerfBufferPages {
+		n = max(n, minRingSize)
+	}
 	size := uint64(1) << bits.Len64(n-1)
 	return uint32(min(size, 1<<30))
 }
