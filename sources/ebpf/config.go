@@ -20,7 +20,7 @@ const (
 
 // Options are the source's YAML keys.
 type Options struct {
-	Interfaces          interfaceList   `yaml:"interfaces" default:"all" type:"all or list of strings" doc:"the interfaces to attach to; all: every up, non-loopback interface, rescanned every 5s"`
+	Interfaces          interfaceList   `yaml:"interfaces" default:"all" type:"all or list of strings" doc:"the interfaces to attach to; all: every up, non-loopback interface, including those that come up later (seen from the kernel's link events); a named interface that does not exist yet is waited for (the source is not ready meanwhile)"`
 	Direction           string          `yaml:"direction" default:"both" doc:"ingress, egress or both"`
 	Aggregation         string          `yaml:"aggregation" default:"connection" doc:"connection (report a connection again only after aggregation_interval or a TCP flag change) or none"`
 	AggregationInterval config.Duration `yaml:"aggregation_interval" default:"5s" doc:"how often an aggregated connection is reported again while packets keep flowing (at least 1ms)"`

@@ -38,8 +38,11 @@
 // (on kernels without tcx, where the clsact fallback is used, a crashed
 // run's filters stay until the next start replaces them). With
 // `interfaces: all`, the source attaches to every up, non-loopback
-// interface at start and then, every 5 seconds, to those that came up since
-// (a new pod's veth); those deleted are forgotten.
+// interface at start and then, as the kernel's link events announce them,
+// to those that come up (a new pod's veth); those deleted are forgotten. A
+// named interface that does not exist yet is waited for: the source starts,
+// is not ready while it waits, and attaches when the interface appears. A
+// rescan every 30 seconds catches link events lost to a full socket.
 //
 // Its keys: `flowbus components ebpf`, or docs/components.md.
 package ebpf
@@ -105,8 +108,10 @@ type Source struct {
 	started  bool
 	stopped  bool
 
-	ready    atomic.Pointer[error]
-	blindErr atomic.Pointer[error] // interfaces whose traffic flowbus does not see
+	ready     atomic.Pointer[error]
+	blindErr  atomic.Pointer[error] // interfaces whose traffic flowbus does not see
+	waitErr   atomic.Pointer[error] // named interfaces that do not exist
+	linksDone chan struct{}         // closed to end the link event subscription
 
 	// Only the Run goroutine uses these.
 	dec        datapath.Decoder
@@ -143,16 +148,19 @@ func newSource(b *pipeline.Build, set settings) *Source {
 }
 
 // Ready implements pipeline.Readier: the source is not ready before it
-// started, after it stopped, and while an interface passes traffic that
-// its programs do not see.
+// started, after it stopped, while a named interface does not exist, and
+// while an interface passes traffic that its programs do not see.
 func (s *Source) Ready() error {
 	if err := *s.ready.Load(); err != nil {
 		return err
 	}
-	if b := s.blindErr.Load(); b != nil {
-		return *b
+	var errs []error
+	for _, p := range []*error{s.waitErr.Load(), s.blindErr.Load()} {
+		if p != nil {
+			errs = append(errs, *p)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Start implements pipeline.Starter: it checks privileges, loads the
@@ -222,11 +230,15 @@ func (s *Source) Start(ctx context.Context) (err error) {
 		}
 		s.reader = &perfReader{Reader: rd}
 	}
+	// Subscribe before attaching, so that no interface that appears in
+	// between is missed.
+	s.subscribeLinksLocked()
 	for _, ifi := range ifaces {
 		if err := s.attachLocked(ifi); err != nil {
 			return err
 		}
 	}
+	s.updateWaitingLocked()
 	s.checkHealthLocked() // the baseline of the counters
 	if s.set.load.Drops {
 		l, err := objs.AttachDrops()
@@ -271,13 +283,12 @@ func (s *Source) directions() []bpf.Direction {
 // interfaces resolves the configured interfaces.
 func (s *Source) interfaces() ([]net.Interface, error) {
 	if !s.set.interfaces.All {
+		// A named interface that does not exist (yet) is waited for.
 		var out []net.Interface
 		for _, name := range s.set.interfaces.Names {
-			ifi, err := net.InterfaceByName(name)
-			if err != nil {
-				return nil, fmt.Errorf("ebpf source: interface %q: %w", name, err)
+			if ifi, err := net.InterfaceByName(name); err == nil {
+				out = append(out, *ifi)
 			}
-			out = append(out, *ifi)
 		}
 		return out, nil
 	}
@@ -372,9 +383,10 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 	return nil
 }
 
-// rescanInterval is how often `interfaces: all` looks for interfaces that
-// came up or went away.
-var rescanInterval = 5 * time.Second
+// rescanInterval is how often the source looks for interfaces that came
+// up or went away besides the kernel's link events (which it acts on at
+// once): a safety net for events lost to a full netlink socket.
+var rescanInterval = 30 * time.Second
 
 // rescanLocked attaches to the interfaces that came up since the last scan
 // and forgets those that are gone (the kernel detached their programs).
@@ -420,12 +432,14 @@ func (s *Source) rescanLocked() {
 			delete(s.failed, index)
 		}
 	}
+	s.updateWaitingLocked()
 }
 
 // detachLocked closes the links, so the kernel detaches the programs, and
 // stops further attaching.
 func (s *Source) detachLocked() {
 	s.detached = true
+	s.unsubscribeLinksLocked()
 	for index, a := range s.attached {
 		for _, l := range a.links {
 			if err := l.Close(); err != nil {
@@ -549,7 +563,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			if err := emit(); err != nil {
 				return nil // ctx ended
 			}
-			if s.set.interfaces.All && time.Since(lastScan) >= rescanInterval {
+			if time.Since(lastScan) >= rescanInterval {
 				s.mu.Lock()
 				s.rescanLocked()
 				s.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -635,8 +636,10 @@ func TestInterfacesAll(t *testing.T) {
 		}
 		return
 	}
+	// Only the kernel's link events can make the source see new
+	// interfaces in time.
 	defer func(d time.Duration) { rescanInterval = d }(rescanInterval)
-	rescanInterval = 50 * time.Millisecond
+	rescanInterval = time.Hour
 	before := bpftest.NewPair(t)
 	r := startSource(t, "interfaces: all\naggregation: none\ndrops: false\n")
 	if n := tcxCount(t, before.HostIndex); n != 2 {
@@ -707,5 +710,36 @@ func TestHandshakeAtMinimumCapture(t *testing.T) {
 	r.stop()
 	if _, _, n := readMetric(t, r.src.m.malformed); n != 0 {
 		t.Errorf("%v malformed samples", n)
+	}
+}
+
+// A named interface that does not exist at start is waited for: the
+// source starts, says it waits (not ready), and attaches as soon as the
+// interface appears.
+func TestNamedInterfaceWaited(t *testing.T) {
+	bpftest.RequireRoot(t)
+	defer func(d time.Duration) { rescanInterval = d }(rescanInterval)
+	rescanInterval = time.Hour
+	p := bpftest.PlanPair()
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false"))
+	if err := r.src.Ready(); err == nil || !strings.Contains(err.Error(), "waiting for interface "+p.Host+" to exist") {
+		t.Fatalf("Ready before the interface exists: %v", err)
+	}
+	p.Create(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.src.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready after the interface appeared: %v", r.src.Ready())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := bpftest.Ping(p.PeerIP, 1); err != nil {
+		t.Fatal(err)
+	}
+	f := r.out.waitFlow(t, "echo reply on the new interface", func(f *flowpb.Flow) bool {
+		return is(f, p.PeerIP, p.HostIP) && f.GetL4().GetICMPv4() != nil
+	})
+	if f.GetInterface().GetName() != p.Host {
+		t.Errorf("interface %v, want %s", f.Interface, p.Host)
 	}
 }
