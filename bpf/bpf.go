@@ -55,6 +55,13 @@ const (
 	// handshake packets (SYN and SYN-ACK carry options), whose flows could
 	// then not be decoded.
 	MinCaptureLength = 14 + 40 + 60
+	// DropDirOffset is the offset in a drop sample of the byte (in Cilium's
+	// padding) that says where the packet was dropped: DropDirIngress (it
+	// had arrived on the device) or DropDirEgress (made on this host, or
+	// forwarded, on its way out).
+	DropDirOffset  = 37
+	DropDirIngress = 1
+	DropDirEgress  = 2
 	// DropLineUnknown is the `line` a drop sample carries when the kernel's
 	// reason does not fit in 16 bits (a subsystem reason).
 	DropLineUnknown = 0xffff

@@ -59,7 +59,8 @@ type flowbusDropSample struct {
 		ExtError   int8
 		Ifindex    uint32
 		Flags      uint8
-		Pad        [3]uint8
+		Dir        uint8
+		Pad        [2]uint8
 	}
 	Pkt [1536]uint8
 }

@@ -99,8 +99,14 @@ struct drop_notify {
 	__s8 ext_error;
 	__u32 ifindex;
 	__u8 flags;
-	__u8 pad[3];
+	/* flowbus's own use of Cilium's padding: where the packet was dropped
+	 * (DROP_DIR_*); Cilium's decoders ignore it. */
+	__u8 dir;
+	__u8 pad[2];
 };
+
+#define DROP_DIR_INGRESS 1 /* on its way in: it arrived on this device */
+#define DROP_DIR_EGRESS 2  /* on its way out: made here, or forwarded */
 
 /* A connection as seen in one direction on one interface. */
 struct conn_key {
@@ -551,6 +557,12 @@ int on_kfree_skb(__u64 *ctx)
 	if (bpf_probe_read_kernel(s->pkt, cap, head + start) < 0)
 		return 0;
 
+	/* Received packets carry the device they arrived on. */
+	__u32 iif = BPF_CORE_READ(skb, skb_iif);
+	__u8 ddir = DROP_DIR_EGRESS;
+	if (iif != 0 && (ifindex == 0 || iif == ifindex))
+		ddir = DROP_DIR_INGRESS;
+
 	s->hdr = (struct drop_notify){
 		.type = NOTIFY_DROP,
 		.subtype = rc->cilium_reason,
@@ -562,6 +574,7 @@ int on_kfree_skb(__u64 *ctx)
 		.line = reason < 0xffff ? (__u16)reason : 0xffff,
 		.ifindex = ifindex,
 		.flags = flags,
+		.dir = ddir,
 	};
 	long err;
 	if (use_ringbuf)

@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -271,4 +272,42 @@ func readMetric(t *testing.T, m prometheus.Metric) (string, map[string]string, f
 	}
 	v := pb.GetGauge().GetValue() + pb.GetCounter().GetValue()
 	return m.Desc().String(), labels, v
+}
+
+// A datapath that drops what the host sends (a tcx egress program
+// returning TC_ACT_SHOT): flowbus, at the head of the chain, still reports
+// the packet on its way out, and then its drop, as an EGRESS drop.
+func TestCoexistDroppingProgram(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	l, err := link.AttachTCX(link.TCXOptions{Interface: p.HostIndex, Program: otherAgent(t, 2), Attach: ciliumebpf.AttachTCXEgress, Anchor: link.Head()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	// No ARP either: the peer's address is resolved statically.
+	if out, err := exec.Command("ip", "neigh", "replace", p.PeerIP.String(), "lladdr", p.PeerMAC.String(), "dev", p.Host, "nud", "permanent").CombinedOutput(); err != nil {
+		t.Fatalf("ip neigh: %v %s", err, out)
+	}
+	r := startSource(t, ifaceYAML(p, "aggregation: none"))
+	uc, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.PeerIP, Port: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	port := uint32(uc.LocalAddr().(*net.UDPAddr).Port)
+	uc.Write([]byte("dropped on its way out"))
+	ours := func(f *flowpb.Flow) bool {
+		return is(f, p.HostIP, p.PeerIP) && f.GetL4().GetUDP().GetSourcePort() == port
+	}
+	r.out.waitFlow(t, "the datagram leaving", func(f *flowpb.Flow) bool {
+		return ours(f) && f.Verdict == flowpb.Verdict_FORWARDED && f.TraceObservationPoint == flowpb.TraceObservationPoint_TO_NETWORK
+	})
+	f := r.out.waitFlow(t, "its drop", func(f *flowpb.Flow) bool { return ours(f) && f.Verdict == flowpb.Verdict_DROPPED })
+	if got := KernelDropReason(f); got != "TC_EGRESS" {
+		t.Errorf("kernel drop reason %q, want TC_EGRESS", got)
+	}
+	if f.TrafficDirection != flowpb.TrafficDirection_EGRESS || f.DropReason == 0 {
+		t.Errorf("traffic_direction %v drop_reason %d, want EGRESS and non-zero", f.TrafficDirection, f.DropReason)
+	}
 }

@@ -19,7 +19,9 @@ import (
 const KernelDropReasonKey = "kernel_drop_reason"
 
 // annotateDrop adds what a drop sample of flowbus's program carries beyond
-// Cilium's fields: the kernel's reason (in `line`) and the interface.
+// Cilium's fields: the kernel's reason (in `line`), the interface, and
+// where the packet was dropped (traffic_direction: INGRESS when it had
+// arrived on the device, EGRESS on its way out).
 func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
 	if len(raw) < bpf.DropHeaderLen {
 		return
@@ -35,6 +37,12 @@ func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
 		f.DropReasonDesc = flowpb.DropReason_DROP_REASON_UNKNOWN
 	}
 	f.Extensions = s.reasonAny(code)
+	switch raw[bpf.DropDirOffset] {
+	case bpf.DropDirIngress:
+		f.TrafficDirection = flowpb.TrafficDirection_INGRESS
+	case bpf.DropDirEgress:
+		f.TrafficDirection = flowpb.TrafficDirection_EGRESS
+	}
 	if ifindex != 0 {
 		if f.Interface == nil {
 			f.Interface = &flowpb.NetworkInterface{}

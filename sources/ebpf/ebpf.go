@@ -13,7 +13,9 @@
 // Cilium's trace reasons do (a TCP SYN opens, a SYN-ACK answers; ICMP echo
 // requests open, replies answer; other ICMP has no direction), so Hubble's
 // printers draw `->` and `<-`. Drops seen by skb:kfree_skb become DROPPED
-// flows whose drop_reason is the Cilium reason that means the same as the
+// flows (traffic_direction INGRESS when the packet had arrived on the
+// device, EGRESS when it was made on this host or forwarded; is_reply unset,
+// as Hubble leaves it on drops) whose drop_reason is the Cilium reason that means the same as the
 // kernel's, or bpf.DropReasonUnknown (never 0, which Cilium's tools print
 // as "Success") with drop_reason_desc DROP_REASON_UNKNOWN; the kernel's own
 // reason name (SKB_DROP_REASON_ without the prefix, e.g. "NO_SOCKET") is
@@ -76,7 +78,7 @@ func init() {
 	pipeline.RegisterSource(pipeline.Spec{
 		Type:        "ebpf",
 		Summary:     "loads flowbus's own BPF programs on the chosen interfaces and turns the packets they sample into Hubble flows, without Cilium",
-		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Samples go to one BPF ring buffer shared by all CPUs where the kernel has it (else per-CPU perf rings); samples the kernel could not write become LostEvents (PERF_EVENT_RING_BUFFER; with their CPU from the perf rings). The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
+		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with traffic_direction (INGRESS: dropped after arriving on the device) and the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Samples go to one BPF ring buffer shared by all CPUs where the kernel has it (else per-CPU perf rings); samples the kernel could not write become LostEvents (PERF_EVENT_RING_BUFFER; with their CPU from the perf rings). The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
 		Example: `type: ebpf
 interfaces: [eth0]
 direction: both

@@ -336,6 +336,9 @@ func TestDrops(t *testing.T) {
 	if u := f.GetL4().GetUDP(); u.GetSourcePort() != uint32(srcPort) || u.GetDestinationPort() != 9 {
 		t.Errorf("l4 %v, want UDP %d > 9", f.L4, srcPort)
 	}
+	if f.TrafficDirection != flowpb.TrafficDirection_INGRESS {
+		t.Errorf("traffic_direction %v of a drop on arrival, want INGRESS", f.TrafficDirection)
+	}
 	if f.GetInterface().GetName() != p.Host || f.NodeName != "test-node" {
 		t.Errorf("interface %v node %q", f.Interface, f.NodeName)
 	}

@@ -105,6 +105,7 @@ struct sk_buff {
 	unsigned int tail;
 	unsigned char *head;
 	unsigned char *data;
+	int skb_iif;
 } __attribute__((preserve_access_index));
 
 #endif /* FLOWBUS_H */
