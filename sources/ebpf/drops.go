@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -92,9 +93,11 @@ func KernelDropReason(f *flowpb.Flow) string {
 	return st.Fields[KernelDropReasonKey].GetStringValue()
 }
 
-// ifaceNames caches interface names by index.
+// ifaceNames caches interface names by index. The reader looks names up;
+// attaching (also from the link event goroutine) records them.
 type ifaceNames struct {
-	m map[uint32]ifaceName
+	mu sync.Mutex
+	m  map[uint32]ifaceName
 }
 
 type ifaceName struct {
@@ -103,6 +106,12 @@ type ifaceName struct {
 }
 
 func (c *ifaceNames) put(index uint32, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(index, name)
+}
+
+func (c *ifaceNames) putLocked(index uint32, name string) {
 	if c.m == nil {
 		c.m = map[uint32]ifaceName{}
 	}
@@ -112,6 +121,8 @@ func (c *ifaceNames) put(index uint32, name string) {
 // get returns the name of an interface, asking the kernel at most once a
 // second per unknown index.
 func (c *ifaceNames) get(index uint32) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n, ok := c.m[index]
 	if ok && time.Since(n.fetched) < refresh(n.name) {
 		return n.name
@@ -120,7 +131,7 @@ func (c *ifaceNames) get(index uint32) string {
 	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
 		name = ifi.Name
 	}
-	c.put(index, name)
+	c.putLocked(index, name)
 	return name
 }
 

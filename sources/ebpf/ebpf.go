@@ -115,10 +115,14 @@ type Source struct {
 	waitErr   atomic.Pointer[error] // named interfaces that do not exist
 	linksDone chan struct{}         // closed to end the link event subscription
 
+	names ifaceNames // used by Run and by attaching
+
+	// healthInterval and rescanInterval when the source was built.
+	healthEvery, rescanEvery time.Duration
+
 	// Only the Run goroutine uses these.
 	dec        datapath.Decoder
 	ids        *flowid.Generator // flow uuids, as Hubble gives every decoded flow
-	names      ifaceNames
 	reasons    map[uint32]string
 	reasonAnys map[uint16][]byte
 	rec        recorder
@@ -142,7 +146,8 @@ func newSource(b *pipeline.Build, set settings) *Source {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir, ids: flowid.New()}
+	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir, ids: flowid.New(),
+		healthEvery: healthInterval, rescanEvery: rescanInterval}
 	s.m = newMetrics(b.Metrics, s)
 	notStarted := errors.New("ebpf source: not started")
 	s.ready.Store(&notStarted)
@@ -514,7 +519,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
-		t := time.NewTicker(healthInterval)
+		t := time.NewTicker(s.healthEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -565,7 +570,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			if err := emit(); err != nil {
 				return nil // ctx ended
 			}
-			if time.Since(lastScan) >= rescanInterval {
+			if time.Since(lastScan) >= s.rescanEvery {
 				s.mu.Lock()
 				s.rescanLocked()
 				s.mu.Unlock()

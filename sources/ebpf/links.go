@@ -25,7 +25,7 @@ func (s *Source) subscribeLinksLocked() {
 		},
 	})
 	if err != nil {
-		s.log.Warn("ebpf source: cannot subscribe to link events; interfaces are rescanned every "+rescanInterval.String(), "error", err)
+		s.log.Warn("ebpf source: cannot subscribe to link events; interfaces are rescanned every "+s.rescanEvery.String(), "error", err)
 		return
 	}
 	s.linksDone = done
@@ -47,7 +47,7 @@ func (s *Source) subscribeLinksLocked() {
 		select {
 		case <-done:
 		default:
-			s.log.Warn("ebpf source: link events stopped; interfaces are rescanned every " + rescanInterval.String())
+			s.log.Warn("ebpf source: link events stopped; interfaces are rescanned every " + s.rescanEvery.String())
 		}
 	}()
 }
