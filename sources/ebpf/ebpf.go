@@ -12,7 +12,9 @@
 // first NEW, its later packets ESTABLISHED and the other side's REPLY, as
 // Cilium's trace reasons do (a TCP SYN opens, a SYN-ACK answers; ICMP echo
 // requests open, replies answer; other ICMP has no direction), so Hubble's
-// printers draw `->` and `<-`. Drops seen by skb:kfree_skb become DROPPED
+// printers draw `->` and `<-`. The other side is looked up on the same
+// interface, so with `direction: ingress` or `egress` only TCP handshakes
+// and ICMP echoes tell replies apart. Drops seen by skb:kfree_skb become DROPPED
 // flows (traffic_direction INGRESS when the packet had arrived on the
 // device, EGRESS when it was made on this host or forwarded; is_reply unset,
 // as Hubble leaves it on drops) whose drop_reason is the Cilium reason that means the same as the
