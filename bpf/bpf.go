@@ -15,12 +15,16 @@
 //
 //	go generate ./bpf/...
 //
-// The TC programs attach with tcx links (Linux 6.6 and later), or as
-// direct-action cls_bpf filters on a clsact qdisc where tcx is missing.
-// Nothing is pinned: the kernel detaches tcx links and the tracepoint when
-// the process that holds them exits, even after a crash. A clsact filter
-// outlives its process; flowbus's filters have one fixed priority and
-// handle, so the next attach to the interface replaces a crashed run's.
+// The TC programs attach at the head of the tcx chain (Linux 6.6 and
+// later), or as direct-action cls_bpf filters on a clsact qdisc, ahead of
+// the existing filters, where tcx is missing: a datapath that ends the chain
+// (as Cilium's does, passing every packet it accepts) then still lets
+// flowbus see every packet. The tcx chain runs before the clsact filters.
+// An Attachment says whether flowbus's program runs first and which others
+// share the hook. Nothing is pinned: the kernel detaches tcx links and the
+// tracepoint when the process that holds them exits, even after a crash. A
+// clsact filter outlives its process; the next attach to the interface
+// removes a crashed run's (filters named flowbus_*).
 package bpf
 
 import (
@@ -31,6 +35,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +49,19 @@ const (
 	// MaxCaptureLength is the largest capture length the programs accept
 	// (drop samples copy at most this many bytes).
 	MaxCaptureLength = 1536
+	// MinCaptureLength is the smallest capture length that holds an
+	// Ethernet header, an IPv6 header and a TCP header with the most
+	// options (14 + 40 + 60): a shorter capture cuts the TCP header of
+	// handshake packets (SYN and SYN-ACK carry options), whose flows could
+	// then not be decoded.
+	MinCaptureLength = 14 + 40 + 60
+	// DropDirOffset is the offset in a drop sample of the byte (in Cilium's
+	// padding) that says where the packet was dropped: DropDirIngress (it
+	// had arrived on the device) or DropDirEgress (made on this host, or
+	// forwarded, on its way out).
+	DropDirOffset  = 37
+	DropDirIngress = 1
+	DropDirEgress  = 2
 	// DropLineUnknown is the `line` a drop sample carries when the kernel's
 	// reason does not fit in 16 bits (a subsystem reason).
 	DropLineUnknown = 0xffff
@@ -76,6 +94,18 @@ type Config struct {
 	Connections uint32
 	// Drops loads the kfree_skb program.
 	Drops bool
+	// RingSize, when not 0, makes the programs write to one BPF ring buffer
+	// of that many bytes (a power of two, a multiple of the page size),
+	// shared by all CPUs, instead of the per-CPU perf event array. The
+	// reader is woken once RingWakeupBytes wait (0: at every sample).
+	RingSize        uint32
+	RingWakeupBytes uint64
+}
+
+// HaveRingBuffer says whether the kernel has BPF ring buffers (Linux 5.8
+// and later).
+func HaveRingBuffer() bool {
+	return features.HaveMapType(ebpf.RingBuf) == nil
 }
 
 // Objects are the loaded programs and maps.
@@ -83,7 +113,7 @@ type Objects struct {
 	coll *ebpf.Collection
 	objs struct {
 		TraceIngress, TraceEgress, OnKfreeSkb *ebpf.Program
-		Events, Conns, Ifaces, Netns          *ebpf.Map
+		Events, Ring, Conns, Ifaces, Netns    *ebpf.Map
 		DropReasons, Counters                 *ebpf.Map
 	}
 }
@@ -91,8 +121,8 @@ type Objects struct {
 // Load loads the programs into the kernel with cfg. The caller must Close
 // the result.
 func Load(cfg Config) (*Objects, error) {
-	if cfg.CaptureLength > MaxCaptureLength {
-		return nil, fmt.Errorf("capture length %d above the maximum %d", cfg.CaptureLength, MaxCaptureLength)
+	if cfg.CaptureLength > MaxCaptureLength || cfg.CaptureLength < MinCaptureLength {
+		return nil, fmt.Errorf("capture length %d outside %d..%d", cfg.CaptureLength, MinCaptureLength, MaxCaptureLength)
 	}
 	spec, err := loadFlowbus()
 	if err != nil {
@@ -106,10 +136,21 @@ func Load(cfg Config) (*Objects, error) {
 	if cfg.Aggregate {
 		agg = 1
 	}
+	ring := uint32(0)
+	if cfg.RingSize > 0 {
+		ring = 1
+		spec.Maps[flowbusMapRing].MaxEntries = cfg.RingSize
+	} else {
+		// Never written to (the code that would is dead, and the verifier
+		// skips it), so kernels without ring buffers load the programs.
+		spec.Maps[flowbusMapRing] = &ebpf.MapSpec{Name: "ring", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}
+	}
 	for name, v := range map[string]any{
 		flowbusVarCaptureLen:            cfg.CaptureLength,
 		flowbusVarAggregate:             agg,
 		flowbusVarAggregationIntervalNs: uint64(interval),
+		flowbusVarUseRingbuf:            ring,
+		flowbusVarRingWakeupBytes:       cfg.RingWakeupBytes,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -134,6 +175,9 @@ func Load(cfg Config) (*Objects, error) {
 	o.objs.TraceEgress = coll.Programs[flowbusProgTraceEgress]
 	o.objs.OnKfreeSkb = coll.Programs[flowbusProgOnKfreeSkb]
 	o.objs.Events = coll.Maps[flowbusMapEvents]
+	if cfg.RingSize > 0 {
+		o.objs.Ring = coll.Maps[flowbusMapRing]
+	}
 	o.objs.Conns = coll.Maps[flowbusMapConns]
 	o.objs.Ifaces = coll.Maps[flowbusMapIfaces]
 	o.objs.Netns = coll.Maps[flowbusMapNetns]
@@ -148,8 +192,11 @@ func (o *Objects) Close() error {
 	return nil
 }
 
-// Events is the perf event array every sample goes to.
+// Events is the perf event array the samples go to without a ring buffer.
 func (o *Objects) Events() *ebpf.Map { return o.objs.Events }
+
+// Ring is the ring buffer the samples go to, or nil (Config.RingSize 0).
+func (o *Objects) Ring() *ebpf.Map { return o.objs.Ring }
 
 // SetInterface records per-interface settings: l3 says that the device has
 // no Ethernet header (tun, wireguard), so packets start at the IP header.
@@ -164,6 +211,16 @@ func (o *Objects) SetInterface(ifindex int, l3 bool) error {
 	return nil
 }
 
+// InterfacePackets returns the number of packets the trace programs saw
+// on an interface since SetInterface, indexed by Direction.
+func (o *Objects) InterfacePackets(ifindex int) ([2]uint64, error) {
+	var cfg flowbusIfaceCfg
+	if err := o.objs.Ifaces.Lookup(uint32(ifindex), &cfg); err != nil {
+		return [2]uint64{}, fmt.Errorf("read interface %d counters: %w", ifindex, err)
+	}
+	return cfg.Packets, nil
+}
+
 // WatchNetns makes the drop program report drops in the network namespace
 // with the given inode number.
 func (o *Objects) WatchNetns(inum uint32) error {
@@ -175,7 +232,8 @@ func (o *Objects) WatchNetns(inum uint32) error {
 
 // DropReason says what to do with one kernel drop reason.
 type DropReason struct {
-	// Cilium is the Cilium drop reason the sample carries (0 = unknown).
+	// Cilium is the Cilium drop reason the sample carries
+	// (DropReasonUnknown when none means the same).
 	Cilium uint8
 	// Report says whether drops with this reason are emitted at all.
 	Report bool
@@ -243,34 +301,120 @@ const (
 	AttachClsact
 )
 
+func (m AttachMode) String() string {
+	switch m {
+	case AttachTCX:
+		return "tcx"
+	case AttachClsact:
+		return "clsact"
+	}
+	return "auto"
+}
+
+// Attachment is a trace program attached to one hook of an interface.
+// Closing it detaches the program.
+type Attachment struct {
+	io.Closer
+	// Mode is "tcx" or "clsact".
+	Mode string
+	// Ahead says that flowbus's program runs before every other program
+	// on the hook, so that none can end the chain before it sees a packet.
+	Ahead bool
+	// Others describes the other programs on the hook (and, with tcx, the
+	// clsact filters that run after the tcx chain), in the order the
+	// kernel runs them.
+	Others []string
+
+	ifindex int
+	dir     Direction
+	prog    *ebpf.Program
+	name    string
+}
+
+// Refresh updates Ahead and Others from the kernel's view of the hook now
+// (another agent may have attached since).
+func (a *Attachment) Refresh() {
+	if a.Mode == "tcx" {
+		at := ebpf.AttachTCXIngress
+		if a.dir == Egress {
+			at = ebpf.AttachTCXEgress
+		}
+		a.Ahead, a.Others = tcxOthers(a.ifindex, at, a.prog)
+		a.Others = append(a.Others, clsactOthers(a.ifindex, a.dir)...)
+		return
+	}
+	a.Ahead, a.Others = clsactPosition(a.ifindex, a.dir, a.name)
+}
+
 // AttachTC attaches the trace program of direction d to the interface
-// with tcx, or with a clsact filter on kernels without tcx. Closing the
-// result detaches it. A tcx link also goes away when the process exits; a
-// clsact filter stays until the next AttachTC on the interface replaces it.
-func (o *Objects) AttachTC(ifindex int, d Direction) (io.Closer, error) {
+// at the head of its tcx chain, or, on kernels without tcx, as a clsact
+// filter ahead of the existing ones. A tcx link goes away when the process
+// exits; a clsact filter stays until the next AttachTC on the interface
+// replaces it.
+func (o *Objects) AttachTC(ifindex int, d Direction) (*Attachment, error) {
 	return o.AttachTCMode(ifindex, d, AttachAuto)
 }
 
 // AttachTCMode is AttachTC with a chosen mode.
-func (o *Objects) AttachTCMode(ifindex int, d Direction, mode AttachMode) (io.Closer, error) {
+func (o *Objects) AttachTCMode(ifindex int, d Direction, mode AttachMode) (*Attachment, error) {
 	prog, at, name := o.objs.TraceIngress, ebpf.AttachTCXIngress, "flowbus_trace_ingress"
 	if d == Egress {
 		prog, at, name = o.objs.TraceEgress, ebpf.AttachTCXEgress, "flowbus_trace_egress"
 	}
 	if mode != AttachClsact {
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at, Anchor: link.Head()})
 		if err == nil {
-			return l, nil
+			a := &Attachment{Closer: l, Mode: "tcx", ifindex: ifindex, dir: d, prog: prog, name: name}
+			a.Ahead, a.Others = tcxOthers(ifindex, at, prog)
+			// The clsact filters run after the tcx chain, when it
+			// passes the packet on.
+			a.Others = append(a.Others, clsactOthers(ifindex, d)...)
+			return a, nil
 		}
 		if mode == AttachTCX || !errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, fmt.Errorf("attach tcx %s to interface %d: %w", d, ifindex, err)
 		}
 	}
-	f, err := attachClsact(ifindex, d, prog, name)
+	f, ahead, others, err := attachClsact(ifindex, d, prog, name)
 	if err != nil {
 		return nil, fmt.Errorf("attach clsact %s filter to interface %d: %w", d, ifindex, err)
 	}
-	return f, nil
+	return &Attachment{Closer: f, Mode: "clsact", Ahead: ahead, Others: others, ifindex: ifindex, dir: d, prog: prog, name: name}, nil
+}
+
+// tcxOthers describes the programs of the interface's tcx chain other
+// than prog, in order, and says whether prog comes first.
+func tcxOthers(ifindex int, at ebpf.AttachType, prog *ebpf.Program) (first bool, others []string) {
+	var ourID ebpf.ProgramID
+	if info, err := prog.Info(); err == nil {
+		ourID, _ = info.ID()
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
+	if err != nil {
+		return false, []string{fmt.Sprintf("tcx chain unreadable: %v", err)}
+	}
+	for i, ap := range res.Programs {
+		if ap.ID == ourID {
+			first = i == 0
+			continue
+		}
+		others = append(others, "tcx "+programName(ap.ID))
+	}
+	return first, others
+}
+
+// programName is a program's name and id, as bpftool shows them.
+func programName(id ebpf.ProgramID) string {
+	p, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return fmt.Sprintf("id %d", id)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil || info.Name == "" {
+		return fmt.Sprintf("id %d", id)
+	}
+	return fmt.Sprintf("%s (id %d)", info.Name, id)
 }
 
 // AttachDrops attaches the kfree_skb program (if loaded with Drops).

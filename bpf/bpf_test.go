@@ -12,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/perf"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/flowbus/flowbus/bpf/bpftest"
 )
@@ -102,9 +106,10 @@ func TestTraceSampleLayout(t *testing.T) {
 		name     string
 		obs      byte
 		src, dst net.IP
+		reason   byte // the echo's direction: CT_NEW (0) or CT_REPLY (2)
 	}{
-		{"egress request", 11, p.HostIP, p.PeerIP},
-		{"ingress reply", 10, p.PeerIP, p.HostIP},
+		{"egress request", 11, p.HostIP, p.PeerIP, 0},
+		{"ingress reply", 10, p.PeerIP, p.HostIP, 2},
 	} {
 		s := waitSample(t, rd, isICMP(c.obs, c.src, c.dst))
 		ne := binary.NativeEndian
@@ -119,8 +124,8 @@ func TestTraceSampleLayout(t *testing.T) {
 		if got := ne.Uint32(s[28:32]); got != uint32(p.HostIndex) {
 			t.Errorf("%s: ifindex %d, want %d", c.name, got, p.HostIndex)
 		}
-		if s[26] != 5 || s[27] != 0 {
-			t.Errorf("%s: reason %d flags %d, want 5 (unknown) and 0", c.name, s[26], s[27])
+		if s[26] != c.reason || s[27] != 0 {
+			t.Errorf("%s: reason %d flags %d, want %d and 0", c.name, s[26], s[27], c.reason)
 		}
 		if len(s) < TraceHeaderLen+int(capLen) {
 			t.Errorf("%s: sample %d bytes, header says %d captured", c.name, len(s), capLen)
@@ -167,8 +172,8 @@ func TestDropSampleLayout(t *testing.T) {
 	if got := ne.Uint16(s[28:30]); got != noSocket {
 		t.Errorf("line (kernel reason) %d, want NO_SOCKET %d", got, noSocket)
 	}
-	if s[1] != 0 {
-		t.Errorf("subtype %d, want 0 (no Cilium equivalent)", s[1])
+	if s[1] != DropReasonUnknown {
+		t.Errorf("subtype %d, want %d (no Cilium equivalent)", s[1], DropReasonUnknown)
 	}
 	if got := ne.Uint32(s[32:36]); got != uint32(p.HostIndex) {
 		t.Errorf("ifindex %d, want %d", got, p.HostIndex)
@@ -187,7 +192,7 @@ func TestDropSampleLayout(t *testing.T) {
 func TestAttachDetach(t *testing.T) {
 	bpftest.RequireRoot(t)
 	p := bpftest.NewPair(t)
-	o, err := Load(Config{CaptureLength: 64})
+	o, err := Load(Config{CaptureLength: MinCaptureLength})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,5 +306,51 @@ func TestClsactFallback(t *testing.T) {
 		if got := tcFilters(t, p.Host, d); len(got) != 0 {
 			t.Errorf("%s filters after Close: %q", d, got)
 		}
+	}
+}
+
+// A classifier flowbus cannot join holds priority 1 (a cls_bpf filter for
+// IPv4 only, passing every packet and so ending the chain; flowbus's
+// filter is for every protocol): flowbus's filter goes after it, and the
+// attachment says that it is not ahead and why.
+func TestClsactBehindForeignClassifier(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "ipv4_only", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	q := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: p.HostIndex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscAdd(q); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.FilterAdd(&netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: p.HostIndex, Parent: netlink.HANDLE_MIN_INGRESS, Handle: 1, Priority: 1, Protocol: unix.ETH_P_IP},
+		Fd:          prog.FD(), Name: "ipv4_only", DirectAction: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Load(Config{CaptureLength: 128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	a, err := o.AttachTCMode(p.HostIndex, Ingress, AttachClsact)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.Ahead || len(a.Others) != 1 || a.Others[0] != "clsact pref 1 bpf ipv4_only" {
+		t.Errorf("ahead %v others %q, want behind [clsact pref 1 bpf ipv4_only]", a.Ahead, a.Others)
+	}
+	if got := tcFilters(t, p.Host, Ingress); len(got) != 1 || !strings.Contains(got[0], "pref 2 ") {
+		t.Errorf("flowbus filters %q, want one at pref 2", got)
 	}
 }

@@ -1,165 +1,217 @@
 package bpf
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
+	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // The clsact fallback, for kernels without tcx (before Linux 6.6): the
 // program becomes a direct-action cls_bpf filter on the interface's clsact
-// qdisc, added and removed with rtnetlink. Unlike a tcx link, such a filter
-// outlives the process, so flowbus uses one fixed priority and handle and
-// replaces whatever filter holds them (a crashed run's) when it attaches.
-// The clsact qdisc itself is left in place: other programs may use it.
+// qdisc. Filters run by ascending priority (pref), and within one priority
+// the cls_bpf classifier runs its newest filter first; the first program that
+// returns anything but TC_ACT_UNSPEC ends the chain. So flowbus's filter goes
+// one priority ahead of the first existing filter, or, when that one holds
+// priority 1 (as Cilium's filters do), joins it at priority 1 as its newest
+// filter. Unlike a tcx link, a filter outlives the process: filters named
+// flowbus_* found at attach (a crashed run's) are removed first. The clsact
+// qdisc itself is left in place: other programs may use it.
 const (
-	tcHClsact     = 0xFFFFFFF1
-	tcHMinIngress = 0xFFF2
-	tcHMinEgress  = 0xFFF3
-	// ClsactPriority and ClsactHandle identify flowbus's filters.
-	ClsactPriority = 0xfb1
-	ClsactHandle   = 0xfb1
-
-	tcaBPFFD            = 6
-	tcaBPFName          = 7
-	tcaBPFFlags         = 8
-	tcaBPFFlagActDirect = 1
-	ethPAll             = 0x0003
+	// ClsactHandle is the handle of flowbus's filters.
+	ClsactHandle = 0xfb1
+	namePrefix   = "flowbus_"
 )
 
 // clsactFilter is an attached cls_bpf filter; Close removes it.
 type clsactFilter struct {
-	ifindex int
-	dir     Direction
-	closed  atomic.Bool
+	filter netlink.BpfFilter
+	closed atomic.Bool
 }
 
 func (f *clsactFilter) Close() error {
 	if f.closed.Swap(true) {
 		return nil
 	}
-	err := deleteFilter(f.ifindex, f.dir)
+	err := netlink.FilterDel(&f.filter)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EINVAL) {
 		return nil // already gone (with its interface or its qdisc)
 	}
-	return err
-}
-
-// attachClsact attaches prog as flowbus's filter in direction d.
-func attachClsact(ifindex int, d Direction, prog *ebpf.Program, name string) (*clsactFilter, error) {
-	// Create the clsact qdisc unless it exists.
-	q := tcmsg(ifindex, 0xFFFF0000, tcHClsact, 0)
-	q = attr(q, unix.TCA_KIND, []byte("clsact\x00"))
-	if err := rtnetlink(unix.RTM_NEWQDISC, unix.NLM_F_CREATE|unix.NLM_F_EXCL, q); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("add clsact qdisc: %w", err)
-	}
-	// Replace a stale filter of an earlier run.
-	if err := deleteFilter(ifindex, d); err != nil && !errors.Is(err, unix.ENOENT) {
-		return nil, fmt.Errorf("remove stale filter: %w", err)
-	}
-	var opts []byte
-	fd := make([]byte, 4)
-	binary.NativeEndian.PutUint32(fd, uint32(prog.FD()))
-	opts = attr(opts, tcaBPFFD, fd)
-	opts = attr(opts, tcaBPFName, append([]byte(name), 0))
-	flags := make([]byte, 4)
-	binary.NativeEndian.PutUint32(flags, tcaBPFFlagActDirect)
-	opts = attr(opts, tcaBPFFlags, flags)
-	m := filterMsg(ifindex, d)
-	m = attr(m, unix.TCA_OPTIONS, opts)
-	if err := rtnetlink(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_EXCL, m); err != nil {
-		return nil, fmt.Errorf("add cls_bpf filter: %w", err)
-	}
-	return &clsactFilter{ifindex: ifindex, dir: d}, nil
-}
-
-func deleteFilter(ifindex int, d Direction) error {
-	return rtnetlink(unix.RTM_DELTFILTER, 0, filterMsg(ifindex, d))
-}
-
-// filterMsg is the tcmsg and kind of flowbus's filter in direction d.
-func filterMsg(ifindex int, d Direction) []byte {
-	minor := uint32(tcHMinIngress)
-	if d == Egress {
-		minor = tcHMinEgress
-	}
-	// info: priority in the upper 16 bits, protocol (network order) below.
-	var proto [2]byte
-	binary.BigEndian.PutUint16(proto[:], ethPAll)
-	info := uint32(ClsactPriority)<<16 | uint32(binary.NativeEndian.Uint16(proto[:]))
-	m := tcmsg(ifindex, ClsactHandle, 0xFFFF0000|minor, info)
-	return attr(m, unix.TCA_KIND, []byte("bpf\x00"))
-}
-
-// tcmsg encodes struct tcmsg.
-func tcmsg(ifindex int, handle, parent, info uint32) []byte {
-	b := make([]byte, 20)
-	b[0] = unix.AF_UNSPEC
-	ne := binary.NativeEndian
-	ne.PutUint32(b[4:], uint32(int32(ifindex)))
-	ne.PutUint32(b[8:], handle)
-	ne.PutUint32(b[12:], parent)
-	ne.PutUint32(b[16:], info)
-	return b
-}
-
-// attr appends a netlink attribute.
-func attr(b []byte, typ uint16, data []byte) []byte {
-	n := 4 + len(data)
-	hdr := make([]byte, 4)
-	binary.NativeEndian.PutUint16(hdr[0:], uint16(n))
-	binary.NativeEndian.PutUint16(hdr[2:], typ)
-	b = append(b, hdr...)
-	b = append(b, data...)
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	return b
-}
-
-// rtnetlink sends one request and waits for its acknowledgement.
-func rtnetlink(typ uint16, flags uint16, payload []byte) error {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
-		return os.NewSyscallError("socket", err)
+		return fmt.Errorf("remove clsact filter: %w", err)
 	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return os.NewSyscallError("bind", err)
+	return nil
+}
+
+func clsactParent(d Direction) uint32 {
+	if d == Egress {
+		return netlink.HANDLE_MIN_EGRESS
 	}
-	msg := make([]byte, 16, 16+len(payload))
-	ne := binary.NativeEndian
-	ne.PutUint32(msg[0:], uint32(16+len(payload)))
-	ne.PutUint16(msg[4:], typ)
-	ne.PutUint16(msg[6:], flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	ne.PutUint32(msg[8:], 1)
-	msg = append(msg, payload...)
-	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return os.NewSyscallError("sendto", err)
+	return netlink.HANDLE_MIN_INGRESS
+}
+
+// describeFilter names a filter for logs: "pref 1 bpf cil_from_netdev".
+func describeFilter(f netlink.Filter) string {
+	a := f.Attrs()
+	if b, ok := f.(*netlink.BpfFilter); ok {
+		name := b.Name
+		if name == "" {
+			name = fmt.Sprintf("id %d", b.Id)
+		}
+		return fmt.Sprintf("clsact pref %d bpf %s", a.Priority, name)
 	}
-	buf := make([]byte, 8192)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
+	return fmt.Sprintf("clsact pref %d %s", a.Priority, f.Type())
+}
+
+// listFilters returns the filters on the interface's clsact hook of
+// direction d, in the order the kernel runs them.
+func listFilters(ifindex int, d Direction) ([]netlink.Filter, error) {
+	l := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}
+	fs, err := netlink.FilterList(l, clsactParent(d))
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil, nil // no clsact qdisc
+		}
+		return nil, err
+	}
+	return fs, nil
+}
+
+// clsactOthers describes the filters on the hook that are not flowbus's.
+func clsactOthers(ifindex int, d Direction) []string {
+	fs, _ := listFilters(ifindex, d)
+	var out []string
+	for _, f := range fs {
+		if b, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(b.Name, namePrefix) {
+			continue
+		}
+		out = append(out, describeFilter(f))
+	}
+	return out
+}
+
+// clsactPosition says whether flowbus's filter called name is the first
+// the kernel runs on the hook, and describes the others.
+func clsactPosition(ifindex int, d Direction, name string) (first bool, others []string) {
+	fs, _ := listFilters(ifindex, d)
+	for i, f := range fs {
+		if b, ok := f.(*netlink.BpfFilter); ok && b.Name == name {
+			first = first || i == 0
+			continue
+		}
+		others = append(others, describeFilter(f))
+	}
+	return first, others
+}
+
+// attachClsact attaches prog as flowbus's filter in direction d, ahead of
+// the filters already there when it can. ahead says whether it is the
+// first filter the kernel runs; others describes the other filters.
+func attachClsact(ifindex int, d Direction, prog *ebpf.Program, name string) (f *clsactFilter, ahead bool, others []string, err error) {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscAdd(qdisc); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, false, nil, fmt.Errorf("add clsact qdisc: %w", err)
+	}
+	existing, err := listFilters(ifindex, d)
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("list filters: %w", err)
+	}
+	var foreign []netlink.Filter
+	for _, ef := range existing {
+		if b, ok := ef.(*netlink.BpfFilter); ok && strings.HasPrefix(b.Name, namePrefix) {
+			// A crashed run's filter.
+			if err := netlink.FilterDel(ef); err != nil && !errors.Is(err, unix.ENOENT) {
+				return nil, false, nil, fmt.Errorf("remove stale filter %s: %w", describeFilter(ef), err)
+			}
+			continue
+		}
+		foreign = append(foreign, ef)
+		others = append(others, describeFilter(ef))
+	}
+	prio := pickPriority(foreign)
+	nf := netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    clsactParent(d),
+			Handle:    freeHandle(foreign, prio),
+			Priority:  prio,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Fd:           prog.FD(),
+		Name:         name,
+		DirectAction: true,
+	}
+	if err := netlink.FilterAdd(&nf); err != nil {
+		if prio == 1 && len(foreign) > 0 {
+			// Priority 1 is held by a classifier flowbus cannot join
+			// (another kind or protocol): take the first free priority.
+			nf.Priority = firstFree(foreign)
+			nf.Handle = ClsactHandle
+			err = netlink.FilterAdd(&nf)
+		}
 		if err != nil {
-			return os.NewSyscallError("recvfrom", err)
-		}
-		for b := buf[:n]; len(b) >= 16; {
-			l := int(ne.Uint32(b[0:]))
-			if l < 16 || l > len(b) {
-				return errors.New("rtnetlink: malformed reply")
-			}
-			if ne.Uint16(b[4:]) == unix.NLMSG_ERROR && l >= 20 {
-				if code := int32(ne.Uint32(b[16:])); code != 0 {
-					return unix.Errno(-code)
-				}
-				return nil
-			}
-			b = b[(l+3)&^3:]
+			return nil, false, others, fmt.Errorf("add cls_bpf filter: %w", err)
 		}
 	}
+	// Check where the kernel put it.
+	after, err := listFilters(ifindex, d)
+	if err == nil && len(after) > 0 {
+		b, ok := after[0].(*netlink.BpfFilter)
+		ahead = ok && b.Name == name && b.Handle == nf.Handle
+	}
+	return &clsactFilter{filter: nf}, ahead, others, nil
+}
+
+// pickPriority is one below the lowest priority in use, or 1.
+func pickPriority(fs []netlink.Filter) uint16 {
+	if len(fs) == 0 {
+		return 1
+	}
+	lowest := fs[0].Attrs().Priority
+	for _, f := range fs {
+		lowest = min(lowest, f.Attrs().Priority)
+	}
+	if lowest > 1 {
+		return lowest - 1
+	}
+	return 1
+}
+
+// firstFree is the lowest priority no filter uses.
+func firstFree(fs []netlink.Filter) uint16 {
+	used := make([]int, 0, len(fs))
+	for _, f := range fs {
+		used = append(used, int(f.Attrs().Priority))
+	}
+	sort.Ints(used)
+	p := 1
+	for _, u := range used {
+		if u == p {
+			p++
+		}
+	}
+	return uint16(p)
+}
+
+// freeHandle is ClsactHandle unless a filter of priority prio holds it.
+func freeHandle(fs []netlink.Filter, prio uint16) uint32 {
+	h := uint32(ClsactHandle)
+	for taken := true; taken; {
+		taken = false
+		for _, f := range fs {
+			if a := f.Attrs(); a.Priority == prio && a.Handle == h {
+				h++
+				taken = true
+			}
+		}
+	}
+	return h
 }

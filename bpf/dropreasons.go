@@ -2,10 +2,17 @@ package bpf
 
 import "strings"
 
+// DropReasonUnknown is the drop reason (DropNotify subtype, hence
+// event_type.sub_type and drop_reason) of a kernel drop that no Cilium reason
+// describes. It is not 0, which Cilium's tools print as "Success", and no
+// Cilium reason uses it: Hubble prints it as the number; flowbus sets
+// drop_reason_desc to DROP_REASON_UNKNOWN for it.
+const DropReasonUnknown = 255
+
 // ciliumReasons maps the kernel's drop reasons (names without the
 // SKB_DROP_REASON_ prefix) to the Cilium drop reason that means the same
-// thing. Reasons not listed become DROP_REASON_UNKNOWN (0); the kernel's
-// name still travels with the sample.
+// thing. Reasons not listed become DropReasonUnknown; the kernel's name
+// still travels with the sample.
 var ciliumReasons = map[string]uint8{
 	// A firewall rule dropped the packet: Cilium's "Policy denied".
 	"NETFILTER_DROP": 133, // POLICY_DENIED
@@ -43,9 +50,13 @@ var silentReasons = map[string]bool{
 }
 
 // CiliumDropReason returns the Cilium drop reason for a kernel reason name
-// (without the SKB_DROP_REASON_ prefix), or 0 if none means the same.
+// (without the SKB_DROP_REASON_ prefix), or DropReasonUnknown if none means
+// the same.
 func CiliumDropReason(kernel string) uint8 {
-	return ciliumReasons[strings.TrimPrefix(kernel, "SKB_DROP_REASON_")]
+	if r, ok := ciliumReasons[strings.TrimPrefix(kernel, "SKB_DROP_REASON_")]; ok {
+		return r
+	}
+	return DropReasonUnknown
 }
 
 // DropReasonConfig builds the drop program's configuration from the
@@ -60,6 +71,6 @@ func DropReasonConfig(kernel map[uint32]string) map[uint32]DropReason {
 		}
 		m[v] = DropReason{Cilium: CiliumDropReason(name), Report: true}
 	}
-	m[dropReasonEntries-1] = DropReason{Report: true}
+	m[dropReasonEntries-1] = DropReason{Cilium: DropReasonUnknown, Report: true}
 	return m
 }

@@ -14,9 +14,9 @@ func TestCiliumDropReason(t *testing.T) {
 		{"IP_NOPROTO", 142},
 		{"IP_OUTNOROUTES", 169},
 		{"IPV6_BAD_EXTHDR", 156},
-		{"NO_SOCKET", 0},
-		{"TCP_CSUM", 0},
-		{"", 0},
+		{"NO_SOCKET", DropReasonUnknown},
+		{"TCP_CSUM", DropReasonUnknown},
+		{"", DropReasonUnknown},
 	} {
 		if got := CiliumDropReason(c.kernel); got != c.want {
 			t.Errorf("CiliumDropReason(%q) = %d, want %d", c.kernel, got, c.want)
@@ -35,13 +35,13 @@ func TestDropReasonConfig(t *testing.T) {
 			t.Errorf("reason %d (%s) reported", v, kernel[v])
 		}
 	}
-	if r := cfg[3]; !r.Report || r.Cilium != 0 {
+	if r := cfg[3]; !r.Report || r.Cilium != DropReasonUnknown {
 		t.Errorf("NO_SOCKET: %+v", r)
 	}
 	if r := cfg[12]; !r.Report || r.Cilium != 133 {
 		t.Errorf("NETFILTER_DROP: %+v", r)
 	}
-	if r := cfg[dropReasonEntries-1]; !r.Report {
+	if r := cfg[dropReasonEntries-1]; !r.Report || r.Cilium != DropReasonUnknown {
 		t.Errorf("subsystem reasons not reported: %+v", r)
 	}
 	if len(cfg) != 3 {

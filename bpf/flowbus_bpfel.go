@@ -29,7 +29,8 @@ type flowbusConnState struct {
 	_          structs.HostLayout
 	LastEmitNs uint64
 	TcpFlags   uint8
-	Pad        [7]uint8
+	Reply      uint8
+	Pad        [6]uint8
 }
 
 type flowbusDropReasonCfg struct {
@@ -58,14 +59,40 @@ type flowbusDropSample struct {
 		ExtError   int8
 		Ifindex    uint32
 		Flags      uint8
-		Pad        [3]uint8
+		Dir        uint8
+		Pad        [2]uint8
 	}
 	Pkt [1536]uint8
 }
 
 type flowbusIfaceCfg struct {
-	_     structs.HostLayout
-	Flags uint32
+	_       structs.HostLayout
+	Flags   uint32
+	Pad     uint32
+	Packets [2]uint64
+}
+
+type flowbusTraceSample struct {
+	_   structs.HostLayout
+	Hdr struct {
+		_          structs.HostLayout
+		Type       uint8
+		Subtype    uint8
+		Source     uint16
+		Hash       uint32
+		LenOrig    uint32
+		LenCap     uint16
+		Version    uint8
+		ExtVersion uint8
+		SrcLabel   uint32
+		DstLabel   uint32
+		DstId      uint16
+		Reason     uint8
+		Flags      uint8
+		Ifindex    uint32
+		OrigIp     [16]uint8
+	}
+	Pkt [1536]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -79,12 +106,16 @@ const (
 	flowbusMapEvents                = "events"
 	flowbusMapIfaces                = "ifaces"
 	flowbusMapNetns                 = "netns"
+	flowbusMapRing                  = "ring"
+	flowbusMapTraceScratch          = "trace_scratch"
 	flowbusProgOnKfreeSkb           = "on_kfree_skb"
 	flowbusProgTraceEgress          = "trace_egress"
 	flowbusProgTraceIngress         = "trace_ingress"
 	flowbusVarAggregate             = "aggregate"
 	flowbusVarAggregationIntervalNs = "aggregation_interval_ns"
 	flowbusVarCaptureLen            = "capture_len"
+	flowbusVarRingWakeupBytes       = "ring_wakeup_bytes"
+	flowbusVarUseRingbuf            = "use_ringbuf"
 )
 
 // loadFlowbus returns the embedded CollectionSpec for flowbus.
@@ -138,13 +169,15 @@ type flowbusProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type flowbusMapSpecs struct {
-	Conns       *ebpf.MapSpec `ebpf:"conns"`
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	DropReasons *ebpf.MapSpec `ebpf:"drop_reasons"`
-	DropScratch *ebpf.MapSpec `ebpf:"drop_scratch"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Ifaces      *ebpf.MapSpec `ebpf:"ifaces"`
-	Netns       *ebpf.MapSpec `ebpf:"netns"`
+	Conns        *ebpf.MapSpec `ebpf:"conns"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	DropReasons  *ebpf.MapSpec `ebpf:"drop_reasons"`
+	DropScratch  *ebpf.MapSpec `ebpf:"drop_scratch"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Ifaces       *ebpf.MapSpec `ebpf:"ifaces"`
+	Netns        *ebpf.MapSpec `ebpf:"netns"`
+	Ring         *ebpf.MapSpec `ebpf:"ring"`
+	TraceScratch *ebpf.MapSpec `ebpf:"trace_scratch"`
 }
 
 // flowbusVariableSpecs contains global variables before they are loaded into the kernel.
@@ -154,6 +187,8 @@ type flowbusVariableSpecs struct {
 	Aggregate             *ebpf.VariableSpec `ebpf:"aggregate"`
 	AggregationIntervalNs *ebpf.VariableSpec `ebpf:"aggregation_interval_ns"`
 	CaptureLen            *ebpf.VariableSpec `ebpf:"capture_len"`
+	RingWakeupBytes       *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
+	UseRingbuf            *ebpf.VariableSpec `ebpf:"use_ringbuf"`
 }
 
 // flowbusObjects contains all objects after they have been loaded into the kernel.
@@ -176,13 +211,15 @@ func (o *flowbusObjects) Close() error {
 //
 // It can be passed to loadFlowbusObjects or ebpf.CollectionSpec.LoadAndAssign.
 type flowbusMaps struct {
-	Conns       *ebpf.Map `ebpf:"conns"`
-	Counters    *ebpf.Map `ebpf:"counters"`
-	DropReasons *ebpf.Map `ebpf:"drop_reasons"`
-	DropScratch *ebpf.Map `ebpf:"drop_scratch"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Ifaces      *ebpf.Map `ebpf:"ifaces"`
-	Netns       *ebpf.Map `ebpf:"netns"`
+	Conns        *ebpf.Map `ebpf:"conns"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	DropReasons  *ebpf.Map `ebpf:"drop_reasons"`
+	DropScratch  *ebpf.Map `ebpf:"drop_scratch"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Ifaces       *ebpf.Map `ebpf:"ifaces"`
+	Netns        *ebpf.Map `ebpf:"netns"`
+	Ring         *ebpf.Map `ebpf:"ring"`
+	TraceScratch *ebpf.Map `ebpf:"trace_scratch"`
 }
 
 func (m *flowbusMaps) Close() error {
@@ -194,6 +231,8 @@ func (m *flowbusMaps) Close() error {
 		m.Events,
 		m.Ifaces,
 		m.Netns,
+		m.Ring,
+		m.TraceScratch,
 	)
 }
 
@@ -204,6 +243,8 @@ type flowbusVariables struct {
 	Aggregate             *ebpf.Variable `ebpf:"aggregate"`
 	AggregationIntervalNs *ebpf.Variable `ebpf:"aggregation_interval_ns"`
 	CaptureLen            *ebpf.Variable `ebpf:"capture_len"`
+	RingWakeupBytes       *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
+	UseRingbuf            *ebpf.Variable `ebpf:"use_ringbuf"`
 }
 
 // flowbusPrograms contains all programs after they have been loaded into the kernel.

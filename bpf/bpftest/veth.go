@@ -80,6 +80,14 @@ type Pair struct {
 // addresses, all up; t.Cleanup removes them.
 func NewPair(t testing.TB) *Pair {
 	t.Helper()
+	p := PlanPair()
+	p.Create(t)
+	return p
+}
+
+// PlanPair chooses the names and addresses of a pair without creating it
+// (to configure something with its names before they exist).
+func PlanPair() *Pair {
 	cleanOnce.Do(removeStale)
 	n := seq.Add(1)
 	id := fmt.Sprintf("%d%c", os.Getpid()%1000000, 'a'+rune(n%26))
@@ -93,6 +101,13 @@ func NewPair(t testing.TB) *Pair {
 		HostIP6: net.ParseIP(fmt.Sprintf("fd00:fb:%x:%x::1", a, b)),
 		PeerIP6: net.ParseIP(fmt.Sprintf("fd00:fb:%x:%x::2", a, b)),
 	}
+	return p
+}
+
+// Create creates the planned pair: the namespace and the veth pair with
+// their addresses, all up; t.Cleanup removes them.
+func (p *Pair) Create(t testing.TB) {
+	t.Helper()
 	t.Cleanup(func() {
 		exec.Command("ip", "link", "del", p.Host).Run()
 		exec.Command("ip", "netns", "del", p.NS).Run()
@@ -121,7 +136,6 @@ func NewPair(t testing.TB) *Pair {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return p
 }
 
 // Run runs a command inside the pair's namespace.

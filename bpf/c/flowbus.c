@@ -12,7 +12,8 @@
  * DropNotify sample (Cilium's layout, version 2) per packet the kernel drops
  * for a reason worth reporting, in one of the watched network namespaces.
  *
- * Every sample goes to the perf event array `events`.
+ * Every sample goes to the BPF ring buffer `ring` (one for all CPUs) when
+ * use_ringbuf is set, else to the perf event array `events`.
  */
 #include "flowbus.h"
 
@@ -27,6 +28,10 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define NOTIFY_TRACE 4
 #define TRACE_FROM_NETWORK 10
 #define TRACE_TO_NETWORK 11
+/* TraceNotify reasons: the connection state of the packet. */
+#define TRACE_REASON_CT_NEW 0
+#define TRACE_REASON_CT_ESTABLISHED 1
+#define TRACE_REASON_CT_REPLY 2
 #define TRACE_REASON_UNKNOWN 5
 
 /* Classifier flags of TraceNotify/DropNotify (which layer the packet starts at). */
@@ -53,6 +58,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 volatile const __u32 capture_len = 128;
 volatile const __u32 aggregate = 0;
 volatile const __u64 aggregation_interval_ns = 5000000000ULL;
+volatile const __u32 use_ringbuf = 0;
+/* Ring buffer: wake the reader once this many bytes wait (0: every sample). */
+volatile const __u64 ring_wakeup_bytes = 0;
 
 /* Cilium's struct trace_notify, version 1 (48 bytes). */
 struct trace_notify {
@@ -91,8 +99,14 @@ struct drop_notify {
 	__s8 ext_error;
 	__u32 ifindex;
 	__u8 flags;
-	__u8 pad[3];
+	/* flowbus's own use of Cilium's padding: where the packet was dropped
+	 * (DROP_DIR_*); Cilium's decoders ignore it. */
+	__u8 dir;
+	__u8 pad[2];
 };
+
+#define DROP_DIR_INGRESS 1 /* on its way in: it arrived on this device */
+#define DROP_DIR_EGRESS 2  /* on its way out: made here, or forwarded */
 
 /* A connection as seen in one direction on one interface. */
 struct conn_key {
@@ -109,7 +123,8 @@ struct conn_key {
 struct conn_state {
 	__u64 last_emit_ns;
 	__u8 tcp_flags; /* every flag bit seen so far */
-	__u8 pad[7];
+	__u8 reply;     /* 1: this direction answers the one that came first */
+	__u8 pad[6];
 };
 
 /* What to do with a kernel drop reason. */
@@ -121,6 +136,8 @@ struct drop_reason_cfg {
 /* Per-interface settings (key: ifindex). */
 struct iface_cfg {
 	__u32 flags; /* CLS_FLAG_L3_DEV for devices without an Ethernet header */
+	__u32 pad;
+	__u64 packets[2]; /* packets the programs saw: ingress, egress */
 };
 
 /* Indexes of the counters array. */
@@ -138,6 +155,11 @@ struct {
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(__u32));
 } events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* set by the loader */
+} ring SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -186,6 +208,32 @@ struct {
 	__type(key, __u32);
 	__type(value, struct drop_sample);
 } drop_scratch SEC(".maps");
+
+/* Scratch space for a trace sample written to the ring buffer. */
+struct trace_sample {
+	struct trace_notify hdr;
+	__u8 pkt[MAX_DROP_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trace_sample);
+} trace_scratch SEC(".maps");
+
+/* ring_output writes one sample to the ring buffer, waking the reader
+ * only once enough bytes wait. */
+static __always_inline long ring_output(void *data, __u64 size)
+{
+	__u64 flags = 0;
+	if (ring_wakeup_bytes) {
+		flags = BPF_RB_NO_WAKEUP;
+		if (bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA) + size >= ring_wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	return bpf_ringbuf_output(&ring, data, size, flags);
+}
 
 static __always_inline void count(__u32 idx)
 {
@@ -280,8 +328,38 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 	return 0;
 }
 
-/* should_emit applies connection aggregation to one packet. */
-static __always_inline int should_emit(struct conn_key *k, __u8 tcp_flags)
+#define TCP_SYN 0x02
+#define TCP_ACK 0x10
+
+/*
+ * first_reply says whether the first packet seen of a connection in one
+ * direction answers the other direction: a TCP SYN-ACK does, a SYN does not;
+ * otherwise it does when the other direction was seen first.
+ */
+static __always_inline __u8 first_reply(struct conn_key *k, __u8 tcp_flags)
+{
+	if (tcp_flags & TCP_SYN)
+		return (tcp_flags & TCP_ACK) ? 1 : 0;
+	struct conn_key r = {};
+	__builtin_memcpy(r.saddr, k->daddr, 16);
+	__builtin_memcpy(r.daddr, k->saddr, 16);
+	r.sport = k->dport;
+	r.dport = k->sport;
+	r.l3proto = k->l3proto;
+	r.l4proto = k->l4proto;
+	r.dir = k->dir ^ 1;
+	r.ifindex = k->ifindex;
+	struct conn_state *rs = bpf_map_lookup_elem(&conns, &r);
+	return rs ? !rs->reply : 0;
+}
+
+/*
+ * track looks the packet's connection up in conns, creating the entry,
+ * sets *reason to its TraceNotify reason (new, established or reply) and
+ * returns whether to emit a sample: always without aggregation; with it,
+ * for the first packet, a new TCP flag, or when the interval passed.
+ */
+static __always_inline int track(struct conn_key *k, __u8 tcp_flags, __u8 *reason)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct conn_state *st = bpf_map_lookup_elem(&conns, k);
@@ -291,10 +369,15 @@ static __always_inline int should_emit(struct conn_key *k, __u8 tcp_flags)
 			.last_emit_ns = now,
 			.tcp_flags = tcp_flags,
 		};
+		fresh.reply = first_reply(k, tcp_flags);
+		*reason = fresh.reply ? TRACE_REASON_CT_REPLY : TRACE_REASON_CT_NEW;
 		bpf_map_update_elem(&conns, k, &fresh, BPF_ANY);
 		return 1;
 	}
+	*reason = st->reply ? TRACE_REASON_CT_REPLY : TRACE_REASON_CT_ESTABLISHED;
 	__u8 seen = st->tcp_flags | tcp_flags;
+	if (!aggregate)
+		return 1;
 	if (seen != st->tcp_flags || now - st->last_emit_ns >= aggregation_interval_ns) {
 		st->tcp_flags = seen;
 		st->last_emit_ns = now;
@@ -309,18 +392,45 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 	struct iface_cfg *cfg = bpf_map_lookup_elem(&ifaces, &ifindex);
 	__u8 flags = cfg ? (__u8)cfg->flags : 0;
 	__u8 is_v6 = 0;
+	__u8 reason = TRACE_REASON_UNKNOWN;
 
-	if (aggregate) {
-		struct conn_key k = {};
-		__u8 tcp_flags = parse(skb, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
+	if (cfg)
+		__sync_fetch_and_add(&cfg->packets[dir & 1], 1);
+
+	struct conn_key k = {};
+	__u8 tcp_flags = parse(skb, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
+	if (k.l4proto == IPPROTO_ICMP || k.l4proto == IPPROTO_ICMPV6) {
+		/* Echo and its reply: the type tells; other ICMP has no direction. */
+		__u8 type = k.dport >> 8;
+		if (type == 8 || type == 128)
+			reason = TRACE_REASON_CT_NEW;
+		else if (type == 0 || type == 129)
+			reason = TRACE_REASON_CT_REPLY;
+		if (aggregate) {
+			k.dir = dir;
+			k.ifindex = ifindex;
+			__u8 ignored;
+			if (!track(&k, 0, &ignored)) {
+				count(CNT_TRACE_AGGREGATED);
+				return TC_ACT_UNSPEC;
+			}
+		}
+	} else if (k.l4proto != 0) {
 		k.dir = dir;
 		k.ifindex = ifindex;
-		if (!should_emit(&k, tcp_flags)) {
+		if (!track(&k, tcp_flags, &reason)) {
 			count(CNT_TRACE_AGGREGATED);
 			return TC_ACT_UNSPEC;
 		}
-	} else if (flags & CLS_FLAG_L3_DEV) {
-		is_v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
+	} else if (aggregate) {
+		/* Not IP (ARP...): aggregated by protocol alone. */
+		k.dir = dir;
+		k.ifindex = ifindex;
+		__u8 ignored;
+		if (!track(&k, 0, &ignored)) {
+			count(CNT_TRACE_AGGREGATED);
+			return TC_ACT_UNSPEC;
+		}
 	}
 	if (is_v6)
 		flags |= CLS_FLAG_IPV6;
@@ -336,11 +446,28 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		.len_orig = skb->len,
 		.len_cap = (__u16)cap,
 		.version = 1,
-		.reason = TRACE_REASON_UNKNOWN,
+		.reason = reason,
 		.flags = flags,
 		.ifindex = ifindex,
 	};
-	if (bpf_perf_event_output(skb, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg)) < 0)
+	long err;
+	if (use_ringbuf) {
+		__u32 zero = 0;
+		struct trace_sample *s = bpf_map_lookup_elem(&trace_scratch, &zero);
+		if (!s)
+			return TC_ACT_UNSPEC;
+		s->hdr = msg;
+		if (cap > MAX_DROP_CAPTURE)
+			cap = MAX_DROP_CAPTURE;
+		err = 0;
+		if (cap > 0)
+			err = bpf_skb_load_bytes(skb, 0, s->pkt, cap);
+		if (err == 0)
+			err = ring_output(s, sizeof(s->hdr) + cap);
+	} else {
+		err = bpf_perf_event_output(skb, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg));
+	}
+	if (err < 0)
 		count(CNT_TRACE_LOST);
 	else
 		count(CNT_TRACE_SENT);
@@ -430,6 +557,12 @@ int on_kfree_skb(__u64 *ctx)
 	if (bpf_probe_read_kernel(s->pkt, cap, head + start) < 0)
 		return 0;
 
+	/* Received packets carry the device they arrived on. */
+	__u32 iif = BPF_CORE_READ(skb, skb_iif);
+	__u8 ddir = DROP_DIR_EGRESS;
+	if (iif != 0 && (ifindex == 0 || iif == ifindex))
+		ddir = DROP_DIR_INGRESS;
+
 	s->hdr = (struct drop_notify){
 		.type = NOTIFY_DROP,
 		.subtype = rc->cilium_reason,
@@ -441,8 +574,14 @@ int on_kfree_skb(__u64 *ctx)
 		.line = reason < 0xffff ? (__u16)reason : 0xffff,
 		.ifindex = ifindex,
 		.flags = flags,
+		.dir = ddir,
 	};
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s, sizeof(s->hdr) + cap) < 0)
+	long err;
+	if (use_ringbuf)
+		err = ring_output(s, sizeof(s->hdr) + cap);
+	else
+		err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s, sizeof(s->hdr) + cap);
+	if (err < 0)
 		count(CNT_DROP_LOST);
 	else
 		count(CNT_DROP_SENT);

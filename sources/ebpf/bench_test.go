@@ -33,12 +33,13 @@ func (c *countingOutput) Lost(_ flowpb.LostEventSource, _ int32, n uint64) { c.l
 
 // BenchmarkVethUDP sends b.N 64-byte UDP datagrams through a veth pair,
 // without the source and with it attached on both directions of the host
-// end at the default settings (64 pages per CPU, capture_length 128).
-// One case paces the sender at 20k packets/s. Metrics: pkts/s through the
-// veth, lost samples, events emitted, and the CPU time (user+system) of the
-// thread running the source's reader and decoder per event it emitted and
-// per packet sent. On a shared 2-vCPU machine the unpaced cases starve the
-// reader; the paced one shows the default buffer's headroom.
+// end (capture_length 128, 64 pages per CPU: the perf rings, or a ring
+// buffer of the same total size). Paced cases send at 20k or 100k
+// packets/s. Metrics: pkts/s through the veth, lost samples, events
+// emitted, and the CPU time (user+system) of the thread running the
+// source's reader and decoder per event it emitted and per packet sent. On
+// a shared 2-vCPU machine the unpaced cases starve the reader; the paced
+// ones show the default buffer's headroom.
 func BenchmarkVethUDP(b *testing.B) {
 	bpftest.RequireRoot(b)
 	p := bpftest.NewPair(b)
@@ -47,9 +48,13 @@ func BenchmarkVethUDP(b *testing.B) {
 		rate      int // packets/s; 0 = as fast as possible
 	}{
 		{"baseline", "", 0},
-		{"aggregation=none", "aggregation: none", 0},
-		{"aggregation=none,rate=20k", "aggregation: none", 20000},
-		{"aggregation=connection", "aggregation: connection", 0},
+		{"perf,aggregation=none", "aggregation: none\nevent_buffer: perf", 0},
+		{"ring,aggregation=none", "aggregation: none\nevent_buffer: ring", 0},
+		{"perf,aggregation=none,rate=20k", "aggregation: none\nevent_buffer: perf", 20000},
+		{"ring,aggregation=none,rate=20k", "aggregation: none\nevent_buffer: ring", 20000},
+		{"perf,aggregation=none,rate=100k", "aggregation: none\nevent_buffer: perf", 100000},
+		{"ring,aggregation=none,rate=100k", "aggregation: none\nevent_buffer: ring", 100000},
+		{"ring,aggregation=connection", "aggregation: connection\nevent_buffer: ring", 0},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			udp := listenUDP(b, p, p.PeerIP)

@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/bpf"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -47,11 +49,16 @@ func TestOptions(t *testing.T) {
 		{"egress", "direction: egress", func(s settings) bool { return !s.ingress && s.egress }},
 		{"no aggregation", "aggregation: none", func(s settings) bool { return !s.load.Aggregate }},
 		{"interval", "aggregation_interval: 250ms", func(s settings) bool { return s.load.AggregationInterval == 250*time.Millisecond }},
-		{"capture 0", "capture_length: 0", func(s settings) bool { return s.load.CaptureLength == 0 }},
+		{"capture min", "capture_length: 114", func(s settings) bool { return s.load.CaptureLength == 114 }},
 		{"capture max", "capture_length: 1536", func(s settings) bool { return s.load.CaptureLength == 1536 }},
 		{"pages", "perf_buffer_pages: 8", func(s settings) bool { return s.perfPages == 8 }},
 		{"record", "record: /tmp/x.gob", func(s settings) bool { return s.record == "/tmp/x.gob" }},
 		{"no drops", "drops: false", func(s settings) bool { return !s.load.Drops }},
+		{"default buffer and attach", "direction: both", func(s settings) bool { return s.buffer == "auto" && s.attach == bpf.AttachAuto }},
+		{"perf", "event_buffer: perf", func(s settings) bool { return s.buffer == "perf" }},
+		{"ring", "event_buffer: ring", func(s settings) bool { return s.buffer == "ring" }},
+		{"tcx", "attach: tcx", func(s settings) bool { return s.attach == bpf.AttachTCX }},
+		{"clsact", "attach: clsact", func(s settings) bool { return s.attach == bpf.AttachClsact }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := parseYAML(t, c.src)
@@ -71,8 +78,11 @@ func TestOptionErrors(t *testing.T) {
 	}{
 		{"direction: sideways", `2:12: direction: "sideways" is not ingress, egress or both`},
 		{"aggregation: flow", `2:14: aggregation: "flow" is not none or connection`},
-		{"capture_length: 5000", "2:17: capture_length: 5000 is outside 0..1536"},
-		{"capture_length: -1", "2:17: capture_length: -1 is outside"},
+		{"capture_length: 5000", "2:17: capture_length: 5000 is above the maximum of 1536"},
+		{"capture_length: -1", "2:17: capture_length: -1 is below the minimum of 114"},
+		{"capture_length: 0", "2:17: capture_length: 0 is below the minimum of 114"},
+		// 64 bytes cut the TCP options of a SYN (14+20+40 for IPv4).
+		{"capture_length: 64", "2:17: capture_length: 64 is below the minimum of 114, the bytes of an Ethernet, an IPv6 and a TCP header"},
 		{"perf_buffer_pages: 0", "2:20: perf_buffer_pages: 0 is outside 1..65536"},
 		{"aggregation_interval: 10us", "2:23: aggregation_interval: 10µs is below the minimum of 1ms"},
 		{"aggregation_interval: soon", "2:23: invalid duration"},
@@ -81,6 +91,8 @@ func TestOptionErrors(t *testing.T) {
 		{"interfaces: {a: b}", "2:13: interfaces: expected `all` or a list"},
 		{"drops: maybe", "2:8:"},
 		{"unknown_key: 1", "2:1:"},
+		{"event_buffer: shm", `2:15: event_buffer: "shm" is not auto, ring or perf`},
+		{"attach: xdp", `2:9: attach: "xdp" is not auto, tcx or clsact`},
 	} {
 		t.Run(c.src, func(t *testing.T) {
 			_, err := parseYAML(t, "# ebpf source\n"+c.src)
@@ -182,4 +194,24 @@ func TestRegistered(t *testing.T) {
 		}
 	}
 	t.Fatal(`source type "ebpf" not registered`)
+}
+
+func TestRingSize(t *testing.T) {
+	page, cpus := uint64(os.Getpagesize()), uint64(runtime.NumCPU())
+	for _, c := range []struct {
+		pages int
+		min   uint64
+	}{
+		{DefaultPerfBufferPages, minRingSize},
+		{1, page * cpus},
+		{1000, 1000 * page * cpus},
+	} {
+		got := uint64(ringSize(c.pages))
+		if got&(got-1) != 0 || got < c.min || got < uint64(c.pages)*page*cpus || got >= 2*max(c.min, uint64(c.pages)*page*cpus) {
+			t.Errorf("ringSize(%d) = %d, want the power of two at or above max(%d, %d pages per CPU)", c.pages, got, c.min, c.pages)
+		}
+		if w := ringWakeup(uint32(got)); w == 0 || w > got/4 || w > 64<<10 {
+			t.Errorf("ringWakeup(%d) = %d", got, w)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -19,7 +20,9 @@ import (
 const KernelDropReasonKey = "kernel_drop_reason"
 
 // annotateDrop adds what a drop sample of flowbus's program carries beyond
-// Cilium's fields: the kernel's reason (in `line`) and the interface.
+// Cilium's fields: the kernel's reason (in `line`), the interface, and
+// where the packet was dropped (traffic_direction: INGRESS when it had
+// arrived on the device, EGRESS on its way out).
 func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
 	if len(raw) < bpf.DropHeaderLen {
 		return
@@ -28,7 +31,19 @@ func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
 	ifindex := binary.NativeEndian.Uint32(raw[32:36])
 	// file 0 is no Cilium source file: the location is the kernel's.
 	f.File = nil
+	if f.DropReason == bpf.DropReasonUnknown {
+		// No Cilium reason means the same: drop_reason and
+		// event_type.sub_type stay non-zero (0 reads "Success" in Cilium's
+		// tools), drop_reason_desc says unknown.
+		f.DropReasonDesc = flowpb.DropReason_DROP_REASON_UNKNOWN
+	}
 	f.Extensions = s.reasonAny(code)
+	switch raw[bpf.DropDirOffset] {
+	case bpf.DropDirIngress:
+		f.TrafficDirection = flowpb.TrafficDirection_INGRESS
+	case bpf.DropDirEgress:
+		f.TrafficDirection = flowpb.TrafficDirection_EGRESS
+	}
 	if ifindex != 0 {
 		if f.Interface == nil {
 			f.Interface = &flowpb.NetworkInterface{}
@@ -78,9 +93,11 @@ func KernelDropReason(f *flowpb.Flow) string {
 	return st.Fields[KernelDropReasonKey].GetStringValue()
 }
 
-// ifaceNames caches interface names by index.
+// ifaceNames caches interface names by index. The reader looks names up;
+// attaching (also from the link event goroutine) records them.
 type ifaceNames struct {
-	m map[uint32]ifaceName
+	mu sync.Mutex
+	m  map[uint32]ifaceName
 }
 
 type ifaceName struct {
@@ -89,6 +106,12 @@ type ifaceName struct {
 }
 
 func (c *ifaceNames) put(index uint32, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.putLocked(index, name)
+}
+
+func (c *ifaceNames) putLocked(index uint32, name string) {
 	if c.m == nil {
 		c.m = map[uint32]ifaceName{}
 	}
@@ -98,6 +121,8 @@ func (c *ifaceNames) put(index uint32, name string) {
 // get returns the name of an interface, asking the kernel at most once a
 // second per unknown index.
 func (c *ifaceNames) get(index uint32) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	n, ok := c.m[index]
 	if ok && time.Since(n.fetched) < refresh(n.name) {
 		return n.name
@@ -106,7 +131,7 @@ func (c *ifaceNames) get(index uint32) string {
 	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
 		name = ifi.Name
 	}
-	c.put(index, name)
+	c.putLocked(index, name)
 	return name
 }
 

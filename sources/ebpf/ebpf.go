@@ -1,26 +1,52 @@
 // Package ebpf is the `ebpf` source: it loads flowbus's own BPF programs
 // (package bpf), attaches them to the chosen interfaces, reads their
-// samples from the perf ring with batched wakeups and decodes them, with
-// the decoder used for Cilium's datapath, into Hubble flows.
+// samples with batched wakeups from one BPF ring buffer shared by all CPUs
+// (Linux 5.8 and later) or, as a fallback, from per-CPU perf rings, and
+// decodes them, with the decoder used for Cilium's datapath, into Hubble
+// flows.
 //
 // Flows carry node_name and interface.name; trace flows also carry
-// traffic_direction (INGRESS for FROM_NETWORK, EGRESS for TO_NETWORK).
-// Drops seen by skb:kfree_skb become DROPPED flows whose drop_reason_desc is
-// the Cilium reason that means the same as the kernel's, or
-// DROP_REASON_UNKNOWN; the kernel's own reason name (SKB_DROP_REASON_ without
-// the prefix, e.g. "NO_SOCKET") is carried in Flow.extensions, a
-// google.protobuf.Struct with the key "kernel_drop_reason" — Hubble's slot
-// for metadata beyond its schema.
+// traffic_direction (INGRESS for FROM_NETWORK, EGRESS for TO_NETWORK) and
+// is_reply: the programs track each connection in a kernel LRU map (also
+// used for aggregation) and mark the first packet of the side that spoke
+// first NEW, its later packets ESTABLISHED and the other side's REPLY, as
+// Cilium's trace reasons do (a TCP SYN opens, a SYN-ACK answers; ICMP echo
+// requests open, replies answer; other ICMP has no direction), so Hubble's
+// printers draw `->` and `<-`. The other side is looked up on the same
+// interface, so with `direction: ingress` or `egress` only TCP handshakes
+// and ICMP echoes tell replies apart. Drops seen by skb:kfree_skb become DROPPED
+// flows (traffic_direction INGRESS when the packet had arrived on the
+// device, EGRESS when it was made on this host or forwarded; is_reply unset,
+// as Hubble leaves it on drops) whose drop_reason is the Cilium reason that means the same as the
+// kernel's, or bpf.DropReasonUnknown (never 0, which Cilium's tools print
+// as "Success") with drop_reason_desc DROP_REASON_UNKNOWN; the kernel's own
+// reason name (SKB_DROP_REASON_ without the prefix, e.g. "NO_SOCKET") is
+// carried in Flow.extensions, a google.protobuf.Struct with the key
+// "kernel_drop_reason" — Hubble's slot for metadata beyond its schema.
+//
+// Next to another datapath (Cilium's, on every Cilium node) whose TC
+// programs end the chain, the trace programs attach at the head of the tcx
+// chain, or as a clsact filter ahead of the existing ones (see package
+// bpf), and log the other programs they found. Every 5 seconds the source
+// compares, per interface and direction, the packets the kernel counted
+// with those its programs saw; a direction that passes traffic unseen (an
+// agent attached ahead of flowbus later) is logged as a warning, reported
+// by /readyz and by the flowbus_ebpf_interface_sees_traffic gauge.
 //
 // Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their
+// CPU; with the ring buffer, which has no loss records, the samples the
+// programs failed to write (their counters) become LostEvents without a
 // CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)
 // and fails at Start, saying which it lacks, without them. Nothing is
 // pinned: the programs detach when the source stops or the process exits
 // (on kernels without tcx, where the clsact fallback is used, a crashed
 // run's filters stay until the next start replaces them). With
 // `interfaces: all`, the source attaches to every up, non-loopback
-// interface at start and then, every 5 seconds, to those that came up since
-// (a new pod's veth); those deleted are forgotten.
+// interface at start and then, as the kernel's link events announce them,
+// to those that come up (a new pod's veth); those deleted are forgotten. A
+// named interface that does not exist yet is waited for: the source starts,
+// is not ready while it waits, and attaches when the interface appears. A
+// rescan every 30 seconds catches link events lost to a full socket.
 //
 // Its keys: `flowbus components ebpf`, or docs/components.md.
 package ebpf
@@ -39,6 +65,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/perf"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -53,7 +80,7 @@ func init() {
 	pipeline.RegisterSource(pipeline.Spec{
 		Type:        "ebpf",
 		Summary:     "loads flowbus's own BPF programs on the chosen interfaces and turns the packets they sample into Hubble flows, without Cilium",
-		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction. Drops seen by skb:kfree_skb become DROPPED flows with the Cilium drop reason that means the same as the kernel's (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their CPU. The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
+		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with traffic_direction (INGRESS: dropped after arriving on the device) and the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Samples go to one BPF ring buffer shared by all CPUs where the kernel has it (else per-CPU perf rings); samples the kernel could not write become LostEvents (PERF_EVENT_RING_BUFFER; with their CPU from the perf rings). The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
 		Example: `type: ebpf
 interfaces: [eth0]
 direction: both
@@ -81,16 +108,23 @@ type Source struct {
 	failed   map[int]bool        // interfaces a rescan could not attach to
 	dropLink io.Closer
 	detached bool // set at stop: no more attaching
-	reader   *perf.Reader
+	reader   sampleReader
 	started  bool
 	stopped  bool
 
-	ready atomic.Pointer[error]
+	ready     atomic.Pointer[error]
+	blindErr  atomic.Pointer[error] // interfaces whose traffic flowbus does not see
+	waitErr   atomic.Pointer[error] // named interfaces that do not exist
+	linksDone chan struct{}         // closed to end the link event subscription
+
+	names ifaceNames // used by Run and by attaching
+
+	// healthInterval and rescanInterval when the source was built.
+	healthEvery, rescanEvery time.Duration
 
 	// Only the Run goroutine uses these.
 	dec        datapath.Decoder
 	ids        *flowid.Generator // flow uuids, as Hubble gives every decoded flow
-	names      ifaceNames
 	reasons    map[uint32]string
 	reasonAnys map[uint16][]byte
 	rec        recorder
@@ -114,15 +148,29 @@ func newSource(b *pipeline.Build, set settings) *Source {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir, ids: flowid.New()}
+	s := &Source{set: set, nodeName: b.NodeName, log: log, dir: b.Dir, ids: flowid.New(),
+		healthEvery: healthInterval, rescanEvery: rescanInterval}
 	s.m = newMetrics(b.Metrics, s)
 	notStarted := errors.New("ebpf source: not started")
 	s.ready.Store(&notStarted)
 	return s
 }
 
-// Ready implements pipeline.Readier.
-func (s *Source) Ready() error { return *s.ready.Load() }
+// Ready implements pipeline.Readier: the source is not ready before it
+// started, after it stopped, while a named interface does not exist, and
+// while an interface passes traffic that its programs do not see.
+func (s *Source) Ready() error {
+	if err := *s.ready.Load(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range []*error{s.waitErr.Load(), s.blindErr.Load()} {
+		if p != nil {
+			errs = append(errs, *p)
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Start implements pipeline.Starter: it checks privileges, loads the
 // programs, attaches them and opens the perf reader.
@@ -148,7 +196,20 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	objs, err := bpf.Load(s.set.load)
+	load := s.set.load
+	switch s.set.buffer {
+	case "ring":
+		if !bpf.HaveRingBuffer() {
+			return errors.New("ebpf source: event_buffer: ring: the kernel has no BPF ring buffer (Linux 5.8 and later); use perf or auto")
+		}
+		fallthrough
+	case "auto":
+		if bpf.HaveRingBuffer() {
+			load.RingSize = ringSize(s.set.perfPages)
+			load.RingWakeupBytes = ringWakeup(load.RingSize)
+		}
+	}
+	objs, err := bpf.Load(load)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return fmt.Errorf("ebpf source: the kernel refused to load the BPF programs (%v); it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)", err)
@@ -163,18 +224,31 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	}
 	// The reader comes first so that no sample of an attached program is
 	// refused for want of a ring.
-	pageSize := os.Getpagesize()
-	rd, err := perf.NewReaderWithOptions(objs.Events(), s.set.perfPages*pageSize,
-		perf.ReaderOptions{WakeupEvents: wakeupEvents(s.set.perfPages*pageSize, s.set.load.CaptureLength)})
-	if err != nil {
-		return fmt.Errorf("ebpf source: open perf reader: %w", err)
+	if ring := objs.Ring(); ring != nil {
+		rd, err := ringbuf.NewReader(ring)
+		if err != nil {
+			return fmt.Errorf("ebpf source: open ring buffer reader: %w", err)
+		}
+		s.reader = &ringReader{Reader: rd, counters: objs.Counters, checked: time.Now()}
+	} else {
+		pageSize := os.Getpagesize()
+		rd, err := perf.NewReaderWithOptions(objs.Events(), s.set.perfPages*pageSize,
+			perf.ReaderOptions{WakeupEvents: wakeupEvents(s.set.perfPages*pageSize, s.set.load.CaptureLength)})
+		if err != nil {
+			return fmt.Errorf("ebpf source: open perf reader: %w", err)
+		}
+		s.reader = &perfReader{Reader: rd}
 	}
-	s.reader = rd
+	// Subscribe before attaching, so that no interface that appears in
+	// between is missed.
+	s.subscribeLinksLocked()
 	for _, ifi := range ifaces {
 		if err := s.attachLocked(ifi); err != nil {
 			return err
 		}
 	}
+	s.updateWaitingLocked()
+	s.checkHealthLocked() // the baseline of the counters
 	if s.set.load.Drops {
 		l, err := objs.AttachDrops()
 		if err != nil {
@@ -197,7 +271,7 @@ func (s *Source) Start(ctx context.Context) (err error) {
 	for i, ifi := range ifaces {
 		names[i] = ifi.Name
 	}
-	s.log.Info("ebpf source attached", "interfaces", names, "settings", s.set.String())
+	s.log.Info("ebpf source attached", "interfaces", names, "settings", s.set.String(), "event_buffer", s.reader.kind())
 	s.started = true
 	var ok error
 	s.ready.Store(&ok)
@@ -218,13 +292,12 @@ func (s *Source) directions() []bpf.Direction {
 // interfaces resolves the configured interfaces.
 func (s *Source) interfaces() ([]net.Interface, error) {
 	if !s.set.interfaces.All {
+		// A named interface that does not exist (yet) is waited for.
 		var out []net.Interface
 		for _, name := range s.set.interfaces.Names {
-			ifi, err := net.InterfaceByName(name)
-			if err != nil {
-				return nil, fmt.Errorf("ebpf source: interface %q: %w", name, err)
+			if ifi, err := net.InterfaceByName(name); err == nil {
+				out = append(out, *ifi)
 			}
-			out = append(out, *ifi)
 		}
 		return out, nil
 	}
@@ -265,7 +338,7 @@ func (s *Source) setupDrops() error {
 
 // wakeupEvents picks the number of samples per CPU ring that wakes the
 // reader: a quarter of what the ring holds, at most 64 (a wakeup per sample
-// costs ~5 µs; see perf.md §2). Quiet rings are read at each flush.
+// costs microseconds). Quiet rings are read at each flush.
 func wakeupEvents(ringBytes int, capLen uint32) int {
 	sample := 8 + 4 + bpf.TraceHeaderLen + int(capLen) + 8
 	return min(max(ringBytes/sample/4, 1), 64)
@@ -274,7 +347,16 @@ func wakeupEvents(ringBytes int, capLen uint32) int {
 // attachment is what the source attached to one interface.
 type attachment struct {
 	name  string
-	links []io.Closer
+	index int
+	links []*bpf.Attachment
+	dirs  []bpf.Direction // of links
+
+	// Health, per direction (bpf.Ingress, bpf.Egress): the counters at the
+	// last check, and whether the programs saw traffic since.
+	lastOurs, lastKernel [2]uint64
+	checked              bool
+	blind                [2]bool
+	seen                 [2]uint64 // packets the programs saw, in total
 }
 
 // attachLocked attaches the trace programs to one interface.
@@ -283,9 +365,9 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 		return fmt.Errorf("ebpf source: %w", err)
 	}
 	s.names.put(uint32(ifi.Index), ifi.Name)
-	a := &attachment{name: ifi.Name}
+	a := &attachment{name: ifi.Name, index: ifi.Index}
 	for _, d := range s.directions() {
-		l, err := s.objs.AttachTC(ifi.Index, d)
+		l, err := s.objs.AttachTCMode(ifi.Index, d, s.set.attach)
 		if err != nil {
 			for _, l := range a.links {
 				l.Close()
@@ -293,6 +375,15 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 			return fmt.Errorf("ebpf source: interface %s: %w", ifi.Name, err)
 		}
 		a.links = append(a.links, l)
+		a.dirs = append(a.dirs, d)
+		switch {
+		case !l.Ahead:
+			s.log.Warn("ebpf source: other programs run ahead of flowbus's and can end the chain before it sees a packet; flowbus may see only part of the traffic",
+				"interface", ifi.Name, "direction", d.String(), "mode", l.Mode, "others", l.Others)
+		case len(l.Others) > 0:
+			s.log.Info("ebpf source: attached ahead of the other programs on the hook",
+				"interface", ifi.Name, "direction", d.String(), "mode", l.Mode, "others", l.Others)
+		}
 	}
 	if s.attached == nil {
 		s.attached = map[int]*attachment{}
@@ -301,9 +392,10 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 	return nil
 }
 
-// rescanInterval is how often `interfaces: all` looks for interfaces that
-// came up or went away.
-var rescanInterval = 5 * time.Second
+// rescanInterval is how often the source looks for interfaces that came
+// up or went away besides the kernel's link events (which it acts on at
+// once): a safety net for events lost to a full netlink socket.
+var rescanInterval = 30 * time.Second
 
 // rescanLocked attaches to the interfaces that came up since the last scan
 // and forgets those that are gone (the kernel detached their programs).
@@ -349,12 +441,14 @@ func (s *Source) rescanLocked() {
 			delete(s.failed, index)
 		}
 	}
+	s.updateWaitingLocked()
 }
 
 // detachLocked closes the links, so the kernel detaches the programs, and
 // stops further attaching.
 func (s *Source) detachLocked() {
 	s.detached = true
+	s.unsubscribeLinksLocked()
 	for index, a := range s.attached {
 		for _, l := range a.links {
 			if err := l.Close(); err != nil {
@@ -427,6 +521,20 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
+		t := time.NewTicker(s.healthEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				s.checkHealthLocked()
+				s.mu.Unlock()
+			}
+		}
+	}()
+	go func() {
 		select {
 		case <-ctx.Done():
 		case <-stop:
@@ -440,7 +548,6 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	}()
 
 	emitCtx := ctx
-	var rec perf.Record
 	b := pipeline.NewBatch()
 	defer func() {
 		if b != nil {
@@ -458,14 +565,14 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	lastScan := time.Now()
 	rd.SetDeadline(time.Now().Add(flushInterval))
 	for {
-		err := rd.ReadInto(&rec)
+		raw, cpu, lost, err := rd.next()
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if err := emit(); err != nil {
 				return nil // ctx ended
 			}
-			if s.set.interfaces.All && time.Since(lastScan) >= rescanInterval {
+			if time.Since(lastScan) >= s.rescanEvery {
 				s.mu.Lock()
 				s.rescanLocked()
 				s.mu.Unlock()
@@ -473,7 +580,13 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			}
 			rd.SetDeadline(time.Now().Add(flushInterval))
 			continue
-		case errors.Is(err, perf.ErrFlushed):
+		case errors.Is(err, errFlushed):
+			if rr, ok := rd.(*ringReader); ok {
+				if n := rr.newLosses(); n > 0 {
+					s.m.lost.Add(float64(n))
+					out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, -1, n)
+				}
+			}
 			// Stopping: emit the last samples, giving the pipeline a
 			// moment beyond ctx to take them.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -481,19 +594,19 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			emit()
 			cancel()
 			return nil
-		case errors.Is(err, perf.ErrClosed):
+		case errors.Is(err, errClosed):
 			return nil
 		default:
-			return fmt.Errorf("ebpf source: read perf ring: %w", err)
+			return fmt.Errorf("ebpf source: read %s buffer: %w", rd.kind(), err)
 		}
-		if rec.LostSamples > 0 {
-			s.m.lost.Add(float64(rec.LostSamples))
-			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, int32(rec.CPU), rec.LostSamples)
-			s.record(func(r recorder) error { return r.Lost(rec.CPU, rec.LostSamples) })
+		if lost > 0 {
+			s.m.lost.Add(float64(lost))
+			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, int32(cpu), lost)
+			s.record(func(r recorder) error { return r.Lost(max(cpu, 0), lost) })
 			continue
 		}
-		s.record(func(r recorder) error { return r.Sample(rec.CPU, rec.RawSample) })
-		if s.decode(b, rec.RawSample) && b.Len() >= pipeline.DefaultBatchSize {
+		s.record(func(r recorder) error { return r.Sample(max(cpu, 0), raw) })
+		if s.decode(b, raw) && b.Len() >= pipeline.DefaultBatchSize {
 			if err := emit(); err != nil {
 				return nil
 			}
@@ -564,7 +677,7 @@ func newMetrics(reg prometheus.Registerer, s *Source) metrics {
 		lost:      prometheus.NewCounter(prometheus.CounterOpts{Name: "flowbus_ebpf_perf_lost_total", Help: "Samples the kernel could not write to the perf ring (PERF_RECORD_LOST)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.flows, m.skipped, m.malformed, m.lost, bpfCounters{s}} {
+		for _, c := range []prometheus.Collector{m.flows, m.skipped, m.malformed, m.lost, bpfCounters{s}, interfaceMetrics{s}} {
 			if err := reg.Register(c); err != nil {
 				s.log.Warn("ebpf source: register metric", "error", err)
 			}

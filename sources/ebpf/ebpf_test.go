@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,10 +241,19 @@ func TestAggregationRefresh(t *testing.T) {
 	}
 }
 
+// Losses are reported as the kernel counts them, with the perf rings (per
+// CPU, from their LOST records) and with the ring buffer (from the
+// programs' counters).
 func TestLostEventsMatchKernel(t *testing.T) {
 	bpftest.RequireRoot(t)
+	for _, buffer := range []string{"perf", "ring"} {
+		t.Run(buffer, func(t *testing.T) { testLostEvents(t, buffer) })
+	}
+}
+
+func testLostEvents(t *testing.T, buffer string) {
 	p := bpftest.NewPair(t)
-	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "perf_buffer_pages: 1", "capture_length: 256"))
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "perf_buffer_pages: 1", "capture_length: 256", "event_buffer: "+buffer))
 	udp := listenUDP(t, p, p.PeerIP)
 
 	// Hold the reader back while the load runs, so the 1-page rings fill.
@@ -319,11 +329,15 @@ func TestDrops(t *testing.T) {
 	if got := KernelDropReason(f); got != "NO_SOCKET" {
 		t.Errorf("kernel drop reason %q, want NO_SOCKET", got)
 	}
-	if f.DropReasonDesc != flowpb.DropReason_DROP_REASON_UNKNOWN || f.GetEventType().GetType() != 1 {
-		t.Errorf("drop_reason_desc %v event_type %v, want DROP_REASON_UNKNOWN {1,0}", f.DropReasonDesc, f.EventType)
+	if f.DropReasonDesc != flowpb.DropReason_DROP_REASON_UNKNOWN || f.DropReason != bpf.DropReasonUnknown ||
+		f.GetEventType().GetType() != 1 || f.GetEventType().GetSubType() != bpf.DropReasonUnknown {
+		t.Errorf("drop_reason %d drop_reason_desc %v event_type %v, want %d DROP_REASON_UNKNOWN {1,%d}", f.DropReason, f.DropReasonDesc, f.EventType, bpf.DropReasonUnknown, bpf.DropReasonUnknown)
 	}
 	if u := f.GetL4().GetUDP(); u.GetSourcePort() != uint32(srcPort) || u.GetDestinationPort() != 9 {
 		t.Errorf("l4 %v, want UDP %d > 9", f.L4, srcPort)
+	}
+	if f.TrafficDirection != flowpb.TrafficDirection_INGRESS {
+		t.Errorf("traffic_direction %v of a drop on arrival, want INGRESS", f.TrafficDirection)
 	}
 	if f.GetInterface().GetName() != p.Host || f.NodeName != "test-node" {
 		t.Errorf("interface %v node %q", f.Interface, f.NodeName)
@@ -349,35 +363,9 @@ func TestDrops(t *testing.T) {
 	}
 
 	// A datagram whose source the host's strict reverse-path filter
-	// rejects (its route back leads out of another interface) is dropped
-	// as IP_RPFILTER, which Cilium calls INVALID_SOURCE_IP.
-	other := "fbo" + p.Host[3:]
-	t.Cleanup(func() { exec.Command("ip", "link", "del", other).Run() })
-	spoofNet := fmt.Sprintf("10.%d.%d", p.HostIP[1]^0x40, p.HostIP[2])
-	for _, args := range [][]string{
-		{"ip", "link", "add", other, "type", "veth", "peer", "name", other + "x"},
-		{"ip", "addr", "add", spoofNet + ".1/24", "dev", other},
-		{"ip", "link", "set", other, "up"},
-		{"ip", "link", "set", other + "x", "up"},
-		{"sysctl", "-qw", "net.ipv4.conf." + p.Host + ".rp_filter=1"},
-	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v %s", args, err, out)
-		}
-	}
-	p.Run(t, "ip", "addr", "add", spoofNet+".2/32", "dev", p.Peer)
-	spoofed := net.ParseIP(spoofNet + ".2").To4()
-	if err := p.InNS(func() error {
-		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: spoofed}, &net.UDPAddr{IP: p.HostIP, Port: 9})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_, err = c.Write([]byte("spoofed"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// rejects is dropped as IP_RPFILTER, which Cilium calls
+	// INVALID_SOURCE_IP.
+	spoofed := sendSpoofed(t, p)
 	f = r.out.waitFlow(t, "IP_RPFILTER drop", func(f *flowpb.Flow) bool {
 		return f.Verdict == flowpb.Verdict_DROPPED && is(f, spoofed, p.HostIP)
 	})
@@ -651,8 +639,10 @@ func TestInterfacesAll(t *testing.T) {
 		}
 		return
 	}
+	// Only the kernel's link events can make the source see new
+	// interfaces in time.
 	defer func(d time.Duration) { rescanInterval = d }(rescanInterval)
-	rescanInterval = 50 * time.Millisecond
+	rescanInterval = time.Hour
 	before := bpftest.NewPair(t)
 	r := startSource(t, "interfaces: all\naggregation: none\ndrops: false\n")
 	if n := tcxCount(t, before.HostIndex); n != 2 {
@@ -695,5 +685,64 @@ func TestInterfacesAll(t *testing.T) {
 	r.stop()
 	if n := tcxCount(t, before.HostIndex); n != 0 {
 		t.Errorf("%d tcx links on %s after stop", n, before.Host)
+	}
+}
+
+// At the smallest capture_length, the handshake of an IPv6 TCP connection
+// (whose SYN and SYN-ACK carry options) is still reported in full.
+func TestHandshakeAtMinimumCapture(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", fmt.Sprintf("capture_length: %d", bpf.MinCaptureLength)))
+	tcp := listenTCP(t, p, p.PeerIP6)
+	conn, err := net.DialTCP("tcp", nil, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr)
+	conn.Close()
+	ours := func(syn, ack bool) func(*flowpb.Flow) bool {
+		return func(f *flowpb.Flow) bool {
+			tc := f.GetL4().GetTCP()
+			return (tc.GetSourcePort() == uint32(local.Port) || tc.GetDestinationPort() == uint32(local.Port)) &&
+				tc.GetFlags().GetSYN() == syn && tc.GetFlags().GetACK() == ack
+		}
+	}
+	r.out.waitFlow(t, "SYN", ours(true, false))
+	r.out.waitFlow(t, "SYN-ACK", ours(true, true))
+	r.stop()
+	if _, _, n := readMetric(t, r.src.m.malformed); n != 0 {
+		t.Errorf("%v malformed samples", n)
+	}
+}
+
+// A named interface that does not exist at start is waited for: the
+// source starts, says it waits (not ready), and attaches as soon as the
+// interface appears.
+func TestNamedInterfaceWaited(t *testing.T) {
+	bpftest.RequireRoot(t)
+	defer func(d time.Duration) { rescanInterval = d }(rescanInterval)
+	rescanInterval = time.Hour
+	p := bpftest.PlanPair()
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false"))
+	if err := r.src.Ready(); err == nil || !strings.Contains(err.Error(), "waiting for interface "+p.Host+" to exist") {
+		t.Fatalf("Ready before the interface exists: %v", err)
+	}
+	p.Create(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.src.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready after the interface appeared: %v", r.src.Ready())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := bpftest.Ping(p.PeerIP, 1); err != nil {
+		t.Fatal(err)
+	}
+	f := r.out.waitFlow(t, "echo reply on the new interface", func(f *flowpb.Flow) bool {
+		return is(f, p.PeerIP, p.HostIP) && f.GetL4().GetICMPv4() != nil
+	})
+	if f.GetInterface().GetName() != p.Host {
+		t.Errorf("interface %v, want %s", f.Interface, p.Host)
 	}
 }

@@ -2,9 +2,11 @@ package ebpf
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -237,4 +239,39 @@ func is(f *flowpb.Flow, src, dst net.IP) bool {
 
 func ifaceYAML(p *bpftest.Pair, extra ...string) string {
 	return "interfaces: [" + p.Host + "]\n" + strings.Join(extra, "\n") + "\n"
+}
+
+// sendSpoofed sends a datagram from the peer to a closed port of the host
+// whose source the host's strict reverse-path filter rejects (its route
+// back leads out of another interface), and returns that source.
+func sendSpoofed(t *testing.T, p *bpftest.Pair) net.IP {
+	t.Helper()
+	other := "fbo" + p.Host[3:]
+	t.Cleanup(func() { exec.Command("ip", "link", "del", other).Run() })
+	spoofNet := fmt.Sprintf("10.%d.%d", p.HostIP[1]^0x40, p.HostIP[2])
+	for _, args := range [][]string{
+		{"ip", "link", "add", other, "type", "veth", "peer", "name", other + "x"},
+		{"ip", "addr", "add", spoofNet + ".1/24", "dev", other},
+		{"ip", "link", "set", other, "up"},
+		{"ip", "link", "set", other + "x", "up"},
+		{"sysctl", "-qw", "net.ipv4.conf." + p.Host + ".rp_filter=1"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	p.Run(t, "ip", "addr", "add", spoofNet+".2/32", "dev", p.Peer)
+	spoofed := net.ParseIP(spoofNet + ".2").To4()
+	if err := p.InNS(func() error {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: spoofed}, &net.UDPAddr{IP: p.HostIP, Port: 9})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("spoofed"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return spoofed
 }

@@ -30,11 +30,16 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
 #define BPF_F_CURRENT_CPU 0xffffffffULL
 #define BPF_F_NO_COMMON_LRU (1U << 1)
 #define BPF_ANY 0
+/* bpf_ringbuf_output flags and bpf_ringbuf_query's question. */
+#define BPF_RB_NO_WAKEUP (1ULL << 0)
+#define BPF_RB_FORCE_WAKEUP (1ULL << 1)
+#define BPF_RB_AVAIL_DATA 0
 
 /*
  * The context of TC programs. Only the prefix up to the fields used is
@@ -100,6 +105,7 @@ struct sk_buff {
 	unsigned int tail;
 	unsigned char *head;
 	unsigned char *data;
+	int skb_iif;
 } __attribute__((preserve_access_index));
 
 #endif /* FLOWBUS_H */
