@@ -187,6 +187,15 @@ func (p *Pipeline) runSink(n *node) {
 		}
 		p.write(n, it.b, it.counted)
 	}
+	// Nothing comes after the last LostEvents: while the sink does not
+	// take them (a broker that is still away), they are retried once per
+	// lost_event_interval until the shutdown deadline.
+	for p.flushLoss(n, false) {
+		select {
+		case <-p.abort.Done():
+		case <-time.After(p.cfg.LostEventInterval.D()):
+		}
+	}
 	p.flushLoss(n, true)
 }
 
@@ -194,11 +203,15 @@ func (p *Pipeline) runSink(n *node) {
 // Write so that a failure is known per LostEvent. A LostEvent the sink
 // gives up on goes back to the pending losses for the next flush; at the
 // final flush nothing comes after, and the events it would have reported
-// are logged as unreported.
-func (p *Pipeline) flushLoss(n *node, final bool) {
+// are logged as unreported. It reports whether LostEvents went back to
+// the pending losses.
+func (p *Pipeline) flushLoss(n *node, final bool) (retry bool) {
+	if !final && p.abort.Err() != nil {
+		return false
+	}
 	b, keys := n.loss.take(p.cfg.NodeName)
 	if b == nil {
-		return
+		return false
 	}
 	one := NewBatch()
 	var unreported, retried uint64
@@ -238,6 +251,7 @@ func (p *Pipeline) flushLoss(n *node, final bool) {
 		n.log.Debug("the sink did not deliver LostEvents; they are reported again at the next flush",
 			"events", retried, "error", lastErr)
 	}
+	return retried > 0
 }
 
 // write hands b, a batch from n's buffer, to the sink and releases it.

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/pipeline"
 )
@@ -14,18 +15,24 @@ import (
 // Phased is a source for runtime tests: it emits Phases[i] batches of Per
 // flows in phase i, numbering the flows from 0, and calls Before[i-1]
 // before each phase after the first (a test hook that may block, e.g. to
-// start or end a broker outage).
+// start or end a broker outage). Lost[i], when set, is a number of events
+// the source reports lost (as a perf ring overflow) at the start of phase i.
 type Phased struct {
 	Phases []int
 	Per    int
 	Before []func()
+	Lost   []uint64
 }
 
-// Total is the number of flows p emits.
+// Total is the number of events p emits or reports lost: the summary's
+// received.
 func (p *Phased) Total() int {
 	n := 0
 	for _, b := range p.Phases {
 		n += b * p.Per
+	}
+	for _, l := range p.Lost {
+		n += int(l)
 	}
 	return n
 }
@@ -36,6 +43,9 @@ func (p *Phased) Run(ctx context.Context, out pipeline.Output) error {
 	for i, batches := range p.Phases {
 		if i > 0 && i-1 < len(p.Before) && p.Before[i-1] != nil {
 			p.Before[i-1]()
+		}
+		if i < len(p.Lost) && p.Lost[i] > 0 {
+			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 0, p.Lost[i])
 		}
 		for k := 0; k < batches; k++ {
 			if err := out.Emit(ctx, Batch(n, p.Per)); err != nil {

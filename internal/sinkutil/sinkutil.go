@@ -1,6 +1,6 @@
 // Package sinkutil holds what the broker sinks share: TLS settings, secrets
-// read from files, retry backoff, message headers, the connection key, and
-// per-sink delivery metrics.
+// read from files, the retry driver and its backoff, message headers, the
+// connection key, and per-sink delivery metrics.
 package sinkutil
 
 import (
@@ -152,8 +152,9 @@ func (b Backoff) Delay(attempt int) time.Duration {
 	return d + j
 }
 
-// Sleep waits d or until done is closed; it reports whether d elapsed.
-func Sleep(done <-chan struct{}, d time.Duration) bool {
+// Sleep waits d, or until done or stop (either may be nil) is closed; it
+// reports whether d elapsed.
+func Sleep(done <-chan struct{}, d time.Duration, stop <-chan struct{}) bool {
 	if d <= 0 {
 		return true
 	}
@@ -164,6 +165,8 @@ func Sleep(done <-chan struct{}, d time.Duration) bool {
 		return true
 	case <-done:
 		return false
+	case <-stop:
+		return false
 	}
 }
 
@@ -173,7 +176,10 @@ type Metrics struct {
 	Acked   prometheus.Counter // messages the broker acknowledged
 	Retried prometheus.Counter // messages sent again after a failure
 	Failed  prometheus.Counter // messages given up after max_attempts
-	Latency prometheus.Histogram
+	// LostFailed counts flowbus's own LostEvents a Write gave up on (their
+	// losses are reported again at the next flush).
+	LostFailed prometheus.Counter
+	Latency    prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them with reg (which adds
@@ -196,6 +202,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "flowbus_sink_messages_failed_total",
 			Help: "Messages given up after max_attempts (reported in LostEvents).",
 		}),
+		LostFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_sink_lost_events_failed_total",
+			Help: "flowbus's own LostEvents the broker did not take; their losses are reported again at the next flush.",
+		}),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "flowbus_sink_write_latency_seconds",
 			Help:    "Time from handing a batch to the broker until every message of it was acknowledged or given up.",
@@ -203,7 +213,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Sent, m.Acked, m.Retried, m.Failed, m.Latency} {
+		for _, c := range []prometheus.Collector{m.Sent, m.Acked, m.Retried, m.Failed, m.LostFailed, m.Latency} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}

@@ -161,6 +161,7 @@ type Sink struct {
 	backoff     sinkutil.Backoff
 	autoCreate  bool
 	m           *sinkutil.Metrics
+	retry       *sinkutil.Retry
 
 	ready      atomic.Pointer[error]
 	lastWrite  atomic.Int64 // unix nanoseconds of the last produce attempt
@@ -313,6 +314,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
 		return nil, err
 	}
+	s.retry = &sinkutil.Retry{Name: "kafka", MaxAttempts: s.maxAttempts, Backoff: s.backoff, Done: s.done, Metrics: s.m, Log: s.log}
 	notYet := errors.New("kafka: not connected yet")
 	s.ready.Store(&notYet)
 	return s, nil
@@ -418,12 +420,13 @@ func (s *Sink) probe() {
 	}
 }
 
-// Ready reports an error while the brokers cannot be reached.
+// Ready reports an error while the brokers cannot be reached, or while
+// the sink's LostEvents cannot be delivered.
 func (s *Sink) Ready() error {
 	if p := s.ready.Load(); p != nil {
 		return *p
 	}
-	return nil
+	return s.retry.LostReady()
 }
 
 // Close releases the connections. Write is synchronous, so nothing is
@@ -450,67 +453,13 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			pending = append(pending, i)
 		}
 	}
-	for attempt := 1; len(pending) > 0; attempt++ {
-		if attempt > 1 {
-			s.m.Retried.Add(float64(len(pending)))
-			wait := s.backoff.Delay(attempt - 1)
-			select {
-			case <-ctx.Done():
-			case <-s.done:
-			default:
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-				case <-s.done:
-				}
-				t.Stop()
-			}
-			if ctx.Err() != nil {
-				return failed + len(pending), ctx.Err()
-			}
-		}
-		pending = s.attempt(ctx, pending, attempt > 1)
-		if ctx.Err() != nil && len(pending) > 0 {
-			return failed + len(pending), ctx.Err()
-		}
-		if attempt >= s.maxAttempts && len(pending) > 0 {
-			// Give up on the counted events (the runtime reports them in a
-			// LostEvent); flowbus's own LostEvents are retried until the
-			// broker is back or shutdown ends the Write, because nothing
-			// else would report their loss.
-			var gave int
-			pending, gave = s.giveUp(pending)
-			failed += gave
-		}
-		select {
-		case <-s.done:
-			if len(pending) > 0 {
-				s.m.Failed.Add(float64(len(pending)))
-				return failed + len(pending), nil
-			}
-		default:
-		}
-	}
-	return failed, nil
+	gave, err := s.retry.Deliver(ctx, pending, s.counted, func(ctx context.Context, pending []int, attempt int) ([]int, error) {
+		return s.attempt(ctx, pending, attempt > 1)
+	})
+	return failed + gave, err
 }
 
-// giveUp drops the counted items from pending, counts them as failed, and
-// returns the rest (flowbus's own LostEvents).
-func (s *Sink) giveUp(pending []int) (rest []int, gave int) {
-	for _, i := range pending {
-		if s.items[i].counted {
-			gave++
-		} else {
-			rest = append(rest, i)
-		}
-	}
-	if gave > 0 {
-		s.m.Failed.Add(float64(gave))
-		s.log.Warn("kafka: giving up on records after max_attempts; they are reported in a LostEvent", "records", gave, "max_attempts", s.maxAttempts)
-	}
-	return rest, gave
-}
+func (s *Sink) counted(i int) bool { return s.items[i].counted }
 
 // prepare encodes every event of b into the arena and fills s.items. It
 // returns the number of events that could not be encoded.
@@ -614,11 +563,13 @@ type tp struct {
 	partition int
 }
 
-// attempt sends the pending items once and returns those that failed.
-func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
+// attempt sends the pending items once and returns those that failed,
+// with the last error.
+func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) ([]int, error) {
 	groups := map[tp][]int{}
 	var failed []int
 	var missing map[string]bool // topics whose metadata failed in this attempt
+	var metaErr error
 	for _, i := range pending {
 		it := &s.items[i]
 		if missing[it.topic] {
@@ -627,6 +578,7 @@ func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
 		}
 		parts, err := s.partitions(ctx, it.topic, refresh)
 		if err != nil {
+			metaErr = err
 			if missing == nil {
 				missing = map[string]bool{}
 			}
@@ -681,7 +633,10 @@ func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) []int {
 	if netErrs == 0 && len(groups) > 0 {
 		s.ready.Store(nil)
 	}
-	return failed
+	if lastErr == nil {
+		lastErr = metaErr
+	}
+	return failed, lastErr
 }
 
 // chunk returns how many of the items idx go into one produce request: at

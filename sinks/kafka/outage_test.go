@@ -118,7 +118,8 @@ func init() { sinktest.RegisterPhased("test-kafka-shutdown", shutdownSource) }
 
 // TestShutdownBoundedWhileBrokerDown: the input ends while the broker is
 // down and the sink would retry for a long time; the drain stops at
-// shutdown_timeout, and what was not acknowledged is counted as lost.
+// shutdown_timeout, what was not acknowledged is counted as lost, and Run
+// returns no error (everything is accounted for in the summary).
 func TestShutdownBoundedWhileBrokerDown(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, "s"))
 	broker := c.ListenAddrs()[0]
@@ -159,10 +160,13 @@ sinks:
 		t.Fatal(err)
 	}
 	start := time.Now()
-	sum, _ := p.Run(context.Background())
+	sum, err := p.Run(context.Background())
 	took := time.Since(start)
 	tot := sum.Total
 	t.Logf("summary: %s in %v", tot, took)
+	if err != nil {
+		t.Errorf("Run: %v; want no error when every event is accounted for", err)
+	}
 	if took > 10*time.Second {
 		t.Errorf("Run took %v with shutdown_timeout 300ms", took)
 	}

@@ -135,6 +135,7 @@ type Sink struct {
 	maxAttempts int
 	backoff     sinkutil.Backoff
 	m           *sinkutil.Metrics
+	retry       *sinkutil.Retry
 
 	srv     *embeddedServer
 	nc      *nats.Conn
@@ -329,6 +330,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
 		return nil, err
 	}
+	s.retry = &sinkutil.Retry{Name: "nats", MaxAttempts: s.maxAttempts, Backoff: s.backoff, Done: s.done, Metrics: s.m, Log: s.log}
 	return s, nil
 }
 
@@ -422,28 +424,30 @@ func (s *Sink) Ready() error {
 	if st := s.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("nats: connection %s", strings.ToLower(st.String()))
 	}
-	return nil
+	return s.retry.LostReady()
 }
 
 // Close drains the connection (Write is synchronous, so every accepted
 // message is acknowledged or given up already) and stops the embedded
-// server, bounded by ctx.
+// server. When ctx ends first (the shutdown timeout passed), the connection
+// is closed without draining: nothing counted is pending (JetStream), or it
+// was counted delivered at most once (core publish), so this is logged, not
+// returned as an error.
 func (s *Sink) Close(ctx context.Context) error {
 	s.closing.Do(func() { close(s.done) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var err error
 	if s.nc != nil && !s.nc.IsClosed() {
 		closed := make(chan struct{})
 		s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-		if derr := s.nc.Drain(); derr != nil {
+		if ctx.Err() != nil || s.nc.Drain() != nil {
 			s.nc.Close()
 		} else {
 			select {
 			case <-closed:
 			case <-ctx.Done():
 				s.nc.Close()
-				err = fmt.Errorf("nats: drain: %w", ctx.Err())
+				s.log.Warn("nats: the connection did not drain before the shutdown timeout; closed it", "err", ctx.Err())
 			}
 		}
 	}
@@ -451,7 +455,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		releaseEmbedded(s.srv)
 		s.srv = nil
 	}
-	return err
+	return nil
 }
 
 // Write delivers b; see the package comment.
@@ -471,69 +475,20 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			todo = append(todo, i)
 		}
 	}
-	for attempt := 1; len(todo) > 0; attempt++ {
-		if attempt > 1 {
-			s.m.Retried.Add(float64(len(todo)))
-			t := time.NewTimer(s.backoff.Delay(attempt - 1))
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			case <-s.done:
-			}
-			t.Stop()
-		}
-		if ctx.Err() != nil {
-			return failed + len(todo), ctx.Err()
-		}
+	gave, err := s.retry.Deliver(ctx, todo, s.counted, func(ctx context.Context, todo []int, _ int) ([]int, error) {
 		if s.jsc != nil {
-			todo = s.publishJS(ctx, todo)
-		} else {
-			todo = s.publishCore(ctx, todo)
+			return s.publishJS(ctx, todo)
 		}
-		if len(todo) == 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			return failed + len(todo), ctx.Err()
-		}
-		closed := false
-		select {
-		case <-s.done:
-			closed = true
-		default:
-		}
-		if closed {
-			s.m.Failed.Add(float64(len(todo)))
-			return failed + len(todo), nil
-		}
-		if attempt >= s.maxAttempts {
-			// Give up on the counted events (the runtime reports them in a
-			// LostEvent); flowbus's own LostEvents are retried until the
-			// server is back or shutdown ends the Write, because nothing
-			// else would report their loss.
-			rest := todo[:0:0]
-			gave := 0
-			for _, i := range todo {
-				if s.items[i].counted {
-					gave++
-				} else {
-					rest = append(rest, i)
-				}
-			}
-			if gave > 0 {
-				s.m.Failed.Add(float64(gave))
-				s.log.Warn("nats: giving up on messages after max_attempts; they are reported in a LostEvent", "messages", gave, "max_attempts", s.maxAttempts)
-			}
-			failed += gave
-			todo = rest
-		}
-	}
-	return failed, nil
+		return s.publishCore(ctx, todo)
+	})
+	return failed + gave, err
 }
+
+func (s *Sink) counted(i int) bool { return s.items[i].counted }
 
 // publishJS publishes the items once, at most max_pending unacknowledged
 // at a time, and returns those that were not acknowledged.
-func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
+func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int, lastErr error) {
 	futs := s.futs[:0]
 	head := 0
 	resolve := func() bool {
@@ -552,6 +507,7 @@ func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
 			s.m.Acked.Inc()
 		case err := <-p.fut.Err():
 			s.log.Debug("nats: publish not acknowledged", "subject", s.items[p.idx].msg.Subject, "err", err)
+			lastErr = fmt.Errorf("subject %s: %w", s.items[p.idx].msg.Subject, err)
 			retry = append(retry, p.idx)
 		case <-ctx.Done():
 			retry = append(retry, p.idx)
@@ -562,13 +518,14 @@ func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
 	for n, i := range todo {
 		for len(futs)-head >= s.js.MaxPending {
 			if !resolve() {
-				return s.abandon(futs[head:], todo[n:], retry)
+				return s.abandon(futs[head:], todo[n:], retry), ctx.Err()
 			}
 		}
 		s.m.Sent.Inc()
 		fut, err := s.jsc.PublishMsgAsync(&s.items[i].msg)
 		if err != nil {
 			s.log.Debug("nats: publish failed", "err", err)
+			lastErr = err
 			retry = append(retry, i)
 			continue
 		}
@@ -576,11 +533,11 @@ func (s *Sink) publishJS(ctx context.Context, todo []int) (retry []int) {
 	}
 	for head < len(futs) {
 		if !resolve() {
-			return s.abandon(futs[head:], nil, retry)
+			return s.abandon(futs[head:], nil, retry), ctx.Err()
 		}
 	}
 	s.futs = futs[:0]
-	return retry
+	return retry, lastErr
 }
 
 // abandon collects what is unresolved when ctx ends. The client may still
@@ -596,19 +553,20 @@ func (s *Sink) abandon(futs []pending, unsent, retry []int) []int {
 
 // publishCore publishes the items once and flushes; it returns the items
 // the client refused.
-func (s *Sink) publishCore(ctx context.Context, todo []int) (retry []int) {
+func (s *Sink) publishCore(ctx context.Context, todo []int) (retry []int, lastErr error) {
 	sent := 0
 	for _, i := range todo {
 		s.m.Sent.Inc()
 		if err := s.nc.PublishMsg(&s.items[i].msg); err != nil {
 			s.log.Debug("nats: publish failed", "err", err)
+			lastErr = err
 			retry = append(retry, i)
 			continue
 		}
 		sent++
 	}
 	if sent == 0 {
-		return retry
+		return retry, lastErr
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.ackTimeout)
 	defer cancel()
@@ -616,10 +574,10 @@ func (s *Sink) publishCore(ctx context.Context, todo []int) (retry []int) {
 		// The messages are in the client's buffers and go out when the
 		// connection is back: core NATS is at most once.
 		s.log.Debug("nats: flush", "err", err)
-		return retry
+		return retry, lastErr
 	}
 	s.m.Acked.Add(float64(sent))
-	return retry
+	return retry, lastErr
 }
 
 // prepare encodes the events of b into the arena and builds their messages.

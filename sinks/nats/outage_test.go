@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -128,4 +129,69 @@ sinks:
 		payloads = append(payloads, m.Data)
 	}
 	sinktest.CheckStream(t, payloads, tot)
+}
+
+var shutdownSource = &sinktest.Phased{Phases: []int{2, 4}, Per: 256}
+
+func init() { sinktest.RegisterPhased("test-nats-shutdown", shutdownSource) }
+
+// TestShutdownBoundedWhileServerDown: the input ends while the server is
+// down and the sink would retry for a long time; the drain stops at
+// shutdown_timeout, what was not acknowledged is counted as lost, and Run
+// returns no error (everything is accounted for in the summary), as the
+// kafka sink does.
+func TestShutdownBoundedWhileServerDown(t *testing.T) {
+	port, store := freePort(t), t.TempDir()
+	reg := prometheus.NewRegistry()
+	shutdownSource.Before = []func(){func() {
+		waitFor(t, "phase 1 delivered", func() bool { return sinktest.Metric(reg, "flowbus_sink_messages_acked_total") >= 512 })
+		embeddedServers.Lock()
+		defer embeddedServers.Unlock()
+		for _, e := range embeddedServers.m {
+			if e.storeDir == store {
+				e.srv.Shutdown()
+				e.srv.WaitForShutdown()
+			}
+		}
+	}}
+	cfg := fmt.Sprintf(`
+node_name: n1
+shutdown_timeout: 300ms
+metrics: {listen: ""}
+sources:
+  gen: {type: test-nats-shutdown}
+sinks:
+  bus:
+    type: nats
+    inputs: [gen]
+    url: embedded
+    embedded: {port: %d, store_dir: %s}
+    subject: s
+    jetstream: {stream: S, create: true}
+    ack_timeout: 100ms
+    max_attempts: 1000000
+    backoff: {min: 5ms, max: 20ms}
+`, port, store)
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.Load(path, pipeline.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sum, err := p.Run(context.Background())
+	took := time.Since(start)
+	tot := sum.Total
+	t.Logf("summary: %s in %v", tot, took)
+	if err != nil {
+		t.Errorf("Run: %v; want no error when every event is accounted for", err)
+	}
+	if took > 10*time.Second {
+		t.Errorf("Run took %v with shutdown_timeout 300ms", took)
+	}
+	if !tot.Reconciles() || tot.Received != 1536 || tot.Delivered != 512 || tot.Lost != 1024 {
+		t.Errorf("summary %s, want received=1536 delivered=512 lost=1024", tot)
+	}
 }

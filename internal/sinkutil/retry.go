@@ -1,0 +1,159 @@
+package sinkutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+)
+
+// Retry drives the attempts of a broker sink's Write: it sends what is
+// pending, waits with exponential backoff, sends what failed again, and
+// gives up after MaxAttempts. Both broker sinks use it, so that they count,
+// give up and report alike.
+//
+// Counted events (flows, and LostEvents read from a source) that are given
+// up are returned as failed: the runtime reports them in a LostEvent.
+//
+// flowbus's own LostEvents (Event.Reported) come in batches of their own.
+// They are given up like the rest, and the runtime puts their losses back
+// to report them again at the next flush, so retrying them never holds the
+// flows back for longer than one Write's budget. While they fail (their
+// destination is missing, say a topic that does not exist or a subject no
+// stream captures) each later LostEvent batch gets a single attempt, the
+// sink is unready (LostReady), and the condition is logged once at warn
+// when it starts and once at info when it ends; the losses still count in
+// the summary's lost.
+type Retry struct {
+	// Name prefixes log messages ("kafka").
+	Name string
+	// MaxAttempts is the number of attempts per event (at least 1).
+	MaxAttempts int
+	// Backoff spaces the attempts.
+	Backoff Backoff
+	// Done is closed when the sink closes: pending events are then given
+	// up at once.
+	Done <-chan struct{}
+	// Metrics receives Retried, Failed and LostFailed.
+	Metrics *Metrics
+	// Log receives the give-up and LostEvent messages.
+	Log *slog.Logger
+
+	lostErr atomic.Pointer[error]
+}
+
+// Send makes one attempt at delivering the items pending (indexes into the
+// sink's prepared items; attempt counts from 1) and returns the items that
+// failed, with the last error seen.
+type Send func(ctx context.Context, pending []int, attempt int) (failed []int, err error)
+
+// Deliver sends the items pending until each is acknowledged or given up.
+// counted reports whether an item is a counted event (not one of
+// flowbus's own LostEvents). It returns the number of items given up; err
+// is ctx's error when ctx ended first (every unacknowledged item is then
+// included in failed).
+func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bool, send Send) (failed int, err error) {
+	if len(pending) == 0 {
+		return 0, nil
+	}
+	lostOnly := true
+	for _, i := range pending {
+		if counted(i) {
+			lostOnly = false
+			break
+		}
+	}
+	maxAttempts := max(r.MaxAttempts, 1)
+	if lostOnly && r.lostErr.Load() != nil {
+		// The last LostEvents failed: one attempt, so that a destination
+		// that cannot take them costs the flows one round trip per flush.
+		maxAttempts = 1
+	}
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			r.Metrics.Retried.Add(float64(len(pending)))
+			Sleep(r.Done, r.Backoff.Delay(attempt-1), ctx.Done())
+		}
+		if ctx.Err() != nil {
+			return len(pending), ctx.Err()
+		}
+		var err error
+		pending, err = send(ctx, pending, attempt)
+		if err != nil {
+			lastErr = err
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return len(pending), ctx.Err()
+		}
+		if closed(r.Done) || attempt >= maxAttempts {
+			failed = r.giveUp(pending, counted, lastErr)
+			break
+		}
+	}
+	if lostOnly {
+		r.lostResult(failed > 0, lastErr)
+	}
+	return failed, nil
+}
+
+// giveUp counts the items pending as given up.
+func (r *Retry) giveUp(pending []int, counted func(int) bool, err error) int {
+	gave, lost := 0, 0
+	for _, i := range pending {
+		if counted(i) {
+			gave++
+		} else {
+			lost++
+		}
+	}
+	if gave > 0 {
+		r.Metrics.Failed.Add(float64(gave))
+		r.Log.Warn(r.Name+": giving up on messages; they are reported in a LostEvent",
+			"messages", gave, "max_attempts", r.MaxAttempts, "err", err)
+	}
+	if lost > 0 {
+		r.Metrics.LostFailed.Add(float64(lost))
+	}
+	return len(pending)
+}
+
+// lostResult records whether a batch of LostEvents failed.
+func (r *Retry) lostResult(failed bool, err error) {
+	if !failed {
+		if r.lostErr.Swap(nil) != nil {
+			r.Log.Info(r.Name + ": LostEvents are delivered again")
+		}
+		return
+	}
+	if err == nil {
+		err = errors.New("not acknowledged")
+	}
+	e := fmt.Errorf("%s: cannot deliver LostEvents (their losses are reported again at the next flush): %w", r.Name, err)
+	if r.lostErr.Swap(&e) == nil {
+		r.Log.Warn(r.Name+": cannot deliver LostEvents; flows keep being delivered, the losses stay counted and are reported again at the next flush; the sink is unready until one is delivered",
+			"err", err)
+	}
+}
+
+// LostReady returns an error while the sink's LostEvents cannot be
+// delivered.
+func (r *Retry) LostReady() error {
+	if p := r.lostErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
