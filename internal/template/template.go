@@ -5,7 +5,13 @@
 // A placeholder names a flow field with a dotted proto field path (see
 // flow/fieldpath). When the field is unset or renders empty, the placeholder
 // renders `unknown`. Characters a target does not allow are replaced by `_`:
-// a Kafka topic allows [a-zA-Z0-9._-] only; in a NATS subject a rendered
+// a Kafka topic allows [a-zA-Z0-9._-] only (a non-ASCII character becomes
+// one `_` per byte), is cut to 249 bytes, and a topic that renders as `.` or
+// `..` (names Kafka reserves) has its dots replaced by `_`. Literal text
+// must be valid as it is: a literal Kafka topic that is longer than 249
+// bytes, is `.` or `..`, or holds another character is a configuration
+// error, as is a template whose literal text alone exceeds 249 bytes. In a
+// NATS subject a rendered
 // value never contains whitespace, control characters, `.`, `*` or `>`, so a
 // placeholder always stays inside one subject token. LostEvents carry no flow:
 // every placeholder renders `lost` for them (a sink may configure a separate
@@ -17,6 +23,7 @@ package template
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -149,7 +156,8 @@ func (t *Template) checkLiterals() error {
 			switch t.target {
 			case Kafka:
 				if !kafkaOK(c) {
-					return &Error{Template: t.src, Offset: p.off + i, Msg: fmt.Sprintf("character %q is not allowed in a Kafka topic (allowed: a-z A-Z 0-9 . _ -)", c)}
+					r, _ := utf8.DecodeRuneInString(p.lit[i:])
+					return &Error{Template: t.src, Offset: p.off + i, Msg: fmt.Sprintf("character %q is not allowed in a Kafka topic (allowed: a-z A-Z 0-9 . _ -)", r)}
 				}
 			case NATS:
 				if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
@@ -158,6 +166,17 @@ func (t *Template) checkLiterals() error {
 			}
 		}
 		shape = append(shape, p.lit...)
+	}
+	if t.target == Kafka {
+		lit := t.IsLiteral()
+		switch {
+		case lit && (string(shape) == "." || string(shape) == ".."):
+			return &Error{Template: t.src, Offset: 0, Msg: fmt.Sprintf("%q is not a valid Kafka topic name", shape)}
+		case lit && len(shape) > MaxKafkaTopic:
+			return &Error{Template: t.src, Offset: MaxKafkaTopic, Msg: fmt.Sprintf("a Kafka topic is at most %d characters, this one has %d", MaxKafkaTopic, len(shape))}
+		case len(shape) > MaxKafkaTopic:
+			return &Error{Template: t.src, Offset: 0, Msg: fmt.Sprintf("a Kafka topic is at most %d characters; the literal text of this template alone has %d", MaxKafkaTopic, len(shape)-t.holes())}
+		}
 	}
 	if t.target == NATS {
 		for i, tok := range strings.Split(string(shape), ".") {
@@ -229,10 +248,28 @@ func (t *Template) Append(dst []byte, e *pipeline.Event) []byte {
 		}
 		t.sanitize(dst[vs:])
 	}
-	if t.target == Kafka && len(dst)-start > MaxKafkaTopic {
-		dst = dst[:start+MaxKafkaTopic]
+	if t.target == Kafka {
+		if len(dst)-start > MaxKafkaTopic {
+			dst = dst[:start+MaxKafkaTopic]
+		}
+		if v := dst[start:]; string(v) == "." || string(v) == ".." {
+			for i := range v {
+				v[i] = '_'
+			}
+		}
 	}
 	return dst
+}
+
+// holes counts the placeholders of t.
+func (t *Template) holes() int {
+	n := 0
+	for _, p := range t.parts {
+		if p.hole {
+			n++
+		}
+	}
+	return n
 }
 
 func (t *Template) sanitize(v []byte) {

@@ -68,6 +68,26 @@ func TestKafkaTopicLength(t *testing.T) {
 	}
 }
 
+// TestKafkaTopicRenderedDots: a topic that renders as "." or ".." (which
+// Kafka rejects) has its dots replaced by "_"; a literal of 249 characters
+// is valid.
+func TestKafkaTopicRenderedDots(t *testing.T) {
+	tm, err := Parse("{{ source.pod_name }}", Kafka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{".": "_", "..": "__", "...": "...", ".a": ".a"} {
+		e := flowEvent()
+		e.Flow.Source.PodName = in
+		if got := string(tm.Append(nil, e)); got != want {
+			t.Errorf("%q renders %q, want %q", in, got, want)
+		}
+	}
+	if _, err := Parse(strings.Repeat("t", MaxKafkaTopic), Kafka); err != nil {
+		t.Errorf("a 249-character topic: %v", err)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		tmpl   string
@@ -88,6 +108,11 @@ func TestParseErrors(t *testing.T) {
 		{"a..{{ verdict }}", NATS, 0, "token 2 is empty"},
 		{"{{ verdict }}.", NATS, 0, "token 2 is empty"},
 		{"a.{{ verdict {{ x }}", NATS, 2, "unclosed {{"},
+		{".", Kafka, 0, "not a valid Kafka topic"},
+		{"..", Kafka, 0, "not a valid Kafka topic"},
+		{strings.Repeat("t", 250), Kafka, 249, "at most 249 characters, this one has 250"},
+		{strings.Repeat("t", 249) + ".{{ verdict }}", Kafka, 0, "literal text of this template alone has 250"},
+		{"flows.é", Kafka, 6, "'é' is not allowed in a Kafka topic"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.tmpl, func(t *testing.T) {

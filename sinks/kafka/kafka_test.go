@@ -510,6 +510,10 @@ func TestConfigErrors(t *testing.T) {
 		{"brokers: [a:1]\ntopic: x\nsasl: {mechanism: gssapi, username: u, password_file: " + filepath.Join(dir, "pw") + "}", "mechanism"},
 		{"brokers: [a:1]\ntopic: x\ntls: {cert_file: c.pem}", "cert_file and key_file"},
 		{"brokers: [a:1]\ntopic: x\nbogus: 1", "bogus"},
+		{"brokers: [a:1]\ntopic: '..'", `3:9: ".." is not a valid Kafka topic`},
+		{"brokers: [a:1]\ntopic: x\nlost_topic: .", `4:13: "." is not a valid Kafka topic`},
+		{"brokers: [a:1]\ntopic: " + strings.Repeat("t", 250), "3:257: a Kafka topic is at most 249 characters"},
+		{"brokers: [a:1]\ntopic: flows/x", "3:13: character '/' is not allowed"},
 	}
 	for _, tt := range tests {
 		_, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, "\n"+tt.cfg), New)
