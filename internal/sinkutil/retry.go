@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 )
 
 // Retry drives the attempts of a broker sink's Write: it sends what is
@@ -39,6 +40,14 @@ type Retry struct {
 	Metrics *Metrics
 	// Log receives the give-up and LostEvent messages.
 	Log *slog.Logger
+	// Reachable, when set, reports whether the broker can be reached. A
+	// backoff wait that starts while it cannot polls Reachable every
+	// ReachPoll and ends as soon as the broker is back, so delivery resumes
+	// within one poll of the broker's return instead of after a backoff
+	// that grew during the outage (up to Backoff.Max).
+	Reachable func() bool
+	// ReachPoll is the polling interval of Reachable; default 50ms.
+	ReachPoll time.Duration
 
 	lostErr atomic.Pointer[error]
 }
@@ -74,7 +83,7 @@ func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bo
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			r.Metrics.Retried.Add(float64(len(pending)))
-			Sleep(r.Done, r.Backoff.Delay(attempt-1), ctx.Done())
+			r.wait(ctx, r.Backoff.Delay(attempt-1))
 		}
 		if ctx.Err() != nil {
 			return len(pending), ctx.Err()
@@ -99,6 +108,26 @@ func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bo
 		r.lostResult(failed > 0, lastErr)
 	}
 	return failed, nil
+}
+
+// wait sleeps d, or until ctx ends or the sink closes, or, when the
+// broker was unreachable as the wait began, until it is reachable again.
+func (r *Retry) wait(ctx context.Context, d time.Duration) {
+	if r.Reachable == nil || r.Reachable() {
+		Sleep(r.Done, d, ctx.Done())
+		return
+	}
+	poll := r.ReachPoll
+	if poll <= 0 {
+		poll = 50 * time.Millisecond
+	}
+	end := time.Now().Add(d)
+	for {
+		left := time.Until(end)
+		if left <= 0 || !Sleep(r.Done, min(left, poll), ctx.Done()) || r.Reachable() {
+			return
+		}
+	}
 }
 
 // giveUp counts the items pending as given up.

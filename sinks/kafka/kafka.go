@@ -314,7 +314,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
 		return nil, err
 	}
-	s.retry = &sinkutil.Retry{Name: "kafka", MaxAttempts: s.maxAttempts, Backoff: s.backoff, Done: s.done, Metrics: s.m, Log: s.log}
+	s.retry = &sinkutil.Retry{Name: "kafka", MaxAttempts: s.maxAttempts, Backoff: s.backoff, Done: s.done, Metrics: s.m, Log: s.log, Reachable: s.reachable}
 	notYet := errors.New("kafka: not connected yet")
 	s.ready.Store(&notYet)
 	return s, nil
@@ -400,25 +400,32 @@ func (s *Sink) probe() {
 		if time.Since(time.Unix(0, s.lastWrite.Load())) < s.probeEvery {
 			continue
 		}
-		var lastErr error
-		reachable := false
-		for _, a := range s.brokers {
-			c, err := net.DialTimeout("tcp", a, 2*time.Second)
-			if err == nil {
-				c.Close()
-				reachable = true
-				break
-			}
-			lastErr = err
-		}
-		if reachable {
-			s.ready.Store(nil)
-		} else {
-			e := fmt.Errorf("kafka: brokers %s unreachable: %w", s.addr, lastErr)
+		if err := s.dial(2 * time.Second); err != nil {
+			e := fmt.Errorf("kafka: brokers %s unreachable: %w", s.addr, err)
 			s.ready.Store(&e)
+		} else {
+			s.ready.Store(nil)
 		}
 	}
 }
+
+// dial checks that one of the brokers accepts a TCP connection.
+func (s *Sink) dial(timeout time.Duration) error {
+	var lastErr error
+	for _, a := range s.brokers {
+		c, err := net.DialTimeout("tcp", a, timeout)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		lastErr = err
+	}
+	return lastErr
+}
+
+// reachable tells the retry driver whether a broker accepts connections,
+// so that a backoff ends as soon as the broker is back.
+func (s *Sink) reachable() bool { return s.dial(200*time.Millisecond) == nil }
 
 // Ready reports an error while the brokers cannot be reached, or while
 // the sink's LostEvents cannot be delivered.

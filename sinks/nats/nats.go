@@ -330,7 +330,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if s.m, err = sinkutil.NewMetrics(b.Metrics); err != nil {
 		return nil, err
 	}
-	s.retry = &sinkutil.Retry{Name: "nats", MaxAttempts: s.maxAttempts, Backoff: s.backoff, Done: s.done, Metrics: s.m, Log: s.log}
+	s.retry = &sinkutil.Retry{Name: "nats", MaxAttempts: s.maxAttempts, Backoff: s.backoff, Done: s.done, Metrics: s.m, Log: s.log, Reachable: s.connected}
 	return s, nil
 }
 
@@ -485,6 +485,10 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 }
 
 func (s *Sink) counted(i int) bool { return s.items[i].counted }
+
+// connected tells the retry driver whether the client is connected, so
+// that a backoff ends as soon as the client has reconnected.
+func (s *Sink) connected() bool { return s.nc != nil && s.nc.IsConnected() }
 
 // publishJS publishes the items once, at most max_pending unacknowledged
 // at a time, and returns those that were not acknowledged.
