@@ -66,7 +66,11 @@ type Sink interface {
 // Starter is implemented by components that connect or attach before the
 // pipeline runs (a broker client, BPF programs). Start failing stops the
 // pipeline before any source runs; the components started before it are
-// stopped (sinks closed) in reverse order.
+// stopped (sinks closed) in reverse order. A sink whose broker cannot be
+// reached fails Start only when Build.RequireHealthy is set; otherwise it
+// starts, stays unready (Readier) and keeps connecting in the background,
+// its Write waiting for the connection so that the buffer's when_full
+// decides what happens to the events meanwhile.
 type Starter interface {
 	Start(ctx context.Context) error
 }
@@ -118,6 +122,9 @@ type Build struct {
 	// Metrics registers the component's collectors; it adds the labels
 	// component=Name and type=Type.
 	Metrics prometheus.Registerer
+	// RequireHealthy is set by `run --require-healthy`: a sink that cannot
+	// reach its broker fails Start instead of retrying in the background.
+	RequireHealthy bool
 
 	// node is the component's mapping, for positions.
 	node *yaml.Node

@@ -65,6 +65,10 @@ type Options struct {
 	Log *slog.Logger
 	// Registry receives the metrics; nil makes a new one.
 	Registry *prometheus.Registry
+	// RequireHealthy (`run --require-healthy`) makes a sink whose broker
+	// cannot be reached at start fail Start, so the run exits 1. Without
+	// it such a sink starts anyway, unready, and keeps retrying.
+	RequireHealthy bool
 }
 
 // Pipeline is a built pipeline, ready to run once.
@@ -75,6 +79,8 @@ type Pipeline struct {
 	nodes []*node // sources, then transforms, then sinks, in file order
 
 	sources, transforms, sinks []*node
+
+	requireHealthy bool
 
 	state runState
 	abort context.Context // see Run
@@ -119,7 +125,7 @@ func New(cfg *config.Config, opts Options) (*Pipeline, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	p := &Pipeline{cfg: cfg, log: opts.Log, reg: opts.Registry, launched: make(chan struct{})}
+	p := &Pipeline{cfg: cfg, log: opts.Log, reg: opts.Registry, launched: make(chan struct{}), requireHealthy: opts.RequireHealthy}
 	b := builder{p: p, byName: map[string]*node{}}
 	b.declare(cfg.Sources, kindSource)
 	b.declare(cfg.Transforms, kindTransform)
@@ -366,11 +372,12 @@ func (b *builder) build() {
 		n.log = b.p.log.With("component", n.name, "type", n.typ)
 		bld := &Build{
 			Name: n.name, Type: n.typ,
-			NodeName: b.p.cfg.NodeName,
-			Dir:      b.p.cfg.Dir,
-			Encoding: n.encoding,
-			Log:      n.log,
-			Metrics:  prometheus.WrapRegistererWith(prometheus.Labels{"component": n.name, "type": n.typ}, b.p.reg),
+			NodeName:       b.p.cfg.NodeName,
+			Dir:            b.p.cfg.Dir,
+			Encoding:       n.encoding,
+			Log:            n.log,
+			RequireHealthy: b.p.requireHealthy,
+			Metrics:        prometheus.WrapRegistererWith(prometheus.Labels{"component": n.name, "type": n.typ}, b.p.reg),
 		}
 		if n.kind != kindSource {
 			buf := b.bufs[n]

@@ -87,7 +87,7 @@ func (r *Reloader) Build() (*Pipeline, error) {
 
 // rebuild builds a new generation from the configuration p was built from.
 func (r *Reloader) rebuild(p *Pipeline) (*Pipeline, error) {
-	q, err := New(p.cfg, Options{Log: r.Log, Registry: prometheus.NewRegistry()})
+	q, err := New(p.cfg, Options{Log: r.Log, Registry: prometheus.NewRegistry(), RequireHealthy: p.requireHealthy})
 	if err != nil {
 		return nil, err
 	}

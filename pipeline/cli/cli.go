@@ -102,9 +102,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // NewCommand returns the root command, writing to stdout and stderr.
 func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		file       string
-		logs       logOptions
-		cpuProfile string
+		file           string
+		logs           logOptions
+		cpuProfile     string
+		requireHealthy bool
 	)
 	root := &cobra.Command{
 		Use:   "flowbus",
@@ -117,7 +118,7 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runProfiled(cmd.Context(), file, logs, cpuProfile, stderr)
+			return runProfiled(cmd.Context(), file, logs, cpuProfile, requireHealthy, stderr)
 		},
 	}
 	root.SetOut(stdout)
@@ -135,14 +136,21 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 	// `flowbus completion bash|zsh|fish|powershell` is cobra's default
 	// completion command.
 
-	root.AddCommand(&cobra.Command{
+	runCmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the pipeline until SIGINT/SIGTERM or until every finite source is exhausted; SIGHUP reloads the configuration",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runProfiled(cmd.Context(), file, logs, cpuProfile, stderr)
+			return runProfiled(cmd.Context(), file, logs, cpuProfile, requireHealthy, stderr)
 		},
-	})
+	}
+	// Without --require-healthy a sink whose broker is away at start starts
+	// anyway (unready, retrying), so a per-node agent never crash-loops
+	// because the bus is away.
+	const requireHealthyUsage = "exit 1 when a sink cannot reach its broker at start (default: start unready and keep retrying)"
+	root.Flags().BoolVar(&requireHealthy, "require-healthy", false, requireHealthyUsage)
+	runCmd.Flags().BoolVar(&requireHealthy, "require-healthy", false, requireHealthyUsage)
+	root.AddCommand(runCmd)
 	root.AddCommand(&cobra.Command{
 		Use:   "validate",
 		Short: "Load, check and build the pipeline without starting it; print each error as FILE:LINE:COL: message",
@@ -243,9 +251,9 @@ func printLoadError(w io.Writer, err error) {
 
 // runProfiled runs the pipeline, under the CPU profiler when cpuProfile
 // names a file.
-func runProfiled(ctx context.Context, file string, logs logOptions, cpuProfile string, stderr io.Writer) error {
+func runProfiled(ctx context.Context, file string, logs logOptions, cpuProfile string, requireHealthy bool, stderr io.Writer) error {
 	if cpuProfile == "" {
-		return runPipeline(ctx, file, logs, stderr)
+		return runPipeline(ctx, file, logs, requireHealthy, stderr)
 	}
 	f, err := os.Create(cpuProfile)
 	if err != nil {
@@ -255,7 +263,7 @@ func runProfiled(ctx context.Context, file string, logs logOptions, cpuProfile s
 		f.Close()
 		return fmt.Errorf("--cpuprofile: %w", err)
 	}
-	err = runPipeline(ctx, file, logs, stderr)
+	err = runPipeline(ctx, file, logs, requireHealthy, stderr)
 	pprof.StopCPUProfile()
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("--cpuprofile: %w", cerr)
@@ -263,7 +271,7 @@ func runProfiled(ctx context.Context, file string, logs logOptions, cpuProfile s
 	return err
 }
 
-func runPipeline(ctx context.Context, file string, logs logOptions, stderr io.Writer) error {
+func runPipeline(ctx context.Context, file string, logs logOptions, requireHealthy bool, stderr io.Writer) error {
 	log, err := newLogger(logs, stderr)
 	if err != nil {
 		return err
@@ -281,7 +289,10 @@ func runPipeline(ctx context.Context, file string, logs logOptions, stderr io.Wr
 		}, func() float64 { return 1 }),
 	)
 	r := &pipeline.Reloader{
-		Load:     func(o pipeline.Options) (*pipeline.Pipeline, error) { return pipeline.Load(file, o) },
+		Load: func(o pipeline.Options) (*pipeline.Pipeline, error) {
+			o.RequireHealthy = requireHealthy
+			return pipeline.Load(file, o)
+		},
 		Log:      log,
 		Registry: reg,
 	}
