@@ -2,6 +2,8 @@ package sinktest
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,4 +111,17 @@ func CheckStream(t testing.TB, payloads [][]byte, tot pipeline.Counts) {
 	if lost != tot.Lost {
 		t.Errorf("LostEvents on the bus count %d, summary lost=%d", lost, tot.Lost)
 	}
+}
+
+// Get fetches url and returns the status code and body.
+func Get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return 0, ""
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
 }

@@ -167,8 +167,11 @@ type Sink struct {
 	lastWrite  atomic.Int64 // unix nanoseconds of the last produce attempt
 	probeEvery time.Duration
 	done       chan struct{}
+	up         chan struct{} // closed once the brokers answered
 	closing    sync.Once
-	encErr     sync.Once
+	// requireHealthy makes Start fail when the brokers do not answer.
+	requireHealthy bool
+	encErr         sync.Once
 
 	metaMu sync.Mutex
 	meta   map[string]topicMeta
@@ -206,19 +209,21 @@ var (
 // New builds a kafka sink from its options; it connects in Start.
 func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	s := &Sink{
-		log:         b.Log,
-		nodeName:    b.NodeName,
-		batchSize:   o.BatchSize,
-		batchBytes:  o.BatchBytes,
-		timeout:     o.BatchTimeout.D(),
-		maxAttempts: o.MaxAttempts,
-		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
-		autoCreate:  *o.AutoCreateTopics,
-		done:        make(chan struct{}),
-		probeEvery:  probeInterval,
-		meta:        map[string]topicMeta{},
-		names:       map[string]string{},
-		nodes:       map[string][]byte{},
+		log:            b.Log,
+		nodeName:       b.NodeName,
+		batchSize:      o.BatchSize,
+		batchBytes:     o.BatchBytes,
+		timeout:        o.BatchTimeout.D(),
+		maxAttempts:    o.MaxAttempts,
+		backoff:        sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
+		autoCreate:     *o.AutoCreateTopics,
+		done:           make(chan struct{}),
+		up:             make(chan struct{}),
+		requireHealthy: b.RequireHealthy,
+		probeEvery:     probeInterval,
+		meta:           map[string]topicMeta{},
+		names:          map[string]string{},
+		nodes:          map[string][]byte{},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -367,20 +372,104 @@ func (o *SASLOptions) mechanism(dir string) (sasl.Mechanism, error) {
 }
 
 // Start checks that the brokers answer (and accept the TLS and SASL
-// settings) before the pipeline runs.
+// settings) before the pipeline runs. A broker that accepts connections
+// but refuses the sink's settings fails Start. When no broker accepts a
+// connection, Start fails with Build.RequireHealthy (`run
+// --require-healthy`); otherwise the sink starts unready and keeps
+// connecting in the background with backoff, and Write waits for the
+// connection.
 func (s *Sink) Start(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	_, err := s.transport.RoundTrip(ctx, s.addr, &metadataAPI.Request{})
-	if err != nil {
-		err = fmt.Errorf("kafka: brokers %s: %w", s.addr, err)
-		s.ready.Store(&err)
+	err := s.connect(ctx)
+	if err == nil {
+		s.connected()
+		return nil
+	}
+	s.ready.Store(&err)
+	if s.requireHealthy || s.dial(s.timeout) == nil {
 		return err
 	}
+	s.log.Warn("kafka: brokers unreachable at start; starting unready and retrying in the background", "err", err)
+	go s.reconnect()
+	return nil
+}
+
+// connect asks the brokers for metadata once.
+func (s *Sink) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.transport.RoundTrip(ctx, s.addr, &metadataAPI.Request{}); err != nil {
+		// kafka-go's connection pool keeps a failed first metadata answer
+		// until its next refresh (up to 5s): drop the pool, so that the
+		// next attempt asks the brokers again.
+		s.transport.CloseIdleConnections()
+		return fmt.Errorf("kafka: brokers %s: %w", s.addr, err)
+	}
+	return nil
+}
+
+// connected marks the sink connected: ready, Write no longer waits, and
+// the idle probe runs.
+func (s *Sink) connected() {
 	s.ready.Store(nil)
 	s.lastWrite.Store(time.Now().UnixNano())
+	close(s.up)
 	go s.probe()
-	return nil
+}
+
+// reconnect connects in the background after a failed Start, with backoff,
+// until it succeeds or the sink closes.
+func (s *Sink) reconnect() {
+	for attempt := 1; ; attempt++ {
+		if !sinkutil.Sleep(s.done, s.backoff.Delay(attempt), nil) {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-s.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := s.connect(ctx)
+		cancel()
+		if err == nil {
+			s.log.Info("kafka: connected to the brokers", "brokers", s.addr.String(), "attempts", attempt+1)
+			s.connected()
+			return
+		}
+		if closed(s.done) {
+			return
+		}
+		s.ready.Store(&err)
+		s.log.Debug("kafka: brokers still unreachable", "err", err)
+	}
+}
+
+// waitConnected waits until the sink is connected; false when ctx ended or
+// the sink closed first.
+func (s *Sink) waitConnected(ctx context.Context) bool {
+	select {
+	case <-s.up:
+		return true
+	default:
+	}
+	select {
+	case <-s.up:
+		return true
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	return false
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // probeInterval is how often an idle sink checks that a broker accepts
@@ -450,6 +539,12 @@ func (s *Sink) Close(context.Context) error {
 func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.waitConnected(ctx) {
+		// Never connected: everything is given up (ctx ended, or the sink
+		// closed at shutdown).
+		s.m.Failed.Add(float64(b.Counted()))
+		return b.Len(), ctx.Err()
+	}
 	start := time.Now()
 	defer func() { s.m.Latency.Observe(time.Since(start).Seconds()) }()
 

@@ -473,8 +473,12 @@ func TestOutage(t *testing.T) {
 	}
 }
 
+// TestStartFailsWithoutBroker: with run --require-healthy, Start fails
+// when no broker answers.
 func TestStartFailsWithoutBroker(t *testing.T) {
-	s, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, "brokers: [127.0.0.1:1]\ntopic: x\nbatch_timeout: 1s\n"), New)
+	b := sinktest.Build("kafka", "json")
+	b.RequireHealthy = true
+	s, err := pipeline.Make(b, sinktest.Node(t, "brokers: [127.0.0.1:1]\ntopic: x\nbatch_timeout: 1s\n"), New)
 	if err != nil {
 		t.Fatal(err)
 	}
