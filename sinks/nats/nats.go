@@ -89,6 +89,7 @@ type Options struct {
 	LostSubject     *yaml.Node        `yaml:"lost_subject" type:"template" doc:"the subject of LostEvents; default: subject, with every placeholder rendering lost"`
 	JetStream       *JetStreamOptions `yaml:"jetstream" doc:"publish to a JetStream stream (at least once); default: core publish (at most once)"`
 	AckTimeout      config.Duration   `yaml:"ack_timeout" default:"5s" doc:"a publish not acknowledged in time is retried"`
+	PingInterval    config.Duration   `yaml:"ping_interval" default:"5s" doc:"how often the server is sent a PING: no PONG within ack_timeout makes the sink unready (a frozen server), and the client reconnects after three"`
 	MaxAttempts     int               `yaml:"max_attempts" default:"10" doc:"attempts per message before it is reported lost"`
 	Backoff         BackoffOptions    `yaml:"backoff" doc:"the wait between attempts: doubled per attempt from min to max, with jitter"`
 	ReconnectBuffer int               `yaml:"reconnect_buffer" default:"67108864" doc:"bytes buffered while reconnecting (core publish only)"`
@@ -137,13 +138,22 @@ type Sink struct {
 	m           *sinkutil.Metrics
 	retry       *sinkutil.Retry
 
-	srv     *embeddedServer
-	nc      *nats.Conn
-	jsc     jetstream.JetStream
-	started atomic.Bool
-	done    chan struct{}
-	closing sync.Once
-	encErr  sync.Once
+	srv *embeddedServer
+	nc  *nats.Conn
+	jsc jetstream.JetStream
+	// up is closed once nc (and jsc) are set; connMu orders that against
+	// Close.
+	up       chan struct{}
+	connMu   sync.Mutex
+	startErr atomic.Pointer[error]
+	// stale is set while the server does not answer PINGs.
+	stale        atomic.Pointer[error]
+	pingInterval time.Duration
+	// requireHealthy makes Start fail when no server accepts a connection.
+	requireHealthy bool
+	done           chan struct{}
+	closing        sync.Once
+	encErr         sync.Once
 	// otherStream logs once when PubAcks name an unexpected stream.
 	otherStream sync.Once
 
@@ -178,19 +188,21 @@ type pending struct {
 // New builds a nats sink from its options; it connects in Start.
 func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	s := &Sink{
-		log:         b.Log,
-		name:        b.Name,
-		nodeName:    b.NodeName,
-		url:         o.URL,
-		js:          o.JetStream,
-		ackTimeout:  o.AckTimeout.D(),
-		maxAttempts: o.MaxAttempts,
-		backoff:     sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
-		done:        make(chan struct{}),
-		names:       map[string]string{},
-		nodes:       map[string][]string{},
-		rates:       map[uint32][]string{},
-		schema:      []string{sinkutil.SchemaName},
+		log:            b.Log,
+		name:           b.Name,
+		nodeName:       b.NodeName,
+		url:            o.URL,
+		js:             o.JetStream,
+		ackTimeout:     o.AckTimeout.D(),
+		maxAttempts:    o.MaxAttempts,
+		backoff:        sinkutil.Backoff{Min: o.Backoff.Min.D(), Max: o.Backoff.Max.D()},
+		done:           make(chan struct{}),
+		up:             make(chan struct{}),
+		names:          map[string]string{},
+		requireHealthy: b.RequireHealthy,
+		nodes:          map[string][]string{},
+		rates:          map[uint32][]string{},
+		schema:         []string{sinkutil.SchemaName},
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -247,6 +259,9 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if s.ackTimeout <= 0 {
 		add(b.Errorf("ack_timeout", "nats: ack_timeout must be positive"))
 	}
+	if s.pingInterval = o.PingInterval.D(); s.pingInterval <= 0 {
+		add(b.Errorf("ping_interval", "nats: ping_interval must be positive"))
+	}
 	if s.maxAttempts < 1 {
 		add(b.Errorf("max_attempts", "nats: max_attempts must be at least 1"))
 	}
@@ -277,6 +292,8 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(rbuf),
 		nats.Timeout(5 * time.Second),
+		nats.PingInterval(max(s.pingInterval, time.Millisecond)),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				s.log.Warn("nats: disconnected", "err", err)
@@ -335,7 +352,12 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 }
 
 // Start starts the embedded server when configured, connects, and creates
-// or checks the JetStream stream.
+// or checks the JetStream stream. When no server accepts a connection,
+// Start fails with Build.RequireHealthy (`run --require-healthy`);
+// otherwise the sink starts unready and keeps connecting in the background
+// with backoff, and Write waits for the connection. A server that refuses
+// the sink's credentials or TLS settings, or a stream that cannot be
+// created or found, fails Start.
 func (s *Sink) Start(ctx context.Context) error {
 	url := s.url
 	if s.embedded != nil {
@@ -349,25 +371,145 @@ func (s *Sink) Start(ctx context.Context) error {
 	}
 	nc, err := nats.Connect(url, s.opts...)
 	if err != nil {
-		return fmt.Errorf("nats: connect %s: %w", redact(url), err)
+		err = fmt.Errorf("nats: connect %s: %w", redact(url), err)
+		if s.requireHealthy || !errors.Is(err, nats.ErrNoServers) {
+			return err
+		}
+		s.startErr.Store(&err)
+		s.log.Warn("nats: no server reachable at start; starting unready and retrying in the background", "err", err)
+		go s.reconnect(url)
+		return nil
 	}
-	s.nc = nc
+	if err := s.setup(ctx, nc); err != nil {
+		nc.Close()
+		return err
+	}
+	return nil
+}
+
+// setup creates the JetStream context and checks or creates the stream on
+// the connection nc, then makes the sink use it.
+func (s *Sink) setup(ctx context.Context, nc *nats.Conn) error {
+	var jsc jetstream.JetStream
 	if s.js != nil {
-		s.jsc, err = jetstream.New(nc,
+		var err error
+		jsc, err = jetstream.New(nc,
 			jetstream.WithPublishAsyncMaxPending(s.js.MaxPending),
 			jetstream.WithPublishAsyncTimeout(s.ackTimeout))
 		if err != nil {
 			return fmt.Errorf("nats: jetstream: %w", err)
 		}
-		if err := s.ensureStream(ctx); err != nil {
+		if err := s.ensureStream(ctx, jsc); err != nil {
 			return err
 		}
 	}
-	s.started.Store(true)
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if closed(s.done) {
+		return errors.New("nats: sink closed")
+	}
+	s.nc, s.jsc = nc, jsc
+	close(s.up)
+	go s.watch()
 	return nil
 }
 
-func (s *Sink) ensureStream(ctx context.Context) error {
+// reconnect connects in the background after Start found no server, with
+// backoff, until it succeeds or the sink closes.
+func (s *Sink) reconnect(url string) {
+	var nc *nats.Conn
+	for attempt := 1; ; attempt++ {
+		if !sinkutil.Sleep(s.done, s.backoff.Delay(attempt), nil) {
+			if nc != nil {
+				nc.Close()
+			}
+			return
+		}
+		var err error
+		if nc == nil {
+			if nc, err = nats.Connect(url, s.opts...); err != nil {
+				nc = nil
+				err = fmt.Errorf("nats: connect %s: %w", redact(url), err)
+			}
+		}
+		if nc != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err = s.setup(ctx, nc)
+			cancel()
+			if err == nil {
+				s.startErr.Store(nil)
+				s.log.Info("nats: connected", "server", nc.ConnectedUrlRedacted(), "attempts", attempt+1)
+				return
+			}
+			if closed(s.done) {
+				nc.Close()
+				return
+			}
+			s.log.Error("nats: connected, but the stream is not usable; retrying", "err", err)
+		}
+		s.startErr.Store(&err)
+	}
+}
+
+// watch sends a PING every ping_interval and waits up to ack_timeout for
+// the PONG: a server that holds the connection open but does not answer
+// (a frozen process, a stalled network path) makes the sink unready until
+// it answers again. The client itself pings as often and reconnects after
+// three unanswered PINGs.
+func (s *Sink) watch() {
+	t := time.NewTicker(s.pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		if s.nc.Status() != nats.CONNECTED {
+			s.stale.Store(nil) // Ready reports the connection state
+			continue
+		}
+		if err := s.nc.FlushTimeout(s.ackTimeout); err != nil {
+			if s.nc.Status() != nats.CONNECTED || closed(s.done) {
+				continue
+			}
+			e := fmt.Errorf("nats: the server did not answer a PING within %s: %w", s.ackTimeout, err)
+			if s.stale.Swap(&e) == nil {
+				s.log.Warn("nats: the server does not answer; unready until it does", "err", err)
+			}
+		} else if s.stale.Swap(nil) != nil {
+			s.log.Info("nats: the server answers again")
+		}
+	}
+}
+
+// waitConnected waits until the sink is connected; false when ctx ended or
+// the sink closed first.
+func (s *Sink) waitConnected(ctx context.Context) bool {
+	select {
+	case <-s.up:
+		return true
+	default:
+	}
+	select {
+	case <-s.up:
+		return true
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	return false
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Sink) ensureStream(ctx context.Context, jsc jetstream.JetStream) error {
 	js := s.js
 	if js.Stream == "" {
 		return nil
@@ -375,7 +517,7 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if !js.Create {
-		if _, err := s.jsc.Stream(ctx, js.Stream); err != nil {
+		if _, err := jsc.Stream(ctx, js.Stream); err != nil {
 			return fmt.Errorf("nats: stream %s: %w (set jetstream.create to create it)", js.Stream, err)
 		}
 		return nil
@@ -394,7 +536,7 @@ func (s *Sink) ensureStream(ctx context.Context) error {
 	if js.MaxBytes > 0 {
 		cfg.MaxBytes = js.MaxBytes
 	}
-	if _, err := s.jsc.CreateOrUpdateStream(ctx, cfg); err != nil {
+	if _, err := jsc.CreateOrUpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("nats: create stream %s (subjects %s): %w", js.Stream, strings.Join(js.Subjects, ","), err)
 	}
 	return nil
@@ -418,11 +560,17 @@ func redact(url string) string {
 
 // Ready reports an error while the connection is down.
 func (s *Sink) Ready() error {
-	if !s.started.Load() {
+	if !closed(s.up) {
+		if p := s.startErr.Load(); p != nil {
+			return *p
+		}
 		return errors.New("nats: not connected yet")
 	}
 	if st := s.nc.Status(); st != nats.CONNECTED {
 		return fmt.Errorf("nats: connection %s", strings.ToLower(st.String()))
+	}
+	if p := s.stale.Load(); p != nil {
+		return *p
 	}
 	return s.retry.LostReady()
 }
@@ -437,6 +585,8 @@ func (s *Sink) Close(ctx context.Context) error {
 	s.closing.Do(func() { close(s.done) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
 	if s.nc != nil && !s.nc.IsClosed() {
 		closed := make(chan struct{})
 		s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
@@ -462,8 +612,11 @@ func (s *Sink) Close(ctx context.Context) error {
 func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.nc == nil {
-		return b.Len(), errors.New("nats: sink not started")
+	if !s.waitConnected(ctx) {
+		// Never connected: everything is given up (ctx ended, or the sink
+		// closed at shutdown).
+		s.m.Failed.Add(float64(b.Counted()))
+		return b.Len(), ctx.Err()
 	}
 	start := time.Now()
 	defer func() { s.m.Latency.Observe(time.Since(start).Seconds()) }()
