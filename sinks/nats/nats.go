@@ -28,7 +28,13 @@
 // Embedded server (`url: embedded`): the nats-server library runs in the
 // process, bound to 127.0.0.1 only, with JetStream on and a file store in
 // store_dir; it shuts down when the sink closes, and sinks with the same
-// embedded settings share it. Its sync policy is nats-server's: a stored
+// embedded settings share it. store_dir defaults to /var/lib/flowbus/nats
+// for root and to $XDG_STATE_HOME/flowbus/nats (~/.local/state/flowbus/nats)
+// for other users; it is created with mode 0700, and a store_dir that is a
+// symbolic link, is owned by another user, or is writable by group or
+// others (or whose parent is a symlink, or is owned by another user than
+// this one or root, or is writable by others without the sticky bit) is
+// refused at start, since another user could read or replace the store. Its sync policy is nats-server's: a stored
 // message is acknowledged before it is fsynced, and the store is synced
 // every sync_interval (nats-server's default, 2 minutes), so a power loss
 // (not a process crash) can lose up to that much acknowledged data. Set
