@@ -114,7 +114,11 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := p.Run(context.Background())
+	// A wedged sink would freeze the source for good: stop it after a while
+	// so that the test fails instead of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sum, err := p.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
