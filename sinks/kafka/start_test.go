@@ -31,7 +31,7 @@ func freePort(t testing.TB) int {
 // delivers once it is there.
 func TestStartWithoutBroker(t *testing.T) {
 	port := freePort(t)
-	s, err := New(sinktest.Build("kafka", "json"), sinktest.Node(t, fmt.Sprintf("brokers: [127.0.0.1:%d]\ntopic: x\nbatch_timeout: 1s\nbackoff: {min: 10ms, max: 50ms}\n", port)))
+	s, err := pipeline.Make(sinktest.Build("kafka", "json"), sinktest.Node(t, fmt.Sprintf("brokers: [127.0.0.1:%d]\ntopic: x\nbatch_timeout: 1s\nbackoff: {min: 10ms, max: 50ms}\n", port)), New)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func TestStartWithoutServer(t *testing.T) {
 	cfg := fmt.Sprintf("url: nats://127.0.0.1:%d\nsubject: hubble.flows\njetstream: {stream: HUBBLE, create: true}\nbackoff: {min: 10ms, max: 50ms}\n", port)
 	b := sinktest.Build("nats", "json")
 	b.RequireHealthy = true
-	strict, err := New(b, sinktest.Node(t, cfg))
+	strict, err := pipeline.Make(b, sinktest.Node(t, cfg), New)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestStartWithoutServer(t *testing.T) {
 	}
 	strict.Close(context.Background())
 
-	s, err := New(sinktest.Build("nats", "json"), sinktest.Node(t, cfg))
+	s, err := pipeline.Make(sinktest.Build("nats", "json"), sinktest.Node(t, cfg), New)
 	if err != nil {
 		t.Fatal(err)
 	}
