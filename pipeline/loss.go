@@ -40,6 +40,22 @@ type lossBox struct {
 	total atomic.Uint64
 	// reported counts the LostEvents delivered to the sink.
 	reported atomic.Uint64
+	// failingSince is 1 + the sink's delivered count when its LostEvents
+	// began failing, 0 while they are delivered.
+	failingSince atomic.Uint64
+}
+
+// failed records that the sink did not take a LostEvent when it had
+// delivered `delivered` events; ok that it took one.
+func (l *lossBox) failed(delivered uint64) { l.failingSince.CompareAndSwap(0, delivered+1) }
+func (l *lossBox) ok()                     { l.failingSince.Store(0) }
+
+// refused reports whether the sink's LostEvents fail while it delivered
+// events since they began failing: their destination refuses them, the
+// broker is not away.
+func (l *lossBox) refused(delivered uint64) bool {
+	f := l.failingSince.Load()
+	return f != 0 && delivered+1 > f
 }
 
 func newLossBox() *lossBox {

@@ -189,8 +189,10 @@ func (p *Pipeline) runSink(n *node) {
 	}
 	// Nothing comes after the last LostEvents: while the sink does not
 	// take them (a broker that is still away), they are retried once per
-	// lost_event_interval until the shutdown deadline.
-	for p.flushLoss(n, false) {
+	// lost_event_interval until the shutdown deadline; not when the sink
+	// delivered flows since its LostEvents began failing (their destination
+	// refuses them, and waiting would not change that).
+	for p.flushLoss(n, false) && !n.loss.refused(n.stats.out.Load()) {
 		select {
 		case <-p.abort.Done():
 		case <-time.After(p.cfg.LostEventInterval.D()):
@@ -232,8 +234,10 @@ func (p *Pipeline) flushLoss(n *node, final bool) (retry bool) {
 		}
 		if failed <= 0 {
 			n.loss.reported.Add(1)
+			n.loss.ok()
 			continue
 		}
+		n.loss.failed(n.stats.out.Load())
 		if final {
 			unreported += ev.Lost.NumEventsLost
 			continue
