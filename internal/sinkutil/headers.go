@@ -8,7 +8,7 @@ import (
 	"github.com/flowbus/flowbus/pipeline"
 )
 
-// Header names of SPEC §4, on every Kafka record and NATS message.
+// Header names flowbus puts on every Kafka record and NATS message.
 const (
 	HeaderContentType = "content-type"
 	HeaderSchema      = "flowbus-schema"

@@ -3,6 +3,8 @@ package kafka
 import (
 	"bytes"
 	"io"
+
+	"github.com/segmentio/kafka-go"
 )
 
 var errEOF = io.EOF
@@ -51,4 +53,29 @@ func murmur2(data []byte) uint32 {
 	h *= m
 	h ^= h >> 15
 	return h
+}
+
+// records feeds items to a produce request without copying them.
+type records struct {
+	items      []item
+	idx        []int
+	next       int
+	rec        kafka.Record
+	key, value bytesReader
+}
+
+func (r *records) ReadRecord() (*kafka.Record, error) {
+	if r.next >= len(r.idx) {
+		return nil, errEOF
+	}
+	it := &r.items[r.idx[r.next]]
+	r.next++
+	r.rec = kafka.Record{Time: it.time, Headers: it.headers}
+	if it.key != nil {
+		r.key.Reset(it.key)
+		r.rec.Key = &r.key
+	}
+	r.value.Reset(it.value)
+	r.rec.Value = &r.value
+	return &r.rec, nil
 }
