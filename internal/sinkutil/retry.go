@@ -80,10 +80,18 @@ func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bo
 		maxAttempts = 1
 	}
 	var lastErr error
+	woke := false
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			r.Metrics.Retried.Add(float64(len(pending)))
-			r.wait(ctx, r.Backoff.Delay(attempt-1))
+			d := r.Backoff.Delay(attempt - 1)
+			if woke {
+				// The broker just came back and the first attempt still
+				// failed (on a connection of before the outage, say): try
+				// again after one poll, not after a grown backoff.
+				d = min(d, r.poll())
+			}
+			woke = r.wait(ctx, d)
 		}
 		if ctx.Err() != nil {
 			return len(pending), ctx.Err()
@@ -111,23 +119,30 @@ func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bo
 }
 
 // wait sleeps d, or until ctx ends or the sink closes, or, when the
-// broker was unreachable as the wait began, until it is reachable again.
-func (r *Retry) wait(ctx context.Context, d time.Duration) {
+// broker was unreachable as the wait began, until it is reachable again;
+// it reports whether it ended because the broker came back.
+func (r *Retry) wait(ctx context.Context, d time.Duration) (woke bool) {
 	if r.Reachable == nil || r.Reachable() {
 		Sleep(r.Done, d, ctx.Done())
-		return
-	}
-	poll := r.ReachPoll
-	if poll <= 0 {
-		poll = 50 * time.Millisecond
+		return false
 	}
 	end := time.Now().Add(d)
 	for {
 		left := time.Until(end)
-		if left <= 0 || !Sleep(r.Done, min(left, poll), ctx.Done()) || r.Reachable() {
-			return
+		if left <= 0 || !Sleep(r.Done, min(left, r.poll()), ctx.Done()) {
+			return false
+		}
+		if r.Reachable() {
+			return true
 		}
 	}
+}
+
+func (r *Retry) poll() time.Duration {
+	if r.ReachPoll > 0 {
+		return r.ReachPoll
+	}
+	return 50 * time.Millisecond
 }
 
 // giveUp counts the items pending as given up.

@@ -131,3 +131,20 @@ func TestRetryWakesWhenReachable(t *testing.T) {
 		t.Fatalf("failed=%d err=%v calls=%d, want the second attempt right after the broker is back", failed, err, calls)
 	}
 }
+
+// TestRetryAfterWakeRetriesSoon: when the first attempt after the broker
+// came back still fails (a connection of before the outage), the next one
+// follows one poll later, not a grown backoff later.
+func TestRetryAfterWakeRetriesSoon(t *testing.T) {
+	r := newRetry(t, 3)
+	r.Backoff = Backoff{Min: time.Hour, Max: time.Hour}
+	r.ReachPoll = time.Millisecond
+	polls := 0
+	r.Reachable = func() bool { polls++; return polls > 3 }
+	calls := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if failed, err := r.Deliver(ctx, []int{0}, func(int) bool { return true }, failing(2, &calls)); failed != 0 || err != nil || calls != 3 {
+		t.Fatalf("failed=%d err=%v calls=%d, want the third attempt a poll after the second", failed, err, calls)
+	}
+}

@@ -16,7 +16,9 @@ import (
 // TestResumeWhenBrokerReturns: a Write that waits out a long backoff while
 // the broker is away resumes as soon as the broker is back (a new broker on
 // the same port), not when the backoff ends. The backoff is 3s (at least
-// 2.4s with jitter); the broker returns 300ms into it.
+// 2.4s with jitter); the broker returns 300ms into it. (Three attempts: the
+// first one after the broker's return may still fail on a connection of
+// before the outage; the next follows one poll later.)
 func TestResumeWhenBrokerReturns(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "o"))
 	if err != nil {
@@ -47,7 +49,9 @@ func TestResumeWhenBrokerReturns(t *testing.T) {
 	if resumed > 2*time.Second {
 		t.Errorf("the Write waited out its backoff: resumed %v after the broker returned", resumed)
 	}
-	if r := counter(s.m.Retried); r != 20 {
-		t.Errorf("retried %v, want one retry of the 20 records", r)
+	// One retry once the broker is back, and a second one a poll later
+	// when the first found a connection of before the outage.
+	if r := counter(s.m.Retried); r != 20 && r != 40 {
+		t.Errorf("retried %v, want one or two retries of the 20 records", r)
 	}
 }
