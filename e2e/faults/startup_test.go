@@ -1,11 +1,8 @@
-//go:build faults_pending
-
 package faults
 
-// These cases depend on fixes to the sinks that are not merged yet: a
-// sink whose broker is down at start must start unready and keep
-// retrying, and a Kafka lost_topic that does not exist must not wedge the
-// sink. Run them with `go test -tags faults_pending ./e2e/faults/`.
+// A sink whose broker is down at start starts unready and keeps retrying
+// (no crash loop), and a Kafka lost_topic that does not exist does not
+// wedge the sink.
 
 import (
 	"errors"
