@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -62,7 +63,13 @@ type Server struct {
 	next  uint64        // sequence number of the next event Put
 	wake  chan struct{} // closed and replaced on every Put
 	flows uint64        // flows Put (seen_flows)
+
+	sent atomic.Uint64 // responses sent, over every stream
 }
+
+// Sent returns the number of GetFlows responses sent so far, over every
+// stream.
+func (s *Server) Sent() uint64 { return s.sent.Load() }
 
 // New returns an empty server.
 func New(o Options) *Server {
@@ -231,6 +238,7 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 			if err := stream.Send(q.view(r)); err != nil {
 				return err
 			}
+			s.sent.Add(1)
 			if r.GetFlow() != nil {
 				sent++
 				if limit > 0 && sent >= limit && !req.GetFollow() {
