@@ -26,7 +26,9 @@ import (
 
 var base = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
-func at(i int) *timestamppb.Timestamp { return timestamppb.New(base.Add(time.Duration(i) * time.Second)) }
+func at(i int) *timestamppb.Timestamp {
+	return timestamppb.New(base.Add(time.Duration(i) * time.Second))
+}
 
 // setup serves a server holding flows 0..n-1 (uuid "u<i>", one second
 // apart, namespaces alternating) and returns a client.
