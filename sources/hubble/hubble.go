@@ -126,8 +126,12 @@ type Source struct {
 
 	// Resume state, owned by Run.
 	resume    *timestamppb.Timestamp // since of the next stream
-	lastTime  *timestamppb.Timestamp // envelope time of the last flow emitted
-	maxTime   time.Time              // latest flow time emitted
+	// lastTime is the time of the last flow emitted (its envelope's, else
+	// its own), copied: the emitted messages belong to the pipeline, which
+	// reuses their storage.
+	lastTime  time.Time
+	emitted   bool      // a flow with a time was emitted
+	maxTime   time.Time // latest flow time emitted
 	recent    []string               // uuids of the last flows emitted, a ring
 	recentPos int
 	seam      *seam // set while a resumed stream passes the old one's end
@@ -357,7 +361,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		if flows > 0 {
 			wait, failures = s.min, 0
 		}
-		if flows == 0 && s.lastTime == nil && s.resume == nil {
+		if flows == 0 && !s.emitted && s.resume == nil {
 			// Nothing emitted yet, and the stream followed from "now":
 			// resume from the time it was opened.
 			s.resume = timestamppb.New(opened)
@@ -401,10 +405,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // startSeam prepares the next stream to resume after the last flow emitted.
 func (s *Source) startSeam() {
-	if s.lastTime == nil {
+	if !s.emitted {
 		return
 	}
-	s.resume = s.lastTime
+	s.resume = timestamppb.New(s.lastTime)
 	seen := make(map[string]struct{}, seamSize)
 	for _, u := range s.recent {
 		if u != "" {
@@ -531,8 +535,9 @@ func (s *Source) handle(r *observer.GetFlowsResponse, b *pipeline.Batch, out pip
 		ev.Time = r.GetTime()
 		s.m.flows.Inc()
 		if t != nil {
-			s.lastTime = t
-			if tt := t.AsTime(); tt.After(s.maxTime) {
+			tt := t.AsTime()
+			s.lastTime, s.emitted = tt, true
+			if tt.After(s.maxTime) {
 				s.maxTime = tt
 			}
 		}
@@ -585,7 +590,7 @@ func (s *Source) atSeam(f *flowpb.Flow, t *timestamppb.Timestamp) bool {
 		if !sm.overlap {
 			s.m.gaps.Inc()
 			s.log.Warn("possible gap in the Hubble stream: the server no longer holds the flows where the old stream ended (its ring moved on, or it restarted); flows between may be missing",
-				"address", s.address, "last_flow_time", s.lastTime.AsTime().Format(time.RFC3339Nano),
+				"address", s.address, "last_flow_time", s.lastTime.Format(time.RFC3339Nano),
 				"first_flow_time", t.AsTime().Format(time.RFC3339Nano))
 		}
 	}
