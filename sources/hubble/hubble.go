@@ -125,14 +125,14 @@ type Source struct {
 	conn *grpc.ClientConn
 
 	// Resume state, owned by Run.
-	resume    *timestamppb.Timestamp // since of the next stream
+	resume *timestamppb.Timestamp // since of the next stream
 	// lastTime is the time of the last flow emitted (its envelope's, else
 	// its own), copied: the emitted messages belong to the pipeline, which
 	// reuses their storage.
 	lastTime  time.Time
 	emitted   bool      // a flow with a time was emitted
 	maxTime   time.Time // latest flow time emitted
-	recent    []string               // uuids of the last flows emitted, a ring
+	recent    []string  // uuids of the last flows emitted, a ring
 	recentPos int
 	seam      *seam // set while a resumed stream passes the old one's end
 
