@@ -1,5 +1,6 @@
-// Package observerserver serves Hubble's observer.Observer gRPC API from an
-// in-memory ring of events, as a Hubble server does: GetFlows (the last or
+// Package observerserver serves Hubble's observer.Observer gRPC API (and
+// gRPC's health service) from an in-memory ring of events, as a Hubble
+// server does: GetFlows (the last or
 // first N, since/until, follow, whitelist/blacklist FlowFilters with
 // Hubble's semantics, field_mask), ServerStatus, GetNodes and
 // GetNamespaces. GetAgentEvents and GetDebugEvents answer Unimplemented, as
@@ -23,6 +24,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -87,8 +90,19 @@ func New(o Options) *Server {
 	}
 }
 
-// Register registers the Observer service on g.
-func (s *Server) Register(g *grpc.Server) { observer.RegisterObserverServer(g, s) }
+// HealthService is the service name whose health Hubble's clients check
+// (`hubble status`).
+const HealthService = "hubble.server.Observer"
+
+// Register registers the Observer service on g, and gRPC's health service
+// reporting it serving, which `hubble status` asks first, as Hubble's
+// server does.
+func (s *Server) Register(g *grpc.Server) {
+	observer.RegisterObserverServer(g, s)
+	h := health.NewServer()
+	h.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, h)
+}
 
 // Put appends events to the ring, evicting the oldest when it is full.
 // The server keeps the messages: the caller must not change them after.

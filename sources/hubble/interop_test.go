@@ -80,3 +80,27 @@ func TestHubbleCLIInterop(t *testing.T) {
 		t.Fatalf("unexpected rendering of the special flows:\n%s\n%s", cliLines[3], cliLines[4])
 	}
 }
+
+// TestHubbleCLIStatus: `hubble status` and `hubble list nodes` work
+// against this project's Observer server.
+func TestHubbleCLIStatus(t *testing.T) {
+	cli := hubbleCLI(t)
+	srv := observerserver.New(observerserver.Options{Capacity: 1023, NodeName: "kind-worker"})
+	putFlows(srv, testFlows(t, 10, 1, base))
+	sock := socketPath(t)
+	serve(t, srv, unixListener(t, sock), nil)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status"}, "Current/Max Flows: 10/1,023"},
+		{[]string{"list", "nodes"}, "kind-worker"},
+	} {
+		cmd := exec.Command(cli, append(tc.args, "--server", "unix://"+sock)...)
+		cmd.Env = append(os.Environ(), "HUBBLE_CONFIG=/dev/null")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Fatalf("hubble %s: %v\n%s\nwant it to contain %q", strings.Join(tc.args, " "), err, out, tc.want)
+		}
+	}
+}
