@@ -195,8 +195,8 @@ func TestSlowSinkBlock(t *testing.T) {
 	id, c := newCapture(t)
 	r := start(t, pipelineYAML(fmt.Sprintf("address: unix://%s\nsince: %s", sock, since(base)), id,
 		"delay: 100ms\nbuffer: {events: 1024, when_full: block}"))
-	var maxAhead, maxHeap, minHeap uint64
-	minHeap = ^uint64(0)
+	var maxAhead, maxHeap, minHeap, maxRSS, minRSS uint64
+	minHeap, minRSS = ^uint64(0), ^uint64(0)
 	var ms runtime.MemStats
 	for i := 0; i < 30; i++ {
 		time.Sleep(100 * time.Millisecond)
@@ -206,11 +206,14 @@ func TestSlowSinkBlock(t *testing.T) {
 			runtime.GC()
 			runtime.ReadMemStats(&ms)
 			maxHeap, minHeap = max(maxHeap, ms.HeapInuse), min(minHeap, ms.HeapInuse)
+			rss := rssBytes(t)
+			maxRSS, minRSS = max(maxRSS, rss), min(minRSS, rss)
 		}
 	}
 	got := c.count()
 	r.stop(t)
-	t.Logf("sink took %d flows in 3s; the server was at most %d flows ahead; heap in use %d..%d MiB", got, maxAhead, minHeap>>20, maxHeap>>20)
+	t.Logf("sink took %d flows in 3s; the server was at most %d flows ahead; heap in use %d..%d MiB, RSS %d..%d MiB",
+		got, maxAhead, minHeap>>20, maxHeap>>20, minRSS>>20, maxRSS>>20)
 	if got >= 60000 {
 		t.Fatal("the sink was not slow: the test shows nothing")
 	}
@@ -220,7 +223,20 @@ func TestSlowSinkBlock(t *testing.T) {
 	if maxAhead > 20000 {
 		t.Fatalf("the server ran %d flows ahead of the sink: no backpressure", maxAhead)
 	}
-	if maxHeap-minHeap > 64<<20 {
-		t.Fatalf("heap in use grew from %d to %d MiB while the sink was slow", minHeap>>20, maxHeap>>20)
+	if maxHeap-minHeap > 64<<20 || maxRSS-minRSS > 64<<20 {
+		t.Fatalf("memory grew while the sink was slow: heap in use %d..%d MiB, RSS %d..%d MiB", minHeap>>20, maxHeap>>20, minRSS>>20, maxRSS>>20)
 	}
+}
+
+// rssBytes is the process's resident set size.
+func rssBytes(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size, resident uint64
+	if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
+		t.Fatal(err)
+	}
+	return resident * uint64(os.Getpagesize())
 }
