@@ -8,10 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/internal/observerserver"
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+	_ "github.com/flowbus/flowbus/sinks/discard"
 	"github.com/flowbus/flowbus/sources/hubble"
 )
 
@@ -75,6 +79,53 @@ func BenchmarkStream(b *testing.B) {
 	if out.lost.Load() != 0 {
 		b.Fatalf("%d lost", out.lost.Load())
 	}
+	b.ReportMetric(float64(b.N)/wall.Seconds(), "flows/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+}
+
+// BenchmarkStreamDiscard is BenchmarkStream through a whole pipeline: the
+// hubble source into the discard sink, with the runtime's buffer between.
+func BenchmarkStreamDiscard(b *testing.B) {
+	const distinct = 4096
+	fs := testFlows(b, distinct, 7, base)
+	srv := observerserver.New(observerserver.Options{Capacity: 1<<16 - 1})
+	sock := socketPath(b)
+	serve(b, srv, unixListener(b, sock), nil)
+	c, err := config.Parse([]byte(fmt.Sprintf(`metrics: {listen: ""}
+sources: {hub: {type: hubble, address: "unix://%s", since: "%s"}}
+sinks: {null: {type: discard, inputs: [hub]}}
+`, sock, since(base))), func(string) (string, bool) { return "", false })
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	p, err := pipeline.New(c, pipeline.Options{Registry: reg})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _, _ = p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	delivered := func() uint64 { return uint64(sinktest.Metric(reg, "flowbus_discard_events_total")) }
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0, t0 := cpuTime(), time.Now()
+	got := uint64(0)
+	for i := 0; i < b.N; i++ {
+		if i%4096 == 0 {
+			for got = delivered(); uint64(i)-got > 32768; got = delivered() {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		srv.PutFlow(fs[i%distinct])
+	}
+	for delivered() < uint64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	wall, cpu := time.Since(t0), cpuTime()-cpu0
+	b.StopTimer()
 	b.ReportMetric(float64(b.N)/wall.Seconds(), "flows/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
 }
