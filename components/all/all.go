@@ -13,6 +13,7 @@ import (
 	_ "github.com/flowbus/flowbus/sources/ebpf"
 	_ "github.com/flowbus/flowbus/sources/file"
 	_ "github.com/flowbus/flowbus/sources/generate"
+	_ "github.com/flowbus/flowbus/sources/hubble"
 	_ "github.com/flowbus/flowbus/transforms/fieldmask"
 	_ "github.com/flowbus/flowbus/transforms/filter"
 	_ "github.com/flowbus/flowbus/transforms/ratelimit"

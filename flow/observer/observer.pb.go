@@ -1,5 +1,7 @@
-// flowbus envelope messages, wire- and JSON-identical to Hubble's observer
-// API (proto package "observer"). flowbus writes observer.GetFlowsResponse;
+// flowbus copy of Hubble's observer API (proto package "observer"), wire-
+// and JSON-identical: the Observer gRPC service with its request and
+// response messages, so Hubble's servers, Hubble Relay and the hubble CLI
+// interoperate with flowbus. flowbus writes observer.GetFlowsResponse;
 // ExportEvent is the superset that Hubble's exporter writes to files, used
 // to read them back.
 
@@ -19,6 +21,7 @@ import (
 	anypb "google.golang.org/protobuf/types/known/anypb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -437,6 +440,153 @@ type DebugEvent = flow.DebugEvent
 type Aggregate = flow.Aggregate
 type FlowFilter_Experimental = flow.FlowFilter_Experimental
 
+type ServerStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerStatusRequest) Reset() {
+	*x = ServerStatusRequest{}
+	mi := &file_flow_observer_observer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerStatusRequest) ProtoMessage() {}
+
+func (x *ServerStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerStatusRequest.ProtoReflect.Descriptor instead.
+func (*ServerStatusRequest) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{0}
+}
+
+type ServerStatusResponse struct {
+	state               protoimpl.MessageState  `protogen:"open.v1"`
+	NumFlows            uint64                  `protobuf:"varint,1,opt,name=num_flows,json=numFlows,proto3" json:"num_flows,omitempty"`
+	MaxFlows            uint64                  `protobuf:"varint,2,opt,name=max_flows,json=maxFlows,proto3" json:"max_flows,omitempty"`
+	SeenFlows           uint64                  `protobuf:"varint,3,opt,name=seen_flows,json=seenFlows,proto3" json:"seen_flows,omitempty"`
+	UptimeNs            uint64                  `protobuf:"varint,4,opt,name=uptime_ns,json=uptimeNs,proto3" json:"uptime_ns,omitempty"`
+	NumConnectedNodes   *wrapperspb.UInt32Value `protobuf:"bytes,5,opt,name=num_connected_nodes,json=numConnectedNodes,proto3" json:"num_connected_nodes,omitempty"`
+	NumUnavailableNodes *wrapperspb.UInt32Value `protobuf:"bytes,6,opt,name=num_unavailable_nodes,json=numUnavailableNodes,proto3" json:"num_unavailable_nodes,omitempty"`
+	UnavailableNodes    []string                `protobuf:"bytes,7,rep,name=unavailable_nodes,json=unavailableNodes,proto3" json:"unavailable_nodes,omitempty"`
+	Version             string                  `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	FlowsRate           float64                 `protobuf:"fixed64,9,opt,name=flows_rate,json=flowsRate,proto3" json:"flows_rate,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ServerStatusResponse) Reset() {
+	*x = ServerStatusResponse{}
+	mi := &file_flow_observer_observer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerStatusResponse) ProtoMessage() {}
+
+func (x *ServerStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerStatusResponse.ProtoReflect.Descriptor instead.
+func (*ServerStatusResponse) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServerStatusResponse) GetNumFlows() uint64 {
+	if x != nil {
+		return x.NumFlows
+	}
+	return 0
+}
+
+func (x *ServerStatusResponse) GetMaxFlows() uint64 {
+	if x != nil {
+		return x.MaxFlows
+	}
+	return 0
+}
+
+func (x *ServerStatusResponse) GetSeenFlows() uint64 {
+	if x != nil {
+		return x.SeenFlows
+	}
+	return 0
+}
+
+func (x *ServerStatusResponse) GetUptimeNs() uint64 {
+	if x != nil {
+		return x.UptimeNs
+	}
+	return 0
+}
+
+func (x *ServerStatusResponse) GetNumConnectedNodes() *wrapperspb.UInt32Value {
+	if x != nil {
+		return x.NumConnectedNodes
+	}
+	return nil
+}
+
+func (x *ServerStatusResponse) GetNumUnavailableNodes() *wrapperspb.UInt32Value {
+	if x != nil {
+		return x.NumUnavailableNodes
+	}
+	return nil
+}
+
+func (x *ServerStatusResponse) GetUnavailableNodes() []string {
+	if x != nil {
+		return x.UnavailableNodes
+	}
+	return nil
+}
+
+func (x *ServerStatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ServerStatusResponse) GetFlowsRate() float64 {
+	if x != nil {
+		return x.FlowsRate
+	}
+	return 0
+}
+
+// GetFlowsRequest: number is the last N flows (the first N with first),
+// not combined with since/until; follow streams new flows after them; a
+// flow is sent when it matches any whitelist filter and no blacklist one.
 type GetFlowsRequest struct {
 	state         protoimpl.MessageState        `protogen:"open.v1"`
 	Number        uint64                        `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
@@ -455,7 +605,7 @@ type GetFlowsRequest struct {
 
 func (x *GetFlowsRequest) Reset() {
 	*x = GetFlowsRequest{}
-	mi := &file_flow_observer_observer_proto_msgTypes[0]
+	mi := &file_flow_observer_observer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +617,7 @@ func (x *GetFlowsRequest) String() string {
 func (*GetFlowsRequest) ProtoMessage() {}
 
 func (x *GetFlowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_observer_observer_proto_msgTypes[0]
+	mi := &file_flow_observer_observer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +630,7 @@ func (x *GetFlowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFlowsRequest.ProtoReflect.Descriptor instead.
 func (*GetFlowsRequest) Descriptor() ([]byte, []int) {
-	return file_flow_observer_observer_proto_rawDescGZIP(), []int{0}
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetFlowsRequest) GetNumber() uint64 {
@@ -569,7 +719,7 @@ type GetFlowsResponse struct {
 
 func (x *GetFlowsResponse) Reset() {
 	*x = GetFlowsResponse{}
-	mi := &file_flow_observer_observer_proto_msgTypes[1]
+	mi := &file_flow_observer_observer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +731,7 @@ func (x *GetFlowsResponse) String() string {
 func (*GetFlowsResponse) ProtoMessage() {}
 
 func (x *GetFlowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_observer_observer_proto_msgTypes[1]
+	mi := &file_flow_observer_observer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +744,7 @@ func (x *GetFlowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFlowsResponse.ProtoReflect.Descriptor instead.
 func (*GetFlowsResponse) Descriptor() ([]byte, []int) {
-	return file_flow_observer_observer_proto_rawDescGZIP(), []int{1}
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetFlowsResponse) GetResponseTypes() isGetFlowsResponse_ResponseTypes {
@@ -685,7 +835,7 @@ type ExportEvent struct {
 
 func (x *ExportEvent) Reset() {
 	*x = ExportEvent{}
-	mi := &file_flow_observer_observer_proto_msgTypes[2]
+	mi := &file_flow_observer_observer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +847,7 @@ func (x *ExportEvent) String() string {
 func (*ExportEvent) ProtoMessage() {}
 
 func (x *ExportEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_observer_observer_proto_msgTypes[2]
+	mi := &file_flow_observer_observer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +860,7 @@ func (x *ExportEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportEvent.ProtoReflect.Descriptor instead.
 func (*ExportEvent) Descriptor() ([]byte, []int) {
-	return file_flow_observer_observer_proto_rawDescGZIP(), []int{2}
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExportEvent) GetResponseTypes() isExportEvent_ResponseTypes {
@@ -813,6 +963,650 @@ func (*ExportEvent_AgentEvent) isExportEvent_ResponseTypes() {}
 
 func (*ExportEvent_DebugEvent) isExportEvent_ResponseTypes() {}
 
+type GetAgentEventsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        uint64                 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	First         bool                   `protobuf:"varint,9,opt,name=first,proto3" json:"first,omitempty"`
+	Follow        bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentEventsRequest) Reset() {
+	*x = GetAgentEventsRequest{}
+	mi := &file_flow_observer_observer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentEventsRequest) ProtoMessage() {}
+
+func (x *GetAgentEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentEventsRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentEventsRequest) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetAgentEventsRequest) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *GetAgentEventsRequest) GetFirst() bool {
+	if x != nil {
+		return x.First
+	}
+	return false
+}
+
+func (x *GetAgentEventsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *GetAgentEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetAgentEventsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+type GetAgentEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentEvent    *flow.AgentEvent       `protobuf:"bytes,1,opt,name=agent_event,json=agentEvent,proto3" json:"agent_event,omitempty"`
+	NodeName      string                 `protobuf:"bytes,1000,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1001,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentEventsResponse) Reset() {
+	*x = GetAgentEventsResponse{}
+	mi := &file_flow_observer_observer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentEventsResponse) ProtoMessage() {}
+
+func (x *GetAgentEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentEventsResponse.ProtoReflect.Descriptor instead.
+func (*GetAgentEventsResponse) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetAgentEventsResponse) GetAgentEvent() *flow.AgentEvent {
+	if x != nil {
+		return x.AgentEvent
+	}
+	return nil
+}
+
+func (x *GetAgentEventsResponse) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *GetAgentEventsResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+type GetDebugEventsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Number        uint64                 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	First         bool                   `protobuf:"varint,9,opt,name=first,proto3" json:"first,omitempty"`
+	Follow        bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDebugEventsRequest) Reset() {
+	*x = GetDebugEventsRequest{}
+	mi := &file_flow_observer_observer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDebugEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDebugEventsRequest) ProtoMessage() {}
+
+func (x *GetDebugEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDebugEventsRequest.ProtoReflect.Descriptor instead.
+func (*GetDebugEventsRequest) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetDebugEventsRequest) GetNumber() uint64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *GetDebugEventsRequest) GetFirst() bool {
+	if x != nil {
+		return x.First
+	}
+	return false
+}
+
+func (x *GetDebugEventsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *GetDebugEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetDebugEventsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+type GetDebugEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DebugEvent    *flow.DebugEvent       `protobuf:"bytes,1,opt,name=debug_event,json=debugEvent,proto3" json:"debug_event,omitempty"`
+	NodeName      string                 `protobuf:"bytes,1000,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1001,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDebugEventsResponse) Reset() {
+	*x = GetDebugEventsResponse{}
+	mi := &file_flow_observer_observer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDebugEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDebugEventsResponse) ProtoMessage() {}
+
+func (x *GetDebugEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDebugEventsResponse.ProtoReflect.Descriptor instead.
+func (*GetDebugEventsResponse) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetDebugEventsResponse) GetDebugEvent() *flow.DebugEvent {
+	if x != nil {
+		return x.DebugEvent
+	}
+	return nil
+}
+
+func (x *GetDebugEventsResponse) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *GetDebugEventsResponse) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+type GetNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNodesRequest) Reset() {
+	*x = GetNodesRequest{}
+	mi := &file_flow_observer_observer_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNodesRequest) ProtoMessage() {}
+
+func (x *GetNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNodesRequest.ProtoReflect.Descriptor instead.
+func (*GetNodesRequest) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{9}
+}
+
+type GetNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNodesResponse) Reset() {
+	*x = GetNodesResponse{}
+	mi := &file_flow_observer_observer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNodesResponse) ProtoMessage() {}
+
+func (x *GetNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNodesResponse.ProtoReflect.Descriptor instead.
+func (*GetNodesResponse) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetNodesResponse) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type Node struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	State         relay.NodeState        `protobuf:"varint,4,opt,name=state,proto3,enum=relay.NodeState" json:"state,omitempty"`
+	Tls           *TLS                   `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"`
+	UptimeNs      uint64                 `protobuf:"varint,6,opt,name=uptime_ns,json=uptimeNs,proto3" json:"uptime_ns,omitempty"`
+	NumFlows      uint64                 `protobuf:"varint,7,opt,name=num_flows,json=numFlows,proto3" json:"num_flows,omitempty"`
+	MaxFlows      uint64                 `protobuf:"varint,8,opt,name=max_flows,json=maxFlows,proto3" json:"max_flows,omitempty"`
+	SeenFlows     uint64                 `protobuf:"varint,9,opt,name=seen_flows,json=seenFlows,proto3" json:"seen_flows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Node) Reset() {
+	*x = Node{}
+	mi := &file_flow_observer_observer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Node) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Node) ProtoMessage() {}
+
+func (x *Node) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Node.ProtoReflect.Descriptor instead.
+func (*Node) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Node) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Node) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Node) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Node) GetState() relay.NodeState {
+	if x != nil {
+		return x.State
+	}
+	return relay.NodeState(0)
+}
+
+func (x *Node) GetTls() *TLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *Node) GetUptimeNs() uint64 {
+	if x != nil {
+		return x.UptimeNs
+	}
+	return 0
+}
+
+func (x *Node) GetNumFlows() uint64 {
+	if x != nil {
+		return x.NumFlows
+	}
+	return 0
+}
+
+func (x *Node) GetMaxFlows() uint64 {
+	if x != nil {
+		return x.MaxFlows
+	}
+	return 0
+}
+
+func (x *Node) GetSeenFlows() uint64 {
+	if x != nil {
+		return x.SeenFlows
+	}
+	return 0
+}
+
+type TLS struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	ServerName    string                 `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TLS) Reset() {
+	*x = TLS{}
+	mi := &file_flow_observer_observer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TLS) ProtoMessage() {}
+
+func (x *TLS) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TLS.ProtoReflect.Descriptor instead.
+func (*TLS) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TLS) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *TLS) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+type GetNamespacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNamespacesRequest) Reset() {
+	*x = GetNamespacesRequest{}
+	mi := &file_flow_observer_observer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNamespacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNamespacesRequest) ProtoMessage() {}
+
+func (x *GetNamespacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNamespacesRequest.ProtoReflect.Descriptor instead.
+func (*GetNamespacesRequest) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{13}
+}
+
+type GetNamespacesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespaces    []*Namespace           `protobuf:"bytes,1,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNamespacesResponse) Reset() {
+	*x = GetNamespacesResponse{}
+	mi := &file_flow_observer_observer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNamespacesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNamespacesResponse) ProtoMessage() {}
+
+func (x *GetNamespacesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNamespacesResponse.ProtoReflect.Descriptor instead.
+func (*GetNamespacesResponse) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetNamespacesResponse) GetNamespaces() []*Namespace {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+type Namespace struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Namespace) Reset() {
+	*x = Namespace{}
+	mi := &file_flow_observer_observer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Namespace) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Namespace) ProtoMessage() {}
+
+func (x *Namespace) ProtoReflect() protoreflect.Message {
+	mi := &file_flow_observer_observer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
+func (*Namespace) Descriptor() ([]byte, []int) {
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Namespace) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *Namespace) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 type GetFlowsRequest_Experimental struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -821,7 +1615,7 @@ type GetFlowsRequest_Experimental struct {
 
 func (x *GetFlowsRequest_Experimental) Reset() {
 	*x = GetFlowsRequest_Experimental{}
-	mi := &file_flow_observer_observer_proto_msgTypes[3]
+	mi := &file_flow_observer_observer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +1627,7 @@ func (x *GetFlowsRequest_Experimental) String() string {
 func (*GetFlowsRequest_Experimental) ProtoMessage() {}
 
 func (x *GetFlowsRequest_Experimental) ProtoReflect() protoreflect.Message {
-	mi := &file_flow_observer_observer_proto_msgTypes[3]
+	mi := &file_flow_observer_observer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,14 +1640,27 @@ func (x *GetFlowsRequest_Experimental) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFlowsRequest_Experimental.ProtoReflect.Descriptor instead.
 func (*GetFlowsRequest_Experimental) Descriptor() ([]byte, []int) {
-	return file_flow_observer_observer_proto_rawDescGZIP(), []int{0, 0}
+	return file_flow_observer_observer_proto_rawDescGZIP(), []int{2, 0}
 }
 
 var File_flow_observer_observer_proto protoreflect.FileDescriptor
 
 const file_flow_observer_observer_proto_rawDesc = "" +
 	"\n" +
-	"\x1cflow/observer/observer.proto\x12\bobserver\x1a\x19google/protobuf/any.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x0fflow/flow.proto\x1a\x16flow/relay/relay.proto\"\xf7\x03\n" +
+	"\x1cflow/observer/observer.proto\x12\bobserver\x1a\x19google/protobuf/any.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x0fflow/flow.proto\x1a\x16flow/relay/relay.proto\"\x15\n" +
+	"\x13ServerStatusRequest\"\x92\x03\n" +
+	"\x14ServerStatusResponse\x12\x1b\n" +
+	"\tnum_flows\x18\x01 \x01(\x04R\bnumFlows\x12\x1b\n" +
+	"\tmax_flows\x18\x02 \x01(\x04R\bmaxFlows\x12\x1d\n" +
+	"\n" +
+	"seen_flows\x18\x03 \x01(\x04R\tseenFlows\x12\x1b\n" +
+	"\tuptime_ns\x18\x04 \x01(\x04R\buptimeNs\x12L\n" +
+	"\x13num_connected_nodes\x18\x05 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x11numConnectedNodes\x12P\n" +
+	"\x15num_unavailable_nodes\x18\x06 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x13numUnavailableNodes\x12+\n" +
+	"\x11unavailable_nodes\x18\a \x03(\tR\x10unavailableNodes\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"flows_rate\x18\t \x01(\x01R\tflowsRate\"\xf7\x03\n" +
 	"\x0fGetFlowsRequest\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x04R\x06number\x12\x14\n" +
 	"\x05first\x18\t \x01(\bR\x05first\x12\x16\n" +
@@ -893,7 +1700,62 @@ const file_flow_observer_observer_proto_rawDesc = "" +
 	"debugEvent\x12\x1c\n" +
 	"\tnode_name\x18\xe8\a \x01(\tR\bnodeName\x12/\n" +
 	"\x04time\x18\xe9\a \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\x10\n" +
-	"\x0eresponse_typesB*Z(github.com/flowbus/flowbus/flow/observerP\x03b\x06proto3"
+	"\x0eresponse_types\"\xc1\x01\n" +
+	"\x15GetAgentEventsRequest\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x04R\x06number\x12\x14\n" +
+	"\x05first\x18\t \x01(\bR\x05first\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x9a\x01\n" +
+	"\x16GetAgentEventsResponse\x121\n" +
+	"\vagent_event\x18\x01 \x01(\v2\x10.flow.AgentEventR\n" +
+	"agentEvent\x12\x1c\n" +
+	"\tnode_name\x18\xe8\a \x01(\tR\bnodeName\x12/\n" +
+	"\x04time\x18\xe9\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xc1\x01\n" +
+	"\x15GetDebugEventsRequest\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x04R\x06number\x12\x14\n" +
+	"\x05first\x18\t \x01(\bR\x05first\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\bR\x06follow\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"\x9a\x01\n" +
+	"\x16GetDebugEventsResponse\x121\n" +
+	"\vdebug_event\x18\x01 \x01(\v2\x10.flow.DebugEventR\n" +
+	"debugEvent\x12\x1c\n" +
+	"\tnode_name\x18\xe8\a \x01(\tR\bnodeName\x12/\n" +
+	"\x04time\x18\xe9\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x11\n" +
+	"\x0fGetNodesRequest\"8\n" +
+	"\x10GetNodesResponse\x12$\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0e.observer.NodeR\x05nodes\"\x8d\x02\n" +
+	"\x04Node\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12&\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x10.relay.NodeStateR\x05state\x12\x1f\n" +
+	"\x03tls\x18\x05 \x01(\v2\r.observer.TLSR\x03tls\x12\x1b\n" +
+	"\tuptime_ns\x18\x06 \x01(\x04R\buptimeNs\x12\x1b\n" +
+	"\tnum_flows\x18\a \x01(\x04R\bnumFlows\x12\x1b\n" +
+	"\tmax_flows\x18\b \x01(\x04R\bmaxFlows\x12\x1d\n" +
+	"\n" +
+	"seen_flows\x18\t \x01(\x04R\tseenFlows\"@\n" +
+	"\x03TLS\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverName\"\x16\n" +
+	"\x14GetNamespacesRequest\"L\n" +
+	"\x15GetNamespacesResponse\x123\n" +
+	"\n" +
+	"namespaces\x18\x01 \x03(\v2\x13.observer.NamespaceR\n" +
+	"namespaces\"C\n" +
+	"\tNamespace\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace2\xed\x03\n" +
+	"\bObserver\x12E\n" +
+	"\bGetFlows\x12\x19.observer.GetFlowsRequest\x1a\x1a.observer.GetFlowsResponse\"\x000\x01\x12W\n" +
+	"\x0eGetAgentEvents\x12\x1f.observer.GetAgentEventsRequest\x1a .observer.GetAgentEventsResponse\"\x000\x01\x12W\n" +
+	"\x0eGetDebugEvents\x12\x1f.observer.GetDebugEventsRequest\x1a .observer.GetDebugEventsResponse\"\x000\x01\x12C\n" +
+	"\bGetNodes\x12\x19.observer.GetNodesRequest\x1a\x1a.observer.GetNodesResponse\"\x00\x12R\n" +
+	"\rGetNamespaces\x12\x1e.observer.GetNamespacesRequest\x1a\x1f.observer.GetNamespacesResponse\"\x00\x12O\n" +
+	"\fServerStatus\x12\x1d.observer.ServerStatusRequest\x1a\x1e.observer.ServerStatusResponse\"\x00B*Z(github.com/flowbus/flowbus/flow/observerP\x04b\x06proto3"
 
 var (
 	file_flow_observer_observer_proto_rawDescOnce sync.Once
@@ -907,45 +1769,86 @@ func file_flow_observer_observer_proto_rawDescGZIP() []byte {
 	return file_flow_observer_observer_proto_rawDescData
 }
 
-var file_flow_observer_observer_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_flow_observer_observer_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_flow_observer_observer_proto_goTypes = []any{
-	(*GetFlowsRequest)(nil),              // 0: observer.GetFlowsRequest
-	(*GetFlowsResponse)(nil),             // 1: observer.GetFlowsResponse
-	(*ExportEvent)(nil),                  // 2: observer.ExportEvent
-	(*GetFlowsRequest_Experimental)(nil), // 3: observer.GetFlowsRequest.Experimental
-	(*flow.FlowFilter)(nil),              // 4: flow.FlowFilter
-	(*timestamppb.Timestamp)(nil),        // 5: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 6: google.protobuf.FieldMask
-	(*anypb.Any)(nil),                    // 7: google.protobuf.Any
-	(*flow.Flow)(nil),                    // 8: flow.Flow
-	(*relay.NodeStatusEvent)(nil),        // 9: relay.NodeStatusEvent
-	(*flow.LostEvent)(nil),               // 10: flow.LostEvent
-	(*flow.AgentEvent)(nil),              // 11: flow.AgentEvent
-	(*flow.DebugEvent)(nil),              // 12: flow.DebugEvent
+	(*ServerStatusRequest)(nil),          // 0: observer.ServerStatusRequest
+	(*ServerStatusResponse)(nil),         // 1: observer.ServerStatusResponse
+	(*GetFlowsRequest)(nil),              // 2: observer.GetFlowsRequest
+	(*GetFlowsResponse)(nil),             // 3: observer.GetFlowsResponse
+	(*ExportEvent)(nil),                  // 4: observer.ExportEvent
+	(*GetAgentEventsRequest)(nil),        // 5: observer.GetAgentEventsRequest
+	(*GetAgentEventsResponse)(nil),       // 6: observer.GetAgentEventsResponse
+	(*GetDebugEventsRequest)(nil),        // 7: observer.GetDebugEventsRequest
+	(*GetDebugEventsResponse)(nil),       // 8: observer.GetDebugEventsResponse
+	(*GetNodesRequest)(nil),              // 9: observer.GetNodesRequest
+	(*GetNodesResponse)(nil),             // 10: observer.GetNodesResponse
+	(*Node)(nil),                         // 11: observer.Node
+	(*TLS)(nil),                          // 12: observer.TLS
+	(*GetNamespacesRequest)(nil),         // 13: observer.GetNamespacesRequest
+	(*GetNamespacesResponse)(nil),        // 14: observer.GetNamespacesResponse
+	(*Namespace)(nil),                    // 15: observer.Namespace
+	(*GetFlowsRequest_Experimental)(nil), // 16: observer.GetFlowsRequest.Experimental
+	(*wrapperspb.UInt32Value)(nil),       // 17: google.protobuf.UInt32Value
+	(*flow.FlowFilter)(nil),              // 18: flow.FlowFilter
+	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 20: google.protobuf.FieldMask
+	(*anypb.Any)(nil),                    // 21: google.protobuf.Any
+	(*flow.Flow)(nil),                    // 22: flow.Flow
+	(*relay.NodeStatusEvent)(nil),        // 23: relay.NodeStatusEvent
+	(*flow.LostEvent)(nil),               // 24: flow.LostEvent
+	(*flow.AgentEvent)(nil),              // 25: flow.AgentEvent
+	(*flow.DebugEvent)(nil),              // 26: flow.DebugEvent
+	(relay.NodeState)(0),                 // 27: relay.NodeState
 }
 var file_flow_observer_observer_proto_depIdxs = []int32{
-	4,  // 0: observer.GetFlowsRequest.blacklist:type_name -> flow.FlowFilter
-	4,  // 1: observer.GetFlowsRequest.whitelist:type_name -> flow.FlowFilter
-	5,  // 2: observer.GetFlowsRequest.since:type_name -> google.protobuf.Timestamp
-	5,  // 3: observer.GetFlowsRequest.until:type_name -> google.protobuf.Timestamp
-	6,  // 4: observer.GetFlowsRequest.field_mask:type_name -> google.protobuf.FieldMask
-	3,  // 5: observer.GetFlowsRequest.experimental:type_name -> observer.GetFlowsRequest.Experimental
-	7,  // 6: observer.GetFlowsRequest.extensions:type_name -> google.protobuf.Any
-	8,  // 7: observer.GetFlowsResponse.flow:type_name -> flow.Flow
-	9,  // 8: observer.GetFlowsResponse.node_status:type_name -> relay.NodeStatusEvent
-	10, // 9: observer.GetFlowsResponse.lost_events:type_name -> flow.LostEvent
-	5,  // 10: observer.GetFlowsResponse.time:type_name -> google.protobuf.Timestamp
-	8,  // 11: observer.ExportEvent.flow:type_name -> flow.Flow
-	9,  // 12: observer.ExportEvent.node_status:type_name -> relay.NodeStatusEvent
-	10, // 13: observer.ExportEvent.lost_events:type_name -> flow.LostEvent
-	11, // 14: observer.ExportEvent.agent_event:type_name -> flow.AgentEvent
-	12, // 15: observer.ExportEvent.debug_event:type_name -> flow.DebugEvent
-	5,  // 16: observer.ExportEvent.time:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 0: observer.ServerStatusResponse.num_connected_nodes:type_name -> google.protobuf.UInt32Value
+	17, // 1: observer.ServerStatusResponse.num_unavailable_nodes:type_name -> google.protobuf.UInt32Value
+	18, // 2: observer.GetFlowsRequest.blacklist:type_name -> flow.FlowFilter
+	18, // 3: observer.GetFlowsRequest.whitelist:type_name -> flow.FlowFilter
+	19, // 4: observer.GetFlowsRequest.since:type_name -> google.protobuf.Timestamp
+	19, // 5: observer.GetFlowsRequest.until:type_name -> google.protobuf.Timestamp
+	20, // 6: observer.GetFlowsRequest.field_mask:type_name -> google.protobuf.FieldMask
+	16, // 7: observer.GetFlowsRequest.experimental:type_name -> observer.GetFlowsRequest.Experimental
+	21, // 8: observer.GetFlowsRequest.extensions:type_name -> google.protobuf.Any
+	22, // 9: observer.GetFlowsResponse.flow:type_name -> flow.Flow
+	23, // 10: observer.GetFlowsResponse.node_status:type_name -> relay.NodeStatusEvent
+	24, // 11: observer.GetFlowsResponse.lost_events:type_name -> flow.LostEvent
+	19, // 12: observer.GetFlowsResponse.time:type_name -> google.protobuf.Timestamp
+	22, // 13: observer.ExportEvent.flow:type_name -> flow.Flow
+	23, // 14: observer.ExportEvent.node_status:type_name -> relay.NodeStatusEvent
+	24, // 15: observer.ExportEvent.lost_events:type_name -> flow.LostEvent
+	25, // 16: observer.ExportEvent.agent_event:type_name -> flow.AgentEvent
+	26, // 17: observer.ExportEvent.debug_event:type_name -> flow.DebugEvent
+	19, // 18: observer.ExportEvent.time:type_name -> google.protobuf.Timestamp
+	19, // 19: observer.GetAgentEventsRequest.since:type_name -> google.protobuf.Timestamp
+	19, // 20: observer.GetAgentEventsRequest.until:type_name -> google.protobuf.Timestamp
+	25, // 21: observer.GetAgentEventsResponse.agent_event:type_name -> flow.AgentEvent
+	19, // 22: observer.GetAgentEventsResponse.time:type_name -> google.protobuf.Timestamp
+	19, // 23: observer.GetDebugEventsRequest.since:type_name -> google.protobuf.Timestamp
+	19, // 24: observer.GetDebugEventsRequest.until:type_name -> google.protobuf.Timestamp
+	26, // 25: observer.GetDebugEventsResponse.debug_event:type_name -> flow.DebugEvent
+	19, // 26: observer.GetDebugEventsResponse.time:type_name -> google.protobuf.Timestamp
+	11, // 27: observer.GetNodesResponse.nodes:type_name -> observer.Node
+	27, // 28: observer.Node.state:type_name -> relay.NodeState
+	12, // 29: observer.Node.tls:type_name -> observer.TLS
+	15, // 30: observer.GetNamespacesResponse.namespaces:type_name -> observer.Namespace
+	2,  // 31: observer.Observer.GetFlows:input_type -> observer.GetFlowsRequest
+	5,  // 32: observer.Observer.GetAgentEvents:input_type -> observer.GetAgentEventsRequest
+	7,  // 33: observer.Observer.GetDebugEvents:input_type -> observer.GetDebugEventsRequest
+	9,  // 34: observer.Observer.GetNodes:input_type -> observer.GetNodesRequest
+	13, // 35: observer.Observer.GetNamespaces:input_type -> observer.GetNamespacesRequest
+	0,  // 36: observer.Observer.ServerStatus:input_type -> observer.ServerStatusRequest
+	3,  // 37: observer.Observer.GetFlows:output_type -> observer.GetFlowsResponse
+	6,  // 38: observer.Observer.GetAgentEvents:output_type -> observer.GetAgentEventsResponse
+	8,  // 39: observer.Observer.GetDebugEvents:output_type -> observer.GetDebugEventsResponse
+	10, // 40: observer.Observer.GetNodes:output_type -> observer.GetNodesResponse
+	14, // 41: observer.Observer.GetNamespaces:output_type -> observer.GetNamespacesResponse
+	1,  // 42: observer.Observer.ServerStatus:output_type -> observer.ServerStatusResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_flow_observer_observer_proto_init() }
@@ -953,12 +1856,12 @@ func file_flow_observer_observer_proto_init() {
 	if File_flow_observer_observer_proto != nil {
 		return
 	}
-	file_flow_observer_observer_proto_msgTypes[1].OneofWrappers = []any{
+	file_flow_observer_observer_proto_msgTypes[3].OneofWrappers = []any{
 		(*GetFlowsResponse_Flow)(nil),
 		(*GetFlowsResponse_NodeStatus)(nil),
 		(*GetFlowsResponse_LostEvents)(nil),
 	}
-	file_flow_observer_observer_proto_msgTypes[2].OneofWrappers = []any{
+	file_flow_observer_observer_proto_msgTypes[4].OneofWrappers = []any{
 		(*ExportEvent_Flow)(nil),
 		(*ExportEvent_NodeStatus)(nil),
 		(*ExportEvent_LostEvents)(nil),
@@ -971,9 +1874,9 @@ func file_flow_observer_observer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flow_observer_observer_proto_rawDesc), len(file_flow_observer_observer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   17,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_flow_observer_observer_proto_goTypes,
 		DependencyIndexes: file_flow_observer_observer_proto_depIdxs,

@@ -1,0 +1,664 @@
+// Package hubble is the `hubble` source: it streams flows from a Hubble
+// server (the Cilium agent's socket) or from Hubble Relay (the whole
+// cluster) over Hubble's observer.Observer gRPC API, GetFlows with follow,
+// for ever. Flows keep every field the server sent (node_name, enrichment,
+// uuid, L7) and their envelope's node_name and time.
+//
+// The allow and deny FlowFilters (the `filter` transform's syntax) are sent
+// as the request's whitelist and blacklist, and field_mask as its field
+// mask, so the server does the filtering. The server's lost_events become
+// LostEvents with their own source (HUBBLE_RING_BUFFER,
+// OBSERVER_EVENTS_QUEUE, PERF_EVENT_RING_BUFFER), counted as lost in the
+// summary; Relay's node_status events are logged and counted per node.
+//
+// A broken stream (server gone, TLS refused, garbage on the wire, a stream
+// cut mid-message) is logged, counted and re-established with exponential
+// backoff between reconnect.min and reconnect.max; the source is unready
+// while it is down. The new stream resumes from the time of the last flow
+// emitted (GetFlows since) and the flows already emitted (recognised by
+// uuid) are dropped at the seam. When none of the flows the server sends
+// back was emitted before, the server no longer holds the end of the old
+// stream (its ring moved on, or it restarted), so flows may be missing: the
+// gap is logged and counted. Resuming compares the server's clock with
+// itself only, except for a stream that ended before it delivered a flow:
+// that one resumes from the time it was opened, by flowbus's clock.
+//
+// Backpressure: the source reads the stream only as fast as the pipeline
+// takes its batches, so with when_full: block a slow pipeline slows the
+// server through gRPC flow control, and what is held in between is bounded
+// (one batch, a small queue and the gRPC windows).
+//
+// Its keys: `flowbus components hubble`, or docs/components.md.
+package hubble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/flow/relay"
+	"github.com/flowbus/flowbus/flowfilter"
+	"github.com/flowbus/flowbus/internal/sinkutil"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+	"github.com/flowbus/flowbus/transforms/fieldmask"
+)
+
+func init() {
+	pipeline.RegisterSource(pipeline.Spec{
+		Type:        "hubble",
+		Summary:     "streams enriched flows from a Hubble server (the Cilium agent's socket) or Hubble Relay over Hubble's gRPC API",
+		Description: `GetFlows with follow, for ever; flows keep every field the server sent. allow and deny are sent to the server as the request's whitelist and blacklist, field_mask as its field mask. The server's lost events become LostEvents with their own source, counted as lost; Relay's node status events are logged and counted per node. A broken stream is logged, counted and re-established with backoff (the source is unready meanwhile); it resumes from the time of the last flow emitted, drops the flows already emitted (by uuid) at the seam, and logs and counts a gap when the server no longer holds the end of the old stream. With when_full: block a slow pipeline slows the server through gRPC flow control.`,
+		Example: `type: hubble
+address: hubble-relay.kube-system.svc:443
+tls:
+  ca_file: /var/lib/hubble-relay/tls/ca.crt
+  cert_file: /var/lib/hubble-relay/tls/client.crt
+  key_file: /var/lib/hubble-relay/tls/client.key
+  server_name: ui.hubble-relay.cilium.io
+deny:
+  - {source_pod: ["kube-system/"]}
+since: 5m
+reconnect: {min: 1s, max: 30s}
+`,
+	}, New)
+}
+
+// DefaultAddress is the Cilium agent's Hubble socket.
+const DefaultAddress = "unix:///var/run/cilium/hubble.sock"
+
+// Options are the source's config keys.
+type Options struct {
+	Address   string           `yaml:"address" default:"unix:///var/run/cilium/hubble.sock" doc:"the Hubble server: unix:///PATH (the agent's socket) or HOST:PORT (Hubble Relay)"`
+	TLS       *sinkutil.TLS    `yaml:"tls" doc:"connect with TLS; with cert_file and key_file, mutual TLS as Hubble Relay and Hubble's server configure it; default: plaintext"`
+	Allow     *yaml.Node       `yaml:"allow" type:"list of FlowFilter" doc:"FlowFilters sent as the request's whitelist: the server sends the flows matching one of them; empty: every flow"`
+	Deny      *yaml.Node       `yaml:"deny" type:"list of FlowFilter" doc:"FlowFilters sent as the request's blacklist: the server leaves out the flows matching one of them"`
+	FieldMask []fieldmask.Path `yaml:"field_mask" type:"list of field paths" doc:"flow fields the server sends (source.pod_name, l4.TCP.destination_port); default: every field; without uuid, flows at a reconnection seam cannot be told apart and may repeat"`
+	Since     string           `yaml:"since" doc:"where the first stream starts: empty is now (new flows only), a duration (5m) is that long ago, or an RFC 3339 time"`
+	Reconnect Reconnect        `yaml:"reconnect" doc:"the backoff between attempts to re-establish the stream"`
+}
+
+// Reconnect is the backoff between attempts: it starts at Min, doubles after
+// every failed attempt up to Max, and starts over once a stream delivers.
+type Reconnect struct {
+	Min config.Duration `yaml:"min" default:"1s" doc:"the first wait before reconnecting"`
+	Max config.Duration `yaml:"max" default:"30s" doc:"the longest wait between attempts"`
+}
+
+// seamSize is how many uuids of the last emitted flows are kept to drop
+// duplicates at a reconnection seam: more than a Hubble ring's default
+// capacity of flows sharing the last flow's time.
+const seamSize = 8192
+
+// Source streams flows from a Hubble server.
+type Source struct {
+	name      string
+	address   string // as configured, for logs
+	target    string // the gRPC target
+	creds     credentials.TransportCredentials
+	allow     []*flowpb.FlowFilter
+	deny      []*flowpb.FlowFilter
+	mask      *fieldmaskpb.FieldMask
+	since     time.Time // zero: now
+	min, max  time.Duration
+	batchSize int
+	log       *slog.Logger
+	m         *metrics
+
+	conn *grpc.ClientConn
+
+	// Resume state, owned by Run.
+	resume *timestamppb.Timestamp // since of the next stream
+	// lastTime is the time of the last flow emitted (its envelope's, else
+	// its own), copied: the emitted messages belong to the pipeline, which
+	// reuses their storage.
+	lastTime  time.Time
+	emitted   bool      // a flow with a time was emitted
+	maxTime   time.Time // latest flow time emitted
+	recent    []string  // uuids of the last flows emitted, a ring
+	recentPos int
+	seam      *seam // set while a resumed stream passes the old one's end
+
+	mu       sync.Mutex
+	readyErr error
+}
+
+// seam is what a resumed stream checks its first flows against.
+type seam struct {
+	seen    map[string]struct{}
+	until   time.Time // flows after this time cannot be duplicates
+	overlap bool      // a flow already emitted came back: no gap
+	decided bool      // the first new flow arrived
+}
+
+// New builds a hubble source from its options.
+func New(b *pipeline.Build, o *Options) (*Source, error) {
+	s := &Source{
+		name:      b.Name,
+		address:   o.Address,
+		min:       o.Reconnect.Min.D(),
+		max:       o.Reconnect.Max.D(),
+		batchSize: pipeline.DefaultBatchSize,
+		log:       b.Log,
+		recent:    make([]string, seamSize),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	var errs config.Errors
+	add := func(err *config.Error) { errs = append(errs, err) }
+	target, err := grpcTarget(o.Address)
+	if err != nil {
+		add(b.Errorf("address", "hubble source: %v", err))
+	}
+	s.target = target
+	s.creds = insecure.NewCredentials()
+	if o.TLS != nil {
+		tc, err := o.TLS.Config(b.Dir)
+		if err != nil {
+			add(b.Errorf("tls", "hubble source: %v", err))
+		} else {
+			s.creds = credentials.NewTLS(tc)
+		}
+	}
+	allow, aerr := flowfilter.ParseFilters(o.Allow)
+	deny, derr := flowfilter.ParseFilters(o.Deny)
+	if aerr != nil {
+		errs = append(errs, config.Positioned(aerr, o.Allow)...)
+	}
+	if derr != nil {
+		errs = append(errs, config.Positioned(derr, o.Deny)...)
+	}
+	if aerr == nil && derr == nil {
+		// The server compiles them too; checking here reports a bad filter
+		// at load time, with its position, instead of as a stream error.
+		if _, err := flowfilter.New(allow, deny); err != nil {
+			if fe := flowfilter.AllErrors(allow, deny, o.Allow, o.Deny); len(fe) > 0 {
+				errs = append(errs, fe...)
+			} else {
+				errs = append(errs, config.Positioned(flowfilter.Positioned(err, o.Allow, o.Deny), b.At("allow"))...)
+			}
+		}
+	}
+	s.allow, s.deny = allow, deny
+	if len(o.FieldMask) > 0 {
+		s.mask = &fieldmaskpb.FieldMask{}
+		for _, p := range o.FieldMask {
+			s.mask.Paths = append(s.mask.Paths, p.String())
+		}
+	}
+	if o.Since != "" {
+		t, err := parseSince(o.Since, time.Now())
+		if err != nil {
+			add(b.Errorf("since", "hubble source: %v", err))
+		}
+		s.since = t
+	}
+	switch {
+	case s.min <= 0:
+		add(b.Errorf("reconnect.min", "hubble source: reconnect.min must be positive"))
+	case s.max < s.min:
+		add(b.Errorf("reconnect.max", "hubble source: reconnect.max (%s) is below reconnect.min (%s)", s.max, s.min))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	m, err := newMetrics(b.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("hubble source %s: %w", b.Name, err)
+	}
+	s.m = m
+	s.setReady(fmt.Errorf("not connected to %s yet", s.address))
+	return s, nil
+}
+
+// grpcTarget turns the address key into a gRPC target.
+func grpcTarget(addr string) (string, error) {
+	switch {
+	case addr == "":
+		return "", errors.New("address is empty")
+	case strings.HasPrefix(addr, "unix://"):
+		if len(addr) == len("unix://") {
+			return "", fmt.Errorf("address %q: no socket path", addr)
+		}
+		return addr, nil
+	case strings.Contains(addr, "://"):
+		return "", fmt.Errorf("address %q: want unix:///PATH or HOST:PORT", addr)
+	}
+	i := strings.LastIndexByte(addr, ':')
+	if i <= 0 || i == len(addr)-1 {
+		return "", fmt.Errorf("address %q: want unix:///PATH or HOST:PORT", addr)
+	}
+	return "dns:///" + addr, nil
+}
+
+// parseSince reads the since key: a duration before now or an RFC 3339 time.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("since %q: a duration must not be negative", v)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("since %q: want a duration (5m) or an RFC 3339 time (2026-01-02T15:04:05Z)", v)
+	}
+	return t, nil
+}
+
+// Start creates the gRPC client. It does not connect: an unreachable
+// server is retried by Run, with the source unready meanwhile.
+func (s *Source) Start(context.Context) error {
+	if s.conn != nil {
+		return nil
+	}
+	conn, err := grpc.NewClient(s.target,
+		grpc.WithTransportCredentials(s.creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  s.min,
+				Multiplier: 2,
+				Jitter:     0.2,
+				MaxDelay:   s.max,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		// Flows can be large (L7 headers); Hubble's CLI allows the same.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+	)
+	if err != nil {
+		return fmt.Errorf("hubble source: %s: %w", s.address, err)
+	}
+	s.conn = conn
+	return nil
+}
+
+// Stop closes the gRPC client.
+func (s *Source) Stop(context.Context) error {
+	if s.conn == nil {
+		return nil
+	}
+	err := s.conn.Close()
+	s.conn = nil
+	if err != nil && status.Code(err) != codes.Canceled {
+		return fmt.Errorf("hubble source: close: %w", err)
+	}
+	return nil
+}
+
+// Ready reports whether the stream is up.
+func (s *Source) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readyErr
+}
+
+func (s *Source) setReady(err error) {
+	s.mu.Lock()
+	s.readyErr = err
+	s.mu.Unlock()
+	if err == nil {
+		s.m.connected.Set(1)
+	} else {
+		s.m.connected.Set(0)
+	}
+}
+
+// request builds the GetFlows request of the next stream.
+func (s *Source) request() *observer.GetFlowsRequest {
+	return &observer.GetFlowsRequest{
+		Follow:    true,
+		Whitelist: s.allow,
+		Blacklist: s.deny,
+		FieldMask: s.mask,
+		Since:     s.resume,
+	}
+}
+
+var errEmit = errors.New("emit")
+
+// Run streams until ctx ends.
+func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
+	if s.conn == nil {
+		if err := s.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if !s.since.IsZero() {
+		s.resume = timestamppb.New(s.since)
+	}
+	client := observer.NewObserverClient(s.conn)
+	wait := s.min
+	failures := 0
+	for {
+		opened := time.Now()
+		flows, err := s.stream(ctx, client, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errEmit) {
+			return err
+		}
+		s.setReady(fmt.Errorf("stream from %s down: %w", s.address, err))
+		if flows > 0 {
+			wait, failures = s.min, 0
+		}
+		if flows == 0 && !s.emitted && s.resume == nil {
+			// Nothing emitted yet, and the stream followed from "now":
+			// resume from the time it was opened.
+			s.resume = timestamppb.New(opened)
+		}
+		code := status.Code(err)
+		s.m.errors.WithLabelValues(code.String()).Inc()
+		switch {
+		case failures == 0:
+			s.log.Warn("Hubble stream failed; reconnecting", "address", s.address, "code", code.String(), "error", errText(err), "retry_in", wait.String())
+		case failures%30 == 0:
+			s.log.Warn("Hubble stream still failing", "address", s.address, "attempts", failures+1, "code", code.String(), "error", errText(err))
+		}
+		failures++
+		if !sleep(ctx, wait) {
+			return nil
+		}
+		wait = min(2*wait, s.max)
+		s.m.reconnects.Inc()
+		s.startSeam()
+	}
+}
+
+// errText is the message of a gRPC status error, or err's text.
+func errText(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// startSeam prepares the next stream to resume after the last flow emitted.
+func (s *Source) startSeam() {
+	if !s.emitted {
+		return
+	}
+	s.resume = timestamppb.New(s.lastTime)
+	seen := make(map[string]struct{}, seamSize)
+	for _, u := range s.recent {
+		if u != "" {
+			seen[u] = struct{}{}
+		}
+	}
+	s.seam = &seam{seen: seen, until: s.maxTime}
+}
+
+// stream runs one GetFlows stream until it fails; it returns the number of
+// flows emitted from it.
+func (s *Source) stream(ctx context.Context, client observer.ObserverClient, out pipeline.Output) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := client.GetFlows(ctx, s.request())
+	if err != nil {
+		return 0, err
+	}
+	if s.seam != nil {
+		s.log.Info("Hubble stream re-established; resuming", "address", s.address, "since", s.resume.AsTime().Format(time.RFC3339Nano))
+	} else {
+		s.log.Info("Hubble stream established", "address", s.address)
+	}
+	s.setReady(nil)
+
+	// A reader goroutine decodes; this one batches and emits, so that a
+	// batch goes out as soon as nothing more is waiting, and a blocked
+	// Emit stops the reads (gRPC flow control then holds the server back).
+	ch := make(chan *observer.GetFlowsResponse, s.batchSize)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(ch)
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case ch <- r:
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+	}()
+
+	emitted := 0
+	b := pipeline.NewBatch()
+	defer func() {
+		if b != nil {
+			b.Release()
+		}
+	}()
+	emit := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		n := b.Len()
+		nb := b
+		b = nil
+		if err := out.Emit(ctx, nb); err != nil {
+			return fmt.Errorf("%w: %w", errEmit, err)
+		}
+		emitted += n
+		b = pipeline.NewBatch()
+		return nil
+	}
+	for {
+		r, ok := <-ch
+		for ok {
+			if err := s.handle(r, b, out, emit); err != nil {
+				return emitted, err
+			}
+			if b.Len() >= s.batchSize {
+				break
+			}
+			select {
+			case r, ok = <-ch:
+			default:
+				ok = false
+			}
+		}
+		if err := emit(); err != nil {
+			return emitted, err
+		}
+		if len(ch) == 0 {
+			select {
+			case err := <-errc:
+				// Drain what the reader queued before it stopped.
+				for r := range ch {
+					if err := s.handle(r, b, out, emit); err != nil {
+						return emitted, err
+					}
+				}
+				if err := emit(); err != nil {
+					return emitted, err
+				}
+				if err == nil {
+					err = errors.New("stream ended")
+				}
+				return emitted, err
+			default:
+			}
+		}
+	}
+}
+
+// handle adds one response to b, or reports it.
+func (s *Source) handle(r *observer.GetFlowsResponse, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
+	switch {
+	case r.GetFlow() != nil:
+		f := r.GetFlow()
+		t := r.GetTime()
+		if t == nil {
+			t = f.GetTime()
+		}
+		if s.seam != nil && s.atSeam(f, t) {
+			return nil
+		}
+		ev := b.Next()
+		ev.Flow = f
+		ev.NodeName = r.GetNodeName()
+		ev.Time = r.GetTime()
+		s.m.flows.Inc()
+		if t != nil {
+			tt := t.AsTime()
+			s.lastTime, s.emitted = tt, true
+			if tt.After(s.maxTime) {
+				s.maxTime = tt
+			}
+		}
+		if u := f.GetUuid(); u != "" {
+			s.recent[s.recentPos] = u
+			s.recentPos = (s.recentPos + 1) % len(s.recent)
+		}
+	case r.GetLostEvents() != nil:
+		// Keep the order: the flows before the loss go first.
+		if err := emit(); err != nil {
+			return err
+		}
+		le := r.GetLostEvents()
+		cpu := int32(-1)
+		if le.GetCpu() != nil {
+			cpu = le.GetCpu().GetValue()
+		}
+		s.m.lost.WithLabelValues(le.GetSource().String()).Add(float64(le.GetNumEventsLost()))
+		if le.GetNumEventsLost() > 0 {
+			out.Lost(le.GetSource(), cpu, le.GetNumEventsLost())
+		}
+	case r.GetNodeStatus() != nil:
+		ns := r.GetNodeStatus()
+		state := ns.GetStateChange().String()
+		for _, n := range ns.GetNodeNames() {
+			s.m.nodeStatus.WithLabelValues(n, state).Inc()
+		}
+		level := slog.LevelInfo
+		if ns.GetStateChange() != relay.NodeState_NODE_CONNECTED {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "Hubble Relay node status", "state", state, "nodes", ns.GetNodeNames(), "message", ns.GetMessage())
+	default:
+		s.m.unknown.Inc()
+	}
+	return nil
+}
+
+// atSeam checks a flow of a resumed stream against the end of the old one;
+// it returns true for a flow already emitted, which is dropped.
+func (s *Source) atSeam(f *flowpb.Flow, t *timestamppb.Timestamp) bool {
+	sm := s.seam
+	if _, dup := sm.seen[f.GetUuid()]; dup && f.GetUuid() != "" {
+		sm.overlap = true
+		s.m.duplicates.Inc()
+		return true
+	}
+	if !sm.decided {
+		sm.decided = true
+		if !sm.overlap {
+			s.m.gaps.Inc()
+			s.log.Warn("possible gap in the Hubble stream: the server no longer holds the flows where the old stream ended (its ring moved on, or it restarted); flows between may be missing",
+				"address", s.address, "last_flow_time", s.lastTime.Format(time.RFC3339Nano),
+				"first_flow_time", t.AsTime().Format(time.RFC3339Nano))
+		}
+	}
+	if t != nil && t.AsTime().After(sm.until) {
+		s.seam = nil
+	}
+	return false
+}
+
+// metrics are the source's Prometheus metrics.
+type metrics struct {
+	flows      prometheus.Counter
+	lost       *prometheus.CounterVec
+	reconnects prometheus.Counter
+	errors     *prometheus.CounterVec
+	gaps       prometheus.Counter
+	duplicates prometheus.Counter
+	nodeStatus *prometheus.CounterVec
+	unknown    prometheus.Counter
+	connected  prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		flows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_flows_total",
+			Help: "Flows received from the Hubble server and emitted.",
+		}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_server_lost_events_total",
+			Help: "Events the Hubble server reported lost in its stream, by LostEvent source.",
+		}, []string{"source"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_reconnects_total",
+			Help: "Attempts to re-establish the stream after it failed.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_stream_errors_total",
+			Help: "Streams that failed or could not be established, by gRPC status code.",
+		}, []string{"code"}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_gaps_total",
+			Help: "Resumed streams that did not overlap the old one: flows between may be missing.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_seam_duplicates_total",
+			Help: "Flows sent again by the server after a reconnection and dropped (already emitted).",
+		}),
+		nodeStatus: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_node_status_total",
+			Help: "Hubble Relay node status events, by node and state.",
+		}, []string{"node", "state"}),
+		unknown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_unknown_responses_total",
+			Help: "GetFlows responses of an unknown kind, skipped.",
+		}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flowbus_hubble_source_connected",
+			Help: "1 while the GetFlows stream is up.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.flows, m.lost, m.reconnects, m.errors, m.gaps, m.duplicates, m.nodeStatus, m.unknown, m.connected} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
