@@ -88,7 +88,20 @@ func Metric(reg *prometheus.Registry, name string) float64 {
 // summary's lost.
 func CheckStream(t testing.TB, payloads [][]byte, tot pipeline.Counts) {
 	t.Helper()
-	flows, lost := 0, uint64(0)
+	flows, lost := CountStream(t, payloads)
+	if flows != tot.Delivered {
+		t.Errorf("the bus holds %d flows, summary delivered=%d", flows, tot.Delivered)
+	}
+	if lost != tot.Lost {
+		t.Errorf("LostEvents on the bus count %d, summary lost=%d", lost, tot.Lost)
+	}
+}
+
+// CountStream counts the flows in payloads (binary
+// observer.GetFlowsResponse messages), failing t on a flow published twice,
+// and adds up the events its LostEvents report.
+func CountStream(t testing.TB, payloads [][]byte) (flows, lost uint64) {
+	t.Helper()
 	seen := map[string]bool{}
 	for _, p := range payloads {
 		var env observer.GetFlowsResponse
@@ -105,12 +118,7 @@ func CheckStream(t testing.TB, payloads [][]byte, tot pipeline.Counts) {
 			lost += env.GetLostEvents().GetNumEventsLost()
 		}
 	}
-	if uint64(flows) != tot.Delivered {
-		t.Errorf("the bus holds %d flows, summary delivered=%d", flows, tot.Delivered)
-	}
-	if lost != tot.Lost {
-		t.Errorf("LostEvents on the bus count %d, summary lost=%d", lost, tot.Lost)
-	}
+	return flows, lost
 }
 
 // Get fetches url and returns the status code and body.
