@@ -72,22 +72,6 @@ func summary(t *testing.T, stderr string) (received, delivered, lost uint64) {
 	return n[0], n[1], n[5]
 }
 
-func countLines(t *testing.T, path string) uint64 {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var n uint64
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		n++
-	}
-	return n
-}
-
 func TestValidateCommand(t *testing.T) {
 	cfg := writeFile(t, "pipeline.yaml", `sources:
   in:

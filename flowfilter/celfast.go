@@ -250,7 +250,7 @@ func (c *fastCompiler) call(e celast.Expr) (*fastExpr, error) {
 			return boolOut(func(x *celCtx) bool { return l(x) && r(x) })
 		}
 		return boolOut(func(x *celCtx) bool { return l(x) || r(x) })
-	case operators.LogicalNot, operators.NotStrictlyFalse, operators.OldNotStrictlyFalse:
+	case operators.LogicalNot, operators.NotStrictlyFalse:
 		if len(args) != 1 || args[0].kind != fkBool {
 			return nil, errUnsupported
 		}

@@ -180,13 +180,6 @@ func (q *queue) closeLocked() {
 	q.notify()
 }
 
-// close closes the queue regardless of its producers (abort).
-func (q *queue) close() {
-	q.mu.Lock()
-	q.closeLocked()
-	q.mu.Unlock()
-}
-
 // length returns the number of queued events.
 func (q *queue) length() int {
 	q.mu.Lock()

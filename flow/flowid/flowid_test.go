@@ -29,7 +29,7 @@ func TestSeeded(t *testing.T) {
 			t.Fatalf("same seed, different ids: %q %q", x, y)
 		}
 	}
-	if New().Next() == New().Next() {
+	if x, y := New().Next(), New().Next(); x == y {
 		t.Fatal("two OS-seeded generators made the same id")
 	}
 }

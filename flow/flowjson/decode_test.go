@@ -158,3 +158,38 @@ func TestDecodeReusesStorage(t *testing.T) {
 		t.Fatalf("%v allocations per reused decode", allocs)
 	}
 }
+
+// TestDecoderInt64 covers the int64 reader the generator emits for int64
+// fields: both bounds, quoted and bare, and overflow falling back.
+func TestDecoderInt64(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{in: `0`, want: 0},
+		{in: `"42"`, want: 42},
+		{in: `-7`, want: -7},
+		{in: `9223372036854775807`, want: 1<<63 - 1},
+		{in: `"-9223372036854775808"`, want: -1 << 63},
+		{in: `9223372036854775808`, err: true},
+		{in: `-9223372036854775809`, err: true},
+		{in: `-0`, err: true},
+		{in: `"12`, err: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			d := newDecoder([]byte(tt.in))
+			got, err := d.int64()
+			if tt.err {
+				if err == nil {
+					t.Fatalf("int64(%s) = %d, want an error", tt.in, got)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("int64(%s) = %d, %v; want %d", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}

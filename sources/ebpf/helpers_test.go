@@ -23,14 +23,15 @@ import (
 )
 
 // collector is a pipeline.Output that keeps copies of every flow and the
-// lost counts. Emit blocks while gate is held.
+// lost counts. Emit blocks while a test holds gate (Lock); Emits hold it for
+// reading.
 type collector struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	flows  []*flowpb.Flow
 	events []pipeline.Event // envelope data of the flows
 	lost   map[int32]uint64
-	gate   sync.Mutex
+	gate   sync.RWMutex
 }
 
 func newCollector() *collector {
@@ -40,8 +41,8 @@ func newCollector() *collector {
 }
 
 func (c *collector) Emit(ctx context.Context, b *pipeline.Batch) error {
-	c.gate.Lock()
-	c.gate.Unlock()
+	c.gate.RLock()
+	defer c.gate.RUnlock()
 	c.mu.Lock()
 	for i := range b.Events {
 		e := &b.Events[i]

@@ -35,19 +35,6 @@ func (p *freeList[T]) put(x *T) {
 	}
 }
 
-// resetter is a generated message: Reset zeroes it.
-type resetter[T any] interface {
-	*T
-	Reset()
-}
-
-// take returns a zeroed message from p.
-func take[T any, P resetter[T]](p *freeList[T]) P {
-	x := P(p.get())
-	x.Reset()
-	return x
-}
-
 // pools holds the free lists of every message type the generator uses.
 type pools struct {
 	ts        freeList[timestamppb.Timestamp]

@@ -65,7 +65,7 @@ func (r *httpRules) redactHeader(key string) bool {
 // between "//user:" and the '@' that ends the authority is replaced.
 func (r *httpRules) url(s string) string {
 	needUser := r.userInfo && strings.IndexByte(s, '@') >= 0
-	needQuery := r.urlQuery && strings.IndexAny(s, "?#") >= 0
+	needQuery := r.urlQuery && strings.ContainsAny(s, "?#")
 	if !needUser && !needQuery {
 		return s
 	}
