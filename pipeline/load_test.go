@@ -14,6 +14,7 @@ import (
 
 func loadErrors(t *testing.T, src string) []string {
 	t.Helper()
+	resetTestComponents()
 	path := filepath.Join(t.TempDir(), "p.yaml")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)

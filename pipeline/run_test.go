@@ -18,6 +18,7 @@ import (
 
 func load(t testing.TB, src string) *pipeline.Pipeline {
 	t.Helper()
+	resetTestComponents()
 	path := filepath.Join(t.TempDir(), "pipeline.yaml")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
@@ -454,5 +455,25 @@ sinks:
 	want := pipeline.Counts{Received: 2000, Delivered: 1000, Filtered: 1000}
 	if s == nil || s.Total != want || sinkNamed("s").flows != 1000 {
 		t.Errorf("summary %v, want %v", s, want)
+	}
+}
+
+// Every pipeline a test loads starts with closed gates, even when an earlier
+// test (or an earlier -count run of the same test) opened a gate of the same
+// name: TestDropNewestReportsLosses relies on its sink waiting for the
+// source.
+func TestLoadClosesEarlierGates(t *testing.T) {
+	gate("drop-src-done").open()
+	load(t, `
+metrics: {listen: ""}
+sources:
+  gen: {type: test-count, count: 1}
+sinks:
+  rec: {type: test-rec, inputs: [gen], wait: drop-src-done}
+`)
+	select {
+	case <-gate("drop-src-done").ch:
+		t.Fatal("gate drop-src-done is still open from before the load")
+	default:
 	}
 }

@@ -136,7 +136,10 @@ func (s *recSink) reportedLost() (n uint64) {
 	return n
 }
 
-// gates synchronise test components by name; "" is always open.
+// gates synchronise test components by name; "" is always open. A gate
+// once opened stays open, so resetTestComponents closes them all again
+// before each pipeline a test loads (go test -count=N reruns tests in the
+// same process).
 var gates sync.Map
 
 type gateT struct {
@@ -159,6 +162,15 @@ func (g *gateT) open() { g.once.Do(func() { close(g.ch) }) }
 
 // sinks built by the test factory, by component name.
 var builtSinks sync.Map
+
+// resetTestComponents forgets the gates and sinks of earlier pipelines, so
+// a test sees only what its own pipeline opened and built. Tests in this
+// package do not run in parallel.
+func resetTestComponents() {
+	gates.Clear()
+	builtSinks.Clear()
+	lifeSinks.Clear()
+}
 
 func init() {
 	pipeline.RegisterSource(pipeline.Spec{Type: "test-count", Summary: "test source"}, func(b *pipeline.Build, s *countSource) (*countSource, error) {
