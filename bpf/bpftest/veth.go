@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package bpftest builds throwaway network namespaces joined by veth pairs
 // for the privileged tests of flowbus's BPF programs and the ebpf source.
 package bpftest

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package ebpf is the `ebpf` source: it loads flowbus's own BPF programs
 // (package bpf), attaches them to the chosen interfaces, reads their
 // samples with batched wakeups from one BPF ring buffer shared by all CPUs
