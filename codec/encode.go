@@ -1,5 +1,6 @@
-// Package encode turns pipeline events into the wire formats of SPEC §4:
-// Hubble export JSON lines and binary observer.GetFlowsResponse messages.
+// Package codec turns pipeline events into flowbus's wire formats: Hubble
+// export JSON lines (one observer.GetFlowsResponse per line, as Hubble's
+// exporter writes it) and binary observer.GetFlowsResponse messages.
 package codec
 
 import (

@@ -114,7 +114,7 @@ func lossless(s *pipeline.Summary) error {
 	return nil
 }
 
-// BenchmarkGenerateDiscard is issue 2's runtime figure: the generate
+// BenchmarkGenerateDiscard is the runtime's own cost: the generate
 // source as fast as it goes into the discard sink. One op is one flow.
 func BenchmarkGenerateDiscard(b *testing.B) {
 	measure(b, 1, b.N, func(int) string {
@@ -126,7 +126,7 @@ sinks: {d: {type: discard, inputs: [g]}}
 	}, lossless)
 }
 
-// BenchmarkFileFilterDiscard is issue 3's figure: a Hubble export file
+// BenchmarkFileFilterDiscard is the filter's figure: a Hubble export file
 // through a typical filter into discard. One op is one pass over a file of
 // 20,000 flows; the per-flow figures are in the custom metrics.
 func BenchmarkFileFilterDiscard(b *testing.B) {
@@ -144,7 +144,7 @@ sinks: {d: {type: discard, inputs: [f]}}
 	}, lossless)
 }
 
-// BenchmarkFileFilterFileJSON is issue 8's file → filter → file json, in
+// BenchmarkFileFilterFileJSON is the file → filter → file json pipeline, in
 // process. One op is one pass over a file of 20,000 flows.
 func BenchmarkFileFilterFileJSON(b *testing.B) {
 	path := exportFile(b)
@@ -162,7 +162,7 @@ sinks: {out: {type: file, inputs: [f], path: %q, encoding: json}}
 	}, lossless)
 }
 
-// kafkaPipeline is issue 8's generate → filter → redact → sample →
+// kafkaPipeline is the reference generate → filter → redact → sample →
 // protobuf → kafka pipeline, for n flows into the broker at addr.
 func kafkaPipeline(n int, addr, buffer string) string {
 	return fmt.Sprintf(`
@@ -206,7 +206,7 @@ func newKafka(tb testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-// BenchmarkGenerateFilterRedactSampleKafka is issue 8's Kafka figure:
+// BenchmarkGenerateFilterRedactSampleKafka is the Kafka figure:
 // generate → filter → redact → sample (1 in 2, drops always) → protobuf →
 // Kafka (kfake in process, 3 partitions, acks all). The broker shares the
 // two cores: "stored" keeps the records in kfake's in-memory log (4 MiB

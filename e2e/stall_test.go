@@ -14,7 +14,7 @@ import (
 	"github.com/flowbus/flowbus/pipeline/config"
 )
 
-// TestMemoryBoundedWhenSinkStalls runs issue 8's pipeline (generate →
+// TestMemoryBoundedWhenSinkStalls runs the reference Kafka pipeline (generate →
 // filter → redact → sample → protobuf → kafka, when_full: block) against a
 // broker that stops answering produce requests, and checks that memory
 // stops growing once the buffers are full: with block, the buffers hold the

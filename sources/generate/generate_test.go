@@ -188,7 +188,10 @@ func TestNoAllocs(t *testing.T) {
 	}
 }
 
-// TestVariety checks that the mix covers what the issue lists.
+// TestVariety checks that the mix covers every kind of flow the generator
+// promises: each verdict, flow and event type, both IP versions and
+// directions, TCP flags, UDP, SCTP, ICMP, L7 records with queries, user info
+// and headers to redact, drops with reasons, and reserved and pod labels.
 func TestVariety(t *testing.T) {
 	seen := map[string]int{}
 	type connKey struct {
