@@ -195,6 +195,9 @@ func (b *Batch) Retain() { b.refs.Add(1) }
 func (b *Batch) Release() {
 	switch n := b.refs.Add(-1); {
 	case n == 0:
+		if poisonEnabled {
+			poisonBatch(b)
+		}
 		b.Truncate(0)
 		batchPool.Put(b)
 	case n < 0:
