@@ -54,8 +54,10 @@ func (s *Source) annotateDrop(f *flowpb.Flow, raw []byte) {
 	}
 }
 
-// reasonAny returns a fresh Any holding {kernel_drop_reason: name}; the
-// encoded Struct is cached per reason.
+// reasonAny returns a fresh Any holding {kernel_drop_reason: name}. The
+// encoded Struct is cached per reason; each Any gets its own copy, because
+// the flow's slot owns every byte the flow reaches and the next user of the
+// slot may overwrite it.
 func (s *Source) reasonAny(code uint16) *anypb.Any {
 	if s.reasonAnys == nil {
 		s.reasonAnys = map[uint16][]byte{}
@@ -79,7 +81,7 @@ func (s *Source) reasonAny(code uint16) *anypb.Any {
 		}
 		s.reasonAnys[code] = val
 	}
-	return &anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Struct", Value: val}
+	return &anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Struct", Value: append([]byte(nil), val...)}
 }
 
 // KernelDropReason returns the kernel drop reason a flow of this source
