@@ -163,11 +163,11 @@ sinks: {out: {type: file, inputs: [f], path: %q, encoding: json}}
 }
 
 // kafkaPipeline is the reference generate → filter → redact → sample →
-// protobuf → kafka pipeline, for n flows into the broker at addr.
-func kafkaPipeline(n int, addr, buffer string) string {
+// protobuf → kafka pipeline, for n flows into the broker at addr, with the
+// top-level keys in top.
+func kafkaPipeline(n int, addr, top string) string {
 	return fmt.Sprintf(`
 metrics: {listen: ""}
-shutdown_timeout: 5s
 %s
 sources: {g: {type: generate, count: %d, seed: 1}}
 transforms:
@@ -193,7 +193,7 @@ sinks:
     brokers: [%q]
     topic: flows
     encoding: protobuf
-`, buffer, n, addr)
+`, top, n, addr)
 }
 
 func newKafka(tb testing.TB, opts ...kfake.Opt) *kfake.Cluster {
@@ -225,7 +225,7 @@ func BenchmarkGenerateFilterRedactSampleKafka(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			c := newKafka(b, bc.opts...)
 			measure(b, 1, b.N, func(int) string {
-				return kafkaPipeline(b.N, c.ListenAddrs()[0], "")
+				return kafkaPipeline(b.N, c.ListenAddrs()[0], "shutdown_timeout: 5s")
 			}, lossless)
 		})
 	}

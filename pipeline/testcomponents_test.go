@@ -35,12 +35,16 @@ func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
 		for j := 0; j < s.Batch && (s.Count == 0 || i < s.Count); j++ {
 			e := b.Next()
 			f := e.FlowStorage()
-			f.Time = ts
+			// The slot owns its flow's Time: copy ts into it.
+			if f.Time == nil {
+				f.Time = new(timestamppb.Timestamp)
+			}
+			f.Time.Seconds, f.Time.Nanos = ts.Seconds, ts.Nanos
 			f.NodeName = "test"
 			f.Verdict = flowpb.Verdict_FORWARDED
 			f.Uuid = ""
 			f.EventType = &flowpb.CiliumEventType{Type: int32(i)}
-			e.Time, e.NodeName = ts, "test"
+			e.Time, e.NodeName = f.Time, "test"
 			i++
 		}
 		if err := out.Emit(ctx, b); err != nil {
