@@ -32,15 +32,17 @@ const (
 
 const poisonEnabled = true
 
-// poisonBatch overwrites every Flow b holds.
+// poisonBatch overwrites every Flow b holds, once each (tests put one Flow
+// into many events).
 func poisonBatch(b *Batch) {
 	all := b.Events[:cap(b.Events)]
+	done := make(map[*flowpb.Flow]bool, len(all))
 	for i := range all {
-		if f := all[i].Flow; f != nil {
-			PoisonFlow(f)
-		}
-		if f := all[i].spare; f != nil {
-			PoisonFlow(f)
+		for _, f := range [2]*flowpb.Flow{all[i].Flow, all[i].spare} {
+			if f != nil && !done[f] {
+				done[f] = true
+				PoisonFlow(f)
+			}
 		}
 	}
 }
