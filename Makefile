@@ -1,4 +1,6 @@
-# flowbus build, image and release targets. Tests: go test ./... (README).
+# flowbus build, image and release targets, and the development checks
+# (each runs the step of the same purpose in .ci/run; see README
+# "Development"). Tests: go test ./... (README).
 #
 #   make build      ./flowbus for this machine
 #   make image      the container image flowbus:$(VERSION) (podman or docker)
@@ -50,3 +52,52 @@ release:
 # deploy/kubernetes/ from the Helm chart (Helm is built by .ci/tools/build).
 deploy-manifests:
 	.ci/deploy-manifests
+
+# --- Development checks (.ci/run steps by name).
+
+.PHONY: test race flake lint tidy fuzz-smoke poison cross generate generated ci
+
+# README's test command.
+test:
+	go test ./...
+
+# go test -race on the packages with concurrency.
+race:
+	.ci/run race
+
+# The packages whose tests share package state, five times in one process.
+flake:
+	.ci/run flake
+
+# gofmt, go vet, go mod tidy (no diff) and staticcheck.
+lint:
+	.ci/run fmt vet tidy staticcheck
+
+tidy:
+	.ci/run tidy
+
+# Every Fuzz target for a few seconds (FUZZ_TIME=3s by default).
+fuzz-smoke:
+	.ci/run fuzz-smoke
+
+# The whole suite with -tags flowbus_poison: released flows are overwritten.
+poison:
+	.ci/run poison
+
+# GOOS=darwin and GOARCH=arm64 builds.
+cross:
+	.ci/run cross
+
+# Regenerates the protobuf code, then the JSON and protobuf codecs made
+# from it, and the BPF objects (needs protoc, clang and libbpf-dev: `.ci/run tools` installs them).
+generate:
+	go generate ./flow/
+	go generate ./flow/flowjson/ ./codec/ ./bpf/
+
+# Checks that the committed generated code is what generate makes.
+generated:
+	.ci/run proto bpf
+
+# Everything CI runs.
+ci:
+	.ci/run
