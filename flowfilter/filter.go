@@ -10,11 +10,10 @@
 // matches (an empty deny list excludes nothing). This is Hubble's
 // `Apply(allow, deny, ev) = allow.MatchOne(ev) && deny.MatchNone(ev)`.
 //
-// The rules for each field follow Cilium's pkg/hubble/filters (v1.20.2),
-// as summarised in the project's reference (hubble.md §4) and checked
-// against the filter sources; each predicate in fields_*.go states the rule it
-// implements. Where the summary is silent the sources decide: e.g. an
-// empty node_name never matches a node_name filter.
+// The rules for each field follow Cilium's pkg/hubble/filters (v1.20.2);
+// each predicate in fields_*.go states the rule it implements, down to the
+// corner cases Hubble's documentation does not mention: e.g. an empty
+// node_name never matches a node_name filter.
 //
 // Known limits: between two `cidr:` labels, selection is by prefix
 // containment as in Cilium's labels package, rebuilt from its description;
@@ -129,8 +128,8 @@ func (f *Filter) Match(fl *flowpb.Flow) bool {
 	return true
 }
 
-// MatchEvent reports whether e passes. LostEvents always pass (SPEC §3: a
-// LostEvent is never filtered away).
+// MatchEvent reports whether e passes. LostEvents always pass: a LostEvent
+// is never filtered away, so every consumer learns of every loss.
 func (f *Filter) MatchEvent(e *pipeline.Event) bool {
 	if e.Lost != nil || e.Flow == nil {
 		return true
