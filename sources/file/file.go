@@ -112,14 +112,6 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 	}, nil
 }
 
-// name is the input's name for logs.
-func (s *Source) name() string {
-	if s.path == "" {
-		return "stdin"
-	}
-	return s.path
-}
-
 // Start opens the file, so that a missing file fails before the pipeline
 // runs. A followed file that does not exist yet is waited for instead.
 func (s *Source) Start(context.Context) error {

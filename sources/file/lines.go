@@ -109,9 +109,6 @@ func (r *lineReader) pendingBytes() int64 {
 	return int64(len(r.long))
 }
 
-// pending reports whether an unfinished line is held.
-func (r *lineReader) pending() bool { return !r.used && (len(r.long) > 0 || r.tooLong) }
-
 func trimEOL(b []byte) []byte {
 	if n := len(b); n > 0 && b[n-1] == '\n' {
 		b = b[:n-1]
