@@ -167,13 +167,14 @@ func (g *gateT) open() { g.once.Do(func() { close(g.ch) }) }
 // sinks built by the test factory, by component name.
 var builtSinks sync.Map
 
-// resetTestComponents forgets the gates and sinks of earlier pipelines, so
-// a test sees only what its own pipeline opened and built. Tests in this
-// package do not run in parallel.
+// resetTestComponents forgets the gates, sinks and lifecycle journals of
+// earlier pipelines, so a test sees only what its own pipeline opened,
+// built and recorded. Tests in this package do not run in parallel.
 func resetTestComponents() {
 	gates.Clear()
 	builtSinks.Clear()
 	lifeSinks.Clear()
+	journals.Clear()
 }
 
 func init() {
