@@ -16,6 +16,7 @@ import (
 	_ "github.com/flowbus/flowbus/sources/hubble"
 	_ "github.com/flowbus/flowbus/transforms/fieldmask"
 	_ "github.com/flowbus/flowbus/transforms/filter"
+	_ "github.com/flowbus/flowbus/transforms/kubernetes"
 	_ "github.com/flowbus/flowbus/transforms/ratelimit"
 	_ "github.com/flowbus/flowbus/transforms/redact"
 	_ "github.com/flowbus/flowbus/transforms/sample"
