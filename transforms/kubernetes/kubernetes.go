@@ -243,6 +243,7 @@ func (t *Transform) Start(ctx context.Context) error {
 		return err
 	}
 	t.factory.Start(runCtx.Done())
+	go t.probeUntilSynced(runCtx)
 	go func() {
 		if !cache.WaitForCacheSync(runCtx.Done(), syncs...) {
 			return
@@ -255,6 +256,31 @@ func (t *Transform) Start(ctx context.Context) error {
 		t.log.Info("kubernetes: caches synced", "took", took.Round(time.Millisecond))
 	}()
 	return nil
+}
+
+// probeUntilSynced asks the API server for its version each time the sync
+// has taken another sync_timeout (at least a second apart), and logs what
+// fails: informers retry a refused connection quietly, so an unreachable
+// server would otherwise go unreported.
+func (t *Transform) probeUntilSynced(ctx context.Context) {
+	every := max(t.opts.SyncTimeout.D(), time.Second)
+	timer := time.NewTimer(every)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.synced:
+			return
+		case <-timer.C:
+		}
+		if _, err := t.client.Discovery().ServerVersion(); err != nil {
+			t.watchError("the API server", err)
+		} else {
+			t.log.Warn("kubernetes: the API server answers, but the caches have not synced yet")
+		}
+		timer.Reset(every)
+	}
 }
 
 // Stop stops the informers.
@@ -302,6 +328,8 @@ func (t *Transform) watchError(resource string, err error) {
 		msg = fmt.Sprintf("missing RBAC permission: %s %s (grant it in the ClusterRole): %v", verb, res, err)
 	case apierrors.IsUnauthorized(err):
 		msg = fmt.Sprintf("unauthorized while watching %s (token expired or invalid): %v", resource, err)
+	case resource == "the API server":
+		msg = fmt.Sprintf("cannot reach the API server: %v", err)
 	default:
 		msg = fmt.Sprintf("watching %s: %v", resource, err)
 	}

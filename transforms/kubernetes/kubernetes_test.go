@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -313,5 +314,14 @@ func TestConfig(t *testing.T) {
 	_, err = pipeline.Make(&pipeline.Build{Name: "k", Type: "kubernetes"}, n.Content[0], New)
 	if err == nil || !strings.Contains(err.Error(), "1:13") || !strings.Contains(err.Error(), "/nonexistent/kubeconfig") {
 		t.Errorf("err = %v, want it positioned at the kubeconfig value", err)
+	}
+}
+
+func typesUID(s string) types.UID { return types.UID(s) }
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
