@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowbus/flowbus/internal/bintest"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -26,23 +27,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "flowbus-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "flowbus")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { bintest.Main(m, ".", &binary) }
 
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()

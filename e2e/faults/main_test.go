@@ -20,28 +20,13 @@ import (
 
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/bintest"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "flowbus-faults")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "flowbus")
-	out, err := exec.Command("go", "build", "-o", binary, "../..").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { bintest.Main(m, "../..", &binary) }
 
 // syncBuffer collects a process's stderr while the test reads it.
 type syncBuffer struct {
