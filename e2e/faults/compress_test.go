@@ -1,4 +1,4 @@
-package main
+package faults
 
 import (
 	"bufio"
@@ -23,11 +23,11 @@ import (
 // compression is a .gz.tmp beside the plain backup), the current file can
 // at most end in one torn record, and the next start cuts that record off,
 // finishes the compression and prunes, so that every file reads cleanly.
-func TestSIGKILLDuringRotation(t *testing.T) {
+func TestSIGKILLDuringCompressedRotation(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "events.pb")
 	config := func(count int) string {
-		return writeFile(t, "pipeline.yaml", fmt.Sprintf(`
+		return writeConfig(t, dir, fmt.Sprintf(`
 metrics: {listen: ""}
 sources:
   in: {type: generate, count: %d, seed: 1}

@@ -1,4 +1,4 @@
-package main
+package faults
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 // A disk that fills up and frees again under the file sink: the file reads
 // cleanly to its end, holds exactly the delivered flows, and the LostEvents
 // in it account for every lost one.
-func TestDiskFullRun(t *testing.T) {
+func TestDiskFullThenFreed(t *testing.T) {
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
 		t.Fatalf("mount tmpfs (needs root): %v", err)
@@ -33,7 +33,7 @@ func TestDiskFullRun(t *testing.T) {
 	}
 	out := filepath.Join(dir, "events.pb")
 	const total = 3000
-	cfg := writeFile(t, "pipeline.yaml", fmt.Sprintf(`
+	cfg := writeConfig(t, t.TempDir(), fmt.Sprintf(`
 metrics: {listen: ""}
 lost_event_interval: 100ms
 sources:
@@ -68,7 +68,8 @@ sinks:
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, stderr.String())
 	}
-	received, delivered, lost := summary(t, stderr.String())
+	tot := parseSummary(t, stderr.String()).Total
+	received, delivered, lost := tot.Received, tot.Delivered, tot.Lost
 	if lost == 0 {
 		t.Fatalf("the disk never filled:\n%s", stderr.String())
 	}
