@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -421,26 +422,11 @@ func (c *fastCompiler) in(call celast.CallExpr) (*fastExpr, error) {
 		}
 		switch lhs.kind {
 		case fkInt:
-			set := make([]int64, len(elems))
-			for i, x := range elems {
-				set[i] = int64(x.lit.(types.Int))
-			}
-			f := lhs.i
-			return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return containsInt(set, f(x)) }}, nil
+			return inSet(lhs.i, elems, func(v ref.Val) int64 { return int64(v.(types.Int)) }), nil
 		case fkUint:
-			set := make([]uint64, len(elems))
-			for i, x := range elems {
-				set[i] = uint64(x.lit.(types.Uint))
-			}
-			f := lhs.u
-			return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return containsUint(set, f(x)) }}, nil
+			return inSet(lhs.u, elems, func(v ref.Val) uint64 { return uint64(v.(types.Uint)) }), nil
 		case fkString:
-			set := make([]string, len(elems))
-			for i, x := range elems {
-				set[i] = string(x.lit.(types.String))
-			}
-			f := lhs.s
-			return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return containsString(set, f(x)) }}, nil
+			return inSet(lhs.s, elems, func(v ref.Val) string { return string(v.(types.String)) }), nil
 		case fkBool:
 			var hasT, hasF bool
 			for _, x := range elems {
@@ -482,31 +468,14 @@ func (c *fastCompiler) in(call celast.CallExpr) (*fastExpr, error) {
 	}}, nil
 }
 
-func containsInt(s []int64, v int64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
+// inSet compiles `x in [constants]` for a comparable kind: the constants
+// are converted once, and each evaluation scans them.
+func inSet[T comparable](f func(*celCtx) T, elems []*fastExpr, conv func(ref.Val) T) *fastExpr {
+	set := make([]T, len(elems))
+	for i, x := range elems {
+		set[i] = conv(x.lit)
 	}
-	return false
-}
-
-func containsUint(s []uint64, v uint64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	return &fastExpr{kind: fkBool, b: func(x *celCtx) bool { return slices.Contains(set, f(x)) }}
 }
 
 // comprehension compiles the macros over a repeated string field whose
