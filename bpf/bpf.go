@@ -76,6 +76,31 @@ type Config struct {
 	// reader is woken once RingWakeupBytes wait (0: at every sample).
 	RingSize        uint32
 	RingWakeupBytes uint64
+	// Hook selects where the trace programs run: HookTC (AttachTC) or
+	// HookTracepoint (AttachTracepoints and WatchInterface).
+	Hook Hook
+}
+
+// Hook is where the trace programs see packets.
+type Hook int
+
+const (
+	// HookTC: TC programs on each interface (tcx, or clsact filters),
+	// which must run ahead of other agents' programs to see every packet.
+	HookTC Hook = iota
+	// HookTracepoint: the BTF tracepoints net:netif_receive_skb and
+	// net:net_dev_start_xmit, which see every packet of every device
+	// whatever is attached to TC; the programs sample the packets of the
+	// interfaces passed to WatchInterface, in the namespaces passed to
+	// WatchNetns.
+	HookTracepoint
+)
+
+func (h Hook) String() string {
+	if h == HookTracepoint {
+		return "tracepoint"
+	}
+	return "tc"
 }
 
 // HaveRingBuffer says whether the kernel has BPF ring buffers (Linux 5.8
@@ -89,6 +114,7 @@ type Objects struct {
 	coll *ebpf.Collection
 	objs struct {
 		TraceIngress, TraceEgress, OnKfreeSkb *ebpf.Program
+		TraceRx, TraceTx                      *ebpf.Program
 		Events, Ring, Conns, Ifaces, Netns    *ebpf.Map
 		DropReasons, Counters                 *ebpf.Map
 	}
@@ -138,6 +164,13 @@ func Load(cfg Config) (*Objects, error) {
 	if !cfg.Drops {
 		delete(spec.Programs, flowbusProgOnKfreeSkb)
 	}
+	if cfg.Hook == HookTracepoint {
+		delete(spec.Programs, flowbusProgTraceIngress)
+		delete(spec.Programs, flowbusProgTraceEgress)
+	} else {
+		delete(spec.Programs, flowbusProgTraceRx)
+		delete(spec.Programs, flowbusProgTraceTx)
+	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		var ve *ebpf.VerifierError
@@ -150,6 +183,8 @@ func Load(cfg Config) (*Objects, error) {
 	o.objs.TraceIngress = coll.Programs[flowbusProgTraceIngress]
 	o.objs.TraceEgress = coll.Programs[flowbusProgTraceEgress]
 	o.objs.OnKfreeSkb = coll.Programs[flowbusProgOnKfreeSkb]
+	o.objs.TraceRx = coll.Programs[flowbusProgTraceRx]
+	o.objs.TraceTx = coll.Programs[flowbusProgTraceTx]
 	o.objs.Events = coll.Maps[flowbusMapEvents]
 	if cfg.RingSize > 0 {
 		o.objs.Ring = coll.Maps[flowbusMapRing]
@@ -183,6 +218,15 @@ func (o *Objects) SetInterface(ifindex int, l3 bool) error {
 	}
 	if err := o.objs.Ifaces.Put(uint32(ifindex), cfg); err != nil {
 		return fmt.Errorf("configure interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// ForgetInterface removes an interface's settings: the tracepoint
+// programs stop sampling its packets.
+func (o *Objects) ForgetInterface(ifindex int) error {
+	if err := o.objs.Ifaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("forget interface %d: %w", ifindex, err)
 	}
 	return nil
 }
@@ -310,7 +354,10 @@ type Attachment struct {
 // Refresh updates Ahead and Others from the kernel's view of the hook now
 // (another agent may have attached since).
 func (a *Attachment) Refresh() {
-	if a.Mode == "tcx" {
+	switch a.Mode {
+	case "tracepoint":
+		return // no other program can come first
+	case "tcx":
 		at := ebpf.AttachTCXIngress
 		if a.dir == Egress {
 			at = ebpf.AttachTCXEgress
@@ -320,6 +367,91 @@ func (a *Attachment) Refresh() {
 		return
 	}
 	a.Ahead, a.Others = clsactPosition(a.ifindex, a.dir, a.name)
+}
+
+// WatchInterface makes the tracepoint programs (Config.Hook
+// HookTracepoint) sample one direction of an interface, after
+// SetInterface. Closing the Attachment stops the sampling of the whole
+// interface (both directions share its settings).
+func (o *Objects) WatchInterface(ifindex int, d Direction) (*Attachment, error) {
+	if o.objs.TraceRx == nil {
+		return nil, errors.New("tracepoint programs not loaded")
+	}
+	var cfg flowbusIfaceCfg
+	if err := o.objs.Ifaces.Lookup(uint32(ifindex), &cfg); err != nil {
+		return nil, fmt.Errorf("watch interface %d: not configured: %w", ifindex, err)
+	}
+	return &Attachment{Closer: forget{o, ifindex}, Mode: "tracepoint", Ahead: true, ifindex: ifindex, dir: d}, nil
+}
+
+type forget struct {
+	o       *Objects
+	ifindex int
+}
+
+func (f forget) Close() error { return f.o.ForgetInterface(f.ifindex) }
+
+// AttachTracepoints attaches the tracepoint programs of the directions
+// given (net:netif_receive_skb for Ingress, net:net_dev_start_xmit for
+// Egress). Closing the links detaches them.
+func (o *Objects) AttachTracepoints(dirs []Direction) ([]link.Link, error) {
+	if o.objs.TraceRx == nil {
+		return nil, errors.New("tracepoint programs not loaded")
+	}
+	var links []link.Link
+	for _, d := range dirs {
+		prog, tp := o.objs.TraceRx, "net:netif_receive_skb"
+		if d == Egress {
+			prog, tp = o.objs.TraceTx, "net:net_dev_start_xmit"
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			return nil, fmt.Errorf("attach %s: %w", tp, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
+// ProgramStats is what the kernel counted for one program while BPF
+// statistics were on (EnableStats).
+type ProgramStats struct {
+	Runs    uint64
+	Runtime time.Duration
+}
+
+// EnableStats makes the kernel count the runs and run time of every BPF
+// program until the returned Closer is closed (sysctl
+// kernel.bpf_stats_enabled). Counting costs a little per run.
+func EnableStats() (io.Closer, error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enable BPF statistics: %w", err)
+	}
+	return c, nil
+}
+
+// Stats returns the kernel's statistics of the loaded trace programs, by
+// name, for measuring their cost per packet.
+func (o *Objects) Stats() (map[string]ProgramStats, error) {
+	out := map[string]ProgramStats{}
+	for name, p := range map[string]*ebpf.Program{
+		flowbusProgTraceIngress: o.objs.TraceIngress, flowbusProgTraceEgress: o.objs.TraceEgress,
+		flowbusProgTraceRx: o.objs.TraceRx, flowbusProgTraceTx: o.objs.TraceTx,
+	} {
+		if p == nil {
+			continue
+		}
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("program %s: %w", name, err)
+		}
+		out[name] = ProgramStats{Runs: st.RunCount, Runtime: st.Runtime}
+	}
+	return out, nil
 }
 
 // AttachTC attaches the trace program of direction d to the interface
@@ -409,7 +541,7 @@ func (o *Objects) AttachDrops() (link.Link, error) {
 // none stays attached after a run.
 func (o *Objects) ProgramIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
-	for _, p := range []*ebpf.Program{o.objs.TraceIngress, o.objs.TraceEgress, o.objs.OnKfreeSkb} {
+	for _, p := range []*ebpf.Program{o.objs.TraceIngress, o.objs.TraceEgress, o.objs.TraceRx, o.objs.TraceTx, o.objs.OnKfreeSkb} {
 		if p == nil {
 			continue
 		}

@@ -111,6 +111,8 @@ const (
 	flowbusProgOnKfreeSkb           = "on_kfree_skb"
 	flowbusProgTraceEgress          = "trace_egress"
 	flowbusProgTraceIngress         = "trace_ingress"
+	flowbusProgTraceRx              = "trace_rx"
+	flowbusProgTraceTx              = "trace_tx"
 	flowbusVarAggregate             = "aggregate"
 	flowbusVarAggregationIntervalNs = "aggregation_interval_ns"
 	flowbusVarCaptureLen            = "capture_len"
@@ -163,6 +165,8 @@ type flowbusProgramSpecs struct {
 	OnKfreeSkb   *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
 	TraceEgress  *ebpf.ProgramSpec `ebpf:"trace_egress"`
 	TraceIngress *ebpf.ProgramSpec `ebpf:"trace_ingress"`
+	TraceRx      *ebpf.ProgramSpec `ebpf:"trace_rx"`
+	TraceTx      *ebpf.ProgramSpec `ebpf:"trace_tx"`
 }
 
 // flowbusMapSpecs contains maps before they are loaded into the kernel.
@@ -254,6 +258,8 @@ type flowbusPrograms struct {
 	OnKfreeSkb   *ebpf.Program `ebpf:"on_kfree_skb"`
 	TraceEgress  *ebpf.Program `ebpf:"trace_egress"`
 	TraceIngress *ebpf.Program `ebpf:"trace_ingress"`
+	TraceRx      *ebpf.Program `ebpf:"trace_rx"`
+	TraceTx      *ebpf.Program `ebpf:"trace_tx"`
 }
 
 func (p *flowbusPrograms) Close() error {
@@ -261,6 +267,8 @@ func (p *flowbusPrograms) Close() error {
 		p.OnKfreeSkb,
 		p.TraceEgress,
 		p.TraceIngress,
+		p.TraceRx,
+		p.TraceTx,
 	)
 }
 

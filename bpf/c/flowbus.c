@@ -8,6 +8,14 @@
  * per new connection, TCP flag change and refresh interval, followed by the
  * first capture_len bytes of the packet.
  *
+ * trace_rx/trace_tx emit the same samples from the BTF tracepoints
+ * net:netif_receive_skb (a device received a packet, before TC ingress) and
+ * net:net_dev_start_xmit (a device is handed a packet, after TC egress and
+ * the qdisc), which do not depend on TC: no program attached to TC can hide
+ * a packet from them. They run for every packet of every device and network
+ * namespace and leave at once for devices not in `ifaces` or namespaces not
+ * in `netns`.
+ *
  * on_kfree_skb is a BTF tracepoint on skb:kfree_skb that emits one
  * DropNotify sample (Cilium's layout, version 2) per packet the kernel drops
  * for a reason worth reporting, in one of the watched network namespaces.
@@ -243,11 +251,39 @@ static __always_inline void count(__u32 idx)
 }
 
 /*
+ * A packet to read: a TC program's context, or, for the tracepoint
+ * programs, a frame in kernel memory.
+ */
+struct pkt {
+	struct __sk_buff *skb; /* TC */
+	unsigned char *base;   /* tracepoints: the frame's first byte */
+	__u32 linear;          /* tracepoints: the bytes readable from base */
+	__u32 len;             /* the frame's length */
+	__u32 hash;
+	__u32 ifindex;
+	__u16 protocol;        /* ethertype, network order */
+};
+
+/*
+ * load copies len bytes at offset off of the packet to to. kernel (a
+ * constant at each call, so that each program keeps one branch) says that
+ * the packet is a frame in kernel memory.
+ */
+static __always_inline long load(struct pkt *p, const int kernel, __u32 off, void *to, __u32 len)
+{
+	if (!kernel)
+		return bpf_skb_load_bytes(p->skb, off, to, len);
+	if (off > p->linear || len > p->linear - off)
+		return -1;
+	return bpf_probe_read_kernel(to, len, p->base + off);
+}
+
+/*
  * parse fills k with the packet's addresses, ports and protocols and
  * returns the TCP flags (0 if not TCP). l3 says that the packet starts
  * at the network header.
  */
-static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key *k, __u8 *is_v6)
+static __always_inline __u8 parse(struct pkt *p, const int kernel, int l3, struct conn_key *k, __u8 *is_v6)
 {
 	__u32 off = 0;
 	__u16 proto;
@@ -255,9 +291,9 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 	int frag = 0;
 
 	if (l3) {
-		proto = (__u16)skb->protocol;
+		proto = p->protocol;
 	} else {
-		if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
+		if (load(p, kernel, 12, &proto, sizeof(proto)) < 0)
 			return 0;
 		off = ETH_HLEN;
 	}
@@ -265,7 +301,7 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		__u8 ip[20];
-		if (bpf_skb_load_bytes(skb, off, ip, sizeof(ip)) < 0)
+		if (load(p, kernel, off, ip, sizeof(ip)) < 0)
 			return 0;
 		__builtin_memcpy(k->saddr, &ip[12], 4);
 		__builtin_memcpy(k->daddr, &ip[16], 4);
@@ -275,7 +311,7 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 		off += (ip[0] & 0x0f) * 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		__u8 ip6[40];
-		if (bpf_skb_load_bytes(skb, off, ip6, sizeof(ip6)) < 0)
+		if (load(p, kernel, off, ip6, sizeof(ip6)) < 0)
 			return 0;
 		*is_v6 = 1;
 		__builtin_memcpy(k->saddr, &ip6[8], 16);
@@ -284,7 +320,7 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 		off += 40;
 		if (l4 == IPV6_HOPOPTS) {
 			__u8 ext[2];
-			if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+			if (load(p, kernel, off, ext, sizeof(ext)) < 0)
 				return 0;
 			l4 = ext[0];
 			off += (ext[1] + 1) * 8;
@@ -299,7 +335,7 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 	switch (l4) {
 	case IPPROTO_TCP: {
 		__u8 tcp[14];
-		if (bpf_skb_load_bytes(skb, off, tcp, sizeof(tcp)) < 0)
+		if (load(p, kernel, off, tcp, sizeof(tcp)) < 0)
 			return 0;
 		__builtin_memcpy(&k->sport, &tcp[0], 2);
 		__builtin_memcpy(&k->dport, &tcp[2], 2);
@@ -308,7 +344,7 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP: {
 		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+		if (load(p, kernel, off, ports, sizeof(ports)) < 0)
 			return 0;
 		k->sport = ports[0];
 		k->dport = ports[1];
@@ -318,7 +354,7 @@ static __always_inline __u8 parse(struct __sk_buff *skb, int l3, struct conn_key
 	case IPPROTO_ICMPV6: {
 		/* type, code and (for echo) the identifier stand in for ports */
 		__u8 icmp[6];
-		if (bpf_skb_load_bytes(skb, off, icmp, sizeof(icmp)) < 0)
+		if (load(p, kernel, off, icmp, sizeof(icmp)) < 0)
 			return 0;
 		__builtin_memcpy(&k->sport, &icmp[4], 2);
 		k->dport = ((__u16)icmp[0] << 8) | icmp[1];
@@ -386,10 +422,13 @@ static __always_inline int track(struct conn_key *k, __u8 tcp_flags, __u8 *reaso
 	return 0;
 }
 
-static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir)
+/*
+ * trace emits the sample of one packet (of cfg's interface, when not NULL)
+ * seen at obs_point in direction dir. ctx is the program's context.
+ */
+static __always_inline void trace(void *ctx, struct pkt *p, const int kernel, struct iface_cfg *cfg, __u8 obs_point, __u8 dir)
 {
-	__u32 ifindex = skb->ifindex;
-	struct iface_cfg *cfg = bpf_map_lookup_elem(&ifaces, &ifindex);
+	__u32 ifindex = p->ifindex;
 	__u8 flags = cfg ? (__u8)cfg->flags : 0;
 	__u8 is_v6 = 0;
 	__u8 reason = TRACE_REASON_UNKNOWN;
@@ -398,7 +437,7 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		__sync_fetch_and_add(&cfg->packets[dir & 1], 1);
 
 	struct conn_key k = {};
-	__u8 tcp_flags = parse(skb, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
+	__u8 tcp_flags = parse(p, kernel, flags & CLS_FLAG_L3_DEV, &k, &is_v6);
 	if (k.l4proto == IPPROTO_ICMP || k.l4proto == IPPROTO_ICMPV6) {
 		/* Echo and its reply: the type tells; other ICMP has no direction. */
 		__u8 type = k.dport >> 8;
@@ -412,7 +451,7 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 			__u8 ignored;
 			if (!track(&k, 0, &ignored)) {
 				count(CNT_TRACE_AGGREGATED);
-				return TC_ACT_UNSPEC;
+				return;
 			}
 		}
 	} else if (k.l4proto != 0) {
@@ -420,7 +459,7 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		k.ifindex = ifindex;
 		if (!track(&k, tcp_flags, &reason)) {
 			count(CNT_TRACE_AGGREGATED);
-			return TC_ACT_UNSPEC;
+			return;
 		}
 	} else if (aggregate) {
 		/* Not IP (ARP...): aggregated by protocol alone. */
@@ -429,21 +468,21 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		__u8 ignored;
 		if (!track(&k, 0, &ignored)) {
 			count(CNT_TRACE_AGGREGATED);
-			return TC_ACT_UNSPEC;
+			return;
 		}
 	}
 	if (is_v6)
 		flags |= CLS_FLAG_IPV6;
 
-	__u64 cap = skb->len;
+	__u64 cap = p->len;
 	if (cap > capture_len)
 		cap = capture_len;
 
 	struct trace_notify msg = {
 		.type = NOTIFY_TRACE,
 		.subtype = obs_point,
-		.hash = skb->hash,
-		.len_orig = skb->len,
+		.hash = p->hash,
+		.len_orig = p->len,
 		.len_cap = (__u16)cap,
 		.version = 1,
 		.reason = reason,
@@ -451,39 +490,126 @@ static __always_inline int trace(struct __sk_buff *skb, __u8 obs_point, __u8 dir
 		.ifindex = ifindex,
 	};
 	long err;
-	if (use_ringbuf) {
+	if (!kernel && !use_ringbuf) {
+		/* The kernel appends cap bytes of the packet to msg. */
+		err = bpf_perf_event_output(ctx, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg));
+	} else {
 		__u32 zero = 0;
 		struct trace_sample *s = bpf_map_lookup_elem(&trace_scratch, &zero);
 		if (!s)
-			return TC_ACT_UNSPEC;
+			return;
 		s->hdr = msg;
+		if (kernel && cap > p->linear)
+			cap = p->linear; /* the linear part only */
 		if (cap > MAX_DROP_CAPTURE)
 			cap = MAX_DROP_CAPTURE;
 		err = 0;
-		if (cap > 0)
-			err = bpf_skb_load_bytes(skb, 0, s->pkt, cap);
-		if (err == 0)
-			err = ring_output(s, sizeof(s->hdr) + cap);
-	} else {
-		err = bpf_perf_event_output(skb, &events, (cap << 32) | BPF_F_CURRENT_CPU, &msg, sizeof(msg));
+		if (cap > 0) {
+			if (kernel)
+				err = bpf_probe_read_kernel(s->pkt, cap, p->base);
+			else
+				err = bpf_skb_load_bytes(p->skb, 0, s->pkt, cap);
+		}
+		if (err == 0) {
+			if (use_ringbuf)
+				err = ring_output(s, sizeof(s->hdr) + cap);
+			else
+				err = bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s, sizeof(s->hdr) + cap);
+		}
 	}
 	if (err < 0)
 		count(CNT_TRACE_LOST);
 	else
 		count(CNT_TRACE_SENT);
+}
+
+static __always_inline int trace_tc(struct __sk_buff *skb, __u8 obs_point, __u8 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct iface_cfg *cfg = bpf_map_lookup_elem(&ifaces, &ifindex);
+	struct pkt p = {
+		.skb = skb,
+		.len = skb->len,
+		.hash = skb->hash,
+		.ifindex = ifindex,
+		.protocol = (__u16)skb->protocol,
+	};
+	trace(skb, &p, 0, cfg, obs_point, dir);
 	return TC_ACT_UNSPEC;
 }
 
 SEC("tc")
 int trace_ingress(struct __sk_buff *skb)
 {
-	return trace(skb, TRACE_FROM_NETWORK, 0);
+	return trace_tc(skb, TRACE_FROM_NETWORK, 0);
 }
 
 SEC("tc")
 int trace_egress(struct __sk_buff *skb)
 {
-	return trace(skb, TRACE_TO_NETWORK, 1);
+	return trace_tc(skb, TRACE_TO_NETWORK, 1);
+}
+
+/*
+ * trace_kernel samples a packet a device tracepoint reports, if its device
+ * is watched: in a watched network namespace and in `ifaces`.
+ */
+static __always_inline void trace_kernel(void *ctx, struct sk_buff *skb, __u8 obs_point, __u8 dir)
+{
+	/* BTF tracepoints read kernel memory directly (CO-RE relocated). */
+	struct net_device *dev = skb->dev;
+	if (!dev)
+		return;
+	__u32 ifindex = dev->ifindex;
+	struct iface_cfg *cfg = bpf_map_lookup_elem(&ifaces, &ifindex);
+	if (!cfg)
+		return;
+	__u32 inum = dev->nd_net.net->ns.inum;
+	if (!bpf_map_lookup_elem(&netns, &inum))
+		return;
+
+	/*
+	 * The frame starts at the Ethernet header (the mac header, which the
+	 * receive path sets and has pulled, and which the transmit path sets
+	 * at data), or, on devices without one, at data (the IP header).
+	 */
+	unsigned char *head = skb->head;
+	unsigned char *data = skb->data;
+	__u32 data_off = data - head;
+	__u32 start = data_off;
+	if (!(cfg->flags & CLS_FLAG_L3_DEV)) {
+		__u16 mh = skb->mac_header;
+		if (mh == 0xffff || mh > data_off)
+			return;
+		start = mh;
+	}
+	__u32 tail = skb->tail;
+	__u32 len = skb->len + data_off - start;
+	if (tail <= start)
+		return;
+	struct pkt p = {
+		.base = head + start,
+		.linear = tail - start,
+		.len = len,
+		.hash = skb->hash,
+		.ifindex = ifindex,
+		.protocol = skb->protocol,
+	};
+	trace(ctx, &p, 1, cfg, obs_point, dir);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int trace_rx(__u64 *ctx)
+{
+	trace_kernel(ctx, (struct sk_buff *)ctx[0], TRACE_FROM_NETWORK, 0);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int trace_tx(__u64 *ctx)
+{
+	trace_kernel(ctx, (struct sk_buff *)ctx[0], TRACE_TO_NETWORK, 1);
+	return 0;
 }
 
 SEC("tp_btf/kfree_skb")

@@ -103,6 +103,74 @@ func reportSource(b *testing.B, cfg string, out *countingOutput, stop func() (ti
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "reader-ns/pkt")
 }
 
+// BenchmarkHookCost measures what the trace programs cost per packet at
+// each hook, from the kernel's own statistics of the programs (run count
+// and run time, kernel.bpf_stats_enabled): b.N 64-byte UDP datagrams from
+// the host end of a veth pair, with two sendmmsg senders, the source
+// watching that end (ring buffer, drops off). "unwatched" watches another
+// pair: what the tracepoints cost for packets of interfaces flowbus does
+// not watch (they run for every packet of every device on the host, in
+// every namespace). Metrics per program (ingress, egress: trace_ingress and
+// trace_egress for tc, trace_rx and trace_tx for tracepoint): ns per run
+// and runs per datagram sent (other traffic on the host runs the
+// tracepoints too), and pkts/s through the veth.
+func BenchmarkHookCost(b *testing.B) {
+	bpftest.RequireRoot(b)
+	p := bpftest.NewPair(b)
+	other := bpftest.NewPair(b)
+	for _, c := range []struct {
+		name, hook, aggregation string
+		watch                   *bpftest.Pair
+	}{
+		{"tc,aggregation=none", "tc", "none", p},
+		{"tracepoint,aggregation=none", "tracepoint", "none", p},
+		{"tc,aggregation=connection", "tc", "connection", p},
+		{"tracepoint,aggregation=connection", "tracepoint", "connection", p},
+		{"tracepoint,unwatched", "tracepoint", "none", other},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			udp := sinkUDP(b, p, p.PeerIP)
+			var out countingOutput
+			cfg := ifaceYAML(c.watch, "aggregation: "+c.aggregation, "drops: false", "event_buffer: ring", "hook: "+c.hook)
+			src, stop := runMeasured(b, cfg, &out)
+			defer stop()
+			stats, err := bpf.EnableStats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer stats.Close()
+			src.mu.Lock()
+			objs := src.objs
+			src.mu.Unlock()
+			before, err := objs.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			elapsed, err := blast(udp, b.N, 2, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			after, err := objs.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "pkts/s")
+			names := map[string]string{"trace_ingress": "ingress", "trace_egress": "egress", "trace_rx": "ingress", "trace_tx": "egress"}
+			for name, a := range after {
+				runs := a.Runs - before[name].Runs
+				if runs == 0 {
+					continue
+				}
+				ns := (a.Runtime - before[name].Runtime).Nanoseconds()
+				b.ReportMetric(float64(ns)/float64(runs), names[name]+"-ns/run")
+				b.ReportMetric(float64(runs)/float64(b.N), names[name]+"-runs/pkt")
+			}
+		})
+	}
+}
+
 // BenchmarkInject feeds the source's reader at rates no sender on a small
 // machine reaches: the trace program attached to the veth runs b.N times
 // with BPF_PROG_TEST_RUN on a 64-byte UDP frame (in rounds of 1,000, paced

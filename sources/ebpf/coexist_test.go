@@ -313,3 +313,44 @@ func TestCoexistDroppingProgram(t *testing.T) {
 		t.Errorf("traffic_direction %v drop_reason %d, want EGRESS and non-zero", f.TrafficDirection, f.DropReason)
 	}
 }
+
+// With hook: tracepoint, no TC program can hide a packet from flowbus: a
+// chain-ending tcx program and a clsact filter attached before flowbus
+// starts, and another put at the head of the tcx chain after it started,
+// and flowbus still sees every packet, stays ready, and samples only the
+// interface it watches.
+func TestTracepointHookIgnoresTC(t *testing.T) {
+	bpftest.RequireRoot(t)
+	for _, buffer := range []string{"ring", "perf"} {
+		t.Run(buffer, func(t *testing.T) {
+			p := bpftest.NewPair(t)
+			prog := otherAgent(t, 0)
+			attachOtherTCX(t, p.HostIndex, prog)
+			attachOtherClsact(t, p.HostIndex, prog, 1)
+			r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "hook: tracepoint", "event_buffer: "+buffer))
+			attachOtherTCX(t, p.HostIndex, otherAgent(t, 0))
+			if err := bpftest.Ping(p.PeerIP6, 2); err != nil { // IPv6: checkSeesEverything counts IPv4 echoes
+				t.Fatal(err)
+			}
+			r.src.mu.Lock()
+			r.src.checkHealthLocked()
+			for _, a := range r.src.attached {
+				for i, l := range a.links {
+					if l.Mode != "tracepoint" || !l.Ahead || len(l.Others) != 0 {
+						t.Errorf("%s %s: mode %s ahead %v others %q, want tracepoint, ahead, alone", a.name, a.dirs[i], l.Mode, l.Ahead, l.Others)
+					}
+				}
+			}
+			r.src.mu.Unlock()
+			if err := r.src.Ready(); err != nil {
+				t.Errorf("not ready: %v", err)
+			}
+			checkSeesEverything(t, p, r)
+			if n := r.out.count(func(f *flowpb.Flow) bool {
+				return f.GetInterface().GetIndex() != uint32(p.HostIndex) || f.GetInterface().GetName() != p.Host
+			}); n != 0 {
+				t.Errorf("%d flows of another interface than %s (index %d)", n, p.Host, p.HostIndex)
+			}
+		})
+	}
+}

@@ -78,6 +78,17 @@ func check(b *pipeline.Build, o *Options) (settings, error) {
 	default:
 		bad("attach", "attach: %q is not auto, tcx or clsact", o.Attach)
 	}
+	switch o.Hook {
+	case "tc":
+		s.load.Hook = bpf.HookTC
+	case "tracepoint":
+		s.load.Hook = bpf.HookTracepoint
+		if o.Attach != "auto" {
+			bad("attach", "attach: %q applies to hook: tc only (hook is tracepoint)", o.Attach)
+		}
+	default:
+		bad("hook", "hook: %q is not tc or tracepoint", o.Hook)
+	}
 	if len(errs) > 0 {
 		return settings{}, errs
 	}
@@ -91,6 +102,6 @@ func (s settings) String() string {
 	} else if !s.ingress {
 		dir = "egress"
 	}
-	return fmt.Sprintf("direction=%s aggregate=%v capture_length=%d perf_buffer_pages=%d event_buffer=%s drops=%v attach=%s",
-		dir, s.load.Aggregate, s.load.CaptureLength, s.perfPages, s.buffer, s.load.Drops, s.attach)
+	return fmt.Sprintf("direction=%s aggregate=%v capture_length=%d perf_buffer_pages=%d event_buffer=%s drops=%v hook=%s attach=%s",
+		dir, s.load.Aggregate, s.load.CaptureLength, s.perfPages, s.buffer, s.load.Drops, s.load.Hook, s.attach)
 }

@@ -61,6 +61,8 @@ func TestOptions(t *testing.T) {
 		{"ring", "event_buffer: ring", func(s settings) bool { return s.buffer == "ring" }},
 		{"tcx", "attach: tcx", func(s settings) bool { return s.attach == bpf.AttachTCX }},
 		{"clsact", "attach: clsact", func(s settings) bool { return s.attach == bpf.AttachClsact }},
+		{"default hook", "direction: both", func(s settings) bool { return s.load.Hook == bpf.HookTC }},
+		{"tracepoint", "hook: tracepoint", func(s settings) bool { return s.load.Hook == bpf.HookTracepoint }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := parseYAML(t, c.src)
@@ -95,6 +97,8 @@ func TestOptionErrors(t *testing.T) {
 		{"unknown_key: 1", "2:1:"},
 		{"event_buffer: shm", `2:15: event_buffer: "shm" is not auto, ring or perf`},
 		{"attach: xdp", `2:9: attach: "xdp" is not auto, tcx or clsact`},
+		{"hook: xdp", `2:7: hook: "xdp" is not tc or tracepoint`},
+		{"hook: tracepoint\nattach: tcx", `3:9: attach: "tcx" applies to hook: tc only`},
 	} {
 		t.Run(c.src, func(t *testing.T) {
 			_, err := parseYAML(t, "# ebpf source\n"+c.src)

@@ -109,7 +109,8 @@ type Source struct {
 	attached map[int]*attachment // by ifindex
 	failed   map[int]bool        // interfaces a rescan could not attach to
 	dropLink io.Closer
-	detached bool // set at stop: no more attaching
+	tpLinks  []io.Closer // the tracepoint programs (hook: tracepoint)
+	detached bool        // set at stop: no more attaching
 	reader   sampleReader
 	started  bool
 	stopped  bool
@@ -224,6 +225,12 @@ func (s *Source) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if s.set.load.Hook == bpf.HookTracepoint {
+		// The tracepoints fire in every namespace: sample this one's.
+		if err := s.watchOwnNetns(); err != nil {
+			return err
+		}
+	}
 	// The reader comes first so that no sample of an attached program is
 	// refused for want of a ring.
 	if ring := objs.Ring(); ring != nil {
@@ -250,6 +257,15 @@ func (s *Source) Start(ctx context.Context) (err error) {
 		}
 	}
 	s.updateWaitingLocked()
+	if s.set.load.Hook == bpf.HookTracepoint {
+		links, err := objs.AttachTracepoints(s.directions())
+		if err != nil {
+			return fmt.Errorf("ebpf source: %w", err)
+		}
+		for _, l := range links {
+			s.tpLinks = append(s.tpLinks, l)
+		}
+	}
 	s.checkHealthLocked() // the baseline of the counters
 	if s.set.load.Drops {
 		l, err := objs.AttachDrops()
@@ -328,9 +344,15 @@ func (s *Source) setupDrops() error {
 	if err := s.objs.SetDropReasons(bpf.DropReasonConfig(reasons)); err != nil {
 		return fmt.Errorf("ebpf source: %w", err)
 	}
+	return s.watchOwnNetns()
+}
+
+// watchOwnNetns makes the drop and tracepoint programs report the packets
+// of flowbus's own network namespace.
+func (s *Source) watchOwnNetns() error {
 	inum, err := bpf.NetnsInode("/proc/self/ns/net")
 	if err != nil {
-		return fmt.Errorf("ebpf source: drops: %w", err)
+		return fmt.Errorf("ebpf source: %w", err)
 	}
 	if err := s.objs.WatchNetns(inum); err != nil {
 		return fmt.Errorf("ebpf source: %w", err)
@@ -369,7 +391,15 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 	s.names.put(uint32(ifi.Index), ifi.Name)
 	a := &attachment{name: ifi.Name, index: ifi.Index}
 	for _, d := range s.directions() {
-		l, err := s.objs.AttachTCMode(ifi.Index, d, s.set.attach)
+		var (
+			l   *bpf.Attachment
+			err error
+		)
+		if s.set.load.Hook == bpf.HookTracepoint {
+			l, err = s.objs.WatchInterface(ifi.Index, d)
+		} else {
+			l, err = s.objs.AttachTCMode(ifi.Index, d, s.set.attach)
+		}
 		if err != nil {
 			for _, l := range a.links {
 				l.Close()
@@ -465,6 +495,12 @@ func (s *Source) detachLocked() {
 		}
 		s.dropLink = nil
 	}
+	for _, l := range s.tpLinks {
+		if err := l.Close(); err != nil {
+			s.log.Warn("ebpf source: detach tracepoint", "error", err)
+		}
+	}
+	s.tpLinks = nil
 }
 
 // Stop implements pipeline.Stopper: it detaches the programs and releases

@@ -26,7 +26,8 @@ type Options struct {
 	EventBuffer         string          `yaml:"event_buffer" default:"auto" doc:"where the programs write their samples: ring (one BPF ring buffer for all CPUs, Linux 5.8 and later), perf (a perf ring per CPU), or auto (ring where the kernel has it, else perf)"`
 	Record              string          `yaml:"record" doc:"a file to write every raw sample to as a cilium-monitor stream, for replay with the cilium-monitor source"`
 	Drops               *bool           `yaml:"drops" default:"true" doc:"report the packets the kernel drops (skb:kfree_skb) as DROPPED flows"`
-	Attach              string          `yaml:"attach" default:"auto" doc:"how the TC programs attach: tcx (at the head of the chain, Linux 6.6 and later), clsact (a filter ahead of the existing ones), or auto (tcx where the kernel has it, else clsact)"`
+	Hook                string          `yaml:"hook" default:"tc" doc:"where the programs see packets: tc (programs on each interface's TC hooks, attached ahead of other agents' programs; see attach) or tracepoint (the kernel's net:netif_receive_skb and net:net_dev_start_xmit tracepoints, which no TC program can hide a packet from: for hosts where another agent owns TC; egress packets are seen after TC and the qdisc, so those dropped there are reported only as drops)"`
+	Attach              string          `yaml:"attach" default:"auto" doc:"how the TC programs attach (hook: tc): tcx (at the head of the chain, Linux 6.6 and later), clsact (a filter ahead of the existing ones), or auto (tcx where the kernel has it, else clsact)"`
 }
 
 // interfaceList is `all` or a list of interface names.
