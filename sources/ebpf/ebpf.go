@@ -246,7 +246,7 @@ func (s *Source) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("ebpf source: open perf reader: %w", err)
 		}
-		s.reader = &perfReader{Reader: rd}
+		s.reader = &perfReader{Reader: rd, counters: objs.Counters}
 	}
 	// Subscribe before attaching, so that no interface that appears in
 	// between is missed.
@@ -585,7 +585,12 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		rd.Flush()
 	}()
 
+	// Once ctx ends, the samples still to come (until the rings are
+	// drained after the detach) are emitted with a moment's grace beyond
+	// it, so that none is dropped uncounted.
 	emitCtx := ctx
+	graceCancel := func() {}
+	defer func() { graceCancel() }()
 	b := pipeline.NewBatch()
 	defer func() {
 		if b != nil {
@@ -596,9 +601,19 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		if b.Len() == 0 {
 			return nil
 		}
+		grace := func() {
+			emitCtx, graceCancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		}
+		if emitCtx == ctx && ctx.Err() != nil {
+			grace()
+		}
 		err := out.Emit(emitCtx, b)
 		b = pipeline.NewBatch()
-		return err
+		if err != nil && emitCtx == ctx {
+			grace() // ctx ended during the Emit: go on draining
+			return nil
+		}
+		return err // the grace passed
 	}
 	lastScan := time.Now()
 	rd.SetDeadline(time.Now().Add(flushInterval))
@@ -608,7 +623,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if err := emit(); err != nil {
-				return nil // ctx ended
+				return nil // the pipeline took nothing within the grace after ctx ended
 			}
 			if time.Since(lastScan) >= s.rescanEvery {
 				s.mu.Lock()
@@ -619,18 +634,12 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			rd.SetDeadline(time.Now().Add(flushInterval))
 			continue
 		case errors.Is(err, errFlushed):
-			if rr, ok := rd.(*ringReader); ok {
-				if n := rr.newLosses(); n > 0 {
-					s.m.lost.Add(float64(n))
-					out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, -1, n)
-				}
+			if n := rd.unreported(); n > 0 {
+				s.m.lost.Add(float64(n))
+				out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, -1, n)
 			}
-			// Stopping: emit the last samples, giving the pipeline a
-			// moment beyond ctx to take them.
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			emitCtx = fctx
+			// Stopping: emit the last samples (with the grace above).
 			emit()
-			cancel()
 			return nil
 		case errors.Is(err, errClosed):
 			return nil

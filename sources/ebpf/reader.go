@@ -27,16 +27,40 @@ type sampleReader interface {
 	// next returns one sample (valid until the next call), or a loss
 	// record (lost > 0; cpu -1 when unknown).
 	next() (data []byte, cpu int, lost uint64, err error)
+	// unreported returns the samples the programs failed to write that
+	// no loss record reported yet; called once the rings are drained after
+	// the programs were detached.
+	unreported() uint64
 	SetDeadline(time.Time)
 	Flush() error
 	Close() error
 	kind() string
 }
 
-// perfReader reads the per-CPU perf rings, which report their own losses.
+// perfReader reads the per-CPU perf rings, which report their own losses:
+// the kernel writes a loss record into a ring at the next sample that fits
+// after the losses, so the losses at the end of a burst that no sample
+// follows (the programs were detached) are never recorded, and are read
+// from the programs' counters at the end.
 type perfReader struct {
 	*perf.Reader
-	rec perf.Record
+	rec      perf.Record
+	counters func() ([bpf.NumCounters]uint64, error)
+	reported uint64 // lost samples the loss records reported
+}
+
+func (r *perfReader) unreported() uint64 {
+	cs, err := r.counters()
+	if err != nil {
+		return 0
+	}
+	total := cs[bpf.CounterTraceLost] + cs[bpf.CounterDropLost]
+	if total <= r.reported {
+		return 0
+	}
+	n := total - r.reported
+	r.reported = total
+	return n
 }
 
 func (r *perfReader) kind() string { return "perf" }
@@ -53,6 +77,7 @@ func (r *perfReader) next() ([]byte, int, uint64, error) {
 		return nil, 0, 0, err
 	}
 	if r.rec.LostSamples > 0 {
+		r.reported += r.rec.LostSamples
 		return nil, r.rec.CPU, r.rec.LostSamples, nil
 	}
 	return r.rec.RawSample, r.rec.CPU, 0, nil
@@ -91,6 +116,8 @@ func (r *ringReader) next() ([]byte, int, uint64, error) {
 	}
 	return nil, 0, 0, err
 }
+
+func (r *ringReader) unreported() uint64 { return r.newLosses() }
 
 // newLosses returns the samples the programs failed to write since the
 // last call.
