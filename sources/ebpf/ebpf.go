@@ -35,6 +35,30 @@
 // agent attached ahead of flowbus later) is logged as a warning, reported
 // by /readyz and by the flowbus_ebpf_interface_sees_traffic gauge.
 //
+// Where another agent owns TC (it re-attaches its programs ahead of
+// others', or the kernel refuses head attachment), `hook: tracepoint`
+// samples the same packets from the BTF tracepoints net:netif_receive_skb
+// (a device received a packet; before TC ingress) and net:net_dev_start_xmit
+// (a device is handed a packet; after TC egress and the qdisc), which no TC
+// program can hide a packet from, so the source is never blind there. The
+// flows are the same (FROM_NETWORK, TO_NETWORK); a packet that a TC egress
+// program drops is reported only as a drop. The tracepoints run for every
+// packet of every device in every namespace: for the interfaces not
+// watched they leave after one map lookup. The choice, measured with
+// BenchmarkHookCost (the kernel's own run time of the programs, 64-byte
+// UDP through a veth, on a loaded 2-vCPU machine): with aggregation off
+// the tc program costs 2.6-2.8 µs per packet and the tracepoint 1.7-1.8
+// µs (both mostly the ring output of 176 bytes); with connection
+// aggregation 0.38-0.40 µs (tc) and 0.46-0.49 µs (tracepoint: its packet
+// reads go through bpf_probe_read_kernel); a packet of an interface not
+// watched costs the tracepoint 0.11-0.12 µs, and costs tc nothing. So tc,
+// at the head of the chain, stays the default, and tracepoint is the
+// choice where TC is not flowbus's to order. cgroup_skb programs on the
+// root cgroup were not chosen: they see only packets of local sockets (not
+// the traffic a node forwards to its pods' veths, nor what the kernel
+// answers itself, such as ICMP errors), without Ethernet headers, and
+// need cgroup v2 mounted, which hosts still on cgroup v1 lack.
+//
 // Perf LOST records become LostEvents (PERF_EVENT_RING_BUFFER) with their
 // CPU; with the ring buffer, which has no loss records, the samples the
 // programs failed to write (their counters) become LostEvents without a
@@ -82,7 +106,7 @@ func init() {
 	pipeline.RegisterSource(pipeline.Spec{
 		Type:        "ebpf",
 		Summary:     "loads flowbus's own BPF programs on the chosen interfaces and turns the packets they sample into Hubble flows, without Cilium",
-		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with traffic_direction (INGRESS: dropped after arriving on the device) and the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Samples go to one BPF ring buffer shared by all CPUs where the kernel has it (else per-CPU perf rings); samples the kernel could not write become LostEvents (PERF_EVENT_RING_BUFFER; with their CPU from the perf rings). The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
+		Description: `Flows carry node_name and interface.name; trace flows carry traffic_direction and is_reply (from the connection state the programs keep: who sent the first packet). Drops seen by skb:kfree_skb become DROPPED flows with traffic_direction (INGRESS: dropped after arriving on the device) and the Cilium drop reason that means the same as the kernel's, else drop_reason 255 and DROP_REASON_UNKNOWN (the kernel's own reason is in Flow.extensions, key kernel_drop_reason). The TC programs attach ahead of other agents' programs (the head of the tcx chain, or a clsact filter ahead of the existing ones); an interface whose traffic they do not see is logged, reported by /readyz and by flowbus_ebpf_interface_sees_traffic. Where another agent owns TC, hook: tracepoint samples the same packets from the kernel's device tracepoints, which no TC program can hide a packet from. Samples go to one BPF ring buffer shared by all CPUs where the kernel has it (else per-CPU perf rings); samples the kernel could not write become LostEvents (PERF_EVENT_RING_BUFFER; with their CPU from the perf rings). The source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and fails at start, naming what it lacks. Nothing is pinned: the programs detach when the source stops (also when a later component fails to start) or the process exits.`,
 		Example: `type: ebpf
 interfaces: [eth0]
 direction: both
