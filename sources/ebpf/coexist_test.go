@@ -278,9 +278,16 @@ func readMetric(t *testing.T, m prometheus.Metric) (string, map[string]string, f
 
 // A datapath that drops what the host sends (a tcx egress program
 // returning TC_ACT_SHOT): flowbus, at the head of the chain, still reports
-// the packet on its way out, and then its drop, as an EGRESS drop.
+// the packet on its way out, and then its drop, as an EGRESS drop. With
+// hook: tracepoint, which sees packets after TC egress, only the drop.
 func TestCoexistDroppingProgram(t *testing.T) {
 	bpftest.RequireRoot(t)
+	for _, hook := range hooks {
+		t.Run(hook, func(t *testing.T) { testCoexistDropping(t, hook) })
+	}
+}
+
+func testCoexistDropping(t *testing.T, hook string) {
 	p := bpftest.NewPair(t)
 	l, err := link.AttachTCX(link.TCXOptions{Interface: p.HostIndex, Program: otherAgent(t, 2), Attach: ciliumebpf.AttachTCXEgress, Anchor: link.Head()})
 	if err != nil {
@@ -291,7 +298,7 @@ func TestCoexistDroppingProgram(t *testing.T) {
 	if out, err := exec.Command("ip", "neigh", "replace", p.PeerIP.String(), "lladdr", p.PeerMAC.String(), "dev", p.Host, "nud", "permanent").CombinedOutput(); err != nil {
 		t.Fatalf("ip neigh: %v %s", err, out)
 	}
-	r := startSource(t, ifaceYAML(p, "aggregation: none"))
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "hook: "+hook))
 	uc, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: p.PeerIP, Port: 9})
 	if err != nil {
 		t.Fatal(err)
@@ -302,10 +309,19 @@ func TestCoexistDroppingProgram(t *testing.T) {
 	ours := func(f *flowpb.Flow) bool {
 		return is(f, p.HostIP, p.PeerIP) && f.GetL4().GetUDP().GetSourcePort() == port
 	}
-	r.out.waitFlow(t, "the datagram leaving", func(f *flowpb.Flow) bool {
+	leaving := func(f *flowpb.Flow) bool {
 		return ours(f) && f.Verdict == flowpb.Verdict_FORWARDED && f.TraceObservationPoint == flowpb.TraceObservationPoint_TO_NETWORK
-	})
+	}
+	if hook == "tc" {
+		r.out.waitFlow(t, "the datagram leaving", leaving)
+	}
 	f := r.out.waitFlow(t, "its drop", func(f *flowpb.Flow) bool { return ours(f) && f.Verdict == flowpb.Verdict_DROPPED })
+	if hook == "tracepoint" {
+		r.stop()
+		if n := r.out.count(leaving); n != 0 {
+			t.Errorf("%d flows of the datagram leaving, want none: the tracepoint is after TC egress", n)
+		}
+	}
 	if got := KernelDropReason(f); got != "TC_EGRESS" {
 		t.Errorf("kernel drop reason %q, want TC_EGRESS", got)
 	}

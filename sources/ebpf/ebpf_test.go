@@ -19,6 +19,7 @@ import (
 
 	ciliumebpf "github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/flowbus/flowbus/bpf"
@@ -29,10 +30,22 @@ import (
 	"github.com/flowbus/flowbus/pipeline"
 )
 
+// hooks are the values of the hook key: the tests of what flows carry run
+// with each.
+var hooks = []string{"tc", "tracepoint"}
+
+// TestFlows checks the flows of TCP, UDP and ICMP over IPv4 and IPv6, with
+// each hook.
 func TestFlows(t *testing.T) {
 	bpftest.RequireRoot(t)
+	for _, hook := range hooks {
+		t.Run(hook, func(t *testing.T) { testFlows(t, hook) })
+	}
+}
+
+func testFlows(t *testing.T, hook string) {
 	p := bpftest.NewPair(t)
-	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false"))
+	r := startSource(t, ifaceYAML(p, "aggregation: none", "drops: false", "hook: "+hook))
 
 	tcp := listenTCP(t, p, p.PeerIP)
 	udp := listenUDP(t, p, p.PeerIP)
@@ -612,6 +625,12 @@ func tcxCount(t *testing.T, ifindex int) int {
 // packets start at the IP header.
 func TestL3Device(t *testing.T) {
 	bpftest.RequireRoot(t)
+	for _, hook := range hooks {
+		t.Run(hook, func(t *testing.T) { testL3Device(t, hook) })
+	}
+}
+
+func testL3Device(t *testing.T, hook string) {
 	p := bpftest.NewPair(t) // for unique names and addresses
 	tun := "fbt" + p.Host[3:]
 	t.Cleanup(func() { exec.Command("ip", "link", "del", tun).Run() })
@@ -625,7 +644,22 @@ func TestL3Device(t *testing.T) {
 			t.Fatalf("%v: %v %s", args, err, out)
 		}
 	}
-	r := startSource(t, "interfaces: ["+tun+"]\ndirection: egress\naggregation: none\ndrops: false\n")
+	// A reader on the device gives it a carrier, so that its packets get
+	// past the qdisc to the driver (where the tracepoint sees them).
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(tun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		t.Fatalf("attach to %s: %v", tun, err)
+	}
+	r := startSource(t, "interfaces: ["+tun+"]\ndirection: egress\naggregation: none\ndrops: false\nhook: "+hook+"\n")
 	dst := net.ParseIP(subnet + ".2").To4()
 	uc, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: dst, Port: 5353})
 	if err != nil {

@@ -47,8 +47,14 @@ func lastLines(s string, n int) string {
 func TestHubblePrintsKernelFlows(t *testing.T) {
 	bpftest.RequireRoot(t)
 	hubble := hubbleCLI(t)
+	for _, hook := range hooks {
+		t.Run(hook, func(t *testing.T) { testHubblePrints(t, hubble, hook) })
+	}
+}
+
+func testHubblePrints(t *testing.T, hubble, hook string) {
 	p := bpftest.NewPair(t)
-	r := startSource(t, ifaceYAML(p, "aggregation: connection"))
+	r := startSource(t, ifaceYAML(p, "aggregation: connection", "hook: "+hook))
 
 	tcp := listenTCP(t, p, p.PeerIP)
 	conn, err := net.DialTCP("tcp", nil, tcp)
