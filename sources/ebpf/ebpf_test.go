@@ -442,16 +442,27 @@ func TestDrops(t *testing.T) {
 
 func TestStopDetaches(t *testing.T) {
 	bpftest.RequireRoot(t)
+	for _, hook := range hooks {
+		t.Run(hook, func(t *testing.T) { testStopDetaches(t, hook) })
+	}
+}
+
+func testStopDetaches(t *testing.T, hook string) {
 	p := bpftest.NewPair(t)
-	r := startSource(t, ifaceYAML(p))
+	r := startSource(t, ifaceYAML(p, "hook: "+hook))
 	r.src.mu.Lock()
 	ids := r.src.objs.ProgramIDs()
+	tracepoints := len(r.src.tpLinks)
 	r.src.mu.Unlock()
 	if len(ids) != 3 {
 		t.Fatalf("%d programs loaded, want 3", len(ids))
 	}
-	if n := tcxCount(t, p.HostIndex); n != 2 {
-		t.Fatalf("%d tcx links on %s while running, want 2", n, p.Host)
+	wantTCX, wantTP := 2, 0
+	if hook == "tracepoint" {
+		wantTCX, wantTP = 0, 2
+	}
+	if n := tcxCount(t, p.HostIndex); n != wantTCX || tracepoints != wantTP {
+		t.Fatalf("%d tcx links on %s and %d tracepoint links while running, want %d and %d", n, p.Host, tracepoints, wantTCX, wantTP)
 	}
 	r.stop()
 	if n := tcxCount(t, p.HostIndex); n != 0 {
