@@ -202,7 +202,7 @@ func TestBlindIsReported(t *testing.T) {
 			}
 			waitReady(t, p, r, func(err error) bool {
 				return err != nil && strings.Contains(err.Error(), "interface "+p.Host+" ingress: packets pass but flowbus sees none") &&
-					strings.Contains(err.Error(), "interface "+p.Host+" egress")
+					strings.Contains(err.Error(), "interface "+p.Host+" egress") && strings.Contains(err.Error(), "hook: tracepoint would see them")
 			})
 			if g := seesTraffic(t, r, p.Host, bpf.Ingress); g != 0 {
 				t.Errorf("sees_traffic %v while blind, want 0", g)

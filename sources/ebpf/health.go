@@ -61,7 +61,7 @@ func (s *Source) checkHealthLocked() {
 				if blind != a.blind[d] {
 					a.links[i].Refresh()
 					if blind {
-						s.log.Warn("ebpf source: packets pass the interface but flowbus's program sees none: another program ahead of it ends the chain",
+						s.log.Warn("ebpf source: packets pass the interface but flowbus's program sees none: another program ahead of it ends the chain (hook: tracepoint sees the packets whatever TC runs)",
 							"interface", a.name, "direction", d.String(), "packets", dKernel, "mode", a.links[i].Mode, "others", a.links[i].Others)
 					} else {
 						s.log.Info("ebpf source: sees traffic again", "interface", a.name, "direction", d.String())
@@ -84,7 +84,7 @@ func (s *Source) blindLocked() *error {
 	for _, a := range s.attached {
 		for i, d := range a.dirs {
 			if a.blind[d] {
-				parts = append(parts, fmt.Sprintf("interface %s %s: packets pass but flowbus sees none (%s; other programs: %s)",
+				parts = append(parts, fmt.Sprintf("interface %s %s: packets pass but flowbus sees none (%s; other programs: %s; hook: tracepoint would see them)",
 					a.name, d, a.links[i].Mode, strings.Join(a.links[i].Others, ", ")))
 			}
 		}
