@@ -356,3 +356,105 @@ func TestClsactBehindForeignClassifier(t *testing.T) {
 		t.Errorf("flowbus filters %q, want one at pref 2", got)
 	}
 }
+
+// The tracepoint programs read packets from kernel memory and capture
+// only the linear part of a packet: a TCP bulk transfer's large segments
+// keep most of their bytes in pages, and their samples' len_cap says how
+// many bytes the sample carries.
+func TestTracepointCapturesLinearPart(t *testing.T) {
+	bpftest.RequireRoot(t)
+	p := bpftest.NewPair(t)
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Load(Config{CaptureLength: 256, Hook: HookTracepoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	inum, err := NetnsInode("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.WatchNetns(inum); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.SetInterface(p.HostIndex, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.WatchInterface(p.HostIndex, Egress); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := perf.NewReader(o.Events(), 256*os.Getpagesize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	links, err := o.AttachTracepoints([]Direction{Egress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, l := range links {
+			l.Close()
+		}
+	})
+
+	var ln net.Listener
+	if err := p.InNS(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(p.PeerIP.String(), "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 256<<10)
+	for range 8 {
+		if _, err := c.Write(block); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+
+	ne := binary.NativeEndian
+	var samples, short int
+	rd.SetDeadline(time.Now().Add(2 * time.Second))
+	for {
+		rec, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := rec.RawSample
+		if rec.LostSamples > 0 || len(s) < TraceHeaderLen || s[0] != 4 {
+			continue
+		}
+		samples++
+		origLen, capLen := ne.Uint32(s[8:12]), int(ne.Uint16(s[12:14]))
+		if len(s) < TraceHeaderLen+capLen {
+			t.Errorf("sample of %d bytes says %d captured (len_orig %d)", len(s), capLen, origLen)
+			break
+		}
+		if capLen < 256 && int(origLen) > capLen {
+			short++ // a packet whose linear part is shorter than the capture
+		}
+	}
+	if samples == 0 {
+		t.Fatal("no sample")
+	}
+	t.Logf("%d samples, %d captured their linear part only", samples, short)
+}

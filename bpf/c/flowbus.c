@@ -503,6 +503,7 @@ static __always_inline void trace(void *ctx, struct pkt *p, const int kernel, st
 			cap = p->linear; /* the linear part only */
 		if (cap > MAX_DROP_CAPTURE)
 			cap = MAX_DROP_CAPTURE;
+		s->hdr.len_cap = (__u16)cap;
 		err = 0;
 		if (cap > 0) {
 			if (kernel)

@@ -42,7 +42,12 @@
 // (a device is handed a packet; after TC egress and the qdisc), which no TC
 // program can hide a packet from, so the source is never blind there. The
 // flows are the same (FROM_NETWORK, TO_NETWORK); a packet that a TC egress
-// program drops is reported only as a drop. The tracepoints run for every
+// program drops is reported only as a drop. The tracepoint programs read
+// the packet from kernel memory and capture its linear part only (the
+// headers the stack has written or pulled, where TC's reads also reach the
+// pages): on a NIC whose driver leaves the headers of received packets in
+// pages, those samples lack the headers and are counted in
+// flowbus_ebpf_samples_malformed_total. The tracepoints run for every
 // packet of every device in every namespace: for the interfaces not
 // watched they leave after one map lookup. The choice, measured with
 // BenchmarkHookCost (the kernel's own run time of the programs, 64-byte
