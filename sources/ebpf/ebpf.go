@@ -46,8 +46,8 @@
 // the packet from kernel memory and capture its linear part only (the
 // headers the stack has written or pulled, where TC's reads also reach the
 // pages): on a NIC whose driver leaves the headers of received packets in
-// pages, those samples lack the headers and are counted in
-// flowbus_ebpf_samples_malformed_total. The tracepoints run for every
+// pages, those samples lack the headers (use hook: tc there). The
+// tracepoints run for every
 // packet of every device in every namespace: for the interfaces not
 // watched they leave after one map lookup. The choice, measured with
 // BenchmarkHookCost (the kernel's own run time of the programs, 64-byte
