@@ -354,8 +354,10 @@ func TestLostAtEndReportedAtStop(t *testing.T) {
 			if kernel == 0 {
 				t.Fatal("no sample lost: the burst did not fill the rings")
 			}
-			if got := r.out.lostTotal(); got != kernel {
-				t.Errorf("LostEvents total %d, BPF output failures %d", got, kernel)
+			// The interface's own traffic (IPv6 neighbour discovery) may
+			// lose a few samples more while the rings are still full.
+			if got := r.out.lostTotal(); got < kernel || got > kernel+4 {
+				t.Errorf("LostEvents total %d, BPF output failures %d before the stop", got, kernel)
 			}
 			ours := func(f *flowpb.Flow) bool { return is(f, p.HostIP, p.PeerIP) }
 			if got, sent := r.out.count(ours), counters[bpf.CounterTraceSent]; uint64(got) < sent-min(sent, 4) {
