@@ -5,8 +5,8 @@ module flowbus.test/tools/hubble
 go 1.26.0
 
 tool (
-	github.com/cilium/cilium/hubble
 	flowbus.test/tools/hubble/ciliumserver
+	github.com/cilium/cilium/hubble
 )
 
 require (
