@@ -134,6 +134,14 @@ func TestBadInput(t *testing.T) {
 		{"not a GetFlowsResponse", func(t *testing.T, sock string) func() {
 			return serveRaw(t, sock, []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01})
 		}},
+		// A flow whose source endpoint holds a label longer than the
+		// endpoint.
+		{"truncated label", func(t *testing.T, sock string) func() {
+			return serveRaw(t, sock, []byte{0x0a, 0x05, 0x42, 0x03, 0x22, 0x05, 'a'})
+		}},
+		{"invalid UTF-8 uuid", func(t *testing.T, sock string) func() {
+			return serveRaw(t, sock, []byte{0x0a, 0x04, 0x92, 0x02, 0x01, 0xff})
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock := socketPath(t)
@@ -143,6 +151,9 @@ func TestBadInput(t *testing.T) {
 			r.waitMetric(t, "flowbus_hubble_source_stream_errors_total", 3)
 			if v := r.metric("flowbus_hubble_source_connected"); v != 0 {
 				t.Fatalf("connected = %v while failing", v)
+			}
+			if decodes := r.metric("flowbus_hubble_source_decode_errors_total"); decodes < 3 && tc.name != "unreachable" && tc.name != "not gRPC" && tc.name != "HTTP/2 preface then garbage" {
+				t.Fatalf("decode errors = %v, want every failed stream counted", decodes)
 			}
 			stopBad()
 			srv := observerserver.New(observerserver.Options{Capacity: 4095})

@@ -81,7 +81,8 @@ func (c *capture) Write(_ context.Context, b *pipeline.Batch) (int, error) {
 			continue
 		}
 		c.flows++
-		c.uuids = append(c.uuids, e.Flow.GetUuid())
+		// A copy: the flow's strings share its whole message.
+		c.uuids = append(c.uuids, strings.Clone(e.Flow.GetUuid()))
 		if c.keep {
 			line, err := codec.JSON{}.Append(nil, e)
 			if err != nil {
@@ -100,6 +101,16 @@ func (c *capture) Write(_ context.Context, b *pipeline.Batch) (int, error) {
 }
 
 func (c *capture) Close(context.Context) error { return nil }
+
+func (c *capture) lostTotal() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n uint64
+	for _, v := range c.lost {
+		n += v
+	}
+	return n
+}
 
 func (c *capture) count() int {
 	c.mu.Lock()
@@ -125,6 +136,14 @@ func (c *capture) waitFlows(t *testing.T, n int) {
 // testFlows returns n generated enriched flows, one microsecond apart from
 // base, each with its own storage.
 func testFlows(t testing.TB, n int, seed uint64, base time.Time) []*flowpb.Flow {
+	fs, err := makeFlows(n, seed, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func makeFlows(n int, seed uint64, base time.Time) ([]*flowpb.Flow, error) {
 	g := generate.NewGenerator(seed)
 	out := make([]*flowpb.Flow, n)
 	var ev pipeline.Event
@@ -133,15 +152,15 @@ func testFlows(t testing.TB, n int, seed uint64, base time.Time) []*flowpb.Flow 
 		// A deep copy: the generator's strings live in reused storage.
 		raw, err := proto.Marshal(ev.Flow)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		f := new(flowpb.Flow)
 		if err := proto.Unmarshal(raw, f); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		out[i] = f
 	}
-	return out
+	return out, nil
 }
 
 func putFlows(s *observerserver.Server, fs []*flowpb.Flow) {

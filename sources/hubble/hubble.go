@@ -23,6 +23,13 @@
 // itself only, except for a stream that ended before it delivered a flow:
 // that one resumes from the time it was opened, by flowbus's clock.
 //
+// Responses are decoded without protobuf-go's message types, straight into
+// the batch's pooled flows (codec.UnmarshalGetFlowsResponse): every string
+// of a flow is a slice of one copy of its message, so a sink that keeps a
+// string beyond its Write keeps the whole message; it copies the string
+// (strings.Clone) instead. A message that is not valid protobuf ends the
+// stream like any broken stream, with its position in the log.
+//
 // Backpressure: the source reads the stream only as fast as the pipeline
 // takes its batches, so with when_full: block a slow pipeline slows the
 // server through gRPC flow control, and what is held in between is bounded
@@ -51,6 +58,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/flow/relay"
@@ -132,7 +140,7 @@ type Source struct {
 	lastTime  time.Time
 	emitted   bool      // a flow with a time was emitted
 	maxTime   time.Time // latest flow time emitted
-	recent    []string  // uuids of the last flows emitted, a ring
+	recent    []uuidKey // uuids of the last flows emitted, a ring
 	recentPos int
 	seam      *seam // set while a resumed stream passes the old one's end
 
@@ -157,7 +165,7 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 		max:       o.Reconnect.Max.D(),
 		batchSize: pipeline.DefaultBatchSize,
 		log:       b.Log,
-		recent:    make([]string, seamSize),
+		recent:    make([]uuidKey, seamSize),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -345,12 +353,11 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	if !s.since.IsZero() {
 		s.resume = timestamppb.New(s.since)
 	}
-	client := observer.NewObserverClient(s.conn)
 	wait := s.min
 	failures := 0
 	for {
 		opened := time.Now()
-		flows, err := s.stream(ctx, client, out)
+		flows, err := s.stream(ctx, out)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -410,8 +417,8 @@ func (s *Source) startSeam() {
 	}
 	s.resume = timestamppb.New(s.lastTime)
 	seen := make(map[string]struct{}, seamSize)
-	for _, u := range s.recent {
-		if u != "" {
+	for i := range s.recent {
+		if u := s.recent[i].get(); u != "" {
 			seen[u] = struct{}{}
 		}
 	}
@@ -420,11 +427,18 @@ func (s *Source) startSeam() {
 
 // stream runs one GetFlows stream until it fails; it returns the number of
 // flows emitted from it.
-func (s *Source) stream(ctx context.Context, client observer.ObserverClient, out pipeline.Output) (int, error) {
+func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := client.GetFlows(ctx, s.request())
+	st, err := s.conn.NewStream(ctx, &observer.Observer_ServiceDesc.Streams[0], observer.Observer_GetFlows_FullMethodName,
+		grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
+		return 0, err
+	}
+	if err := st.SendMsg(s.request()); err != nil {
+		return 0, err
+	}
+	if err := st.CloseSend(); err != nil {
 		return 0, err
 	}
 	if s.seam != nil {
@@ -434,21 +448,22 @@ func (s *Source) stream(ctx context.Context, client observer.ObserverClient, out
 	}
 	s.setReady(nil)
 
-	// A reader goroutine decodes; this one batches and emits, so that a
-	// batch goes out as soon as nothing more is waiting, and a blocked
-	// Emit stops the reads (gRPC flow control then holds the server back).
-	ch := make(chan *observer.GetFlowsResponse, s.batchSize)
+	// A reader goroutine receives the responses' bytes; this one decodes
+	// them into the batch's pooled flows and emits, so that a batch goes
+	// out as soon as nothing more is waiting, and a blocked Emit stops the
+	// reads (gRPC flow control then holds the server back).
+	ch := make(chan string, s.batchSize)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(ch)
+		r := new(rawResponse)
 		for {
-			r, err := st.Recv()
-			if err != nil {
+			if err := st.RecvMsg(r); err != nil {
 				errc <- err
 				return
 			}
 			select {
-			case ch <- r:
+			case ch <- r.msg:
 			case <-ctx.Done():
 				errc <- ctx.Err()
 				return
@@ -517,34 +532,49 @@ func (s *Source) stream(ctx context.Context, client observer.ObserverClient, out
 	}
 }
 
-// handle adds one response to b, or reports it.
-func (s *Source) handle(r *observer.GetFlowsResponse, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
+// handle decodes one response (its bytes, msg) into b, or reports it.
+func (s *Source) handle(msg string, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
+	ev := b.Next()
+	d, err := codec.UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
+	if err != nil {
+		b.Truncate(b.Len() - 1)
+		s.m.decodeErrors.Inc()
+		return status.Errorf(codes.Internal, "decode GetFlowsResponse: %v", err)
+	}
+	if d.Flow == nil {
+		b.Truncate(b.Len() - 1)
+		return s.handleOther(d.Other, out, emit)
+	}
+	f := d.Flow
+	t := d.Time
+	if t == nil {
+		t = f.GetTime()
+	}
+	if s.seam != nil && s.atSeam(f, t) {
+		b.Truncate(b.Len() - 1)
+		return nil
+	}
+	ev.Flow = f
+	ev.NodeName = d.NodeName
+	ev.Time = d.Time
+	s.m.flows.Inc()
+	if t != nil {
+		tt := t.AsTime()
+		s.lastTime, s.emitted = tt, true
+		if tt.After(s.maxTime) {
+			s.maxTime = tt
+		}
+	}
+	if u := f.GetUuid(); u != "" {
+		s.recent[s.recentPos].set(u)
+		s.recentPos = (s.recentPos + 1) % len(s.recent)
+	}
+	return nil
+}
+
+// handleOther handles a response without a flow.
+func (s *Source) handleOther(r *observer.GetFlowsResponse, out pipeline.Output, emit func() error) error {
 	switch {
-	case r.GetFlow() != nil:
-		f := r.GetFlow()
-		t := r.GetTime()
-		if t == nil {
-			t = f.GetTime()
-		}
-		if s.seam != nil && s.atSeam(f, t) {
-			return nil
-		}
-		ev := b.Next()
-		ev.Flow = f
-		ev.NodeName = r.GetNodeName()
-		ev.Time = r.GetTime()
-		s.m.flows.Inc()
-		if t != nil {
-			tt := t.AsTime()
-			s.lastTime, s.emitted = tt, true
-			if tt.After(s.maxTime) {
-				s.maxTime = tt
-			}
-		}
-		if u := f.GetUuid(); u != "" {
-			s.recent[s.recentPos] = u
-			s.recentPos = (s.recentPos + 1) % len(s.recent)
-		}
 	case r.GetLostEvents() != nil:
 		// Keep the order: the flows before the loss go first.
 		if err := emit(); err != nil {
@@ -600,17 +630,42 @@ func (s *Source) atSeam(f *flowpb.Flow, t *timestamppb.Timestamp) bool {
 	return false
 }
 
+// uuidKey holds a copy of a flow's uuid: the flow's strings share its
+// whole message, which a kept slice of it would keep alive.
+type uuidKey struct {
+	n    uint8
+	b    [47]byte
+	long string // a uuid longer than b
+}
+
+func (k *uuidKey) set(u string) {
+	if len(u) <= len(k.b) {
+		k.n = uint8(copy(k.b[:], u))
+		k.long = ""
+		return
+	}
+	k.n, k.long = 0, strings.Clone(u)
+}
+
+func (k *uuidKey) get() string {
+	if k.long != "" {
+		return k.long
+	}
+	return string(k.b[:k.n])
+}
+
 // metrics are the source's Prometheus metrics.
 type metrics struct {
-	flows      prometheus.Counter
-	lost       *prometheus.CounterVec
-	reconnects prometheus.Counter
-	errors     *prometheus.CounterVec
-	gaps       prometheus.Counter
-	duplicates prometheus.Counter
-	nodeStatus *prometheus.CounterVec
-	unknown    prometheus.Counter
-	connected  prometheus.Gauge
+	flows        prometheus.Counter
+	lost         *prometheus.CounterVec
+	reconnects   prometheus.Counter
+	errors       *prometheus.CounterVec
+	gaps         prometheus.Counter
+	duplicates   prometheus.Counter
+	nodeStatus   *prometheus.CounterVec
+	unknown      prometheus.Counter
+	decodeErrors prometheus.Counter
+	connected    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -647,6 +702,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "flowbus_hubble_source_unknown_responses_total",
 			Help: "GetFlows responses of an unknown kind, skipped.",
 		}),
+		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flowbus_hubble_source_decode_errors_total",
+			Help: "GetFlowsResponse messages that were not valid protobuf; each ends its stream, which is re-established.",
+		}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flowbus_hubble_source_connected",
 			Help: "1 while the GetFlows stream is up.",
@@ -655,7 +714,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.flows, m.lost, m.reconnects, m.errors, m.gaps, m.duplicates, m.nodeStatus, m.unknown, m.connected} {
+	for _, c := range []prometheus.Collector{m.flows, m.lost, m.reconnects, m.errors, m.gaps, m.duplicates, m.nodeStatus, m.unknown, m.decodeErrors, m.connected} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

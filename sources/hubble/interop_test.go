@@ -18,18 +18,22 @@ import (
 
 // hubbleCLI returns the path of the hubble CLI, built (and cached) by
 // .ci/tools/build from Cilium's own module.
-func hubbleCLI(t *testing.T) string {
+func hubbleCLI(t *testing.T) string { return buildTool(t, "hubble") }
+
+// buildTool returns the path of a test tool built (and cached) by
+// .ci/tools/build with args.
+func buildTool(t *testing.T, args ...string) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, ".ci", "tools", "build"), "hubble")
+	cmd := exec.CommandContext(ctx, filepath.Join(root, ".ci", "tools", "build"), args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf(".ci/tools/build hubble: %v\n%s", err, stderr.String())
+		t.Fatalf(".ci/tools/build %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return strings.TrimSpace(string(out))
 }

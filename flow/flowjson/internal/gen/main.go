@@ -4,7 +4,11 @@
 // flow.Flow and flow.LostEvent, with fields in declaration order, proto and
 // JSON names, and the Go names taken from the generated structs.
 //
-// Run it with go generate in flow/flowjson after changing flow.proto.
+// With -protobuf it writes codec's binary encoder (zz_protobuf.go), with
+// -pbdecode codec's binary decoder into reused storage (zz_pbdecode.go).
+//
+// Run it with go generate in flow/flowjson and codec after changing
+// flow.proto.
 package main
 
 import (
@@ -171,6 +175,7 @@ func structInfo(md protoreflect.MessageDescriptor) *info {
 
 func main() {
 	protobuf := flag.Bool("protobuf", false, "write codec's binary encoder instead")
+	pbdecode := flag.Bool("pbdecode", false, "write codec's binary decoder instead")
 	flag.Parse()
 	out := "zz_generated.go"
 	if flag.NArg() > 0 {
@@ -181,6 +186,11 @@ func main() {
 	g.collect((&flowpb.LostEvent{}).ProtoReflect().Descriptor())
 	if *protobuf {
 		g.protobuf()
+		g.write(out)
+		return
+	}
+	if *pbdecode {
+		g.pbDecode()
 		g.write(out)
 		return
 	}

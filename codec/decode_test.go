@@ -1,0 +1,273 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowjson/randflow"
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/flow/relay"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/sources/generate"
+)
+
+// compareResponse decodes b with UnmarshalGetFlowsResponse into storage
+// and with proto.Unmarshal, and fails unless both fail or both give the
+// same message. Unknown fields of the envelope itself are not kept for a
+// flow, so they are left out of the comparison.
+func compareResponse(t *testing.T, b []byte, storage *flowpb.Flow) {
+	t.Helper()
+	want := new(observer.GetFlowsResponse)
+	werr := proto.Unmarshal(b, want)
+	r, gerr := UnmarshalGetFlowsResponse(string(b), storage)
+	if (werr == nil) != (gerr == nil) {
+		t.Fatalf("%x:\nprotobuf-go error: %v\ncodec error: %v", b, werr, gerr)
+	}
+	if werr != nil {
+		return
+	}
+	var got *observer.GetFlowsResponse
+	if r.Other != nil {
+		if r.Flow != nil || r.NodeName != r.Other.GetNodeName() || r.Time != r.Other.GetTime() {
+			t.Fatalf("%x: Other set with a flow or another envelope: %+v", b, r)
+		}
+		got = r.Other
+	} else {
+		if r.Flow == nil {
+			t.Fatalf("%x: neither Flow nor Other", b)
+		}
+		got = &observer.GetFlowsResponse{NodeName: r.NodeName, Time: r.Time,
+			ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: r.Flow}}
+		if want.GetFlow() != nil {
+			want.ProtoReflect().SetUnknown(nil)
+		}
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("%x: decoded differently\n got %v\nwant %v", b, got, want)
+	}
+}
+
+// withUnknown adds unknown fields to m and to some of its nested messages.
+func withUnknown(r *rand.Rand, m protoreflect.Message) {
+	if r.IntN(3) == 0 {
+		var u []byte
+		num := protowire.Number(900 + r.IntN(100))
+		switch r.IntN(3) {
+		case 0:
+			u = protowire.AppendTag(u, num, protowire.VarintType)
+			u = protowire.AppendVarint(u, r.Uint64())
+		case 1:
+			u = protowire.AppendTag(u, num, protowire.BytesType)
+			u = protowire.AppendString(u, "unknown")
+		case 2:
+			u = protowire.AppendTag(u, num, protowire.Fixed32Type)
+			u = protowire.AppendFixed32(u, r.Uint32())
+		}
+		m.SetUnknown(append(m.GetUnknown(), u...))
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.Kind() != protoreflect.MessageKind:
+		case fd.IsList():
+			for i := 0; i < v.List().Len(); i++ {
+				withUnknown(r, v.List().Get(i).Message())
+			}
+		default:
+			withUnknown(r, v.Message())
+		}
+		return true
+	})
+}
+
+// TestUnmarshalMatchesProtobuf decodes, into one reused Flow, random flows
+// with every field (hostile values, unknown enum numbers, Any extensions,
+// unknown fields at every level) and the generate source's flows (every
+// protocol, DNS, HTTP and Kafka), in envelopes whose time is the flow's or
+// another, and compares each with proto.Unmarshal.
+func TestUnmarshalMatchesProtobuf(t *testing.T) {
+	n := 5000
+	if testing.Short() {
+		n = 1000
+	}
+	storage := new(flowpb.Flow)
+	r := rand.New(rand.NewPCG(7, 8))
+	g := generate.NewGenerator(11)
+	batch := pipeline.NewBatch()
+	defer batch.Release()
+	for i := range n {
+		var f *flowpb.Flow
+		if i%2 == 0 {
+			f = randflow.New(uint64(i), false).Flow()
+			if i%4 == 0 {
+				withUnknown(r, f.ProtoReflect())
+			}
+		} else {
+			batch.Truncate(0)
+			e := batch.Next()
+			g.Fill(e, 1764000000123456789+int64(i)*1000)
+			f = proto.Clone(e.Flow).(*flowpb.Flow)
+		}
+		resp := &observer.GetFlowsResponse{NodeName: f.GetNodeName(), Time: f.GetTime(),
+			ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}}
+		if i%3 == 0 {
+			resp.Time = timestamppb.New(f.GetTime().AsTime().Add(1))
+		}
+		b, err := proto.Marshal(resp)
+		if err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+		compareResponse(t, b, storage)
+		fb, err := proto.Marshal(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := UnmarshalFlow(fb, storage); err != nil || !proto.Equal(storage, f) {
+			t.Fatalf("flow %d: UnmarshalFlow: %v\n got %v\nwant %v", i, err, storage, f)
+		}
+	}
+}
+
+// TestUnmarshalEdgeCases: inputs where the fast path must agree with
+// protobuf-go on something other than a well-formed flow.
+func TestUnmarshalEdgeCases(t *testing.T) {
+	f := randflow.Enriched()
+	fb, err := proto.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := func(flow []byte, extra ...[]byte) []byte {
+		var b []byte
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendBytes(b, flow)
+		b = protowire.AppendTag(b, 1000, protowire.BytesType)
+		b = protowire.AppendString(b, "node-1")
+		for _, e := range extra {
+			b = append(b, e...)
+		}
+		return b
+	}
+	field := func(num protowire.Number, typ protowire.Type, v []byte) []byte {
+		b := protowire.AppendTag(nil, num, typ)
+		switch typ {
+		case protowire.BytesType:
+			return protowire.AppendBytes(b, v)
+		case protowire.VarintType:
+			return protowire.AppendVarint(b, uint64(len(v)))
+		}
+		return append(b, v...)
+	}
+	src, _ := proto.Marshal(f.Source)
+	lost, _ := proto.Marshal(&observer.GetFlowsResponse{NodeName: "n", ResponseTypes: &observer.GetFlowsResponse_LostEvents{
+		LostEvents: &flowpb.LostEvent{Source: flowpb.LostEventSource_HUBBLE_RING_BUFFER, NumEventsLost: 23}}})
+	status, _ := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_NodeStatus{
+		NodeStatus: &relay.NodeStatusEvent{StateChange: relay.NodeState_NODE_UNAVAILABLE, NodeNames: []string{"a", "b"}}}})
+	cases := map[string][]byte{
+		"empty":                      nil,
+		"flow":                       env(fb),
+		"empty flow":                 env(nil),
+		"lost events":                lost,
+		"node status":                status,
+		"flow twice":                 env(fb, field(1, protowire.BytesType, fb)),
+		"source twice (merged)":      env(append(append([]byte{}, fb...), field(10, protowire.BytesType, src)...)),
+		"uuid as varint (unknown)":   env(append(append([]byte{}, fb...), field(34, protowire.VarintType, []byte("xx"))...)),
+		"l4 oneof twice":             env(append(append([]byte{}, fb...), field(8, protowire.BytesType, field(1, protowire.BytesType, nil))...)),
+		"unknown envelope field":     env(fb, field(7, protowire.VarintType, nil)),
+		"envelope time as varint":    env(fb, field(1001, protowire.VarintType, nil)),
+		"invalid UTF-8 in a label":   env(append(append([]byte{}, fb...), field(10, protowire.BytesType, field(4, protowire.BytesType, []byte{0xff}))...)),
+		"invalid UTF-8 node name":    env(fb, field(1000, protowire.BytesType, []byte{0xc3})),
+		"field number 0":             env(append(append([]byte{}, fb...), 0x02, 0x00)),
+		"field number above maximum": env(append(append([]byte{}, fb...), protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3)...)),
+		"unknown group":              env(append(append([]byte{}, fb...), field(950, protowire.StartGroupType, field(950, protowire.EndGroupType, nil))...)),
+		"stray end group":            env(append(append([]byte{}, fb...), field(950, protowire.EndGroupType, nil)...)),
+		"overlong varint":            env(append(append([]byte{}, fb...), 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)),
+	}
+	storage := new(flowpb.Flow)
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			compareResponse(t, b, storage)
+			// Every cut of the message.
+			for i := range b {
+				compareResponse(t, b[:i], storage)
+			}
+		})
+	}
+}
+
+// TestDecodeErrorPosition: a malformed flow's error names the byte and the
+// field.
+func TestDecodeErrorPosition(t *testing.T) {
+	fb, _ := proto.Marshal(randflow.Enriched())
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendBytes(b, append(fb, 0x22, 0x05, 'a')) // field 4 with 5 bytes, 1 there
+	_, err := UnmarshalGetFlowsResponse(string(b), new(flowpb.Flow))
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		t.Fatalf("err = %v, want a *DecodeError", err)
+	}
+	if de.Offset <= len(fb) || de.Field == "" {
+		t.Fatalf("err = %v: offset %d, field %q", err, de.Offset, de.Field)
+	}
+	if want := fmt.Sprintf("codec: protobuf at byte %d (%s): ", de.Offset, de.Field); err.Error()[:len(want)] != want {
+		t.Fatalf("err = %q", err)
+	}
+}
+
+// FuzzUnmarshalGetFlowsResponse: the decoder never panics, and accepts
+// exactly what proto.Unmarshal accepts, with the same result, while
+// reusing one Flow's storage across inputs. Seeds: f.Add below and
+// testdata/fuzz/FuzzUnmarshalGetFlowsResponse.
+func FuzzUnmarshalGetFlowsResponse(f *testing.F) {
+	for seed := range uint64(8) {
+		fl := randflow.New(seed, false).Flow()
+		b, err := proto.Marshal(&observer.GetFlowsResponse{NodeName: "n", Time: fl.GetTime(),
+			ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: fl}})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	storage := new(flowpb.Flow)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		compareResponse(t, b, storage)
+	})
+}
+
+// BenchmarkUnmarshalFlow decodes an enriched flow in its envelope, with
+// this decoder into reused storage and with proto.Unmarshal.
+func BenchmarkUnmarshalFlow(b *testing.B) {
+	f := randflow.Enriched()
+	msg, err := proto.Marshal(&observer.GetFlowsResponse{NodeName: f.NodeName, Time: f.Time,
+		ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("codec", func(b *testing.B) {
+		storage := new(flowpb.Flow)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			if _, err := UnmarshalGetFlowsResponse(string(msg), storage); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("protobuf-go", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			var r observer.GetFlowsResponse
+			if err := proto.Unmarshal(msg, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
