@@ -1,6 +1,7 @@
 // Package codec turns pipeline events into flowbus's wire formats: Hubble
 // export JSON lines (one observer.GetFlowsResponse per line, as Hubble's
-// exporter writes it) and binary observer.GetFlowsResponse messages.
+// exporter writes it), binary observer.GetFlowsResponse messages, and OCSF
+// Network Activity events (JSON lines).
 package codec
 
 import (
@@ -40,8 +41,19 @@ func New(name string) (Encoder, error) {
 		return JSON{}, nil
 	case "protobuf":
 		return Protobuf{}, nil
+	case "ocsf":
+		return NewOCSF(false), nil
 	}
-	return nil, fmt.Errorf("unknown encoding %q (want json or protobuf)", name)
+	return nil, fmt.Errorf("unknown encoding %q (want json, protobuf or ocsf)", name)
+}
+
+// ForBuild returns the encoder a sink's `encoding` names, with its
+// options.
+func ForBuild(b *pipeline.Build) (Encoder, error) {
+	if b.Encoding == "ocsf" {
+		return NewOCSF(b.RawData), nil
+	}
+	return New(b.Encoding)
 }
 
 // Field numbers of observer.GetFlowsResponse.

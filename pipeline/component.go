@@ -63,6 +63,17 @@ type Sink interface {
 	Close(ctx context.Context) error
 }
 
+// LateLoser is implemented by sinks that accept events before they are
+// durable: a Parquet sink's rows become visible only when the file holding
+// them is complete. Before the pipeline starts, the runtime gives such a
+// sink a function to call, from any goroutine and at the latest in Close,
+// when n counted events (not Event.Reported) that earlier Writes accepted
+// are lost after all (the file could not be completed): they move from
+// delivered to lost and are reported in a LostEvent like a failed Write's.
+type LateLoser interface {
+	SetLateLoss(lose func(n int))
+}
+
 // Starter is implemented by components that connect or attach before the
 // pipeline runs (a broker client, BPF programs). Start failing stops the
 // pipeline before any source runs; the components started before it are
@@ -115,8 +126,12 @@ type Build struct {
 	NodeName string
 	// Dir is the directory of the config file, for relative paths.
 	Dir string
-	// Encoding is a sink's `encoding` (json or protobuf); empty elsewhere.
+	// Encoding is a sink's `encoding` (json, protobuf or ocsf); empty
+	// elsewhere.
 	Encoding string
+	// RawData is the encoding's raw_data option (`encoding: {type: ocsf,
+	// raw_data: true}`): the ocsf encoding adds the Hubble export JSON.
+	RawData bool
 	// Log is the component's logger.
 	Log *slog.Logger
 	// Metrics registers the component's collectors; it adds the labels

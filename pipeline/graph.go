@@ -41,6 +41,7 @@ type node struct {
 	sink      Sink
 	drops     DropKind
 	encoding  string
+	rawData   bool // the encoding's raw_data option
 
 	inputs  []*node // producers feeding this node (transforms, sinks)
 	outputs []*node // consumers of this node's output
@@ -197,11 +198,7 @@ func (b *builder) declare(cs config.Components, kind nodeKind) {
 				b.errs = append(b.errs, errs...)
 				buf = bb
 			case k.Value == "encoding" && kind == kindSink:
-				if v.Kind != yaml.ScalarNode || (v.Value != "json" && v.Value != "protobuf") {
-					b.errorf(v, "sink %q: encoding must be json or protobuf, got %q", c.Name, v.Value)
-					b.bad[n] = true
-				}
-				n.encoding = v.Value
+				n.encoding, n.rawData = b.encoding(c.Name, n, v)
 			default:
 				rest.Content = append(rest.Content, k, v)
 			}
@@ -375,6 +372,7 @@ func (b *builder) build() {
 			NodeName:       b.p.cfg.NodeName,
 			Dir:            b.p.cfg.Dir,
 			Encoding:       n.encoding,
+			RawData:        n.rawData,
 			Log:            n.log,
 			RequireHealthy: b.p.requireHealthy,
 			Metrics:        prometheus.WrapRegistererWith(prometheus.Labels{"component": n.name, "type": n.typ}, b.p.reg),
@@ -499,4 +497,45 @@ func sortErrors(es config.Errors) {
 		}
 		return es[i].Col < es[j].Col
 	})
+}
+
+// Encodings are the values of a sink's `encoding`.
+var Encodings = []string{"json", "protobuf", "ocsf"}
+
+// encoding checks a sink's `encoding`: a name, or a mapping with `type`
+// (the name) and `raw_data` (ocsf only).
+func (b *builder) encoding(sink string, n *node, v *yaml.Node) (name string, rawData bool) {
+	bad := func(at *yaml.Node, format string, args ...any) (string, bool) {
+		b.errorf(at, format, args...)
+		b.bad[n] = true
+		return "", false
+	}
+	typ := v
+	if v.Kind == yaml.MappingNode {
+		typ = nil
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			k, val := v.Content[i], v.Content[i+1]
+			switch k.Value {
+			case "type":
+				typ = val
+			case "raw_data":
+				if val.Kind != yaml.ScalarNode || (val.Value != "true" && val.Value != "false") {
+					return bad(val, "sink %q: encoding.raw_data must be true or false, got %q", sink, val.Value)
+				}
+				rawData = val.Value == "true"
+			default:
+				return bad(k, "sink %q: unknown key encoding.%s (known: type, raw_data)", sink, k.Value)
+			}
+		}
+		if typ == nil {
+			return bad(v, "sink %q: encoding has no type (%s)", sink, strings.Join(Encodings, ", "))
+		}
+	}
+	if typ.Kind != yaml.ScalarNode || !contains(Encodings, typ.Value) {
+		return bad(typ, "sink %q: encoding must be json, protobuf or ocsf, got %q", sink, typ.Value)
+	}
+	if rawData && typ.Value != "ocsf" {
+		return bad(v, "sink %q: encoding.raw_data applies to the ocsf encoding only", sink)
+	}
+	return typ.Value, rawData
 }

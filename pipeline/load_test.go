@@ -94,7 +94,7 @@ sources:
   gen: {type: test-count}
 sinks:
   out: {type: test-rec, inputs: [gen], encoding: xml, buffer: {events: many}}
-`, []string{`5:50: sink "out": encoding must be json or protobuf`, `5:72: expected an integer`}},
+`, []string{`5:50: sink "out": encoding must be json, protobuf or ocsf`, `5:72: expected an integer`}},
 		{"duplicate names", `
 sources:
   x: {type: test-count}

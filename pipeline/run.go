@@ -124,6 +124,22 @@ func (p *Pipeline) lose(c *node, src flowpb.LostEventSource, n uint64, counter *
 	}
 }
 
+// loseLate moves k events that the sink n accepted from delivered to lost
+// (see LateLoser).
+func (p *Pipeline) loseLate(n *node, k int) {
+	if k <= 0 {
+		return
+	}
+	for {
+		cur := n.stats.out.Load()
+		d := min(uint64(k), cur)
+		if n.stats.out.CompareAndSwap(cur, cur-d) {
+			break
+		}
+	}
+	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.failed)
+}
+
 // runTransform consumes n's buffer until it is closed and drained.
 func (p *Pipeline) runTransform(n *node) {
 	defer func() {
@@ -530,6 +546,11 @@ func (p *Pipeline) startOrder() []*node {
 // component before it is stopped (see stopAll).
 func (p *Pipeline) start(ctx context.Context) error {
 	order := p.startOrder()
+	for _, n := range p.sinks {
+		if l, ok := n.sink.(LateLoser); ok {
+			l.SetLateLoss(func(k int) { p.loseLate(n, k) })
+		}
+	}
 	for i, n := range order {
 		s, ok := n.component().(Starter)
 		if !ok {

@@ -9,6 +9,7 @@ import (
 	_ "github.com/flowbus/flowbus/sinks/file"
 	_ "github.com/flowbus/flowbus/sinks/kafka"
 	_ "github.com/flowbus/flowbus/sinks/nats"
+	_ "github.com/flowbus/flowbus/sinks/parquet"
 	_ "github.com/flowbus/flowbus/sources/ciliummonitor"
 	_ "github.com/flowbus/flowbus/sources/ebpf"
 	_ "github.com/flowbus/flowbus/sources/file"

@@ -1,5 +1,5 @@
-// Package template renders Kafka topics, NATS subjects and message keys from
-// events: literal text with `{{ field.path }}` placeholders, such as
+// Package template renders Kafka topics, NATS subjects, message keys and
+// file paths from events: literal text with `{{ field.path }}` placeholders, such as
 // `hubble.flows.{{ verdict }}` or `flows.{{ source.namespace }}`.
 //
 // A placeholder names a flow field with a dotted proto field path (see
@@ -22,7 +22,9 @@ package template
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -43,6 +45,12 @@ const (
 	Kafka
 	// NATS renders NATS subjects: placeholders stay inside one token.
 	NATS
+	// Path renders file paths: a rendered value never contains `/`, `\`
+	// or control characters, so a placeholder stays inside one path
+	// element. Literal `.` and `..` elements are a configuration error; a
+	// value that renders a whole element as `.` or `..` is left for the
+	// caller to refuse (see CleanPath).
+	Path
 )
 
 func (t Target) String() string {
@@ -51,6 +59,8 @@ func (t Target) String() string {
 		return "Kafka topic"
 	case NATS:
 		return "NATS subject"
+	case Path:
+		return "path"
 	}
 	return "text"
 }
@@ -69,8 +79,35 @@ const MaxKafkaTopic = 249
 type part struct {
 	lit  string // literal text, when hole is false
 	path fieldpath.Path
+	tm   timePart // a time placeholder (time.date, ...), when not 0
 	hole bool
 	off  int // byte offset in the template text
+}
+
+// timePart is one of the time placeholders: `time.date` (2006-01-02),
+// `time.hour` (15), `time.year`, `time.month`, `time.day` and
+// `time.minute`, all in UTC and zero-padded. They render the event's time
+// (the envelope time, which for a flow is the flow's time), LostEvents
+// included; an event without a time renders `unknown`.
+type timePart int
+
+const (
+	timeNone timePart = iota
+	timeDate
+	timeHour
+	timeYear
+	timeMonth
+	timeDay
+	timeMinute
+)
+
+var timeParts = map[string]timePart{
+	"time.date":   timeDate,
+	"time.hour":   timeHour,
+	"time.year":   timeYear,
+	"time.month":  timeMonth,
+	"time.day":    timeDay,
+	"time.minute": timeMinute,
 }
 
 // Template is a parsed template. It is immutable and safe for concurrent use.
@@ -128,11 +165,15 @@ func Parse(s string, target Target) (*Template, error) {
 		if strings.Contains(name, "{{") {
 			return nil, errAt(off+open, "unclosed {{")
 		}
-		p, err := fieldpath.Parse(name)
-		if err != nil {
-			return nil, errAt(nameOff, "%v", err)
+		if tp, ok := timeParts[name]; ok {
+			t.parts = append(t.parts, part{tm: tp, hole: true, off: off + open})
+		} else {
+			p, err := fieldpath.Parse(name)
+			if err != nil {
+				return nil, errAt(nameOff, "%v", err)
+			}
+			t.parts = append(t.parts, part{path: p, hole: true, off: off + open})
 		}
-		t.parts = append(t.parts, part{path: p, hole: true, off: off + open})
 		consumed := open + 2 + end + 2
 		rest, off = rest[consumed:], off+consumed
 	}
@@ -163,6 +204,10 @@ func (t *Template) checkLiterals() error {
 				if c == '*' || c == '>' || c <= ' ' || c == 0x7f {
 					return &Error{Template: t.src, Offset: p.off + i, Msg: fmt.Sprintf("character %q is not allowed in a NATS subject", c)}
 				}
+			case Path:
+				if c < ' ' || c == 0x7f {
+					return &Error{Template: t.src, Offset: p.off + i, Msg: fmt.Sprintf("control character %q is not allowed in a path", c)}
+				}
 			}
 		}
 		shape = append(shape, p.lit...)
@@ -176,6 +221,13 @@ func (t *Template) checkLiterals() error {
 			return &Error{Template: t.src, Offset: MaxKafkaTopic, Msg: fmt.Sprintf("a Kafka topic is at most %d characters, this one has %d", MaxKafkaTopic, len(shape))}
 		case len(shape) > MaxKafkaTopic:
 			return &Error{Template: t.src, Offset: 0, Msg: fmt.Sprintf("a Kafka topic is at most %d characters; the literal text of this template alone has %d", MaxKafkaTopic, len(shape)-t.holes())}
+		}
+	}
+	if t.target == Path {
+		for _, el := range strings.Split(string(shape), "/") {
+			if el == "." || el == ".." {
+				return &Error{Template: t.src, Offset: 0, Msg: fmt.Sprintf("path element %q is not allowed: write the path without . and .. elements", el)}
+			}
 		}
 	}
 	if t.target == NATS {
@@ -235,6 +287,10 @@ func (t *Template) Append(dst []byte, e *pipeline.Event) []byte {
 			dst = append(dst, p.lit...)
 			continue
 		}
+		if p.tm != timeNone {
+			dst = appendTime(dst, p.tm, e)
+			continue
+		}
 		if e.Flow == nil {
 			dst = append(dst, Lost...)
 			continue
@@ -286,7 +342,76 @@ func (t *Template) sanitize(v []byte) {
 				v[i] = '_'
 			}
 		}
+	case Path:
+		for i, c := range v {
+			if c < ' ' || c == 0x7f || c == '/' || c == '\\' {
+				v[i] = '_'
+			}
+		}
 	}
+}
+
+// appendTime renders a time placeholder for e.
+func appendTime(dst []byte, tp timePart, e *pipeline.Event) []byte {
+	ts := e.Time
+	if ts == nil && e.Flow != nil {
+		ts = e.Flow.GetTime()
+	}
+	if ts == nil {
+		return append(dst, Unknown...)
+	}
+	tm := time.Unix(ts.GetSeconds(), int64(ts.GetNanos())).UTC()
+	switch tp {
+	case timeDate:
+		y, m, d := tm.Date()
+		dst = appendInt(dst, y, 4)
+		dst = append(dst, '-')
+		dst = appendInt(dst, int(m), 2)
+		dst = append(dst, '-')
+		return appendInt(dst, d, 2)
+	case timeHour:
+		return appendInt(dst, tm.Hour(), 2)
+	case timeYear:
+		return appendInt(dst, tm.Year(), 4)
+	case timeMonth:
+		return appendInt(dst, int(tm.Month()), 2)
+	case timeDay:
+		return appendInt(dst, tm.Day(), 2)
+	case timeMinute:
+		return appendInt(dst, tm.Minute(), 2)
+	}
+	return dst
+}
+
+// appendInt appends v zero-padded to width digits.
+func appendInt(dst []byte, v, width int) []byte {
+	if v < 0 {
+		dst = append(dst, '-')
+		v = -v
+	}
+	start := len(dst)
+	dst = strconv.AppendInt(dst, int64(v), 10)
+	for n := len(dst) - start; n < width; n++ {
+		dst = append(dst, 0)
+		copy(dst[start+1:], dst[start:])
+		dst[start] = '0'
+	}
+	return dst
+}
+
+// CleanPath checks a rendered path: it reports an error when an element
+// is `.` or `..` (a value that rendered a whole element as one, which
+// would leave the directory the template names) or empty.
+func CleanPath(p string) error {
+	for i, el := range strings.Split(p, "/") {
+		switch {
+		case el == "." || el == "..":
+			return fmt.Errorf("rendered path %q has a %q element: refusing a path that leaves the template's directory", p, el)
+		case el == "" && i > 0:
+			return fmt.Errorf("rendered path %q has an empty element", p)
+		}
+	}
+	return nil
 }
 
 // ParseNode parses the scalar n as a template for target and returns errors

@@ -98,7 +98,7 @@ type span struct {
 
 // New builds a file sink from its options.
 func New(b *pipeline.Build, o *Options) (*Sink, error) {
-	enc, err := codec.New(b.Encoding)
+	enc, err := codec.ForBuild(b)
 	if err != nil {
 		return nil, b.Errorf("", "file sink: %v", err)
 	}

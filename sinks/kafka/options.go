@@ -156,7 +156,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if s.backoff.Max < s.backoff.Min {
 		add(b.Errorf("backoff", "kafka: backoff max %s is below min %s", s.backoff.Max, s.backoff.Min))
 	}
-	if s.enc, err = codec.New(b.Encoding); err != nil {
+	if s.enc, err = codec.ForBuild(b); err != nil {
 		add(b.Errorf("", "kafka: %v", err))
 	} else {
 		s.ctype = []byte(s.enc.ContentType())

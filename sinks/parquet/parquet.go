@@ -1,0 +1,465 @@
+// Package parquet is the `parquet` sink: it writes events to Parquet files
+// that DuckDB, Spark and Athena read as they are, in directories named by a
+// path template with time partitions
+// (`/data/flows/dt={{ time.date }}/hr={{ time.hour }}`). Its keys:
+// `flowbus components parquet`, or docs/components.md.
+//
+// Each row is one event: typed columns for the fields analysts query (see
+// Row) and the whole event as Hubble export JSON. LostEvents are rows of
+// the same files, with their own columns (lost_source, num_events_lost,
+// lost_cpu) and null flow columns.
+//
+// A file is written under a hidden temporary name (a leading `.` and a
+// `.tmp` suffix, which Hive-style readers and `*.parquet` globs skip) and
+// renamed to its final `.parquet` name only once its footer is written
+// and synced, so a reader never sees a partial file. A file is completed
+// when it reaches max_size_mb (at the next row group boundary), when it is
+// max_age old, when more than max_open_files directories are open (the
+// least recently written one), and at shutdown. Delivered means: in a
+// completed file. Rows of a file that cannot be completed (a full disk, a
+// removed directory) are reported as lost after they were accepted (see
+// pipeline.LateLoser). A process killed while writing leaves only hidden
+// temporary files, which the next start removes under the path's fixed
+// prefix.
+package parquet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/template"
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+)
+
+func init() {
+	pipeline.RegisterSink(pipeline.Spec{
+		Type:        "parquet",
+		Summary:     "writes events to zstd Parquet files in time-partitioned directories, for DuckDB, Spark and Athena",
+		Description: `Each row is an event: typed columns (time as a UTC timestamp in microseconds, node_name, type, verdict, drop_reason_desc, traffic_direction, is_reply, ip_version, source_ip, destination_ip, protocol, source_port, destination_port, tcp_flags, source_/destination_ namespace, pod, workload, labels and service, l7_type, l7_protocol, summary) and export_json, the whole event as a Hubble export line. LostEvents are rows of the same files with lost_source, num_events_lost and lost_cpu set and the flow columns null. Files are named <node>-<UTC time>-<random>-<seq>.parquet in the directory the path template renders for each event; a file is written under a hidden .tmp name and renamed once complete, so readers never see a partial file. Events count as delivered when the file holding them is complete; rows of a file that cannot be completed are reported lost. The encoding key is ignored (export_json is always Hubble JSON).`,
+		Example: `type: parquet
+inputs: [flows]
+path: /var/lib/flowbus/flows/dt={{ time.date }}/hr={{ time.hour }}
+max_size_mb: 128
+max_age: 5m
+`,
+	}, New)
+}
+
+// Options are the sink's config keys.
+type Options struct {
+	Path         string          `yaml:"path" required:"true" doc:"the directory of the files, a template: literal text with {{ time.date }}, {{ time.hour }}, {{ time.year }}, {{ time.month }}, {{ time.day }}, {{ time.minute }} (UTC) and {{ field.path }} placeholders; relative to the config file's directory"`
+	MaxSizeMB    int             `yaml:"max_size_mb" default:"128" doc:"complete a file once it holds this many megabytes (at the next row group boundary)"`
+	MaxAge       config.Duration `yaml:"max_age" default:"5m" doc:"complete a file this long after it was opened"`
+	RowGroupRows int             `yaml:"row_group_rows" default:"122880" doc:"rows per row group (DuckDB's own row group size)"`
+	MaxOpenFiles int             `yaml:"max_open_files" default:"16" doc:"directories written at once; the least recently written file is completed to open another"`
+	Level        string          `yaml:"compression_level" default:"default" doc:"zstd level: fastest, default, better or best"`
+}
+
+// tmpSuffix ends the name of a file being written; a leading '.' hides it
+// as well.
+const tmpSuffix = ".parquet.tmp"
+
+// Sink writes Parquet files.
+type Sink struct {
+	tmpl     *template.Template
+	prefix   string // the fixed directory the template starts with
+	node     string // for file names
+	rnd      string // random part of file names, per process
+	maxSize  int64
+	maxAge   time.Duration
+	rgRows   int64
+	maxOpen  int
+	level    zstdLevel
+	log      *slog.Logger
+	lateLoss func(int)
+
+	mu      sync.Mutex
+	parts   map[string]*part // by directory
+	seq     uint64
+	fill    rowFiller
+	js      []byte // export JSON of the batch
+	jsEnd   []int
+	dir     []byte            // rendered directory
+	groups  map[string]*group // the batch's events by directory, kept across batches
+	order   []*group          // groups in the batch, in first-seen order
+	scratch []Row             // the rows of one group, when a batch has several
+	errs    errorLog
+	stop    chan struct{}
+	stopped chan struct{}
+	closed  bool
+}
+
+// New builds the sink from its options.
+func New(b *pipeline.Build, o *Options) (*Sink, error) {
+	log := b.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	p := strings.TrimRight(o.Path, "/")
+	if p == "" {
+		return nil, b.Errorf("path", "parquet sink: path is empty: want a directory")
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(b.Dir, p)
+	}
+	t, err := template.Parse(p, template.Path)
+	if err != nil {
+		return nil, b.Errorf("path", "parquet sink: %v", err)
+	}
+	var errs config.Errors
+	if o.MaxSizeMB < 1 {
+		errs = append(errs, b.Errorf("max_size_mb", "parquet sink: max_size_mb must be at least 1"))
+	}
+	if o.MaxAge.D() < time.Second {
+		errs = append(errs, b.Errorf("max_age", "parquet sink: max_age must be at least 1s"))
+	}
+	if o.RowGroupRows < 1 {
+		errs = append(errs, b.Errorf("row_group_rows", "parquet sink: row_group_rows must be at least 1"))
+	}
+	if o.MaxOpenFiles < 1 {
+		errs = append(errs, b.Errorf("max_open_files", "parquet sink: max_open_files must be at least 1"))
+	}
+	lv, ok := zstdLevels[o.Level]
+	if !ok {
+		errs = append(errs, b.Errorf("compression_level", "parquet sink: compression_level %q: want fastest, default, better or best", o.Level))
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	node := sanitizeName(b.NodeName)
+	s := &Sink{
+		tmpl:    t,
+		prefix:  fixedPrefix(p),
+		node:    node,
+		rnd:     hex.EncodeToString(r[:]),
+		maxSize: int64(o.MaxSizeMB) << 20,
+		maxAge:  o.MaxAge.D(),
+		rgRows:  int64(o.RowGroupRows),
+		maxOpen: o.MaxOpenFiles,
+		level:   lv,
+		log:     log,
+		parts:   map[string]*part{},
+		groups:  map[string]*group{},
+		errs:    errorLog{log: log, every: 10 * time.Second},
+	}
+	return s, nil
+}
+
+// fixedPrefix is the directory of p before its first placeholder.
+func fixedPrefix(p string) string {
+	if i := strings.Index(p, "{{"); i >= 0 {
+		p = p[:i]
+		if j := strings.LastIndexByte(p, '/'); j >= 0 {
+			return p[:j+1]
+		}
+		return "."
+	}
+	return p
+}
+
+// sanitizeName makes s usable in a file name.
+func sanitizeName(s string) string {
+	if s == "" {
+		return "flowbus"
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c == 0x7f || c == '/' || c == '\\' || (i == 0 && c == '.') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// SetLateLoss implements pipeline.LateLoser.
+func (s *Sink) SetLateLoss(f func(int)) { s.lateLoss = f }
+
+// Start checks that the path's fixed prefix can be written (creating it),
+// removes the temporary files of this node that a killed process left
+// under it, and starts completing files by age.
+func (s *Sink) Start(context.Context) error {
+	if err := os.MkdirAll(s.prefix, 0o755); err != nil {
+		return fmt.Errorf("parquet sink: %w", err)
+	}
+	f, err := os.CreateTemp(s.prefix, ".flowbus-check-*"+tmpSuffix)
+	if err != nil {
+		return fmt.Errorf("parquet sink: directory %s is not writable: %w", s.prefix, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	s.removeStale()
+	s.stop, s.stopped = make(chan struct{}), make(chan struct{})
+	go s.ager()
+	return nil
+}
+
+// removeStale removes the hidden temporary files of this node under the
+// fixed prefix: files a killed process left unfinished.
+func (s *Sink) removeStale() {
+	pre := "." + s.node + "-"
+	_ = filepath.WalkDir(s.prefix, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		name := d.Name()
+		if !d.IsDir() && strings.HasPrefix(name, pre) && strings.HasSuffix(name, tmpSuffix) {
+			if err := os.Remove(path); err == nil {
+				s.log.Warn("parquet sink: removed an unfinished file left by an earlier run", "file", path)
+			}
+		}
+		return nil
+	})
+}
+
+// ager completes the files that reached max_age.
+func (s *Sink) ager() {
+	defer close(s.stopped)
+	every := min(s.maxAge/4, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			for dir, p := range s.parts {
+				if now.Sub(p.opened) >= s.maxAge {
+					s.finish(dir, p)
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Write appends the batch's events to the files of their directories.
+func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := b.Len()
+	if s.closed {
+		return n, nil
+	}
+	failed := 0
+	s.js, s.jsEnd = s.js[:0], s.jsEnd[:0]
+	s.fill.reset(n)
+	if len(s.groups) > 4*s.maxOpen {
+		clear(s.groups) // forget the directories of past hours
+	}
+	s.order = s.order[:0]
+	for i := range b.Events {
+		e := &b.Events[i]
+		start := len(s.js)
+		var err error
+		s.js, err = codec.JSON{}.Append(s.js, e)
+		if err != nil {
+			s.js = s.js[:start]
+			s.jsEnd = append(s.jsEnd, -1)
+			failed++
+			s.errs.add("", err)
+			continue
+		}
+		s.js = s.js[:len(s.js)-1] // the newline
+		s.jsEnd = append(s.jsEnd, len(s.js))
+		s.dir = s.tmpl.Append(s.dir[:0], e)
+		g := s.groups[string(s.dir)]
+		if g == nil {
+			g = &group{dir: string(s.dir)}
+			s.groups[g.dir] = g
+		}
+		if len(g.idx) == 0 {
+			s.order = append(s.order, g)
+		}
+		g.idx = append(g.idx, i)
+	}
+	start := 0
+	for i := range b.Events {
+		if end := s.jsEnd[i]; end >= 0 {
+			s.fill.fill(i, &b.Events[i], s.js[start:end])
+			start = end
+		}
+	}
+	for _, g := range s.order {
+		failed += s.writeGroup(g.dir, b, g.idx)
+		g.idx = g.idx[:0]
+	}
+	return failed, nil
+}
+
+// group is the events of a batch that go to one directory.
+type group struct {
+	dir string
+	idx []int
+}
+
+// writeGroup writes the events idx of b to the file of dir and returns how
+// many failed.
+func (s *Sink) writeGroup(dir string, b *pipeline.Batch, idx []int) int {
+	if err := template.CleanPath(dir); err != nil {
+		s.errs.add(dir, err)
+		return len(idx)
+	}
+	p, err := s.open(dir)
+	if err != nil {
+		s.errs.add(dir, err)
+		return len(idx)
+	}
+	rows := s.fill.rows
+	if len(idx) != len(rows) {
+		s.scratch = s.scratch[:0]
+		for _, i := range idx {
+			s.scratch = append(s.scratch, rows[i])
+		}
+		rows = s.scratch
+	}
+	counted := 0
+	for _, i := range idx {
+		if !b.Events[i].Reported {
+			counted++
+		}
+	}
+	if err := p.write(rows); err != nil {
+		s.errs.add(dir, err)
+		s.abandon(dir, p, err)
+		return len(idx)
+	}
+	p.counted += counted
+	if p.size() >= s.maxSize {
+		s.finish(dir, p)
+	}
+	return 0
+}
+
+// open returns the open file of dir, opening one (and completing the least
+// recently written file when max_open_files are open).
+func (s *Sink) open(dir string) (*part, error) {
+	if p, ok := s.parts[dir]; ok {
+		p.used = time.Now()
+		return p, nil
+	}
+	if len(s.parts) >= s.maxOpen {
+		var oldDir string
+		var old *part
+		for d, p := range s.parts {
+			if old == nil || p.used.Before(old.used) {
+				oldDir, old = d, p
+			}
+		}
+		s.finish(oldDir, old)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	s.seq++
+	now := time.Now().UTC()
+	base := fmt.Sprintf("%s-%s-%s-%d", s.node, now.Format("20060102T150405.000Z"), s.rnd, s.seq)
+	p, err := openPart(filepath.Join(dir, "."+base+tmpSuffix), filepath.Join(dir, base+".parquet"), s.writerOptions())
+	if err != nil {
+		return nil, err
+	}
+	p.opened, p.used = now, now
+	s.parts[dir] = p
+	return p, nil
+}
+
+// finish completes p and forgets it; rows of a file that cannot be
+// completed are lost.
+func (s *Sink) finish(dir string, p *part) {
+	delete(s.parts, dir)
+	if err := p.finish(); err != nil {
+		s.errs.add(dir, err)
+		s.lose(p)
+	}
+}
+
+// abandon removes p after a failed write; its rows are lost.
+func (s *Sink) abandon(dir string, p *part, err error) {
+	delete(s.parts, dir)
+	p.remove()
+	s.lose(p)
+	s.log.Error("parquet sink: file abandoned; its rows are lost", "file", p.final, "rows", p.counted, "error", err)
+}
+
+func (s *Sink) lose(p *part) {
+	if p.counted > 0 && s.lateLoss != nil {
+		s.lateLoss(p.counted)
+	}
+	p.counted = 0
+}
+
+// Close completes every open file, bounded by ctx: a file not completed
+// when ctx ends is removed and its rows are lost.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.stop != nil {
+		close(s.stop)
+		<-s.stopped
+		s.stop = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	var errs []error
+	for dir, p := range s.parts {
+		if ctx.Err() != nil {
+			delete(s.parts, dir)
+			p.remove()
+			s.lose(p)
+			errs = append(errs, fmt.Errorf("%s: not completed before the shutdown deadline", p.final))
+			continue
+		}
+		delete(s.parts, dir)
+		if err := p.finish(); err != nil {
+			s.lose(p)
+			errs = append(errs, err)
+		}
+	}
+	s.errs.flush()
+	if len(errs) > 0 {
+		return fmt.Errorf("parquet sink: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// errorLog logs write errors without flooding: the first at once, then a
+// count at most once per period.
+type errorLog struct {
+	log   *slog.Logger
+	every time.Duration
+	last  time.Time
+	n     int
+	err   error
+}
+
+func (l *errorLog) add(dir string, err error) {
+	now := time.Now()
+	if l.last.IsZero() || now.Sub(l.last) >= l.every {
+		l.flush()
+		l.log.Error("parquet sink: cannot write events", "directory", dir, "error", err)
+		l.last = now
+		return
+	}
+	l.n++
+	l.err = err
+}
+
+func (l *errorLog) flush() {
+	if l.n > 0 {
+		l.log.Error("parquet sink: more write errors", "count", l.n, "last_error", l.err)
+		l.n = 0
+	}
+}

@@ -1,0 +1,251 @@
+package parquet_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	"gopkg.in/yaml.v3"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowjson"
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/pipeline"
+	pqsink "github.com/flowbus/flowbus/sinks/parquet"
+	"github.com/flowbus/flowbus/sources/generate"
+)
+
+func node(t testing.TB, cfg string) *yaml.Node {
+	t.Helper()
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(cfg), &n); err != nil {
+		t.Fatal(err)
+	}
+	return n.Content[0]
+}
+
+// newSink builds and starts a parquet sink; lost receives its late losses.
+func newSink(t testing.TB, cfg string, lost *int) *pqsink.Sink {
+	t.Helper()
+	s, err := pipeline.Make(&pipeline.Build{Name: "lake", Type: "parquet", NodeName: "n1", Dir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, node(t, cfg), pqsink.New)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetLateLoss(func(n int) { *lost += n })
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// t0 is 2025-11-25 12:00:00 UTC.
+const t0 = 1_764_072_000_000_000_000
+
+// input is generated flows spread over two hours, and one LostEvent, in
+// batches of 512; it returns the flows by uuid and the count per verdict.
+func input(n int) ([]*pipeline.Batch, map[string]*flowpb.Flow, map[string]int) {
+	g := generate.NewGenerator(7)
+	flows := map[string]*flowpb.Flow{}
+	verdicts := map[string]int{}
+	var batches []*pipeline.Batch
+	b := pipeline.NewBatch()
+	for i := range n {
+		if b.Len() == 512 {
+			batches = append(batches, b)
+			b = pipeline.NewBatch()
+		}
+		e := b.Next()
+		g.Fill(e, t0+int64(i)*int64(2*time.Hour)/int64(n))
+		flows[e.Flow.Uuid] = proto.Clone(e.Flow).(*flowpb.Flow)
+		verdicts[e.Flow.Verdict.String()]++
+	}
+	e := b.Next()
+	e.Lost = &flowpb.LostEvent{Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, NumEventsLost: 12, Cpu: wrapperspb.Int32(3)}
+	e.NodeName, e.Time = "n1", timestamppb.New(time.Unix(0, t0))
+	batches = append(batches, b)
+	return batches, flows, verdicts
+}
+
+func write(t testing.TB, s pipeline.Sink, batches []*pipeline.Batch) {
+	t.Helper()
+	for _, b := range batches {
+		failed, err := s.Write(context.Background(), b)
+		if failed != 0 || err != nil {
+			t.Fatalf("Write: failed %d, %v", failed, err)
+		}
+		b.Release()
+	}
+}
+
+// files lists the files under dir, relative to it.
+func files(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+// The files are Hive-partitioned by date and hour; DuckDB counts the rows
+// per verdict as they went in, finds the LostEvent in its own columns, and
+// every export_json round-trips to the flow that was written.
+func TestDuckDB(t *testing.T) {
+	dir := t.TempDir()
+	lost := 0
+	s := newSink(t, fmt.Sprintf("path: %s/dt={{ time.date }}/hr={{ time.hour }}\nrow_group_rows: 1000\n", dir), &lost)
+	batches, flows, verdicts := input(5000)
+	write(t, s, batches)
+	for _, f := range files(t, dir) {
+		if !strings.HasPrefix(filepath.Base(f), ".") || !strings.HasSuffix(f, ".parquet.tmp") {
+			t.Fatalf("a file is visible before it is complete: %s", f)
+		}
+	}
+	if rows, err := tryQuery(t, "SELECT count(*) AS n FROM read_parquet('"+dir+"/**/*.parquet')"); err == nil {
+		t.Fatalf("DuckDB finds rows before the files are complete: %v", rows)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := files(t, dir)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "dt=2025-11-25/hr=12/n1-") || !strings.HasPrefix(got[1], "dt=2025-11-25/hr=13/n1-") ||
+		!strings.HasSuffix(got[1], ".parquet") {
+		t.Fatalf("files: %v", got)
+	}
+	if lost != 0 {
+		t.Errorf("late losses: %d", lost)
+	}
+	glob := "read_parquet('" + dir + "/**/*.parquet', hive_partitioning = true)"
+
+	rows := query(t, "SELECT verdict, count(*) AS n FROM "+glob+" WHERE lost_source IS NULL GROUP BY verdict")
+	gotV := map[string]int{}
+	for _, r := range rows {
+		n, _ := strconv.Atoi(fmt.Sprint(r["n"]))
+		gotV[fmt.Sprint(r["verdict"])] = n
+	}
+	if fmt.Sprint(gotV) != fmt.Sprint(verdicts) {
+		t.Errorf("DuckDB's count per verdict %v, want %v", gotV, verdicts)
+	}
+	rows = query(t, "SELECT hr, count(*) AS n FROM "+glob+" GROUP BY hr ORDER BY hr")
+	if len(rows) != 2 || fmt.Sprint(rows[0]["n"]) != "2501" || fmt.Sprint(rows[1]["n"]) != "2500" {
+		t.Errorf("rows per hour partition: %v", rows)
+	}
+	rows = query(t, "SELECT lost_source, num_events_lost, lost_cpu, verdict, node_name, CAST(time AS VARCHAR) AS time FROM "+glob+" WHERE lost_source IS NOT NULL")
+	if len(rows) != 1 || rows[0]["lost_source"] != "PERF_EVENT_RING_BUFFER" || fmt.Sprint(rows[0]["num_events_lost"]) != "12" ||
+		fmt.Sprint(rows[0]["lost_cpu"]) != "3" || rows[0]["verdict"] != nil || rows[0]["node_name"] != "n1" || rows[0]["time"] != "2025-11-25 12:00:00+00" {
+		t.Errorf("the LostEvent row: %v", rows)
+	}
+	// Typed columns agree with the flows.
+	rows = query(t, "SELECT typeof(time) AS tt, typeof(tcp_flags) AS tf, typeof(source_labels) AS tl, typeof(export_json) AS tj FROM "+glob+" LIMIT 1")
+	if r := rows[0]; r["tt"] != "TIMESTAMP WITH TIME ZONE" || r["tf"] != "VARCHAR[]" || r["tl"] != "VARCHAR[]" || r["tj"] != "JSON" {
+		t.Errorf("column types: %v", r)
+	}
+	rows = query(t, "SELECT export_json::VARCHAR AS j, source_ip, destination_port, protocol, tcp_flags, source_pod, destination_namespace, is_reply, summary, type FROM "+glob+" WHERE lost_source IS NULL")
+	if len(rows) != len(flows) {
+		t.Fatalf("%d flow rows, want %d", len(rows), len(flows))
+	}
+	for _, r := range rows {
+		var ev observer.ExportEvent
+		if err := flowjson.Unmarshal([]byte(r["j"].(string)), &ev); err != nil {
+			t.Fatalf("export_json does not parse: %v", err)
+		}
+		f := ev.GetFlow()
+		want := flows[f.GetUuid()]
+		if !proto.Equal(f, want) {
+			t.Fatalf("export_json round-trips to\n%v\nwant\n%v", f, want)
+		}
+		if r["source_ip"] != nilIfEmpty(want.GetIP().GetSource()) || r["source_pod"] != nilIfEmpty(want.GetSource().GetPodName()) ||
+			r["destination_namespace"] != nilIfEmpty(want.GetDestination().GetNamespace()) || r["summary"] != nilIfEmpty(want.GetSummary()) ||
+			r["type"] != want.GetType().String() {
+			t.Fatalf("typed columns %v for flow %v", r, want)
+		}
+		if tcp := want.GetL4().GetTCP(); tcp != nil {
+			if r["protocol"] != "TCP" || fmt.Sprint(r["destination_port"]) != fmt.Sprint(tcp.DestinationPort) {
+				t.Fatalf("TCP columns %v for %v", r, tcp)
+			}
+			if tcp.GetFlags().GetSYN() && !strings.Contains(fmt.Sprint(r["tcp_flags"]), "SYN") {
+				t.Fatalf("tcp_flags %v for %v", r["tcp_flags"], tcp.GetFlags())
+			}
+		}
+		if want.IsReply != nil && r["is_reply"] != want.IsReply.Value {
+			t.Fatalf("is_reply %v for %v", r["is_reply"], want.IsReply)
+		}
+	}
+
+	// A second, independent Parquet implementation (Apache Arrow's) reads
+	// the same files and counts the same verdicts.
+	arrowV := map[string]int{}
+	for _, name := range got {
+		for k, v := range arrowVerdicts(t, filepath.Join(dir, name)) {
+			arrowV[k] += v
+		}
+	}
+	delete(arrowV, "") // the LostEvent
+	if fmt.Sprint(arrowV) != fmt.Sprint(verdicts) {
+		t.Errorf("Arrow's count per verdict %v, want %v", arrowV, verdicts)
+	}
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// arrowVerdicts reads a file with Apache Arrow's Parquet reader and counts
+// its rows per verdict ("" for null).
+func arrowVerdicts(t testing.TB, path string) map[string]int {
+	t.Helper()
+	r, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatalf("arrow: %s: %v", path, err)
+	}
+	defer r.Close()
+	fr, err := pqarrow.NewFileReader(r, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(context.Background())
+	if err != nil {
+		t.Fatalf("arrow: read %s: %v", path, err)
+	}
+	defer tbl.Release()
+	idx := tbl.Schema().FieldIndices("verdict")
+	if len(idx) != 1 {
+		t.Fatalf("arrow: no verdict column in %s", path)
+	}
+	out := map[string]int{}
+	for _, chunk := range tbl.Column(idx[0]).Data().Chunks() {
+		col := chunk.(*array.String)
+		for i := range col.Len() {
+			if col.IsNull(i) {
+				out[""]++
+			} else {
+				out[col.Value(i)]++
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,99 @@
+package parquet
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	pq "github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/zstd"
+
+	"github.com/flowbus/flowbus/pipeline/cli"
+)
+
+type zstdLevel = zstd.Level
+
+var zstdLevels = map[string]zstdLevel{
+	"fastest": zstd.SpeedFastest,
+	"default": zstd.SpeedDefault,
+	"better":  zstd.SpeedBetterCompression,
+	"best":    zstd.SpeedBestCompression,
+}
+
+// writerOptions are the Parquet writer's options for a new file.
+func (s *Sink) writerOptions() []pq.WriterOption {
+	return []pq.WriterOption{
+		pq.Compression(&zstd.Codec{Level: s.level}),
+		pq.MaxRowsPerRowGroup(s.rgRows),
+		pq.CreatedBy("flowbus", cli.Version(), ""),
+		pq.KeyValueMetadata("flowbus.schema", "observer.GetFlowsResponse"),
+	}
+}
+
+// part is one file being written: under its temporary name until finish
+// renames it.
+type part struct {
+	tmp, final   string
+	f            *os.File
+	w            *pq.GenericWriter[Row]
+	opened, used time.Time
+	counted      int // counted events (not Reported) in the file
+}
+
+func openPart(tmp, final string, opts []pq.WriterOption) (*part, error) {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &part{tmp: tmp, final: final, f: f, w: pq.NewGenericWriter[Row](f, opts...)}, nil
+}
+
+// write appends rows to the file.
+func (p *part) write(rows []Row) error {
+	if _, err := p.w.Write(rows); err != nil {
+		return fmt.Errorf("write %s: %w", p.tmp, err)
+	}
+	return nil
+}
+
+// size is the file's size so far, the row group being built included.
+func (p *part) size() int64 { return p.w.Size() }
+
+// finish writes the footer, syncs and closes the file and renames it to
+// its final name. On failure the temporary file is removed.
+func (p *part) finish() error {
+	err := p.w.Close()
+	if err == nil {
+		err = p.f.Sync()
+	}
+	if cerr := p.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(p.tmp, p.final)
+	}
+	if err != nil {
+		os.Remove(p.tmp)
+		return fmt.Errorf("complete %s: %w", p.final, err)
+	}
+	syncDir(filepath.Dir(p.final))
+	return nil
+}
+
+// remove closes and removes the unfinished file.
+func (p *part) remove() {
+	p.f.Close()
+	if err := os.Remove(p.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		_ = err // nothing more to do: the name is hidden
+	}
+}
+
+// syncDir makes a rename durable.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
