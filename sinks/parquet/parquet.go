@@ -193,7 +193,7 @@ func (s *Sink) SetLateLoss(f func(int)) { s.lateLoss = f }
 // under it, and starts completing files by age.
 func (s *Sink) Start(context.Context) error {
 	if err := os.MkdirAll(s.prefix, 0o755); err != nil {
-		return fmt.Errorf("parquet sink: %w", err)
+		return fmt.Errorf("parquet sink: cannot create the directory %s: %w", s.prefix, err)
 	}
 	f, err := os.CreateTemp(s.prefix, ".flowbus-check-*"+tmpSuffix)
 	if err != nil {
@@ -363,7 +363,7 @@ func (s *Sink) open(dir string) (*part, error) {
 		s.finish(oldDir, old)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot create the directory: %w", err)
 	}
 	s.seq++
 	now := time.Now().UTC()

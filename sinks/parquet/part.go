@@ -27,6 +27,7 @@ func (s *Sink) writerOptions() []pq.WriterOption {
 	return []pq.WriterOption{
 		pq.Compression(&zstd.Codec{Level: s.level}),
 		pq.MaxRowsPerRowGroup(s.rgRows),
+		pq.PageBufferSize(4 << 20),
 		pq.CreatedBy("flowbus", cli.Version(), ""),
 		pq.KeyValueMetadata("flowbus.schema", "observer.GetFlowsResponse"),
 	}
