@@ -95,6 +95,15 @@ sources:
 sinks:
   out: {type: test-rec, inputs: [gen], encoding: xml, buffer: {events: many}}
 `, []string{`5:50: sink "out": encoding must be json, protobuf or ocsf`, `5:72: expected an integer`}},
+		{"encoding mapping", `
+sources:
+  gen: {type: test-count}
+sinks:
+  a: {type: test-rec, inputs: [gen], encoding: {type: json, raw_data: true}}
+  b: {type: test-rec, inputs: [gen], encoding: {type: ocsf, raw: true}}
+  c: {type: test-rec, inputs: [gen], encoding: {raw_data: yes}}
+  d: {type: test-rec, inputs: [gen], encoding: {type: ocsf, raw_data: true}}
+`, []string{`5:48: sink "a": encoding.raw_data applies to the ocsf encoding only`, `6:61: sink "b": unknown key encoding.raw (known: type, raw_data)`, `7:59: sink "c": encoding.raw_data must be true or false`}},
 		{"duplicate names", `
 sources:
   x: {type: test-count}

@@ -13,9 +13,12 @@
 // error, as is a template whose literal text alone exceeds 249 bytes. In a
 // NATS subject a rendered
 // value never contains whitespace, control characters, `.`, `*` or `>`, so a
-// placeholder always stays inside one subject token. LostEvents carry no flow:
-// every placeholder renders `lost` for them (a sink may configure a separate
-// template for LostEvents instead).
+// placeholder always stays inside one subject token. In a path a rendered
+// value never contains `/`, `\` or control characters. LostEvents carry no
+// flow: every field placeholder renders `lost` for them (a sink may
+// configure a separate template for LostEvents instead), while the time
+// placeholders (`{{ time.date }}`, `{{ time.hour }}`, ...) render the
+// event's time for flows and LostEvents alike.
 //
 // Rendering appends to a caller's buffer and does not allocate.
 package template

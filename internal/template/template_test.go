@@ -4,7 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -220,4 +222,47 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Time placeholders render the event's UTC time, LostEvents included; the
+// path target keeps a value inside one path element.
+func TestPathAndTime(t *testing.T) {
+	ts := timestamppb.New(time.Date(2025, 3, 7, 4, 9, 0, 0, time.FixedZone("x", 5*3600)))
+	fe := flowEvent()
+	fe.Flow.Time = ts
+	fe.Flow.Source.PodName = "a/b\\c\x01.."
+	lost := &pipeline.Event{Lost: &flowpb.LostEvent{NumEventsLost: 3}, Time: ts}
+	tests := []struct {
+		name, tmpl string
+		e          *pipeline.Event
+		want       string
+	}{
+		{"partitions", "/d/dt={{ time.date }}/hr={{ time.hour }}", fe, "/d/dt=2025-03-06/hr=23"},
+		{"parts", "{{ time.year }}/{{ time.month }}/{{ time.day }}/{{ time.minute }}", fe, "2025/03/06/09"},
+		{"lost keeps time", "dt={{ time.date }}/{{ verdict }}", lost, "dt=2025-03-06/lost"},
+		{"no time", "{{ time.hour }}", &pipeline.Event{Flow: &flowpb.Flow{}}, "unknown"},
+		{"separators replaced", "/d/{{ source.pod_name }}", fe, "/d/a_b_c_.."},
+		{"dotdot stays for CleanPath", "/d/{{ source.namespace }}", &pipeline.Event{Flow: &flowpb.Flow{Source: &flowpb.Endpoint{Namespace: ".."}}}, "/d/.."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tm, err := Parse(tt.tmpl, Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(tm.Append(nil, tt.e)); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	for _, bad := range []string{"/d/../x", "./{{ verdict }}", "/d/{{ verdict }}/..", "/d/\x01"} {
+		if _, err := Parse(bad, Path); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	for p, ok := range map[string]bool{"/d/x": true, "/d/..": false, "/d/./x": false, "/d//x": false, "/d/..x": true, "rel/x": true} {
+		if err := CleanPath(p); (err == nil) != ok {
+			t.Errorf("CleanPath(%q) = %v", p, err)
+		}
+	}
 }

@@ -47,7 +47,7 @@ func init() {
 	pipeline.RegisterSink(pipeline.Spec{
 		Type:        "parquet",
 		Summary:     "writes events to zstd Parquet files in time-partitioned directories, for DuckDB, Spark and Athena",
-		Description: `Each row is an event: typed columns (time as a UTC timestamp in microseconds, node_name, type, verdict, drop_reason_desc, traffic_direction, is_reply, ip_version, source_ip, destination_ip, protocol, source_port, destination_port, tcp_flags, source_/destination_ namespace, pod, workload, labels and service, l7_type, l7_protocol, summary) and export_json, the whole event as a Hubble export line. LostEvents are rows of the same files with lost_source, num_events_lost and lost_cpu set and the flow columns null. Files are named <node>-<UTC time>-<random>-<seq>.parquet in the directory the path template renders for each event; a file is written under a hidden .tmp name and renamed once complete, so readers never see a partial file. Events count as delivered when the file holding them is complete; rows of a file that cannot be completed are reported lost. The encoding key is ignored (export_json is always Hubble JSON).`,
+		Description: `Each row is an event: typed columns (time as a UTC timestamp in microseconds, node_name, type, verdict, drop_reason_desc, traffic_direction, is_reply, ip_version, source_ip, destination_ip, protocol, source_port, destination_port, tcp_flags, source_/destination_ namespace, pod, workload, labels and service, l7_type, l7_protocol, summary) and export_json, the whole event as a Hubble export line. LostEvents are rows of the same files with lost_source, num_events_lost and lost_cpu set and the flow columns null. Files are named <node>-<UTC time>-<random>-<seq>.parquet in the directory the path template renders for each event; a file is written under a hidden .tmp name and renamed once complete, so readers never see a partial file. Events count as delivered when the file holding them is complete; rows of a file that cannot be completed are reported lost. The encoding key must be json (the default): export_json is always Hubble JSON. Columns, files and queries: docs/parquet.md.`,
 		Example: `type: parquet
 inputs: [flows]
 path: /var/lib/flowbus/flows/dt={{ time.date }}/hr={{ time.hour }}
@@ -106,6 +106,9 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	log := b.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if b.Encoding != "" && b.Encoding != "json" {
+		return nil, b.Errorf("", "parquet sink: encoding %s does not apply: the files hold typed columns and the Hubble export JSON", b.Encoding)
 	}
 	p := strings.TrimRight(o.Path, "/")
 	if p == "" {
