@@ -25,6 +25,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/duckdbtest"
 	"github.com/flowbus/flowbus/pipeline"
 	pqsink "github.com/flowbus/flowbus/sinks/parquet"
 	"github.com/flowbus/flowbus/sources/generate"
@@ -122,7 +123,7 @@ func TestDuckDB(t *testing.T) {
 			t.Fatalf("a file is visible before it is complete: %s", f)
 		}
 	}
-	if rows, err := tryQuery(t, "SELECT count(*) AS n FROM read_parquet('"+dir+"/**/*.parquet')"); err == nil {
+	if rows, err := duckdbtest.TryQuery(t, "SELECT count(*) AS n FROM read_parquet('"+dir+"/**/*.parquet')"); err == nil {
 		t.Fatalf("DuckDB finds rows before the files are complete: %v", rows)
 	}
 	if err := s.Close(context.Background()); err != nil {
@@ -138,7 +139,7 @@ func TestDuckDB(t *testing.T) {
 	}
 	glob := "read_parquet('" + dir + "/**/*.parquet', hive_partitioning = true)"
 
-	rows := query(t, "SELECT verdict, count(*) AS n FROM "+glob+" WHERE lost_source IS NULL GROUP BY verdict")
+	rows := duckdbtest.Query(t, "SELECT verdict, count(*) AS n FROM "+glob+" WHERE lost_source IS NULL GROUP BY verdict")
 	gotV := map[string]int{}
 	for _, r := range rows {
 		n, _ := strconv.Atoi(fmt.Sprint(r["n"]))
@@ -147,21 +148,21 @@ func TestDuckDB(t *testing.T) {
 	if fmt.Sprint(gotV) != fmt.Sprint(verdicts) {
 		t.Errorf("DuckDB's count per verdict %v, want %v", gotV, verdicts)
 	}
-	rows = query(t, "SELECT hr, count(*) AS n FROM "+glob+" GROUP BY hr ORDER BY hr")
+	rows = duckdbtest.Query(t, "SELECT hr, count(*) AS n FROM "+glob+" GROUP BY hr ORDER BY hr")
 	if len(rows) != 2 || fmt.Sprint(rows[0]["n"]) != "2501" || fmt.Sprint(rows[1]["n"]) != "2500" {
 		t.Errorf("rows per hour partition: %v", rows)
 	}
-	rows = query(t, "SELECT lost_source, num_events_lost, lost_cpu, verdict, node_name, CAST(time AS VARCHAR) AS time FROM "+glob+" WHERE lost_source IS NOT NULL")
+	rows = duckdbtest.Query(t, "SELECT lost_source, num_events_lost, lost_cpu, verdict, node_name, CAST(time AS VARCHAR) AS time FROM "+glob+" WHERE lost_source IS NOT NULL")
 	if len(rows) != 1 || rows[0]["lost_source"] != "PERF_EVENT_RING_BUFFER" || fmt.Sprint(rows[0]["num_events_lost"]) != "12" ||
 		fmt.Sprint(rows[0]["lost_cpu"]) != "3" || rows[0]["verdict"] != nil || rows[0]["node_name"] != "n1" || rows[0]["time"] != "2025-11-25 12:00:00+00" {
 		t.Errorf("the LostEvent row: %v", rows)
 	}
 	// Typed columns agree with the flows.
-	rows = query(t, "SELECT typeof(time) AS tt, typeof(tcp_flags) AS tf, typeof(source_labels) AS tl, typeof(export_json) AS tj FROM "+glob+" LIMIT 1")
+	rows = duckdbtest.Query(t, "SELECT typeof(time) AS tt, typeof(tcp_flags) AS tf, typeof(source_labels) AS tl, typeof(export_json) AS tj FROM "+glob+" LIMIT 1")
 	if r := rows[0]; r["tt"] != "TIMESTAMP WITH TIME ZONE" || r["tf"] != "VARCHAR[]" || r["tl"] != "VARCHAR[]" || r["tj"] != "JSON" {
 		t.Errorf("column types: %v", r)
 	}
-	rows = query(t, "SELECT export_json::VARCHAR AS j, source_ip, destination_port, protocol, tcp_flags, source_pod, destination_namespace, is_reply, summary, type FROM "+glob+" WHERE lost_source IS NULL")
+	rows = duckdbtest.Query(t, "SELECT export_json::VARCHAR AS j, source_ip, destination_port, protocol, tcp_flags, source_pod, destination_namespace, is_reply, summary, type FROM "+glob+" WHERE lost_source IS NULL")
 	if len(rows) != len(flows) {
 		t.Fatalf("%d flow rows, want %d", len(rows), len(flows))
 	}

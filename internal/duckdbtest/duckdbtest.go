@@ -1,4 +1,8 @@
-package parquet_test
+// Package duckdbtest runs SQL in DuckDB for tests that check the Parquet
+// files flowbus writes: DuckDB's Node.js client (@duckdb/node-api, which
+// ships DuckDB itself), installed by .ci/tools/duckdb into the tools cache,
+// runs each query in a fresh in-memory database.
+package duckdbtest
 
 import (
 	"bytes"
@@ -53,19 +57,19 @@ func duckDB(t testing.TB) string {
 	return duckDir
 }
 
-// query runs sql in DuckDB and returns the rows; a DuckDB error fails the
-// test.
-func query(t testing.TB, sql string) []map[string]any {
+// Query runs sql in DuckDB and returns the rows (numbers that JSON cannot
+// hold exactly, such as counts, as strings); a DuckDB error fails the test.
+func Query(t testing.TB, sql string) []map[string]any {
 	t.Helper()
-	rows, err := tryQuery(t, sql)
+	rows, err := TryQuery(t, sql)
 	if err != nil {
 		t.Fatalf("DuckDB: %s: %v", sql, err)
 	}
 	return rows
 }
 
-// tryQuery runs sql in DuckDB and returns the rows or DuckDB's error.
-func tryQuery(t testing.TB, sql string) ([]map[string]any, error) {
+// TryQuery runs sql in DuckDB and returns the rows or DuckDB's error.
+func TryQuery(t testing.TB, sql string) ([]map[string]any, error) {
 	t.Helper()
 	dir := duckDB(t)
 	script := filepath.Join(t.TempDir(), "q.js")
