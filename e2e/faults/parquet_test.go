@@ -17,20 +17,20 @@ import (
 	"github.com/flowbus/flowbus/internal/duckdbtest"
 )
 
-// run runs `flowbus run -c cfg` to its end and returns its exit error and
-// stderr.
-func pqRun(t *testing.T, cfg string) (error, string) {
+// pqRun runs `flowbus run -c cfg` to its end and returns its stderr and
+// exit error.
+func pqRun(t *testing.T, cfg string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(binary, "run", "-c", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
-	return err, stderr.String()
+	return stderr.String(), err
 }
 
 var pqSummaryRE = regexp.MustCompile(`(?m)^flowbus: received=(\d+) delivered=(\d+) filtered=(\d+) sampled=(\d+) rate_limited=(\d+) lost=(\d+)`)
 
-// summary returns received, delivered and lost of the exit summary and
+// pqSummary returns received, delivered and lost of the exit summary and
 // checks that it reconciles.
 func pqSummary(t *testing.T, stderr string) (received, delivered, lost int) {
 	t.Helper()
@@ -56,7 +56,7 @@ func pqWriteFile(t *testing.T, path, s string) string {
 	return path
 }
 
-// flowRows counts the flow rows (not LostEvents) DuckDB reads under dir;
+// pqFlowRows counts the flow rows (not LostEvents) DuckDB reads under dir;
 // DuckDB failing on any visible file fails the test.
 func pqFlowRows(t *testing.T, dir string) int {
 	t.Helper()
@@ -180,7 +180,7 @@ sources:
 sinks:
   lake: {type: parquet, inputs: [gen], path: "%s/dt={{ time.date }}/hr={{ time.hour }}"}
 `, out))
-	if err, stderr := pqRun(t, cfg); err != nil {
+	if stderr, err := pqRun(t, cfg); err != nil {
 		t.Fatalf("flowbus: %v\n%s", err, stderr)
 	} else if !strings.Contains(stderr, "removed an unfinished file") {
 		t.Errorf("the restart did not say it removed unfinished files:\n%s", stderr)
@@ -212,7 +212,7 @@ sources:
 sinks:
   lake: {type: parquet, inputs: [gen], path: "%s/dt={{ time.date }}", max_size_mb: 1, row_group_rows: 4000}
 `, mnt))
-	err, stderr := pqRun(t, cfg)
+	stderr, err := pqRun(t, cfg)
 	if err != nil {
 		t.Logf("flowbus exited with %v (a file could not be completed at shutdown)", err)
 	}
@@ -252,7 +252,7 @@ sources:
 sinks:
   lake: {type: parquet, inputs: [in], path: "%s/{{ source.namespace }}"}
 `, in, out))
-	err, stderr := pqRun(t, cfg)
+	stderr, err := pqRun(t, cfg)
 	if err != nil {
 		t.Fatalf("flowbus: %v\n%s", err, stderr)
 	}
@@ -280,7 +280,7 @@ sources:
 sinks:
   lake: {type: parquet, inputs: [in], path: "%s/blocked/dt={{ time.date }}"}
 `, in, out))
-	err, stderr = pqRun(t, cfg)
+	stderr, err = pqRun(t, cfg)
 	if err == nil || !strings.Contains(stderr, "cannot create the directory") {
 		t.Errorf("an unwritable path: exit %v\n%s", err, stderr)
 	}
