@@ -11,7 +11,9 @@
 //
 // Flows carry what the datapath sample says (see flow/datapath); Flow.time
 // is the time the sample was decoded, as Hubble's is the time the agent
-// received it, and node_name is flowbus's node name.
+// received it, and node_name is flowbus's node name. Read from the socket,
+// a flow's interface is named from the node's link table by its index, as
+// Hubble names it (interface_names; link events keep the names current).
 //
 // Its keys: `flowbus components cilium-monitor`, or docs/components.md.
 //
@@ -40,6 +42,7 @@ import (
 	"github.com/flowbus/flowbus/flow/datapath"
 	"github.com/flowbus/flowbus/flow/flowid"
 	"github.com/flowbus/flowbus/flow/monitor"
+	"github.com/flowbus/flowbus/internal/ifname"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -48,7 +51,7 @@ func init() {
 	pipeline.RegisterSource(pipeline.Spec{
 		Type:        "cilium-monitor",
 		Summary:     "reads Cilium's datapath events from the agent's monitor socket (or a recording) and decodes them into Hubble flows",
-		Description: `The source speaks the monitor protocol 1.2 (one gob stream of payloads per connection). Perf LOST payloads become LostEvents (PERF_EVENT_RING_BUFFER, with their CPU); agent and debug events are counted and skipped; malformed samples are counted, logged and skipped. The connection is re-established with exponential backoff, and the source is unready while it is down. With path it replays a recorded stream instead and ends at its end. Cilium drops payloads for a socket client that does not keep up without a LOST record, so a pipeline that blocks this source loses events the source cannot count.`,
+		Description: `The source speaks the monitor protocol 1.2 (one gob stream of payloads per connection). Perf LOST payloads become LostEvents (PERF_EVENT_RING_BUFFER, with their CPU); agent and debug events are counted and skipped; malformed samples are counted, logged and skipped. Read from the socket, each flow's interface is named from the node's link table by its index, as Hubble does (interface_names; link events keep the names current as veths come and go). The connection is re-established with exponential backoff, and the source is unready while it is down. With path it replays a recorded stream instead and ends at its end. Cilium drops payloads for a socket client that does not keep up without a LOST record, so a pipeline that blocks this source loses events the source cannot count.`,
 		Example: `type: cilium-monitor
 socket: /var/run/cilium/monitor1_2.sock
 reconnect: {initial_backoff: 100ms, max_backoff: 10s}
@@ -81,6 +84,12 @@ type Options struct {
 	// sockets whose pod it cannot resolve (default false: they become
 	// SOCK flows without a source address).
 	SkipSockTrace bool `yaml:"skip_sock_trace" default:"false" doc:"drop socket-translation events, as Hubble does for sockets whose pod it cannot resolve; false makes them SOCK flows"`
+	// InterfaceNames fills each flow's interface name from the node's link
+	// table by its index, as Hubble does, when reading the socket (a
+	// recording comes from another time, maybe another node, so its flows
+	// keep only the index). flowbus must then share the node's network
+	// namespace, as the DaemonSet does (hostNetwork).
+	InterfaceNames bool `yaml:"interface_names" default:"true" doc:"name each flow's interface from the node's link table (ifindex → name), as Hubble does; needs the node's network namespace (hostNetwork); not for a recording"`
 	// BatchSize is the most events per emitted batch (default 512).
 	BatchSize int `yaml:"batch_size" default:"512" doc:"the most events per emitted batch"`
 }
@@ -127,6 +136,7 @@ type Source struct {
 	m         *metrics
 	dec       datapath.Decoder
 	ids       *flowid.Generator // flow uuids, as Hubble gives every decoded flow
+	names     *ifname.Cache     // interface names; nil for a recording or when off
 
 	file *os.File    // replay, opened by Start
 	conn net.Conn    // first connection when reconnect is off, from Start
@@ -190,6 +200,9 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 	s.m = m
 	if s.path == "" {
 		s.setReady(fmt.Errorf("not connected to %s yet", s.socket))
+		if o.InterfaceNames {
+			s.names = new(ifname.Cache)
+		}
 	}
 	return s, nil
 }
@@ -284,6 +297,13 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 	s.ran.Store(true)
 	r := newReporter(s.log)
 	defer r.flush()
+	if s.names != nil {
+		stop, err := s.names.Watch(s.log)
+		if err != nil {
+			s.log.Warn("cilium-monitor source: cannot subscribe to link events; interface names are looked up by index", "error", err)
+		}
+		defer stop()
+	}
 	if s.path != "" {
 		if s.file == nil {
 			if err := s.Start(ctx); err != nil {
@@ -434,6 +454,9 @@ func (s *Source) consume(ctx context.Context, rd io.Reader, out pipeline.Output,
 			}
 			f.Uuid = s.ids.Next()
 			f.NodeName = s.node
+			if s.names != nil && f.Interface != nil && f.Interface.Name == "" {
+				f.Interface.Name = s.names.Get(f.Interface.Index)
+			}
 			ev.NodeName = s.node
 			ev.Time = f.Time
 			b.AddInputBytes(len(p.Data))

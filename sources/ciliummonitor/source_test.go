@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/gob"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -189,8 +192,9 @@ var flowUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][
 
 // checkFlows compares the collected flows with decoding the samples
 // directly (time and uuid aside), and checks the envelope and that every
-// flow got its own uuid.
-func checkFlows(t *testing.T, got []pipeline.Event, samples [][]byte) {
+// flow got its own uuid. With named (flows read from the socket), each
+// flow's interface has the name this host's link table gives its index.
+func checkFlows(t *testing.T, got []pipeline.Event, samples [][]byte, named bool) {
 	t.Helper()
 	if len(got) != len(samples) {
 		t.Fatalf("got %d flows, want %d", len(got), len(samples))
@@ -214,6 +218,11 @@ func checkFlows(t *testing.T, got []pipeline.Event, samples [][]byte) {
 		}
 		seen[e.Flow.Uuid] = true
 		want.NodeName = "node-1"
+		if named && want.Interface != nil {
+			if ifi, err := net.InterfaceByIndex(int(want.Interface.Index)); err == nil {
+				want.Interface.Name = ifi.Name
+			}
+		}
 		want.Time = e.Flow.Time
 		want.Uuid = e.Flow.Uuid
 		if !proto.Equal(want, e.Flow) {
@@ -306,7 +315,7 @@ func TestSocket(t *testing.T) {
 	c.Close()
 	out.mu.Lock()
 	defer out.mu.Unlock()
-	checkFlows(t, out.events, append(samples, samples[0]))
+	checkFlows(t, out.events, append(samples, samples[0]), true)
 	if len(out.lost) != 1 || out.lost[0] != lost[0] {
 		t.Errorf("lost calls %v, want %v", out.lost, lost)
 	}
@@ -406,7 +415,7 @@ func TestNoReconnect(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	checkFlows(t, out.events, samples)
+	checkFlows(t, out.events, samples, true)
 }
 
 func TestReplay(t *testing.T) {
@@ -443,7 +452,7 @@ func TestReplay(t *testing.T) {
 	if err := src.Run(context.Background(), out); err != nil {
 		t.Fatal(err)
 	}
-	checkFlows(t, out.events, samples)
+	checkFlows(t, out.events, samples, false)
 	if len(out.lost) != 1 || out.lost[0] != lost[0] {
 		t.Errorf("lost = %v", out.lost)
 	}
@@ -457,7 +466,7 @@ func TestReplay(t *testing.T) {
 	if err := src.Run(context.Background(), out); err != nil {
 		t.Fatal(err)
 	}
-	checkFlows(t, out.events, samples[:3])
+	checkFlows(t, out.events, samples[:3], false)
 
 	// A corrupt recording is an error naming the file.
 	bad := filepath.Join(dir, "bad.gob")
@@ -547,8 +556,97 @@ func TestSocketServesRecording(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	checkFlows(t, out.events, samples)
+	checkFlows(t, out.events, samples, true)
 	if len(out.lost) != 1 || out.lost[0] != lost[0] {
 		t.Errorf("lost calls %v, want %v", out.lost, lost)
+	}
+}
+
+// traceOn is a trace sample observed on the interface with this index.
+func traceOn(ifindex uint32) []byte {
+	b := traceSample(0, 0x12)
+	ne.PutUint32(b[28:], ifindex)
+	return b
+}
+
+// TestInterfaceNames: flows read from the socket carry the name the
+// node's link table gives their interface's index, also for an interface
+// created while the source runs (a new pod's veth), and for a renamed one;
+// with interface_names: false they keep only the index.
+func TestInterfaceNames(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: creates network interfaces (CI runs the tests as root)")
+	}
+	mkLink := func(name string) uint32 {
+		t.Helper()
+		if out, err := exec.Command("ip", "link", "add", name, "type", "veth", "peer", "name", name+"p").CombinedOutput(); err != nil {
+			t.Fatalf("ip link add %s: %v: %s", name, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "link", "del", name).Run() })
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint32(ifi.Index)
+	}
+	prefix := fmt.Sprintf("fbm%d", os.Getpid()%1000000)
+	before := mkLink(prefix + "a")
+
+	for _, named := range []bool{true, false} {
+		t.Run(fmt.Sprintf("interface_names=%v", named), func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "m.sock")
+			srv := newServer(t, sock)
+			src := build(t, fmt.Sprintf("socket: %s\nreconnect: false\ninterface_names: %v\n", sock, named), nil)
+			if err := src.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			out := newCollector()
+			done := make(chan error, 1)
+			go func() { done <- src.Run(context.Background(), out) }()
+			c := srv.accept(t)
+			enc := gob.NewEncoder(c)
+			send(t, enc, []monitor.Payload{{Type: monitor.PayloadSample, Data: traceOn(before)}})
+			out.wait(t, 1)
+			var after uint32
+			if named {
+				// Created while the source runs; then renamed.
+				after = mkLink(prefix + "b")
+				send(t, enc, []monitor.Payload{{Type: monitor.PayloadSample, Data: traceOn(after)}})
+				out.wait(t, 1)
+				for _, args := range [][]string{{"link", "set", prefix + "b", "name", prefix + "c"}} {
+					if o, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+						t.Fatalf("ip %v: %v: %s", args, err, o)
+					}
+				}
+				t.Cleanup(func() { exec.Command("ip", "link", "del", prefix+"c").Run() })
+				// The rename reaches the source through its link events.
+				deadline := time.Now().Add(5 * time.Second)
+				for src.names.Get(after) != prefix+"c" {
+					if time.Now().After(deadline) {
+						t.Fatalf("rename not seen: %q", src.names.Get(after))
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				send(t, enc, []monitor.Payload{{Type: monitor.PayloadSample, Data: traceOn(after)}})
+				out.wait(t, 1)
+			}
+			c.Close()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			out.mu.Lock()
+			defer out.mu.Unlock()
+			var got []string
+			for _, e := range out.events {
+				got = append(got, fmt.Sprintf("%d:%s", e.Flow.GetInterface().GetIndex(), e.Flow.GetInterface().GetName()))
+			}
+			want := []string{fmt.Sprintf("%d:", before)}
+			if named {
+				want = []string{fmt.Sprintf("%d:%sa", before, prefix), fmt.Sprintf("%d:%sb", after, prefix), fmt.Sprintf("%d:%sc", after, prefix)}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("interfaces = %v, want %v", got, want)
+			}
+		})
 	}
 }

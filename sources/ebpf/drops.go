@@ -5,9 +5,6 @@ package ebpf
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
-	"sync"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -95,54 +92,4 @@ func KernelDropReason(f *flowpb.Flow) string {
 		return ""
 	}
 	return st.Fields[KernelDropReasonKey].GetStringValue()
-}
-
-// ifaceNames caches interface names by index. The reader looks names up;
-// attaching (also from the link event goroutine) records them.
-type ifaceNames struct {
-	mu sync.Mutex
-	m  map[uint32]ifaceName
-}
-
-type ifaceName struct {
-	name    string
-	fetched time.Time
-}
-
-func (c *ifaceNames) put(index uint32, name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.putLocked(index, name)
-}
-
-func (c *ifaceNames) putLocked(index uint32, name string) {
-	if c.m == nil {
-		c.m = map[uint32]ifaceName{}
-	}
-	c.m[index] = ifaceName{name: name, fetched: time.Now()}
-}
-
-// get returns the name of an interface, asking the kernel at most once a
-// second per unknown index.
-func (c *ifaceNames) get(index uint32) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, ok := c.m[index]
-	if ok && time.Since(n.fetched) < refresh(n.name) {
-		return n.name
-	}
-	name := ""
-	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
-		name = ifi.Name
-	}
-	c.putLocked(index, name)
-	return name
-}
-
-// refresh is how long a cached name (or the absence of one) is trusted.
-func refresh(name string) time.Duration {
-	if name == "" {
-		return time.Second
-	}
-	return time.Minute
 }

@@ -104,6 +104,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/datapath"
 	"github.com/flowbus/flowbus/flow/flowid"
+	"github.com/flowbus/flowbus/internal/ifname"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -149,7 +150,7 @@ type Source struct {
 	waitErr   atomic.Pointer[error] // named interfaces that do not exist
 	linksDone chan struct{}         // closed to end the link event subscription
 
-	names ifaceNames // used by Run and by attaching
+	names ifname.Cache // used by Run and by attaching
 
 	// healthInterval and rescanInterval when the source was built.
 	healthEvery, rescanEvery time.Duration
@@ -417,7 +418,7 @@ func (s *Source) attachLocked(ifi net.Interface) error {
 	if err := s.objs.SetInterface(ifi.Index, len(ifi.HardwareAddr) == 0); err != nil {
 		return fmt.Errorf("ebpf source: %w", err)
 	}
-	s.names.put(uint32(ifi.Index), ifi.Name)
+	s.names.Put(uint32(ifi.Index), ifi.Name)
 	a := &attachment{name: ifi.Name, index: ifi.Index}
 	for _, d := range s.directions() {
 		var (
@@ -735,7 +736,7 @@ func (s *Source) decode(b *pipeline.Batch, raw []byte) bool {
 		s.annotateDrop(f, raw)
 	}
 	if f.Interface != nil && f.Interface.Name == "" {
-		f.Interface.Name = s.names.get(f.Interface.Index)
+		f.Interface.Name = s.names.Get(f.Interface.Index)
 	}
 	return true
 }

@@ -109,7 +109,7 @@ func TestDecodeSeeds(t *testing.T) {
 func BenchmarkDecode(b *testing.B) {
 	src := newSource(&pipeline.Build{NodeName: "bench"}, settings{})
 	src.reasons = map[uint32]string{3: "NO_SOCKET"}
-	src.names.put(2, "eth0")
+	src.names.Put(2, "eth0")
 	for _, c := range []struct {
 		name   string
 		sample []byte
