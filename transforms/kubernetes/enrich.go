@@ -76,74 +76,55 @@ func (t *Transform) enrichLocked(f *flowpb.Flow) {
 	}
 	x := t.idx
 	if ip.Source != "" {
-		f.Source = t.endpointLocked(f.Source, ip.Source)
-		f.SourceService = t.serviceLocked(f.SourceService, ip.Source)
+		if e, ok := x.lookupLocked(ip.Source); ok {
+			f.Source = t.applyEndpoint(f.Source, &e)
+			f.SourceService = t.applyService(f.SourceService, &e)
+		}
 	}
 	if ip.Destination != "" {
-		f.Destination = t.endpointLocked(f.Destination, ip.Destination)
-		f.DestinationService = t.serviceLocked(f.DestinationService, ip.Destination)
+		if e, ok := x.lookupLocked(ip.Destination); ok {
+			f.Destination = t.applyEndpoint(f.Destination, &e)
+			f.DestinationService = t.applyService(f.DestinationService, &e)
+		}
 	}
 	if len(x.localLabels) > 0 && (t.opts.Overwrite || len(f.NodeLabels) == 0) {
 		f.NodeLabels = append(f.NodeLabels[:0], x.localLabels...)
 	}
 }
 
-// endpointLocked fills ep (allocated when nil) for address addr and returns
-// it; it returns ep unchanged when the address is unknown.
-func (t *Transform) endpointLocked(ep *flowpb.Endpoint, addr string) *flowpb.Endpoint {
-	x := t.idx
-	ow := t.opts.Overwrite
-	if pods := x.podsByIP[addr]; len(pods) > 0 {
-		p := pods[len(pods)-1]
-		if ep == nil {
-			ep = new(flowpb.Endpoint)
-		}
-		if ow || ep.Namespace == "" {
-			ep.Namespace = p.namespace
-		}
-		if ow || ep.PodName == "" {
-			ep.PodName = p.name
-		}
-		if ow || ep.ClusterName == "" {
-			ep.ClusterName = x.cluster
-		}
-		if ow || len(ep.Labels) == 0 {
-			ep.Labels = append(ep.Labels[:0], p.labels...)
-		}
-		if ow || len(ep.Workloads) == 0 {
-			kind, name := x.workloadOfLocked(p)
-			setWorkload(ep, kind, name)
-		}
+// applyEndpoint fills ep (allocated when nil) from an address's entry and
+// returns it; it returns ep unchanged when the entry has no endpoint.
+func (t *Transform) applyEndpoint(ep *flowpb.Endpoint, e *entry) *flowpb.Endpoint {
+	if !e.endpoint {
 		return ep
-	}
-	var labels []string
-	var id uint32
-	if n := x.nodeByIP[addr]; n != nil {
-		if n.name == t.nodeName {
-			labels, id = labelsHost, identityHost
-		} else {
-			labels, id = labelsRemoteNode, identityRemoteNode
-		}
-	} else if _, svc := x.clusterIPs[addr]; svc {
-		return ep
-	} else if _, backend := x.sliceAddrs[addr]; backend || x.inPodCIDRLocked(addr) {
-		return ep // in the cluster, but no pod known for it (yet)
-	} else {
-		labels, id = labelsWorld, identityWorld
 	}
 	if ep == nil {
 		ep = new(flowpb.Endpoint)
 	}
+	ow := t.opts.Overwrite
 	if ow || len(ep.Labels) == 0 {
-		ep.Labels = append(ep.Labels[:0], labels...)
+		ep.Labels = append(ep.Labels[:0], e.labels...)
+	}
+	if e.pod {
+		if ow || ep.Namespace == "" {
+			ep.Namespace = e.namespace
+		}
+		if ow || ep.PodName == "" {
+			ep.PodName = e.podName
+		}
+		if ow || ep.ClusterName == "" {
+			ep.ClusterName = t.idx.cluster
+		}
+		if ow || len(ep.Workloads) == 0 {
+			setWorkload(ep, e.workloadKind, e.workloadName)
+		}
+		return ep
 	}
 	if ow || ep.Identity == 0 {
-		ep.Identity = id
+		ep.Identity = e.identity
 	}
-	if ow || ep.ClusterName == "" {
-		if id != identityWorld {
-			ep.ClusterName = x.cluster
-		}
+	if (ow || ep.ClusterName == "") && e.identity != identityWorld {
+		ep.ClusterName = t.idx.cluster
 	}
 	return ep
 }
@@ -164,19 +145,12 @@ func setWorkload(ep *flowpb.Endpoint, kind, name string) {
 	ep.Workloads = append(ep.Workloads[:0], &flowpb.Workload{Kind: kind, Name: name})
 }
 
-// serviceLocked returns the Service an address belongs to (a ClusterIP
-// first, then an EndpointSlice address), filling svc or a new one; svc is
-// returned unchanged when the address is no service's, or when it is set
-// and overwrite is off.
-func (t *Transform) serviceLocked(svc *flowpb.Service, addr string) *flowpb.Service {
-	x := t.idx
-	s, ok := x.clusterIPs[addr]
-	if !ok {
-		claims := x.sliceAddrs[addr]
-		if len(claims) == 0 {
-			return svc
-		}
-		s = claims[len(claims)-1].svc
+// applyService fills svc (allocated when nil) with the Service of an
+// address's entry; svc is returned unchanged when the address is no
+// service's, or when it is set and overwrite is off.
+func (t *Transform) applyService(svc *flowpb.Service, e *entry) *flowpb.Service {
+	if !e.hasService {
+		return svc
 	}
 	if svc != nil && svc.Name != "" && !t.opts.Overwrite {
 		return svc
@@ -184,6 +158,6 @@ func (t *Transform) serviceLocked(svc *flowpb.Service, addr string) *flowpb.Serv
 	if svc == nil {
 		svc = new(flowpb.Service)
 	}
-	svc.Name, svc.Namespace = s.name, s.namespace
+	svc.Name, svc.Namespace = e.svcName, e.svcNamespace
 	return svc
 }

@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 
@@ -11,14 +12,46 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// pod is what the index keeps of a pod: everything a flow's endpoint needs,
-// with its labels already in Hubble's form and sorted.
+// entry is everything a flow's side gets for one address, prepared when the
+// objects behind it are stored: applying it copies strings and one label
+// slice, and never looks anything else up. The maps hold entries by value
+// (at most 128 bytes, so in the map's own slots: a lookup follows no
+// pointer but the labels'); a change to a pod, service, slice, owner or
+// node stores new entries for the addresses it touches, and the label
+// slices they refer to are never changed.
+type entry struct {
+	// endpoint is false for an address that is in the cluster but has no
+	// endpoint of its own (a ClusterIP, or a backend whose pod is not
+	// known): the flow's endpoint is left as it is.
+	endpoint bool
+	// pod is true when a pod owns the address; namespace, podName,
+	// workloadKind and workloadName are then its.
+	pod bool
+	// hasService is true when the address belongs to the Service
+	// svcNamespace/svcName.
+	hasService bool
+	// identity is the reserved identity of a node address (0 for pods).
+	identity                   uint32
+	namespace, podName         string
+	workloadKind, workloadName string
+	svcNamespace, svcName      string
+	// labels are the pod's labels as Hubble writes them (sorted), or a
+	// node's reserved label.
+	labels []string
+}
+
+// worldEntry is what every address outside the cluster gets.
+var worldEntry = entry{endpoint: true, labels: labelsWorld, identity: identityWorld}
+
+// pod is what the index keeps of a pod. Only the index's writers (under
+// its lock) see it; flows see the entries built from it.
 type pod struct {
-	uid                  types.UID
-	namespace, name      string
-	labels               []string
-	ownerKind, ownerName string
-	ips                  []string
+	uid                        types.UID
+	namespace, name            string
+	labels                     []string
+	ownerKind, ownerName       string // the controller owner reference
+	workloadKind, workloadName string // the owner, resolved through owners
+	ips                        []string
 }
 
 // service names a Service.
@@ -31,6 +64,12 @@ type owner struct {
 	kind, name string
 }
 
+// ownerKey names a ReplicaSet or Job: a ReplicaSet and a Job may share a
+// name in one namespace.
+type ownerKey struct {
+	kind, namespace, name string
+}
+
 // nsName keys namespaced objects without building a string.
 type nsName struct {
 	namespace, name string
@@ -39,35 +78,48 @@ type nsName struct {
 // node is what the index keeps of a node.
 type node struct {
 	name   string
+	local  bool     // flowbus's own node
 	labels []string // key=value, sorted
 	ips    []string
 	cidrs  []netip.Prefix
 }
 
-// index maps addresses to pods, services and nodes. The informers' handlers
-// write it; Process reads it under one read lock per batch. Everything it
-// hands out (label slices, strings) is immutable once stored: an update
-// replaces the entry instead of changing it.
+// index maps addresses to prepared entries. The informers' handlers write
+// it; Process reads it under one read lock per batch, with one map lookup
+// per address (entries). The other maps are the state entries are built
+// from, and only writers read them.
 type index struct {
 	mu sync.RWMutex
 
 	cluster string
 
+	// v4 and v6 hold the entry of every address that belongs to a pod, a
+	// node or a service, keyed by the address's bits: a flow's address is
+	// parsed (an IPv4 address by a short loop) rather than hashed and
+	// compared as a string, which keeps the key in the map's own memory.
+	v4 map[uint32]entry
+	v6 map[[16]byte]entry
+	// podRanges are the nodes' pod CIDRs as sorted, disjoint address
+	// ranges: an address there that no entry has is in the cluster but
+	// unknown, not the outside world.
+	podRanges []addrRange
+	// localLabels are flowbus's node's labels, for node_labels.
+	localLabels []string
+
 	// podsByIP holds, per address, the pods that claim it in the order the
 	// claims arrived; the last one is the current owner. Two live pods
 	// claim one address only briefly (a reused address seen before the
 	// old pod's deletion).
-	podsByIP map[string][]*pod
-	podsByID map[types.UID]*pod
+	podsByIP    map[string][]*pod
+	podsByID    map[types.UID]*pod
+	podsByOwner map[ownerKey]map[types.UID]*pod // pods owned by a ReplicaSet or Job
 
-	clusterIPs  map[string]service
-	sliceAddrs  map[string][]sliceClaim
-	sliceByKey  map[nsName]sliceEntry
-	owners      map[nsName]owner // ReplicaSet and Job → their controller
-	nodes       map[string]*node
-	nodeByIP    map[string]*node
-	podCIDRs    []netip.Prefix
-	localLabels []string
+	clusterIPs map[string]service
+	sliceAddrs map[string][]sliceClaim
+	sliceByKey map[nsName]sliceEntry
+	owners     map[ownerKey]owner // ReplicaSet and Job → their controller
+	nodes      map[string]*node
+	nodeByIP   map[string]*node
 }
 
 type sliceClaim struct {
@@ -82,16 +134,94 @@ type sliceEntry struct {
 
 func newIndex(cluster string) *index {
 	return &index{
-		cluster:    cluster,
-		podsByIP:   make(map[string][]*pod),
-		podsByID:   make(map[types.UID]*pod),
-		clusterIPs: make(map[string]service),
-		sliceAddrs: make(map[string][]sliceClaim),
-		sliceByKey: make(map[nsName]sliceEntry),
-		owners:     make(map[nsName]owner),
-		nodes:      make(map[string]*node),
-		nodeByIP:   make(map[string]*node),
+		cluster:     cluster,
+		v4:          make(map[uint32]entry),
+		v6:          make(map[[16]byte]entry),
+		podsByIP:    make(map[string][]*pod),
+		podsByID:    make(map[types.UID]*pod),
+		podsByOwner: make(map[ownerKey]map[types.UID]*pod),
+		clusterIPs:  make(map[string]service),
+		sliceAddrs:  make(map[string][]sliceClaim),
+		sliceByKey:  make(map[nsName]sliceEntry),
+		owners:      make(map[ownerKey]owner),
+		nodes:       make(map[string]*node),
+		nodeByIP:    make(map[string]*node),
 	}
+}
+
+// lookupLocked returns the entry for an address as a flow writes it; ok is
+// false for an address in the cluster that nothing known owns. The caller
+// holds the read lock. It allocates nothing.
+func (x *index) lookupLocked(s string) (e entry, ok bool) {
+	if v, isV4 := parseIPv4(s); isV4 {
+		if e, ok := x.v4[v]; ok {
+			return e, true
+		}
+		if x.inPodRangeLocked(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})) {
+			return entry{}, false
+		}
+		return worldEntry, true
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return worldEntry, true
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		e, ok = x.v4[v4Key(a)]
+	} else {
+		e, ok = x.v6[a.As16()]
+	}
+	if ok {
+		return e, true
+	}
+	if x.inPodRangeLocked(a) {
+		return entry{}, false
+	}
+	return worldEntry, true
+}
+
+func v4Key(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// parseIPv4 parses a dotted-quad IPv4 address as netip.ParseAddr accepts
+// it (four decimal fields of at most 255, no leading zeros); other input,
+// IPv6 included, is not ok.
+func parseIPv4(s string) (uint32, bool) {
+	if len(s) < 7 || len(s) > 15 {
+		return 0, false
+	}
+	var v, field uint32
+	digits, dots := 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			if digits == 1 && field == 0 {
+				return 0, false // a leading zero
+			}
+			field = field*10 + uint32(c-'0')
+			digits++
+			if field > 255 {
+				return 0, false
+			}
+		case c == '.':
+			if digits == 0 || dots == 3 {
+				return 0, false
+			}
+			v = v<<8 | field
+			field, digits = 0, 0
+			dots++
+		default:
+			return 0, false
+		}
+	}
+	if digits == 0 || dots != 3 {
+		return 0, false
+	}
+	return v<<8 | field, true
 }
 
 // canonicalIP returns the address as flows write it, or "" when s is not
@@ -101,7 +231,47 @@ func canonicalIP(s string) string {
 	if err != nil {
 		return ""
 	}
-	return a.Unmap().String()
+	return a.Unmap().WithZone("").String()
+}
+
+// refreshLocked rebuilds the entry of one address from the pods, nodes,
+// services and slices that claim it. The caller holds the write lock.
+func (x *index) refreshLocked(addr string) {
+	var e entry
+	if pods := x.podsByIP[addr]; len(pods) > 0 {
+		p := pods[len(pods)-1]
+		e.endpoint, e.pod = true, true
+		e.namespace, e.podName, e.labels = p.namespace, p.name, p.labels
+		e.workloadKind, e.workloadName = p.workloadKind, p.workloadName
+	} else if n := x.nodeByIP[addr]; n != nil {
+		e.endpoint = true
+		if n.local {
+			e.labels, e.identity = labelsHost, identityHost
+		} else {
+			e.labels, e.identity = labelsRemoteNode, identityRemoteNode
+		}
+	}
+	if s, ok := x.clusterIPs[addr]; ok {
+		e.hasService, e.svcNamespace, e.svcName = true, s.namespace, s.name
+	} else if claims := x.sliceAddrs[addr]; len(claims) > 0 {
+		s := claims[len(claims)-1].svc
+		e.hasService, e.svcNamespace, e.svcName = true, s.namespace, s.name
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return // never: the index's addresses are canonical
+	}
+	keep := e.endpoint || e.hasService
+	switch {
+	case a.Is4() && keep:
+		x.v4[v4Key(a)] = e
+	case a.Is4():
+		delete(x.v4, v4Key(a))
+	case keep:
+		x.v6[a.As16()] = e
+	default:
+		delete(x.v6, a.As16())
+	}
 }
 
 // podLabels returns a pod's labels as Hubble writes them: k8s:key=value for
@@ -153,12 +323,7 @@ func podMatches(p *corev1.Pod) bool {
 func podIPs(p *corev1.Pod) []string {
 	var ips []string
 	add := func(s string) {
-		if c := canonicalIP(s); c != "" {
-			for _, have := range ips {
-				if have == c {
-					return
-				}
-			}
+		if c := canonicalIP(s); c != "" && !slices.Contains(ips, c) {
 			ips = append(ips, c)
 		}
 	}
@@ -167,6 +332,22 @@ func podIPs(p *corev1.Pod) []string {
 		add(ip.IP)
 	}
 	return ips
+}
+
+// resolves reports whether an owner of this kind is resolved further: a
+// ReplicaSet to its Deployment, a Job to its CronJob.
+func resolves(kind string) bool { return kind == "ReplicaSet" || kind == "Job" }
+
+// resolveLocked sets a pod's workload from its owner reference: a
+// ReplicaSet's Deployment, a Job's CronJob, or the owner itself.
+func (x *index) resolveLocked(p *pod) {
+	p.workloadKind, p.workloadName = p.ownerKind, p.ownerName
+	if resolves(p.ownerKind) {
+		o, ok := x.owners[ownerKey{p.ownerKind, p.namespace, p.ownerName}]
+		if ok && (o.kind == "Deployment" || o.kind == "CronJob") {
+			p.workloadKind, p.workloadName = o.kind, o.name
+		}
+	}
 }
 
 // setPod adds or updates a pod.
@@ -186,9 +367,20 @@ func (x *index) setPod(p *corev1.Pod) {
 	if e == nil {
 		return
 	}
+	x.resolveLocked(e)
 	x.podsByID[e.uid] = e
+	if resolves(e.ownerKind) {
+		k := ownerKey{e.ownerKind, e.namespace, e.ownerName}
+		m := x.podsByOwner[k]
+		if m == nil {
+			m = make(map[types.UID]*pod)
+			x.podsByOwner[k] = m
+		}
+		m[e.uid] = e
+	}
 	for _, ip := range e.ips {
 		x.podsByIP[ip] = append(x.podsByIP[ip], e)
+		x.refreshLocked(ip)
 	}
 }
 
@@ -205,6 +397,15 @@ func (x *index) dropPodLocked(uid types.UID) {
 		return
 	}
 	delete(x.podsByID, uid)
+	if resolves(old.ownerKind) {
+		k := ownerKey{old.ownerKind, old.namespace, old.ownerName}
+		if m := x.podsByOwner[k]; m != nil {
+			delete(m, uid)
+			if len(m) == 0 {
+				delete(x.podsByOwner, k)
+			}
+		}
+	}
 	for _, ip := range old.ips {
 		list := x.podsByIP[ip]
 		kept := make([]*pod, 0, len(list))
@@ -218,21 +419,33 @@ func (x *index) dropPodLocked(uid types.UID) {
 		} else {
 			x.podsByIP[ip] = kept
 		}
+		x.refreshLocked(ip)
 	}
+}
+
+// serviceIPs returns a Service's cluster addresses, canonical.
+func serviceIPs(s *corev1.Service) []string {
+	var out []string
+	for _, ip := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
+		if c := canonicalIP(ip); c != "" && !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // setService adds or updates a Service's cluster addresses.
 func (x *index) setService(s *corev1.Service, old *corev1.Service) {
+	ips := serviceIPs(s)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if old != nil {
 		x.dropServiceLocked(old)
 	}
 	svc := service{namespace: s.Namespace, name: s.Name}
-	for _, ip := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
-		if c := canonicalIP(ip); c != "" {
-			x.clusterIPs[c] = svc
-		}
+	for _, ip := range ips {
+		x.clusterIPs[ip] = svc
+		x.refreshLocked(ip)
 	}
 }
 
@@ -243,15 +456,15 @@ func (x *index) deleteService(s *corev1.Service) {
 }
 
 func (x *index) dropServiceLocked(s *corev1.Service) {
-	for _, ip := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
-		c := canonicalIP(ip)
-		if cur, ok := x.clusterIPs[c]; ok && cur.namespace == s.Namespace && cur.name == s.Name {
-			delete(x.clusterIPs, c)
+	for _, ip := range serviceIPs(s) {
+		if cur, ok := x.clusterIPs[ip]; ok && cur.namespace == s.Namespace && cur.name == s.Name {
+			delete(x.clusterIPs, ip)
+			x.refreshLocked(ip)
 		}
 	}
 }
 
-// setSlice adds or updates an EndpointSlice: its ready addresses back the
+// setSlice adds or updates an EndpointSlice: its addresses back the
 // Service named by its kubernetes.io/service-name label.
 func (x *index) setSlice(s *discoveryv1.EndpointSlice) {
 	key := nsName{s.Namespace, s.Name}
@@ -260,7 +473,7 @@ func (x *index) setSlice(s *discoveryv1.EndpointSlice) {
 	if name != "" {
 		for _, ep := range s.Endpoints {
 			for _, a := range ep.Addresses {
-				if c := canonicalIP(a); c != "" {
+				if c := canonicalIP(a); c != "" && !slices.Contains(addrs, c) {
 					addrs = append(addrs, c)
 				}
 			}
@@ -276,6 +489,7 @@ func (x *index) setSlice(s *discoveryv1.EndpointSlice) {
 	x.sliceByKey[key] = sliceEntry{svc: svc, addrs: addrs}
 	for _, a := range addrs {
 		x.sliceAddrs[a] = append(x.sliceAddrs[a], sliceClaim{slice: key, svc: svc})
+		x.refreshLocked(a)
 	}
 }
 
@@ -304,31 +518,53 @@ func (x *index) dropSliceLocked(key nsName) {
 		} else {
 			x.sliceAddrs[a] = kept
 		}
+		x.refreshLocked(a)
 	}
 }
 
 // setOwner records the controller of a ReplicaSet or Job (kind is the
-// object's own kind, for the key).
-func (x *index) setOwner(namespace, name string, refs []metav1.OwnerReference) {
+// object's own kind) and re-resolves the workload of the pods it owns.
+func (x *index) setOwner(kind, namespace, name string, refs []metav1.OwnerReference) {
 	o, ok := controllerOf(refs)
+	k := ownerKey{kind, namespace, name}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if ok {
-		x.owners[nsName{namespace, name}] = o
-	} else {
-		delete(x.owners, nsName{namespace, name})
+	if cur, had := x.owners[k]; had == ok && cur == o {
+		return // a resync or a status update: nothing a flow shows changed
 	}
+	if ok {
+		x.owners[k] = o
+	} else {
+		delete(x.owners, k)
+	}
+	x.reresolveLocked(k)
 }
 
-func (x *index) deleteOwner(namespace, name string) {
+func (x *index) deleteOwner(kind, namespace, name string) {
+	k := ownerKey{kind, namespace, name}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	delete(x.owners, nsName{namespace, name})
+	if _, had := x.owners[k]; !had {
+		return
+	}
+	delete(x.owners, k)
+	x.reresolveLocked(k)
+}
+
+// reresolveLocked resolves again the workload of the pods that owner k
+// owns, and rebuilds their entries.
+func (x *index) reresolveLocked(k ownerKey) {
+	for _, p := range x.podsByOwner[k] {
+		x.resolveLocked(p)
+		for _, ip := range p.ips {
+			x.refreshLocked(ip)
+		}
+	}
 }
 
 // setNode adds or updates a node; local is flowbus's own node.
 func (x *index) setNode(n *corev1.Node, local bool) {
-	e := &node{name: n.Name}
+	e := &node{name: n.Name, local: local}
 	for k, v := range n.Labels {
 		e.labels = append(e.labels, k+"="+v)
 	}
@@ -337,7 +573,7 @@ func (x *index) setNode(n *corev1.Node, local bool) {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue
 		}
-		if c := canonicalIP(a.Address); c != "" {
+		if c := canonicalIP(a.Address); c != "" && !slices.Contains(e.ips, c) {
 			e.ips = append(e.ips, c)
 		}
 	}
@@ -352,11 +588,12 @@ func (x *index) setNode(n *corev1.Node, local bool) {
 	x.nodes[n.Name] = e
 	for _, ip := range e.ips {
 		x.nodeByIP[ip] = e
+		x.refreshLocked(ip)
 	}
 	if local {
 		x.localLabels = e.labels
 	}
-	x.rebuildCIDRsLocked()
+	x.rebuildRangesLocked()
 }
 
 func (x *index) deleteNode(name string, local bool) {
@@ -366,7 +603,7 @@ func (x *index) deleteNode(name string, local bool) {
 	if local {
 		x.localLabels = nil
 	}
-	x.rebuildCIDRsLocked()
+	x.rebuildRangesLocked()
 }
 
 func (x *index) dropNodeLocked(name string) {
@@ -378,45 +615,62 @@ func (x *index) dropNodeLocked(name string) {
 	for _, ip := range old.ips {
 		if x.nodeByIP[ip] == old {
 			delete(x.nodeByIP, ip)
+			x.refreshLocked(ip)
 		}
 	}
 }
 
-func (x *index) rebuildCIDRsLocked() {
-	var all []netip.Prefix
+// addrRange is the addresses from lo to hi, both included, of one family.
+type addrRange struct{ lo, hi netip.Addr }
+
+// lastAddr returns the last address of a masked prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As16()
+	off := 0
+	if p.Addr().Is4() {
+		off = 12
+	}
+	for i := off*8 + p.Bits(); i < 128; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a := netip.AddrFrom16(b)
+	if p.Addr().Is4() {
+		a = a.Unmap()
+	}
+	return a
+}
+
+// rebuildRangesLocked merges every node's pod CIDRs into sorted, disjoint
+// ranges for a binary search.
+func (x *index) rebuildRangesLocked() {
+	var rs []addrRange
 	for _, n := range x.nodes {
-		all = append(all, n.cidrs...)
-	}
-	x.podCIDRs = all
-}
-
-// inPodCIDR reports whether s is an address of some node's pod range: an
-// address there that no pod claims is unknown, not the outside world.
-func (x *index) inPodCIDRLocked(s string) bool {
-	if len(x.podCIDRs) == 0 {
-		return false
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range x.podCIDRs {
-		if p.Contains(a) {
-			return true
+		for _, p := range n.cidrs {
+			rs = append(rs, addrRange{p.Addr(), lastAddr(p)})
 		}
 	}
-	return false
+	slices.SortFunc(rs, func(a, b addrRange) int { return a.lo.Compare(b.lo) })
+	merged := rs[:0]
+	for _, r := range rs {
+		if n := len(merged); n > 0 {
+			last := &merged[n-1]
+			next := last.hi.Next()
+			if last.hi.BitLen() == r.lo.BitLen() && (!next.IsValid() || r.lo.Compare(next) <= 0) {
+				if r.hi.Compare(last.hi) > 0 {
+					last.hi = r.hi
+				}
+				continue
+			}
+		}
+		merged = append(merged, r)
+	}
+	x.podRanges = merged
 }
 
-// workloadOf resolves a pod's owner to its workload: a ReplicaSet to the
-// Deployment that controls it, a Job to its CronJob.
-func (x *index) workloadOfLocked(p *pod) (kind, name string) {
-	kind, name = p.ownerKind, p.ownerName
-	if kind == "ReplicaSet" || kind == "Job" {
-		if o, ok := x.owners[nsName{p.namespace, name}]; ok && (o.kind == "Deployment" || o.kind == "CronJob") {
-			return o.kind, o.name
-		}
-	}
-	return kind, name
+// inPodRangeLocked reports whether a is in some node's pod range.
+func (x *index) inPodRangeLocked(a netip.Addr) bool {
+	rs := x.podRanges
+	// The first range that starts after a; a can only be in the one before.
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].lo.Compare(a) > 0 })
+	return i > 0 && a.Compare(rs[i-1].hi) <= 0
 }

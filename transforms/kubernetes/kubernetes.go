@@ -235,8 +235,8 @@ func (t *Transform) Start(ctx context.Context) error {
 				}
 			},
 		}),
-		add("replicasets.apps", t.factory.Apps().V1().ReplicaSets().Informer(), trimMeta(func() *appsv1.ReplicaSet { return new(appsv1.ReplicaSet) }), ownerHandler(x)),
-		add("jobs.batch", t.factory.Batch().V1().Jobs().Informer(), trimMeta(func() *batchv1.Job { return new(batchv1.Job) }), ownerHandler(x)),
+		add("replicasets.apps", t.factory.Apps().V1().ReplicaSets().Informer(), trimMeta(func() *appsv1.ReplicaSet { return new(appsv1.ReplicaSet) }), ownerHandler(x, "ReplicaSet")),
+		add("jobs.batch", t.factory.Batch().V1().Jobs().Informer(), trimMeta(func() *batchv1.Job { return new(batchv1.Job) }), ownerHandler(x, "Job")),
 	}
 	if err := errors.Join(errs...); err != nil {
 		cancel()
@@ -345,10 +345,11 @@ func tombstone(o any) any {
 	return o
 }
 
-func ownerHandler(x *index) cache.ResourceEventHandlerFuncs {
+// ownerHandler keeps the index's owners of one kind (ReplicaSet or Job).
+func ownerHandler(x *index, kind string) cache.ResourceEventHandlerFuncs {
 	set := func(o any) {
 		if m, ok := o.(metav1.Object); ok {
-			x.setOwner(m.GetNamespace(), m.GetName(), m.GetOwnerReferences())
+			x.setOwner(kind, m.GetNamespace(), m.GetName(), m.GetOwnerReferences())
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
@@ -356,7 +357,7 @@ func ownerHandler(x *index) cache.ResourceEventHandlerFuncs {
 		UpdateFunc: func(_, o any) { set(o) },
 		DeleteFunc: func(o any) {
 			if m, ok := tombstone(o).(metav1.Object); ok {
-				x.deleteOwner(m.GetNamespace(), m.GetName())
+				x.deleteOwner(kind, m.GetNamespace(), m.GetName())
 			}
 		},
 	}
