@@ -167,7 +167,7 @@ func TestAPIServer(t *testing.T) {
 	}
 	a.pod("kube-system", "agent", "192.168.0.1", nil, nil, true)
 
-	tr, _ := startReal(t, srv.Kubeconfig, 30*time.Second)
+	tr, logs := startReal(t, srv.Kubeconfig, 30*time.Second)
 	// The first batch is held back until the caches have synced.
 	f := process(tr, flowOf("10.0.3.17", svc.Spec.ClusterIP))
 	if tr.Ready() != nil {
@@ -191,6 +191,33 @@ func TestAPIServer(t *testing.T) {
 		if f.Destination.GetPodName() != "api-0" || f.DestinationService.GetName() != "api" {
 			t.Errorf("backend: %v %v", f.Destination, f.DestinationService)
 		}
+	})
+	t.Run("client-go warnings reach slog", func(t *testing.T) {
+		// The API server warns about a deprecated node label in a pod's
+		// node selector, in a Warning header client-go hands to its
+		// warning handler: the transform's own client logs it, and any
+		// other client-go client in the process logs it through klog,
+		// which the transform routes to its logger.
+		warned := func(cs k8sclient.Interface, name string) {
+			t.Helper()
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name},
+				Spec: corev1.PodSpec{NodeSelector: map[string]string{"beta.kubernetes.io/arch": "amd64"},
+					Containers: []corev1.Container{{Name: "c", Image: "example.invalid/c"}}},
+			}
+			if _, err := cs.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		warned(tr.client, "warned-1")
+		eventually(t, "the transform's client logs the warning: "+logs.String(), func() bool {
+			return strings.Contains(logs.String(), `level=WARN msg="kubernetes: API server warning: spec.nodeSelector[beta.kubernetes.io/arch]: deprecated`)
+		})
+		warned(srv.Client, "warned-2")
+		eventually(t, "klog's record reaches slog: "+logs.String(), func() bool {
+			return strings.Contains(logs.String(), `level=WARN msg="Warning: spec.nodeSelector[beta.kubernetes.io/arch]: deprecated`) &&
+				strings.Contains(logs.String(), "from=client-go")
+		})
 	})
 	t.Run("hostNetwork and node", func(t *testing.T) {
 		f := process(tr, flowOf("192.168.0.1", "1.1.1.1"))

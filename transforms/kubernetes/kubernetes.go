@@ -153,6 +153,7 @@ func localNodeName(s string) string {
 // Start connects to the API server and starts the informers; it does not
 // wait for them to sync (Process holds flows back instead).
 func (t *Transform) Start(ctx context.Context) error {
+	routeKlog(t.log)
 	if t.client == nil {
 		cfg := t.restCfg
 		if cfg == nil {
@@ -166,6 +167,7 @@ func (t *Transform) Start(ctx context.Context) error {
 		cfg.UserAgent = "flowbus"
 		cfg.ContentType = "application/vnd.kubernetes.protobuf"
 		cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+		cfg.WarningHandlerWithContext = warningLogger{t.log}
 		if cfg.QPS == 0 {
 			cfg.QPS, cfg.Burst = 20, 40
 		}
@@ -335,6 +337,17 @@ func (t *Transform) watchError(resource string, err error) {
 	}
 	t.lastErr.Store(&msg)
 	t.log.Error("kubernetes: " + msg)
+}
+
+// warningLogger logs the warnings the API server sends with its answers
+// (deprecations, ignored fields).
+type warningLogger struct{ log *slog.Logger }
+
+func (w warningLogger) HandleWarningHeaderWithContext(_ context.Context, code int, agent, text string) {
+	if code != 299 || text == "" {
+		return
+	}
+	w.log.Warn("kubernetes: API server warning: "+text, "agent", agent)
 }
 
 // tombstone unwraps a deletion whose final state the informer missed.
