@@ -300,9 +300,15 @@ func TestSocket(t *testing.T) {
 	out.wait(t, len(samples)+len(lost))
 	waitFor(t, func() bool { return src.Ready() == nil })
 
-	// The agent goes away: the source reports it and reconnects.
+	// The agent goes away: the source reports it and, once the agent is
+	// back, reconnects. (The listener goes first, so that the source
+	// stays unready until the new one listens, however late this
+	// goroutine runs.)
+	srv.ln.Close()
 	c.Close()
 	waitFor(t, func() bool { return src.Ready() != nil })
+	os.Remove(sock)
+	srv = newServer(t, sock)
 	c = srv.accept(t)
 	waitFor(t, func() bool { return src.Ready() == nil })
 	send(t, gob.NewEncoder(c), payloads[:1])
