@@ -1,21 +1,28 @@
 // Package observerserver serves Hubble's observer.Observer gRPC API (and
 // gRPC's health service) from an in-memory ring of events, as a Hubble
-// server does: GetFlows (the last or
-// first N, since/until, follow, whitelist/blacklist FlowFilters with
-// Hubble's semantics, field_mask), ServerStatus, GetNodes and
-// GetNamespaces. GetAgentEvents and GetDebugEvents answer Unimplemented, as
-// Hubble does when those events are off.
+// server does: GetFlows (the last or first N, since/until, follow,
+// whitelist/blacklist FlowFilters with Hubble's semantics, field_mask),
+// ServerStatus, GetNodes and GetNamespaces. GetAgentEvents and
+// GetDebugEvents answer Unimplemented, as Hubble does when those events are
+// off.
 //
 // The ring holds the newest Capacity events (flows, lost events and node
-// status events). A follower that falls behind the ring's oldest event is
-// told so with a HUBBLE_RING_BUFFER LostEvent counting what it missed, as
-// Hubble's ring reader does, and continues from the oldest event.
+// status events). PutEvents copies pipeline events into storage of the
+// ring's own, the slot it overwrites (see flowcopy), so the caller keeps
+// ownership of what it puts and, once the ring has gone round with flows of
+// the usual shapes, putting allocates nothing; Put keeps the messages it is
+// given. Readers copy the events they
+// send out of the ring under a read lock, so a stream that sends slowly
+// never holds the ring: a follower that falls behind the ring's oldest
+// event is told so with a HUBBLE_RING_BUFFER LostEvent counting what it
+// missed, as Hubble's ring reader does, and continues from the oldest event.
 package observerserver
 
 import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +39,7 @@ import (
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/fieldpath"
+	"github.com/flowbus/flowbus/flow/flowcopy"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/flow/relay"
 	"github.com/flowbus/flowbus/flowfilter"
@@ -44,7 +52,8 @@ type Options struct {
 	// Capacity is the number of events the ring keeps (default 4095, as
 	// Hubble's default hubble-event-buffer-capacity).
 	Capacity int
-	// NodeName is the server's node, for GetNodes.
+	// NodeName is the server's node, for GetNodes and the lost events the
+	// server makes.
 	NodeName string
 	// Version is the version reported by ServerStatus and GetNodes.
 	Version string
@@ -53,22 +62,83 @@ type Options struct {
 	OnRequest func(*observer.GetFlowsRequest)
 }
 
-// Server is a ring-backed Observer service. Put adds events; the methods of
-// observer.ObserverServer serve them.
+// kind is what a ring slot holds.
+type kind uint8
+
+const (
+	kindFlow kind = iota + 1
+	kindLost
+	kindOther // a node status event, kept as the message it came in
+)
+
+// slot is one event of the ring: a message put by Put (kept, immutable),
+// or a copy put by PutEvents into flow or lost, storage the ring owns and
+// reuses.
+type slot struct {
+	kind kind
+	kept *observer.GetFlowsResponse
+	flow *flowpb.Flow
+	lost *flowpb.LostEvent
+	node string
+	sec   int64 // the envelope's time, when timed
+	nsec  int32
+	timed bool
+}
+
+// theFlow returns the slot's flow (kind kindFlow).
+func (sl *slot) theFlow() *flowpb.Flow {
+	if sl.kept != nil {
+		return sl.kept.GetFlow()
+	}
+	return sl.flow
+}
+
+// theLost returns the slot's lost event (kind kindLost).
+func (sl *slot) theLost() *flowpb.LostEvent {
+	if sl.kept != nil {
+		return sl.kept.GetLostEvents()
+	}
+	return sl.lost
+}
+
+func (sl *slot) after(t time.Time) bool {
+	return sl.timed && time.Unix(sl.sec, int64(sl.nsec)).After(t)
+}
+
+func (sl *slot) before(t time.Time) bool {
+	return sl.timed && time.Unix(sl.sec, int64(sl.nsec)).Before(t)
+}
+
+// Server is a ring-backed Observer service. PutEvents and Put add events;
+// the methods of observer.ObserverServer serve them.
 type Server struct {
 	observer.UnimplementedObserverServer
 
 	opts  Options
 	start time.Time
+	done  chan struct{} // closed by Close: followers end their streams
+	once  sync.Once
 
-	mu    sync.Mutex
-	ring  []*observer.GetFlowsResponse
-	next  uint64        // sequence number of the next event Put
-	wake  chan struct{} // closed and replaced on every Put
-	flows uint64        // flows Put (seen_flows)
+	mu       sync.RWMutex
+	slots    []slot // a power of two, more than capacity
+	mask     uint64
+	capacity uint64
+	next     uint64 // sequence number of the next event put
+	held     uint64 // flows among the events held (num_flows)
+	flows    uint64 // flows put (seen_flows)
+	wake     chan struct{}
+	waiting  atomic.Bool // a reader took wake: the next put closes and replaces it
 
-	sent atomic.Uint64 // responses sent, over every stream
+	sent       atomic.Uint64
+	clientLost atomic.Uint64
 }
+
+// ClientLost returns the number of events streams missed because they fell
+// behind the ring (sent to them as HUBBLE_RING_BUFFER lost events).
+func (s *Server) ClientLost() uint64 { return s.clientLost.Load() }
+
+// Capacity is the number of events the ring keeps.
+func (s *Server) Capacity() int { return int(s.capacity) }
 
 // Sent returns the number of GetFlows responses sent so far, over every
 // stream.
@@ -82,11 +152,15 @@ func New(o Options) *Server {
 	if o.Version == "" {
 		o.Version = "flowbus"
 	}
+	n := uint64(1) << bits.Len64(uint64(o.Capacity))
 	return &Server{
-		opts:  o,
-		start: time.Now(),
-		ring:  make([]*observer.GetFlowsResponse, o.Capacity),
-		wake:  make(chan struct{}),
+		opts:     o,
+		start:    time.Now(),
+		done:     make(chan struct{}),
+		slots:    make([]slot, n),
+		mask:     n - 1,
+		capacity: uint64(o.Capacity),
+		wake:     make(chan struct{}),
 	}
 }
 
@@ -104,20 +178,98 @@ func (s *Server) Register(g *grpc.Server) {
 	healthpb.RegisterHealthServer(g, h)
 }
 
-// Put appends events to the ring, evicting the oldest when it is full.
-// The server keeps the messages: the caller must not change them after.
+// Close ends every following stream (cleanly, as at the end of the
+// events) and makes new ones end once they have sent what the ring holds.
+func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
+
+// slotLocked returns the slot for the next event, accounting for the event
+// that leaves the ring. s.mu held.
+func (s *Server) slotLocked() *slot {
+	if s.next >= s.capacity && s.slots[(s.next-s.capacity)&s.mask].kind == kindFlow {
+		s.held--
+	}
+	sl := &s.slots[s.next&s.mask]
+	s.next++
+	return sl
+}
+
+func (sl *slot) setTime(t *timestamppb.Timestamp) {
+	if t == nil {
+		sl.timed = false
+		return
+	}
+	sl.sec, sl.nsec, sl.timed = t.GetSeconds(), t.GetNanos(), true
+}
+
+// PutEvents copies events into the ring, evicting the oldest when it is
+// full. The caller keeps its events: the ring shares nothing with them but
+// strings. An event's envelope time is its Time, or its flow's.
+func (s *Server) PutEvents(es []pipeline.Event) {
+	s.mu.Lock()
+	for i := range es {
+		e := &es[i]
+		if e.Flow == nil && e.Lost == nil {
+			continue
+		}
+		sl := s.slotLocked()
+		sl.kept = nil
+		t := e.Time
+		if e.Flow != nil {
+			if sl.flow == nil {
+				sl.flow = new(flowpb.Flow)
+			}
+			flowcopy.Flow(sl.flow, e.Flow)
+			sl.kind = kindFlow
+			s.held++
+			s.flows++
+			if t == nil {
+				t = e.Flow.Time
+			}
+		} else {
+			if sl.lost == nil {
+				sl.lost = new(flowpb.LostEvent)
+			}
+			flowcopy.LostEvent(sl.lost, e.Lost)
+			sl.kind = kindLost
+		}
+		sl.node = e.NodeName
+		sl.setTime(t)
+	}
+	s.signalLocked()
+	s.mu.Unlock()
+}
+
+// Put appends responses to the ring, evicting the oldest when it is full.
+// Unlike PutEvents it keeps the messages themselves, sharing them between
+// every slot they are put in: the caller must not change them after.
 func (s *Server) Put(rs ...*observer.GetFlowsResponse) {
 	s.mu.Lock()
 	for _, r := range rs {
-		s.ring[s.next%uint64(len(s.ring))] = r
-		s.next++
-		if r.GetFlow() != nil {
+		sl := s.slotLocked()
+		sl.kept = r
+		switch {
+		case r.GetFlow() != nil:
+			sl.kind = kindFlow
+			s.held++
 			s.flows++
+		case r.GetLostEvents() != nil:
+			sl.kind = kindLost
+		default:
+			sl.kind = kindOther
 		}
+		sl.node = r.GetNodeName()
+		sl.setTime(r.GetTime())
 	}
-	close(s.wake)
-	s.wake = make(chan struct{})
+	s.signalLocked()
 	s.mu.Unlock()
+}
+
+// signalLocked wakes the followers waiting for events. s.mu held.
+func (s *Server) signalLocked() {
+	if s.waiting.Swap(false) {
+		close(s.wake)
+		s.wake = make(chan struct{})
+	}
 }
 
 // PutFlow appends a flow in Hubble's envelope: node_name and time are the
@@ -132,8 +284,8 @@ func (s *Server) PutFlow(f *flowpb.Flow) {
 
 // oldest returns the sequence number of the oldest event held; s.mu held.
 func (s *Server) oldest() uint64 {
-	if c := uint64(len(s.ring)); s.next > c {
-		return s.next - c
+	if s.next > s.capacity {
+		return s.next - s.capacity
 	}
 	return 0
 }
@@ -147,19 +299,16 @@ type request struct {
 	hasUntil     bool
 }
 
-func (q *request) match(r *observer.GetFlowsResponse) bool {
-	f := r.GetFlow()
-	if f == nil {
-		// Lost events and node status pass every filter.
-		return r.GetLostEvents() != nil || r.GetNodeStatus() != nil
+// match reports whether sl is sent. Lost events and node status pass every
+// filter.
+func (q *request) match(sl *slot) bool {
+	if sl.kind != kindFlow {
+		return true
 	}
-	if q.hasSince || q.hasUntil {
-		t := r.GetTime().AsTime()
-		if q.hasSince && t.Before(q.since) || q.hasUntil && t.After(q.until) {
-			return false
-		}
+	if q.hasSince && sl.before(q.since) || q.hasUntil && sl.after(q.until) {
+		return false
 	}
-	return q.filter.Match(f)
+	return q.filter.Match(sl.theFlow())
 }
 
 func parseRequest(req *observer.GetFlowsRequest) (*request, error) {
@@ -198,6 +347,72 @@ func parseRequest(req *observer.GetFlowsRequest) (*request, error) {
 	return q, nil
 }
 
+// out is a response a stream sends, with storage it reuses from one
+// response to the next: gRPC encodes a message before SendMsg returns (no
+// stats handler keeps it), so the storage is free again after Send.
+type out struct {
+	resp observer.GetFlowsResponse
+	fw   observer.GetFlowsResponse_Flow
+	lw   observer.GetFlowsResponse_LostEvents
+	flow *flowpb.Flow
+	lost *flowpb.LostEvent
+	ts   timestamppb.Timestamp
+	// other, when set, is sent instead of resp.
+	other *observer.GetFlowsResponse
+}
+
+// load copies sl into o. The ring's read lock held.
+func (o *out) load(sl *slot) {
+	o.other = nil
+	switch sl.kind {
+	case kindFlow:
+		if o.flow == nil {
+			o.flow = new(flowpb.Flow)
+		}
+		flowcopy.Flow(o.flow, sl.theFlow())
+		o.fw.Flow = o.flow
+		o.resp.ResponseTypes = &o.fw
+	case kindLost:
+		if o.lost == nil {
+			o.lost = new(flowpb.LostEvent)
+		}
+		flowcopy.LostEvent(o.lost, sl.theLost())
+		o.lw.LostEvents = o.lost
+		o.resp.ResponseTypes = &o.lw
+	default:
+		o.other = sl.kept
+		return
+	}
+	o.resp.NodeName = sl.node
+	o.resp.Time = nil
+	if sl.timed {
+		o.ts.Seconds, o.ts.Nanos = sl.sec, sl.nsec
+		o.resp.Time = &o.ts
+	}
+}
+
+// isFlow reports whether o holds a flow.
+func (o *out) isFlow() bool { return o.other == nil && o.resp.GetFlow() != nil }
+
+// message returns what is sent for o, with q's field mask applied.
+func (o *out) message(q *request) *observer.GetFlowsResponse {
+	if o.other != nil {
+		return o.other
+	}
+	if q.mask != nil && o.isFlow() {
+		ev := pipeline.Event{Flow: o.flow}
+		q.mask.Apply(&ev)
+	}
+	return &o.resp
+}
+
+// Chunks of a stream's reads: the most events copied out, and the most
+// slots examined, under one hold of the read lock.
+const (
+	chunkSend = 256
+	chunkScan = 4096
+)
+
 // GetFlows implements observer.ObserverServer.
 func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStreamingServer[observer.GetFlowsResponse]) error {
 	if s.opts.OnRequest != nil {
@@ -208,29 +423,46 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 		return err
 	}
 	ctx := stream.Context()
-
-	// Where to start, and how many matching events to send before following.
-	s.mu.Lock()
-	pos, limit := s.startLocked(req, q)
-	s.mu.Unlock()
+	follow := req.GetFollow()
+	pos, limit := s.startAt(req, q)
 
 	sent := uint64(0)
-	buf := make([]*observer.GetFlowsResponse, 0, 256)
+	buf := make([]*out, 0, chunkSend)
 	for {
-		s.mu.Lock()
 		var lost uint64
+		stop := false // until passed, without follow
+		buf = buf[:0]
+		s.mu.RLock()
 		if o := s.oldest(); pos < o {
 			lost, pos = o-pos, o
 		}
-		end := min(s.next, pos+uint64(cap(buf)))
-		buf = buf[:0]
-		for ; pos < end; pos++ {
-			buf = append(buf, s.ring[pos%uint64(len(s.ring))])
+		end := min(s.next, pos+chunkScan)
+		for ; pos < end && len(buf) < chunkSend; pos++ {
+			sl := &s.slots[pos&s.mask]
+			if q.hasUntil && !follow && sl.kind == kindFlow && sl.after(q.until) {
+				stop = true
+				break
+			}
+			if !q.match(sl) {
+				continue
+			}
+			n := len(buf) // < cap(buf): its outs stay for reuse
+			buf = buf[:n+1]
+			if buf[n] == nil {
+				buf[n] = new(out)
+			}
+			buf[n].load(sl)
 		}
-		wake := s.wake
-		s.mu.Unlock()
+		caughtUp := pos == s.next
+		var wake chan struct{}
+		if caughtUp && follow {
+			wake = s.wake
+			s.waiting.Store(true)
+		}
+		s.mu.RUnlock()
 
 		if lost > 0 {
+			s.clientLost.Add(lost)
 			if err := stream.Send(&observer.GetFlowsResponse{
 				ResponseTypes: &observer.GetFlowsResponse_LostEvents{LostEvents: &flowpb.LostEvent{
 					Source:        flowpb.LostEventSource_HUBBLE_RING_BUFFER,
@@ -242,94 +474,90 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 				return err
 			}
 		}
-		for _, r := range buf {
-			if q.hasUntil && !req.GetFollow() && r.GetFlow() != nil && r.GetTime().AsTime().After(q.until) {
-				return nil
-			}
-			if !q.match(r) {
-				continue
-			}
-			if err := stream.Send(q.view(r)); err != nil {
+		for _, o := range buf {
+			if err := stream.Send(o.message(q)); err != nil {
 				return err
 			}
 			s.sent.Add(1)
-			if r.GetFlow() != nil {
+			if o.isFlow() {
 				sent++
-				if limit > 0 && sent >= limit && !req.GetFollow() {
+				if limit > 0 && sent >= limit && !follow {
 					return nil
 				}
 			}
 		}
-		if len(buf) > 0 {
-			continue
-		}
-		if !req.GetFollow() {
+		if stop || caughtUp && !follow {
 			return nil
+		}
+		if !caughtUp {
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-s.done:
+			return nil
 		case <-wake:
 		}
 	}
 }
 
-// startLocked returns the sequence number to start at and the number of
-// flows to send (0: no limit). s.mu held.
-func (s *Server) startLocked(req *observer.GetFlowsRequest, q *request) (pos, limit uint64) {
-	oldest := s.oldest()
+// startAt returns the sequence number to start at and the number of flows
+// to send (0: no limit).
+func (s *Server) startAt(req *observer.GetFlowsRequest, q *request) (pos, limit uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	switch {
 	case req.GetNumber() > 0 && req.GetFirst():
-		return oldest, req.GetNumber()
+		return s.oldest(), req.GetNumber()
 	case req.GetNumber() > 0:
-		// The last N matching flows: walk back from the newest.
+		// The last N matching flows: walk back from the newest, releasing
+		// the lock every chunkScan slots so that a selective filter never
+		// holds the writer for a whole ring.
 		n := uint64(0)
 		pos = s.next
-		for pos > oldest && n < req.GetNumber() {
-			r := s.ring[(pos-1)%uint64(len(s.ring))]
-			if r.GetFlow() != nil && q.match(r) {
-				n++
+		for pos > s.oldest() && n < req.GetNumber() {
+			stop := pos - min(pos-s.oldest(), chunkScan)
+			for ; pos > stop && n < req.GetNumber(); pos-- {
+				if sl := &s.slots[(pos-1)&s.mask]; sl.kind == kindFlow && q.match(sl) {
+					n++
+				}
 			}
-			pos--
+			s.mu.RUnlock()
+			s.mu.RLock()
 		}
-		return pos, req.GetNumber()
+		return max(pos, s.oldest()), req.GetNumber()
 	case q.hasSince || !req.GetFollow():
-		return oldest, 0
+		return s.oldest(), 0
 	default:
 		return s.next, 0
 	}
 }
 
-// view returns what is sent for r: r itself, or a masked copy.
-func (q *request) view(r *observer.GetFlowsResponse) *observer.GetFlowsResponse {
-	if q.mask == nil || r.GetFlow() == nil {
-		return r
-	}
-	ev := pipeline.Event{Flow: proto.Clone(r.GetFlow()).(*flowpb.Flow)}
-	q.mask.Apply(&ev)
-	return &observer.GetFlowsResponse{
-		ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: ev.Flow},
-		NodeName:      r.GetNodeName(),
-		Time:          r.GetTime(),
-	}
-}
-
-// ServerStatus implements observer.ObserverServer.
+// ServerStatus implements observer.ObserverServer. flows_rate is the flows
+// per second over the last minute, by the flows' times, as Hubble's.
 func (s *Server) ServerStatus(context.Context, *observer.ServerStatusRequest) (*observer.ServerStatusResponse, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	num := uint64(0)
-	for pos := s.oldest(); pos < s.next; pos++ {
-		if s.ring[pos%uint64(len(s.ring))].GetFlow() != nil {
-			num++
+	minute := time.Now().Add(-time.Minute)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	recent := 0
+	for pos := s.next; pos > s.oldest(); pos-- {
+		sl := &s.slots[(pos-1)&s.mask]
+		if sl.kind != kindFlow {
+			continue
 		}
+		if !sl.after(minute) {
+			break
+		}
+		recent++
 	}
 	return &observer.ServerStatusResponse{
-		NumFlows:  num,
-		MaxFlows:  uint64(len(s.ring)),
+		NumFlows:  s.held,
+		MaxFlows:  s.capacity,
 		SeenFlows: s.flows,
 		UptimeNs:  uint64(time.Since(s.start)),
 		Version:   s.opts.Version,
+		FlowsRate: float64(recent) / time.Minute.Seconds(),
 	}, nil
 }
 
@@ -352,16 +580,19 @@ func (s *Server) GetNodes(ctx context.Context, _ *observer.GetNodesRequest) (*ob
 func (s *Server) GetNamespaces(context.Context, *observer.GetNamespacesRequest) (*observer.GetNamespacesResponse, error) {
 	type key struct{ cluster, ns string }
 	seen := map[key]bool{}
-	s.mu.Lock()
+	s.mu.RLock()
 	for pos := s.oldest(); pos < s.next; pos++ {
-		f := s.ring[pos%uint64(len(s.ring))].GetFlow()
-		for _, ep := range []*flowpb.Endpoint{f.GetSource(), f.GetDestination()} {
+		sl := &s.slots[pos&s.mask]
+		if sl.kind != kindFlow {
+			continue
+		}
+		for _, ep := range [2]*flowpb.Endpoint{sl.theFlow().GetSource(), sl.theFlow().GetDestination()} {
 			if ep.GetNamespace() != "" {
 				seen[key{ep.GetClusterName(), ep.GetNamespace()}] = true
 			}
 		}
 	}
-	s.mu.Unlock()
+	s.mu.RUnlock()
 	out := &observer.GetNamespacesResponse{}
 	for k := range seen {
 		out.Namespaces = append(out.Namespaces, &observer.Namespace{Cluster: k.cluster, Namespace: k.ns})
@@ -374,7 +605,7 @@ func (s *Server) GetNamespaces(context.Context, *observer.GetNamespacesRequest) 
 
 // String describes the server's ring, for logs.
 func (s *Server) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Sprintf("observer ring: %d of %d events, %d put", s.next-s.oldest(), len(s.ring), s.next)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return fmt.Sprintf("observer ring: %d of %d events, %d put", s.next-s.oldest(), s.capacity, s.next)
 }
