@@ -7,6 +7,7 @@ package all
 import (
 	_ "github.com/flowbus/flowbus/sinks/discard"
 	_ "github.com/flowbus/flowbus/sinks/file"
+	_ "github.com/flowbus/flowbus/sinks/hubble"
 	_ "github.com/flowbus/flowbus/sinks/kafka"
 	_ "github.com/flowbus/flowbus/sinks/nats"
 	_ "github.com/flowbus/flowbus/sinks/parquet"

@@ -18,7 +18,7 @@ import (
 
 // aliases names the packages the generated code refers to.
 var aliases = map[string]string{
-	"github.com/flowbus/flowbus/flow":                "flowpb",
+	"github.com/flowbus/flowbus/flow":                    "flowpb",
 	"google.golang.org/protobuf/types/known/anypb":       "anypb",
 	"google.golang.org/protobuf/types/known/timestamppb": "timestamppb",
 	"google.golang.org/protobuf/types/known/wrapperspb":  "wrapperspb",

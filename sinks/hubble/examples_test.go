@@ -1,0 +1,29 @@
+package hubble_test
+
+import (
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/flowbus/flowbus/pipeline"
+	"github.com/flowbus/flowbus/pipeline/config"
+	_ "github.com/flowbus/flowbus/sources/ebpf"
+	_ "github.com/flowbus/flowbus/transforms/kubernetes"
+)
+
+// TestExamples: the documented pipelines with a hubble sink load and build.
+func TestExamples(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "docs", "examples")
+	for _, name := range []string{"hubble-without-cilium.yaml"} {
+		t.Run(name, func(t *testing.T) {
+			c, err := config.Load(filepath.Join(dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pipeline.New(c, pipeline.Options{}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
