@@ -137,6 +137,9 @@ type Server struct {
 // behind the ring (sent to them as HUBBLE_RING_BUFFER lost events).
 func (s *Server) ClientLost() uint64 { return s.clientLost.Load() }
 
+// NodeName is the server's node name.
+func (s *Server) NodeName() string { return s.opts.NodeName }
+
 // Capacity is the number of events the ring keeps.
 func (s *Server) Capacity() int { return int(s.capacity) }
 

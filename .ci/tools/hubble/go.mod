@@ -7,6 +7,7 @@ go 1.26.0
 tool (
 	flowbus.test/tools/hubble/ciliumserver
 	github.com/cilium/cilium/hubble
+	github.com/cilium/cilium/hubble-relay
 )
 
 require (
@@ -73,6 +74,7 @@ require (
 	github.com/google/cel-go v0.28.1 // indirect
 	github.com/google/gnostic-models v0.7.1 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
+	github.com/google/gops v0.3.28 // indirect
 	github.com/google/renameio/v2 v2.0.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/gopacket/gopacket v1.6.1 // indirect
