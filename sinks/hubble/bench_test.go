@@ -1,0 +1,121 @@
+package hubble_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/observerserver"
+	"github.com/flowbus/flowbus/internal/sinktest"
+)
+
+// cpuTime is the CPU time the process has used: on a shared machine it
+// measures the work, where wall time measures the neighbours too.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRingInsert: the cost of Write per flow (one op is one flow), the
+// ring full and going round, flows of the file and broker sinks' tests.
+func BenchmarkRingInsert(b *testing.B) {
+	s := newSink(b, "")
+	batch := sinktest.Batch(0, 512)
+	defer batch.Release()
+	for range 65536 / 512 * 2 { // two rounds: every slot holds a flow
+		s.Write(context.Background(), batch)
+	}
+	b.ReportAllocs()
+	cpu := cpuTime(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 512 {
+		batch.Events = batch.Events[:min(512, b.N-i)]
+		s.Write(context.Background(), batch)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/flow")
+	batch.Events = batch.Events[:512]
+}
+
+// BenchmarkRingMemory: the heap a full ring of 65,535 flows holds.
+func BenchmarkRingMemory(b *testing.B) {
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		srv := observerserver.New(observerserver.Options{Capacity: 65535})
+		for i := 0; i < 65535; i += 512 {
+			batch := sinktest.Batch(i, min(512, 65535-i))
+			srv.PutEvents(batch.Events)
+			batch.Release()
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB/65535flows")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/65535, "B/flow")
+		runtime.KeepAlive(srv)
+	}
+}
+
+// BenchmarkGetFlows: flows written to the sink and streamed to following
+// gRPC clients over a unix socket, in the same process. One op is one flow
+// written; flows/s counts the flows the clients received (all clients
+// together), cpu-ns/flow the process's CPU time (server and clients) per
+// flow received. A client that falls behind gets lost events: lost/op.
+func BenchmarkGetFlows(b *testing.B) {
+	for _, followers := range []int{1, 10} {
+		b.Run(fmt.Sprintf("followers=%d", followers), func(b *testing.B) {
+			s := newSink(b, "")
+			c := observer.NewObserverClient(dial(b, s))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var got, lost atomic.Int64
+			var wg sync.WaitGroup
+			want := int64(b.N)
+			for range followers {
+				st := follow(b, c, ctx)
+				wg.Go(func() {
+					var n int64
+					for n < want {
+						r, err := st.Recv()
+						if err != nil {
+							return
+						}
+						if l := r.GetLostEvents(); l != nil {
+							n += int64(l.GetNumEventsLost())
+							lost.Add(int64(l.GetNumEventsLost()))
+							continue
+						}
+						n++
+						got.Add(1)
+					}
+				})
+			}
+			batch := sinktest.Batch(0, 512)
+			defer batch.Release()
+			cpu := cpuTime(b)
+			start := time.Now()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += 512 {
+				batch.Events = batch.Events[:min(512, b.N-i)]
+				s.Write(context.Background(), batch)
+			}
+			wg.Wait()
+			b.StopTimer()
+			el := time.Since(start)
+			batch.Events = batch.Events[:512]
+			b.ReportMetric(float64(got.Load())/el.Seconds(), "flows/s")
+			b.ReportMetric(float64(cpuTime(b)-cpu)/float64(max(got.Load(), 1)), "cpu-ns/flow")
+			b.ReportMetric(float64(lost.Load())/float64(b.N), "lost/op")
+		})
+	}
+}
