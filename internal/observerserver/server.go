@@ -75,11 +75,11 @@ const (
 // or a copy put by PutEvents into flow or lost, storage the ring owns and
 // reuses.
 type slot struct {
-	kind kind
-	kept *observer.GetFlowsResponse
-	flow *flowpb.Flow
-	lost *flowpb.LostEvent
-	node string
+	kind  kind
+	kept  *observer.GetFlowsResponse
+	flow  *flowpb.Flow
+	lost  *flowpb.LostEvent
+	node  string
 	sec   int64 // the envelope's time, when timed
 	nsec  int32
 	timed bool
