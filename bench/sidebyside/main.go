@@ -596,5 +596,3 @@ func traceSample(b []byte, r uint64, v6 bool) []byte {
 	}
 	return b
 }
-
-
