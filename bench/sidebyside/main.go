@@ -422,7 +422,7 @@ func (b *bench) rowKafka() error {
 		}
 		_, produced = summary(r.out)
 		fbs = append(fbs, r)
-		for _, client := range []string{"kafka-go", "franz-go"} {
+		for _, client := range []string{"kafka-go", "kafka-go-client", "franz-go"} {
 			addr, stop, err := b.kfake()
 			if err != nil {
 				return err
@@ -442,7 +442,7 @@ func (b *bench) rowKafka() error {
 	fb := median(fbs)
 	fmt.Printf("row 3 (generate %d → filter → redact → sample → protobuf → kfake, 6 partitions): %d records produced\n", kafkaFlows, produced)
 	b.report("row 3", kafkaFlows, fb, "", result{})
-	for _, client := range []string{"kafka-go", "franz-go"} {
+	for _, client := range []string{"kafka-go", "kafka-go-client", "franz-go"} {
 		ds := ceil[client]
 		slices.Sort(ds)
 		d := ds[len(ds)/2]
