@@ -300,7 +300,13 @@ sinks: {out: {type: file, inputs: [f], path: %q, encoding: json}}
 	}
 	nf, _ := countLines(out)
 	nh, _ := countLines(hout)
-	fmt.Printf("row 1 (%d-flow export → filter → JSON file): flowbus wrote %d flows, hubble %d\n", exportFlows, nf, nh)
+	same := "differ"
+	if a, err := os.ReadFile(out); err == nil {
+		if b, err := os.ReadFile(hout); err == nil && bytes.Equal(a, b) {
+			same = "are byte-identical"
+		}
+	}
+	fmt.Printf("row 1 (%d-flow export → filter → JSON file): flowbus wrote %d flows, hubble %d; the outputs %s\n", exportFlows, nf, nh, same)
 	b.report("row 1", exportFlows, fb, "hubble observe", ref)
 	return nil
 }
