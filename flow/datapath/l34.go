@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"net/netip"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -646,8 +647,7 @@ func fillL4(l *layers, l4 *flowpb.Layer4) *flowpb.Layer4 {
 }
 
 func igmpGroup(a [4]byte) string {
-	var c addrCache // not cached: IGMP is rare
-	return c.ip4(a)
+	return netip.AddrFrom4(a).String() // not cached: IGMP is rare
 }
 
 func setTCP(l4 *flowpb.Layer4, sport, dport uint32, withFlags bool, flags uint16) {

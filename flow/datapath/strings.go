@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // Strings that Hubble writes into flows, built once.
@@ -170,8 +171,15 @@ func igmpSummary(typ uint8) string {
 // addrCache maps recently seen addresses to their strings so that a steady
 // stream of flows between the same hosts does not allocate. It is a small
 // direct-mapped cache: a miss overwrites the slot.
+//
+// A miss formats the address into slab, a block that is only ever appended
+// to (never rewritten, so the strings in it are immutable), and a full
+// slab is left to the garbage collector and replaced: many distinct
+// addresses cost one allocation per block instead of one per address. A
+// string kept beyond its flow keeps its block alive, hence a small block.
 type addrCache struct {
-	v4 [256]struct {
+	slab []byte
+	v4   [256]struct {
 		k [4]byte
 		s string
 	}
@@ -191,7 +199,8 @@ func (c *addrCache) ip4(a [4]byte) string {
 	if e.s != "" && e.k == a {
 		return e.s
 	}
-	e.k, e.s = a, netip.AddrFrom4(a).String()
+	var buf [len("255.255.255.255")]byte
+	e.k, e.s = a, c.str(netip.AddrFrom4(a).AppendTo(buf[:0]))
 	return e.s
 }
 
@@ -206,7 +215,8 @@ func (c *addrCache) ip6(a [16]byte) string {
 	if e.s != "" && e.k == a {
 		return e.s
 	}
-	e.k, e.s = a, netip.AddrFrom16(a).Unmap().String()
+	var buf [len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")]byte
+	e.k, e.s = a, c.str(netip.AddrFrom16(a).Unmap().AppendTo(buf[:0]))
 	return e.s
 }
 
@@ -226,6 +236,22 @@ func (c *addrCache) macString(a [6]byte) string {
 		b[i*3] = hexDigits[x>>4]
 		b[i*3+1] = hexDigits[x&0xf]
 	}
-	e.k, e.s = a, string(b[:])
+	e.k, e.s = a, c.str(b[:])
 	return e.s
+}
+
+// slabSize is the size of one block of address strings (≈100 addresses).
+const slabSize = 2048
+
+// str returns b as a string stored in the slab.
+func (c *addrCache) str(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(c.slab)-len(c.slab) < len(b) {
+		c.slab = make([]byte, 0, max(slabSize, len(b)))
+	}
+	off := len(c.slab)
+	c.slab = append(c.slab, b...)
+	return unsafe.String(&c.slab[off], len(b))
 }

@@ -30,7 +30,10 @@
 // connection's flows land in one partition in order; `source_pod` is
 // namespace/pod of the source (its IP when it is not a pod). Partitions of
 // keyed records use murmur2 like the Java client and librdkafka's
-// murmur2_random; unkeyed records are spread round-robin.
+// murmur2_random; unkeyed records are sticky, as with the Java client's
+// default partitioner: each Write (and each retry) sends them to one
+// partition, the next Write to the next one, so they spread evenly over
+// the partitions in full produce requests.
 //
 // Readiness: when no broker accepts a connection at start, the sink starts
 // unready and connects in the background (Start fails instead with

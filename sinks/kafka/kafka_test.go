@@ -661,3 +661,33 @@ func TestThreeBrokers(t *testing.T) {
 		t.Errorf("%d records over %d partitions, want 600 over most of 6", n, len(got))
 	}
 }
+
+// TestUnkeyedSticky: the unkeyed records of one Write go to one partition
+// in one request, and successive Writes take the partitions in turn.
+func TestUnkeyedSticky(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(3, "sticky"))
+	broker := c.ListenAddrs()[0]
+	var requests atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		requests.Add(1)
+		return nil, nil, false
+	})
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: sticky\n", broker))
+	for i := 0; i < 6; i++ {
+		b := sinktest.Batch(i*10, 10)
+		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+			t.Fatal(failed, err)
+		}
+		b.Release()
+	}
+	if n := requests.Load(); n != 6 {
+		t.Errorf("%d produce requests for 6 writes, want 6", n)
+	}
+	got := readAll(t, broker, "sticky", nil)
+	for p := 0; p < 3; p++ {
+		if len(got[p]) != 20 {
+			t.Errorf("partition %d has %d records, want 20 (two writes of 10)", p, len(got[p]))
+		}
+	}
+}

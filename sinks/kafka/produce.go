@@ -168,12 +168,16 @@ func (s *Sink) attempt(ctx context.Context, pending []int, refresh bool) ([]int,
 		if it.key != nil {
 			it.partition = murmur2Partition(it.key, parts)
 		} else {
+			// Sticky: the unkeyed records of one attempt go to one
+			// partition, the next attempt's to the next one. One full
+			// produce request costs the client and the broker far less
+			// than a small request per partition.
 			it.partition = s.rr % parts
-			s.rr++
 		}
 		k := tp{it.topic, it.partition}
 		groups[k] = append(groups[k], i)
 	}
+	s.rr++
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
