@@ -96,6 +96,26 @@ type Batch struct {
 	// inputBytes is the length of the raw input the batch's events were
 	// decoded from (see AddInputBytes).
 	inputBytes int
+	// seqEpoch and seqBase are the flowbus-seq of the first event, set on
+	// the view of a batch that the runtime lends a sink (see Seq).
+	seqEpoch int64
+	seqBase  uint64
+}
+
+// Seq returns the flowbus-seq of event i of a batch lent to a sink's Write:
+// the epoch, the Unix time in microseconds at which the pipeline run that
+// first gave the event to this sink started (a restart or a reload starts
+// a new epoch), and the event's number in that run's sequence for this
+// sink, counting from 1 with no gaps: a number a consumer never sees is an
+// event the sink gave up (and reported in a LostEvent), a number seen twice
+// a duplicate of at-least-once delivery. An event replayed from a disk
+// buffer keeps the epoch and number it got when it was written to disk.
+// ok is false for a batch that is not lent to a sink.
+func (b *Batch) Seq(i int) (epoch int64, n uint64, ok bool) {
+	if b.seqBase == 0 {
+		return 0, 0, false
+	}
+	return b.seqEpoch, b.seqBase + uint64(i), true
 }
 
 var batchPool = sync.Pool{New: func() any {
@@ -199,6 +219,7 @@ func (b *Batch) Release() {
 			poisonBatch(b)
 		}
 		b.Truncate(0)
+		b.seqEpoch, b.seqBase = 0, 0
 		batchPool.Put(b)
 	case n < 0:
 		panic("pipeline: batch released more often than retained")

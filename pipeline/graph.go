@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
@@ -53,6 +54,13 @@ type node struct {
 
 	stats stats
 	loss  *lossBox // sinks: losses to report in this sink's stream
+
+	// Sinks: the sink's flowbus-seq counter (the last number given), the
+	// view of a batch lent to Write (see sinkWriteSeq), and the disk
+	// buffer when the sink has one.
+	seq  atomic.Uint64
+	view Batch
+	disk *diskBuffer
 }
 
 type sinkPath struct {
@@ -94,6 +102,9 @@ type Pipeline struct {
 	// launched is closed once Run has started every component and runs
 	// the sources.
 	launched chan struct{}
+	// epoch is the flowbus-seq epoch of this pipeline's run (see
+	// Batch.Seq): the Unix time in microseconds when it was built.
+	epoch int64
 }
 
 // Load reads the config file at path and builds its pipeline. Errors are
@@ -126,7 +137,7 @@ func New(cfg *config.Config, opts Options) (*Pipeline, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	p := &Pipeline{cfg: cfg, log: opts.Log, reg: opts.Registry, launched: make(chan struct{}), requireHealthy: opts.RequireHealthy}
+	p := &Pipeline{cfg: cfg, log: opts.Log, reg: opts.Registry, launched: make(chan struct{}), requireHealthy: opts.RequireHealthy, epoch: time.Now().UnixMicro()}
 	b := builder{p: p, byName: map[string]*node{}}
 	b.declare(cfg.Sources, kindSource)
 	b.declare(cfg.Transforms, kindTransform)
@@ -158,6 +169,8 @@ type builder struct {
 	rest   map[*node]*yaml.Node
 	bufs   map[*node]config.Buffer
 	bad    map[*node]bool // type unknown or invalid: not built
+	// diskPaths: the directory of each disk buffer, to keep them apart.
+	diskPaths map[string]*node
 }
 
 func (b *builder) errorf(n *yaml.Node, format string, args ...any) {
@@ -379,7 +392,17 @@ func (b *builder) build() {
 		}
 		if n.kind != kindSource {
 			buf := b.bufs[n]
-			n.queue = newQueue(buf.Events, int(buf.MaxBytes), buf.WhenFull == config.DropNewest)
+			switch {
+			case buf.Type == config.Disk && n.kind != kindSink:
+				b.errorf(config.Find(b.comps[n].Node, "buffer"), "%s %q: a disk buffer belongs in front of a sink; a transform's buffer is in memory", n.kind, n.name)
+			case buf.Type == config.Disk:
+				n.disk = b.diskBuffer(n, buf)
+				// The memory buffer in front of the disk only hands
+				// batches to the disk, which decides when_full.
+				n.queue = newQueue(buf.Events, config.DefaultBufferBytes, false)
+			default:
+				n.queue = newQueue(buf.Events, int(buf.MaxBytes), buf.WhenFull == config.DropNewest)
+			}
 		}
 		err := b.call(n, bld, b.rest[n])
 		if err != nil {

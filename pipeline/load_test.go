@@ -51,7 +51,7 @@ transforms:
 sinks:
   out: {type: test-rec, inputs: [a, nope], delay: fast}
 `, []string{
-			`3:27: source "gen" (test-count): unknown key "cuont" (valid keys: batch, count, done, fail, lost_every)`,
+			`3:27: source "gen" (test-count): unknown key "cuont" (valid keys: batch, count, done, fail, hold, lost_every)`,
 			`6:32: transform "b": input "a" closes a cycle: a -> b -> a`,
 			`8:37: sink "out": unknown input "nope" (sources and transforms: gen, a, b)`,
 			`8:51: sink "out" (test-rec): invalid duration "fast"`,
@@ -83,7 +83,7 @@ sources: {}
 sinks:
 `, []string{
 			`2:18: buffer events must be at least 1`,
-			`2:32: when_full must be block or drop_newest`,
+			`2:32: when_full must be block, drop_newest or drop_oldest`,
 			`3:19: invalid duration "soon"`,
 			`4:1: unknown key "bogus" (valid keys: buffer, lost_event_interval, metrics, node_name, shutdown_timeout, sinks, sources, transforms)`,
 			`5:10: the pipeline needs at least one source`,

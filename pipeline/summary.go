@@ -15,13 +15,20 @@ import (
 // sink accepted. An event that reaches a sink by two paths (a fan-out that
 // joins again) counts twice. The counts reconcile:
 // Received = Delivered + Filtered + Sampled + RateLimited + Lost.
+//
+// A sink with a disk buffer adds two counts: Recovered, the events an
+// earlier run left in the buffer (found at start), and Buffered, the
+// events this run leaves in it (at exit) for the next. Then
+// Received + Recovered = Delivered + Filtered + Sampled + RateLimited +
+// Lost + Buffered.
 type Counts struct {
 	Received, Delivered, Filtered, Sampled, RateLimited, Lost uint64
+	Recovered, Buffered                                       uint64
 }
 
 // Reconciles reports whether the counts add up.
 func (c Counts) Reconciles() bool {
-	return c.Received == c.Delivered+c.Filtered+c.Sampled+c.RateLimited+c.Lost
+	return c.Received+c.Recovered == c.Delivered+c.Filtered+c.Sampled+c.RateLimited+c.Lost+c.Buffered
 }
 
 func (c *Counts) add(o Counts) {
@@ -31,11 +38,19 @@ func (c *Counts) add(o Counts) {
 	c.Sampled += o.Sampled
 	c.RateLimited += o.RateLimited
 	c.Lost += o.Lost
+	c.Recovered += o.Recovered
+	c.Buffered += o.Buffered
 }
 
+// String formats the counts as the summary line does; recovered and
+// buffered appear when a disk buffer makes them non-zero.
 func (c Counts) String() string {
-	return fmt.Sprintf("received=%d delivered=%d filtered=%d sampled=%d rate_limited=%d lost=%d",
+	s := fmt.Sprintf("received=%d delivered=%d filtered=%d sampled=%d rate_limited=%d lost=%d",
 		c.Received, c.Delivered, c.Filtered, c.Sampled, c.RateLimited, c.Lost)
+	if c.Recovered > 0 || c.Buffered > 0 {
+		s += fmt.Sprintf(" recovered=%d buffered=%d", c.Recovered, c.Buffered)
+	}
+	return s
 }
 
 // SinkCounts are the counts of one sink.
@@ -127,6 +142,9 @@ func (p *Pipeline) Summary() *Summary {
 		}
 		c.Delivered = k.stats.out.Load()
 		c.Lost = k.loss.total.Load()
+		if k.disk != nil {
+			c.Recovered, c.Buffered = k.disk.recovered.Load(), k.disk.buffered.Load()
+		}
 		s.Sinks = append(s.Sinks, SinkCounts{Sink: k.name, Counts: c})
 		s.Total.add(c)
 	}

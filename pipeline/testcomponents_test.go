@@ -25,6 +25,7 @@ type countSource struct {
 	LostEvery int    `yaml:"lost_every"`
 	Done      string `yaml:"done"` // name of a gate to close when finished
 	Fail      string `yaml:"fail"` // error to return once done
+	Hold      string `yaml:"hold"` // name of a gate to wait for before returning
 }
 
 func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
@@ -53,6 +54,11 @@ func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
 		if s.LostEvery > 0 && nb%s.LostEvery == 0 {
 			out.Lost(flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, 1, 3)
 		}
+	}
+	gate(s.Done).open()
+	select {
+	case <-gate(s.Hold).ch:
+	case <-ctx.Done():
 	}
 	if s.Fail != "" {
 		return errors.New(s.Fail)

@@ -26,6 +26,10 @@ const (
 	DefaultMetricsListen     = "127.0.0.1:9470"
 	DefaultBufferEvents      = 8192
 	DefaultBufferBytes       = 64 << 20
+	// DefaultDiskBufferBytes is max_bytes of a disk buffer that names none.
+	DefaultDiskBufferBytes = 1 << 30
+	// DefaultDiskSyncInterval is sync_interval of a disk buffer.
+	DefaultDiskSyncInterval = time.Second
 )
 
 // WhenFull says what a full buffer does with a new batch.
@@ -36,18 +40,68 @@ const (
 	Block WhenFull = "block"
 	// DropNewest drops the new batch and reports the loss.
 	DropNewest WhenFull = "drop_newest"
+	// DropOldest (disk buffers) drops the oldest batches waiting on disk
+	// to make room, and reports the loss.
+	DropOldest WhenFull = "drop_oldest"
 )
 
 // UnmarshalConfig implements Unmarshaler.
 func (w *WhenFull) UnmarshalConfig(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
 		switch v := WhenFull(n.Value); v {
-		case Block, DropNewest:
+		case Block, DropNewest, DropOldest:
 			*w = v
 			return nil
 		}
 	}
-	return Errorf(n, "when_full must be block or drop_newest, got %s", describe(n))
+	return Errorf(n, "when_full must be block, drop_newest or drop_oldest (disk buffers), got %s", describe(n))
+}
+
+// BufferType is where a buffer keeps its batches.
+type BufferType string
+
+const (
+	// Memory buffers hold batches in memory.
+	Memory BufferType = "memory"
+	// Disk buffers (sinks only) append batches to files and keep them
+	// until the sink delivered them, across restarts.
+	Disk BufferType = "disk"
+)
+
+// UnmarshalConfig implements Unmarshaler.
+func (t *BufferType) UnmarshalConfig(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		switch v := BufferType(n.Value); v {
+		case Memory, Disk:
+			*t = v
+			return nil
+		}
+	}
+	return Errorf(n, "buffer type must be memory or disk, got %s", describe(n))
+}
+
+// SyncPolicy says when a disk buffer fsyncs what it appended.
+type SyncPolicy string
+
+const (
+	// SyncInterval fsyncs every sync_interval (the default).
+	SyncInterval SyncPolicy = "interval"
+	// SyncAlways fsyncs every batch before taking the next.
+	SyncAlways SyncPolicy = "always"
+	// SyncNever leaves writing back to the kernel.
+	SyncNever SyncPolicy = "never"
+)
+
+// UnmarshalConfig implements Unmarshaler.
+func (p *SyncPolicy) UnmarshalConfig(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		switch v := SyncPolicy(n.Value); v {
+		case SyncInterval, SyncAlways, SyncNever:
+			*p = v
+			return nil
+		}
+	}
+	return Errorf(n, "sync must be interval, always or never, got %s", describe(n))
 }
 
 // Buffer configures the bounded buffer in front of a transform or sink.
@@ -61,6 +115,17 @@ type Buffer struct {
 	// line, a monitor record) plus a fixed overhead for the decoded flow.
 	MaxBytes ByteSize `yaml:"max_bytes"`
 	WhenFull WhenFull `yaml:"when_full"`
+
+	// Type is memory (the default) or disk (sinks only). A disk buffer
+	// keeps its batches in files under Path, at most MaxBytes of them
+	// (default 1 GiB); Events is then the capacity of the memory buffer in
+	// front of it.
+	Type BufferType `yaml:"type"`
+	// Path is a disk buffer's directory, one per sink.
+	Path string `yaml:"path"`
+	// Sync is a disk buffer's fsync policy; SyncInterval its period.
+	Sync         SyncPolicy `yaml:"sync"`
+	SyncInterval Duration   `yaml:"sync_interval"`
 }
 
 // ByteSize is a size in bytes, written as an integer or with a unit: 512,
@@ -226,7 +291,7 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 		LostEventInterval: Duration(DefaultLostEventInterval),
 		ShutdownTimeout:   Duration(DefaultShutdownTimeout),
 		Metrics:           Metrics{Listen: DefaultMetricsListen},
-		Buffer:            Buffer{Events: DefaultBufferEvents, MaxBytes: DefaultBufferBytes, WhenFull: Block},
+		Buffer:            Buffer{Events: DefaultBufferEvents, MaxBytes: DefaultBufferBytes, WhenFull: Block, Type: Memory, Sync: SyncInterval, SyncInterval: Duration(DefaultDiskSyncInterval)},
 		Root:              root,
 	}
 	if isNull(root) {
@@ -236,6 +301,9 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 		errs = append(errs, Positioned(err, root)...)
 	}
 	errs = append(errs, c.Buffer.check(root)...)
+	if c.Buffer.Type == Disk {
+		errs = append(errs, Errorf(orNode(find(find(root, "buffer"), "type"), root), "the top-level buffer cannot be a disk buffer: set buffer: {type: disk, path: DIR} on each sink that needs one"))
+	}
 	if c.LostEventInterval == 0 {
 		errs = append(errs, Errorf(find(root, "lost_event_interval"), "lost_event_interval must be positive"))
 	}
@@ -251,17 +319,32 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	return c, errs.Err()
 }
 
-// DecodeBuffer decodes a component's buffer override on top of def.
+// DecodeBuffer decodes a component's buffer override on top of def. A
+// disk buffer without max_bytes gets DefaultDiskBufferBytes.
 func DecodeBuffer(n *yaml.Node, def Buffer) (Buffer, Errors) {
 	b := def
 	if err := Decode(n, &b); err != nil {
 		return b, Positioned(err, n)
+	}
+	if b.Type == Disk && find(n, "max_bytes") == nil {
+		b.MaxBytes = DefaultDiskBufferBytes
 	}
 	return b, b.check(n)
 }
 
 func (b Buffer) check(n *yaml.Node) Errors {
 	var errs Errors
+	switch {
+	case b.Type == Disk && b.Path == "":
+		errs = append(errs, Errorf(orNode(find(n, "type"), n), "a disk buffer needs a path: the directory its files go in, one per sink"))
+	case b.Type != Disk && b.Path != "":
+		errs = append(errs, Errorf(find(n, "path"), "path is a key of disk buffers: add type: disk"))
+	case b.Type != Disk && b.WhenFull == DropOldest:
+		errs = append(errs, Errorf(orNode(find(n, "when_full"), orNode(find(find(n, "buffer"), "when_full"), n)), "when_full: drop_oldest needs a disk buffer (type: disk); a memory buffer can block or drop_newest"))
+	}
+	if b.Type == Disk && b.SyncInterval <= 0 {
+		errs = append(errs, Errorf(orNode(find(n, "sync_interval"), n), "sync_interval must be positive"))
+	}
 	if b.Events < 1 {
 		at := orNode(find(find(n, "buffer"), "events"), find(n, "events"))
 		errs = append(errs, Errorf(orNode(at, n), "buffer events must be at least 1, got %d", b.Events))

@@ -28,7 +28,7 @@ sinks:
 		t.Fatal(err)
 	}
 	if c.NodeName != "n1" || c.LostEventInterval.D() != 250*time.Millisecond || c.Metrics.Listen != "" ||
-		c.Buffer != (Buffer{Events: 100, MaxBytes: DefaultBufferBytes, WhenFull: DropNewest}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
+		c.Buffer != (Buffer{Events: 100, MaxBytes: DefaultBufferBytes, WhenFull: DropNewest, Type: Memory, Sync: SyncInterval, SyncInterval: Duration(DefaultDiskSyncInterval)}) || c.ShutdownTimeout.D() != DefaultShutdownTimeout {
 		t.Errorf("got %+v", c)
 	}
 	a := c.Sources[0].Node
@@ -121,6 +121,38 @@ func TestBufferMaxBytes(t *testing.T) {
 	b, errs := DecodeBuffer(resolve(parse(t, "{max_bytes: 1KiB}")), Buffer{Events: 5, MaxBytes: 9, WhenFull: Block})
 	if errs != nil || b != (Buffer{Events: 5, MaxBytes: 1024, WhenFull: Block}) {
 		t.Errorf("DecodeBuffer: %+v %v", b, errs)
+	}
+}
+
+func TestDiskBuffer(t *testing.T) {
+	def := Buffer{Events: 5, MaxBytes: 9, WhenFull: Block, Type: Memory, Sync: SyncInterval, SyncInterval: Duration(time.Second)}
+	for _, tc := range []struct {
+		src  string
+		want Buffer
+		err  string
+	}{
+		{src: "{type: disk, path: /d}", want: Buffer{Events: 5, MaxBytes: DefaultDiskBufferBytes, WhenFull: Block, Type: Disk, Path: "/d", Sync: SyncInterval, SyncInterval: Duration(time.Second)}},
+		{src: "{type: disk, path: d, max_bytes: 2GiB, when_full: drop_oldest, sync: always}", want: Buffer{Events: 5, MaxBytes: 2 << 30, WhenFull: DropOldest, Type: Disk, Path: "d", Sync: SyncAlways, SyncInterval: Duration(time.Second)}},
+		{src: "{type: disk}", err: "1:8: a disk buffer needs a path"},
+		{src: "{path: /d}", err: "1:8: path is a key of disk buffers"},
+		{src: "{when_full: drop_oldest}", err: "1:13: when_full: drop_oldest needs a disk buffer"},
+		{src: "{type: tape}", err: "1:8: buffer type must be memory or disk"},
+		{src: "{type: disk, path: d, sync: sometimes}", err: "1:29: sync must be interval, always or never"},
+		{src: "{type: disk, path: d, sync_interval: 0s}", err: "1:38: sync_interval must be positive"},
+	} {
+		b, errs := DecodeBuffer(resolve(parse(t, tc.src)), def)
+		if tc.err != "" {
+			if errs == nil || !strings.Contains(errs.Error(), tc.err) {
+				t.Errorf("%s: %v, want %q", tc.src, errs, tc.err)
+			}
+			continue
+		}
+		if errs != nil || b != tc.want {
+			t.Errorf("%s: %+v %v", tc.src, b, errs)
+		}
+	}
+	if _, err := Parse([]byte("buffer: {type: disk, path: /d}\nsources: {a: {type: x}}\nsinks: {b: {type: y}}\n"), nil); err == nil || !strings.Contains(err.Error(), "the top-level buffer cannot be a disk buffer") {
+		t.Errorf("top-level disk buffer: %v", err)
 	}
 }
 

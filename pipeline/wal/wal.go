@@ -77,7 +77,8 @@ type Options struct {
 	// MaxBytes bounds the size of the segment files together.
 	MaxBytes int64
 	// SegmentBytes is where a new segment starts; default MaxBytes/8,
-	// between 1 MiB and 64 MiB.
+	// between 1 MiB and 64 MiB, and at most MaxBytes/4 (DropOldest frees
+	// a segment at a time).
 	SegmentBytes int64
 	Sync         SyncPolicy
 	SyncInterval time.Duration
@@ -146,7 +147,7 @@ func Open(dir string, o Options) (*Log, []Corrupt, error) {
 		return nil, nil, errors.New("wal: MaxBytes must be positive")
 	}
 	if o.SegmentBytes <= 0 {
-		o.SegmentBytes = min(max(o.MaxBytes/8, 1<<20), 64<<20)
+		o.SegmentBytes = min(max(o.MaxBytes/8, 1<<20), 64<<20, max(o.MaxBytes/4, 4096))
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = time.Second
@@ -220,7 +221,7 @@ func (l *Log) recover() ([]Corrupt, error) {
 	}
 	// Segments wholly acknowledged (a crash between the ack and the
 	// delete) are removed now.
-	for len(l.segs) > 0 && l.segs[0].last() < acked {
+	for len(l.segs) > 0 && l.segs[0].last() <= acked {
 		l.removeSeg()
 	}
 	if len(l.segs) > 0 && acked < l.segs[0].first {
@@ -562,7 +563,7 @@ func (l *Log) Pending() (records uint64, bytes int64) {
 // Unread calls fn with the payload of every record not acknowledged (nil
 // for one that cannot be read), without consuming them: what a log holds
 // for the next run.
-func (l *Log) Unread(fn func(payload []byte)) error {
+func (l *Log) Unread(fn func(index uint64, payload []byte)) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range l.segs {
@@ -574,7 +575,7 @@ func (l *Log) Unread(fn func(payload []byte)) error {
 			if err != nil {
 				buf = nil
 			}
-			fn(buf)
+			fn(r.index, buf)
 		}
 	}
 	return nil
@@ -612,7 +613,8 @@ func (l *Log) syncer() {
 	}
 }
 
-// Close syncs (unless SyncNever) and closes the log.
+// Close syncs (unless SyncNever) and closes the log; when every record is
+// acknowledged it deletes the segments.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -625,6 +627,12 @@ func (l *Log) Close() error {
 		err = errors.Join(l.active.Sync(), l.ackFile.Sync())
 	}
 	err = errors.Join(err, l.active.Close(), l.ackFile.Close())
+	if l.acked >= l.next {
+		// Everything is delivered: no segment needs to stay.
+		for len(l.segs) > 0 {
+			l.removeSeg()
+		}
+	}
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done

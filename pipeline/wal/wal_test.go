@@ -22,7 +22,9 @@ func open(t *testing.T, dir string, o Options) (*Log, []Corrupt) {
 	return l, c
 }
 
-func rec(i int) []byte { return []byte(fmt.Sprintf("record %04d %s", i, bytes.Repeat([]byte{'x'}, 100))) }
+func rec(i int) []byte {
+	return []byte(fmt.Sprintf("record %04d %s", i, bytes.Repeat([]byte{'x'}, 100)))
+}
 
 func appendN(t *testing.T, l *Log, from, n int) {
 	t.Helper()
