@@ -102,6 +102,11 @@ type Batch struct {
 	seqBase  uint64
 }
 
+// SetSeq numbers b's events from (epoch, base) for Seq. The runtime
+// numbers the batches it lends to sinks; tests of a sink call it on the
+// batches they write.
+func (b *Batch) SetSeq(epoch int64, base uint64) { b.seqEpoch, b.seqBase = epoch, base }
+
 // Seq returns the flowbus-seq of event i of a batch lent to a sink's Write:
 // the epoch, the Unix time in microseconds at which the pipeline run that
 // first gave the event to this sink started (a restart or a reload starts

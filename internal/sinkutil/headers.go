@@ -1,7 +1,9 @@
 package sinkutil
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -14,6 +16,7 @@ const (
 	HeaderSchema      = "flowbus-schema"
 	HeaderNode        = "flowbus-node"
 	HeaderSampleRate  = "flowbus-sample-rate"
+	HeaderSeq         = "flowbus-seq"
 )
 
 // SchemaName is the value of the flowbus-schema header.
@@ -112,4 +115,45 @@ func AppendSourcePod(dst []byte, f *flowpb.Flow) ([]byte, bool) {
 		return append(dst, f.IP.Source...), true
 	}
 	return dst, false
+}
+
+// SeqPrefix is the start of a sink's flowbus-seq values: "NODE/SINK/",
+// flowbus's node name and the sink's name.
+func SeqPrefix(node, sink string) string { return node + "/" + sink + "/" }
+
+// AppendSeq appends the flowbus-seq value of event i of b: the sink's
+// prefix (SeqPrefix), then "EPOCH/N", the epoch and number of
+// pipeline.Batch.Seq, e.g. "node-1/bus/1764777600123456/42". It reports
+// false for a batch that carries no numbers.
+func AppendSeq(dst []byte, prefix string, b *pipeline.Batch, i int) ([]byte, bool) {
+	epoch, n, ok := b.Seq(i)
+	if !ok {
+		return dst, false
+	}
+	dst = append(dst, prefix...)
+	dst = strconv.AppendInt(dst, epoch, 10)
+	dst = append(dst, '/')
+	return strconv.AppendUint(dst, n, 10), true
+}
+
+// ParseSeq splits a flowbus-seq value into its stream, "NODE/SINK/EPOCH"
+// (the unit in which numbers run from 1 without gaps), and its number.
+// The sink name may contain slashes; the node name does not.
+func ParseSeq(v string) (stream string, n uint64, err error) {
+	i := strings.LastIndexByte(v, '/')
+	if i < 0 {
+		return "", 0, fmt.Errorf("flowbus-seq %q: want NODE/SINK/EPOCH/N", v)
+	}
+	stream, num := v[:i], v[i+1:]
+	if n, err = strconv.ParseUint(num, 10, 64); err != nil || n == 0 {
+		return "", 0, fmt.Errorf("flowbus-seq %q: the number %q is not a positive integer", v, num)
+	}
+	j := strings.LastIndexByte(stream, '/')
+	if j < 0 || strings.IndexByte(stream[:j], '/') < 0 {
+		return "", 0, fmt.Errorf("flowbus-seq %q: want NODE/SINK/EPOCH/N", v)
+	}
+	if _, err := strconv.ParseInt(stream[j+1:], 10, 64); err != nil {
+		return "", 0, fmt.Errorf("flowbus-seq %q: the epoch %q is not an integer", v, stream[j+1:])
+	}
+	return stream, n, nil
 }

@@ -53,7 +53,8 @@
 // murmur2).
 //
 // Every record carries the flowbus headers (internal/sinkutil: schema,
-// content type, node, sample rate) and the event's time as its timestamp.
+// content type, node, sample rate, and flowbus-seq, the sink's sequence
+// number of the event) and the event's time as its timestamp.
 // Secrets (the SASL password) come from files, never from the config
 // itself, and are never logged.
 package kafka
@@ -94,10 +95,11 @@ sasl: {mechanism: scram-sha-512, username: flowbus, password_file: /run/secrets/
 
 // Sink is the kafka sink. Write is called from one goroutine at a time.
 type Sink struct {
-	log      *slog.Logger
-	nodeName string
-	enc      codec.Encoder
-	ctype    []byte
+	log       *slog.Logger
+	nodeName  string
+	seqPrefix string // of the flowbus-seq header
+	enc       codec.Encoder
+	ctype     []byte
 
 	topic, lostTopic *template.Template
 	keyKind          keyKind
@@ -148,7 +150,7 @@ type item struct {
 	partition  int
 	counted    bool
 	// offsets into the arena while it may still grow
-	keyOff, keyEnd, valOff, valEnd, rateOff, rateEnd int
+	keyOff, keyEnd, valOff, valEnd, rateOff, rateEnd, seqOff, seqEnd int
 }
 
 var (

@@ -118,6 +118,7 @@ key: connection
 	b := sinktest.Batch(0, 200)
 	sinktest.AddLost(b, 7, false)
 	sinktest.AddLost(b, 3, true)
+	b.SetSeq(1764777600123456, 1001)
 	defer b.Release()
 	failed, err := s.Write(context.Background(), b)
 	if failed != 0 || err != nil {
@@ -164,6 +165,9 @@ key: connection
 				rate, ok := header(m, "flowbus-sample-rate")
 				n := 0
 				fmt.Sscanf(f.Uuid[len(f.Uuid)-12:], "%d", &n)
+				if seq, _ := header(m, "flowbus-seq"); seq != fmt.Sprintf("node-1/test/1764777600123456/%d", 1001+n) {
+					t.Errorf("flow %d: flowbus-seq %q", n, seq)
+				}
 				if wantRate := n%10 == 9; ok != wantRate || (ok && rate != "4") {
 					t.Errorf("flow %d: sample-rate header %q (present %v)", n, rate, ok)
 				}

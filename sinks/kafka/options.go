@@ -78,6 +78,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	s := &Sink{
 		log:            b.Log,
 		nodeName:       b.NodeName,
+		seqPrefix:      sinkutil.SeqPrefix(b.NodeName, b.Name),
 		batchSize:      o.BatchSize,
 		batchBytes:     o.BatchBytes,
 		timeout:        o.BatchTimeout.D(),

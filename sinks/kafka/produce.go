@@ -45,16 +45,16 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 	n := len(b.Events)
 	if cap(s.items) < n {
 		s.items = make([]item, n)
-		s.hdrs = make([]kafka.Header, 4*n)
+		s.hdrs = make([]kafka.Header, 5*n)
 	}
 	s.items = s.items[:n]
-	s.hdrs = s.hdrs[:4*n]
+	s.hdrs = s.hdrs[:5*n]
 	arena := s.arena[:0]
 	var scratch [256]byte
 	for i := range b.Events {
 		e := &b.Events[i]
 		it := &s.items[i]
-		*it = item{counted: !e.Reported, keyOff: -1, rateOff: -1}
+		*it = item{counted: !e.Reported, keyOff: -1, rateOff: -1, seqOff: -1}
 
 		tm := s.topic
 		if e.Lost != nil && s.lostTopic != nil {
@@ -88,6 +88,10 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 		if arena, ok2 = sinkutil.AppendSampleRate(arena, e); ok2 {
 			it.rateOff, it.rateEnd = ro, len(arena)
 		}
+		so := len(arena)
+		if arena, ok2 = sinkutil.AppendSeq(arena, s.seqPrefix, b, i); ok2 {
+			it.seqOff, it.seqEnd = so, len(arena)
+		}
 
 		vo := len(arena)
 		var err error
@@ -111,7 +115,7 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 			nb = []byte(node)
 			s.nodes[node] = nb
 		}
-		h := s.hdrs[4*i : 4*i : 4*i+4]
+		h := s.hdrs[5*i : 5*i : 5*i+5]
 		h = append(h,
 			kafka.Header{Key: sinkutil.HeaderContentType, Value: s.ctype},
 			kafka.Header{Key: sinkutil.HeaderSchema, Value: schemaValue},
@@ -131,6 +135,9 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 		}
 		if it.rateOff >= 0 {
 			it.headers = append(it.headers, kafka.Header{Key: sinkutil.HeaderSampleRate, Value: arena[it.rateOff:it.rateEnd:it.rateEnd]})
+		}
+		if it.seqOff >= 0 {
+			it.headers = append(it.headers, kafka.Header{Key: sinkutil.HeaderSeq, Value: arena[it.seqOff:it.seqEnd:it.seqEnd]})
 		}
 	}
 	return failed

@@ -55,7 +55,8 @@
 // message before it is acknowledged, at a large cost in throughput.
 //
 // Every message carries the flowbus headers (internal/sinkutil: schema,
-// content type, node, sample rate). Secrets come from files, never from
+// content type, node, sample rate, and flowbus-seq, the sink's sequence
+// number of the event). Secrets come from files, never from
 // the config itself, and are never logged.
 //
 // Files: options.go (keys, validation), conn.go (start, connection, stream,
@@ -101,11 +102,12 @@ credentials_file: /etc/nats/flowbus.creds
 
 // Sink is the nats sink. Write is called from one goroutine at a time.
 type Sink struct {
-	log      *slog.Logger
-	name     string
-	nodeName string
-	enc      codec.Encoder
-	ctype    []string
+	log       *slog.Logger
+	name      string
+	nodeName  string
+	seqPrefix string // of the flowbus-seq header
+	enc       codec.Encoder
+	ctype     []string
 
 	subject, lostSubject *template.Template
 
@@ -155,6 +157,7 @@ type item struct {
 	msg     nats.Msg
 	hdr     nats.Header // reused across Writes
 	id      [1]string   // the Nats-Msg-Id header value
+	seq     [1]string   // the flowbus-seq header value
 	off     int
 	end     int
 	counted bool

@@ -80,6 +80,7 @@ func TestJetStreamAcksEveryMessage(t *testing.T) {
 	s := newSink(t, "protobuf", embeddedConfig(t, -1, ""))
 	b := sinktest.Batch(0, 500)
 	sinktest.AddLost(b, 9, false)
+	b.SetSeq(1764777600123456, 1)
 	defer b.Release()
 	failed, err := s.Write(context.Background(), b)
 	if failed != 0 || err != nil {
@@ -103,7 +104,8 @@ func TestJetStreamAcksEveryMessage(t *testing.T) {
 		if err := proto.Unmarshal(m.Data, &env); err != nil {
 			t.Fatal(err)
 		}
-		for k, v := range map[string]string{"content-type": "application/x-protobuf", "flowbus-schema": "observer.GetFlowsResponse", "flowbus-node": "node-1"} {
+		for k, v := range map[string]string{"content-type": "application/x-protobuf", "flowbus-schema": "observer.GetFlowsResponse", "flowbus-node": "node-1",
+			"flowbus-seq": fmt.Sprintf("node-1/test/1764777600123456/%d", seq)} {
 			if got := m.Header.Get(k); got != v {
 				t.Errorf("seq %d header %s = %q, want %q", seq, k, got, v)
 			}

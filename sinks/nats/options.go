@@ -55,6 +55,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		log:            b.Log,
 		name:           b.Name,
 		nodeName:       b.NodeName,
+		seqPrefix:      sinkutil.SeqPrefix(b.NodeName, b.Name),
 		url:            o.URL,
 		js:             o.JetStream,
 		ackTimeout:     o.AckTimeout.D(),

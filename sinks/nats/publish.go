@@ -173,7 +173,7 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 		it := &s.items[i]
 		hdr := it.hdr
 		if hdr == nil {
-			hdr = make(nats.Header, 5)
+			hdr = make(nats.Header, 6)
 		} else {
 			clear(hdr)
 		}
@@ -219,6 +219,10 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 				s.rates[e.SampleRate] = rv
 			}
 			h[sinkutil.HeaderSampleRate] = rv
+		}
+		if v, ok := sinkutil.AppendSeq(scratch[:0], s.seqPrefix, b, i); ok {
+			it.seq[0] = string(v)
+			h[sinkutil.HeaderSeq] = it.seq[:]
 		}
 		if s.jsc != nil {
 			id := ""
