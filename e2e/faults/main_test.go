@@ -138,17 +138,17 @@ type summary struct {
 }
 
 var (
-	countsRE  = `received=(\d+) delivered=(\d+) filtered=(\d+) sampled=(\d+) rate_limited=(\d+) lost=(\d+)`
+	countsRE  = `received=(\d+) delivered=(\d+) filtered=(\d+) sampled=(\d+) rate_limited=(\d+) lost=(\d+)(?: recovered=(\d+) buffered=(\d+))?`
 	totalRE   = regexp.MustCompile(`(?m)^flowbus: ` + countsRE + `(?: reloads=(\d+))?(?: reloads_failed=(\d+))?$`)
 	perSinkRE = regexp.MustCompile(`(?m)^flowbus: sink=(\S+) ` + countsRE + `$`)
 )
 
 func counts(m []string) pipeline.Counts {
-	n := make([]uint64, 6)
+	n := make([]uint64, 8)
 	for i := range n {
 		n[i], _ = strconv.ParseUint(m[i], 10, 64)
 	}
-	return pipeline.Counts{Received: n[0], Delivered: n[1], Filtered: n[2], Sampled: n[3], RateLimited: n[4], Lost: n[5]}
+	return pipeline.Counts{Received: n[0], Delivered: n[1], Filtered: n[2], Sampled: n[3], RateLimited: n[4], Lost: n[5], Recovered: n[6], Buffered: n[7]}
 }
 
 // parseSummary parses the summary lines of stderr and checks that every
@@ -159,15 +159,15 @@ func parseSummary(t *testing.T, stderr string) summary {
 	if m == nil {
 		t.Fatalf("no summary line in stderr:\n%s", stderr)
 	}
-	s := summary{Total: counts(m[1:7]), Sinks: map[string]pipeline.Counts{}}
-	s.Reloads, _ = strconv.Atoi(m[7])
-	s.ReloadsFailed, _ = strconv.Atoi(m[8])
+	s := summary{Total: counts(m[1:9]), Sinks: map[string]pipeline.Counts{}}
+	s.Reloads, _ = strconv.Atoi(m[9])
+	s.ReloadsFailed, _ = strconv.Atoi(m[10])
 	if !s.Total.Reconciles() {
 		t.Errorf("the total does not reconcile: %s", m[0])
 	}
 	var sum pipeline.Counts
 	for _, k := range perSinkRE.FindAllStringSubmatch(stderr, -1) {
-		c := counts(k[2:8])
+		c := counts(k[2:10])
 		if !c.Reconciles() {
 			t.Errorf("sink %s does not reconcile: %s", k[1], k[0])
 		}
@@ -178,6 +178,8 @@ func parseSummary(t *testing.T, stderr string) summary {
 		sum.Sampled += c.Sampled
 		sum.RateLimited += c.RateLimited
 		sum.Lost += c.Lost
+		sum.Recovered += c.Recovered
+		sum.Buffered += c.Buffered
 	}
 	if len(s.Sinks) > 0 && sum != s.Total {
 		t.Errorf("the sinks' lines add up to %v, the total is %v", sum, s.Total)

@@ -1,5 +1,5 @@
-// Package cli is flowbus's command line: run, validate, components, version
-// and shell completion.
+// Package cli is flowbus's command line: run, validate, components,
+// check-seq, version and shell completion.
 package cli
 
 import (
@@ -15,12 +15,14 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/seqcheck"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 	"github.com/flowbus/flowbus/pipeline/reference"
@@ -208,7 +210,61 @@ Hubble flows and LostEvents. Without a subcommand, flowbus runs the pipeline.`,
 			return nil
 		},
 	})
+	root.AddCommand(checkSeqCmd(stdout))
 	return root
+}
+
+// checkSeqCmd is `flowbus check-seq`: it reads a Kafka topic or a
+// JetStream stream and reports the gaps and duplicates of the flowbus-seq
+// numbers, per sink run (NODE/SINK/EPOCH).
+func checkSeqCmd(stdout io.Writer) *cobra.Command {
+	var (
+		brokers, topics       []string
+		natsURL, stream, subj string
+		timeout               time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "check-seq",
+		Short: "Read a Kafka topic or a JetStream stream and report gaps and duplicates of the flowbus-seq numbers per node, sink and run",
+		Long: `check-seq reads every record of the Kafka topics (--brokers, --topic) or of a
+JetStream stream (--nats-url, --stream, optionally --subject) as they are when it
+starts, and reports for each sequence stream NODE/SINK/EPOCH (one sink of one
+flowbus run) how many numbers it saw, the gaps (numbers never seen: events the
+sink gave up and reported in a LostEvent) and the duplicates (at-least-once
+redeliveries, e.g. after a crash). It exits 1 when there is a gap.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			c := seqcheck.New()
+			switch {
+			case len(brokers) > 0 && len(topics) > 0 && natsURL == "":
+				if err := seqcheck.ReadKafka(ctx, c, brokers[0], topics); err != nil {
+					return err
+				}
+			case natsURL != "" && stream != "" && len(brokers) == 0:
+				if err := seqcheck.ReadJetStream(ctx, c, natsURL, stream, subj); err != nil {
+					return err
+				}
+			default:
+				return errors.New("check-seq: give --brokers and --topic (Kafka), or --nats-url and --stream (JetStream)")
+			}
+			r := c.Report()
+			r.Write(stdout)
+			if r.Missing > 0 {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&brokers, "brokers", nil, "Kafka bootstrap brokers (host:port)")
+	f.StringSliceVar(&topics, "topic", nil, "Kafka topic to read (repeat for several)")
+	f.StringVar(&natsURL, "nats-url", "", "NATS server URL")
+	f.StringVar(&stream, "stream", "", "JetStream stream to read")
+	f.StringVar(&subj, "subject", "", "only the stream's messages on this subject (wildcards allowed)")
+	f.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	return cmd
 }
 
 // versionText is what `flowbus version` and `flowbus --version` print.
