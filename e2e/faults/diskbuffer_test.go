@@ -86,7 +86,9 @@ func TestDiskBufferKafkaOutageSIGKILL(t *testing.T) {
 	dir, addr := t.TempDir(), freeAddr(t)
 	sink := fmt.Sprintf("type: kafka\n    brokers: [%s]\n    topic: flows", broker)
 	p1 := start(t, writeConfig(t, t.TempDir(), diskBufferConfig(addr, dir, 0, 7, sink)), nil)
-	in := func() float64 { return metric(addr, `flowbus_component_events_in_total{component="bus",kind="sink",type="kafka"}`) }
+	in := func() float64 {
+		return metric(addr, `flowbus_component_events_in_total{component="bus",kind="sink",type="kafka"}`)
+	}
 	p1.eventually("flows delivered before the outage", func() bool {
 		return metric(addr, `flowbus_sink_messages_acked_total{component="bus",type="kafka"}`) >= 3000
 	})
