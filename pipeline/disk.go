@@ -35,16 +35,36 @@ type diskBuffer struct {
 	cfg config.Buffer
 	log *wal.Log
 
+	// hot hands the batches just appended to the deliverer, so that a
+	// deliverer that keeps up sends them without reading them back; a
+	// batch that does not fit is released (the disk has it).
+	hot  chan hotBatch
+	held *hotBatch // the deliverer's: a hot batch ahead of the disk
+
 	lossDue   chan struct{} // the runtime asked for the pending LostEvents
 	inputDone chan struct{} // the appender has taken everything
 	space     chan struct{} // an acknowledgement freed space
 
+	written   atomic.Uint64 // bytes appended
 	recovered atomic.Uint64 // events found on disk at start
+	backlog   atomic.Bool   // the deliverer is reading batches back from disk
 	buffered  atomic.Uint64 // events left on disk at the end
 	enc       []byte
 	closeOnce sync.Once
 	fullLog   atomic.Bool // "full" logged since the last append that fit
 }
+
+// hotBatch is a batch on disk at index, still in memory.
+type hotBatch struct {
+	index uint64
+	b     *Batch
+	epoch int64
+	base  uint64
+}
+
+// hotBatches is how many appended batches wait in memory for the
+// deliverer.
+const hotBatches = 4
 
 // diskBuffer checks a sink's disk buffer settings: its directory must be
 // its own.
@@ -62,6 +82,7 @@ func (b *builder) diskBuffer(n *node, buf config.Buffer) *diskBuffer {
 	b.diskPaths[dir] = n
 	return &diskBuffer{
 		dir: dir, cfg: buf,
+		hot:       make(chan hotBatch, hotBatches),
 		lossDue:   make(chan struct{}, 1),
 		inputDone: make(chan struct{}),
 		space:     make(chan struct{}, 1),
@@ -190,6 +211,7 @@ func (p *Pipeline) runDiskSink(n *node) {
 	}
 	p.flushLoss(n, true)
 	<-d.inputDone
+	d.releaseHot()
 	d.close(n)
 }
 
@@ -243,11 +265,11 @@ func (p *Pipeline) toDisk(n *node, it item) {
 	c := uint64(len(b.Events))
 	base := n.seq.Add(c) - c + 1
 	rec, err := appendDiskBatch(d.enc[:0], p.epoch, base, b)
-	b.Release()
 	if cap(rec) <= 16<<20 {
 		d.enc = rec
 	}
 	drop := func() {
+		b.Release()
 		n.seq.CompareAndSwap(base+c-1, base-1) // leave no gap when possible
 		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(it.counted), &n.stats.dropped)
 	}
@@ -257,8 +279,10 @@ func (p *Pipeline) toDisk(n *node, it item) {
 		return
 	}
 	for {
-		_, err := d.log.Append(rec)
+		idx, err := d.log.Append(rec)
 		if err == nil {
+			d.written.Add(uint64(len(rec) + 8))
+			p.handHot(n, hotBatch{index: idx, b: b, epoch: p.epoch, base: base})
 			if d.fullLog.Swap(false) {
 				n.log.Info("disk buffer: has room again", "path", d.dir)
 			}
@@ -305,6 +329,36 @@ func (p *Pipeline) toDisk(n *node, it item) {
 	}
 }
 
+// handHot passes a batch just appended to the deliverer in memory. While
+// the sink is ready and the deliverer is not behind, the appender waits
+// for it to take the batch, as a memory buffer would hold the source back:
+// the disk then only keeps a copy, and the batch is never read back.
+// While the sink cannot deliver (or the deliverer is reading a backlog
+// from disk), the batch is released at once and the disk absorbs the
+// input up to max_bytes.
+func (p *Pipeline) handHot(n *node, h hotBatch) {
+	d := n.disk
+	for {
+		select {
+		case d.hot <- h:
+			return
+		default:
+		}
+		if r, ok := n.sink.(Readier); (ok && r.Ready() != nil) || d.backlog.Load() {
+			h.b.Release()
+			return
+		}
+		select {
+		case d.hot <- h:
+			return
+		case <-time.After(20 * time.Millisecond):
+		case <-p.abort.Done():
+			h.b.Release()
+			return
+		}
+	}
+}
+
 // deliverDisk writes the batches on disk to the sink, oldest first, and
 // removes each once the sink delivered it. It returns when the input is
 // done and the disk is empty, when the shutdown deadline passed, or when,
@@ -314,12 +368,32 @@ func (p *Pipeline) deliverDisk(n *node) {
 	d := n.disk
 	b := NewBatch()
 	defer b.Release()
+	defer d.releaseHot()
 	inputDone := d.inputDone
 	for p.abort.Err() == nil {
 		select {
 		case <-d.lossDue:
 			p.flushLoss(n, false)
 		default:
+		}
+		if d.held == nil {
+			select {
+			case h := <-d.hot:
+				d.held = &h
+			default:
+			}
+		}
+		if h := d.held; h != nil && d.log.Take(h.index) {
+			// The next batch is still in memory: no need to read it back.
+			d.held = nil
+			d.backlog.Store(false)
+			ok := p.deliverRecord(n, h.b, h.index, h.epoch, h.base, inputDone == nil)
+			h.b.Release()
+			if !ok {
+				d.log.Rewind()
+				return
+			}
+			continue
 		}
 		rec, ok, err := d.log.Next()
 		if err != nil {
@@ -340,14 +414,49 @@ func (p *Pipeline) deliverDisk(n *node) {
 			}
 			continue
 		}
-		b.Truncate(0)
-		epoch, base, err := decodeDiskBatch(rec.Payload, b)
-		if err != nil {
-			p.diskRecordLost(n, rec, err)
-			continue
+		var hot *Batch
+		var epoch int64
+		var base uint64
+		if h := d.held; h != nil && h.index <= rec.Index {
+			d.held = nil
+			if h.index == rec.Index {
+				hot, epoch, base = h.b, h.epoch, h.base
+			} else {
+				h.b.Release() // delivered or dropped already
+			}
 		}
-		if !p.deliverRecord(n, b, rec.Index, epoch, base, inputDone == nil) {
+		batch := hot
+		d.backlog.Store(hot == nil)
+		if batch == nil {
+			batch = b
+			b.Truncate(0)
+			if epoch, base, err = decodeDiskBatch(rec.Payload, b); err != nil {
+				p.diskRecordLost(n, rec, err)
+				continue
+			}
+		}
+		ok = p.deliverRecord(n, batch, rec.Index, epoch, base, inputDone == nil)
+		if hot != nil {
+			hot.Release()
+		}
+		if !ok {
 			d.log.Rewind()
+			return
+		}
+	}
+}
+
+// releaseHot releases the batches still in memory (they are on disk).
+func (d *diskBuffer) releaseHot() {
+	if d.held != nil {
+		d.held.b.Release()
+		d.held = nil
+	}
+	for {
+		select {
+		case h := <-d.hot:
+			h.b.Release()
+		default:
 			return
 		}
 	}

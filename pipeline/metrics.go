@@ -30,6 +30,12 @@ var (
 		"LostEvents flowbus put in a sink's stream.", labels, nil)
 	descSinkLost = prometheus.NewDesc("flowbus_sink_events_lost_total",
 		"Events reported lost in a sink's stream (the summary's lost for that sink).", labels, nil)
+	descDiskBytes = prometheus.NewDesc("flowbus_disk_buffer_bytes",
+		"Bytes of a sink's disk buffer files.", labels, nil)
+	descDiskBatches = prometheus.NewDesc("flowbus_disk_buffer_batches",
+		"Batches in a sink's disk buffer not yet delivered.", labels, nil)
+	descDiskWritten = prometheus.NewDesc("flowbus_disk_buffer_written_bytes_total",
+		"Bytes a sink's disk buffer appended (records with their framing).", labels, nil)
 )
 
 // collector exposes the components' counters at scrape time, so the hot
@@ -37,7 +43,7 @@ var (
 type collector struct{ p *Pipeline }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEventsIn, descEventsOut, descRemoved, descLost, descBatches, descBuffer, descBufferCap, descLostEvents, descSinkLost} {
+	for _, d := range []*prometheus.Desc{descEventsIn, descEventsOut, descRemoved, descLost, descBatches, descBuffer, descBufferCap, descLostEvents, descSinkLost, descDiskBytes, descDiskBatches, descDiskWritten} {
 		ch <- d
 	}
 }
@@ -66,6 +72,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descLost, n.stats.failed.Load(), append(lv, "sink_failed")...)
 			counter(descLostEvents, n.loss.reported.Load(), lv...)
 			counter(descSinkLost, n.loss.total.Load(), lv...)
+			if d := n.disk; d != nil {
+				counter(descDiskWritten, d.written.Load(), lv...)
+				if d.log != nil {
+					recs, size := d.log.Pending()
+					ch <- prometheus.MustNewConstMetric(descDiskBytes, prometheus.GaugeValue, float64(size), lv...)
+					ch <- prometheus.MustNewConstMetric(descDiskBatches, prometheus.GaugeValue, float64(recs), lv...)
+				}
+			}
 		}
 		if n.queue != nil {
 			ch <- prometheus.MustNewConstMetric(descBuffer, prometheus.GaugeValue, float64(n.queue.length()), lv...)

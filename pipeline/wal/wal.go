@@ -448,6 +448,23 @@ func (l *Log) Next() (Record, bool, error) {
 	return Record{}, false, nil
 }
 
+// Take marks record idx as returned without reading it, when it is the
+// next record Next would return (the caller holds its payload already);
+// it reports whether it did.
+func (l *Log) Take(idx uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := l.read
+	if next >= l.dropFrom && next < l.dropUntil {
+		next = l.dropUntil
+	}
+	if idx != next || idx >= l.next {
+		return false
+	}
+	l.read = idx + 1
+	return true
+}
+
 // readLoc reads and checks one record.
 func (l *Log) readLoc(s *segment, r loc) ([]byte, error) {
 	buf := make([]byte, frame+int(r.n))
@@ -492,13 +509,23 @@ func (l *Log) trim() {
 	for len(l.segs) > 1 && l.segs[0].last() <= l.acked && l.segs[1].first <= l.acked {
 		l.removeSeg()
 	}
+	// Segments wholly given up by DropOldest go too, even behind a record
+	// still in flight.
+	for i := 0; i < len(l.segs)-1; i++ {
+		if s := l.segs[i]; len(s.recs) > 0 && s.recs[0].index >= l.dropFrom && s.last() <= l.dropUntil {
+			l.removeSegAt(i)
+			i--
+		}
+	}
 }
 
-func (l *Log) removeSeg() {
-	s := l.segs[0]
+func (l *Log) removeSeg() { l.removeSegAt(0) }
+
+func (l *Log) removeSegAt(i int) {
+	s := l.segs[i]
 	os.Remove(filepath.Join(l.dir, s.name))
 	l.size -= s.size
-	l.segs = l.segs[1:]
+	l.segs = append(l.segs[:i], l.segs[i+1:]...)
 }
 
 // DropOldest gives up the unread records of the oldest segment that holds
@@ -542,11 +569,11 @@ func (l *Log) DropOldest() ([][]byte, error) {
 		if l.acked >= from {
 			// Nothing is in flight: the dropped records are done.
 			l.acked = until
-			l.trim()
 			if err := l.writeAck(l.acked); err != nil {
 				return out, err
 			}
 		}
+		l.trim()
 		return out, nil
 	}
 	return nil, nil
