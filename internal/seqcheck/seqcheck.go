@@ -18,15 +18,40 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
-
-	"github.com/flowbus/flowbus/internal/sinkutil"
 )
+
+// Header is the name of the header that carries the numbers (the sinks
+// write it with internal/sinkutil.AppendSeq).
+const Header = "flowbus-seq"
+
+// ParseSeq splits a flowbus-seq value into its stream, "NODE/SINK/EPOCH"
+// (the unit in which numbers run from 1 without gaps), and its number.
+// The sink name may contain slashes; the node name does not.
+func ParseSeq(v string) (stream string, n uint64, err error) {
+	i := strings.LastIndexByte(v, '/')
+	if i < 0 {
+		return "", 0, fmt.Errorf("flowbus-seq %q: want NODE/SINK/EPOCH/N", v)
+	}
+	stream, num := v[:i], v[i+1:]
+	if n, err = strconv.ParseUint(num, 10, 64); err != nil || n == 0 {
+		return "", 0, fmt.Errorf("flowbus-seq %q: the number %q is not a positive integer", v, num)
+	}
+	j := strings.LastIndexByte(stream, '/')
+	if j < 0 || strings.IndexByte(stream[:j], '/') < 0 {
+		return "", 0, fmt.Errorf("flowbus-seq %q: want NODE/SINK/EPOCH/N", v)
+	}
+	if _, err := strconv.ParseInt(stream[j+1:], 10, 64); err != nil {
+		return "", 0, fmt.Errorf("flowbus-seq %q: the epoch %q is not an integer", v, stream[j+1:])
+	}
+	return stream, n, nil
+}
 
 // Checker collects the flowbus-seq values of the records read.
 type Checker struct {
@@ -47,7 +72,7 @@ func (c *Checker) Add(v string) {
 		c.noHeader++
 		return
 	}
-	stream, n, err := sinkutil.ParseSeq(v)
+	stream, n, err := ParseSeq(v)
 	if err != nil {
 		if c.bad == 0 {
 			c.firstBad = err.Error()
@@ -183,7 +208,7 @@ func readPartition(ctx context.Context, c *Checker, broker, topic string, part i
 			}
 			v := ""
 			for _, h := range m.Headers {
-				if h.Key == sinkutil.HeaderSeq {
+				if h.Key == Header {
 					v = string(h.Value)
 				}
 			}
@@ -230,7 +255,7 @@ func ReadJetStream(ctx context.Context, c *Checker, url, stream, subject string,
 		got := 0
 		for m := range batch.Messages() {
 			got++
-			c.Add(m.Headers().Get(sinkutil.HeaderSeq))
+			c.Add(m.Headers().Get(Header))
 			md, err := m.Metadata()
 			if err != nil {
 				return err

@@ -1,9 +1,7 @@
 package sinkutil
 
 import (
-	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -134,26 +132,4 @@ func AppendSeq(dst []byte, prefix string, b *pipeline.Batch, i int) ([]byte, boo
 	dst = strconv.AppendInt(dst, epoch, 10)
 	dst = append(dst, '/')
 	return strconv.AppendUint(dst, n, 10), true
-}
-
-// ParseSeq splits a flowbus-seq value into its stream, "NODE/SINK/EPOCH"
-// (the unit in which numbers run from 1 without gaps), and its number.
-// The sink name may contain slashes; the node name does not.
-func ParseSeq(v string) (stream string, n uint64, err error) {
-	i := strings.LastIndexByte(v, '/')
-	if i < 0 {
-		return "", 0, fmt.Errorf("flowbus-seq %q: want NODE/SINK/EPOCH/N", v)
-	}
-	stream, num := v[:i], v[i+1:]
-	if n, err = strconv.ParseUint(num, 10, 64); err != nil || n == 0 {
-		return "", 0, fmt.Errorf("flowbus-seq %q: the number %q is not a positive integer", v, num)
-	}
-	j := strings.LastIndexByte(stream, '/')
-	if j < 0 || strings.IndexByte(stream[:j], '/') < 0 {
-		return "", 0, fmt.Errorf("flowbus-seq %q: want NODE/SINK/EPOCH/N", v)
-	}
-	if _, err := strconv.ParseInt(stream[j+1:], 10, 64); err != nil {
-		return "", 0, fmt.Errorf("flowbus-seq %q: the epoch %q is not an integer", v, stream[j+1:])
-	}
-	return stream, n, nil
 }

@@ -168,22 +168,4 @@ func TestSeqHeader(t *testing.T) {
 	if !ok || string(v) != "n1/a/b/1764777600123456/42" {
 		t.Fatalf("AppendSeq = %q %v", v, ok)
 	}
-	for _, tc := range []struct {
-		in, stream string
-		n          uint64
-		err        bool
-	}{
-		{in: string(v), stream: "n1/a/b/1764777600123456", n: 42},
-		{in: "n1/bus/5/1", stream: "n1/bus/5", n: 1},
-		{in: "n1/bus/5/0", err: true},
-		{in: "n1/bus/x/3", err: true},
-		{in: "bus/5/3", err: true},
-		{in: "7", err: true},
-		{in: "", err: true},
-	} {
-		stream, n, err := ParseSeq(tc.in)
-		if (err != nil) != tc.err || stream != tc.stream || n != tc.n {
-			t.Errorf("ParseSeq(%q) = %q %d %v", tc.in, stream, n, err)
-		}
-	}
 }
