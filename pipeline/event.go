@@ -96,6 +96,8 @@ type Batch struct {
 	// inputBytes is the length of the raw input the batch's events were
 	// decoded from (see AddInputBytes).
 	inputBytes int
+	// ack is the source's acknowledgement, nil for sources that need none.
+	ack *Ack
 }
 
 var batchPool = sync.Pool{New: func() any {
@@ -199,6 +201,7 @@ func (b *Batch) Release() {
 			poisonBatch(b)
 		}
 		b.Truncate(0)
+		b.ack = nil
 		batchPool.Put(b)
 	case n < 0:
 		panic("pipeline: batch released more often than retained")
@@ -206,10 +209,12 @@ func (b *Batch) Release() {
 }
 
 // Clone returns a deep copy of b with one reference, for a consumer that
-// changes events while another holder still reads the originals.
+// changes events while another holder still reads the originals. The copy
+// carries b's Ack; whoever clones adds the copy as a holder (see Ack).
 func (b *Batch) Clone() *Batch {
 	c := NewBatch()
 	c.inputBytes = b.inputBytes
+	c.ack = b.ack
 	for i := range b.Events {
 		src := &b.Events[i]
 		dst := c.Next()
