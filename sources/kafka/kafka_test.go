@@ -1,0 +1,237 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinkutil"
+	"github.com/flowbus/flowbus/internal/srctest"
+	"github.com/flowbus/flowbus/pipeline"
+	srckafka "github.com/flowbus/flowbus/sources/kafka"
+)
+
+func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	opts = append([]kfake.Opt{kfake.NumBrokers(1), kfake.Ports(0)}, opts...)
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// produce writes flows first..first+n-1 to topic, spread over its
+// partitions, alternating json and protobuf records with the headers
+// flowbus's kafka sink writes.
+func produce(t testing.TB, broker, topic string, first, n int) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: topic, Balancer: &kafka.RoundRobin{}, BatchSize: 1000, BatchTimeout: 10 * time.Millisecond, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	msgs := make([]kafka.Message, 0, n)
+	for i := first; i < first+n; i++ {
+		var enc codec.Encoder = codec.Protobuf{}
+		if i%2 == 1 {
+			enc = codec.JSON{}
+		}
+		msgs = append(msgs, kafka.Message{Value: srctest.Payload(t, enc, i), Headers: []kafka.Header{
+			{Key: sinkutil.HeaderContentType, Value: []byte(enc.ContentType())},
+			{Key: sinkutil.HeaderSchema, Value: []byte(sinkutil.SchemaName)},
+		}})
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeRaw(t testing.TB, broker, topic string, msgs ...kafka.Message) {
+	t.Helper()
+	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: topic, Balancer: &kafka.RoundRobin{}, BatchTimeout: 10 * time.Millisecond}
+	defer w.Close()
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// committed returns the group's committed offsets of topic, summed over
+// its partitions (the number of records committed when they start at 0).
+func committed(t testing.TB, broker, group, topic string, partitions int) int64 {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(broker), Timeout: 10 * time.Second}
+	ps := make([]int, partitions)
+	for i := range ps {
+		ps[i] = i
+	}
+	r, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, p := range r.Topics[topic] {
+		if p.CommittedOffset > 0 {
+			sum += p.CommittedOffset
+		}
+	}
+	return sum
+}
+
+func pipelineYAML(broker, topics, group, extra, sink string) string {
+	return fmt.Sprintf(`
+metrics: {listen: ""}
+shutdown_timeout: 20s
+sources:
+  bus:
+    type: kafka
+    brokers: [%s]
+    topics: %s
+    group: %s
+    commit_interval: 50ms
+    session_timeout: 6s
+    rebalance_timeout: 6s
+%s
+sinks:
+  out:
+    type: test-collect
+    inputs: [bus]
+%s
+`, broker, topics, group, extra, sink)
+}
+
+// Every record is delivered once, json and protobuf alike; a LostEvent in
+// the stream passes through once; malformed records are counted and
+// skipped; the offsets of everything end committed.
+func TestConsume(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(3, "flows"))
+	broker := c.ListenAddrs()[0]
+	produce(t, broker, "flows", 0, 3000)
+	lost := pipeline.NewBatch()
+	sinktest.AddLost(lost, 17, false)
+	lostPayload, _ := codec.Protobuf{}.Append(nil, &lost.Events[0])
+	lost.Release()
+	writeRaw(t, broker, "flows",
+		kafka.Message{Value: lostPayload, Headers: []kafka.Header{{Key: "content-type", Value: []byte(codec.ContentTypeProtobuf)}}},
+		kafka.Message{Value: []byte("{not json"), Headers: []kafka.Header{{Key: "content-type", Value: []byte(codec.ContentTypeJSON)}}},
+		kafka.Message{Value: []byte("<xml/>"), Headers: []kafka.Header{{Key: "content-type", Value: []byte("text/xml")}}},
+		kafka.Message{Value: srctest.Payload(t, codec.JSON{}, 3000)}, // no header: sniffed
+	)
+	r := srctest.Start(t, pipelineYAML(broker, "[flows]", "g1", "", ""))
+	out := srctest.Sink("out")
+	srctest.Eventually(t, "every flow", func() bool { return out.Distinct() == 3001 })
+	srctest.Eventually(t, "every offset committed", func() bool { return committed(t, broker, "g1", "flows", 3) == 3004 })
+	sum := r.Stop()
+	seen, lostN := out.Seen()
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("flow %s delivered %d times", id, n)
+		}
+	}
+	if lostN != 17 {
+		t.Errorf("LostEvents passed through count %d events, want 17", lostN)
+	}
+	if sum.Total.Received != 3002 || sum.Total.Delivered != 3002 || sum.Total.Lost != 0 {
+		t.Errorf("summary %v: want 3002 received and delivered (3001 flows, 1 LostEvent), none lost", sum.Total)
+	}
+}
+
+// A sink that gives up nacks: nothing after the nacked batch is committed,
+// the consumer rejoins and reads the records again, so every record is
+// delivered in the end and the offsets end committed.
+func TestNackRedelivers(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(2, "flows"))
+	broker := c.ListenAddrs()[0]
+	produce(t, broker, "flows", 0, 2000)
+	r := srctest.Start(t, pipelineYAML(broker, "[flows]", "g2", "", "    fail_first: 2"))
+	out := srctest.Sink("out")
+	srctest.Eventually(t, "every flow after the redelivery", func() bool { return out.Distinct() == 2000 })
+	srctest.Eventually(t, "every offset committed", func() bool { return committed(t, broker, "g2", "flows", 2) == 2000 })
+	sum := r.Stop()
+	if sum.Total.Lost == 0 {
+		t.Errorf("summary %v: the batches given up on are not counted lost", sum.Total)
+	}
+	t.Logf("summary: %v", sum.Total)
+}
+
+// A topic regex is matched against the brokers' topics.
+func TestTopicRegex(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "hubble.a", "hubble.b", "other"))
+	broker := c.ListenAddrs()[0]
+	produce(t, broker, "hubble.a", 0, 100)
+	produce(t, broker, "hubble.b", 100, 100)
+	produce(t, broker, "other", 200, 100)
+	r := srctest.Start(t, pipelineYAML(broker, `{regex: 'hubble\..*'}`, "g3", "", ""))
+	out := srctest.Sink("out")
+	srctest.Eventually(t, "the flows of both hubble topics", func() bool { return out.Distinct() == 200 })
+	time.Sleep(200 * time.Millisecond)
+	r.Stop()
+	seen, _ := out.Seen()
+	for i := 200; i < 300; i++ {
+		if seen[srctest.Uuid(i)] > 0 {
+			t.Fatalf("flow %d of topic other was consumed", i)
+		}
+	}
+}
+
+// Two consumers in one group split a 6-partition topic; once the group is
+// stable, each record is delivered exactly once by one of them.
+func TestTwoConsumersSplit(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(6, "flows"))
+	broker := c.ListenAddrs()[0]
+	y := strings.Replace(pipelineYAML(broker, "[flows]", "g4", "", ""), "  out:", "  %s:", 1)
+	srctest.Start(t, fmt.Sprintf(y, "a"))
+	srctest.Start(t, fmt.Sprintf(y, "b"))
+	a, b := srctest.Sink("a"), srctest.Sink("b")
+	cl := &kafka.Client{Addr: kafka.TCP(broker), Timeout: 10 * time.Second}
+	srctest.Eventually(t, "a stable group of two", func() bool {
+		r, err := cl.DescribeGroups(context.Background(), &kafka.DescribeGroupsRequest{GroupIDs: []string{"g4"}})
+		if err != nil || len(r.Groups) != 1 || r.Groups[0].GroupState != "Stable" || len(r.Groups[0].Members) != 2 {
+			return false
+		}
+		n := 0
+		for _, m := range r.Groups[0].Members {
+			for _, tp := range m.MemberAssignments.Topics {
+				n += len(tp.Partitions)
+			}
+		}
+		return n == 6
+	})
+	produce(t, broker, "flows", 0, 6000)
+	srctest.Eventually(t, "every flow", func() bool { return a.Distinct()+b.Distinct() == 6000 })
+	srctest.Eventually(t, "every offset committed", func() bool { return committed(t, broker, "g4", "flows", 6) == 6000 })
+	sa, _ := a.Seen()
+	sb, _ := b.Seen()
+	if len(sa) == 0 || len(sb) == 0 {
+		t.Fatalf("one consumer got nothing: %d and %d flows", len(sa), len(sb))
+	}
+	for id, n := range sa {
+		if n != 1 || sb[id] != 0 {
+			t.Errorf("flow %s delivered %d times by a, %d by b", id, n, sb[id])
+		}
+	}
+	t.Logf("a delivered %d flows, b %d", len(sa), len(sb))
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"brokers: [k:9092]\ntopics: []\ngroup: g\n", "topics is empty"},
+		{"brokers: [k:9092]\ntopics: {regex: '('}\ngroup: g\n", "topics.regex"},
+		{"brokers: [k:9092]\ntopics: {name: x}\ngroup: g\n", "want a list of names"},
+		{"brokers: [k]\ntopics: [x]\ngroup: g\n", "want host:port"},
+		{"brokers: [k:9092]\ntopics: [x]\ngroup: g\nstart: middle\n", "want earliest or latest"},
+		{"brokers: [k:9092]\ntopics: [x]\n", "group"},
+		{"brokers: [k:9092]\ntopics: [x]\ngroup: g\nsasl: {mechanism: plain, username: u, password: p, password_file: f}\n", "secrets come from files"},
+	} {
+		_, err := pipeline.Make(sinktest.Build("kafka", ""), sinktest.Node(t, tc.yaml), srckafka.New)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
