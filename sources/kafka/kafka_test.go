@@ -234,4 +234,3 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
-
