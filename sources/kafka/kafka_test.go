@@ -2,13 +2,16 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/internal/sinktest"
@@ -233,4 +236,100 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
 		}
 	}
+}
+
+// A real sink gives up (the kafka sink, while its broker refuses every
+// produce request): offsets stop short of the records it gave up on, and
+// once the broker is back the consumer reads them again, so the output
+// topic ends with every record.
+func TestSinkGivesUpRedelivers(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(2, "flows", "out"))
+	broker := c.ListenAddrs()[0]
+	produce(t, broker, "flows", 0, 2000)
+	var down atomic.Bool
+	var refused atomic.Int64
+	down.Store(true)
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !down.Load() {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		return nil, errors.New("broker down"), true
+	})
+	r := srctest.Start(t, fmt.Sprintf(`
+metrics: {listen: ""}
+shutdown_timeout: 20s
+sources:
+  bus:
+    type: kafka
+    brokers: [%s]
+    topics: [flows]
+    group: g5
+    commit_interval: 50ms
+sinks:
+  out:
+    type: kafka
+    inputs: [bus]
+    brokers: [%s]
+    topic: out
+    encoding: protobuf
+    batch_timeout: 1s
+    max_attempts: 2
+    backoff: {min: 10ms, max: 20ms}
+`, broker, broker))
+	srctest.Eventually(t, "produce requests refused", func() bool { return refused.Load() >= 10 })
+	if n := committed(t, broker, "g5", "flows", 2); n != 0 {
+		t.Errorf("%d offsets committed while the sink gave up on every record", n)
+	}
+	down.Store(false)
+	srctest.Eventually(t, "every offset committed", func() bool { return committed(t, broker, "g5", "flows", 2) == 2000 })
+	sum := r.Stop()
+	seen := map[string]int{}
+	for _, p := range topicPayloads(t, broker, "out", 2) {
+		b := pipeline.NewBatch()
+		e := b.Next()
+		if _, err := codec.NewDecoder().Decode(codec.ContentTypeProtobuf, p, e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Flow != nil {
+			seen[e.Flow.Uuid]++
+		}
+		b.Release()
+	}
+	for i := range 2000 {
+		if seen[srctest.Uuid(i)] == 0 {
+			t.Fatalf("flow %d never reached the output topic", i)
+		}
+	}
+	t.Logf("summary %v; %d distinct flows in the output topic", sum.Total, len(seen))
+}
+
+// topicPayloads returns the values of every record of topic.
+func topicPayloads(t *testing.T, broker, topic string, partitions int) [][]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out [][]byte
+	for p := range partitions {
+		conn, err := kafka.DefaultDialer.DialLeader(ctx, "tcp", broker, topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+		for n := int64(0); n < last; n++ {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, m.Value)
+		}
+		r.Close()
+	}
+	return out
 }
