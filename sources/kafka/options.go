@@ -146,6 +146,15 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 			ReadBackoffMax:         time.Second,
 		},
 	}
+	// kafka-go retries what fails inside the reader (fetches, joins,
+	// heartbeats) and only logs it: those errors are the source's, so
+	// they go to its log and its readiness.
+	s.cfg.Logger = kafka.LoggerFunc(func(f string, a ...any) { s.log.Debug("kafka: " + fmt.Sprintf(f, a...)) })
+	s.cfg.ErrorLogger = kafka.LoggerFunc(func(format string, args ...any) {
+		err := fmt.Errorf("kafka: "+format, args...)
+		s.setReady(err)
+		s.log.Warn(err.Error())
+	})
 	if s.m, err = newMetrics(b.Metrics); err != nil {
 		return nil, fmt.Errorf("kafka: metrics: %w", err)
 	}
