@@ -16,8 +16,8 @@ import (
 	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
-	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
