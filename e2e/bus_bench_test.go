@@ -199,10 +199,13 @@ func BenchmarkJetStreamSourceDiscard(b *testing.B) {
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "HUBBLE", Subjects: []string{"hubble.>"}, Storage: jetstream.MemoryStorage}); err != nil {
 		b.Fatal(err)
 	}
-	for _, p := range payloads(b, b.N) {
+	for i, p := range payloads(b, b.N) {
 		m := &nats.Msg{Subject: "hubble.flows", Data: p, Header: nats.Header{sinkutil.HeaderContentType: []string{codec.ContentTypeProtobuf}}}
 		if _, err := js.PublishMsgAsync(m); err != nil {
 			b.Fatal(err)
+		}
+		if i%5000 == 4999 {
+			<-js.PublishAsyncComplete()
 		}
 	}
 	<-js.PublishAsyncComplete()
