@@ -100,6 +100,8 @@ type Batch struct {
 	// the view of a batch that the runtime lends a sink (see Seq).
 	seqEpoch int64
 	seqBase  uint64
+	// ack is the source's acknowledgement, nil for sources that need none.
+	ack *Ack
 }
 
 // SetSeq numbers b's events from (epoch, base) for Seq. The runtime
@@ -225,6 +227,7 @@ func (b *Batch) Release() {
 		}
 		b.Truncate(0)
 		b.seqEpoch, b.seqBase = 0, 0
+		b.ack = nil
 		batchPool.Put(b)
 	case n < 0:
 		panic("pipeline: batch released more often than retained")
@@ -232,10 +235,12 @@ func (b *Batch) Release() {
 }
 
 // Clone returns a deep copy of b with one reference, for a consumer that
-// changes events while another holder still reads the originals.
+// changes events while another holder still reads the originals. The copy
+// carries b's Ack; whoever clones adds the copy as a holder (see Ack).
 func (b *Batch) Clone() *Batch {
 	c := NewBatch()
 	c.inputBytes = b.inputBytes
+	c.ack = b.ack
 	for i := range b.Events {
 		src := &b.Events[i]
 		dst := c.Next()

@@ -51,7 +51,7 @@ transforms:
 sinks:
   out: {type: test-rec, inputs: [a, nope], delay: fast}
 `, []string{
-			`3:27: source "gen" (test-count): unknown key "cuont" (valid keys: batch, count, done, fail, hold, lost_every)`,
+			`3:27: source "gen" (test-count): unknown key "cuont" (valid keys: ack, batch, count, done, fail, hold, lost_every, odds)`,
 			`6:32: transform "b": input "a" closes a cycle: a -> b -> a`,
 			`8:37: sink "out": unknown input "nope" (sources and transforms: gen, a, b)`,
 			`8:51: sink "out" (test-rec): invalid duration "fast"`,

@@ -42,10 +42,12 @@ type output struct {
 
 func (o *output) Emit(ctx context.Context, b *Batch) error {
 	if err := ctx.Err(); err != nil {
+		b.ack.Done(false)
 		b.Release()
 		return err
 	}
 	if b.Len() == 0 {
+		b.ack.Done(true)
 		b.Release()
 		return nil
 	}
@@ -76,6 +78,8 @@ func (p *Pipeline) fanout(n *node, b *Batch, counted int) {
 		p.push(outs[0], b, counted)
 		return
 	}
+	// Every consumer's copy holds the batch's Ack.
+	b.ack.add(len(outs) - 1)
 	var batches [8]*Batch
 	bs := batches[:0]
 	sinks := 0
@@ -108,6 +112,7 @@ func (p *Pipeline) push(c *node, b *Batch, counted int) {
 	if c.queue.push(p.abort, item{b: b, counted: counted}) {
 		return
 	}
+	b.ack.Done(false)
 	b.Release()
 	p.lose(c, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &c.stats.dropped)
 }
@@ -157,7 +162,9 @@ func (p *Pipeline) runTransform(n *node) {
 		}
 		n.stats.in.Add(uint64(it.counted))
 		n.stats.batches.Add(1)
+		ack := it.b.ack
 		if !p.process(n, it.b) {
+			ack.Done(false)
 			p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(it.counted), &n.stats.dropped)
 			continue
 		}
@@ -167,6 +174,9 @@ func (p *Pipeline) runTransform(n *node) {
 		}
 		n.stats.out.Add(uint64(out))
 		if it.b.Len() == 0 {
+			// Every event was removed on purpose (or the batch held
+			// none): resolved.
+			ack.Done(true)
 			it.b.Release()
 			continue
 		}
@@ -280,8 +290,10 @@ func (p *Pipeline) flushLoss(n *node, final bool) (retry bool) {
 func (p *Pipeline) write(n *node, b *Batch, counted int) {
 	n.stats.in.Add(uint64(counted))
 	n.stats.batches.Add(1)
+	ack := b.ack
 	if p.abort.Err() != nil {
 		// The shutdown deadline has passed: nothing more is written.
+		ack.Done(false)
 		b.Release()
 		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &n.stats.failed)
 		return
@@ -289,6 +301,7 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 	failed, err := p.sinkWrite(n, b)
 	b.Release()
 	failed = min(max(failed, 0), counted)
+	ack.Done(failed == 0 && err == nil)
 	if err != nil && p.abort.Err() == nil {
 		n.log.Warn("sink write failed", "error", err, "failed", failed)
 	}

@@ -3,8 +3,10 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -26,6 +28,10 @@ type countSource struct {
 	Done      string `yaml:"done"` // name of a gate to close when finished
 	Fail      string `yaml:"fail"` // error to return once done
 	Hold      string `yaml:"hold"` // name of a gate to wait for before returning
+	// Ack attaches an Ack to every batch, recorded in acks under this
+	// name and the batch's number.
+	Ack  string `yaml:"ack"`
+	Odds bool   `yaml:"odds"` // number the flows 1, 3, 5...: oddFilter removes them all
 }
 
 func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
@@ -45,8 +51,14 @@ func (s *countSource) Run(ctx context.Context, out pipeline.Output) error {
 			f.Verdict = flowpb.Verdict_FORWARDED
 			f.Uuid = ""
 			f.EventType = &flowpb.CiliumEventType{Type: int32(i)}
+			if s.Odds {
+				f.EventType.Type = int32(2*i + 1)
+			}
 			e.Time, e.NodeName = f.Time, "test"
 			i++
+		}
+		if s.Ack != "" {
+			b.SetAck(newTestAck(s.Ack, nb))
 		}
 		if err := out.Emit(ctx, b); err != nil {
 			return nil
@@ -82,6 +94,9 @@ type recSink struct {
 	Delay     config.Duration `yaml:"delay"`
 	FailEvery int             `yaml:"fail_every"`
 	FailLost  int             `yaml:"fail_lost"`
+	// Later resolves the batch's Ack on another goroutine after Write
+	// returned, as a sink that delivers asynchronously would.
+	Later bool `yaml:"later"`
 
 	name    string
 	mu      sync.Mutex
@@ -112,6 +127,10 @@ func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	s.writes++
 	if s.FailEvery > 0 && s.writes%s.FailEvery == 0 {
 		return b.Len(), nil
+	}
+	if s.Later {
+		a := b.Ack().Hold()
+		go func() { time.Sleep(time.Millisecond); a.Done(true) }()
 	}
 	if b.Counted() == 0 && s.lostFailed < s.FailLost {
 		s.lostFailed++
@@ -181,6 +200,48 @@ func resetTestComponents() {
 	builtSinks.Clear()
 	lifeSinks.Clear()
 	journals.Clear()
+	acks.Clear()
+}
+
+// acks records the calls of the test sources' Acks: by "name/batch", the
+// results in call order.
+var acks sync.Map
+
+type ackRecord struct {
+	mu  sync.Mutex
+	got []bool
+}
+
+func newTestAck(name string, batch int) *pipeline.Ack {
+	r := &ackRecord{}
+	acks.Store(fmt.Sprintf("%s/%d", name, batch), r)
+	return pipeline.NewAck(func(ok bool) {
+		r.mu.Lock()
+		r.got = append(r.got, ok)
+		r.mu.Unlock()
+	})
+}
+
+// ackResults returns the results of every batch's Ack of source name, in
+// batch order, and fails when an Ack was called other than exactly once.
+func ackResults(t testing.TB, name string, batches int) []bool {
+	t.Helper()
+	out := make([]bool, batches)
+	for i := range batches {
+		v, ok := acks.Load(fmt.Sprintf("%s/%d", name, i))
+		if !ok {
+			t.Fatalf("batch %d of %s has no Ack", i, name)
+		}
+		r := v.(*ackRecord)
+		r.mu.Lock()
+		got := r.got
+		r.mu.Unlock()
+		if len(got) != 1 {
+			t.Fatalf("the Ack of batch %d of %s was called %d times, want once", i, name, len(got))
+		}
+		out[i] = got[0]
+	}
+	return out
 }
 
 func init() {

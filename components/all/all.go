@@ -16,6 +16,8 @@ import (
 	_ "github.com/flowbus/flowbus/sources/file"
 	_ "github.com/flowbus/flowbus/sources/generate"
 	_ "github.com/flowbus/flowbus/sources/hubble"
+	_ "github.com/flowbus/flowbus/sources/kafka"
+	_ "github.com/flowbus/flowbus/sources/nats"
 	_ "github.com/flowbus/flowbus/transforms/fieldmask"
 	_ "github.com/flowbus/flowbus/transforms/filter"
 	_ "github.com/flowbus/flowbus/transforms/kubernetes"

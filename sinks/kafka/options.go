@@ -173,7 +173,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		}
 	}
 	if o.SASL != nil {
-		if tr.SASL, err = o.SASL.mechanism(b.Dir); err != nil {
+		if tr.SASL, err = o.SASL.SASLMechanism(b.Dir); err != nil {
 			add(b.Errorf("sasl", "kafka: sasl: %v", err))
 		}
 	}
@@ -220,7 +220,9 @@ func (s *Sink) parseKey(n *yaml.Node) error {
 	return nil
 }
 
-func (o *SASLOptions) mechanism(dir string) (sasl.Mechanism, error) {
+// SASLMechanism returns the SASL mechanism, reading the password from
+// password_file (relative to dir). The kafka source uses it too.
+func (o *SASLOptions) SASLMechanism(dir string) (sasl.Mechanism, error) {
 	if o.Username == "" {
 		return nil, fmt.Errorf("username is empty")
 	}
