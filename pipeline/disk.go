@@ -258,10 +258,15 @@ func (p *Pipeline) appendDisk(n *node) {
 }
 
 // toDisk appends one batch, applying when_full when the disk buffer (or
-// the file system) is full.
+// the file system) is full. The source's acknowledgement of the batch
+// (see Ack) resolves here: ok once the batch is on disk, because the disk
+// buffer then keeps it across restarts until the broker acknowledged it
+// (what its sync policy says a power loss can cost applies); not ok when
+// it is dropped.
 func (p *Pipeline) toDisk(n *node, it item) {
 	d := n.disk
 	b := it.b
+	ack := b.ack
 	c := uint64(len(b.Events))
 	base := n.seq.Add(c) - c + 1
 	rec, err := appendDiskBatch(d.enc[:0], p.epoch, base, b)
@@ -269,6 +274,7 @@ func (p *Pipeline) toDisk(n *node, it item) {
 		d.enc = rec
 	}
 	drop := func() {
+		ack.Done(false)
 		b.Release()
 		n.seq.CompareAndSwap(base+c-1, base-1) // leave no gap when possible
 		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(it.counted), &n.stats.dropped)
@@ -281,6 +287,7 @@ func (p *Pipeline) toDisk(n *node, it item) {
 	for {
 		idx, err := d.log.Append(rec)
 		if err == nil {
+			ack.Done(true)
 			d.written.Add(uint64(len(rec) + 8))
 			p.handHot(n, hotBatch{index: idx, b: b, epoch: p.epoch, base: base})
 			if d.fullLog.Swap(false) {
@@ -477,7 +484,7 @@ func (p *Pipeline) deliverRecord(n *node, b *Batch, index uint64, epoch int64, b
 	n.stats.batches.Add(1)
 	wait, rounds := 100*time.Millisecond, 0
 	for {
-		failed, err := p.sinkWriteSeq(n, b, epoch, base)
+		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil)
 		failed = min(max(failed, 0), counted)
 		if failed == 0 {
 			break

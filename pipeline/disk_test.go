@@ -328,3 +328,51 @@ func TestDiskBufferFull(t *testing.T) {
 		}
 	})
 }
+
+// An acknowledging source in front of a disk buffer: each batch's Ack
+// resolves once, ok, as soon as the batch is on disk, even while the broker
+// is away (the disk buffer keeps it until the broker acknowledged it), so
+// the source can commit and is never held back by the outage; a batch
+// dropped because the disk buffer is full is nacked.
+func TestDiskBufferAcks(t *testing.T) {
+	for _, tc := range []struct {
+		name, buffer string
+		wantNack     bool
+	}{
+		{"room", "max_bytes: 64MiB", false},
+		{"full, drop_newest", "max_bytes: 1KiB, when_full: drop_newest", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			brokerDown.Store(true)
+			defer brokerDown.Store(false)
+			p := load(t, fmt.Sprintf(`
+metrics: {listen: ""}
+shutdown_timeout: 2s
+sources:
+  gen: {type: test-count, count: 3000, batch: 100, ack: gen}
+sinks:
+  bus:
+    type: test-broker
+    inputs: [gen]
+    buffer: {type: disk, path: %q, %s}
+`, dir, tc.buffer))
+			s := run(t, p, context.Background())
+			var okN, nackN uint64
+			for _, ok := range ackResults(t, "gen", 30) {
+				if ok {
+					okN += 100
+				} else {
+					nackN += 100
+				}
+			}
+			t.Logf("summary %v; acked %d, nacked %d", s.Total, okN, nackN)
+			if okN+nackN != 3000 || (nackN > 0) != tc.wantNack {
+				t.Errorf("acked %d, nacked %d of 3000", okN, nackN)
+			}
+			if okN != s.Total.Buffered+s.Total.Delivered {
+				t.Errorf("acked %d events; %d are on disk and %d delivered", okN, s.Total.Buffered, s.Total.Delivered)
+			}
+		})
+	}
+}

@@ -314,7 +314,7 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
 	c := uint64(len(b.Events))
 	base := n.seq.Add(c) - c + 1
-	failed, err = p.sinkWriteSeq(n, b, p.epoch, base)
+	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack)
 	if failed > 0 && c == 1 && b.Events[0].Reported {
 		// A LostEvent of flowbus's own that failed is reported again
 		// later, under a new number: give this one back when no other
@@ -325,12 +325,14 @@ func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
 }
 
 // sinkWriteSeq lends b to the sink as a view whose first event has the
-// flowbus-seq (epoch, base). The view is the sink's own, so sinks that
-// share a batch see their own numbers.
-func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64) (failed int, err error) {
+// flowbus-seq (epoch, base) and whose Ack is ack (nil when the caller
+// resolves the source's acknowledgement itself, as a disk buffer does).
+// The view is the sink's own, so sinks that share a batch see their own
+// numbers.
+func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack) (failed int, err error) {
 	v := &n.view
-	v.Events, v.inputBytes, v.seqEpoch, v.seqBase = b.Events, b.inputBytes, epoch, base
-	defer func() { v.Events = nil }()
+	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack = b.Events, b.inputBytes, epoch, base, ack
+	defer func() { v.Events, v.ack = nil, nil }()
 	b = v
 	defer func() {
 		if r := recover(); r != nil {

@@ -47,7 +47,7 @@ func init() {
 	pipeline.RegisterSink(pipeline.Spec{
 		Type:        "parquet",
 		Summary:     "writes events to zstd Parquet files in time-partitioned directories, for DuckDB, Spark and Athena",
-		Description: `Each row is an event: typed columns (time as a UTC timestamp in microseconds, node_name, type, verdict, drop_reason_desc, traffic_direction, is_reply, ip_version, source_ip, destination_ip, protocol, source_port, destination_port, tcp_flags, source_/destination_ namespace, pod, workload, labels and service, l7_type, l7_protocol, summary) and export_json, the whole event as a Hubble export line. LostEvents are rows of the same files with lost_source, num_events_lost and lost_cpu set and the flow columns null. Files are named <node>-<UTC time>-<random>-<seq>.parquet in the directory the path template renders for each event; a file is written under a hidden .tmp name and renamed once complete, so readers never see a partial file. Events count as delivered when the file holding them is complete; rows of a file that cannot be completed are reported lost. The encoding key must be json (the default): export_json is always Hubble JSON. Columns, files and queries: docs/parquet.md.`,
+		Description: `Each row is an event: typed columns (time as a UTC timestamp in microseconds, node_name, type, verdict, drop_reason_desc, traffic_direction, is_reply, ip_version, source_ip, destination_ip, protocol, source_port, destination_port, tcp_flags, source_/destination_ namespace, pod, workload, labels and service, l7_type, l7_protocol, summary) and export_json, the whole event as a Hubble export line. LostEvents are rows of the same files with lost_source, num_events_lost and lost_cpu set and the flow columns null. Files are named <node>-<UTC time>-<random>-<seq>.parquet in the directory the path template renders for each event; a file is written under a hidden .tmp name and renamed once complete, so readers never see a partial file. Events count as delivered when the file holding them is complete; rows of a file that cannot be completed are reported lost. Behind an acknowledging source (kafka, nats with jetstream) a batch is acknowledged when every file holding its rows is complete, so keep max_age below the source's redelivery time (nats ack_wait) and max_ack_pending above the rows max_age collects. The encoding key must be json (the default): export_json is always Hubble JSON. Columns, files and queries: docs/parquet.md.`,
 		Example: `type: parquet
 inputs: [flows]
 path: /var/lib/flowbus/flows/dt={{ time.date }}/hr={{ time.hour }}
@@ -342,6 +342,11 @@ func (s *Sink) writeGroup(dir string, b *pipeline.Batch, idx []int) int {
 		return len(idx)
 	}
 	p.counted += counted
+	if a := b.Ack().Hold(); a != nil {
+		// An acknowledging source (a Kafka consumer) may commit these
+		// rows only once their file is complete.
+		p.acks = append(p.acks, a)
+	}
 	if p.size() >= s.maxSize {
 		s.finish(dir, p)
 	}
@@ -387,7 +392,9 @@ func (s *Sink) finish(dir string, p *part) {
 	if err := p.finish(); err != nil {
 		s.errs.add(dir, err)
 		s.lose(p)
+		return
 	}
+	p.resolve(true)
 }
 
 // abandon removes p after a failed write; its rows are lost.
@@ -403,6 +410,7 @@ func (s *Sink) lose(p *part) {
 		s.lateLoss(p.counted)
 	}
 	p.counted = 0
+	p.resolve(false)
 }
 
 // Close completes every open file, bounded by ctx: a file not completed
@@ -429,7 +437,9 @@ func (s *Sink) Close(ctx context.Context) error {
 		if err := p.finish(); err != nil {
 			s.lose(p)
 			errs = append(errs, err)
+			continue
 		}
+		p.resolve(true)
 	}
 	s.errs.flush()
 	if len(errs) > 0 {

@@ -10,6 +10,7 @@ import (
 	pq "github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 
+	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/cli"
 )
 
@@ -41,6 +42,17 @@ type part struct {
 	w            *pq.GenericWriter[Row]
 	opened, used time.Time
 	counted      int // counted events (not Reported) in the file
+	// acks hold the acknowledgements of the batches with rows in the
+	// file: they resolve when the file is complete (or lost).
+	acks []*pipeline.Ack
+}
+
+// resolve resolves the acknowledgements of p's batches.
+func (p *part) resolve(ok bool) {
+	for _, a := range p.acks {
+		a.Done(ok)
+	}
+	p.acks = nil
 }
 
 func openPart(tmp, final string, opts []pq.WriterOption) (*part, error) {
