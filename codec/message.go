@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flowbus/flowbus/flow/flowjson"
@@ -39,17 +37,13 @@ var ErrContentType = errors.New("unknown content type")
 type Decoder struct {
 	json    observer.ExportEvent
 	jsonFl  observer.ExportEvent_Flow
-	pb      observer.GetFlowsResponse
-	pbFl    observer.GetFlowsResponse_Flow
 	lenient protojson.UnmarshalOptions
-	merge   proto.UnmarshalOptions
 }
 
 // NewDecoder returns a Decoder.
 func NewDecoder() *Decoder {
 	return &Decoder{
 		lenient: protojson.UnmarshalOptions{DiscardUnknown: true},
-		merge:   proto.UnmarshalOptions{Merge: true},
 	}
 }
 
@@ -117,58 +111,21 @@ func (d *Decoder) decodeJSON(data []byte, ev *pipeline.Event) (Kind, error) {
 }
 
 func (d *Decoder) decodeProtobuf(data []byte, ev *pipeline.Event) (Kind, error) {
-	oneof, err := lastOneof(data)
+	// One copy of the message: the decoded flow's strings share it.
+	r, err := UnmarshalGetFlowsResponse(string(data), ev.FlowStorage())
 	if err != nil {
 		return KindOther, fmt.Errorf("protobuf: %w", err)
 	}
-	env := &d.pb
-	if oneof == fieldFlow {
-		// Decode into the slot's storage: the flow member is set before
-		// the merge, and the message is the last member in the data.
-		f := ev.FlowStorage()
-		proto.Reset(f)
-		d.pbFl.Flow = f
-		env.ResponseTypes = &d.pbFl
-	}
-	defer func() { env.ResponseTypes, env.Time, env.NodeName, d.pbFl.Flow = nil, nil, "", nil }()
-	if err := d.merge.Unmarshal(data, env); err != nil {
-		return KindOther, fmt.Errorf("protobuf: %w", err)
-	}
-	switch r := env.ResponseTypes.(type) {
-	case *observer.GetFlowsResponse_Flow:
-		ev.Flow = r.Flow
-		setEnvelope(ev, env.NodeName, env.Time)
+	if r.Flow != nil {
+		ev.Flow, ev.NodeName, ev.Time = r.Flow, r.NodeName, r.Time
 		return KindFlow, nil
-	case *observer.GetFlowsResponse_LostEvents:
-		ev.Flow, ev.Lost = nil, r.LostEvents
-		setEnvelope(ev, env.NodeName, env.Time)
+	}
+	if l := r.Other.GetLostEvents(); l != nil {
+		ev.Flow, ev.Lost = nil, l
+		setEnvelope(ev, r.Other.GetNodeName(), r.Other.GetTime())
 		return KindLost, nil
 	}
 	return KindOther, nil
-}
-
-// lastOneof returns the field number of the last member of the envelope's
-// oneof (flow, node_status, lost_events) in data, which is the one a
-// decoder keeps, or 0 when there is none. It checks only the framing of
-// the top-level fields; the decoder checks the rest.
-func lastOneof(data []byte) (protowire.Number, error) {
-	var last protowire.Number
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return 0, protowire.ParseError(n)
-		}
-		data = data[n:]
-		m := protowire.ConsumeFieldValue(num, typ, data)
-		if m < 0 {
-			return 0, protowire.ParseError(m)
-		}
-		data = data[m:]
-		if num >= fieldFlow && num <= fieldLostEvents && typ == protowire.BytesType {
-			last = num
-		}
-	}
-	return last, nil
 }
 
 // setEnvelope sets ev's envelope fields; the time aliases the flow's when
