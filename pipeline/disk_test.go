@@ -284,7 +284,11 @@ func TestDiskBufferFull(t *testing.T) {
 				t.Errorf("%d bytes on disk, max_bytes 300KiB", b)
 			}
 			brokerDown.Store(false)
-			time.Sleep(200 * time.Millisecond)
+			// Let the deliverer find the broker back (its retry wait
+			// grew during the outage) before the pipeline drains.
+			for deadline := time.Now().Add(30 * time.Second); brokerNamed("bus").flowCount() == 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
 			gate("full-over").open()
 			s := <-done
 			k := brokerNamed("bus")
