@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -88,7 +89,7 @@ type Sink struct {
 	broken error // stdout's reader went away: every later event fails
 	buf    []byte
 	evs    []span // the events encoded in buf
-	errs   errorLog
+	errs   sinkutil.ErrorLog
 }
 
 // span is one encoded event in Sink.buf.
@@ -110,7 +111,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		enc:   enc,
 		delim: b.Encoding == "protobuf",
 		log:   log,
-		errs:  errorLog{log: log, every: 10 * time.Second},
+		errs:  sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "file sink", Key: "file"},
 	}
 	switch {
 	case o.Path == "":
@@ -169,7 +170,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	}
 	if !s.opened {
 		if err := s.Start(ctx); err != nil {
-			s.errs.add(s.name, err)
+			s.errs.Add(s.name, err)
 			return b.Len(), nil
 		}
 	}
@@ -190,7 +191,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 		if err != nil {
 			s.buf = s.buf[:start]
 			failed++
-			s.errs.add(s.name, err)
+			s.errs.Add(s.name, err)
 			continue
 		}
 		s.evs = append(s.evs, span{end: len(s.buf)})
@@ -264,7 +265,7 @@ func (s *Sink) writeFailed(err error, fragment int) {
 			"file", s.name, "error", err)
 		return
 	}
-	s.errs.add(s.name, err)
+	s.errs.Add(s.name, err)
 	if derr := s.out.discard(fragment); derr != nil {
 		// The fragment stays: close the file, so that the next write
 		// opens it again and cuts off the torn record first.
@@ -283,7 +284,7 @@ func (s *Sink) writeFailed(err error, fragment int) {
 func (s *Sink) Close(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.errs.flush()
+	s.errs.Flush()
 	if !s.opened {
 		return nil
 	}
@@ -293,33 +294,4 @@ func (s *Sink) Close(ctx context.Context) error {
 		return fmt.Errorf("file sink: close %s: %w", s.name, err)
 	}
 	return nil
-}
-
-// errorLog logs write errors without flooding: the first at once, then a
-// count at most once per period.
-type errorLog struct {
-	log   *slog.Logger
-	every time.Duration
-	last  time.Time
-	n     int
-	err   error
-}
-
-func (l *errorLog) add(name string, err error) {
-	now := time.Now()
-	if l.last.IsZero() || now.Sub(l.last) >= l.every {
-		l.flush()
-		l.log.Error("file sink: cannot write events", "file", name, "error", err)
-		l.last = now
-		return
-	}
-	l.n++
-	l.err = err
-}
-
-func (l *errorLog) flush() {
-	if l.n > 0 {
-		l.log.Error("file sink: more write errors", "count", l.n, "last_error", l.err)
-		l.n = 0
-	}
 }

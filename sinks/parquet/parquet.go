@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/internal/template"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
@@ -95,7 +96,7 @@ type Sink struct {
 	groups  map[string]*group // the batch's events by directory, kept across batches
 	order   []*group          // groups in the batch, in first-seen order
 	scratch []Row             // the rows of one group, when a batch has several
-	errs    errorLog
+	errs    sinkutil.ErrorLog
 	stop    chan struct{}
 	stopped chan struct{}
 	closed  bool
@@ -157,7 +158,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		log:     log,
 		parts:   map[string]*part{},
 		groups:  map[string]*group{},
-		errs:    errorLog{log: log, every: 10 * time.Second},
+		errs:    sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "parquet sink", Key: "directory"},
 	}
 	return s, nil
 }
@@ -274,7 +275,7 @@ func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
 			s.js = s.js[:start]
 			s.jsEnd = append(s.jsEnd, -1)
 			failed++
-			s.errs.add("", err)
+			s.errs.Add("", err)
 			continue
 		}
 		s.js = s.js[:len(s.js)-1] // the newline
@@ -314,12 +315,12 @@ type group struct {
 // many failed.
 func (s *Sink) writeGroup(dir string, b *pipeline.Batch, idx []int) int {
 	if err := template.CleanPath(dir); err != nil {
-		s.errs.add(dir, err)
+		s.errs.Add(dir, err)
 		return len(idx)
 	}
 	p, err := s.open(dir)
 	if err != nil {
-		s.errs.add(dir, err)
+		s.errs.Add(dir, err)
 		return len(idx)
 	}
 	rows := s.fill.rows
@@ -337,7 +338,7 @@ func (s *Sink) writeGroup(dir string, b *pipeline.Batch, idx []int) int {
 		}
 	}
 	if err := p.write(rows); err != nil {
-		s.errs.add(dir, err)
+		s.errs.Add(dir, err)
 		s.abandon(dir, p, err)
 		return len(idx)
 	}
@@ -390,7 +391,7 @@ func (s *Sink) open(dir string) (*part, error) {
 func (s *Sink) finish(dir string, p *part) {
 	delete(s.parts, dir)
 	if err := p.finish(); err != nil {
-		s.errs.add(dir, err)
+		s.errs.Add(dir, err)
 		s.lose(p)
 		return
 	}
@@ -441,38 +442,9 @@ func (s *Sink) Close(ctx context.Context) error {
 		}
 		p.resolve(true)
 	}
-	s.errs.flush()
+	s.errs.Flush()
 	if len(errs) > 0 {
 		return fmt.Errorf("parquet sink: %w", errors.Join(errs...))
 	}
 	return nil
-}
-
-// errorLog logs write errors without flooding: the first at once, then a
-// count at most once per period.
-type errorLog struct {
-	log   *slog.Logger
-	every time.Duration
-	last  time.Time
-	n     int
-	err   error
-}
-
-func (l *errorLog) add(dir string, err error) {
-	now := time.Now()
-	if l.last.IsZero() || now.Sub(l.last) >= l.every {
-		l.flush()
-		l.log.Error("parquet sink: cannot write events", "directory", dir, "error", err)
-		l.last = now
-		return
-	}
-	l.n++
-	l.err = err
-}
-
-func (l *errorLog) flush() {
-	if l.n > 0 {
-		l.log.Error("parquet sink: more write errors", "count", l.n, "last_error", l.err)
-		l.n = 0
-	}
 }
