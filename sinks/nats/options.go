@@ -24,11 +24,8 @@ type Options struct {
 	MaxAttempts     int               `yaml:"max_attempts" default:"10" doc:"attempts per message before it is reported lost"`
 	Backoff         BackoffOptions    `yaml:"backoff" doc:"the wait between attempts: doubled per attempt from min to max, with jitter"`
 	ReconnectBuffer int               `yaml:"reconnect_buffer" default:"67108864" doc:"bytes buffered while reconnecting (core publish only)"`
-	CredentialsFile string            `yaml:"credentials_file" doc:"a NATS credentials file (user JWT and seed); at most one of credentials_file, nkey_file and token_file"`
-	NKeyFile        string            `yaml:"nkey_file" doc:"a file holding an NKey seed"`
-	TokenFile       string            `yaml:"token_file" doc:"a file holding an authentication token"`
-	TLS             *sinkutil.TLS     `yaml:"tls" doc:"connect with TLS"`
-	Embedded        *EmbeddedOptions  `yaml:"embedded" doc:"the in-process server of url: embedded"`
+	Auth            `yaml:",inline"`
+	Embedded        *EmbeddedOptions `yaml:"embedded" doc:"the in-process server of url: embedded"`
 }
 
 // JetStreamOptions select JetStream publishing.
@@ -167,44 +164,10 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats: reconnected", "server", c.ConnectedUrlRedacted()) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { s.log.Warn("nats: async error", "err", err) }),
 	}
-	auth := 0
-	if o.CredentialsFile != "" {
-		auth++
-		if _, err := sinkutil.ReadSecretFile("credentials_file", b.Dir, o.CredentialsFile); err != nil {
-			add(b.Errorf("credentials_file", "nats: %v", err))
-		}
-		s.opts = append(s.opts, nats.UserCredentials(sinkutil.Path(b.Dir, o.CredentialsFile)))
-	}
-	if o.NKeyFile != "" {
-		auth++
-		// Read it first: the nats client's errors print the path.
-		if _, err := sinkutil.ReadSecretFile("nkey_file", b.Dir, o.NKeyFile); err != nil {
-			add(b.Errorf("nkey_file", "nats: %v", err))
-		} else if opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile)); err != nil {
-			add(b.Errorf("nkey_file", "nats: nkey_file: %v", err))
-		} else {
-			s.opts = append(s.opts, opt)
-		}
-	}
-	if o.TokenFile != "" {
-		auth++
-		tok, err := sinkutil.ReadSecret("token_file", b.Dir, o.TokenFile)
-		if err != nil {
-			add(b.Errorf("token_file", "nats: %v", err))
-		} else {
-			s.opts = append(s.opts, nats.Token(tok))
-		}
-	}
-	if auth > 1 {
-		add(b.Errorf("", "nats: set one of credentials_file, nkey_file and token_file"))
-	}
-	if o.TLS != nil {
-		tc, err := o.TLS.Config(b.Dir)
-		if err != nil {
-			add(b.Errorf("tls", "nats: %v", err))
-		} else {
-			s.opts = append(s.opts, nats.Secure(tc))
-		}
+	opts, authErrs := o.Auth.ClientOptions(b)
+	s.opts = append(s.opts, opts...)
+	for _, err := range authErrs {
+		add(err)
 	}
 	if len(errs) > 0 {
 		return nil, errs

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	natssink "github.com/flowbus/flowbus/sinks/nats"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,13 +53,10 @@ func init() {
 
 // Options are the source's YAML keys.
 type Options struct {
-	URL             string            `yaml:"url" required:"true" doc:"comma-separated server URLs"`
-	Subjects        []string          `yaml:"subjects" doc:"the subjects to subscribe to (wildcards allowed); with jetstream, the consumer's filter (default: the whole stream)"`
-	JetStream       *JetStreamOptions `yaml:"jetstream" doc:"consume a JetStream stream with a durable consumer (at least once); default: a core subscription (no guarantee)"`
-	CredentialsFile string            `yaml:"credentials_file" doc:"a NATS credentials file (user JWT and seed); at most one of credentials_file, nkey_file and token_file"`
-	NKeyFile        string            `yaml:"nkey_file" doc:"a file holding an NKey seed"`
-	TokenFile       string            `yaml:"token_file" doc:"a file holding an authentication token"`
-	TLS             *sinkutil.TLS     `yaml:"tls" doc:"connect with TLS"`
+	URL           string            `yaml:"url" required:"true" doc:"comma-separated server URLs"`
+	Subjects      []string          `yaml:"subjects" doc:"the subjects to subscribe to (wildcards allowed); with jetstream, the consumer's filter (default: the whole stream)"`
+	JetStream     *JetStreamOptions `yaml:"jetstream" doc:"consume a JetStream stream with a durable consumer (at least once); default: a core subscription (no guarantee)"`
+	natssink.Auth `yaml:",inline"`
 }
 
 // JetStreamOptions select the durable consumer.
@@ -152,41 +151,10 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 			}
 		}),
 	}
-	auth := 0
-	if o.CredentialsFile != "" {
-		auth++
-		if _, err := sinkutil.ReadSecretFile("credentials_file", b.Dir, o.CredentialsFile); err != nil {
-			add(b.Errorf("credentials_file", "nats: %v", err))
-		}
-		s.opts = append(s.opts, nats.UserCredentials(sinkutil.Path(b.Dir, o.CredentialsFile)))
-	}
-	if o.NKeyFile != "" {
-		auth++
-		if _, err := sinkutil.ReadSecretFile("nkey_file", b.Dir, o.NKeyFile); err != nil {
-			add(b.Errorf("nkey_file", "nats: %v", err))
-		} else if opt, err := nats.NkeyOptionFromSeed(sinkutil.Path(b.Dir, o.NKeyFile)); err != nil {
-			add(b.Errorf("nkey_file", "nats: nkey_file: %v", err))
-		} else {
-			s.opts = append(s.opts, opt)
-		}
-	}
-	if o.TokenFile != "" {
-		auth++
-		if tok, err := sinkutil.ReadSecret("token_file", b.Dir, o.TokenFile); err != nil {
-			add(b.Errorf("token_file", "nats: %v", err))
-		} else {
-			s.opts = append(s.opts, nats.Token(tok))
-		}
-	}
-	if auth > 1 {
-		add(b.Errorf("", "nats: set one of credentials_file, nkey_file and token_file"))
-	}
-	if o.TLS != nil {
-		if c, err := o.TLS.Config(b.Dir); err != nil {
-			add(b.Errorf("tls", "nats: %v", err))
-		} else {
-			s.opts = append(s.opts, nats.Secure(c))
-		}
+	opts, authErrs := o.Auth.ClientOptions(b)
+	s.opts = append(s.opts, opts...)
+	for _, err := range authErrs {
+		add(err)
 	}
 	if len(errs) > 0 {
 		return nil, errs
