@@ -10,11 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowbus/flowbus/internal/bintest"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,24 +26,6 @@ import (
 	"github.com/flowbus/flowbus/sinks/hubble"
 	_ "github.com/flowbus/flowbus/sources/hubble"
 )
-
-// tool returns the path of a test tool built (and cached) by
-// .ci/tools/build from Cilium's own module: the hubble CLI or Hubble Relay.
-func tool(t *testing.T, args ...string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, ".ci", "tools", "build"), args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf(".ci/tools/build %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
-}
 
 // hubbleCmd runs the hubble CLI without any user configuration.
 func hubbleCmd(t *testing.T, cli string, args ...string) string {
@@ -90,7 +73,7 @@ func fileLines(t *testing.T, first, n int) []string {
 // for byte, what the file sink wrote for the same flows; `hubble status`
 // reports the ring, `hubble list nodes` this node.
 func TestHubbleCLI(t *testing.T) {
-	cli := tool(t, "hubble")
+	cli := bintest.Tool(t, "hubble")
 	const n = 300
 	s := newSink(t, "")
 	write(t, s, 0, n)
@@ -133,7 +116,7 @@ func freePort(t *testing.T) int {
 // service, finds both nodes and `hubble observe` through it sees the flows
 // of both.
 func TestHubbleRelay(t *testing.T) {
-	cli, relay := tool(t, "hubble"), tool(t, "hubble", "hubble-relay")
+	cli, relay := bintest.Tool(t, "hubble"), bintest.Tool(t, "hubble", "hubble-relay")
 	pa, pb, pr, ph := freePort(t), freePort(t), freePort(t), freePort(t)
 	node := func(name string, port int, extra string) *hubble.Sink {
 		b := sinktest.Build("hubble", "")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/bintest"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -31,7 +32,7 @@ type ciliumServer struct {
 // returns once they are there.
 func startCiliumServer(t *testing.T, lines []string, maxFlows int) *ciliumServer {
 	t.Helper()
-	bin := buildTool(t, "hubble", "ciliumserver")
+	bin := bintest.Tool(t, "hubble", "ciliumserver")
 	input := filepath.Join(t.TempDir(), "flows.json")
 	if err := os.WriteFile(input, []byte(strings.Join(lines, "")), 0o644); err != nil {
 		t.Fatal(err)

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowbus/flowbus/internal/bintest"
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/internal/observerserver"
@@ -18,25 +18,7 @@ import (
 
 // hubbleCLI returns the path of the hubble CLI, built (and cached) by
 // .ci/tools/build from Cilium's own module.
-func hubbleCLI(t *testing.T) string { return buildTool(t, "hubble") }
-
-// buildTool returns the path of a test tool built (and cached) by
-// .ci/tools/build with args.
-func buildTool(t *testing.T, args ...string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, ".ci", "tools", "build"), args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf(".ci/tools/build %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
-}
+func hubbleCLI(t *testing.T) string { return bintest.Tool(t, "hubble") }
 
 // TestHubbleCLIInterop: the real hubble CLI reads this project's Observer
 // server, and what `hubble observe -o jsonpb --last N` prints is, line for
