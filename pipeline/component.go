@@ -103,6 +103,37 @@ type Readier interface {
 	Ready() error
 }
 
+// ReadyState keeps a component's readiness for its Ready method: the error
+// last set, nil while ready. Gauge, when set, shows the same as 1 (ready)
+// or 0. The zero value is ready; it is safe for concurrent use.
+type ReadyState struct {
+	Gauge prometheus.Gauge
+
+	mu  sync.Mutex
+	err error
+}
+
+// Set records err (nil: ready).
+func (r *ReadyState) Set(err error) {
+	r.mu.Lock()
+	r.err = err
+	r.mu.Unlock()
+	if r.Gauge != nil {
+		if err == nil {
+			r.Gauge.Set(1)
+		} else {
+			r.Gauge.Set(0)
+		}
+	}
+}
+
+// Err returns the error last set, nil while ready.
+func (r *ReadyState) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
 // DropKind says how the summary counts the events a transform removes.
 type DropKind int
 

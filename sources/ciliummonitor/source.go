@@ -31,7 +31,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -142,8 +141,7 @@ type Source struct {
 	conn net.Conn    // first connection when reconnect is off, from Start
 	ran  atomic.Bool // Run was called: it owns file and conn
 
-	mu       sync.Mutex
-	readyErr error
+	ready pipeline.ReadyState
 }
 
 // New builds a cilium-monitor source from its options.
@@ -198,8 +196,9 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 		return nil, fmt.Errorf("cilium-monitor source %s: %w", b.Name, err)
 	}
 	s.m = m
+	s.ready.Gauge = m.connected
 	if s.path == "" {
-		s.setReady(fmt.Errorf("not connected to %s yet", s.socket))
+		s.ready.Set(fmt.Errorf("not connected to %s yet", s.socket))
 		if o.InterfaceNames {
 			s.names = new(ifname.Cache)
 		}
@@ -241,7 +240,7 @@ func (s *Source) Start(ctx context.Context) error {
 			return fmt.Errorf("cilium-monitor source: %w", err)
 		}
 		s.conn = c
-		s.setReady(nil)
+		s.ready.Set(nil)
 	}
 	return nil
 }
@@ -265,22 +264,7 @@ func (s *Source) Stop(context.Context) error {
 }
 
 // Ready reports whether the source is connected to the monitor socket.
-func (s *Source) Ready() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.readyErr
-}
-
-func (s *Source) setReady(err error) {
-	s.mu.Lock()
-	s.readyErr = err
-	s.mu.Unlock()
-	if err == nil {
-		s.m.connected.Set(1)
-	} else {
-		s.m.connected.Set(0)
-	}
-}
+func (s *Source) Ready() error { return s.ready.Err() }
 
 func (s *Source) dial(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
@@ -334,7 +318,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				s.setReady(err)
+				s.ready.Set(err)
 				s.m.connectFailures.Inc()
 				if !s.reconnect {
 					return fmt.Errorf("cilium-monitor source: %w", err)
@@ -357,7 +341,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			s.log.Info("connected to the Cilium monitor socket", "socket", s.socket, "attempts", failures+1)
 		}
 		failures = 0
-		s.setReady(nil)
+		s.ready.Set(nil)
 		s.m.connects.Inc()
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		n0 := s.m.payloadCount
@@ -374,7 +358,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		if err == nil {
 			err = errors.New("monitor socket closed by the agent")
 		}
-		s.setReady(fmt.Errorf("monitor connection lost: %w", err))
+		s.ready.Set(fmt.Errorf("monitor connection lost: %w", err))
 		if !s.reconnect {
 			s.log.Info("monitor connection ended", "socket", s.socket, "error", err)
 			return nil

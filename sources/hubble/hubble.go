@@ -44,7 +44,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,8 +143,7 @@ type Source struct {
 	recentPos int
 	seam      *seam // set while a resumed stream passes the old one's end
 
-	mu       sync.Mutex
-	readyErr error
+	ready pipeline.ReadyState
 }
 
 // seam is what a resumed stream checks its first flows against.
@@ -233,7 +231,8 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 		return nil, fmt.Errorf("hubble source %s: %w", b.Name, err)
 	}
 	s.m = m
-	s.setReady(fmt.Errorf("not connected to %s yet", s.address))
+	s.ready.Gauge = m.connected
+	s.ready.Set(fmt.Errorf("not connected to %s yet", s.address))
 	return s, nil
 }
 
@@ -313,22 +312,7 @@ func (s *Source) Stop(context.Context) error {
 }
 
 // Ready reports whether the stream is up.
-func (s *Source) Ready() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.readyErr
-}
-
-func (s *Source) setReady(err error) {
-	s.mu.Lock()
-	s.readyErr = err
-	s.mu.Unlock()
-	if err == nil {
-		s.m.connected.Set(1)
-	} else {
-		s.m.connected.Set(0)
-	}
-}
+func (s *Source) Ready() error { return s.ready.Err() }
 
 // request builds the GetFlows request of the next stream.
 func (s *Source) request() *observer.GetFlowsRequest {
@@ -364,7 +348,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		if errors.Is(err, errEmit) {
 			return err
 		}
-		s.setReady(fmt.Errorf("stream from %s down: %w", s.address, err))
+		s.ready.Set(fmt.Errorf("stream from %s down: %w", s.address, err))
 		if flows > 0 {
 			wait, failures = s.min, 0
 		}
@@ -446,7 +430,7 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	} else {
 		s.log.Info("Hubble stream established", "address", s.address)
 	}
-	s.setReady(nil)
+	s.ready.Set(nil)
 
 	// A reader goroutine receives the responses' bytes; this one decodes
 	// them into the batch's pooled flows and emits, so that a batch goes
