@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
@@ -371,4 +372,17 @@ func Types(kind string) []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// Sleep waits for d, or until ctx ends; it reports whether d passed. For
+// the backoffs of components that reconnect.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -329,7 +329,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 					s.log.Warn("still cannot reach the Cilium monitor socket", "socket", s.socket, "attempts", failures+1, "error", err)
 				}
 				failures++
-				if !sleep(ctx, backoff) {
+				if !pipeline.Sleep(ctx, backoff) {
 					return nil
 				}
 				backoff = min(2*backoff, s.max)
@@ -367,7 +367,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		if s.m.payloadCount > n0 {
 			backoff = s.initial
 		}
-		if !sleep(ctx, backoff) {
+		if !pipeline.Sleep(ctx, backoff) {
 			return nil
 		}
 		backoff = min(2*backoff, s.max)
@@ -375,17 +375,6 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 }
 
 var errEmit = errors.New("emit")
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // consume decodes one stream into batches until it ends. It returns nil
 // at the clean end of the stream.

@@ -366,7 +366,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			s.log.Warn("Hubble stream still failing", "address", s.address, "attempts", failures+1, "code", code.String(), "error", errText(err))
 		}
 		failures++
-		if !sleep(ctx, wait) {
+		if !pipeline.Sleep(ctx, wait) {
 			return nil
 		}
 		wait = min(2*wait, s.max)
@@ -381,17 +381,6 @@ func errText(err error) string {
 		return st.Message()
 	}
 	return err.Error()
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // startSeam prepares the next stream to resume after the last flow emitted.

@@ -137,7 +137,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			}
 			s.setReady(err)
 			s.log.Warn("kafka: cannot resolve the topics; retrying", "err", err)
-			if !sleep(ctx, sinkutil.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}.Delay(attempt)) {
+			if !pipeline.Sleep(ctx, sinkutil.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}.Delay(attempt)) {
 				return nil
 			}
 			continue
@@ -172,7 +172,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 		cancel()
 		// A sink that keeps giving up (its broker away) would make every
 		// rejoin fail again: wait longer each time.
-		if why == stopNacked && !sleep(ctx, rejoinBackoff.Delay(nacks)) {
+		if why == stopNacked && !pipeline.Sleep(ctx, rejoinBackoff.Delay(nacks)) {
 			return nil
 		}
 	}
@@ -283,7 +283,7 @@ func (ss *session) consume(ctx context.Context, out pipeline.Output) stopReason 
 				e := fmt.Errorf("kafka: fetch: %w", err)
 				s.setReady(e)
 				s.log.Warn("kafka: fetch failed; retrying", "err", err)
-				if !sleep(fctx, sinkutil.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}.Delay(attempt)) {
+				if !pipeline.Sleep(fctx, sinkutil.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}.Delay(attempt)) {
 					return
 				}
 				continue
@@ -511,15 +511,4 @@ func (ss *session) close(ctx context.Context) error {
 		ss.closeErr = errors.Join(err, ss.r.Close())
 	})
 	return ss.closeErr
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

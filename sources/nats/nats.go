@@ -233,7 +233,7 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 					s.log.Warn("nats: cannot set up the durable consumer; retrying", "err", err)
 				}
 			}
-			if s.cons == nil && !sleep(ctx, sinkutil.Backoff{Min: 250 * time.Millisecond, Max: 10 * time.Second}.Delay(attempt)) {
+			if s.cons == nil && !pipeline.Sleep(ctx, sinkutil.Backoff{Min: 250 * time.Millisecond, Max: 10 * time.Second}.Delay(attempt)) {
 				return nil
 			}
 		}
@@ -429,17 +429,6 @@ func (s *Source) Stop(ctx context.Context) error {
 		return fmt.Errorf("nats: flush the last acks: %w", err)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 type metrics struct {
