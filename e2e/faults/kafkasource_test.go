@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowbus/flowbus/internal/srctest"
+
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -52,36 +54,17 @@ type position struct {
 // recordPositions maps the uuid of every record of topic to its position.
 func recordPositions(t *testing.T, broker, topic string, partitions int) map[string]position {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	dec := codec.NewDecoder()
 	out := map[string]position{}
-	for p := range partitions {
-		conn, err := kafka.DefaultDialer.DialLeader(ctx, "tcp", broker, topic, p)
-		if err != nil {
+	srctest.ReadTopic(t, broker, topic, partitions, func(p int, m kafka.Message) {
+		b := pipeline.NewBatch()
+		defer b.Release()
+		e := b.Next()
+		if _, err := dec.Decode(string(m.Headers[0].Value), m.Value, e); err != nil {
 			t.Fatal(err)
 		}
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
-		for n := int64(0); n < last; n++ {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := pipeline.NewBatch()
-			e := b.Next()
-			if _, err := dec.Decode(string(m.Headers[0].Value), m.Value, e); err != nil {
-				t.Fatal(err)
-			}
-			out[e.Flow.Uuid] = position{p, m.Offset}
-			b.Release()
-		}
-		r.Close()
-	}
+		out[e.Flow.Uuid] = position{p, m.Offset}
+	})
 	return out
 }
 

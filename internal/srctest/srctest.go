@@ -15,6 +15,7 @@ import (
 	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
+	"github.com/segmentio/kafka-go"
 )
 
 // Collector is the `test-collect` sink: it counts every flow it delivers
@@ -160,5 +161,34 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// ReadTopic calls each with every record of topic (partitions 0 to
+// partitions-1) on broker, partition by partition, in offset order.
+func ReadTopic(t testing.TB, broker, topic string, partitions int, each func(partition int, m kafka.Message)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for p := range partitions {
+		conn, err := kafka.DefaultDialer.DialLeader(ctx, "tcp", broker, topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+		for n := int64(0); n < last; n++ {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				r.Close()
+				t.Fatal(err)
+			}
+			each(p, m)
+		}
+		r.Close()
 	}
 }

@@ -308,28 +308,7 @@ sinks:
 // topicPayloads returns the values of every record of topic.
 func topicPayloads(t *testing.T, broker, topic string, partitions int) [][]byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var out [][]byte
-	for p := range partitions {
-		conn, err := kafka.DefaultDialer.DialLeader(ctx, "tcp", broker, topic, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
-		for n := int64(0); n < last; n++ {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, m.Value)
-		}
-		r.Close()
-	}
+	srctest.ReadTopic(t, broker, topic, partitions, func(_ int, m kafka.Message) { out = append(out, m.Value) })
 	return out
 }
