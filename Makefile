@@ -76,7 +76,7 @@ lint:
 tidy:
 	.ci/run tidy
 
-# Every Fuzz target for a few seconds (FUZZ_TIME=3s by default).
+# Every Fuzz target for a number of inputs (FUZZ_TIME=20000x by default).
 fuzz-smoke:
 	.ci/run fuzz-smoke
 
