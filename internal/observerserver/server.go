@@ -37,6 +37,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/fieldpath"
 	"github.com/flowbus/flowbus/flow/flowcopy"
@@ -350,63 +351,65 @@ func parseRequest(req *observer.GetFlowsRequest) (*request, error) {
 	return q, nil
 }
 
-// out is a response a stream sends, with storage it reuses from one
-// response to the next: gRPC encodes a message before SendMsg returns (no
-// stats handler keeps it), so the storage is free again after Send.
+// out is a response a stream sends, encoded under the ring's read lock
+// straight from the slot (no copy of the flow is made, except to apply a
+// field mask) with this project's protobuf encoder, which writes the bytes
+// proto.Marshal would, without reflection or a separate size pass.
+//
+// The bytes go to gRPC as the unknown fields of an otherwise empty
+// GetFlowsResponse: whatever codec the server uses, protobuf-go marshals
+// such a message as exactly those bytes, so the client receives the
+// response itself. The storage is reused from one response to the next:
+// gRPC encodes a message before SendMsg returns (no stats handler keeps
+// it), so it is free again after Send.
 type out struct {
-	resp observer.GetFlowsResponse
-	fw   observer.GetFlowsResponse_Flow
-	lw   observer.GetFlowsResponse_LostEvents
-	flow *flowpb.Flow
-	lost *flowpb.LostEvent
-	ts   timestamppb.Timestamp
-	// other, when set, is sent instead of resp.
-	other *observer.GetFlowsResponse
+	wire   observer.GetFlowsResponse // empty; its unknown fields are buf
+	buf    []byte
+	err    error // the response could not be encoded
+	flow   bool  // the response holds a flow
+	masked *flowpb.Flow
+	ts     timestamppb.Timestamp
 }
 
-// load copies sl into o. The ring's read lock held.
-func (o *out) load(sl *slot) {
-	o.other = nil
+// load encodes sl, with q's field mask applied, into o. The ring's read
+// lock held.
+func (o *out) load(sl *slot, q *request) {
+	o.flow, o.err = false, nil
+	var ev pipeline.Event
 	switch sl.kind {
 	case kindFlow:
-		if o.flow == nil {
-			o.flow = new(flowpb.Flow)
+		ev.Flow = sl.theFlow()
+		if q.mask != nil {
+			if o.masked == nil {
+				o.masked = new(flowpb.Flow)
+			}
+			flowcopy.Flow(o.masked, ev.Flow)
+			ev.Flow = o.masked
+			q.mask.Apply(&ev)
 		}
-		flowcopy.Flow(o.flow, sl.theFlow())
-		o.fw.Flow = o.flow
-		o.resp.ResponseTypes = &o.fw
+		o.flow = true
 	case kindLost:
-		if o.lost == nil {
-			o.lost = new(flowpb.LostEvent)
-		}
-		flowcopy.LostEvent(o.lost, sl.theLost())
-		o.lw.LostEvents = o.lost
-		o.resp.ResponseTypes = &o.lw
+		ev.Lost = sl.theLost()
 	default:
-		o.other = sl.kept
+		o.buf, o.err = proto.MarshalOptions{}.MarshalAppend(o.buf[:0], sl.kept)
 		return
 	}
-	o.resp.NodeName = sl.node
-	o.resp.Time = nil
+	// The envelope is the slot's, whatever the mask.
+	ev.NodeName, ev.Time = sl.node, nil
 	if sl.timed {
 		o.ts.Seconds, o.ts.Nanos = sl.sec, sl.nsec
-		o.resp.Time = &o.ts
+		ev.Time = &o.ts
 	}
+	o.buf, o.err = codec.Protobuf{}.Append(o.buf[:0], &ev)
 }
 
-// isFlow reports whether o holds a flow.
-func (o *out) isFlow() bool { return o.other == nil && o.resp.GetFlow() != nil }
-
-// message returns what is sent for o, with q's field mask applied.
-func (o *out) message(q *request) *observer.GetFlowsResponse {
-	if o.other != nil {
-		return o.other
+// message returns what is sent for o: the encoded response.
+func (o *out) message() (*observer.GetFlowsResponse, error) {
+	if o.err != nil {
+		return nil, status.Errorf(codes.Internal, "encode response: %v", o.err)
 	}
-	if q.mask != nil && o.isFlow() {
-		ev := pipeline.Event{Flow: o.flow}
-		q.mask.Apply(&ev)
-	}
-	return &o.resp
+	o.wire.ProtoReflect().SetUnknown(o.buf)
+	return &o.wire, nil
 }
 
 // Chunks of a stream's reads: the most events copied out, and the most
@@ -454,7 +457,7 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 			if buf[n] == nil {
 				buf[n] = new(out)
 			}
-			buf[n].load(sl)
+			buf[n].load(sl, q)
 		}
 		caughtUp := pos == s.next
 		var wake chan struct{}
@@ -478,11 +481,15 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 			}
 		}
 		for _, o := range buf {
-			if err := stream.Send(o.message(q)); err != nil {
+			m, err := o.message()
+			if err != nil {
+				return err
+			}
+			if err := stream.Send(m); err != nil {
 				return err
 			}
 			s.sent.Add(1)
-			if o.isFlow() {
+			if o.flow {
 				sent++
 				if limit > 0 && sent >= limit && !follow {
 					return nil
