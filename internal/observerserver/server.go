@@ -11,9 +11,10 @@
 // ring's own, the slot it overwrites (see flowcopy), so the caller keeps
 // ownership of what it puts and, once the ring has gone round with flows of
 // the usual shapes, putting allocates nothing; Put keeps the messages it is
-// given. Readers copy the events they
-// send out of the ring under a read lock, so a stream that sends slowly
-// never holds the ring: a follower that falls behind the ring's oldest
+// given. Readers encode the events they
+// send (this project's protobuf encoder, the bytes proto.Marshal writes)
+// out of the ring under a read lock, so a stream that sends slowly never
+// holds the ring: a follower that falls behind the ring's oldest
 // event is told so with a HUBBLE_RING_BUFFER LostEvent counting what it
 // missed, as Hubble's ring reader does, and continues from the oldest event.
 package observerserver
