@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,15 +32,44 @@ import (
 // TestMain): the variable names the unix socket to serve.
 const benchServerEnv = "FLOWBUS_HUBBLE_BENCH_SERVER"
 
+// benchServerProfileEnv, when set in a benchmark's environment, names the
+// file the server process writes its CPU profile to, as -cpuprofile does
+// for the benchmark's own process (the client side).
+const benchServerProfileEnv = "FLOWBUS_HUBBLE_BENCH_SERVER_CPUPROFILE"
+
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(benchServerEnv); sock != "" {
-		if err := runBenchServer(sock, os.Stdin, os.Stdout); err != nil {
+		if err := profiled(os.Getenv(benchServerProfileEnv), func() error {
+			return runBenchServer(sock, os.Stdin, os.Stdout)
+		}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// profiled runs fn, writing a CPU profile of the process to path meanwhile
+// unless path is empty.
+func profiled(path string, fn func() error) error {
+	if path == "" {
+		return fn()
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	ferr := fn()
+	pprof.StopCPUProfile()
+	if err := f.Close(); err != nil && ferr == nil {
+		ferr = fmt.Errorf("cpu profile: %w", err)
+	}
+	return ferr
 }
 
 // runBenchServer serves an observer server on sock and takes commands on
@@ -148,9 +178,10 @@ func (s *benchServer) cpu(b *testing.B) time.Duration {
 
 // countOut is a pipeline.Output that counts and releases, the source's
 // cost alone (the discard sink's, without the runtime).
-type countOut struct{ flows, lost atomic.Uint64 }
+type countOut struct{ flows, batches, lost atomic.Uint64 }
 
 func (o *countOut) Emit(_ context.Context, b *pipeline.Batch) error {
+	o.batches.Add(1)
 	o.flows.Add(uint64(b.Len()))
 	b.Release()
 	return nil
@@ -165,17 +196,20 @@ func cpuTime() time.Duration {
 }
 
 // feed has the server put n flows in chunks, keeping its ring ahead of the
-// reader (done reports how many arrived) without overrunning it.
+// reader (done reports how many arrived) without overrunning it. It looks
+// at done every millisecond at most: reading a pipeline's metric gathers
+// the whole registry, which done more often costs the benchmark's process
+// a noticeable share of the CPU it measures.
 func feed(b *testing.B, srv *benchServer, n int, done func() uint64) {
 	const chunk, ahead = 8192, 32768
 	for i := 0; i < n; i += chunk {
 		for uint64(i)-done() > ahead && uint64(i) > done() {
-			time.Sleep(100 * time.Microsecond)
+			time.Sleep(time.Millisecond)
 		}
 		srv.put(b, min(chunk, n-i))
 	}
 	for done() < uint64(n) {
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -218,6 +252,7 @@ func BenchmarkStream(b *testing.B) {
 		b.Fatalf("%d lost", out.lost.Load())
 	}
 	report(b, wall, cpu, scpu)
+	b.ReportMetric(float64(out.flows.Load())/float64(out.batches.Load()), "flows/batch")
 }
 
 // BenchmarkStreamDiscard is BenchmarkStream through a whole pipeline: the
