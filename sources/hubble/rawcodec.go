@@ -14,11 +14,43 @@ import (
 // rawResponse receives one GetFlowsResponse as its bytes.
 type rawResponse struct {
 	msg string
+	// slab is where the messages' copies are carved from, one allocation
+	// for many messages: a flow's strings point into it, so a slab lives
+	// as long as one of its flows is still in use (or pooled, until its
+	// storage is reused). A slab is never written where a message was
+	// copied before.
+	slab []byte
+}
+
+// Slabs: a message copy comes from a slab of slabSize bytes unless it is
+// larger than slabMax, which gets an allocation of its own. A slab holds
+// about 60 enriched flows.
+const (
+	slabSize = 64 << 10
+	slabMax  = slabSize / 8
+)
+
+// copyOf copies data into r's slab (or its own allocation) and returns
+// the copy.
+func (r *rawResponse) copyOf(data mem.BufferSlice, n int) []byte {
+	if n > slabMax {
+		b := make([]byte, n)
+		data.CopyTo(b)
+		return b
+	}
+	if n > cap(r.slab)-len(r.slab) {
+		r.slab = make([]byte, 0, slabSize)
+	}
+	b := r.slab[len(r.slab) : len(r.slab)+n : len(r.slab)+n]
+	data.CopyTo(b)
+	r.slab = r.slab[:len(r.slab)+n]
+	return b
 }
 
 // rawCodec is the gRPC codec of the GetFlows stream. It marshals the
 // request with gRPC's protobuf codec, and hands each response over as its
-// bytes, copied once into a string, so that protobuf-go never builds the
+// bytes, copied once into a string (carved from a larger slab, see
+// rawResponse), so that protobuf-go never builds the
 // message: the source decodes it into a batch's pooled flow
 // (codec.UnmarshalGetFlowsResponse), whose strings then share that copy.
 // Its name is "proto", so the wire format and content type are gRPC's
@@ -41,8 +73,7 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		r.msg = ""
 		return nil
 	}
-	b := make([]byte, n)
-	data.CopyTo(b)
+	b := r.copyOf(data, n)
 	// b is never written again.
 	r.msg = unsafe.String(&b[0], n)
 	return nil
