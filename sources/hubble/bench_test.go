@@ -197,14 +197,15 @@ func cpuTime() time.Duration {
 
 // feed has the server put n flows in chunks, keeping its ring ahead of the
 // reader (done reports how many arrived) without overrunning it. It looks
-// at done every millisecond at most: reading a pipeline's metric gathers
-// the whole registry, which done more often costs the benchmark's process
-// a noticeable share of the CPU it measures.
+// at done every 5 ms while the ring is well ahead, and every millisecond
+// for the last flows: reading a pipeline's metric gathers the whole
+// registry, which done more often costs the benchmark's process a
+// noticeable share of the CPU it measures.
 func feed(b *testing.B, srv *benchServer, n int, done func() uint64) {
 	const chunk, ahead = 8192, 32768
 	for i := 0; i < n; i += chunk {
-		for uint64(i)-done() > ahead && uint64(i) > done() {
-			time.Sleep(time.Millisecond)
+		for d := done(); uint64(i)-d > ahead && uint64(i) > d; d = done() {
+			time.Sleep(5 * time.Millisecond)
 		}
 		srv.put(b, min(chunk, n-i))
 	}
