@@ -278,7 +278,7 @@ func (s *Sink) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hubble sink %s: listen %s: %w", s.name, s.listen, err)
 	}
-	var opts []grpc.ServerOption
+	opts := observerserver.ServerOptions()
 	if s.creds != nil {
 		opts = append(opts, grpc.Creds(s.creds))
 	}

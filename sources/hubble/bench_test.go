@@ -86,7 +86,7 @@ func runBenchServer(sock string, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(observerserver.ServerOptions()...)
 	srv.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	defer g.Stop()
