@@ -29,6 +29,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if kind := os.Getenv(brokerEnv); kind != "" {
+		os.Exit(runBroker(kind))
+	}
 	code := m.Run()
 	if exportDir != "" {
 		os.RemoveAll(exportDir)

@@ -2,17 +2,18 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flowbus/flowbus/codec"
 	"github.com/flowbus/flowbus/internal/sinkutil"
@@ -58,25 +59,24 @@ func init() {
 }
 
 // BenchmarkGenerateKafkaAck is the cost of acknowledgements on the
-// generate → protobuf → kafka path (kfake in process, acknowledging
-// without storing): "none" is the plain generate source, "ack" the same
-// with an Ack on every batch, resolved when the kafka sink's Write
-// returns. One op is one flow.
+// generate → protobuf → kafka path (kfake in another process,
+// acknowledging without storing): "none" is the plain generate source,
+// "ack" the same with an Ack on every batch, resolved when the kafka
+// sink's Write returns. With -count the two alternate, so that a change in
+// the machine's load hits both. One op is one flow.
 func BenchmarkGenerateKafkaAck(b *testing.B) {
 	for _, typ := range []string{"generate", "test-acked-generate"} {
 		name := map[string]string{"generate": "none", "test-acked-generate": "ack"}[typ]
 		b.Run(name, func(b *testing.B) {
-			c := newKafka(b, kfake.BlackholeProduce())
+			br := startBroker(b, brokerKfakeBlackhole)
 			ackedBatches.Store(0)
 			ackedOK.Store(0)
-			measure(b, 1, b.N, func(int) string {
-				return fmt.Sprintf(`
+			runUntil(b, fmt.Sprintf(`
 metrics: {listen: ""}
 sources: {g: {type: %s, count: %d, seed: 1}}
 sinks:
   k: {type: kafka, inputs: [g], brokers: [%q], topic: flows, encoding: protobuf}
-`, typ, b.N, c.ListenAddrs()[0])
-			}, lossless)
+`, typ, b.N, br.Addr), b.N, br)
 			if n, ok := ackedBatches.Load(), ackedOK.Load(); n != ok {
 				b.Fatalf("%d batches emitted with an Ack, %d acked", n, ok)
 			}
@@ -84,10 +84,16 @@ sinks:
 	}
 }
 
+// timedProfile, when set, is where runUntil writes a CPU profile of its
+// timed part alone (-cpuprofile also holds the records' production).
+var timedProfile = flag.String("e2e.timedprofile", "", "write a CPU profile of the bus benchmarks' timed part to this file")
+
 // runUntil runs the pipeline in cfg until its sinks delivered n events,
 // reporting flows/s (to the last delivery, the shutdown excluded),
-// cpu-ns/flow, allocs/flow and B/flow.
-func runUntil(b *testing.B, cfg string, n int) {
+// cpu-ns/flow (this process: flowbus alone when the broker runs in
+// another), allocs/flow, B/flow and, with a broker br,
+// broker-cpu-ns/flow.
+func runUntil(b *testing.B, cfg string, n int, br *broker) {
 	p, err := Build(cfg, b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -97,6 +103,21 @@ func runUntil(b *testing.B, cfg string, n int) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
+	var brokerCPU0 time.Duration
+	if br != nil {
+		brokerCPU0 = br.CPUTime(b)
+	}
+	if *timedProfile != "" {
+		f, err := os.Create(*timedProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := CPUTime()
 	b.ResetTimer()
 	start := time.Now()
@@ -118,9 +139,16 @@ func runUntil(b *testing.B, cfg string, n int) {
 	b.StopTimer()
 	cpu := CPUTime() - cpu0
 	runtime.ReadMemStats(&after)
+	var brokerCPU time.Duration
+	if br != nil {
+		brokerCPU = br.CPUTime(b) - brokerCPU0
+	}
 	cancel()
 	<-done
 	flows := float64(n)
+	if br != nil {
+		b.ReportMetric(float64(brokerCPU.Nanoseconds())/flows, "broker-cpu-ns/flow")
+	}
 	b.ReportMetric(flows/wall.Seconds(), "flows/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/flows, "cpu-ns/flow")
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/flows, "allocs/flow")
@@ -147,60 +175,60 @@ func payloads(b *testing.B, n int) [][]byte {
 }
 
 // BenchmarkKafkaSourceDiscard is the aggregation tier's Kafka figure:
-// protobuf records (generated flows, produced before the timer starts)
-// consumed by the kafka source (consumer group, offsets committed after
-// acknowledgement) into discard; kfake in process, 3 partitions. One op is
-// one record.
+// protobuf GetFlowsResponse records of generated (enriched) flows,
+// produced before the timer starts, consumed by the kafka source (consumer
+// group, offsets committed after acknowledgement) into discard. kfake runs
+// in another process (1 broker, 3 partitions): cpu-ns/flow is flowbus's,
+// broker-cpu-ns/flow kfake's. One op is one record.
 func BenchmarkKafkaSourceDiscard(b *testing.B) {
-	c := newKafka(b)
-	broker := c.ListenAddrs()[0]
-	w := &kafka.Writer{Addr: kafka.TCP(broker), Topic: "flows", Balancer: &kafka.RoundRobin{}, BatchSize: 5000, BatchTimeout: 5 * time.Millisecond}
+	br := startBroker(b, brokerKfake)
+	// Batches stay under 1 MB: kfake takes bigger ones, which real
+	// brokers refuse and kafka-go's reader then stalls on.
+	const perBatch = 1000
+	w := &kafka.Writer{Addr: kafka.TCP(br.Addr), Topic: "flows", Balancer: &kafka.RoundRobin{}, BatchSize: perBatch, BatchBytes: 1 << 20, BatchTimeout: 5 * time.Millisecond}
 	ps := payloads(b, b.N)
 	hdr := []kafka.Header{{Key: sinkutil.HeaderContentType, Value: []byte(codec.ContentTypeProtobuf)}}
-	for i := 0; i < len(ps); i += 5000 {
-		msgs := make([]kafka.Message, 0, 5000)
-		for _, p := range ps[i:min(i+5000, len(ps))] {
+	msgs := make([]kafka.Message, 0, 3*perBatch)
+	for i := 0; i < len(ps); i += cap(msgs) {
+		msgs = msgs[:0]
+		for _, p := range ps[i:min(i+cap(msgs), len(ps))] {
 			msgs = append(msgs, kafka.Message{Value: p, Headers: hdr})
 		}
 		if err := w.WriteMessages(context.Background(), msgs...); err != nil {
 			b.Fatal(err)
 		}
 	}
-	w.Close()
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
 	runUntil(b, fmt.Sprintf(`
 metrics: {listen: ""}
 sources:
   k: {type: kafka, brokers: [%q], topics: [flows], group: bench}
 sinks: {d: {type: discard, inputs: [k]}}
-`, broker), b.N)
+`, br.Addr), b.N, br)
 }
 
 // BenchmarkJetStreamSourceDiscard is the aggregation tier's JetStream
-// figure: protobuf messages (published before the timer starts, memory
-// storage) consumed by a durable pull consumer, each acked after
-// acknowledgement, into discard; nats-server in process. One op is one
-// message.
+// figure: protobuf GetFlowsResponse messages of generated (enriched)
+// flows, published before the timer starts (memory storage), consumed by a
+// durable pull consumer, each acked after acknowledgement, into discard.
+// nats-server runs in another process: cpu-ns/flow is flowbus's,
+// broker-cpu-ns/flow the server's. One op is one message.
 func BenchmarkJetStreamSourceDiscard(b *testing.B) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server not ready")
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	nc, err := nats.Connect(srv.ClientURL())
+	br := startBroker(b, brokerNATS)
+	nc, err := nats.Connect(br.Addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(10000))
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "HUBBLE", Subjects: []string{"hubble.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+	const stream = "HUBBLE"
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: stream, Subjects: []string{stream + ".>"}, Storage: jetstream.MemoryStorage}); err != nil {
 		b.Fatal(err)
 	}
 	for i, p := range payloads(b, b.N) {
-		m := &nats.Msg{Subject: "hubble.flows", Data: p, Header: nats.Header{sinkutil.HeaderContentType: []string{codec.ContentTypeProtobuf}}}
+		m := &nats.Msg{Subject: stream + ".flows", Data: p, Header: nats.Header{sinkutil.HeaderContentType: []string{codec.ContentTypeProtobuf}}}
 		if _, err := js.PublishMsgAsync(m); err != nil {
 			b.Fatal(err)
 		}
@@ -212,9 +240,9 @@ func BenchmarkJetStreamSourceDiscard(b *testing.B) {
 	runUntil(b, fmt.Sprintf(`
 metrics: {listen: ""}
 sources:
-  n: {type: nats, url: %q, jetstream: {stream: HUBBLE, durable: bench, max_ack_pending: 20000}}
+  n: {type: nats, url: %q, jetstream: {stream: %s, durable: bench, max_ack_pending: 20000}}
 sinks: {d: {type: discard, inputs: [n]}}
-`, srv.ClientURL()), b.N)
+`, br.Addr, stream), b.N, br)
 }
 
 // BenchmarkGenerateDiscardAck isolates the runtime's share of the
