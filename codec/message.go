@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -58,6 +59,19 @@ func NewDecoder() *Decoder {
 // JSON fields or enum names that this schema does not know are discarded,
 // as a reader of a newer Hubble's output must.
 func (d *Decoder) Decode(contentType string, data []byte, ev *pipeline.Event) (Kind, error) {
+	return d.decode(contentType, data, false, ev)
+}
+
+// DecodeOwned is Decode for data the caller hands over: a message buffer
+// of its own that nothing writes again (a broker client's fresh copy of a
+// record). A protobuf flow's strings then alias data itself, which saves
+// Decode's one copy of each message; data lives as long as the event's
+// strings do.
+func (d *Decoder) DecodeOwned(contentType string, data []byte, ev *pipeline.Event) (Kind, error) {
+	return d.decode(contentType, data, true, ev)
+}
+
+func (d *Decoder) decode(contentType string, data []byte, owned bool, ev *pipeline.Event) (Kind, error) {
 	ct, _, _ := strings.Cut(contentType, ";")
 	ct = strings.TrimSpace(ct)
 	if ct == "" {
@@ -80,7 +94,13 @@ func (d *Decoder) Decode(contentType string, data []byte, ev *pipeline.Event) (K
 	case strings.EqualFold(ct, ContentTypeJSON):
 		kind, err = d.decodeJSON(data, ev)
 	case strings.EqualFold(ct, ContentTypeProtobuf):
-		kind, err = d.decodeProtobuf(data, ev)
+		// One copy of the message, unless it is handed over: the decoded
+		// flow's strings share it.
+		msg := unsafe.String(unsafe.SliceData(data), len(data))
+		if !owned {
+			msg = string(data)
+		}
+		kind, err = d.decodeProtobuf(msg, ev)
 	default:
 		return KindOther, fmt.Errorf("%w %q: want %s or %s", ErrContentType, contentType, ContentTypeJSON, ContentTypeProtobuf)
 	}
@@ -110,9 +130,8 @@ func (d *Decoder) decodeJSON(data []byte, ev *pipeline.Event) (Kind, error) {
 	return KindOther, nil
 }
 
-func (d *Decoder) decodeProtobuf(data []byte, ev *pipeline.Event) (Kind, error) {
-	// One copy of the message: the decoded flow's strings share it.
-	r, err := UnmarshalGetFlowsResponse(string(data), ev.FlowStorage())
+func (d *Decoder) decodeProtobuf(msg string, ev *pipeline.Event) (Kind, error) {
+	r, err := UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
 	if err != nil {
 		return KindOther, fmt.Errorf("protobuf: %w", err)
 	}

@@ -26,10 +26,16 @@ func TestDecodeRoundTrip(t *testing.T) {
 			if err != nil {
 				continue // invalid UTF-8: the sinks refuse it too
 			}
-			for _, ct := range []string{enc.ContentType(), enc.ContentType() + "; charset=utf-8", ""} {
+			for j, ct := range []string{enc.ContentType(), enc.ContentType() + "; charset=utf-8", ""} {
 				b.Truncate(0)
 				ev := b.Next()
-				kind, err := d.Decode(ct, data, ev)
+				decode := d.Decode
+				if j == 1 {
+					// A buffer of its own, handed over.
+					data = append([]byte(nil), data...)
+					decode = d.DecodeOwned
+				}
+				kind, err := decode(ct, data, ev)
 				if err != nil {
 					t.Fatalf("event %d, %q: %v", i, ct, err)
 				}
@@ -45,6 +51,48 @@ func TestDecodeRoundTrip(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestDecodeOwned: Decode copies the message once and its flow outlives a
+// rewritten buffer; DecodeOwned decodes a protobuf flow from the buffer
+// itself into a reused slot without allocating.
+func TestDecodeOwned(t *testing.T) {
+	d := NewDecoder()
+	b := pipeline.NewBatch()
+	defer b.Release()
+	f := randflow.Enriched()
+	data, err := Protobuf{}.Append(nil, &pipeline.Event{Flow: f, NodeName: f.NodeName, Time: f.Time})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		decode func(string, []byte, *pipeline.Event) (Kind, error)
+		allocs float64
+	}{
+		{"Decode", d.Decode, 1},
+		{"DecodeOwned", d.DecodeOwned, 0},
+	} {
+		allocs := testing.AllocsPerRun(100, func() {
+			b.Truncate(0)
+			if _, err := tc.decode(ContentTypeProtobuf, data, b.Next()); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != tc.allocs {
+			t.Errorf("%s: %v allocations per message, want %v", tc.name, allocs, tc.allocs)
+		}
+	}
+	own := append([]byte(nil), data...)
+	b.Truncate(0)
+	ev := b.Next()
+	if _, err := d.Decode(ContentTypeProtobuf, own, ev); err != nil {
+		t.Fatal(err)
+	}
+	clear(own)
+	if ev.Flow.GetSource().GetPodName() != f.GetSource().GetPodName() || ev.NodeName != f.NodeName {
+		t.Errorf("Decode's flow changed with its input buffer: pod %q, node %q", ev.Flow.GetSource().GetPodName(), ev.NodeName)
 	}
 }
 

@@ -372,7 +372,7 @@ func (ss *session) add(b *pipeline.Batch, m *kafka.Message, spans []span) []span
 		}
 	}
 	ev := b.Next()
-	kind, err := s.dec.Decode(ct, m.Value, ev)
+	kind, err := s.dec.DecodeOwned(ct, m.Value, ev) // kafka-go allocates each record's value
 	switch {
 	case err != nil:
 		b.Truncate(b.Len() - 1)

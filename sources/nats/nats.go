@@ -319,7 +319,7 @@ func (s *Source) addJS(b *pipeline.Batch, m jetstream.Msg, held []jetstream.Msg)
 func (s *Source) add(b *pipeline.Batch, ct string, data []byte, jm jetstream.Msg) bool {
 	s.m.messages.Inc()
 	ev := b.Next()
-	kind, err := s.dec.Decode(ct, data, ev)
+	kind, err := s.dec.DecodeOwned(ct, data, ev) // nats.go copies each message's payload
 	switch {
 	case err != nil:
 		b.Truncate(b.Len() - 1)
