@@ -262,90 +262,100 @@ type span struct {
 	p    *pending
 }
 
+// batchLinger is how long a batch that is not full waits for more
+// records once its first arrived: kafka-go's reader hands records over one
+// at a time and cannot tell whether more are queued, so a batch fills
+// until it is full or this time passed.
+const batchLinger = 5 * time.Millisecond
+
 // consume fetches records into batches and emits them until ctx ends, a
-// batch is nacked, or the regex matches other topics.
+// batch is nacked, or the regex matches other topics. It fetches from the
+// reader itself, record by record into the batch being filled: no
+// hand-over to another goroutine per record.
 func (ss *session) consume(ctx context.Context, out pipeline.Output) stopReason {
 	s := ss.s
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msgs := make(chan kafka.Message, pipeline.DefaultBatchSize)
-	fetchDone := make(chan struct{})
+	// A nack ends the fetch in progress.
 	go func() {
-		defer close(fetchDone)
-		defer close(msgs)
-		for attempt := 0; ; {
-			m, err := ss.r.FetchMessage(fctx)
-			if err != nil {
-				if fctx.Err() != nil {
-					return
-				}
-				attempt++
-				e := fmt.Errorf("kafka: fetch: %w", err)
-				s.setReady(e)
-				s.log.Warn("kafka: fetch failed; retrying", "err", err)
-				if !pipeline.Sleep(fctx, sinkutil.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}.Delay(attempt)) {
-					return
-				}
-				continue
-			}
-			if attempt > 0 {
-				attempt = 0
-				s.setReady(nil)
-			}
-			select {
-			case msgs <- m:
-			case <-fctx.Done():
-				return
-			}
+		select {
+		case <-ss.nacked:
+			cancel()
+		case <-fctx.Done():
 		}
 	}()
-	defer func() { cancel(); <-fetchDone }()
-
-	var refresh <-chan time.Time
-	if s.topics.Regex != nil {
-		t := time.NewTicker(s.topicRefresh)
-		defer t.Stop()
-		refresh = t.C
-	}
+	nextRefresh := time.Now().Add(s.topicRefresh)
 	var spans []span
-	for {
-		var m kafka.Message
-		var ok bool
+	for attempt := 0; ; {
 		select {
-		case m, ok = <-msgs:
-			if !ok {
-				return stopStopped
-			}
 		case <-ss.nacked:
 			return stopNacked
-		case <-ctx.Done():
+		default:
+		}
+		if ctx.Err() != nil {
 			return stopStopped
-		case <-refresh:
+		}
+		if s.topics.Regex != nil && !time.Now().Before(nextRefresh) {
+			nextRefresh = time.Now().Add(s.topicRefresh)
 			if topics, err := s.resolve(ctx); err == nil && !slices.Equal(topics, ss.topics) {
 				return stopTopics
 			}
+		}
+		// The first record: waited for as long as it takes (with a regex,
+		// until the next refresh).
+		wctx, wcancel := fctx, context.CancelFunc(func() {})
+		if s.topics.Regex != nil {
+			wctx, wcancel = context.WithDeadline(fctx, nextRefresh)
+		}
+		m, err := ss.r.FetchMessage(wctx)
+		wcancel()
+		if err != nil {
+			if wctx.Err() != nil {
+				continue // stopped, nacked or time to refresh: checked above
+			}
+			attempt++
+			ss.fetchFailed(fctx, err, attempt)
 			continue
+		}
+		if attempt > 0 {
+			attempt = 0
+			s.setReady(nil)
 		}
 		b := pipeline.NewBatch()
 		spans = spans[:0]
 		spans = ss.add(b, &m, spans)
-	fill:
+		// The rest of the batch: what arrives within batchLinger.
+		lctx, lcancel := context.WithTimeout(fctx, batchLinger)
+		var fillErr error
 		for b.Len() < pipeline.DefaultBatchSize && b.InputBytes() < pipeline.DefaultBatchBytes {
-			select {
-			case m, ok = <-msgs:
-				if !ok {
-					break fill
+			m, err := ss.r.FetchMessage(lctx)
+			if err != nil {
+				if lctx.Err() == nil {
+					fillErr = err
 				}
-				spans = ss.add(b, &m, spans)
-			default:
-				break fill
+				break
 			}
+			spans = ss.add(b, &m, spans)
 		}
+		lcancel()
 		ss.track(b, spans)
 		if err := out.Emit(ctx, b); err != nil {
 			return stopStopped
 		}
+		if fillErr != nil {
+			attempt++
+			ss.fetchFailed(fctx, fillErr, attempt)
+		}
 	}
+}
+
+// fetchFailed reports a failed fetch (the source goes unready) and waits
+// before the next, or until ctx ends.
+func (ss *session) fetchFailed(ctx context.Context, err error, attempt int) {
+	s := ss.s
+	s.setReady(fmt.Errorf("kafka: fetch: %w", err))
+	s.log.Warn("kafka: fetch failed; retrying", "err", err)
+	pipeline.Sleep(ctx, sinkutil.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}.Delay(attempt))
 }
 
 // add decodes m into b and records its offset in spans.
