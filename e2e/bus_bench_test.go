@@ -62,8 +62,9 @@ func init() {
 // generate → protobuf → kafka path (kfake in another process,
 // acknowledging without storing): "none" is the plain generate source,
 // "ack" the same with an Ack on every batch, resolved when the kafka
-// sink's Write returns. With -count the two alternate, so that a change in
-// the machine's load hits both. One op is one flow.
+// sink's Write returns. -count runs each one its count of times in a row:
+// to compare them under the same load, run the benchmark several times
+// with -count 1, so that the two alternate. One op is one flow.
 func BenchmarkGenerateKafkaAck(b *testing.B) {
 	for _, typ := range []string{"generate", "test-acked-generate"} {
 		name := map[string]string{"generate": "none", "test-acked-generate": "ack"}[typ]
