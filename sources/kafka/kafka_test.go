@@ -182,6 +182,28 @@ func TestTopicRegex(t *testing.T) {
 	}
 }
 
+// A topic created later that the regex matches is consumed after the next
+// refresh, while the source waits for records of the topics it has.
+func TestTopicRegexRefresh(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "hubble.a"))
+	broker := c.ListenAddrs()[0]
+	produce(t, broker, "hubble.a", 0, 100)
+	r := srctest.Start(t, pipelineYAML(broker, `{regex: 'hubble\..*'}`, "g7", "    topic_refresh: 200ms", ""))
+	defer r.Stop()
+	out := srctest.Sink("out")
+	srctest.Eventually(t, "the flows of hubble.a", func() bool { return out.Distinct() == 100 })
+	cl := &kafka.Client{Addr: kafka.TCP(broker), Timeout: 10 * time.Second}
+	res, err := cl.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: "hubble.b", NumPartitions: 1, ReplicationFactor: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Errors["hubble.b"]; err != nil {
+		t.Fatal(err)
+	}
+	produce(t, broker, "hubble.b", 100, 100)
+	srctest.Eventually(t, "the flows of hubble.b, created later", func() bool { return out.Distinct() == 200 })
+}
+
 // Two consumers in one group split a 6-partition topic; once the group is
 // stable, each record is delivered exactly once by one of them.
 func TestTwoConsumersSplit(t *testing.T) {
