@@ -149,3 +149,28 @@ func TestAckResolvedTooOftenPanics(t *testing.T) {
 	}()
 	a.Done(true)
 }
+
+// Batches of a memory buffer are lent with late delivery allowed; the
+// batches of reported LostEvents never are (the runtime reports their
+// losses again when Write fails them).
+func TestLateDeliveryMemoryBuffers(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+lost_event_interval: 5ms
+sources:
+  gen: {type: test-count, count: 5000, batch: 100}
+sinks:
+  a: {type: test-rec, inputs: [gen], fail_every: 5, delay: 1ms}
+`)
+	s := run(t, p, context.Background())
+	a := sinkNamed("a")
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lateData != 50 || a.syncData != 0 || a.lateReported != 0 || len(a.lost) == 0 {
+		t.Fatalf("batches of flows: %d late, %d not; %d batches of %d LostEvents late; want 50, 0 and 0",
+			a.lateData, a.syncData, a.lateReported, len(a.lost))
+	}
+	if !s.Total.Reconciles() || s.Total.Lost == 0 {
+		t.Errorf("summary %v: want losses, reconciled", s.Total)
+	}
+}

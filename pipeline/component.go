@@ -49,7 +49,8 @@ type Transform interface {
 // Sink delivers events to their destination.
 type Sink interface {
 	// Write delivers the events of b, which it borrows read-only until it
-	// returns. It returns once every event is acknowledged or given up;
+	// returns. It returns once every event is acknowledged or given up
+	// (a LateLoser may return earlier when b.LateDelivery() is true);
 	// failed is the number of events of b that it gave up on after its
 	// retries, flowbus's own LostEvents (Event.Reported) included. err is
 	// non-nil only when ctx ended first; the events not yet acknowledged
@@ -66,7 +67,9 @@ type Sink interface {
 
 // LateLoser is implemented by sinks that accept events before they are
 // durable: a Parquet sink's rows become visible only when the file holding
-// them is complete. Before the pipeline starts, the runtime gives such a
+// them is complete, and a broker sink may return from Write while the
+// broker's acknowledgements of a batch are still to come (see
+// Batch.LateDelivery). Before the pipeline starts, the runtime gives such a
 // sink a function to call, from any goroutine and at the latest in Close,
 // when n counted events (not Event.Reported) that earlier Writes accepted
 // are lost after all (the file could not be completed): they move from

@@ -484,7 +484,7 @@ func (p *Pipeline) deliverRecord(n *node, b *Batch, index uint64, epoch int64, b
 	n.stats.batches.Add(1)
 	wait, rounds := 100*time.Millisecond, 0
 	for {
-		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil)
+		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil, false)
 		failed = min(max(failed, 0), counted)
 		if failed == 0 {
 			break

@@ -25,6 +25,9 @@ type brokerSink struct {
 	seqs  map[string]int // "epoch/seq" → times seen
 	flows map[int32]int  // flow number → times seen
 	lost  []*flowpb.LostEvent
+	// late counts the batches lent with LateDelivery (a disk buffer's
+	// never are).
+	late int
 }
 
 var brokerDown atomic.Bool
@@ -44,6 +47,9 @@ func (s *brokerSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if b.LateDelivery() {
+		s.late++
+	}
 	for i := range b.Events {
 		e := &b.Events[i]
 		epoch, n, ok := b.Seq(i)
@@ -151,6 +157,10 @@ func TestDiskBufferOutage(t *testing.T) {
 		t.Fatalf("%d distinct flows, %d distinct seqs", len(k.flows), len(k.seqs))
 	}
 	checkSeqs(t, k, map[int]int{20000: 1})
+	// The disk buffer keeps a batch until Write returns: no late delivery.
+	if k.late != 0 {
+		t.Errorf("%d batches from the disk buffer were lent with late delivery", k.late)
+	}
 }
 
 // checkSeqs checks that the sequence numbers of each epoch run from 1

@@ -102,7 +102,28 @@ type Batch struct {
 	seqBase  uint64
 	// ack is the source's acknowledgement, nil for sources that need none.
 	ack *Ack
+	// late is set on the view of a batch that the runtime lends a sink
+	// when the sink may deliver its events after Write returns (see
+	// LateDelivery).
+	late bool
 }
+
+// LateDelivery reports whether the sink's Write may return before the
+// events of b are delivered. It is true for the batches of a memory
+// buffer: a sink that implements LateLoser may then publish them, return,
+// and resolve them later, taking a holder of the batch's Ack (b.Ack().Hold)
+// before Write returns and reporting the counted events it gives up on
+// through its late-loss function. It is false for a batch from a disk
+// buffer (the buffer keeps it, and writes it again, until Write returns
+// having delivered it), for flowbus's own LostEvents (the runtime reports
+// their losses again when Write fails them) and for any batch not lent by
+// the runtime: Write must then return once every event is acknowledged or
+// given up.
+func (b *Batch) LateDelivery() bool { return b.late }
+
+// SetLateDelivery sets what LateDelivery reports; the runtime sets it on the
+// batches it lends to sinks, tests of a sink on the batches they write.
+func (b *Batch) SetLateDelivery(late bool) { b.late = late }
 
 // SetSeq numbers b's events from (epoch, base) for Seq. The runtime
 // numbers the batches it lends to sinks; tests of a sink call it on the
@@ -227,7 +248,7 @@ func (b *Batch) Release() {
 		}
 		b.Truncate(0)
 		b.seqEpoch, b.seqBase = 0, 0
-		b.ack = nil
+		b.ack, b.late = nil, false
 		batchPool.Put(b)
 	case n < 0:
 		panic("pipeline: batch released more often than retained")

@@ -298,7 +298,7 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &n.stats.failed)
 		return
 	}
-	failed, err := p.sinkWrite(n, b)
+	failed, err := p.sinkWriteLate(n, b, true)
 	b.Release()
 	failed = min(max(failed, 0), counted)
 	ack.Done(failed == 0 && err == nil)
@@ -312,9 +312,15 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 // sinkWrite lends b to the sink, numbering its events from the sink's
 // sequence (see Batch.Seq).
 func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
+	return p.sinkWriteLate(n, b, false)
+}
+
+// sinkWriteLate is sinkWrite, allowing the sink to deliver b's events after
+// Write returns when late is true (see Batch.LateDelivery).
+func (p *Pipeline) sinkWriteLate(n *node, b *Batch, late bool) (failed int, err error) {
 	c := uint64(len(b.Events))
 	base := n.seq.Add(c) - c + 1
-	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack)
+	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack, late)
 	if failed > 0 && c == 1 && b.Events[0].Reported {
 		// A LostEvent of flowbus's own that failed is reported again
 		// later, under a new number: give this one back when no other
@@ -328,11 +334,11 @@ func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
 // flowbus-seq (epoch, base) and whose Ack is ack (nil when the caller
 // resolves the source's acknowledgement itself, as a disk buffer does).
 // The view is the sink's own, so sinks that share a batch see their own
-// numbers.
-func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack) (failed int, err error) {
+// numbers. late is what the view's LateDelivery reports.
+func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack, late bool) (failed int, err error) {
 	v := &n.view
-	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack = b.Events, b.inputBytes, epoch, base, ack
-	defer func() { v.Events, v.ack = nil, nil }()
+	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack, v.late = b.Events, b.inputBytes, epoch, base, ack, late
+	defer func() { v.Events, v.ack, v.late = nil, nil, false }()
 	b = v
 	defer func() {
 		if r := recover(); r != nil {

@@ -108,6 +108,10 @@ type recSink struct {
 	maxSeen int32
 	// lostFailed counts the batches of reported LostEvents given up on.
 	lostFailed int
+	// lateData and syncData count the batches of flows lent with and
+	// without LateDelivery, lateReported the batches of reported
+	// LostEvents lent with it.
+	lateData, syncData, lateReported int
 }
 
 func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
@@ -124,6 +128,15 @@ func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	switch {
+	case b.Counted() == 0 && b.LateDelivery():
+		s.lateReported++
+	case b.Counted() == 0:
+	case b.LateDelivery():
+		s.lateData++
+	default:
+		s.syncData++
+	}
 	s.writes++
 	if s.FailEvery > 0 && s.writes%s.FailEvery == 0 {
 		return b.Len(), nil
