@@ -187,16 +187,33 @@ func redact(url string) string {
 	return strings.Join(out, ",")
 }
 
-// Close drains the connection (Write is synchronous, so every accepted
-// message is acknowledged or given up already) and stops the embedded
-// server. When ctx ends first (the shutdown timeout passed), the connection
-// is closed without draining: nothing counted is pending (JetStream), or it
-// was counted delivered at most once (core publish), so this is logged, not
-// returned as an error.
+// Close waits for the batches in flight to resolve (their events given up
+// are reported through the late-loss function before it returns), drains
+// the connection and stops the embedded server. When ctx ends first (the
+// shutdown timeout passed), what is still in flight is given up, and the
+// connection is closed without draining: nothing counted is pending
+// (JetStream), or it was counted delivered at most once (core publish), so
+// this is logged, not returned as an error.
 func (s *Sink) Close(ctx context.Context) error {
+	if err := s.settle(ctx, 0); err != nil {
+		s.log.Warn("nats: publishes still unacknowledged at the shutdown timeout; they are reported lost", "err", err)
+	}
 	s.closing.Do(func() { close(s.done) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ch := s.flights; ch != nil {
+		// No Write sends to flights after done is closed.
+		close(ch)
+		s.flights = nil
+		s.resolving.Do(func() { go s.resolve(ch) })
+		select {
+		case <-s.resolved:
+		case <-time.After(s.ackTimeout + time.Second):
+			// ctx has ended and the client holds PubAcks back: the
+			// resolver ends within ack_timeout.
+			s.log.Warn("nats: batches in flight did not resolve before the sink closed")
+		}
+	}
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	if s.nc != nil && !s.nc.IsClosed() {

@@ -144,14 +144,27 @@ type Sink struct {
 	names map[string]string
 	nodes map[string][]string
 	rates map[uint32][]string
-	arena []byte
-	items []item
-	futs  []pending
-	// abandoned is set when a Write returned with publishes unresolved;
-	// the next Write then starts with fresh storage.
-	abandoned bool
-	schema    []string
+	// cur is the storage of synchronous Writes.
+	cur    *flight
+	schema []string
+
+	// Batches in flight (JetStream, Batch.LateDelivery): Write sends them
+	// to flights, and the resolver goroutine (started by the first) awaits
+	// their PubAcks in order; it closes resolved when flights is closed.
+	flights   chan *flight
+	resolving sync.Once
+	resolved  chan struct{}
+	lateLoss  func(n int)
+	fmu       sync.Mutex // guards inflight and spare
+	inflight  int        // messages of the batches in flight
+	spare     []*flight
+	freed     chan struct{} // signalled when a batch in flight resolves
 }
+
+// SetLateLoss implements pipeline.LateLoser: the counted events of a batch
+// in flight that are given up after Write returned are reported through
+// lose.
+func (s *Sink) SetLateLoss(lose func(n int)) { s.lateLoss = lose }
 
 type item struct {
 	msg     nats.Msg

@@ -65,6 +65,9 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		nodes:          map[string][]string{},
 		rates:          map[uint32][]string{},
 		schema:         []string{sinkutil.SchemaName},
+		cur:            &flight{},
+		resolved:       make(chan struct{}),
+		freed:          make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -100,6 +103,8 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		}
 		if js.MaxPending < 1 {
 			add(b.Errorf("jetstream.max_pending", "nats: jetstream.max_pending must be at least 1"))
+		} else {
+			s.flights = make(chan *flight, js.MaxPending)
 		}
 		if js.MaxBytes < 0 {
 			add(b.Errorf("jetstream.max_bytes", "nats: jetstream.max_bytes must not be negative"))
