@@ -9,7 +9,23 @@
 // Nats-Msg-Id header (the flow's uuid; a generated id for LostEvents and
 // flows without one), at most max_pending at a time, and every PubAck is
 // checked. A message counts as delivered when the stream acknowledged it
-// (a PubAck marked duplicate included). Failed or unacknowledged publishes
+// (a PubAck marked duplicate included).
+//
+// Batches in flight: for a batch from a memory buffer
+// (pipeline.Batch.LateDelivery), Write publishes the messages and returns
+// without waiting for their PubAcks, holding the source's Ack; the
+// resolver goroutine awaits each batch's PubAcks in the order the batches
+// were written, retries what failed as Write would, then resolves the
+// batch: its Ack, and the counted events given up, which it reports
+// through pipeline.LateLoser (the runtime moves them from delivered to lost
+// and reports them in a LostEvent). max_pending bounds the messages of all
+// batches in flight; Write waits for older batches to resolve when a new one
+// does not fit. Batches from a disk buffer (which keeps a batch until Write
+// returns) and flowbus's own LostEvents are written synchronously, after the
+// batches in flight resolved, and so is a batch larger than max_pending.
+// Close waits for the batches in flight (bounded by its context).
+//
+// Failed or unacknowledged publishes
 // are retried with backoff; a retry carries the same Msg-Id, so the stream
 // stores it once within its duplicate window. After max_attempts the message
 // is reported lost. The attempts, the backoff and the giving up are
@@ -84,7 +100,7 @@ func init() {
 	pipeline.RegisterSink(pipeline.Spec{
 		Type:        "nats",
 		Summary:     "publishes events to NATS: core publish (at most once) or a JetStream stream (at least once), optionally to an embedded server",
-		Description: `JetStream: every message is published asynchronously with a Nats-Msg-Id header (the flow's uuid), at most max_pending at a time, and counts as delivered when the stream acknowledged it; failed publishes are retried with backoff and the same Msg-Id (the stream stores a message once within its duplicate window), then reported lost after max_attempts. The client reconnects forever; with when_full: block an outage shorter than the retry budget loses nothing. Core publish is at most once: a message counts as delivered when the server answered the flush that follows each batch; while disconnected, messages wait in the reconnect buffer. With url: embedded the nats-server library runs in the process, bound to 127.0.0.1, with JetStream and a file store; it acknowledges a message before it is fsynced and syncs every sync_interval, so a power loss can lose up to that much acknowledged data (sync_interval: always fsyncs every message, at a large cost in throughput); its store_dir is private (created 0700; symlinks, other users' and group- or world-writable directories are refused). When no server accepts a connection at start, the sink starts unready and connects in the background, holding its batches meanwhile (run --require-healthy makes it fail instead); /readyz reports it unready while disconnected, while the server does not answer PINGs, or while its LostEvents cannot be delivered (a lost_subject no stream captures). Secrets come from files.`,
+		Description: `JetStream: every message is published asynchronously with a Nats-Msg-Id header (the flow's uuid), at most max_pending at a time, and counts as delivered when the stream acknowledged it; with a memory buffer several batches are in flight (up to max_pending messages): a batch is handed back once published, and its PubAcks are awaited in order afterwards, a message given up then moving from delivered to lost (a disk buffer's batches wait for their PubAcks). Failed publishes are retried with backoff and the same Msg-Id (the stream stores a message once within its duplicate window), then reported lost after max_attempts. The client reconnects forever; with when_full: block an outage shorter than the retry budget loses nothing. Core publish is at most once: a message counts as delivered when the server answered the flush that follows each batch; while disconnected, messages wait in the reconnect buffer. With url: embedded the nats-server library runs in the process, bound to 127.0.0.1, with JetStream and a file store; it acknowledges a message before it is fsynced and syncs every sync_interval, so a power loss can lose up to that much acknowledged data (sync_interval: always fsyncs every message, at a large cost in throughput); its store_dir is private (created 0700; symlinks, other users' and group- or world-writable directories are refused). When no server accepts a connection at start, the sink starts unready and connects in the background, holding its batches meanwhile (run --require-healthy makes it fail instead); /readyz reports it unready while disconnected, while the server does not answer PINGs, or while its LostEvents cannot be delivered (a lost_subject no stream captures). Secrets come from files.`,
 		Example: `type: nats
 inputs: [flows]
 encoding: json

@@ -33,7 +33,7 @@ type JetStreamOptions struct {
 	Stream          string          `yaml:"stream" doc:"the stream the subjects belong to; PubAcks from another stream are logged"`
 	Subjects        []string        `yaml:"subjects" doc:"the stream's subjects when created; default: subject and lost_subject with placeholders as *"`
 	Create          bool            `yaml:"create" default:"false" doc:"create or update the stream at start (needs stream); false: the stream must exist"`
-	MaxPending      int             `yaml:"max_pending" default:"4000" doc:"the most unacknowledged publishes in flight"`
+	MaxPending      int             `yaml:"max_pending" default:"4000" doc:"the most unacknowledged publishes in flight; with a memory buffer they span several batches, as Write returns before their PubAcks"`
 	Storage         string          `yaml:"storage" default:"file" doc:"file or memory, when created"`
 	MaxAge          config.Duration `yaml:"max_age" default:"0" doc:"the stream's age limit when created; 0: none"`
 	MaxBytes        int64           `yaml:"max_bytes" default:"0" doc:"the stream's size limit in bytes when created; 0: none"`
