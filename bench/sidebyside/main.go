@@ -188,6 +188,14 @@ func median(rs []result) result {
 	return s[len(s)/2]
 }
 
+// micros is d per n, in microseconds.
+func micros(d time.Duration, n int) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(d.Microseconds()) / float64(n)
+}
+
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -411,6 +419,7 @@ func (b *bench) rowKafka() error {
 	var fbs []result
 	var produced int
 	ceil := map[string][]time.Duration{}
+	ceilCPU := map[string][]time.Duration{} // the producing process's CPU (the broker not included)
 	for i := 0; i < b.runs; i++ {
 		addr, stop, err := b.kfake()
 		if err != nil {
@@ -443,6 +452,7 @@ func (b *bench) rowKafka() error {
 				return fmt.Errorf("produce %s: %q: %w", client, r.out, err)
 			}
 			ceil[client] = append(ceil[client], d)
+			ceilCPU[client] = append(ceilCPU[client], r.cpu)
 		}
 	}
 	fb := median(fbs)
@@ -452,8 +462,10 @@ func (b *bench) rowKafka() error {
 		ds := ceil[client]
 		slices.Sort(ds)
 		d := ds[len(ds)/2]
-		fmt.Printf("row 3 ceiling: %s produced the same %d records in %.3f s: %s records/s (flowbus: %s records/s)\n",
-			client, produced, d.Seconds(), perSec(produced, d), perSec(produced, fb.wall))
+		cs := ceilCPU[client]
+		slices.Sort(cs)
+		fmt.Printf("row 3 ceiling: %s produced the same %d records in %.3f s: %s records/s, %.2f µs CPU per record (flowbus: %s records/s, %.2f µs CPU per record)\n",
+			client, produced, d.Seconds(), perSec(produced, d), micros(cs[len(cs)/2], produced), perSec(produced, fb.wall), micros(fb.cpu, produced))
 	}
 	return nil
 }
