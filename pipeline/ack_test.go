@@ -174,3 +174,20 @@ sinks:
 		t.Errorf("summary %v: want losses, reconciled", s.Total)
 	}
 }
+
+// A late loss reported before the runtime counted the batch delivered (a
+// sink's resolver that gave up at once) still moves every event from
+// delivered to lost.
+func TestLateLossBeforeWriteReturns(t *testing.T) {
+	p := load(t, `
+metrics: {listen: ""}
+sources:
+  gen: {type: test-count, count: 1000, batch: 100}
+sinks:
+  a: {type: test-rec, inputs: [gen], lose_early: true}
+`)
+	s := run(t, p, context.Background())
+	if s.Total.Delivered != 0 || s.Total.Lost != 1000 || !s.Total.Reconciles() {
+		t.Fatalf("summary %v: want 1000 lost, none delivered", s.Total)
+	}
+}

@@ -24,6 +24,11 @@ type stats struct {
 	srcLost  atomic.Uint64 // sources: reported lost by the source (Output.Lost)
 	batches  atomic.Uint64 // batches handled
 	panicked atomic.Uint64 // batches lost to a panic in the component
+	// sinks: late losses not yet taken from out, because they were
+	// reported before the runtime counted their batch delivered (see
+	// loseLate); lateMu orders taking them.
+	lateDebt atomic.Uint64
+	lateMu   sync.Mutex
 }
 
 // runState is the lifecycle shared by the HTTP handlers.
@@ -135,14 +140,30 @@ func (p *Pipeline) loseLate(n *node, k int) {
 	if k <= 0 {
 		return
 	}
+	n.stats.lateDebt.Add(uint64(k))
+	settleLate(&n.stats)
+	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.failed)
+}
+
+// settleLate takes the late losses of a sink from its delivered count, as
+// far as that count has them: a sink that delivers after Write returns may
+// report a loss before the runtime counted the batch delivered, and the
+// rest is taken when it has.
+func settleLate(st *stats) {
+	st.lateMu.Lock()
+	defer st.lateMu.Unlock()
+	debt := st.lateDebt.Load()
 	for {
-		cur := n.stats.out.Load()
-		d := min(uint64(k), cur)
-		if n.stats.out.CompareAndSwap(cur, cur-d) {
-			break
+		cur := st.out.Load()
+		d := min(debt, cur)
+		if d == 0 {
+			return
+		}
+		if st.out.CompareAndSwap(cur, cur-d) {
+			st.lateDebt.Add(-d)
+			return
 		}
 	}
-	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.failed)
 }
 
 // runTransform consumes n's buffer until it is closed and drained.
@@ -306,6 +327,9 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 		n.log.Warn("sink write failed", "error", err, "failed", failed)
 	}
 	n.stats.out.Add(uint64(counted - failed))
+	if n.stats.lateDebt.Load() != 0 {
+		settleLate(&n.stats)
+	}
 	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(failed), &n.stats.failed)
 }
 

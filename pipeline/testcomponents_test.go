@@ -97,6 +97,11 @@ type recSink struct {
 	// Later resolves the batch's Ack on another goroutine after Write
 	// returned, as a sink that delivers asynchronously would.
 	Later bool `yaml:"later"`
+	// LoseEarly gives up every batch lent with late delivery through the
+	// late-loss function before Write returns, as a sink's resolver may
+	// when its broker refuses at once.
+	LoseEarly bool `yaml:"lose_early"`
+	lateLoss  func(int)
 
 	name    string
 	mu      sync.Mutex
@@ -141,6 +146,10 @@ func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	if s.FailEvery > 0 && s.writes%s.FailEvery == 0 {
 		return b.Len(), nil
 	}
+	if s.LoseEarly && b.LateDelivery() && b.Counted() > 0 {
+		s.lateLoss(b.Counted())
+		return 0, nil
+	}
 	if s.Later {
 		a := b.Ack().Hold()
 		go func() { time.Sleep(time.Millisecond); a.Done(true) }()
@@ -163,6 +172,8 @@ func (s *recSink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	}
 	return 0, nil
 }
+
+func (s *recSink) SetLateLoss(lose func(int)) { s.lateLoss = lose }
 
 func (s *recSink) Close(ctx context.Context) error {
 	s.closed.Store(true)
