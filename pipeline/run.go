@@ -253,7 +253,7 @@ func (p *Pipeline) flushLoss(n *node, final bool) (retry bool) {
 		failed := 1
 		if p.abort.Err() == nil {
 			var err error
-			failed, err = p.sinkWrite(n, one)
+			failed, err = p.sinkWrite(n, one, false)
 			if err != nil {
 				lastErr = err
 			}
@@ -298,8 +298,9 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &n.stats.failed)
 		return
 	}
-	failed, err := p.sinkWrite(n, b)
-	b.Release()
+	failed, err := p.sinkWrite(n, b, true)
+	b.Release() // a sink's Lease keeps it from the pool, not its Ack
+
 	failed = min(max(failed, 0), counted)
 	ack.Done(failed == 0 && err == nil)
 	if err != nil && p.abort.Err() == nil {
@@ -310,11 +311,12 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 }
 
 // sinkWrite lends b to the sink, numbering its events from the sink's
-// sequence (see Batch.Seq).
-func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
+// sequence (see Batch.Seq); lease says whether the sink may keep it (see
+// sinkWriteSeq).
+func (p *Pipeline) sinkWrite(n *node, b *Batch, lease bool) (failed int, err error) {
 	c := uint64(len(b.Events))
 	base := n.seq.Add(c) - c + 1
-	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack)
+	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack, lease)
 	if failed > 0 && c == 1 && b.Events[0].Reported {
 		// A LostEvent of flowbus's own that failed is reported again
 		// later, under a new number: give this one back when no other
@@ -328,11 +330,17 @@ func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
 // flowbus-seq (epoch, base) and whose Ack is ack (nil when the caller
 // resolves the source's acknowledgement itself, as a disk buffer does).
 // The view is the sink's own, so sinks that share a batch see their own
-// numbers.
-func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack) (failed int, err error) {
+// numbers. With lease, the sink may take a Lease on b, which b's holders
+// must then leave unchanged until it is released (see Lease); without, b
+// is reused after Write and cannot be leased.
+func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack, lease bool) (failed int, err error) {
 	v := &n.view
 	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack = b.Events, b.inputBytes, epoch, base, ack
-	defer func() { v.Events, v.ack = nil, nil }()
+	v.view, v.lent = true, nil
+	if lease {
+		v.lent = b
+	}
+	defer func() { v.Events, v.ack, v.lent = nil, nil, nil }()
 	b = v
 	defer func() {
 		if r := recover(); r != nil {
