@@ -77,7 +77,7 @@ const MaxFlowsLimit = 1<<24 - 1
 type Options struct {
 	Listen           string `yaml:"listen" default:"unix:///var/run/flowbus/hubble.sock" doc:"where the gRPC server listens: unix:///PATH or HOST:PORT (:4244 for every address)" example:"0.0.0.0:4244"`
 	TLS              *TLS   `yaml:"tls" doc:"serve TLS; with client_ca_files, mutual TLS (clients must present a certificate those CAs signed); default: plaintext"`
-	MaxFlows         int    `yaml:"max_flows" default:"65535" doc:"the events the ring keeps: a power of two minus one, as Hubble's hubble-event-buffer-capacity (about 1 KiB of memory each for typical flows)"`
+	MaxFlows         int    `yaml:"max_flows" default:"65535" doc:"the events the ring keeps: a power of two minus one, as Hubble's hubble-event-buffer-capacity (about 1.5 KiB of memory each for typical flows, up to twice that when a filter upstream leaves batches half full)"`
 	AdvertiseAddress string `yaml:"advertise_address" doc:"the address the Peer service gives for this node (HOST:PORT, or unix:///PATH); default: listen when it names a host or a socket, else none (Hubble Relay cannot reach the node)" example:"10.0.0.11:4244"`
 	Peers            []Peer `yaml:"peers" doc:"other nodes the Peer service lists, so that one Hubble Relay pointed at this node reaches them too; they are taken to serve TLS as this node does"`
 }
