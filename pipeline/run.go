@@ -300,7 +300,6 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 	}
 	failed, err := p.sinkWrite(n, b, true)
 	b.Release() // a sink's Lease keeps it from the pool, not its Ack
-
 	failed = min(max(failed, 0), counted)
 	ack.Done(failed == 0 && err == nil)
 	if err != nil && p.abort.Err() == nil {
