@@ -28,7 +28,8 @@ import (
 // Write (splitting a batch across its own batches, or delivering later)
 // takes a holder of its own with Batch.Ack().Hold before Write returns and
 // resolves it with Done when the last of those events is delivered or
-// given up.
+// given up. A sink that delivered the events and only keeps them to read
+// later (a ring) takes a Lease on the batch instead, which holds no Ack.
 //
 // The function runs on the goroutine that resolved the last holder (usually
 // a sink's): it must be quick and must not block on the pipeline.

@@ -373,8 +373,6 @@ func (p *Pipeline) handHot(n *node, h hotBatch) {
 // rest stays on disk for the next run.
 func (p *Pipeline) deliverDisk(n *node) {
 	d := n.disk
-	b := NewBatch()
-	defer b.Release()
 	defer d.releaseHot()
 	inputDone := d.inputDone
 	for p.abort.Err() == nil {
@@ -435,17 +433,17 @@ func (p *Pipeline) deliverDisk(n *node) {
 		batch := hot
 		d.backlog.Store(hot == nil)
 		if batch == nil {
-			batch = b
-			b.Truncate(0)
-			if epoch, base, err = decodeDiskBatch(rec.Payload, b); err != nil {
+			// A batch of its own per record, not one reused: the sink
+			// may keep it with a Lease.
+			batch = NewBatch()
+			if epoch, base, err = decodeDiskBatch(rec.Payload, batch); err != nil {
+				batch.Release()
 				p.diskRecordLost(n, rec, err)
 				continue
 			}
 		}
 		ok = p.deliverRecord(n, batch, rec.Index, epoch, base, inputDone == nil)
-		if hot != nil {
-			hot.Release()
-		}
+		batch.Release()
 		if !ok {
 			d.log.Rewind()
 			return
@@ -484,7 +482,7 @@ func (p *Pipeline) deliverRecord(n *node, b *Batch, index uint64, epoch int64, b
 	n.stats.batches.Add(1)
 	wait, rounds := 100*time.Millisecond, 0
 	for {
-		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil, false)
+		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil, lendLease)
 		failed = min(max(failed, 0), counted)
 		if failed == 0 {
 			break

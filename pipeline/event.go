@@ -88,11 +88,17 @@ const EventOverhead = 512
 // Ownership: whoever holds a batch owns it until it passes it on (Emit, or
 // returning it from a transform) or releases it. A source owns the batches it
 // gets from NewBatch; a transform owns the batch it is given and may change
-// it in place; a sink only borrows a batch for the duration of Write and must
-// not keep it or its events afterwards. The runtime releases batches.
+// it in place; a sink borrows a batch for the duration of Write and must not
+// keep it or its events afterwards, unless it takes a Lease on it during
+// Write (see Lease). The runtime releases batches.
 type Batch struct {
 	Events []Event
 	refs   atomic.Int32
+	// view marks the per-sink view of a batch that the runtime lends to a
+	// sink's Write; lent is the batch it shows, when the runtime lets the
+	// sink keep it (see Lease), nil when it reuses it after Write.
+	view bool
+	lent *Batch
 	// inputBytes is the length of the raw input the batch's events were
 	// decoded from (see AddInputBytes).
 	inputBytes int
@@ -237,7 +243,58 @@ func (b *Batch) Counted() int {
 }
 
 // Retain adds a reference, for a batch shared by several read-only holders.
-func (b *Batch) Retain() { b.refs.Add(1) }
+// A sink never retains the batch lent to its Write: it takes a Lease.
+func (b *Batch) Retain() {
+	if b.view {
+		panic("pipeline: Retain on a batch lent to a sink's Write; take a Lease")
+	}
+	b.refs.Add(1)
+}
+
+// Lease is a reference that a sink keeps on a batch after its Write
+// returned, to read the batch's events later without copying them (the
+// hubble sink's ring serves them to its clients).
+//
+// While a lease is held, nobody changes the leased batch: its Events, and
+// everything their Flows and LostEvents reach, stay as they were when
+// Write was called, and the batch does not return to the pool. The holder
+// only reads them. The runtime keeps this true on every path: sinks that
+// share a batch in a fan-out only read it, a transform sharing a producer
+// with a sink gets its own Clone, a batch written again (a disk buffer's
+// retries) is written unchanged, and a batch the runtime reuses after Write
+// (the one-event batches of flowbus's own LostEvents) cannot be leased.
+//
+// A lease holds memory, not delivery: the events count as delivered, and
+// the batch's Ack resolves, when Write returns, as without a lease (a sink
+// that delivers later holds the Ack instead; see Ack). A lease pins the
+// whole batch, up to its capacity of events and the spare Flow storage of
+// its unused slots, so a sink keeping few events of a large batch should
+// copy them instead. Every lease is released exactly once.
+type Lease struct{ b *Batch }
+
+// Lease takes a lease on the batch lent to Write, for the sink to keep its
+// events until it releases the lease. ok is false when the batch cannot be
+// kept (the runtime reuses it after Write, or it is not a pooled batch):
+// the sink then copies what it keeps. A sink calls it only during Write; a
+// test calls it on a batch from NewBatch that it still holds.
+func (b *Batch) Lease() (l Lease, ok bool) {
+	u := b
+	if b.view {
+		u = b.lent
+	}
+	if u == nil || u.refs.Load() <= 0 {
+		return Lease{}, false
+	}
+	u.refs.Add(1)
+	return Lease{b: u}, true
+}
+
+// Events are the leased batch's events, unchanged since Write.
+func (l Lease) Events() []Event { return l.b.Events }
+
+// Release gives the lease back; the batch returns to the pool once nobody
+// else holds it. The lease's events must not be read afterwards.
+func (l Lease) Release() { l.b.Release() }
 
 // Release drops a reference; the last one returns b to the pool.
 func (b *Batch) Release() {

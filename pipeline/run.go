@@ -274,7 +274,7 @@ func (p *Pipeline) flushLoss(n *node, final bool) (retry bool) {
 		failed := 1
 		if p.abort.Err() == nil {
 			var err error
-			failed, err = p.sinkWrite(n, one)
+			failed, err = p.sinkWrite(n, one, 0)
 			if err != nil {
 				lastErr = err
 			}
@@ -319,8 +319,8 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 		p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(counted), &n.stats.failed)
 		return
 	}
-	failed, err := p.sinkWriteLate(n, b, true)
-	b.Release()
+	failed, err := p.sinkWrite(n, b, lendLease|lendLate)
+	b.Release() // a sink's Lease keeps it from the pool, not its Ack
 	failed = min(max(failed, 0), counted)
 	ack.Done(failed == 0 && err == nil)
 	if err != nil && p.abort.Err() == nil {
@@ -333,18 +333,24 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(failed), &n.stats.failed)
 }
 
-// sinkWrite lends b to the sink, numbering its events from the sink's
-// sequence (see Batch.Seq).
-func (p *Pipeline) sinkWrite(n *node, b *Batch) (failed int, err error) {
-	return p.sinkWriteLate(n, b, false)
-}
+// lendMode says what a sink may do with a batch it is lent.
+type lendMode uint8
 
-// sinkWriteLate is sinkWrite, allowing the sink to deliver b's events after
-// Write returns when late is true (see Batch.LateDelivery).
-func (p *Pipeline) sinkWriteLate(n *node, b *Batch, late bool) (failed int, err error) {
+const (
+	// lendLease lets the sink keep the batch past Write with a Lease.
+	lendLease lendMode = 1 << iota
+	// lendLate lets the sink deliver the batch's events after Write
+	// returns (see Batch.LateDelivery).
+	lendLate
+)
+
+// sinkWrite lends b to the sink, numbering its events from the sink's
+// sequence (see Batch.Seq); how says what the sink may do with it (see
+// lendMode).
+func (p *Pipeline) sinkWrite(n *node, b *Batch, how lendMode) (failed int, err error) {
 	c := uint64(len(b.Events))
 	base := n.seq.Add(c) - c + 1
-	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack, late)
+	failed, err = p.sinkWriteSeq(n, b, p.epoch, base, b.ack, how)
 	if failed > 0 && c == 1 && b.Events[0].Reported {
 		// A LostEvent of flowbus's own that failed is reported again
 		// later, under a new number: give this one back when no other
@@ -358,11 +364,18 @@ func (p *Pipeline) sinkWriteLate(n *node, b *Batch, late bool) (failed int, err 
 // flowbus-seq (epoch, base) and whose Ack is ack (nil when the caller
 // resolves the source's acknowledgement itself, as a disk buffer does).
 // The view is the sink's own, so sinks that share a batch see their own
-// numbers. late is what the view's LateDelivery reports.
-func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack, late bool) (failed int, err error) {
+// numbers. With lendLease, the sink may take a Lease on b, which b's
+// holders must then leave unchanged until it is released (see Lease);
+// without, b is reused after Write and cannot be leased. lendLate is what
+// the view's LateDelivery reports.
+func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack, how lendMode) (failed int, err error) {
 	v := &n.view
-	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack, v.late = b.Events, b.inputBytes, epoch, base, ack, late
-	defer func() { v.Events, v.ack, v.late = nil, nil, false }()
+	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack = b.Events, b.inputBytes, epoch, base, ack
+	v.view, v.lent, v.late = true, nil, how&lendLate != 0
+	if how&lendLease != 0 {
+		v.lent = b
+	}
+	defer func() { v.Events, v.ack, v.lent, v.late = nil, nil, nil, false }()
 	b = v
 	defer func() {
 		if r := recover(); r != nil {

@@ -7,14 +7,16 @@
 // off.
 //
 // The ring holds the newest Capacity events (flows, lost events and node
-// status events). PutEvents copies pipeline events into storage of the
-// ring's own, the slot it overwrites (see flowcopy), so the caller keeps
-// ownership of what it puts and, once the ring has gone round with flows of
-// the usual shapes, putting allocates nothing; Put keeps the messages it is
-// given. Readers encode the events they
-// send (this project's protobuf encoder, the bytes proto.Marshal writes)
-// out of the ring under a read lock, so a stream that sends slowly never
-// holds the ring: a follower that falls behind the ring's oldest
+// status events). PutBatch keeps a pipeline batch's events without copying
+// them: it takes a pipeline.Lease on the batch, and releases it when the
+// last of the batch's events leaves the ring (or at Clear). A batch less
+// than half full is copied instead (see LeaseFill), as PutEvents copies:
+// into storage of the ring's own, the slot it overwrites (see flowcopy).
+// Either way, once the ring has gone round, putting allocates nothing; Put
+// keeps the messages it is given. Readers encode the events they send
+// (this project's protobuf encoder, the bytes proto.Marshal writes) out of
+// the ring under a read lock, so a stream that sends slowly never holds
+// the ring (nor a leased batch): a follower that falls behind the ring's oldest
 // event is told so with a HUBBLE_RING_BUFFER LostEvent counting what it
 // missed, as Hubble's ring reader does, and continues from the oldest event.
 package observerserver
@@ -74,18 +76,36 @@ const (
 )
 
 // slot is one event of the ring: a message put by Put (kept, immutable),
-// or a copy put by PutEvents into flow or lost, storage the ring owns and
-// reuses.
+// or flow or lost: an event of a leased batch (from set), or a copy in
+// ownFlow or ownLost, storage the ring owns and reuses.
 type slot struct {
-	kind  kind
-	kept  *observer.GetFlowsResponse
-	flow  *flowpb.Flow
-	lost  *flowpb.LostEvent
-	node  string
-	sec   int64 // the envelope's time, when timed
-	nsec  int32
-	timed bool
+	kind    kind
+	kept    *observer.GetFlowsResponse
+	flow    *flowpb.Flow
+	lost    *flowpb.LostEvent
+	from    *lease
+	ownFlow *flowpb.Flow
+	ownLost *flowpb.LostEvent
+	node    string
+	sec     int64 // the envelope's time, when timed
+	nsec    int32
+	timed   bool
 }
+
+// lease is a batch the ring keeps, and how many of its slots hold its
+// events.
+type lease struct {
+	l    pipeline.Lease
+	left int
+}
+
+// LeaseFill is how full a batch must be for PutBatch to keep it rather
+// than copy its events: at least 1/LeaseFill of its capacity. A leased
+// batch pins its whole capacity of events (and the spare Flow storage of
+// its unused slots), so this bounds the ring's memory at about LeaseFill
+// times that of copies, while batches of a loaded pipeline, full ones, are
+// never copied.
+const LeaseFill = 2
 
 // theFlow returns the slot's flow (kind kindFlow).
 func (sl *slot) theFlow() *flowpb.Flow {
@@ -126,6 +146,10 @@ type Server struct {
 	mask     uint64
 	capacity uint64
 	next     uint64 // sequence number of the next event put
+	first    uint64 // no event before it is held (Clear)
+	leases   int    // batches kept
+	free     []*lease
+	cleared  bool   // Clear called: nothing is leased any more
 	held     uint64 // flows among the events held (num_flows)
 	flows    uint64 // flows put (seen_flows)
 	wake     chan struct{}
@@ -201,14 +225,60 @@ func (s *Server) Register(g *grpc.Server) {
 func (s *Server) Close() { s.once.Do(func() { close(s.done) }) }
 
 // slotLocked returns the slot for the next event, accounting for the event
-// that leaves the ring. s.mu held.
+// that leaves the ring: the last event of a leased batch to leave releases
+// it. s.mu held.
 func (s *Server) slotLocked() *slot {
-	if s.next >= s.capacity && s.slots[(s.next-s.capacity)&s.mask].kind == kindFlow {
-		s.held--
+	if s.next >= s.capacity {
+		s.evictLocked(&s.slots[(s.next-s.capacity)&s.mask])
 	}
 	sl := &s.slots[s.next&s.mask]
 	s.next++
 	return sl
+}
+
+// evictLocked empties a slot whose event left the ring. s.mu held.
+func (s *Server) evictLocked(sl *slot) {
+	if sl.kind == kindFlow {
+		s.held--
+	}
+	sl.kind = 0
+	if ls := sl.from; ls != nil {
+		sl.from, sl.flow, sl.lost = nil, nil, nil
+		if ls.left--; ls.left == 0 {
+			s.endLocked(ls)
+		}
+	}
+}
+
+// endLocked releases a leased batch none of whose events is in the ring
+// any more. Releasing returns it to the pipeline's pool (a few ns per
+// event); no reader holds its events, as readers copy what they send under
+// the read lock. s.mu held.
+func (s *Server) endLocked(ls *lease) {
+	ls.l.Release()
+	*ls = lease{}
+	s.leases--
+	s.free = append(s.free, ls)
+}
+
+// Batches returns the number of batches the ring keeps (see PutBatch).
+func (s *Server) Batches() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.leases
+}
+
+// Clear empties the ring, releasing every batch it keeps; later puts copy.
+// Streams still open see an empty ring. The hubble sink calls it when it
+// closes.
+func (s *Server) Clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for pos := s.oldest(); pos < s.next; pos++ {
+		s.evictLocked(&s.slots[pos&s.mask])
+	}
+	s.first = s.next
+	s.cleared = true
 }
 
 func (sl *slot) setTime(t *timestamppb.Timestamp) {
@@ -224,6 +294,41 @@ func (sl *slot) setTime(t *timestamppb.Timestamp) {
 // strings. An event's envelope time is its Time, or its flow's.
 func (s *Server) PutEvents(es []pipeline.Event) {
 	s.mu.Lock()
+	s.putLocked(es, nil)
+	s.signalLocked()
+	s.mu.Unlock()
+}
+
+// PutBatch puts the events of b, a batch lent to a sink's Write, into the
+// ring, evicting the oldest when it is full. It keeps them without copying
+// (a pipeline.Lease on b, released when the last of them leaves the ring)
+// when b is at least 1/LeaseFill full and can be leased, and copies them
+// as PutEvents otherwise. Either way the caller may release b when Write
+// returns.
+func (s *Server) PutBatch(b *pipeline.Batch) {
+	es := b.Events
+	keep := len(es)*LeaseFill >= cap(es) && len(es) > 0
+	s.mu.Lock()
+	var ls *lease
+	if keep && !s.cleared {
+		if l, ok := b.Lease(); ok {
+			if n := len(s.free); n > 0 {
+				ls, s.free = s.free[n-1], s.free[:n-1]
+			} else {
+				ls = new(lease)
+			}
+			ls.l = l
+			s.leases++
+		}
+	}
+	s.putLocked(es, ls)
+	s.signalLocked()
+	s.mu.Unlock()
+}
+
+// putLocked puts es into the ring: as events of the leased batch ls, or
+// copies when ls is nil. s.mu held.
+func (s *Server) putLocked(es []pipeline.Event, ls *lease) {
 	for i := range es {
 		e := &es[i]
 		if e.Flow == nil && e.Lost == nil {
@@ -233,28 +338,43 @@ func (s *Server) PutEvents(es []pipeline.Event) {
 		sl.kept = nil
 		t := e.Time
 		if e.Flow != nil {
-			if sl.flow == nil {
-				sl.flow = new(flowpb.Flow)
-			}
-			flowcopy.Flow(sl.flow, e.Flow)
-			sl.kind = kindFlow
-			s.held++
-			s.flows++
 			if t == nil {
 				t = e.Flow.Time
 			}
-		} else {
-			if sl.lost == nil {
-				sl.lost = new(flowpb.LostEvent)
+			sl.flow, sl.lost = e.Flow, nil
+			if ls == nil {
+				if sl.ownFlow == nil {
+					sl.ownFlow = new(flowpb.Flow)
+				}
+				flowcopy.Flow(sl.ownFlow, e.Flow)
+				sl.flow = sl.ownFlow
 			}
-			flowcopy.LostEvent(sl.lost, e.Lost)
+			sl.kind = kindFlow
+			s.held++
+			s.flows++
+		} else {
+			sl.flow, sl.lost = nil, e.Lost
+			if ls == nil {
+				if sl.ownLost == nil {
+					sl.ownLost = new(flowpb.LostEvent)
+				}
+				flowcopy.LostEvent(sl.ownLost, e.Lost)
+				sl.lost = sl.ownLost
+			}
 			sl.kind = kindLost
+		}
+		if ls != nil {
+			// The batch's storage replaces the ring's own: the ring's
+			// memory stays that of the batches it keeps.
+			sl.from, sl.ownFlow, sl.ownLost = ls, nil, nil
+			ls.left++
 		}
 		sl.node = e.NodeName
 		sl.setTime(t)
 	}
-	s.signalLocked()
-	s.mu.Unlock()
+	if ls != nil && ls.left == 0 { // nothing to keep
+		s.endLocked(ls)
+	}
 }
 
 // Put appends responses to the ring, evicting the oldest when it is full.
@@ -264,7 +384,7 @@ func (s *Server) Put(rs ...*observer.GetFlowsResponse) {
 	s.mu.Lock()
 	for _, r := range rs {
 		sl := s.slotLocked()
-		sl.kept = r
+		sl.kept, sl.flow, sl.lost = r, nil, nil
 		switch {
 		case r.GetFlow() != nil:
 			sl.kind = kindFlow
@@ -303,9 +423,9 @@ func (s *Server) PutFlow(f *flowpb.Flow) {
 // oldest returns the sequence number of the oldest event held; s.mu held.
 func (s *Server) oldest() uint64 {
 	if s.next > s.capacity {
-		return s.next - s.capacity
+		return max(s.first, s.next-s.capacity)
 	}
-	return 0
+	return s.first
 }
 
 // request is a validated GetFlowsRequest.

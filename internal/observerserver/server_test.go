@@ -22,6 +22,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/internal/observerserver"
+	"github.com/flowbus/flowbus/pipeline"
 )
 
 var base = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -194,5 +195,65 @@ func TestStatusNodesNamespaces(t *testing.T) {
 	}
 	if status.Code(err) != codes.Unimplemented {
 		t.Fatalf("agent events: %v, want Unimplemented", err)
+	}
+}
+
+// batch returns a pooled batch of n flows "b<first>".. (and a LostEvent
+// when lost) with capacity 8.
+func batch(first, n int, lost bool) *pipeline.Batch {
+	b := pipeline.NewBatch()
+	b.Events = make([]pipeline.Event, 0, 8)
+	for i := first; i < first+n; i++ {
+		e := b.Next()
+		f := e.FlowStorage()
+		f.Uuid, f.Time = fmt.Sprintf("b%d", i), at(i)
+		e.Time, e.NodeName = f.Time, "node-1"
+	}
+	if lost {
+		e := b.Next()
+		e.Lost = &flowpb.LostEvent{Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, NumEventsLost: 3}
+	}
+	return b
+}
+
+// PutBatch keeps batches at least half full (LeaseFill) and copies the
+// others; the ring serves both alike, lost events included. A kept batch
+// is released once its last event leaves the ring, and Clear releases
+// them all: the ring is then empty, and later batches are copied.
+func TestPutBatch(t *testing.T) {
+	srv, c := setup(t, 7, 0)
+	for _, tc := range []struct {
+		b    *pipeline.Batch
+		kept int
+		want []string
+	}{
+		{batch(0, 4, false), 1, []string{"b0", "b1", "b2", "b3"}},
+		{batch(4, 3, false), 1, []string{"b0", "b1", "b2", "b3", "b4", "b5", "b6"}},                           // 3 of 8: copied
+		{batch(7, 3, true), 1, []string{"b4", "b5", "b6", "b7", "b8", "b9", "lost:PERF_EVENT_RING_BUFFER:3"}}, // the first batch left
+		{batch(10, 4, false), 2, []string{"b8", "b9", "lost:PERF_EVENT_RING_BUFFER:3", "b10", "b11", "b12", "b13"}},
+		{batch(14, 4, false), 2, []string{"b11", "b12", "b13", "b14", "b15", "b16", "b17"}},
+	} {
+		srv.PutBatch(tc.b)
+		tc.b.Release()
+		if n := srv.Batches(); n != tc.kept {
+			t.Errorf("the ring keeps %d batches, want %d", n, tc.kept)
+		}
+		got, err := collect(t, c, &observer.GetFlowsRequest{})
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Fatalf("got %v, %v; want %v", got, err, tc.want)
+		}
+	}
+	srv.Clear()
+	if n := srv.Batches(); n != 0 {
+		t.Errorf("after Clear the ring keeps %d batches", n)
+	}
+	if got, err := collect(t, c, &observer.GetFlowsRequest{}); err != nil || len(got) != 0 {
+		t.Fatalf("after Clear: %v, %v", got, err)
+	}
+	b := batch(20, 8, false)
+	srv.PutBatch(b)
+	b.Release()
+	if got, err := collect(t, c, &observer.GetFlowsRequest{Number: 1}); err != nil || !slices.Equal(got, []string{"b27"}) || srv.Batches() != 0 {
+		t.Fatalf("after Clear: %v, %v, %d batches kept", got, err, srv.Batches())
 	}
 }

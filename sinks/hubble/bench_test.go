@@ -46,23 +46,34 @@ func BenchmarkRingInsert(b *testing.B) {
 	batch.Events = batch.Events[:512]
 }
 
-// BenchmarkRingMemory: the heap a full ring of 65,535 flows holds.
+// BenchmarkRingMemory: the heap a full ring of 65,535 flows holds, put as
+// the sink puts them (observerserver.Server.PutBatch): full batches of 512
+// (kept by reference), batches a filter halved (512 flows filled, 256
+// kept: still kept by reference, pinning the spare storage of the removed
+// half) and quartered (128 kept: copied).
 func BenchmarkRingMemory(b *testing.B) {
-	for range b.N {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		srv := observerserver.New(observerserver.Options{Capacity: 65535})
-		for i := 0; i < 65535; i += 512 {
-			batch := sinktest.Batch(i, min(512, 65535-i))
-			srv.PutEvents(batch.Events)
-			batch.Release()
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB/65535flows")
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/65535, "B/flow")
-		runtime.KeepAlive(srv)
+	for _, keep := range []int{512, 256, 128} {
+		b.Run(fmt.Sprintf("kept=%d/512", keep), func(b *testing.B) {
+			for range b.N {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				srv := observerserver.New(observerserver.Options{Capacity: 65535})
+				for i := 0; i < 65535; i += keep {
+					batch := sinktest.Batch(i, 512)
+					batch.Truncate(min(keep, 65535-i))
+					srv.PutBatch(batch)
+					batch.Release()
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB/65535flows")
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/65535, "B/flow")
+				b.ReportMetric(float64(srv.Batches()), "batches")
+				runtime.KeepAlive(srv)
+				srv.Clear()
+			}
+		})
 	}
 }
 

@@ -5,10 +5,13 @@
 // status`, Hubble Relay (through the Peer service) and Hubble UI through
 // Relay.
 //
-// The ring (internal/observerserver) holds max_flows events in storage of
-// its own: Write copies each event into the slot it overwrites and returns,
-// so the pipeline never waits for a client. Every event written counts as
-// delivered; events leaving the ring are not losses. A client that reads
+// The ring (internal/observerserver) holds the newest max_flows events.
+// Write keeps a batch's events without copying them (it takes a
+// pipeline.Lease on the batch, given back when the last of its events
+// leaves the ring or the sink closes), or copies them into storage of the
+// ring's own when the batch is less than half full, and returns: the
+// pipeline never waits for a client. Every event written counts as
+// delivered when Write returns; events leaving the ring are not losses. A client that reads
 // more slowly than flows arrive falls behind the ring and is told how many
 // events it missed with a HUBBLE_RING_BUFFER LostEvent, as Hubble does.
 //
@@ -74,7 +77,7 @@ const MaxFlowsLimit = 1<<24 - 1
 type Options struct {
 	Listen           string `yaml:"listen" default:"unix:///var/run/flowbus/hubble.sock" doc:"where the gRPC server listens: unix:///PATH or HOST:PORT (:4244 for every address)" example:"0.0.0.0:4244"`
 	TLS              *TLS   `yaml:"tls" doc:"serve TLS; with client_ca_files, mutual TLS (clients must present a certificate those CAs signed); default: plaintext"`
-	MaxFlows         int    `yaml:"max_flows" default:"65535" doc:"the events the ring keeps: a power of two minus one, as Hubble's hubble-event-buffer-capacity (about 1 KiB of memory each for typical flows)"`
+	MaxFlows         int    `yaml:"max_flows" default:"65535" doc:"the events the ring keeps: a power of two minus one, as Hubble's hubble-event-buffer-capacity (about 1.5 KiB of memory each for typical flows, up to twice that when a filter upstream leaves batches half full)"`
 	AdvertiseAddress string `yaml:"advertise_address" doc:"the address the Peer service gives for this node (HOST:PORT, or unix:///PATH); default: listen when it names a host or a socket, else none (Hubble Relay cannot reach the node)" example:"10.0.0.11:4244"`
 	Peers            []Peer `yaml:"peers" doc:"other nodes the Peer service lists, so that one Hubble Relay pointed at this node reaches them too; they are taken to serve TLS as this node does"`
 }
@@ -326,10 +329,11 @@ func (s *Sink) Ready() error {
 	return nil
 }
 
-// Write copies the events of b into the ring. It never fails and never
-// waits for a client.
+// Write puts the events of b into the ring, keeping b with a Lease or
+// copying its events (see observerserver.Server.PutBatch). It never fails
+// and never waits for a client.
 func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
-	s.srv.PutEvents(b.Events)
+	s.srv.PutBatch(b)
 	s.events.Add(float64(len(b.Events)))
 	return 0, nil
 }
@@ -338,10 +342,11 @@ func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
 func (s *Sink) Server() *observerserver.Server { return s.srv }
 
 // Close ends the clients' streams and stops the server, at once when ctx
-// ends first.
+// ends first, then gives back the batches the ring keeps.
 func (s *Sink) Close(ctx context.Context) error {
 	s.srv.Close()
 	s.peers.close()
+	defer s.srv.Clear()
 	s.mu.Lock()
 	g, served := s.grpc, s.served
 	s.mu.Unlock()

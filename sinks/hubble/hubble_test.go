@@ -340,3 +340,64 @@ func TestMalformedRequest(t *testing.T) {
 		t.Fatalf("after malformed requests: %d responses, %v", len(rs), err)
 	}
 }
+
+// Write keeps a batch at least half full without copying it: the ring
+// holds a lease on the batch, and releases it when the last of its flows
+// leaves the ring or the sink closes; a smaller batch is copied. Batches
+// are released after Write, as the runtime does, and new ones taken from
+// the pool: without the lease a written batch would come back from the
+// pool and be refilled (in the poison build, overwritten first), and the
+// ring would serve other flows.
+func TestRingKeepsBatches(t *testing.T) {
+	var srv interface{ Batches() int }
+	t.Cleanup(func() { // after the sink's Close
+		if n := srv.Batches(); n != 0 {
+			t.Errorf("the closed sink keeps %d batches", n)
+		}
+	})
+	s := newSink(t, "max_flows: 1023")
+	srv = s.Server()
+	c := observer.NewObserverClient(dial(t, s))
+	check := func(from, to int) {
+		t.Helper()
+		for range 4 { // what the pool gives back is refilled
+			sinktest.Batch(100000, 512).Release()
+		}
+		rs, err := collect(t, c, &observer.GetFlowsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := uuids(rs); !slices.Equal(got, ids(from, to, nil)) {
+			t.Fatalf("ring holds %d flows %q..., want %d..%d", len(got), got[:min(2, len(got))], from, to-1)
+		}
+		for i, r := range rs {
+			if !proto.Equal(r.GetFlow(), want(from+i)) {
+				t.Fatalf("flow %d: %v\nwant %v", from+i, r.GetFlow(), want(from+i))
+			}
+		}
+	}
+	first := sinktest.Batch(0, 512)
+	s.Write(context.Background(), first)
+	first.Release()
+	write(t, s, 512, 512)
+	if n := srv.Batches(); n != 2 {
+		t.Fatalf("the ring keeps %d batches, want 2", n)
+	}
+	check(1, 1024)
+	write(t, s, 1024, 100) // copied
+	if n := srv.Batches(); n != 2 {
+		t.Fatalf("after a small batch the ring keeps %d batches, want 2", n)
+	}
+	check(101, 1124)
+	if first.Len() != 512 {
+		t.Fatal("a batch the ring serves was released")
+	}
+	write(t, s, 1124, 512) // the last of the first batch's flows leave
+	if first.Len() != 0 {
+		t.Fatal("a batch that left the ring was not released")
+	}
+	if n := srv.Batches(); n != 2 {
+		t.Fatalf("the ring keeps %d batches, want 2", n)
+	}
+	check(613, 1636)
+}
