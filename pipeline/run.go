@@ -16,11 +16,15 @@ import (
 // stats are one component's counters. Only counted events (every event but
 // the LostEvents flowbus makes) are counted.
 type stats struct {
-	in       atomic.Uint64 // transforms, sinks: events taken from the buffer
-	out      atomic.Uint64 // sources: emitted; transforms: passed on; sinks: delivered
-	removed  atomic.Uint64 // transforms: removed (filtered, sampled, rate-limited)
-	dropped  atomic.Uint64 // transforms, sinks: lost at the input buffer (full, or shutdown aborted)
-	failed   atomic.Uint64 // sinks: given up by Write, or not written at abort
+	in      atomic.Uint64 // transforms, sinks: events taken from the buffer
+	out     atomic.Uint64 // sources: emitted; transforms: passed on; sinks: delivered
+	removed atomic.Uint64 // transforms: removed (filtered, sampled, rate-limited)
+	dropped atomic.Uint64 // transforms, sinks: lost at the input buffer (full, or shutdown aborted)
+	failed  atomic.Uint64 // sinks: given up by Write, or not written at abort
+	// lateLost counts, for a sink, events its Write accepted (counted in
+	// out) and lost afterwards (see LateLoser). out never goes down: the
+	// sink's delivered is out - lateLost.
+	lateLost atomic.Uint64
 	srcLost  atomic.Uint64 // sources: reported lost by the source (Output.Lost)
 	batches  atomic.Uint64 // batches handled
 	panicked atomic.Uint64 // batches lost to a panic in the component
@@ -129,20 +133,15 @@ func (p *Pipeline) lose(c *node, src flowpb.LostEventSource, n uint64, counter *
 	}
 }
 
-// loseLate moves k events that the sink n accepted from delivered to lost
-// (see LateLoser).
+// loseLate records that k events the sink n accepted are lost after all
+// (see LateLoser). They stay counted in out, whose counter must never go
+// down, and are counted in lateLost: the summary's delivered is out -
+// lateLost.
 func (p *Pipeline) loseLate(n *node, k int) {
 	if k <= 0 {
 		return
 	}
-	for {
-		cur := n.stats.out.Load()
-		d := min(uint64(k), cur)
-		if n.stats.out.CompareAndSwap(cur, cur-d) {
-			break
-		}
-	}
-	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.failed)
+	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.lateLost)
 }
 
 // runTransform consumes n's buffer until it is closed and drained.

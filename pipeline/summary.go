@@ -140,7 +140,10 @@ func (p *Pipeline) Summary() *Summary {
 				}
 			}
 		}
-		c.Delivered = k.stats.out.Load()
+		// lateLost first: an event is counted in out before it can be
+		// lost late, so out - lateLost never underflows.
+		late := k.stats.lateLost.Load()
+		c.Delivered = k.stats.out.Load() - late
 		c.Lost = k.loss.total.Load()
 		if k.disk != nil {
 			c.Recovered, c.Buffered = k.disk.recovered.Load(), k.disk.buffered.Load()
