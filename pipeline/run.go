@@ -17,7 +17,7 @@ import (
 // the LostEvents flowbus makes) are counted.
 type stats struct {
 	in      atomic.Uint64 // transforms, sinks: events taken from the buffer
-	out     atomic.Uint64 // sources: emitted; transforms: passed on; sinks: delivered
+	out     atomic.Uint64 // sources: emitted; transforms: passed on; sinks: accepted by Write
 	removed atomic.Uint64 // transforms: removed (filtered, sampled, rate-limited)
 	dropped atomic.Uint64 // transforms, sinks: lost at the input buffer (full, or shutdown aborted)
 	failed  atomic.Uint64 // sinks: given up by Write, or not written at abort
