@@ -90,7 +90,7 @@ type Sink struct {
 	maxAge   time.Duration
 	rgRows   int64
 	maxOpen  int
-	level    zstdLevel
+	zstd     *zstdCodec
 	log      *slog.Logger
 	lateLoss func(int)
 
@@ -194,7 +194,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		maxAge:  o.MaxAge.D(),
 		rgRows:  int64(o.RowGroupRows),
 		maxOpen: o.MaxOpenFiles,
-		level:   lv,
+		zstd:    newZstdCodec(lv),
 		log:     log,
 		parts:   map[string]*part{},
 		groups:  map[string]*group{},
