@@ -115,9 +115,10 @@ type Sink struct {
 	stopped chan struct{}
 }
 
-// jobSlots is the number of jobs: one Write fills, one waits, one the
-// writer goroutine writes.
-const jobSlots = 3
+// jobSlots is the number of jobs: enough batches in flight (about 1.3 MB
+// each) that the two goroutines rarely wait for each other on a busy
+// machine, where a parked goroutine waits milliseconds for a core.
+const jobSlots = 8
 
 // job is one batch's rows on their way to the files.
 type job struct {
