@@ -309,3 +309,27 @@ sinks:
 		})
 	}
 }
+
+// BenchmarkGenerateParquet is the whole pipeline generate → parquet: one
+// op is one flow (b.N flows in one run, hourly partitions), and
+// disk-B/flow is the size of the completed files per flow.
+func BenchmarkGenerateParquet(b *testing.B) {
+	dir := b.TempDir()
+	measure(b, 1, b.N, func(int) string {
+		return fmt.Sprintf(`
+metrics: {listen: ""}
+sources: {g: {type: generate, count: %d, seed: 1}}
+sinks: {lake: {type: parquet, inputs: [g], path: "%s/dt={{ time.date }}/hr={{ time.hour }}"}}
+`, b.N, dir)
+	}, lossless)
+	var size int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+			}
+		}
+		return nil
+	})
+	b.ReportMetric(float64(size)/float64(b.N), "disk-B/flow")
+}

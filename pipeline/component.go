@@ -72,8 +72,11 @@ type Sink interface {
 // Batch.LateDelivery). Before the pipeline starts, the runtime gives such a
 // sink a function to call, from any goroutine and at the latest in Close,
 // when n counted events (not Event.Reported) that earlier Writes accepted
-// are lost after all (the file could not be completed): they move from
-// delivered to lost and are reported in a LostEvent like a failed Write's.
+// are lost after all (the file could not be completed): the summary moves
+// them from delivered to lost, and they are reported in a LostEvent like a
+// failed Write's. Counters never go down: the sink's
+// flowbus_component_events_out_total keeps counting them as accepted, and
+// flowbus_component_events_lost_total{reason="sink_late"} counts them.
 type LateLoser interface {
 	SetLateLoss(lose func(n int))
 }

@@ -15,11 +15,11 @@ var (
 	descEventsIn = prometheus.NewDesc("flowbus_component_events_in_total",
 		"Events a transform or sink took from its input buffer.", labels, nil)
 	descEventsOut = prometheus.NewDesc("flowbus_component_events_out_total",
-		"Events a source emitted, a transform passed on, or a sink delivered.", labels, nil)
+		"Events a source emitted, a transform passed on, or a sink delivered (accepted; a sink's late losses are counted apart, in events_lost_total{reason=\"sink_late\"}).", labels, nil)
 	descRemoved = prometheus.NewDesc("flowbus_component_events_removed_total",
 		"Events a transform removed on purpose, by reason (filtered, sampled, rate_limited).", append(labels, "reason"), nil)
 	descLost = prometheus.NewDesc("flowbus_component_events_lost_total",
-		"Events lost at a component, by reason: buffer_full (input buffer refused them), sink_failed (a sink gave up on them), source (the source reported them lost), panic.", append(labels, "reason"), nil)
+		"Events lost at a component, by reason: buffer_full (input buffer refused them), sink_failed (a sink gave up on them), sink_late (a sink accepted them and lost them afterwards: a file it could not complete), source (the source reported them lost), panic.", append(labels, "reason"), nil)
 	descBatches = prometheus.NewDesc("flowbus_component_batches_total",
 		"Batches a component handled.", labels, nil)
 	descBuffer = prometheus.NewDesc("flowbus_buffer_events",
@@ -70,6 +70,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descEventsIn, n.stats.in.Load(), lv...)
 			counter(descLost, n.stats.dropped.Load(), append(lv, "buffer_full")...)
 			counter(descLost, n.stats.failed.Load(), append(lv, "sink_failed")...)
+			counter(descLost, n.stats.lateLost.Load(), append(lv, "sink_late")...)
 			counter(descLostEvents, n.loss.reported.Load(), lv...)
 			counter(descSinkLost, n.loss.total.Load(), lv...)
 			if d := n.disk; d != nil {

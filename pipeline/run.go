@@ -16,19 +16,18 @@ import (
 // stats are one component's counters. Only counted events (every event but
 // the LostEvents flowbus makes) are counted.
 type stats struct {
-	in       atomic.Uint64 // transforms, sinks: events taken from the buffer
-	out      atomic.Uint64 // sources: emitted; transforms: passed on; sinks: delivered
-	removed  atomic.Uint64 // transforms: removed (filtered, sampled, rate-limited)
-	dropped  atomic.Uint64 // transforms, sinks: lost at the input buffer (full, or shutdown aborted)
-	failed   atomic.Uint64 // sinks: given up by Write, or not written at abort
+	in      atomic.Uint64 // transforms, sinks: events taken from the buffer
+	out     atomic.Uint64 // sources: emitted; transforms: passed on; sinks: accepted by Write
+	removed atomic.Uint64 // transforms: removed (filtered, sampled, rate-limited)
+	dropped atomic.Uint64 // transforms, sinks: lost at the input buffer (full, or shutdown aborted)
+	failed  atomic.Uint64 // sinks: given up by Write, or not written at abort
+	// lateLost counts, for a sink, events its Write accepted (counted in
+	// out) and lost afterwards (see LateLoser). out never goes down: the
+	// sink's delivered is out - lateLost.
+	lateLost atomic.Uint64
 	srcLost  atomic.Uint64 // sources: reported lost by the source (Output.Lost)
 	batches  atomic.Uint64 // batches handled
 	panicked atomic.Uint64 // batches lost to a panic in the component
-	// sinks: late losses not yet taken from out, because they were
-	// reported before the runtime counted their batch delivered (see
-	// loseLate); lateMu orders taking them.
-	lateDebt atomic.Uint64
-	lateMu   sync.Mutex
 }
 
 // runState is the lifecycle shared by the HTTP handlers.
@@ -134,36 +133,15 @@ func (p *Pipeline) lose(c *node, src flowpb.LostEventSource, n uint64, counter *
 	}
 }
 
-// loseLate moves k events that the sink n accepted from delivered to lost
-// (see LateLoser).
+// loseLate records that k events the sink n accepted are lost after all
+// (see LateLoser). They stay counted in out, whose counter must never go
+// down, and are counted in lateLost: the summary's delivered is out -
+// lateLost.
 func (p *Pipeline) loseLate(n *node, k int) {
 	if k <= 0 {
 		return
 	}
-	n.stats.lateDebt.Add(uint64(k))
-	settleLate(&n.stats)
-	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.failed)
-}
-
-// settleLate takes the late losses of a sink from its delivered count, as
-// far as that count has them: a sink that delivers after Write returns may
-// report a loss before the runtime counted the batch delivered, and the
-// rest is taken when it has.
-func settleLate(st *stats) {
-	st.lateMu.Lock()
-	defer st.lateMu.Unlock()
-	debt := st.lateDebt.Load()
-	for {
-		cur := st.out.Load()
-		d := min(debt, cur)
-		if d == 0 {
-			return
-		}
-		if st.out.CompareAndSwap(cur, cur-d) {
-			st.lateDebt.Add(-d)
-			return
-		}
-	}
+	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(k), &n.stats.lateLost)
 }
 
 // runTransform consumes n's buffer until it is closed and drained.
@@ -327,9 +305,6 @@ func (p *Pipeline) write(n *node, b *Batch, counted int) {
 		n.log.Warn("sink write failed", "error", err, "failed", failed)
 	}
 	n.stats.out.Add(uint64(counted - failed))
-	if n.stats.lateDebt.Load() != 0 {
-		settleLate(&n.stats)
-	}
 	p.lose(n, flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, uint64(failed), &n.stats.failed)
 }
 

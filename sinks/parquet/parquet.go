@@ -73,6 +73,14 @@ type Options struct {
 const tmpSuffix = ".parquet.tmp"
 
 // Sink writes Parquet files.
+//
+// Write and a writer goroutine share the work, so that the sink uses two
+// cores: Write encodes a batch's events (the export JSON and the typed
+// columns) into a job and queues it; the writer goroutine appends the
+// jobs' rows to the files, in order, where the Parquet encoding and the
+// zstd compression happen. At most jobSlots jobs exist, so Write waits
+// when the writer falls behind. A row the writer cannot put into a file is
+// a late loss, like the rows of a file that cannot be completed.
 type Sink struct {
 	tmpl     *template.Template
 	prefix   string // the fixed directory the template starts with
@@ -82,24 +90,57 @@ type Sink struct {
 	maxAge   time.Duration
 	rgRows   int64
 	maxOpen  int
-	level    zstdLevel
+	zstd     *zstdCodec
 	log      *slog.Logger
 	lateLoss func(int)
 
-	mu      sync.Mutex
-	parts   map[string]*part // by directory
-	seq     uint64
-	fill    rowFiller
-	js      []byte // export JSON of the batch
-	jsEnd   []int
-	dir     []byte            // rendered directory
-	groups  map[string]*group // the batch's events by directory, kept across batches
-	order   []*group          // groups in the batch, in first-seen order
-	scratch []Row             // the rows of one group, when a batch has several
+	// mu serialises Write and Close (the front: encoding).
+	mu     sync.Mutex
+	dir    []byte            // rendered directory
+	groups map[string]*group // the batch's events by directory, kept across batches
+	order  []*group          // groups in the batch, in first-seen order
+	closed bool
+	free   chan *job     // jobs to fill
+	jobs   chan *job     // filled jobs, for the writer goroutine
+	wdone  chan struct{} // closed when the writer goroutine ends
+
+	// pm guards the files: held by the writer goroutine, the ager and Close.
+	pm    sync.Mutex
+	parts map[string]*part // by directory
+	seq   uint64
+
+	errMu   sync.Mutex
 	errs    sinkutil.ErrorLog
 	stop    chan struct{}
 	stopped chan struct{}
-	closed  bool
+}
+
+// jobSlots is the number of jobs: enough batches in flight (about 1.3 MB
+// each) that the two goroutines rarely wait for each other on a busy
+// machine, where a parked goroutine waits milliseconds for a core.
+const jobSlots = 8
+
+// job is one batch's rows on their way to the files.
+type job struct {
+	fill   rowFiller
+	js     []byte // export JSON of the batch
+	jsEnd  []int
+	groups []jobGroup
+	n      int // groups in use
+	// done, for a batch of flowbus's own LostEvents, receives the number
+	// of rows the writer could not write: Write waits for it, so that the
+	// runtime reports those losses again.
+	done chan int
+	wait bool
+}
+
+// jobGroup is the rows of a job that go to one directory.
+type jobGroup struct {
+	dir     string
+	rows    []Row         // the job's rows, or scratch
+	scratch []Row         // the group's rows when the job has several groups
+	counted int           // counted events (not Reported) among rows
+	ack     *pipeline.Ack // held for these rows until their file is complete
 }
 
 // New builds the sink from its options.
@@ -154,11 +195,17 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		maxAge:  o.MaxAge.D(),
 		rgRows:  int64(o.RowGroupRows),
 		maxOpen: o.MaxOpenFiles,
-		level:   lv,
+		zstd:    newZstdCodec(lv),
 		log:     log,
 		parts:   map[string]*part{},
 		groups:  map[string]*group{},
+		free:    make(chan *job, jobSlots),
+		jobs:    make(chan *job, jobSlots),
+		wdone:   make(chan struct{}),
 		errs:    sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "parquet sink", Key: "directory"},
+	}
+	for range jobSlots {
+		s.free <- &job{done: make(chan int, 1)}
 	}
 	return s, nil
 }
@@ -208,6 +255,7 @@ func (s *Sink) Start(context.Context) error {
 	s.removeStale()
 	s.stop, s.stopped = make(chan struct{}), make(chan struct{})
 	go s.ager()
+	go s.writer()
 	return nil
 }
 
@@ -240,50 +288,91 @@ func (s *Sink) ager() {
 		case <-s.stop:
 			return
 		case now := <-t.C:
-			s.mu.Lock()
+			s.pm.Lock()
 			for dir, p := range s.parts {
 				if now.Sub(p.opened) >= s.maxAge {
 					s.finish(dir, p)
 				}
 			}
-			s.mu.Unlock()
+			s.pm.Unlock()
 		}
 	}
 }
 
-// Write appends the batch's events to the files of their directories.
-func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
+// logErr records a write error (from Write or the writer goroutine).
+func (s *Sink) logErr(where string, err error) {
+	s.errMu.Lock()
+	s.errs.Add(where, err)
+	s.errMu.Unlock()
+}
+
+// Write encodes the batch's events into rows and queues them for the
+// writer goroutine. It returns the events that cannot be written at all
+// (an export JSON that cannot be encoded, a directory that renders to `.`
+// or `..`); what the writer fails to write later is a late loss.
+func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := b.Len()
 	if s.closed {
 		return n, nil
 	}
+	var j *job
+	select {
+	case j = <-s.free:
+	case <-ctx.Done():
+		return n, ctx.Err()
+	}
+	failed := s.encode(j, b)
+	if j.n == 0 {
+		s.free <- j
+		return failed, nil
+	}
+	// flowbus's own LostEvents come in batches of their own: the runtime
+	// reports those that fail again, so Write waits for their result.
+	j.wait = b.Counted() < n
+	for k := range j.groups[:j.n] {
+		// An acknowledging source (a Kafka consumer) may commit these
+		// rows only once their file is complete.
+		j.groups[k].ack = b.Ack().Hold()
+	}
+	s.jobs <- j
+	if j.wait {
+		failed += <-j.done
+	}
+	return failed, nil
+}
+
+// encode fills j with the rows of b's events, grouped by directory, and
+// returns how many events cannot be written.
+func (s *Sink) encode(j *job, b *pipeline.Batch) int {
+	n := b.Len()
 	failed := 0
-	s.js, s.jsEnd = s.js[:0], s.jsEnd[:0]
-	s.fill.reset(n)
+	j.js, j.jsEnd = j.js[:0], j.jsEnd[:0]
+	j.fill.reset(n)
 	if len(s.groups) > 4*s.maxOpen {
 		clear(s.groups) // forget the directories of past hours
 	}
 	s.order = s.order[:0]
 	for i := range b.Events {
 		e := &b.Events[i]
-		start := len(s.js)
+		start := len(j.js)
 		var err error
-		s.js, err = codec.JSON{}.Append(s.js, e)
+		j.js, err = codec.JSON{}.Append(j.js, e)
 		if err != nil {
-			s.js = s.js[:start]
-			s.jsEnd = append(s.jsEnd, -1)
+			j.js = j.js[:start]
+			j.jsEnd = append(j.jsEnd, -1)
 			failed++
-			s.errs.Add("", err)
+			s.logErr("", err)
 			continue
 		}
-		s.js = s.js[:len(s.js)-1] // the newline
-		s.jsEnd = append(s.jsEnd, len(s.js))
+		j.js = j.js[:len(j.js)-1] // the newline
+		j.jsEnd = append(j.jsEnd, len(j.js))
 		s.dir = s.tmpl.Append(s.dir[:0], e)
 		g := s.groups[string(s.dir)]
 		if g == nil {
 			g = &group{dir: string(s.dir)}
+			g.bad = template.CleanPath(g.dir)
 			s.groups[g.dir] = g
 		}
 		if len(g.idx) == 0 {
@@ -293,63 +382,94 @@ func (s *Sink) Write(_ context.Context, b *pipeline.Batch) (int, error) {
 	}
 	start := 0
 	for i := range b.Events {
-		if end := s.jsEnd[i]; end >= 0 {
-			s.fill.fill(i, &b.Events[i], s.js[start:end])
+		if end := j.jsEnd[i]; end >= 0 {
+			j.fill.fill(i, &b.Events[i], j.js[start:end])
 			start = end
 		}
 	}
+	j.n = 0
 	for _, g := range s.order {
-		failed += s.writeGroup(g.dir, b, g.idx)
+		if g.bad != nil {
+			s.logErr(g.dir, g.bad)
+			failed += len(g.idx)
+			g.idx = g.idx[:0]
+			continue
+		}
+		if j.n == len(j.groups) {
+			j.groups = append(j.groups, jobGroup{})
+		}
+		jg := &j.groups[j.n]
+		j.n++
+		jg.dir, jg.counted = g.dir, 0
+		rows := j.fill.rows
+		if len(g.idx) != len(rows) {
+			jg.scratch = jg.scratch[:0]
+			for _, i := range g.idx {
+				jg.scratch = append(jg.scratch, rows[i])
+			}
+			rows = jg.scratch
+		}
+		for _, i := range g.idx {
+			if !b.Events[i].Reported {
+				jg.counted++
+			}
+		}
+		jg.rows = rows
 		g.idx = g.idx[:0]
 	}
-	return failed, nil
+	return failed
 }
 
 // group is the events of a batch that go to one directory.
 type group struct {
 	dir string
+	bad error // the directory is not a clean path
 	idx []int
 }
 
-// writeGroup writes the events idx of b to the file of dir and returns how
-// many failed.
-func (s *Sink) writeGroup(dir string, b *pipeline.Batch, idx []int) int {
-	if err := template.CleanPath(dir); err != nil {
-		s.errs.Add(dir, err)
-		return len(idx)
+// writer appends the queued jobs' rows to their files, in order.
+func (s *Sink) writer() {
+	defer close(s.wdone)
+	for j := range s.jobs {
+		failed := 0
+		s.pm.Lock()
+		for k := range j.groups[:j.n] {
+			failed += s.writeGroup(&j.groups[k])
+			j.groups[k].ack = nil
+		}
+		s.pm.Unlock()
+		if j.wait {
+			j.done <- failed
+		}
+		s.free <- j
 	}
-	p, err := s.open(dir)
+}
+
+// writeGroup writes g's rows to the file of its directory and returns how
+// many failed: their counted events are lost late.
+func (s *Sink) writeGroup(g *jobGroup) int {
+	fail := func(err error) int {
+		s.logErr(g.dir, err)
+		if g.counted > 0 && s.lateLoss != nil {
+			s.lateLoss(g.counted)
+		}
+		g.ack.Done(false)
+		return len(g.rows)
+	}
+	p, err := s.open(g.dir)
 	if err != nil {
-		s.errs.Add(dir, err)
-		return len(idx)
+		return fail(err)
 	}
-	rows := s.fill.rows
-	if len(idx) != len(rows) {
-		s.scratch = s.scratch[:0]
-		for _, i := range idx {
-			s.scratch = append(s.scratch, rows[i])
-		}
-		rows = s.scratch
+	if err := p.write(g.rows); err != nil {
+		s.abandon(g.dir, p, err)
+		return fail(err)
 	}
-	counted := 0
-	for _, i := range idx {
-		if !b.Events[i].Reported {
-			counted++
-		}
-	}
-	if err := p.write(rows); err != nil {
-		s.errs.Add(dir, err)
-		s.abandon(dir, p, err)
-		return len(idx)
-	}
-	p.counted += counted
-	if a := b.Ack().Hold(); a != nil {
-		// An acknowledging source (a Kafka consumer) may commit these
-		// rows only once their file is complete.
-		p.acks = append(p.acks, a)
+	p.counted += g.counted
+	if g.ack != nil {
+		p.acks = append(p.acks, g.ack)
 	}
 	if p.size() >= s.maxSize {
-		s.finish(dir, p)
+		s.finish(g.dir, p)
 	}
 	return 0
 }
@@ -391,7 +511,7 @@ func (s *Sink) open(dir string) (*part, error) {
 func (s *Sink) finish(dir string, p *part) {
 	delete(s.parts, dir)
 	if err := p.finish(); err != nil {
-		s.errs.Add(dir, err)
+		s.logErr(dir, err)
 		s.lose(p)
 		return
 	}
@@ -414,8 +534,9 @@ func (s *Sink) lose(p *part) {
 	p.resolve(false)
 }
 
-// Close completes every open file, bounded by ctx: a file not completed
-// when ctx ends is removed and its rows are lost.
+// Close lets the writer goroutine write what is queued, then completes
+// every open file, bounded by ctx: a file not completed when ctx ends is
+// removed and its rows are lost.
 func (s *Sink) Close(ctx context.Context) error {
 	if s.stop != nil {
 		close(s.stop)
@@ -423,8 +544,16 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.stop = nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
+	if !s.closed {
+		s.closed = true
+		close(s.jobs)
+	}
+	s.mu.Unlock()
+	if s.stopped != nil { // started: the writer goroutine runs
+		<-s.wdone
+	}
+	s.pm.Lock()
+	defer s.pm.Unlock()
 	var errs []error
 	for dir, p := range s.parts {
 		if ctx.Err() != nil {
@@ -442,7 +571,9 @@ func (s *Sink) Close(ctx context.Context) error {
 		}
 		p.resolve(true)
 	}
+	s.errMu.Lock()
 	s.errs.Flush()
+	s.errMu.Unlock()
 	if len(errs) > 0 {
 		return fmt.Errorf("parquet sink: %w", errors.Join(errs...))
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	kzstd "github.com/klauspost/compress/zstd"
 	pq "github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
 
@@ -26,12 +27,40 @@ var zstdLevels = map[string]zstdLevel{
 // writerOptions are the Parquet writer's options for a new file.
 func (s *Sink) writerOptions() []pq.WriterOption {
 	return []pq.WriterOption{
-		pq.Compression(&zstd.Codec{Level: s.level}),
+		pq.Compression(s.zstd),
 		pq.MaxRowsPerRowGroup(s.rgRows),
 		pq.PageBufferSize(4 << 20),
 		pq.CreatedBy("flowbus", cli.Version(), ""),
 		pq.KeyValueMetadata("flowbus.schema", "observer.GetFlowsResponse"),
 	}
+}
+
+// zstdCodec compresses pages with zstd: the Parquet library's codec, with one
+// encoder that lives as long as the sink. (The library's codec keeps its
+// encoders in a pool that each garbage collection empties, and every new
+// encoder allocates its history window again.) Pages are compressed one
+// at a time, under the sink's lock of its files.
+type zstdCodec struct {
+	zstd.Codec // the name, and Decode
+	enc        *kzstd.Encoder
+}
+
+func newZstdCodec(level zstdLevel) *zstdCodec {
+	enc, err := kzstd.NewWriter(nil,
+		kzstd.WithEncoderConcurrency(1),
+		kzstd.WithEncoderLevel(level),
+		kzstd.WithZeroFrames(true),
+		kzstd.WithEncoderCRC(false),
+	)
+	if err != nil {
+		panic(err) // only for invalid options
+	}
+	return &zstdCodec{Codec: zstd.Codec{Level: level}, enc: enc}
+}
+
+// Encode compresses src into dst.
+func (c *zstdCodec) Encode(dst, src []byte) ([]byte, error) {
+	return c.enc.EncodeAll(src, dst[:0]), nil
 }
 
 // part is one file being written: under its temporary name until finish

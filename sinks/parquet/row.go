@@ -27,17 +27,17 @@ type Row struct {
 	Protocol         string   `parquet:"protocol,optional,dict"`
 	SourcePort       int32    `parquet:"source_port,optional"`
 	DestinationPort  int32    `parquet:"destination_port,optional"`
-	TCPFlags         []string `parquet:"tcp_flags,optional,list"`
+	TCPFlags         []string `parquet:"tcp_flags,optional,list" parquet-element:",dict"`
 
 	SourceNamespace      string   `parquet:"source_namespace,optional,dict"`
 	SourcePod            string   `parquet:"source_pod,optional,dict"`
 	SourceWorkload       string   `parquet:"source_workload,optional,dict"`
-	SourceLabels         []string `parquet:"source_labels,optional,list"`
+	SourceLabels         []string `parquet:"source_labels,optional,list" parquet-element:",dict"`
 	SourceService        string   `parquet:"source_service,optional,dict"`
 	DestinationNamespace string   `parquet:"destination_namespace,optional,dict"`
 	DestinationPod       string   `parquet:"destination_pod,optional,dict"`
 	DestinationWorkload  string   `parquet:"destination_workload,optional,dict"`
-	DestinationLabels    []string `parquet:"destination_labels,optional,list"`
+	DestinationLabels    []string `parquet:"destination_labels,optional,list" parquet-element:",dict"`
 	DestinationService   string   `parquet:"destination_service,optional,dict"`
 
 	// L7Type is the L7 record's type (REQUEST, RESPONSE, SAMPLE),
