@@ -76,15 +76,15 @@ func (t *Transform) enrichLocked(f *flowpb.Flow) {
 	}
 	x := t.idx
 	if ip.Source != "" {
-		if e, ok := x.lookupLocked(ip.Source); ok {
-			f.Source = t.applyEndpoint(f.Source, &e)
-			f.SourceService = t.applyService(f.SourceService, &e)
+		if e := x.lookupLocked(ip.Source); e != nil {
+			f.Source = t.applyEndpoint(f.Source, e)
+			f.SourceService = t.applyService(f.SourceService, e)
 		}
 	}
 	if ip.Destination != "" {
-		if e, ok := x.lookupLocked(ip.Destination); ok {
-			f.Destination = t.applyEndpoint(f.Destination, &e)
-			f.DestinationService = t.applyService(f.DestinationService, &e)
+		if e := x.lookupLocked(ip.Destination); e != nil {
+			f.Destination = t.applyEndpoint(f.Destination, e)
+			f.DestinationService = t.applyService(f.DestinationService, e)
 		}
 	}
 	if len(x.localLabels) > 0 && (t.opts.Overwrite || len(f.NodeLabels) == 0) {

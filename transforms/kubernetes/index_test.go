@@ -130,30 +130,29 @@ func TestEntriesImmutable(t *testing.T) {
 	x := newIndex("c")
 	p := mkPod("shop", "a", "10.0.3.17", map[string]string{"app": "one"}, nil)
 	x.setPod(p)
-	e1, _ := x.lookupLocked("10.0.3.17")
+	e1 := *x.lookupLocked("10.0.3.17")
 	labels := slices.Clone(e1.labels)
 	p2 := p.DeepCopy()
 	p2.Labels = map[string]string{"app": "two"}
 	x.setPod(p2)
-	if e2, _ := x.lookupLocked("10.0.3.17"); e2.labels[0] != "k8s:app=two" {
+	if e2 := x.lookupLocked("10.0.3.17"); e2.labels[0] != "k8s:app=two" {
 		t.Errorf("entry after the update: %+v", e2)
 	}
 	if !slices.Equal(e1.labels, labels) {
 		t.Errorf("the old entry changed: %v", e1.labels)
 	}
 	tr := &Transform{idx: x}
-	e, _ := x.lookupLocked("10.0.3.17")
-	ep := tr.applyEndpoint(nil, &e)
+	ep := tr.applyEndpoint(nil, x.lookupLocked("10.0.3.17"))
 	ep.Labels[0] = "changed"
-	if e, _ := x.lookupLocked("10.0.3.17"); e.labels[0] != "k8s:app=two" {
+	if e := x.lookupLocked("10.0.3.17"); e.labels[0] != "k8s:app=two" {
 		t.Error("a flow's labels share the index's array")
 	}
 }
 
-// TestEntrySize: an entry of at most 128 bytes is stored in the map's own
-// slots, so a lookup does not follow a pointer to it.
+// TestEntrySize: an entry is at most two cache lines, so a lookup reads
+// the table's slot and at most two lines of the dense entries.
 func TestEntrySize(t *testing.T) {
 	if n := unsafe.Sizeof(entry{}); n > 128 {
-		t.Errorf("entry is %d bytes, more than the 128 a map stores in place", n)
+		t.Errorf("entry is %d bytes, more than two cache lines", n)
 	}
 }

@@ -93,7 +93,7 @@ func BenchmarkSync(b *testing.B) {
 		total += tr.SyncDuration()
 		b.StopTimer()
 		tr.idx.mu.RLock()
-		n := len(tr.idx.v4)
+		n := tr.idx.v4.n
 		tr.idx.mu.RUnlock()
 		// The API server's own kubernetes Service comes on top.
 		if n != *syncPods+*syncServices+1 {
