@@ -205,40 +205,53 @@ func v4Key(a netip.Addr) uint32 {
 
 // parseIPv4 parses a dotted-quad IPv4 address as netip.ParseAddr accepts
 // it (four decimal fields of at most 255, no leading zeros); other input,
-// IPv6 included, is not ok.
+// IPv6 included, is not ok. It reads each field's one to three digits
+// straight, with no per-character state.
 func parseIPv4(s string) (uint32, bool) {
 	if len(s) < 7 || len(s) > 15 {
 		return 0, false
 	}
-	var v, field uint32
-	digits, dots := 0, 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			if digits == 1 && field == 0 {
-				return 0, false // a leading zero
-			}
-			field = field*10 + uint32(c-'0')
-			digits++
-			if field > 255 {
+	var v uint32
+	i := 0
+	for f := 0; f < 4; f++ {
+		if f > 0 {
+			if i >= len(s) || s[i] != '.' {
 				return 0, false
 			}
-		case c == '.':
-			if digits == 0 || dots == 3 {
-				return 0, false
-			}
-			v = v<<8 | field
-			field, digits = 0, 0
-			dots++
-		default:
+			i++
+		}
+		if i >= len(s) {
 			return 0, false
 		}
+		d := s[i] - '0'
+		if d > 9 {
+			return 0, false
+		}
+		n := uint32(d)
+		i++
+		// A field that starts with 0 is that 0 alone: the next character
+		// must be a dot or the end, which the next field or the final
+		// check sees.
+		if d != 0 {
+			if i < len(s) {
+				if d := s[i] - '0'; d <= 9 {
+					n = n*10 + uint32(d)
+					i++
+					if i < len(s) {
+						if d := s[i] - '0'; d <= 9 {
+							n = n*10 + uint32(d)
+							i++
+						}
+					}
+				}
+			}
+			if n > 255 {
+				return 0, false
+			}
+		}
+		v = v<<8 | n
 	}
-	if digits == 0 || dots != 3 {
-		return 0, false
-	}
-	return v<<8 | field, true
+	return v, i == len(s)
 }
 
 // canonicalIP returns the address as flows write it, or "" when s is not

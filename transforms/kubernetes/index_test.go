@@ -13,21 +13,49 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+var parseIPv4Cases = []string{
+	"0.0.0.0", "10.0.3.17", "255.255.255.255", "1.2.3.4", "192.168.100.200", "10.0.0.1", "100.64.0.10",
+	"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.256", "01.2.3.4", "1.2.3.04", "1..2.3", ".1.2.3", "1.2.3.",
+	"1.2.3.4 ", "a.b.c.d", "::ffff:1.2.3.4", "fd00::1", "1.2.3.4%eth0", "1000.1.1.1", "1.2.3.-4",
+	"00.1.2.3", "1.2.3.00", "1.2.3.0x", "299.1.1.1", "1.2.3.4/", "1.2.3.4.", "9.9.9.9999", "1.2.3.4:80",
+}
+
+// checkParseIPv4 compares parseIPv4 with netip.ParseAddr on s.
+func checkParseIPv4(t *testing.T, s string) {
+	v, ok := parseIPv4(s)
+	a, err := netip.ParseAddr(s)
+	wantOK := err == nil && a.Is4() && a.Zone() == ""
+	if ok != wantOK {
+		t.Errorf("%q: ok = %v, want %v", s, ok, wantOK)
+		return
+	}
+	if ok && v != v4Key(a) {
+		t.Errorf("%q = %#x, want %#x", s, v, v4Key(a))
+	}
+}
+
 func TestParseIPv4(t *testing.T) {
-	for _, s := range []string{
-		"0.0.0.0", "10.0.3.17", "255.255.255.255", "1.2.3.4", "192.168.100.200",
-		"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.256", "01.2.3.4", "1.2.3.04", "1..2.3", ".1.2.3", "1.2.3.",
-		"1.2.3.4 ", "a.b.c.d", "::ffff:1.2.3.4", "fd00::1", "1.2.3.4%eth0", "1000.1.1.1", "1.2.3.-4",
-	} {
-		v, ok := parseIPv4(s)
-		a, err := netip.ParseAddr(s)
-		wantOK := err == nil && a.Is4() && a.Zone() == ""
-		if ok != wantOK {
-			t.Errorf("%q: ok = %v, want %v", s, ok, wantOK)
-			continue
-		}
-		if ok && v != v4Key(a) {
-			t.Errorf("%q = %#x, want %#x", s, v, v4Key(a))
+	for _, s := range parseIPv4Cases {
+		checkParseIPv4(t, s)
+	}
+}
+
+func FuzzParseIPv4(f *testing.F) {
+	for _, s := range parseIPv4Cases {
+		f.Add(s)
+	}
+	f.Fuzz(checkParseIPv4)
+}
+
+func BenchmarkParseIPv4(b *testing.B) {
+	addrs := make([]string, 512)
+	for i := range addrs {
+		addrs[i] = benchIP(i * 97 % benchPods)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := parseIPv4(addrs[i&511]); !ok {
+			b.Fatal(addrs[i&511])
 		}
 	}
 }
