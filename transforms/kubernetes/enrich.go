@@ -36,13 +36,14 @@ func (t *Transform) Process(b *pipeline.Batch) {
 	}
 	x := t.idx
 	x.mu.RLock()
-	for i := range b.Events {
-		if f := b.Events[i].Flow; f != nil {
-			t.enrichLocked(f)
-		}
+	for start := 0; start < len(b.Events); start += lookAhead {
+		t.enrichLocked(b.Events[start:min(start+lookAhead, len(b.Events))])
 	}
 	x.mu.RUnlock()
 }
+
+// lookAhead is how many flows enrichLocked resolves before it fills them.
+const lookAhead = 64
 
 // waitSynced blocks until the caches sync or the start deadline passes and
 // reports whether they synced.
@@ -68,27 +69,43 @@ func (t *Transform) waitSynced() bool {
 	}
 }
 
-// enrichLocked fills one flow; the caller holds the index's read lock.
-func (t *Transform) enrichLocked(f *flowpb.Flow) {
-	ip := f.GetIP()
-	if ip == nil {
-		return
-	}
+// enrichLocked fills the flows of at most lookAhead events; the caller
+// holds the index's read lock. It first resolves every address and then
+// fills the flows: with 50,000 pods an address's table slot and entry are
+// rarely in the CPU's cache, and a loop that only resolves lets the CPU
+// wait for several of those reads at once instead of one after another.
+func (t *Transform) enrichLocked(events []pipeline.Event) {
 	x := t.idx
-	if ip.Source != "" {
-		if e, ok := x.lookupLocked(ip.Source); ok {
-			f.Source = t.applyEndpoint(f.Source, &e)
-			f.SourceService = t.applyService(f.SourceService, &e)
+	var src, dst [lookAhead]*entry
+	for i := range events {
+		f := events[i].Flow
+		if f == nil || f.IP == nil {
+			continue
+		}
+		if s := f.IP.Source; s != "" {
+			src[i] = x.lookupLocked(s)
+		}
+		if d := f.IP.Destination; d != "" {
+			dst[i] = x.lookupLocked(d)
 		}
 	}
-	if ip.Destination != "" {
-		if e, ok := x.lookupLocked(ip.Destination); ok {
-			f.Destination = t.applyEndpoint(f.Destination, &e)
-			f.DestinationService = t.applyService(f.DestinationService, &e)
+	nodeLabels := len(x.localLabels) > 0
+	for i := range events {
+		f := events[i].Flow
+		if f == nil || f.IP == nil {
+			continue
 		}
-	}
-	if len(x.localLabels) > 0 && (t.opts.Overwrite || len(f.NodeLabels) == 0) {
-		f.NodeLabels = append(f.NodeLabels[:0], x.localLabels...)
+		if e := src[i]; e != nil {
+			f.Source = t.applyEndpoint(f.Source, e)
+			f.SourceService = t.applyService(f.SourceService, e)
+		}
+		if e := dst[i]; e != nil {
+			f.Destination = t.applyEndpoint(f.Destination, e)
+			f.DestinationService = t.applyService(f.DestinationService, e)
+		}
+		if nodeLabels && (t.opts.Overwrite || len(f.NodeLabels) == 0) {
+			f.NodeLabels = append(f.NodeLabels[:0], x.localLabels...)
+		}
 	}
 }
 

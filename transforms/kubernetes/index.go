@@ -14,11 +14,11 @@ import (
 
 // entry is everything a flow's side gets for one address, prepared when the
 // objects behind it are stored: applying it copies strings and one label
-// slice, and never looks anything else up. The maps hold entries by value
-// (at most 128 bytes, so in the map's own slots: a lookup follows no
-// pointer but the labels'); a change to a pod, service, slice, owner or
-// node stores new entries for the addresses it touches, and the label
-// slices they refer to are never changed.
+// slice, and never looks anything else up. Entries sit by value in one
+// dense slice (128 bytes each, two cache lines) that the address tables
+// index; a change to a pod, service, slice, owner or node overwrites the
+// entries of the addresses it touches, and the label slices they refer to
+// are never changed.
 type entry struct {
 	// endpoint is false for an address that is in the cluster but has no
 	// endpoint of its own (a ClusterIP, or a backend whose pod is not
@@ -85,24 +85,29 @@ type node struct {
 }
 
 // index maps addresses to prepared entries. The informers' handlers write
-// it; Process reads it under one read lock per batch, with one map lookup
-// per address (entries). The other maps are the state entries are built
-// from, and only writers read them.
+// it; Process reads it under one read lock per batch, with one table probe
+// per address (v4, v6 and entries). The maps are the state entries are
+// built from, and only writers read them.
 type index struct {
 	mu sync.RWMutex
 
 	cluster string
 
-	// v4 and v6 hold the entry of every address that belongs to a pod, a
-	// node or a service, keyed by the address's bits: a flow's address is
-	// parsed (an IPv4 address by a short loop) rather than hashed and
-	// compared as a string, which keeps the key in the map's own memory.
-	v4 map[uint32]entry
-	v6 map[[16]byte]entry
+	// v4 and v6 map every address that belongs to a pod, a node or a
+	// service, keyed by the address's bits, to its entry in entries: a
+	// flow's address is parsed (an IPv4 address by a short loop) rather
+	// than hashed and compared as a string. free lists the indexes of
+	// entries no address uses.
+	v4      v4Table
+	v6      v6Table
+	entries []entry
+	free    []int32
 	// podRanges are the nodes' pod CIDRs as sorted, disjoint address
 	// ranges: an address there that no entry has is in the cluster but
-	// unknown, not the outside world.
-	podRanges []addrRange
+	// unknown, not the outside world. podRanges4 are its IPv4 ranges as
+	// numbers, for the flows' common case.
+	podRanges  []addrRange
+	podRanges4 []v4Range
 	// localLabels are flowbus's node's labels, for node_labels.
 	localLabels []string
 
@@ -135,8 +140,6 @@ type sliceEntry struct {
 func newIndex(cluster string) *index {
 	return &index{
 		cluster:     cluster,
-		v4:          make(map[uint32]entry),
-		v6:          make(map[[16]byte]entry),
 		podsByIP:    make(map[string][]*pod),
 		podsByID:    make(map[types.UID]*pod),
 		podsByOwner: make(map[ownerKey]map[types.UID]*pod),
@@ -149,36 +152,50 @@ func newIndex(cluster string) *index {
 	}
 }
 
-// lookupLocked returns the entry for an address as a flow writes it; ok is
-// false for an address in the cluster that nothing known owns. The caller
-// holds the read lock. It allocates nothing.
-func (x *index) lookupLocked(s string) (e entry, ok bool) {
+// lookupLocked returns the entry for an address as a flow writes it, or
+// nil for an address in the cluster that nothing known owns. The caller
+// holds the read lock and must not keep the entry past it. It allocates
+// nothing.
+func (x *index) lookupLocked(s string) *entry {
 	if v, isV4 := parseIPv4(s); isV4 {
-		if e, ok := x.v4[v]; ok {
-			return e, true
-		}
-		if x.inPodRangeLocked(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})) {
-			return entry{}, false
-		}
-		return worldEntry, true
+		return x.lookup4Locked(v)
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return worldEntry, true
+		return &worldEntry
 	}
 	a = a.Unmap().WithZone("")
 	if a.Is4() {
-		e, ok = x.v4[v4Key(a)]
-	} else {
-		e, ok = x.v6[a.As16()]
+		return x.lookup4Locked(v4Key(a))
 	}
-	if ok {
-		return e, true
+	if i := x.v6.find(a.As16()); i >= 0 {
+		return &x.entries[i]
 	}
 	if x.inPodRangeLocked(a) {
-		return entry{}, false
+		return nil
 	}
-	return worldEntry, true
+	return &worldEntry
+}
+
+func (x *index) lookup4Locked(v uint32) *entry {
+	if i := x.v4.find(v); i >= 0 {
+		return &x.entries[i]
+	}
+	// The first range that starts after v; v can only be in the one before.
+	rs := x.podRanges4
+	lo, hi := 0, len(rs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if rs[m].lo <= v {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo > 0 && v <= rs[lo-1].hi {
+		return nil
+	}
+	return &worldEntry
 }
 
 func v4Key(a netip.Addr) uint32 {
@@ -188,40 +205,53 @@ func v4Key(a netip.Addr) uint32 {
 
 // parseIPv4 parses a dotted-quad IPv4 address as netip.ParseAddr accepts
 // it (four decimal fields of at most 255, no leading zeros); other input,
-// IPv6 included, is not ok.
+// IPv6 included, is not ok. It reads each field's one to three digits
+// straight, with no per-character state.
 func parseIPv4(s string) (uint32, bool) {
 	if len(s) < 7 || len(s) > 15 {
 		return 0, false
 	}
-	var v, field uint32
-	digits, dots := 0, 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			if digits == 1 && field == 0 {
-				return 0, false // a leading zero
-			}
-			field = field*10 + uint32(c-'0')
-			digits++
-			if field > 255 {
+	var v uint32
+	i := 0
+	for f := 0; f < 4; f++ {
+		if f > 0 {
+			if i >= len(s) || s[i] != '.' {
 				return 0, false
 			}
-		case c == '.':
-			if digits == 0 || dots == 3 {
-				return 0, false
-			}
-			v = v<<8 | field
-			field, digits = 0, 0
-			dots++
-		default:
+			i++
+		}
+		if i >= len(s) {
 			return 0, false
 		}
+		d := s[i] - '0'
+		if d > 9 {
+			return 0, false
+		}
+		n := uint32(d)
+		i++
+		// A field that starts with 0 is that 0 alone: the next character
+		// must be a dot or the end, which the next field or the final
+		// check sees.
+		if d != 0 {
+			if i < len(s) {
+				if d := s[i] - '0'; d <= 9 {
+					n = n*10 + uint32(d)
+					i++
+					if i < len(s) {
+						if d := s[i] - '0'; d <= 9 {
+							n = n*10 + uint32(d)
+							i++
+						}
+					}
+				}
+			}
+			if n > 255 {
+				return 0, false
+			}
+		}
+		v = v<<8 | n
 	}
-	if digits == 0 || dots != 3 {
-		return 0, false
-	}
-	return v<<8 | field, true
+	return v, i == len(s)
 }
 
 // canonicalIP returns the address as flows write it, or "" when s is not
@@ -261,16 +291,41 @@ func (x *index) refreshLocked(addr string) {
 	if err != nil {
 		return // never: the index's addresses are canonical
 	}
-	keep := e.endpoint || e.hasService
-	switch {
-	case a.Is4() && keep:
-		x.v4[v4Key(a)] = e
-	case a.Is4():
-		delete(x.v4, v4Key(a))
-	case keep:
-		x.v6[a.As16()] = e
-	default:
-		delete(x.v6, a.As16())
+	if !e.endpoint && !e.hasService {
+		var i int32
+		if a.Is4() {
+			i = x.v4.remove(v4Key(a))
+		} else {
+			i = x.v6.remove(a.As16())
+		}
+		if i >= 0 {
+			x.entries[i] = entry{}
+			x.free = append(x.free, i)
+		}
+		return
+	}
+	var i int32
+	if a.Is4() {
+		i = x.v4.find(v4Key(a))
+	} else {
+		i = x.v6.find(a.As16())
+	}
+	if i >= 0 {
+		x.entries[i] = e
+		return
+	}
+	if n := len(x.free); n > 0 {
+		i = x.free[n-1]
+		x.free = x.free[:n-1]
+		x.entries[i] = e
+	} else {
+		i = int32(len(x.entries))
+		x.entries = append(x.entries, e)
+	}
+	if a.Is4() {
+		x.v4.put(v4Key(a), i)
+	} else {
+		x.v6.put(a.As16(), i)
 	}
 }
 
@@ -623,6 +678,9 @@ func (x *index) dropNodeLocked(name string) {
 // addrRange is the addresses from lo to hi, both included, of one family.
 type addrRange struct{ lo, hi netip.Addr }
 
+// v4Range is an addrRange of IPv4 addresses as numbers.
+type v4Range struct{ lo, hi uint32 }
+
 // lastAddr returns the last address of a masked prefix.
 func lastAddr(p netip.Prefix) netip.Addr {
 	b := p.Addr().As16()
@@ -665,6 +723,12 @@ func (x *index) rebuildRangesLocked() {
 		merged = append(merged, r)
 	}
 	x.podRanges = merged
+	x.podRanges4 = x.podRanges4[:0]
+	for _, r := range merged {
+		if r.lo.Is4() {
+			x.podRanges4 = append(x.podRanges4, v4Range{v4Key(r.lo), v4Key(r.hi)})
+		}
+	}
 }
 
 // inPodRangeLocked reports whether a is in some node's pod range.

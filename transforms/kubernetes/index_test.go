@@ -13,21 +13,49 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+var parseIPv4Cases = []string{
+	"0.0.0.0", "10.0.3.17", "255.255.255.255", "1.2.3.4", "192.168.100.200", "10.0.0.1", "100.64.0.10",
+	"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.256", "01.2.3.4", "1.2.3.04", "1..2.3", ".1.2.3", "1.2.3.",
+	"1.2.3.4 ", "a.b.c.d", "::ffff:1.2.3.4", "fd00::1", "1.2.3.4%eth0", "1000.1.1.1", "1.2.3.-4",
+	"00.1.2.3", "1.2.3.00", "1.2.3.0x", "299.1.1.1", "1.2.3.4/", "1.2.3.4.", "9.9.9.9999", "1.2.3.4:80",
+}
+
+// checkParseIPv4 compares parseIPv4 with netip.ParseAddr on s.
+func checkParseIPv4(t *testing.T, s string) {
+	v, ok := parseIPv4(s)
+	a, err := netip.ParseAddr(s)
+	wantOK := err == nil && a.Is4() && a.Zone() == ""
+	if ok != wantOK {
+		t.Errorf("%q: ok = %v, want %v", s, ok, wantOK)
+		return
+	}
+	if ok && v != v4Key(a) {
+		t.Errorf("%q = %#x, want %#x", s, v, v4Key(a))
+	}
+}
+
 func TestParseIPv4(t *testing.T) {
-	for _, s := range []string{
-		"0.0.0.0", "10.0.3.17", "255.255.255.255", "1.2.3.4", "192.168.100.200",
-		"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.256", "01.2.3.4", "1.2.3.04", "1..2.3", ".1.2.3", "1.2.3.",
-		"1.2.3.4 ", "a.b.c.d", "::ffff:1.2.3.4", "fd00::1", "1.2.3.4%eth0", "1000.1.1.1", "1.2.3.-4",
-	} {
-		v, ok := parseIPv4(s)
-		a, err := netip.ParseAddr(s)
-		wantOK := err == nil && a.Is4() && a.Zone() == ""
-		if ok != wantOK {
-			t.Errorf("%q: ok = %v, want %v", s, ok, wantOK)
-			continue
-		}
-		if ok && v != v4Key(a) {
-			t.Errorf("%q = %#x, want %#x", s, v, v4Key(a))
+	for _, s := range parseIPv4Cases {
+		checkParseIPv4(t, s)
+	}
+}
+
+func FuzzParseIPv4(f *testing.F) {
+	for _, s := range parseIPv4Cases {
+		f.Add(s)
+	}
+	f.Fuzz(checkParseIPv4)
+}
+
+func BenchmarkParseIPv4(b *testing.B) {
+	addrs := make([]string, 512)
+	for i := range addrs {
+		addrs[i] = benchIP(i * 97 % benchPods)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := parseIPv4(addrs[i&511]); !ok {
+			b.Fatal(addrs[i&511])
 		}
 	}
 }
@@ -130,30 +158,29 @@ func TestEntriesImmutable(t *testing.T) {
 	x := newIndex("c")
 	p := mkPod("shop", "a", "10.0.3.17", map[string]string{"app": "one"}, nil)
 	x.setPod(p)
-	e1, _ := x.lookupLocked("10.0.3.17")
+	e1 := *x.lookupLocked("10.0.3.17")
 	labels := slices.Clone(e1.labels)
 	p2 := p.DeepCopy()
 	p2.Labels = map[string]string{"app": "two"}
 	x.setPod(p2)
-	if e2, _ := x.lookupLocked("10.0.3.17"); e2.labels[0] != "k8s:app=two" {
+	if e2 := x.lookupLocked("10.0.3.17"); e2.labels[0] != "k8s:app=two" {
 		t.Errorf("entry after the update: %+v", e2)
 	}
 	if !slices.Equal(e1.labels, labels) {
 		t.Errorf("the old entry changed: %v", e1.labels)
 	}
 	tr := &Transform{idx: x}
-	e, _ := x.lookupLocked("10.0.3.17")
-	ep := tr.applyEndpoint(nil, &e)
+	ep := tr.applyEndpoint(nil, x.lookupLocked("10.0.3.17"))
 	ep.Labels[0] = "changed"
-	if e, _ := x.lookupLocked("10.0.3.17"); e.labels[0] != "k8s:app=two" {
+	if e := x.lookupLocked("10.0.3.17"); e.labels[0] != "k8s:app=two" {
 		t.Error("a flow's labels share the index's array")
 	}
 }
 
-// TestEntrySize: an entry of at most 128 bytes is stored in the map's own
-// slots, so a lookup does not follow a pointer to it.
+// TestEntrySize: an entry is at most two cache lines, so a lookup reads
+// the table's slot and at most two lines of the dense entries.
 func TestEntrySize(t *testing.T) {
 	if n := unsafe.Sizeof(entry{}); n > 128 {
-		t.Errorf("entry is %d bytes, more than the 128 a map stores in place", n)
+		t.Errorf("entry is %d bytes, more than two cache lines", n)
 	}
 }

@@ -80,7 +80,11 @@ func BenchmarkSync(b *testing.B) {
 
 	b.ResetTimer()
 	var total time.Duration
+	var heapAdded, rssAdded float64
 	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		h0, r0 := heap(), rss()
+		b.StartTimer()
 		tr, err := New(&pipeline.Build{Name: "k", Type: "kubernetes", NodeName: "node-a", Log: slog.New(slog.DiscardHandler)},
 			&Options{Kubeconfig: srv.Kubeconfig, ClusterName: "bench", SyncTimeout: config.Duration(10 * time.Minute)})
 		if err != nil {
@@ -92,8 +96,11 @@ func BenchmarkSync(b *testing.B) {
 		<-tr.synced
 		total += tr.SyncDuration()
 		b.StopTimer()
+		h1, r1 := heap(), rss()
+		heapAdded += float64(h1) - float64(h0)
+		rssAdded += float64(r1 - r0)
 		tr.idx.mu.RLock()
-		n := len(tr.idx.v4)
+		n := tr.idx.v4.n
 		tr.idx.mu.RUnlock()
 		// The API server's own kubernetes Service comes on top.
 		if n != *syncPods+*syncServices+1 {
@@ -103,6 +110,8 @@ func BenchmarkSync(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "sync-ms")
+	b.ReportMetric(heapAdded/float64(b.N)/float64(*syncPods)*1000, "heap-B/1000pods")
+	b.ReportMetric(rssAdded/float64(b.N)/float64(*syncPods)*1000, "rss-B/1000pods")
 	b.ReportMetric(float64(*syncPods), "pods")
 	b.ReportMetric(creates, "creates/s")
 }
