@@ -3,6 +3,7 @@ package flowjson
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"unicode/utf8"
 	"unsafe"
 
@@ -51,7 +52,7 @@ func UnmarshalFlow(data []byte, f *flowpb.Flow) error {
 // events take the fallback.
 func (d *decoder) decodeExport(ev *observer.ExportEvent) error {
 	oldResp, oldTime := ev.ResponseTypes, ev.Time
-	ev.Reset()
+	*ev = observer.ExportEvent{}
 	var seen, seenOneof uint8
 	if err := d.objectStart(); err != nil {
 		return err
@@ -217,6 +218,50 @@ func (d *decoder) field(n int) (key []byte, more bool, err error) {
 	return key, true, nil
 }
 
+// member reads the n-th key of an object and its colon; more is false at
+// the closing brace. keys are the object's fields' keys as Hubble's
+// exporter writes them (quoted proto names with their colon) in field
+// order. The key is first looked for among keys[from:], where the
+// canonical form, fields in order, finds it with a comparison or two and
+// without scanning it; idx is then its field's index. Any other key
+// (another order, a JSON name, an unknown field, whitespace before the
+// colon) is returned as raw bytes with idx -1, for the caller's full
+// lookup.
+func (d *decoder) member(n int, keys []string, from int) (idx int, key []byte, more bool, err error) {
+	d.ws()
+	if d.pos >= len(d.buf) {
+		return 0, nil, false, errFallback
+	}
+	if d.buf[d.pos] == '}' {
+		d.pos++
+		return 0, nil, false, nil
+	}
+	if n > 0 {
+		if d.buf[d.pos] != ',' {
+			return 0, nil, false, errFallback
+		}
+		d.pos++
+		d.ws()
+	}
+	if rest := d.buf[d.pos:]; len(rest) > 1 {
+		c := rest[1]
+		for i := from; i < len(keys); i++ {
+			k := keys[i]
+			if k[1] == c && len(rest) >= len(k) && string(rest[:len(k)]) == k {
+				d.pos += len(k)
+				return i, nil, true, nil
+			}
+		}
+	}
+	if key, err = d.rawString(); err != nil {
+		return 0, nil, false, err
+	}
+	if err := d.expect(':'); err != nil {
+		return 0, nil, false, err
+	}
+	return -1, key, true, nil
+}
+
 // elem starts the i-th element of an array; more is false at the closing
 // bracket.
 func (d *decoder) elem(i int) (more bool, err error) {
@@ -268,12 +313,13 @@ func (d *decoder) rawString() ([]byte, error) {
 	return nil, errFallback
 }
 
-// plainJSON8 reports whether none of the 8 bytes of x ends or escapes a
-// JSON string or needs checking: no quote, backslash, control or non-ASCII
-// byte.
-func plainJSON8(x uint64) bool {
-	ctl := (x - ones*0x20) &^ x & highs
-	return (x&highs)|ctl|hasByte(x, '"')|hasByte(x, '\\') == 0
+// special8 flags (in the high bit of its byte) the bytes of x that end,
+// escape or need checking in a JSON string: a quote, a backslash, a control
+// or a non-ASCII byte. Its lowest set bit is always such a byte's (a false
+// flag can only follow a true one), so bits.TrailingZeros64/8 is the index
+// of the first.
+func special8(x uint64) uint64 {
+	return ((x-ones*0x20)|x)&highs | hasByte(x, '"') | hasByte(x, '\\')
 }
 
 // str reads a JSON string.
@@ -285,11 +331,13 @@ func (d *decoder) str() (string, error) {
 	start := d.pos + 1
 	ascii := true
 	for i := start; i < len(d.buf); i++ {
-		for i+8 <= len(d.buf) && plainJSON8(load8(d.s, i)) {
-			i += 8
-		}
-		if i >= len(d.buf) {
-			break
+		if i+8 <= len(d.buf) {
+			m := special8(load8(d.s, i))
+			if m == 0 {
+				i += 7 // and the loop's increment
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
 		}
 		c := d.buf[i]
 		switch {
@@ -539,9 +587,9 @@ func (d *decoder) timestamp(t *timestamppb.Timestamp) error {
 			nanos *= 10
 		}
 	}
-	t.Reset()
-	t.Seconds = daysFrom(year, month, day)*86400 + hour*3600 + minute*60 + sec
-	t.Nanos = int32(nanos)
+	// Not Reset, whose atomic store of the type information is a full
+	// memory barrier (see the generated decoders).
+	*t = timestamppb.Timestamp{Seconds: daysFrom(year, month, day)*86400 + hour*3600 + minute*60 + sec, Nanos: int32(nanos)}
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package flowjson
 
 import (
+	"math/bits"
+	"math/rand/v2"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -107,6 +109,20 @@ func TestDecodeForms(t *testing.T) {
 		{`{"node_status":{}}`, false},
 		{`{"node_name":"n","time":"1970-01-01T00:00:01Z"}`, true},
 		{`{}`, true},
+		// Members out of field order, after a prefix of a longer name, with
+		// JSON names and with whitespace before the colon: the lookup past
+		// the canonical order.
+		{`{"flow":{"uuid":"u","time":"2024-01-01T10:00:00Z","verdict":"DROPPED","Type":"L7","verdict":"DROPPED"}}`, false},
+		{`{"flow":{"Summary":"s","uuid":"u","source_names":["a"],"source":{"namespace":"n"},"IP":{"ipVersion":"IPv6","source":"::1"}}}`, true},
+		{`{"flow":{"source":{"pod_name":"p","labels":["l"],"ID":1,"podName":"q"}}}`, false},
+		{`{"flow":{"source" :{"namespace":"n"},"destination":{"namespace" : "m","ID":2}}}`, true},
+		{`{"flow":{"sourceNames":["a"],"source_names":["b"]}}`, false},
+		{`{"flow":{"destination_names":["a"],"source_names":["b"],"node_labels":["c"]}}`, true},
+		{`{"flow":{"uuid":"a\"b","uuid2":1}}`, false},
+		{`{"flow":{"uuid":"0123456789abcdef\u00e9x","node_name":"\u2028\u2029abÃ©cdefghâ¬"}}`, true},
+		{"{\"flow\":{\"uuid\":\"0123456\x7f89abcdef\"}}", true},
+		{"{\"flow\":{\"uuid\":\"0123456789\x1fabcdef\"}}", false},
+		{"{\"flow\":{\"uuid\":\"01234567\xe9abcdef\"}}", false},
 		{`{"flow":{}}x`, false},
 		{`{"flow":{}`, false},
 		{`{"flow":{},}`, false},
@@ -191,5 +207,62 @@ func TestDecoderInt64(t *testing.T) {
 				t.Fatalf("int64(%s) = %d, %v; want %d", tt.in, got, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSpecial8 checks the string scanner's word test against a byte-by-byte
+// scan: the first flagged byte is the first byte that ends, escapes or needs
+// checking in a JSON string, in every position and for every byte value.
+func TestSpecial8(t *testing.T) {
+	special := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	check := func(w [8]byte) {
+		t.Helper()
+		want := 8
+		for i, c := range w {
+			if special(c) {
+				want = i
+				break
+			}
+		}
+		got := 8
+		if m := special8(load8(string(w[:]), 0)); m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if got != want {
+			t.Fatalf("%q: first special byte %d, want %d", w[:], got, want)
+		}
+	}
+	for pos := 0; pos < 8; pos++ {
+		for c := 0; c < 256; c++ {
+			for _, fill := range []byte{'a', ' ', '!', 0x7f, '#', 0x21} {
+				w := [8]byte{}
+				for i := range w {
+					w[i] = fill
+				}
+				w[pos] = byte(c)
+				check(w)
+				// A special byte after it must not hide it, and one before
+				// it must win.
+				if pos < 7 {
+					w[7] = 0x01
+					check(w)
+				}
+				if pos > 0 {
+					w[0] = 0x1f
+					check(w)
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200000 {
+		var w [8]byte
+		for i := range w {
+			w[i] = byte(r.Uint32())
+			if r.IntN(4) != 0 {
+				w[i] = byte(0x20 + r.IntN(0x60))
+			}
+		}
+		check(w)
 	}
 }
