@@ -23,10 +23,34 @@ var errFallback = errors.New("flowjson: not on the fast path")
 // gives (ev is reset first), but ev's nested messages (the flow, its
 // endpoints, timestamps, lists) are reused as storage, so decoding into the
 // same ExportEvent again allocates little. Strings of the result share one
-// copy of line; line itself is not retained.
+// allocation; line itself is not retained.
 func Unmarshal(line []byte, ev *observer.ExportEvent) error {
-	d := newDecoder(line)
-	if d.decodeExport(ev) == nil && d.end() {
+	a := arena{block: make([]byte, 0, len(line))} // room for every string
+	return unmarshal(line, ev, &a)
+}
+
+// Decoder decodes export lines like Unmarshal, but keeps the strings of
+// consecutive lines together in append-only blocks of blockSize bytes
+// instead of one allocation per line. Only the strings' own bytes are
+// kept, not the keys, punctuation, numbers, enum names and times around
+// them (about half of a Hubble line), so a file of lines allocates about
+// half the bytes and gives the garbage collector half the work. The cost:
+// a string still referenced keeps its whole block in memory. A Decoder is
+// used by one goroutine at a time; its zero value is ready to use.
+type Decoder struct {
+	a arena
+}
+
+// Unmarshal decodes line into ev like the package's Unmarshal.
+func (dec *Decoder) Unmarshal(line []byte, ev *observer.ExportEvent) error {
+	return unmarshal(line, ev, &dec.a)
+}
+
+func unmarshal(line []byte, ev *observer.ExportEvent, a *arena) error {
+	d := newDecoder(line, *a)
+	ok := d.decodeExport(ev) == nil && d.end()
+	*a = d.a
+	if ok {
 		return nil
 	}
 	if err := protojson.Unmarshal(line, ev); err != nil {
@@ -38,7 +62,7 @@ func Unmarshal(line []byte, ev *observer.ExportEvent) error {
 // UnmarshalFlow decodes a flow.Flow JSON object into f, like
 // protojson.Unmarshal but reusing f's nested messages as storage.
 func UnmarshalFlow(data []byte, f *flowpb.Flow) error {
-	d := newDecoder(data)
+	d := newDecoder(data, arena{block: make([]byte, 0, len(data))})
 	if d.decodeFlow(f) == nil && d.end() {
 		return nil
 	}
@@ -46,6 +70,36 @@ func UnmarshalFlow(data []byte, f *flowpb.Flow) error {
 		return fmt.Errorf("flowjson: %w", err)
 	}
 	return nil
+}
+
+// blockSize is the size of a Decoder's blocks of strings: the strings of
+// about four enriched Hubble lines.
+const blockSize = 4096
+
+// arena is append-only storage for decoded strings. A string is copied
+// into the free tail of the current block, which is never written again
+// there, so the strings stay immutable; a full block is left to the
+// strings that refer to it and to the garbage collector.
+type arena struct {
+	block []byte // the current block; its length is what is used
+	tmp   []byte // scratch for unescaping
+}
+
+// keep returns a string with the bytes of b, stored in the arena.
+func (a *arena) keep(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.block)-len(a.block) < len(b) {
+		if len(b) > blockSize/4 { // a long string gets its own allocation
+			c := append([]byte(nil), b...)
+			return unsafe.String(unsafe.SliceData(c), len(c))
+		}
+		a.block = make([]byte, 0, blockSize)
+	}
+	n := len(a.block)
+	a.block = append(a.block, b...)
+	return unsafe.String(&a.block[n], len(b))
 }
 
 // decodeExport decodes the envelope. Events other than flows and lost
@@ -138,24 +192,18 @@ func (d *decoder) decodeExport(ev *observer.ExportEvent) error {
 }
 
 // decoder is a JSON reader over one line. Every method returns errFallback
-// (or false) on anything outside the fast path.
-//
-// All decoded strings share one allocation: cp is a copy of buf and s a
-// string over cp. A string without escapes is a substring of s; a string
-// with escapes is unescaped into cp in place of its own raw text (never
-// longer than that) and then sliced from s. Each region of cp is written at
-// most once, before any string refers to it, and cp is never written after
-// decoding, so the strings stay immutable.
+// (or false) on anything outside the fast path. Decoded strings are copied
+// into a (unescaped there when they have escapes); s views buf as a string
+// for word loads and is never retained.
 type decoder struct {
 	buf []byte
-	cp  []byte
 	s   string
 	pos int
+	a   arena // copied back by Decoder.Unmarshal
 }
 
-func newDecoder(line []byte) decoder {
-	cp := append([]byte(nil), line...) // no zeroing before the copy
-	return decoder{buf: line, cp: cp, s: unsafe.String(unsafe.SliceData(cp), len(cp))}
+func newDecoder(line []byte, a arena) decoder {
+	return decoder{buf: line, s: unsafe.String(unsafe.SliceData(line), len(line)), a: a}
 }
 
 func (d *decoder) ws() {
@@ -342,12 +390,11 @@ func (d *decoder) str() (string, error) {
 		c := d.buf[i]
 		switch {
 		case c == '"':
-			s := d.s[start:i]
-			if !ascii && !utf8.ValidString(s) {
+			if !ascii && !utf8.ValidString(d.s[start:i]) {
 				return "", errFallback
 			}
 			d.pos = i + 1
-			return s, nil
+			return d.a.keep(d.buf[start:i]), nil
 		case c == '\\':
 			return d.escaped(start, i)
 		case c < 0x20:
@@ -360,24 +407,24 @@ func (d *decoder) str() (string, error) {
 }
 
 // escaped finishes a string with escapes; buf[start:i] is its plain prefix
-// and buf[i] the first backslash. The unescaped text goes to cp[start:w].
+// and buf[i] the first backslash. The text is unescaped into the arena's
+// scratch and then kept.
 func (d *decoder) escaped(start, i int) (string, error) {
-	w := i
-	out := d.cp
+	out := append(d.a.tmp[:0], d.buf[start:i]...)
+	defer func() { d.a.tmp = out[:0] }()
 	for i < len(d.buf) {
 		c := d.buf[i]
 		switch {
 		case c == '"':
-			if !utf8.Valid(out[start:w]) {
+			if !utf8.Valid(out) {
 				return "", errFallback
 			}
 			d.pos = i + 1
-			return d.s[start:w], nil
+			return d.a.keep(out), nil
 		case c < 0x20:
 			return "", errFallback
 		case c != '\\':
-			out[w] = c
-			w++
+			out = append(out, c)
 			i++
 			continue
 		}
@@ -386,17 +433,17 @@ func (d *decoder) escaped(start, i int) (string, error) {
 		}
 		switch e := d.buf[i+1]; e {
 		case '"', '\\', '/':
-			out[w] = e
+			out = append(out, e)
 		case 'b':
-			out[w] = '\b'
+			out = append(out, '\b')
 		case 'f':
-			out[w] = '\f'
+			out = append(out, '\f')
 		case 'n':
-			out[w] = '\n'
+			out = append(out, '\n')
 		case 'r':
-			out[w] = '\r'
+			out = append(out, '\r')
 		case 't':
-			out[w] = '\t'
+			out = append(out, '\t')
 		case 'u':
 			if i+6 > len(d.buf) {
 				return "", errFallback
@@ -417,13 +464,12 @@ func (d *decoder) escaped(start, i int) (string, error) {
 			if r >= 0xd800 && r <= 0xdfff { // surrogates: left to protojson
 				return "", errFallback
 			}
-			w += utf8.EncodeRune(out[w:], r) // at most 3 bytes for 6 read
+			out = utf8.AppendRune(out, r)
 			i += 6
 			continue
 		default:
 			return "", errFallback
 		}
-		w++
 		i += 2
 	}
 	return "", errFallback

@@ -3,11 +3,13 @@ package flowjson
 import (
 	"math/bits"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/flowbus/flowbus/flow/flowjson/randflow"
 	"github.com/flowbus/flowbus/flow/observer"
 )
 
@@ -195,7 +197,7 @@ func TestDecoderInt64(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			d := newDecoder([]byte(tt.in))
+			d := newDecoder([]byte(tt.in), arena{})
 			got, err := d.int64()
 			if tt.err {
 				if err == nil {
@@ -264,5 +266,77 @@ func TestSpecial8(t *testing.T) {
 			}
 		}
 		check(w)
+	}
+}
+
+// TestDecoderKeepsStrings decodes many random lines with one Decoder into
+// events that are all kept, overwriting each line's buffer after it is
+// decoded, and checks at the end that every event still equals protojson's
+// decoding: no string refers to a line, and no block is written twice.
+func TestDecoderKeepsStrings(t *testing.T) {
+	var dec Decoder
+	var lines [][]byte
+	var got []*observer.ExportEvent
+	buf := make([]byte, 0, 1<<16)
+	for i := range 3000 {
+		b := randflow.New(uint64(i), false)
+		var line []byte
+		if i%3 == 0 {
+			f := b.Flow()
+			line, _ = AppendExport(nil, f, nil, f.NodeName, f.Time)
+		} else {
+			line, _ = AppendExport(nil, randflow.Enriched(), nil, b.String(), b.Timestamp())
+		}
+		if line == nil {
+			continue
+		}
+		buf = append(buf[:0], line...)
+		ev := new(observer.ExportEvent)
+		if err := dec.Unmarshal(buf, ev); err != nil {
+			t.Fatalf("line %d: %v\n%s", i, err, line)
+		}
+		for j := range buf {
+			buf[j] = 'x'
+		}
+		lines, got = append(lines, line), append(got, ev)
+	}
+	for i, line := range lines {
+		var want observer.ExportEvent
+		if err := protojson.Unmarshal(line, &want); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got[i], &want) {
+			t.Fatalf("event %d changed after later lines\n got %v\nwant %v", i, got[i], &want)
+		}
+	}
+}
+
+// TestDecoderAllocations checks what a Decoder allocates per enriched line
+// into reused storage: about one block of strings per four lines, and
+// fewer bytes than the line.
+func TestDecoderAllocations(t *testing.T) {
+	f := randflow.Enriched()
+	line, err := AppendExport(nil, f, nil, f.NodeName, f.Time)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec Decoder
+	ev := new(observer.ExportEvent)
+	if err := dec.Unmarshal(line, ev); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		if err := dec.Unmarshal(line, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	perLine := float64(after.TotalAlloc-before.TotalAlloc) / n
+	t.Logf("%d-byte line: %.0f bytes and %.2f allocations per line", len(line), perLine, float64(after.Mallocs-before.Mallocs)/n)
+	if perLine >= float64(len(line)) {
+		t.Fatalf("%.0f bytes allocated per %d-byte line", perLine, len(line))
 	}
 }
