@@ -58,6 +58,19 @@ func BenchmarkDecode(b *testing.B) {
 			}
 			reportCPU(b, cpu)
 		})
+		b.Run(s.name+"/decoder", func(b *testing.B) {
+			var dec Decoder
+			ev := new(observer.ExportEvent)
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			cpu := cpuTime()
+			for b.Loop() {
+				if err := dec.Unmarshal(line, ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+			reportCPU(b, cpu)
+		})
 		b.Run(s.name+"/protojson", func(b *testing.B) {
 			ev := new(observer.ExportEvent)
 			b.SetBytes(int64(len(line)))

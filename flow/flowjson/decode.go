@@ -200,6 +200,12 @@ type decoder struct {
 	s   string
 	pos int
 	a   arena // copied back by Decoder.Unmarshal
+
+	// lastTime is the text (in buf) of the last timestamp decoded, and
+	// lastSeconds and lastNanos its value.
+	lastTime    []byte
+	lastSeconds int64
+	lastNanos   int32
 }
 
 func newDecoder(line []byte, a arena) decoder {
@@ -407,11 +413,22 @@ func (d *decoder) str() (string, error) {
 }
 
 // escaped finishes a string with escapes; buf[start:i] is its plain prefix
-// and buf[i] the first backslash. The text is unescaped into the arena's
-// scratch and then kept.
+// and buf[i] the first backslash. The text is unescaped straight into the
+// free tail of the arena's block when the rest of the line fits there (the
+// unescaped text is never longer than its raw text; Unmarshal's block
+// always has that room), else into the arena's scratch, and then kept.
+// Bytes written to the free tail and not kept are never referred to.
 func (d *decoder) escaped(start, i int) (string, error) {
-	out := append(d.a.tmp[:0], d.buf[start:i]...)
-	defer func() { d.a.tmp = out[:0] }()
+	a := &d.a
+	inBlock := cap(a.block)-len(a.block) >= len(d.buf)-start
+	var out []byte
+	if inBlock {
+		out = a.block[len(a.block):len(a.block)]
+	} else {
+		out = a.tmp[:0]
+		defer func() { a.tmp = out[:0] }()
+	}
+	out = append(out, d.buf[start:i]...)
 	for i < len(d.buf) {
 		c := d.buf[i]
 		switch {
@@ -420,7 +437,15 @@ func (d *decoder) escaped(start, i int) (string, error) {
 				return "", errFallback
 			}
 			d.pos = i + 1
-			return d.a.keep(out), nil
+			if !inBlock {
+				return a.keep(out), nil
+			}
+			if len(out) == 0 {
+				return "", nil
+			}
+			n := len(a.block)
+			a.block = a.block[:n+len(out)]
+			return unsafe.String(&a.block[n], len(out)), nil
 		case c < 0x20:
 			return "", errFallback
 		case c != '\\':
@@ -602,6 +627,11 @@ func (d *decoder) timestamp(t *timestamppb.Timestamp) error {
 	if err != nil {
 		return err
 	}
+	if len(d.lastTime) > 0 && string(s) == string(d.lastTime) {
+		// The envelope's time is usually the flow's, written again.
+		*t = timestamppb.Timestamp{Seconds: d.lastSeconds, Nanos: d.lastNanos}
+		return nil
+	}
 	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[len(s)-1] != 'Z' {
 		return errFallback
 	}
@@ -636,6 +666,7 @@ func (d *decoder) timestamp(t *timestamppb.Timestamp) error {
 	// Not Reset, whose atomic store of the type information is a full
 	// memory barrier (see the generated decoders).
 	*t = timestamppb.Timestamp{Seconds: daysFrom(year, month, day)*86400 + hour*3600 + minute*60 + sec, Nanos: int32(nanos)}
+	d.lastTime, d.lastSeconds, d.lastNanos = s, t.Seconds, t.Nanos
 	return nil
 }
 

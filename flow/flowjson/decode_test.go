@@ -1,6 +1,7 @@
 package flowjson
 
 import (
+	"bytes"
 	"math/bits"
 	"math/rand/v2"
 	"runtime"
@@ -101,6 +102,12 @@ func TestDecodeForms(t *testing.T) {
 		{`{"flow":{"time":"0000-01-01T00:00:00Z"}}`, false},
 		{`{"flow":{"time":"9999-12-31T23:59:59.999999999Z"}}`, true},
 		{`{"flow":{"time":1}}`, false},
+		// The envelope's time repeats the flow's, or does not.
+		{`{"flow":{"time":"2024-01-01T10:00:00.5Z"},"time":"2024-01-01T10:00:00.5Z"}`, true},
+		{`{"flow":{"time":"2024-01-01T10:00:00.5Z"},"time":"2024-01-01T10:00:00.50Z"}`, true},
+		{`{"flow":{"time":"2024-01-01T10:00:00.5Z"},"time":"2024-01-01T10:00:01Z"}`, true},
+		{`{"flow":{"time":"2023-02-29T10:00:00Z"},"time":"2023-02-29T10:00:00Z"}`, false},
+		{`{"flow":{"time":"2024-01-01T10:00:00Z"},"time":"2023-02-29T10:00:00Z"}`, false},
 		{`{"lost_events":{"source":"PERF_EVENT_RING_BUFFER","num_events_lost":"7","cpu":3,"first":"1970-01-01T00:00:00Z"},"node_name":"n"}`, true},
 		{`{"lostEvents":{"cpu":"3","numEventsLost":7},"nodeName":"n"}`, true},
 		{`{"lost_events":{"cpu":null}}`, true},
@@ -338,5 +345,17 @@ func TestDecoderAllocations(t *testing.T) {
 	t.Logf("%d-byte line: %.0f bytes and %.2f allocations per line", len(line), perLine, float64(after.Mallocs-before.Mallocs)/n)
 	if perLine >= float64(len(line)) {
 		t.Fatalf("%.0f bytes allocated per %d-byte line", perLine, len(line))
+	}
+	// Unmarshal, without a Decoder, makes one allocation for all the
+	// strings, escaped ones (the sample's URL) included.
+	if !bytes.Contains(line, []byte(`\u0026`)) {
+		t.Fatalf("the sample has no escaped string: %s", line)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := Unmarshal(line, ev); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 1 {
+		t.Fatalf("Unmarshal: %v allocations per line, want 1", allocs)
 	}
 }
