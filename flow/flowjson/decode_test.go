@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -288,10 +289,20 @@ func TestDecoderKeepsStrings(t *testing.T) {
 	for i := range 3000 {
 		b := randflow.New(uint64(i), false)
 		var line []byte
-		if i%3 == 0 {
+		switch {
+		case i%7 == 0:
+			// Long strings, plain or escaped, that fill a block or
+			// get an allocation of their own.
+			f := randflow.Enriched()
+			f.Uuid = strings.Repeat("u", 500+i%3000)
+			if i%2 == 0 {
+				f.Summary = strings.Repeat("a&b<", 100+i%700)
+			}
+			line, _ = AppendExport(nil, f, nil, f.NodeName, f.Time)
+		case i%3 == 0:
 			f := b.Flow()
 			line, _ = AppendExport(nil, f, nil, f.NodeName, f.Time)
-		} else {
+		default:
 			line, _ = AppendExport(nil, randflow.Enriched(), nil, b.String(), b.Timestamp())
 		}
 		if line == nil {
