@@ -3,6 +3,7 @@ package flowjson
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"unicode/utf8"
 	"unsafe"
 
@@ -22,10 +23,34 @@ var errFallback = errors.New("flowjson: not on the fast path")
 // gives (ev is reset first), but ev's nested messages (the flow, its
 // endpoints, timestamps, lists) are reused as storage, so decoding into the
 // same ExportEvent again allocates little. Strings of the result share one
-// copy of line; line itself is not retained.
+// allocation; line itself is not retained.
 func Unmarshal(line []byte, ev *observer.ExportEvent) error {
-	d := newDecoder(line)
-	if d.decodeExport(ev) == nil && d.end() {
+	a := arena{block: make([]byte, 0, len(line))} // room for every string
+	return unmarshal(line, ev, &a)
+}
+
+// Decoder decodes export lines like Unmarshal, but keeps the strings of
+// consecutive lines together in append-only blocks of blockSize bytes
+// instead of one allocation per line. Only the strings' own bytes are
+// kept, not the keys, punctuation, numbers, enum names and times around
+// them (about half of a Hubble line), so a file of lines allocates about
+// half the bytes and gives the garbage collector half the work. The cost:
+// a string still referenced keeps its whole block in memory. A Decoder is
+// used by one goroutine at a time; its zero value is ready to use.
+type Decoder struct {
+	a arena
+}
+
+// Unmarshal decodes line into ev like the package's Unmarshal.
+func (dec *Decoder) Unmarshal(line []byte, ev *observer.ExportEvent) error {
+	return unmarshal(line, ev, &dec.a)
+}
+
+func unmarshal(line []byte, ev *observer.ExportEvent, a *arena) error {
+	d := newDecoder(line, *a)
+	ok := d.decodeExport(ev) == nil && d.end()
+	*a = d.a
+	if ok {
 		return nil
 	}
 	if err := protojson.Unmarshal(line, ev); err != nil {
@@ -37,7 +62,7 @@ func Unmarshal(line []byte, ev *observer.ExportEvent) error {
 // UnmarshalFlow decodes a flow.Flow JSON object into f, like
 // protojson.Unmarshal but reusing f's nested messages as storage.
 func UnmarshalFlow(data []byte, f *flowpb.Flow) error {
-	d := newDecoder(data)
+	d := newDecoder(data, arena{block: make([]byte, 0, len(data))})
 	if d.decodeFlow(f) == nil && d.end() {
 		return nil
 	}
@@ -47,11 +72,41 @@ func UnmarshalFlow(data []byte, f *flowpb.Flow) error {
 	return nil
 }
 
+// blockSize is the size of a Decoder's blocks of strings: the strings of
+// about four enriched Hubble lines.
+const blockSize = 4096
+
+// arena is append-only storage for decoded strings. A string is copied
+// into the free tail of the current block, which is never written again
+// there, so the strings stay immutable; a full block is left to the
+// strings that refer to it and to the garbage collector.
+type arena struct {
+	block []byte // the current block; its length is what is used
+	tmp   []byte // scratch for unescaping
+}
+
+// keep returns a string with the bytes of b, stored in the arena.
+func (a *arena) keep(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.block)-len(a.block) < len(b) {
+		if len(b) > blockSize/4 { // a long string gets its own allocation
+			c := append([]byte(nil), b...)
+			return unsafe.String(unsafe.SliceData(c), len(c))
+		}
+		a.block = make([]byte, 0, blockSize)
+	}
+	n := len(a.block)
+	a.block = append(a.block, b...)
+	return unsafe.String(&a.block[n], len(b))
+}
+
 // decodeExport decodes the envelope. Events other than flows and lost
 // events take the fallback.
 func (d *decoder) decodeExport(ev *observer.ExportEvent) error {
 	oldResp, oldTime := ev.ResponseTypes, ev.Time
-	ev.Reset()
+	*ev = observer.ExportEvent{}
 	var seen, seenOneof uint8
 	if err := d.objectStart(); err != nil {
 		return err
@@ -137,24 +192,24 @@ func (d *decoder) decodeExport(ev *observer.ExportEvent) error {
 }
 
 // decoder is a JSON reader over one line. Every method returns errFallback
-// (or false) on anything outside the fast path.
-//
-// All decoded strings share one allocation: cp is a copy of buf and s a
-// string over cp. A string without escapes is a substring of s; a string
-// with escapes is unescaped into cp in place of its own raw text (never
-// longer than that) and then sliced from s. Each region of cp is written at
-// most once, before any string refers to it, and cp is never written after
-// decoding, so the strings stay immutable.
+// (or false) on anything outside the fast path. Decoded strings are copied
+// into a (unescaped there when they have escapes); s views buf as a string
+// for word loads and is never retained.
 type decoder struct {
 	buf []byte
-	cp  []byte
 	s   string
 	pos int
+	a   arena // copied back by Decoder.Unmarshal
+
+	// lastTime is the text (in buf) of the last timestamp decoded, and
+	// lastSeconds and lastNanos its value.
+	lastTime    []byte
+	lastSeconds int64
+	lastNanos   int32
 }
 
-func newDecoder(line []byte) decoder {
-	cp := append([]byte(nil), line...) // no zeroing before the copy
-	return decoder{buf: line, cp: cp, s: unsafe.String(unsafe.SliceData(cp), len(cp))}
+func newDecoder(line []byte, a arena) decoder {
+	return decoder{buf: line, s: unsafe.String(unsafe.SliceData(line), len(line)), a: a}
 }
 
 func (d *decoder) ws() {
@@ -217,6 +272,50 @@ func (d *decoder) field(n int) (key []byte, more bool, err error) {
 	return key, true, nil
 }
 
+// member reads the n-th key of an object and its colon; more is false at
+// the closing brace. keys are the object's fields' keys as Hubble's
+// exporter writes them (quoted proto names with their colon) in field
+// order. The key is first looked for among keys[from:], where the
+// canonical form, fields in order, finds it with a comparison or two and
+// without scanning it; idx is then its field's index. Any other key
+// (another order, a JSON name, an unknown field, whitespace before the
+// colon) is returned as raw bytes with idx -1, for the caller's full
+// lookup.
+func (d *decoder) member(n int, keys []string, from int) (idx int, key []byte, more bool, err error) {
+	d.ws()
+	if d.pos >= len(d.buf) {
+		return 0, nil, false, errFallback
+	}
+	if d.buf[d.pos] == '}' {
+		d.pos++
+		return 0, nil, false, nil
+	}
+	if n > 0 {
+		if d.buf[d.pos] != ',' {
+			return 0, nil, false, errFallback
+		}
+		d.pos++
+		d.ws()
+	}
+	if rest := d.buf[d.pos:]; len(rest) > 1 {
+		c := rest[1]
+		for i := from; i < len(keys); i++ {
+			k := keys[i]
+			if k[1] == c && len(rest) >= len(k) && string(rest[:len(k)]) == k {
+				d.pos += len(k)
+				return i, nil, true, nil
+			}
+		}
+	}
+	if key, err = d.rawString(); err != nil {
+		return 0, nil, false, err
+	}
+	if err := d.expect(':'); err != nil {
+		return 0, nil, false, err
+	}
+	return -1, key, true, nil
+}
+
 // elem starts the i-th element of an array; more is false at the closing
 // bracket.
 func (d *decoder) elem(i int) (more bool, err error) {
@@ -268,12 +367,13 @@ func (d *decoder) rawString() ([]byte, error) {
 	return nil, errFallback
 }
 
-// plainJSON8 reports whether none of the 8 bytes of x ends or escapes a
-// JSON string or needs checking: no quote, backslash, control or non-ASCII
-// byte.
-func plainJSON8(x uint64) bool {
-	ctl := (x - ones*0x20) &^ x & highs
-	return (x&highs)|ctl|hasByte(x, '"')|hasByte(x, '\\') == 0
+// special8 flags (in the high bit of its byte) the bytes of x that end,
+// escape or need checking in a JSON string: a quote, a backslash, a control
+// or a non-ASCII byte. Its lowest set bit is always such a byte's (a false
+// flag can only follow a true one), so bits.TrailingZeros64/8 is the index
+// of the first.
+func special8(x uint64) uint64 {
+	return ((x-ones*0x20)|x)&highs | hasByte(x, '"') | hasByte(x, '\\')
 }
 
 // str reads a JSON string.
@@ -285,21 +385,22 @@ func (d *decoder) str() (string, error) {
 	start := d.pos + 1
 	ascii := true
 	for i := start; i < len(d.buf); i++ {
-		for i+8 <= len(d.buf) && plainJSON8(load8(d.s, i)) {
-			i += 8
-		}
-		if i >= len(d.buf) {
-			break
+		if i+8 <= len(d.buf) {
+			m := special8(load8(d.s, i))
+			if m == 0 {
+				i += 7 // and the loop's increment
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
 		}
 		c := d.buf[i]
 		switch {
 		case c == '"':
-			s := d.s[start:i]
-			if !ascii && !utf8.ValidString(s) {
+			if !ascii && !utf8.ValidString(d.s[start:i]) {
 				return "", errFallback
 			}
 			d.pos = i + 1
-			return s, nil
+			return d.a.keep(d.buf[start:i]), nil
 		case c == '\\':
 			return d.escaped(start, i)
 		case c < 0x20:
@@ -312,24 +413,43 @@ func (d *decoder) str() (string, error) {
 }
 
 // escaped finishes a string with escapes; buf[start:i] is its plain prefix
-// and buf[i] the first backslash. The unescaped text goes to cp[start:w].
+// and buf[i] the first backslash. The text is unescaped straight into the
+// free tail of the arena's block when the rest of the line fits there (the
+// unescaped text is never longer than its raw text; Unmarshal's block
+// always has that room), else into the arena's scratch, and then kept.
+// Bytes written to the free tail and not kept are never referred to.
 func (d *decoder) escaped(start, i int) (string, error) {
-	w := i
-	out := d.cp
+	a := &d.a
+	inBlock := cap(a.block)-len(a.block) >= len(d.buf)-start
+	var out []byte
+	if inBlock {
+		out = a.block[len(a.block):len(a.block)]
+	} else {
+		out = a.tmp[:0]
+		defer func() { a.tmp = out[:0] }()
+	}
+	out = append(out, d.buf[start:i]...)
 	for i < len(d.buf) {
 		c := d.buf[i]
 		switch {
 		case c == '"':
-			if !utf8.Valid(out[start:w]) {
+			if !utf8.Valid(out) {
 				return "", errFallback
 			}
 			d.pos = i + 1
-			return d.s[start:w], nil
+			if !inBlock {
+				return a.keep(out), nil
+			}
+			if len(out) == 0 {
+				return "", nil
+			}
+			n := len(a.block)
+			a.block = a.block[:n+len(out)]
+			return unsafe.String(&a.block[n], len(out)), nil
 		case c < 0x20:
 			return "", errFallback
 		case c != '\\':
-			out[w] = c
-			w++
+			out = append(out, c)
 			i++
 			continue
 		}
@@ -338,17 +458,17 @@ func (d *decoder) escaped(start, i int) (string, error) {
 		}
 		switch e := d.buf[i+1]; e {
 		case '"', '\\', '/':
-			out[w] = e
+			out = append(out, e)
 		case 'b':
-			out[w] = '\b'
+			out = append(out, '\b')
 		case 'f':
-			out[w] = '\f'
+			out = append(out, '\f')
 		case 'n':
-			out[w] = '\n'
+			out = append(out, '\n')
 		case 'r':
-			out[w] = '\r'
+			out = append(out, '\r')
 		case 't':
-			out[w] = '\t'
+			out = append(out, '\t')
 		case 'u':
 			if i+6 > len(d.buf) {
 				return "", errFallback
@@ -369,13 +489,12 @@ func (d *decoder) escaped(start, i int) (string, error) {
 			if r >= 0xd800 && r <= 0xdfff { // surrogates: left to protojson
 				return "", errFallback
 			}
-			w += utf8.EncodeRune(out[w:], r) // at most 3 bytes for 6 read
+			out = utf8.AppendRune(out, r)
 			i += 6
 			continue
 		default:
 			return "", errFallback
 		}
-		w++
 		i += 2
 	}
 	return "", errFallback
@@ -508,6 +627,11 @@ func (d *decoder) timestamp(t *timestamppb.Timestamp) error {
 	if err != nil {
 		return err
 	}
+	if len(d.lastTime) > 0 && string(s) == string(d.lastTime) {
+		// The envelope's time is usually the flow's, written again.
+		*t = timestamppb.Timestamp{Seconds: d.lastSeconds, Nanos: d.lastNanos}
+		return nil
+	}
 	if len(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[len(s)-1] != 'Z' {
 		return errFallback
 	}
@@ -539,9 +663,10 @@ func (d *decoder) timestamp(t *timestamppb.Timestamp) error {
 			nanos *= 10
 		}
 	}
-	t.Reset()
-	t.Seconds = daysFrom(year, month, day)*86400 + hour*3600 + minute*60 + sec
-	t.Nanos = int32(nanos)
+	// Not Reset, whose atomic store of the type information is a full
+	// memory barrier (see the generated decoders).
+	*t = timestamppb.Timestamp{Seconds: daysFrom(year, month, day)*86400 + hour*3600 + minute*60 + sec, Nanos: int32(nanos)}
+	d.lastTime, d.lastSeconds, d.lastNanos = s, t.Seconds, t.Nanos
 	return nil
 }
 

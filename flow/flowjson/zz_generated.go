@@ -1168,6 +1168,56 @@ func appendFlow(dst []byte, m *flowpb.Flow) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersFlow are the members' keys of a flow.Flow object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersFlow = [...]string{
+	`"time":`,
+	`"uuid":`,
+	`"emitter":`,
+	`"verdict":`,
+	`"drop_reason":`,
+	`"auth_type":`,
+	`"ethernet":`,
+	`"IP":`,
+	`"l4":`,
+	`"tunnel":`,
+	`"source":`,
+	`"destination":`,
+	`"Type":`,
+	`"node_name":`,
+	`"node_labels":`,
+	`"source_names":`,
+	`"destination_names":`,
+	`"l7":`,
+	`"reply":`,
+	`"event_type":`,
+	`"source_service":`,
+	`"destination_service":`,
+	`"traffic_direction":`,
+	`"policy_match_type":`,
+	`"trace_observation_point":`,
+	`"trace_reason":`,
+	`"file":`,
+	`"ip_trace_id":`,
+	`"drop_reason_desc":`,
+	`"is_reply":`,
+	`"debug_capture_point":`,
+	`"interface":`,
+	`"proxy_port":`,
+	`"trace_context":`,
+	`"sock_xlate_point":`,
+	`"socket_cookie":`,
+	`"cgroup_id":`,
+	`"Summary":`,
+	`"extensions":`,
+	`"egress_allowed_by":`,
+	`"ingress_allowed_by":`,
+	`"egress_denied_by":`,
+	`"ingress_denied_by":`,
+	`"policy_log":`,
+	`"aggregate":`,
+}
+
 // decodeFlow decodes a flow.Flow object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeFlow(m *flowpb.Flow) error {
@@ -1201,7 +1251,7 @@ func (d *decoder) decodeFlow(m *flowpb.Flow) error {
 	keepPolicyLog := m.PolicyLog[:0]
 	clear(keepPolicyLog[:cap(keepPolicyLog)])
 	oldAggregate := m.Aggregate
-	m.Reset()
+	*m = flowpb.Flow{}
 	m.NodeLabels = keepNodeLabels
 	m.SourceNames = keepSourceNames
 	m.DestinationNames = keepDestinationNames
@@ -1214,109 +1264,112 @@ func (d *decoder) decodeFlow(m *flowpb.Flow) error {
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersFlow[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "time":
-			idx = 0
-		case "uuid":
-			idx = 1
-		case "emitter":
-			idx = 2
-		case "verdict":
-			idx = 3
-		case "drop_reason", "dropReason":
-			idx = 4
-		case "auth_type", "authType":
-			idx = 5
-		case "ethernet":
-			idx = 6
-		case "IP":
-			idx = 7
-		case "l4":
-			idx = 8
-		case "tunnel":
-			idx = 9
-		case "source":
-			idx = 10
-		case "destination":
-			idx = 11
-		case "Type":
-			idx = 12
-		case "node_name", "nodeName":
-			idx = 13
-		case "node_labels", "nodeLabels":
-			idx = 14
-		case "source_names", "sourceNames":
-			idx = 15
-		case "destination_names", "destinationNames":
-			idx = 16
-		case "l7":
-			idx = 17
-		case "reply":
-			idx = 18
-		case "event_type", "eventType":
-			idx = 19
-		case "source_service", "sourceService":
-			idx = 20
-		case "destination_service", "destinationService":
-			idx = 21
-		case "traffic_direction", "trafficDirection":
-			idx = 22
-		case "policy_match_type", "policyMatchType":
-			idx = 23
-		case "trace_observation_point", "traceObservationPoint":
-			idx = 24
-		case "trace_reason", "traceReason":
-			idx = 25
-		case "file":
-			idx = 26
-		case "ip_trace_id", "ipTraceId":
-			idx = 27
-		case "drop_reason_desc", "dropReasonDesc":
-			idx = 28
-		case "is_reply", "isReply":
-			idx = 29
-		case "debug_capture_point", "debugCapturePoint":
-			idx = 30
-		case "interface":
-			idx = 31
-		case "proxy_port", "proxyPort":
-			idx = 32
-		case "trace_context", "traceContext":
-			idx = 33
-		case "sock_xlate_point", "sockXlatePoint":
-			idx = 34
-		case "socket_cookie", "socketCookie":
-			idx = 35
-		case "cgroup_id", "cgroupId":
-			idx = 36
-		case "Summary":
-			idx = 37
-		case "extensions":
-			idx = 38
-		case "egress_allowed_by", "egressAllowedBy":
-			idx = 39
-		case "ingress_allowed_by", "ingressAllowedBy":
-			idx = 40
-		case "egress_denied_by", "egressDeniedBy":
-			idx = 41
-		case "ingress_denied_by", "ingressDeniedBy":
-			idx = 42
-		case "policy_log", "policyLog":
-			idx = 43
-		case "aggregate":
-			idx = 44
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "time":
+				idx = 0
+			case "uuid":
+				idx = 1
+			case "emitter":
+				idx = 2
+			case "verdict":
+				idx = 3
+			case "drop_reason", "dropReason":
+				idx = 4
+			case "auth_type", "authType":
+				idx = 5
+			case "ethernet":
+				idx = 6
+			case "IP":
+				idx = 7
+			case "l4":
+				idx = 8
+			case "tunnel":
+				idx = 9
+			case "source":
+				idx = 10
+			case "destination":
+				idx = 11
+			case "Type":
+				idx = 12
+			case "node_name", "nodeName":
+				idx = 13
+			case "node_labels", "nodeLabels":
+				idx = 14
+			case "source_names", "sourceNames":
+				idx = 15
+			case "destination_names", "destinationNames":
+				idx = 16
+			case "l7":
+				idx = 17
+			case "reply":
+				idx = 18
+			case "event_type", "eventType":
+				idx = 19
+			case "source_service", "sourceService":
+				idx = 20
+			case "destination_service", "destinationService":
+				idx = 21
+			case "traffic_direction", "trafficDirection":
+				idx = 22
+			case "policy_match_type", "policyMatchType":
+				idx = 23
+			case "trace_observation_point", "traceObservationPoint":
+				idx = 24
+			case "trace_reason", "traceReason":
+				idx = 25
+			case "file":
+				idx = 26
+			case "ip_trace_id", "ipTraceId":
+				idx = 27
+			case "drop_reason_desc", "dropReasonDesc":
+				idx = 28
+			case "is_reply", "isReply":
+				idx = 29
+			case "debug_capture_point", "debugCapturePoint":
+				idx = 30
+			case "interface":
+				idx = 31
+			case "proxy_port", "proxyPort":
+				idx = 32
+			case "trace_context", "traceContext":
+				idx = 33
+			case "sock_xlate_point", "sockXlatePoint":
+				idx = 34
+			case "socket_cookie", "socketCookie":
+				idx = 35
+			case "cgroup_id", "cgroupId":
+				idx = 36
+			case "Summary":
+				idx = 37
+			case "extensions":
+				idx = 38
+			case "egress_allowed_by", "egressAllowedBy":
+				idx = 39
+			case "ingress_allowed_by", "ingressAllowedBy":
+				idx = 40
+			case "egress_denied_by", "egressDeniedBy":
+				idx = 41
+			case "ingress_denied_by", "ingressDeniedBy":
+				idx = 42
+			case "policy_log", "policyLog":
+				idx = 43
+			case "aggregate":
+				idx = 44
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -1617,7 +1670,7 @@ func (d *decoder) decodeFlow(m *flowpb.Flow) error {
 			if x == nil {
 				x = new(wrapperspb.BoolValue)
 			}
-			x.Reset()
+			*x = wrapperspb.BoolValue{}
 			var err error
 			x.Value, err = d.boolean()
 			v := x
@@ -1853,31 +1906,41 @@ func appendEmitter(dst []byte, m *flowpb.Emitter) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersEmitter are the members' keys of a flow.Emitter object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersEmitter = [...]string{
+	`"name":`,
+	`"version":`,
+}
+
 // decodeEmitter decodes a flow.Emitter object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeEmitter(m *flowpb.Emitter) error {
-	m.Reset()
+	*m = flowpb.Emitter{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersEmitter[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "name":
-			idx = 0
-		case "version":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "name":
+				idx = 0
+			case "version":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -1927,31 +1990,41 @@ func appendEthernet(dst []byte, m *flowpb.Ethernet) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersEthernet are the members' keys of a flow.Ethernet object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersEthernet = [...]string{
+	`"source":`,
+	`"destination":`,
+}
+
 // decodeEthernet decodes a flow.Ethernet object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeEthernet(m *flowpb.Ethernet) error {
-	m.Reset()
+	*m = flowpb.Ethernet{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersEthernet[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "source":
-			idx = 0
-		case "destination":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "source":
+				idx = 0
+			case "destination":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2016,37 +2089,50 @@ func appendIP(dst []byte, m *flowpb.IP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersIP are the members' keys of a flow.IP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersIP = [...]string{
+	`"source":`,
+	`"source_xlated":`,
+	`"destination":`,
+	`"ipVersion":`,
+	`"encrypted":`,
+}
+
 // decodeIP decodes a flow.IP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeIP(m *flowpb.IP) error {
-	m.Reset()
+	*m = flowpb.IP{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersIP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "source":
-			idx = 0
-		case "source_xlated", "sourceXlated":
-			idx = 1
-		case "destination":
-			idx = 2
-		case "ipVersion":
-			idx = 3
-		case "encrypted":
-			idx = 4
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "source":
+				idx = 0
+			case "source_xlated", "sourceXlated":
+				idx = 1
+			case "destination":
+				idx = 2
+			case "ipVersion":
+				idx = 3
+			case "encrypted":
+				idx = 4
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2159,43 +2245,58 @@ func appendLayer4(dst []byte, m *flowpb.Layer4) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersLayer4 are the members' keys of a flow.Layer4 object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersLayer4 = [...]string{
+	`"TCP":`,
+	`"UDP":`,
+	`"ICMPv4":`,
+	`"ICMPv6":`,
+	`"SCTP":`,
+	`"VRRP":`,
+	`"IGMP":`,
+}
+
 // decodeLayer4 decodes a flow.Layer4 object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeLayer4(m *flowpb.Layer4) error {
 	oldProtocol := m.Protocol
-	m.Reset()
+	*m = flowpb.Layer4{}
 	var seen [1]uint64
 	var seenOneof uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersLayer4[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "TCP":
-			idx = 0
-		case "UDP":
-			idx = 1
-		case "ICMPv4":
-			idx = 2
-		case "ICMPv6":
-			idx = 3
-		case "SCTP":
-			idx = 4
-		case "VRRP":
-			idx = 5
-		case "IGMP":
-			idx = 6
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "TCP":
+				idx = 0
+			case "UDP":
+				idx = 1
+			case "ICMPv4":
+				idx = 2
+			case "ICMPv6":
+				idx = 3
+			case "SCTP":
+				idx = 4
+			case "VRRP":
+				idx = 5
+			case "IGMP":
+				idx = 6
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2348,34 +2449,45 @@ func appendTCP(dst []byte, m *flowpb.TCP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersTCP are the members' keys of a flow.TCP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersTCP = [...]string{
+	`"source_port":`,
+	`"destination_port":`,
+	`"flags":`,
+}
+
 // decodeTCP decodes a flow.TCP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeTCP(m *flowpb.TCP) error {
 	oldFlags := m.Flags
-	m.Reset()
+	*m = flowpb.TCP{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersTCP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "source_port", "sourcePort":
-			idx = 0
-		case "destination_port", "destinationPort":
-			idx = 1
-		case "flags":
-			idx = 2
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "source_port", "sourcePort":
+				idx = 0
+			case "destination_port", "destinationPort":
+				idx = 1
+			case "flags":
+				idx = 2
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2449,45 +2561,62 @@ func appendTCPFlags(dst []byte, m *flowpb.TCPFlags) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersTCPFlags are the members' keys of a flow.TCPFlags object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersTCPFlags = [...]string{
+	`"FIN":`,
+	`"SYN":`,
+	`"RST":`,
+	`"PSH":`,
+	`"ACK":`,
+	`"URG":`,
+	`"ECE":`,
+	`"CWR":`,
+	`"NS":`,
+}
+
 // decodeTCPFlags decodes a flow.TCPFlags object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeTCPFlags(m *flowpb.TCPFlags) error {
-	m.Reset()
+	*m = flowpb.TCPFlags{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersTCPFlags[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "FIN":
-			idx = 0
-		case "SYN":
-			idx = 1
-		case "RST":
-			idx = 2
-		case "PSH":
-			idx = 3
-		case "ACK":
-			idx = 4
-		case "URG":
-			idx = 5
-		case "ECE":
-			idx = 6
-		case "CWR":
-			idx = 7
-		case "NS":
-			idx = 8
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "FIN":
+				idx = 0
+			case "SYN":
+				idx = 1
+			case "RST":
+				idx = 2
+			case "PSH":
+				idx = 3
+			case "ACK":
+				idx = 4
+			case "URG":
+				idx = 5
+			case "ECE":
+				idx = 6
+			case "CWR":
+				idx = 7
+			case "NS":
+				idx = 8
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2575,31 +2704,41 @@ func appendUDP(dst []byte, m *flowpb.UDP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersUDP are the members' keys of a flow.UDP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersUDP = [...]string{
+	`"source_port":`,
+	`"destination_port":`,
+}
+
 // decodeUDP decodes a flow.UDP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeUDP(m *flowpb.UDP) error {
-	m.Reset()
+	*m = flowpb.UDP{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersUDP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "source_port", "sourcePort":
-			idx = 0
-		case "destination_port", "destinationPort":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "source_port", "sourcePort":
+				idx = 0
+			case "destination_port", "destinationPort":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2645,31 +2784,41 @@ func appendICMPv4(dst []byte, m *flowpb.ICMPv4) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersICMPv4 are the members' keys of a flow.ICMPv4 object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersICMPv4 = [...]string{
+	`"type":`,
+	`"code":`,
+}
+
 // decodeICMPv4 decodes a flow.ICMPv4 object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeICMPv4(m *flowpb.ICMPv4) error {
-	m.Reset()
+	*m = flowpb.ICMPv4{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersICMPv4[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "type":
-			idx = 0
-		case "code":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "type":
+				idx = 0
+			case "code":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2715,31 +2864,41 @@ func appendICMPv6(dst []byte, m *flowpb.ICMPv6) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersICMPv6 are the members' keys of a flow.ICMPv6 object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersICMPv6 = [...]string{
+	`"type":`,
+	`"code":`,
+}
+
 // decodeICMPv6 decodes a flow.ICMPv6 object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeICMPv6(m *flowpb.ICMPv6) error {
-	m.Reset()
+	*m = flowpb.ICMPv6{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersICMPv6[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "type":
-			idx = 0
-		case "code":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "type":
+				idx = 0
+			case "code":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2790,33 +2949,44 @@ func appendSCTP(dst []byte, m *flowpb.SCTP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersSCTP are the members' keys of a flow.SCTP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersSCTP = [...]string{
+	`"source_port":`,
+	`"destination_port":`,
+	`"chunk_type":`,
+}
+
 // decodeSCTP decodes a flow.SCTP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeSCTP(m *flowpb.SCTP) error {
-	m.Reset()
+	*m = flowpb.SCTP{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersSCTP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "source_port", "sourcePort":
-			idx = 0
-		case "destination_port", "destinationPort":
-			idx = 1
-		case "chunk_type", "chunkType":
-			idx = 2
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "source_port", "sourcePort":
+				idx = 0
+			case "destination_port", "destinationPort":
+				idx = 1
+			case "chunk_type", "chunkType":
+				idx = 2
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2874,33 +3044,44 @@ func appendVRRP(dst []byte, m *flowpb.VRRP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersVRRP are the members' keys of a flow.VRRP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersVRRP = [...]string{
+	`"type":`,
+	`"vrid":`,
+	`"priority":`,
+}
+
 // decodeVRRP decodes a flow.VRRP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeVRRP(m *flowpb.VRRP) error {
-	m.Reset()
+	*m = flowpb.VRRP{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersVRRP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "type":
-			idx = 0
-		case "vrid":
-			idx = 1
-		case "priority":
-			idx = 2
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "type":
+				idx = 0
+			case "vrid":
+				idx = 1
+			case "priority":
+				idx = 2
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -2954,31 +3135,41 @@ func appendIGMP(dst []byte, m *flowpb.IGMP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersIGMP are the members' keys of a flow.IGMP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersIGMP = [...]string{
+	`"type":`,
+	`"group_address":`,
+}
+
 // decodeIGMP decodes a flow.IGMP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeIGMP(m *flowpb.IGMP) error {
-	m.Reset()
+	*m = flowpb.IGMP{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersIGMP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "type":
-			idx = 0
-		case "group_address", "groupAddress":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "type":
+				idx = 0
+			case "group_address", "groupAddress":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3038,37 +3229,49 @@ func appendTunnel(dst []byte, m *flowpb.Tunnel) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersTunnel are the members' keys of a flow.Tunnel object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersTunnel = [...]string{
+	`"protocol":`,
+	`"IP":`,
+	`"l4":`,
+	`"vni":`,
+}
+
 // decodeTunnel decodes a flow.Tunnel object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeTunnel(m *flowpb.Tunnel) error {
 	oldIP := m.IP
 	oldL4 := m.L4
-	m.Reset()
+	*m = flowpb.Tunnel{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersTunnel[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "protocol":
-			idx = 0
-		case "IP":
-			idx = 1
-		case "l4":
-			idx = 2
-		case "vni":
-			idx = 3
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "protocol":
+				idx = 0
+			case "IP":
+				idx = 1
+			case "l4":
+				idx = 2
+			case "vni":
+				idx = 3
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3184,46 +3387,61 @@ func appendEndpoint(dst []byte, m *flowpb.Endpoint) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersEndpoint are the members' keys of a flow.Endpoint object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersEndpoint = [...]string{
+	`"ID":`,
+	`"identity":`,
+	`"cluster_name":`,
+	`"namespace":`,
+	`"labels":`,
+	`"pod_name":`,
+	`"workloads":`,
+}
+
 // decodeEndpoint decodes a flow.Endpoint object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeEndpoint(m *flowpb.Endpoint) error {
 	keepLabels := m.Labels[:0]
 	clear(keepLabels[:cap(keepLabels)])
 	keepWorkloads := m.Workloads[:0]
-	m.Reset()
+	*m = flowpb.Endpoint{}
 	m.Labels = keepLabels
 	m.Workloads = keepWorkloads
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersEndpoint[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "ID":
-			idx = 0
-		case "identity":
-			idx = 1
-		case "cluster_name", "clusterName":
-			idx = 2
-		case "namespace":
-			idx = 3
-		case "labels":
-			idx = 4
-		case "pod_name", "podName":
-			idx = 5
-		case "workloads":
-			idx = 6
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "ID":
+				idx = 0
+			case "identity":
+				idx = 1
+			case "cluster_name", "clusterName":
+				idx = 2
+			case "namespace":
+				idx = 3
+			case "labels":
+				idx = 4
+			case "pod_name", "podName":
+				idx = 5
+			case "workloads":
+				idx = 6
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3336,31 +3554,41 @@ func appendWorkload(dst []byte, m *flowpb.Workload) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersWorkload are the members' keys of a flow.Workload object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersWorkload = [...]string{
+	`"name":`,
+	`"kind":`,
+}
+
 // decodeWorkload decodes a flow.Workload object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeWorkload(m *flowpb.Workload) error {
-	m.Reset()
+	*m = flowpb.Workload{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersWorkload[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "name":
-			idx = 0
-		case "kind":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "name":
+				idx = 0
+			case "kind":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3432,39 +3660,52 @@ func appendLayer7(dst []byte, m *flowpb.Layer7) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersLayer7 are the members' keys of a flow.Layer7 object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersLayer7 = [...]string{
+	`"type":`,
+	`"latency_ns":`,
+	`"dns":`,
+	`"http":`,
+	`"kafka":`,
+}
+
 // decodeLayer7 decodes a flow.Layer7 object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeLayer7(m *flowpb.Layer7) error {
 	oldRecord := m.Record
-	m.Reset()
+	*m = flowpb.Layer7{}
 	var seen [1]uint64
 	var seenOneof uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersLayer7[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "type":
-			idx = 0
-		case "latency_ns", "latencyNs":
-			idx = 1
-		case "dns":
-			idx = 2
-		case "http":
-			idx = 3
-		case "kafka":
-			idx = 4
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "type":
+				idx = 0
+			case "latency_ns", "latencyNs":
+				idx = 1
+			case "dns":
+				idx = 2
+			case "http":
+				idx = 3
+			case "kafka":
+				idx = 4
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3625,6 +3866,19 @@ func appendDNS(dst []byte, m *flowpb.DNS) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersDNS are the members' keys of a flow.DNS object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersDNS = [...]string{
+	`"query":`,
+	`"ips":`,
+	`"ttl":`,
+	`"cnames":`,
+	`"observation_source":`,
+	`"rcode":`,
+	`"qtypes":`,
+	`"rrtypes":`,
+}
+
 // decodeDNS decodes a flow.DNS object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeDNS(m *flowpb.DNS) error {
@@ -3636,7 +3890,7 @@ func (d *decoder) decodeDNS(m *flowpb.DNS) error {
 	clear(keepQtypes[:cap(keepQtypes)])
 	keepRrtypes := m.Rrtypes[:0]
 	clear(keepRrtypes[:cap(keepRrtypes)])
-	m.Reset()
+	*m = flowpb.DNS{}
 	m.Ips = keepIps
 	m.Cnames = keepCnames
 	m.Qtypes = keepQtypes
@@ -3645,35 +3899,38 @@ func (d *decoder) decodeDNS(m *flowpb.DNS) error {
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersDNS[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "query":
-			idx = 0
-		case "ips":
-			idx = 1
-		case "ttl":
-			idx = 2
-		case "cnames":
-			idx = 3
-		case "observation_source", "observationSource":
-			idx = 4
-		case "rcode":
-			idx = 5
-		case "qtypes":
-			idx = 6
-		case "rrtypes":
-			idx = 7
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "query":
+				idx = 0
+			case "ips":
+				idx = 1
+			case "ttl":
+				idx = 2
+			case "cnames":
+				idx = 3
+			case "observation_source", "observationSource":
+				idx = 4
+			case "rcode":
+				idx = 5
+			case "qtypes":
+				idx = 6
+			case "rrtypes":
+				idx = 7
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3832,39 +4089,52 @@ func appendHTTP(dst []byte, m *flowpb.HTTP) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersHTTP are the members' keys of a flow.HTTP object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersHTTP = [...]string{
+	`"code":`,
+	`"method":`,
+	`"url":`,
+	`"protocol":`,
+	`"headers":`,
+}
+
 // decodeHTTP decodes a flow.HTTP object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeHTTP(m *flowpb.HTTP) error {
 	keepHeaders := m.Headers[:0]
-	m.Reset()
+	*m = flowpb.HTTP{}
 	m.Headers = keepHeaders
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersHTTP[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "code":
-			idx = 0
-		case "method":
-			idx = 1
-		case "url":
-			idx = 2
-		case "protocol":
-			idx = 3
-		case "headers":
-			idx = 4
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "code":
+				idx = 0
+			case "method":
+				idx = 1
+			case "url":
+				idx = 2
+			case "protocol":
+				idx = 3
+			case "headers":
+				idx = 4
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -3953,31 +4223,41 @@ func appendHTTPHeader(dst []byte, m *flowpb.HTTPHeader) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersHTTPHeader are the members' keys of a flow.HTTPHeader object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersHTTPHeader = [...]string{
+	`"key":`,
+	`"value":`,
+}
+
 // decodeHTTPHeader decodes a flow.HTTPHeader object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeHTTPHeader(m *flowpb.HTTPHeader) error {
-	m.Reset()
+	*m = flowpb.HTTPHeader{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersHTTPHeader[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "key":
-			idx = 0
-		case "value":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "key":
+				idx = 0
+			case "value":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4042,37 +4322,50 @@ func appendKafka(dst []byte, m *flowpb.Kafka) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersKafka are the members' keys of a flow.Kafka object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersKafka = [...]string{
+	`"error_code":`,
+	`"api_version":`,
+	`"api_key":`,
+	`"correlation_id":`,
+	`"topic":`,
+}
+
 // decodeKafka decodes a flow.Kafka object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeKafka(m *flowpb.Kafka) error {
-	m.Reset()
+	*m = flowpb.Kafka{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersKafka[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "error_code", "errorCode":
-			idx = 0
-		case "api_version", "apiVersion":
-			idx = 1
-		case "api_key", "apiKey":
-			idx = 2
-		case "correlation_id", "correlationId":
-			idx = 3
-		case "topic":
-			idx = 4
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "error_code", "errorCode":
+				idx = 0
+			case "api_version", "apiVersion":
+				idx = 1
+			case "api_key", "apiKey":
+				idx = 2
+			case "correlation_id", "correlationId":
+				idx = 3
+			case "topic":
+				idx = 4
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4136,31 +4429,41 @@ func appendCiliumEventType(dst []byte, m *flowpb.CiliumEventType) ([]byte, error
 	return closeObject(dst), nil
 }
 
+// membersCiliumEventType are the members' keys of a flow.CiliumEventType object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersCiliumEventType = [...]string{
+	`"type":`,
+	`"sub_type":`,
+}
+
 // decodeCiliumEventType decodes a flow.CiliumEventType object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeCiliumEventType(m *flowpb.CiliumEventType) error {
-	m.Reset()
+	*m = flowpb.CiliumEventType{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersCiliumEventType[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "type":
-			idx = 0
-		case "sub_type", "subType":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "type":
+				idx = 0
+			case "sub_type", "subType":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4210,31 +4513,41 @@ func appendService(dst []byte, m *flowpb.Service) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersService are the members' keys of a flow.Service object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersService = [...]string{
+	`"name":`,
+	`"namespace":`,
+}
+
 // decodeService decodes a flow.Service object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeService(m *flowpb.Service) error {
-	m.Reset()
+	*m = flowpb.Service{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersService[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "name":
-			idx = 0
-		case "namespace":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "name":
+				idx = 0
+			case "namespace":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4282,31 +4595,41 @@ func appendFileInfo(dst []byte, m *flowpb.FileInfo) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersFileInfo are the members' keys of a flow.FileInfo object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersFileInfo = [...]string{
+	`"name":`,
+	`"line":`,
+}
+
 // decodeFileInfo decodes a flow.FileInfo object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeFileInfo(m *flowpb.FileInfo) error {
-	m.Reset()
+	*m = flowpb.FileInfo{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersFileInfo[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "name":
-			idx = 0
-		case "line":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "name":
+				idx = 0
+			case "line":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4352,31 +4675,41 @@ func appendIPTraceID(dst []byte, m *flowpb.IPTraceID) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersIPTraceID are the members' keys of a flow.IPTraceID object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersIPTraceID = [...]string{
+	`"trace_id":`,
+	`"ip_option_type":`,
+}
+
 // decodeIPTraceID decodes a flow.IPTraceID object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeIPTraceID(m *flowpb.IPTraceID) error {
-	m.Reset()
+	*m = flowpb.IPTraceID{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersIPTraceID[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "trace_id", "traceId":
-			idx = 0
-		case "ip_option_type", "ipOptionType":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "trace_id", "traceId":
+				idx = 0
+			case "ip_option_type", "ipOptionType":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4424,31 +4757,41 @@ func appendNetworkInterface(dst []byte, m *flowpb.NetworkInterface) ([]byte, err
 	return closeObject(dst), nil
 }
 
+// membersNetworkInterface are the members' keys of a flow.NetworkInterface object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersNetworkInterface = [...]string{
+	`"index":`,
+	`"name":`,
+}
+
 // decodeNetworkInterface decodes a flow.NetworkInterface object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeNetworkInterface(m *flowpb.NetworkInterface) error {
-	m.Reset()
+	*m = flowpb.NetworkInterface{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersNetworkInterface[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "index":
-			idx = 0
-		case "name":
-			idx = 1
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "index":
+				idx = 0
+			case "name":
+				idx = 1
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4491,30 +4834,39 @@ func appendTraceContext(dst []byte, m *flowpb.TraceContext) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersTraceContext are the members' keys of a flow.TraceContext object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersTraceContext = [...]string{
+	`"parent":`,
+}
+
 // decodeTraceContext decodes a flow.TraceContext object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeTraceContext(m *flowpb.TraceContext) error {
 	oldParent := m.Parent
-	m.Reset()
+	*m = flowpb.TraceContext{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersTraceContext[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "parent":
-			idx = 0
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "parent":
+				idx = 0
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4556,29 +4908,38 @@ func appendTraceParent(dst []byte, m *flowpb.TraceParent) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersTraceParent are the members' keys of a flow.TraceParent object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersTraceParent = [...]string{
+	`"trace_id":`,
+}
+
 // decodeTraceParent decodes a flow.TraceParent object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeTraceParent(m *flowpb.TraceParent) error {
-	m.Reset()
+	*m = flowpb.TraceParent{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersTraceParent[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "trace_id", "traceId":
-			idx = 0
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "trace_id", "traceId":
+				idx = 0
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4647,40 +5008,53 @@ func appendPolicy(dst []byte, m *flowpb.Policy) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersPolicy are the members' keys of a flow.Policy object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersPolicy = [...]string{
+	`"name":`,
+	`"namespace":`,
+	`"labels":`,
+	`"revision":`,
+	`"kind":`,
+}
+
 // decodePolicy decodes a flow.Policy object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodePolicy(m *flowpb.Policy) error {
 	keepLabels := m.Labels[:0]
 	clear(keepLabels[:cap(keepLabels)])
-	m.Reset()
+	*m = flowpb.Policy{}
 	m.Labels = keepLabels
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersPolicy[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "name":
-			idx = 0
-		case "namespace":
-			idx = 1
-		case "labels":
-			idx = 2
-		case "revision":
-			idx = 3
-		case "kind":
-			idx = 4
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "name":
+				idx = 0
+			case "namespace":
+				idx = 1
+			case "labels":
+				idx = 2
+			case "revision":
+				idx = 3
+			case "kind":
+				idx = 4
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4761,33 +5135,44 @@ func appendAggregate(dst []byte, m *flowpb.Aggregate) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersAggregate are the members' keys of a flow.Aggregate object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersAggregate = [...]string{
+	`"ingress_flow_count":`,
+	`"egress_flow_count":`,
+	`"unknown_direction_flow_count":`,
+}
+
 // decodeAggregate decodes a flow.Aggregate object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeAggregate(m *flowpb.Aggregate) error {
-	m.Reset()
+	*m = flowpb.Aggregate{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersAggregate[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "ingress_flow_count", "ingressFlowCount":
-			idx = 0
-		case "egress_flow_count", "egressFlowCount":
-			idx = 1
-		case "unknown_direction_flow_count", "unknownDirectionFlowCount":
-			idx = 2
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "ingress_flow_count", "ingressFlowCount":
+				idx = 0
+			case "egress_flow_count", "egressFlowCount":
+				idx = 1
+			case "unknown_direction_flow_count", "unknownDirectionFlowCount":
+				idx = 2
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4858,40 +5243,53 @@ func appendLostEvent(dst []byte, m *flowpb.LostEvent) ([]byte, error) {
 	return closeObject(dst), nil
 }
 
+// membersLostEvent are the members' keys of a flow.LostEvent object as Hubble's exporter
+// writes them (proto names), quoted and with their colon, in field order.
+var membersLostEvent = [...]string{
+	`"source":`,
+	`"num_events_lost":`,
+	`"cpu":`,
+	`"first":`,
+	`"last":`,
+}
+
 // decodeLostEvent decodes a flow.LostEvent object into m with Reset semantics, reusing
 // m's nested messages and lists as storage.
 func (d *decoder) decodeLostEvent(m *flowpb.LostEvent) error {
 	oldCpu := m.Cpu
 	oldFirst := m.First
 	oldLast := m.Last
-	m.Reset()
+	*m = flowpb.LostEvent{}
 	var seen [1]uint64
 	if err := d.objectStart(); err != nil {
 		return err
 	}
+	next := 0
 	for n := 0; ; n++ {
-		key, more, err := d.field(n)
+		idx, key, more, err := d.member(n, membersLostEvent[:], next)
 		if err != nil {
 			return err
 		}
 		if !more {
 			return nil
 		}
-		var idx int
-		switch string(key) {
-		case "source":
-			idx = 0
-		case "num_events_lost", "numEventsLost":
-			idx = 1
-		case "cpu":
-			idx = 2
-		case "first":
-			idx = 3
-		case "last":
-			idx = 4
-		default:
-			return errFallback
+		if idx < 0 {
+			switch string(key) {
+			case "source":
+				idx = 0
+			case "num_events_lost", "numEventsLost":
+				idx = 1
+			case "cpu":
+				idx = 2
+			case "first":
+				idx = 3
+			case "last":
+				idx = 4
+			default:
+				return errFallback
+			}
 		}
+		next = idx + 1
 		if seen[idx/64]&(1<<(idx%64)) != 0 {
 			return errFallback
 		}
@@ -4918,7 +5316,7 @@ func (d *decoder) decodeLostEvent(m *flowpb.LostEvent) error {
 			if x == nil {
 				x = new(wrapperspb.Int32Value)
 			}
-			x.Reset()
+			*x = wrapperspb.Int32Value{}
 			var err error
 			x.Value, err = d.int32()
 			v := x

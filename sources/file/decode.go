@@ -103,10 +103,12 @@ func (d *protojsonDecoder) decode(line []byte, ev *pipeline.Event) (lineKind, bo
 
 // flowjsonDecoder decodes lines with flow/flowjson: protojson's results
 // (flowjson falls back to protojson itself for rare forms) without
-// reflection, into the event slot's reused Flow storage. Lines with fields
+// reflection, into the event slot's reused Flow storage, with the strings
+// of consecutive lines sharing blocks (flowjson.Decoder). Lines with fields
 // or enum names this schema does not know get the same lenient retry as
 // protojsonDecoder.
 type flowjsonDecoder struct {
+	dec     flowjson.Decoder
 	lenient protojson.UnmarshalOptions
 	ee      observer.ExportEvent
 	wrap    observer.ExportEvent_Flow
@@ -131,7 +133,7 @@ func (d *flowjsonDecoder) decode(line []byte, ev *pipeline.Event) (lineKind, boo
 		ee.ResponseTypes, ee.Time, d.wrap.Flow = nil, nil, nil
 	}()
 	lossy := false
-	if err := flowjson.Unmarshal(line, ee); err != nil {
+	if err := d.dec.Unmarshal(line, ee); err != nil {
 		if err2 := d.lenient.Unmarshal(line, ee); err2 != nil {
 			ev.Flow = prev
 			return kindOther, false, err2

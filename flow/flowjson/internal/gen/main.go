@@ -424,6 +424,14 @@ func (g *gen) decoder(in *info) {
 	id := ident(md.FullName())
 	fields := md.Fields()
 	g.p("")
+	g.p("// members%s are the members' keys of a %s object as Hubble's exporter", id, md.FullName())
+	g.p("// writes them (proto names), quoted and with their colon, in field order.")
+	g.p("var members%s = [...]string{", id)
+	for i := 0; i < fields.Len(); i++ {
+		g.p("\t`%s`,", strconv.Quote(string(fields.Get(i).Name()))+":")
+	}
+	g.p("}")
+	g.p("")
 	g.p("// decode%s decodes a %s object into m with Reset semantics, reusing", id, md.FullName())
 	g.p("// m's nested messages and lists as storage.")
 	g.p("func (d *decoder) decode%s(m *%s) error {", id, in.goT)
@@ -447,7 +455,12 @@ func (g *gen) decoder(in *info) {
 			g.p("\told%s := m.%s", name, name)
 		}
 	}
-	g.p("\tm.Reset()")
+	// A composite literal rather than Reset: Reset also stores the
+	// message's type information with an atomic exchange, a full memory
+	// barrier per message that the whole-process profile charged about a
+	// tenth of the file source's CPU (the first touch of cold, reused
+	// storage); ProtoReflect stores it again when it finds it unset.
+	g.p("\t*m = %s{}", in.goT)
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
 		if fd.IsList() {
@@ -463,23 +476,26 @@ func (g *gen) decoder(in *info) {
 	g.p("\tif err := d.objectStart(); err != nil {")
 	g.p("\t\treturn err")
 	g.p("\t}")
+	g.p("\tnext := 0")
 	g.p("\tfor n := 0; ; n++ {")
-	g.p("\t\tkey, more, err := d.field(n)")
+	g.p("\t\tidx, key, more, err := d.member(n, members%s[:], next)", id)
 	g.p("\t\tif err != nil {")
 	g.p("\t\t\treturn err")
 	g.p("\t\t}")
 	g.p("\t\tif !more {")
 	g.p("\t\t\treturn nil")
 	g.p("\t\t}")
-	g.p("\t\tvar idx int")
-	g.p("\t\tswitch string(key) {")
+	g.p("\t\tif idx < 0 {")
+	g.p("\t\t\tswitch string(key) {")
 	for i := 0; i < fields.Len(); i++ {
-		g.p("\t\tcase %s:", caseNames(fields.Get(i)))
-		g.p("\t\t\tidx = %d", i)
+		g.p("\t\t\tcase %s:", caseNames(fields.Get(i)))
+		g.p("\t\t\t\tidx = %d", i)
 	}
-	g.p("\t\tdefault:")
-	g.p("\t\t\treturn errFallback")
+	g.p("\t\t\tdefault:")
+	g.p("\t\t\t\treturn errFallback")
+	g.p("\t\t\t}")
 	g.p("\t\t}")
+	g.p("\t\tnext = idx + 1")
 	g.p("\t\tif seen[idx/64]&(1<<(idx%%64)) != 0 {")
 	g.p("\t\t\treturn errFallback")
 	g.p("\t\t}")
@@ -587,15 +603,15 @@ func (g *gen) decoder(in *info) {
 			case mn == fullTimestamp:
 				g.p("\t\t\terr := d.timestamp(x)")
 			case wrappers[mn] == "bool":
-				g.p("\t\t\tx.Reset()")
+				g.p("\t\t\t*x = %s{}", mt)
 				g.p("\t\t\tvar err error")
 				g.p("\t\t\tx.Value, err = d.boolean()")
 			case wrappers[mn] == "int32":
-				g.p("\t\t\tx.Reset()")
+				g.p("\t\t\t*x = %s{}", mt)
 				g.p("\t\t\tvar err error")
 				g.p("\t\t\tx.Value, err = d.int32()")
 			case wrappers[mn] == "uint32":
-				g.p("\t\t\tx.Reset()")
+				g.p("\t\t\t*x = %s{}", mt)
 				g.p("\t\t\tvar err error")
 				g.p("\t\t\tx.Value, err = d.uint32()")
 			default:
