@@ -129,7 +129,7 @@ func TestDecodeForms(t *testing.T) {
 		{`{"flow":{"sourceNames":["a"],"source_names":["b"]}}`, false},
 		{`{"flow":{"destination_names":["a"],"source_names":["b"],"node_labels":["c"]}}`, true},
 		{`{"flow":{"uuid":"a\"b","uuid2":1}}`, false},
-		{`{"flow":{"uuid":"0123456789abcdef\u00e9x","node_name":"\u2028\u2029abÃ©cdefghâ¬"}}`, true},
+		{`{"flow":{"uuid":"0123456789abcdef\u00e9x","node_name":"\u2028\u2029abécdefgh€"}}`, true},
 		{"{\"flow\":{\"uuid\":\"0123456\x7f89abcdef\"}}", true},
 		{"{\"flow\":{\"uuid\":\"0123456789\x1fabcdef\"}}", false},
 		{"{\"flow\":{\"uuid\":\"01234567\xe9abcdef\"}}", false},
