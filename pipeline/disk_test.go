@@ -385,6 +385,41 @@ func TestDiskBufferFullFileSystem(t *testing.T) {
 	}
 }
 
+// A restart while the disk buffer's file system is full: the pipeline
+// starts, and what the first run left on disk is delivered.
+func TestDiskBufferRestartOnFullFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	brokerDown.Store(true)
+	defer brokerDown.Store(false)
+	s1 := run(t, load(t, diskConfig(dir, 1000, "when_full: drop_newest")), context.Background())
+	if s1.Total.Buffered != 1000 {
+		t.Fatalf("first run: %v", s1.Total)
+	}
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	brokerDown.Store(false)
+	s2 := run(t, load(t, diskConfig(dir, 10, "when_full: drop_newest")), context.Background())
+	t.Logf("second run: %v", s2.Total)
+	if s2.Total.Recovered != 1000 || s2.Total.Delivered < 1000 || s2.Total.Delivered+s2.Total.Lost != 1010 {
+		t.Fatalf("second run: %v", s2.Total)
+	}
+}
+
 // An acknowledging source in front of a disk buffer: each batch's Ack
 // resolves once, ok, as soon as the batch is on disk, even while the broker
 // is away (the disk buffer keeps it until the broker acknowledged it), so

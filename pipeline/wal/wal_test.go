@@ -318,3 +318,56 @@ func TestFullFileSystem(t *testing.T) {
 		t.Fatalf("append after acknowledging everything: %v", err)
 	}
 }
+
+// A restart on a file system that is full: the log opens (its records are
+// still read and acknowledged), an Append reports ENOSPC until there is
+// room again, and appends after that.
+func TestReopenOnFullFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	o := Options{MaxBytes: 64 << 20, Sync: SyncNever}
+	l, _, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 0, 5)
+	l.Close()
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	l2, corrupt, err := Open(dir, o)
+	if err != nil {
+		t.Fatalf("open on a full file system: %v", err)
+	}
+	defer l2.Close()
+	if len(corrupt) != 0 {
+		t.Fatalf("corrupt records: %+v", corrupt)
+	}
+	if got := readAll(t, l2, true); len(got) != 5 || got[0] != "record 0000" {
+		t.Fatalf("read %v", got)
+	}
+	if _, err := l2.Append(rec(5)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append on a full file system: %v, want ENOSPC", err)
+	}
+	os.Remove(filler)
+	if _, err := l2.Append(rec(5)); err != nil {
+		t.Fatalf("append after space returned: %v", err)
+	}
+	if got := readAll(t, l2, false); len(got) != 1 || got[0] != "record 0005" {
+		t.Fatalf("read %v", got)
+	}
+}
