@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -341,6 +342,82 @@ func TestDiskBufferFull(t *testing.T) {
 			t.Fatalf("summary %v", s.Total)
 		}
 	})
+}
+
+// A file system that fills up before max_bytes: the appends it refuses
+// (ENOSPC) apply when_full as a full disk buffer does, and every event is
+// delivered or reported lost once the broker is back.
+func TestDiskBufferFullFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	brokerDown.Store(true)
+	defer brokerDown.Store(false)
+	p := load(t, diskConfigHold(dir, 20000, "max_bytes: 64MiB, when_full: drop_newest", "fs-full-over"))
+	done := make(chan *pipeline.Summary)
+	go func() { done <- run(t, p, context.Background()) }()
+	<-gate("gen-done").ch
+	brokerDown.Store(false)
+	for deadline := time.Now().Add(30 * time.Second); brokerNamed("bus").flowCount() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	gate("fs-full-over").open()
+	s := <-done
+	t.Logf("summary %v", s.Total)
+	k := brokerNamed("bus")
+	if s.Total.Lost == 0 || s.Total.Delivered == 0 || s.Total.Delivered+s.Total.Lost != 20000 {
+		t.Fatalf("summary %v", s.Total)
+	}
+	if rl := k.reportedLost(); rl != s.Total.Lost {
+		t.Errorf("LostEvents report %d events, summary %d", rl, s.Total.Lost)
+	}
+	// drop_newest keeps the oldest flows.
+	k.mu.Lock()
+	first := k.flows[0]
+	k.mu.Unlock()
+	if first != 1 {
+		t.Errorf("flow 0 delivered %d times", first)
+	}
+}
+
+// A restart while the disk buffer's file system is full: the pipeline
+// starts, and what the first run left on disk is delivered.
+func TestDiskBufferRestartOnFullFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	brokerDown.Store(true)
+	defer brokerDown.Store(false)
+	s1 := run(t, load(t, diskConfig(dir, 1000, "when_full: drop_newest")), context.Background())
+	if s1.Total.Buffered != 1000 {
+		t.Fatalf("first run: %v", s1.Total)
+	}
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	brokerDown.Store(false)
+	s2 := run(t, load(t, diskConfig(dir, 10, "when_full: drop_newest")), context.Background())
+	t.Logf("second run: %v", s2.Total)
+	if s2.Total.Recovered != 1000 || s2.Total.Delivered < 1000 || s2.Total.Delivered+s2.Total.Lost != 1010 {
+		t.Fatalf("second run: %v", s2.Total)
+	}
 }
 
 // An acknowledging source in front of a disk buffer: each batch's Ack

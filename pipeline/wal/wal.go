@@ -11,7 +11,8 @@
 // acknowledged, with its own CRC. A segment is deleted once every record in
 // it is acknowledged; a new segment starts when the active one reaches
 // SegmentBytes, and at every Open (a log never appends after what an
-// earlier process left, so a torn tail is never extended).
+// earlier process left, so a torn tail is never extended; on a full file
+// system, at the first Append after Open).
 //
 // Recovery (Open) reads every segment and checks every record's checksum.
 // A record whose length or checksum is wrong, or that ends past the end of
@@ -166,6 +167,12 @@ func Open(dir string, o Options) (*Log, []Corrupt, error) {
 	l := &Log{dir: dir, opts: o, lock: lock, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	corrupt, err := l.recover()
 	if err != nil {
+		if l.ackFile != nil {
+			l.ackFile.Close()
+		}
+		if l.active != nil {
+			l.active.Close()
+		}
 		lock.Close()
 		return nil, nil, err
 	}
@@ -239,10 +246,18 @@ func (l *Log) recover() ([]Corrupt, error) {
 	if err := l.writeAck(acked); err != nil {
 		return nil, err
 	}
-	if err := l.newSegment(); err != nil {
+	// On a full file system the log opens without an active segment, so
+	// that what it holds is still delivered; the next Append starts one
+	// (or reports the file system full).
+	if err := l.newSegment(); err != nil && !fsFull(err) {
 		return nil, err
 	}
 	return corrupt, nil
+}
+
+// fsFull reports whether err says the file system (or the quota) is full.
+func fsFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // last returns the index after the segment's last record.
@@ -365,6 +380,11 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 	defer l.mu.Unlock()
 	if l.closed {
 		return 0, errors.New("wal: closed")
+	}
+	if l.active == nil {
+		if err := l.newSegment(); err != nil {
+			return 0, err
+		}
 	}
 	need := int64(frame + len(payload))
 	s := l.segs[len(l.segs)-1]
@@ -630,7 +650,7 @@ func (l *Log) syncer() {
 			return
 		case <-t.C:
 			l.mu.Lock()
-			if l.dirty && !l.closed {
+			if l.dirty && !l.closed && l.active != nil {
 				l.active.Sync()
 				l.ackFile.Sync()
 				l.dirty = false
@@ -650,10 +670,16 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	var err error
-	if l.opts.Sync != SyncNever {
-		err = errors.Join(l.active.Sync(), l.ackFile.Sync())
+	if l.active != nil {
+		if l.opts.Sync != SyncNever {
+			err = l.active.Sync()
+		}
+		err = errors.Join(err, l.active.Close())
 	}
-	err = errors.Join(err, l.active.Close(), l.ackFile.Close())
+	if l.opts.Sync != SyncNever {
+		err = errors.Join(err, l.ackFile.Sync())
+	}
+	err = errors.Join(err, l.ackFile.Close())
 	if l.acked >= l.next {
 		// Everything is delivered: no segment needs to stay.
 		for len(l.segs) > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -268,4 +269,105 @@ func FuzzScan(f *testing.F) {
 			}
 		})
 	})
+}
+
+// A file system that fills up under the log: the append that does not fit
+// fails with ENOSPC and leaves nothing of itself behind (its partial write
+// is undone), so the log reopens with every record before it intact, and
+// appends again once acknowledged records free the space.
+func TestFullFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	big := func(i int) []byte {
+		return append([]byte(fmt.Sprintf("record %04d ", i)), bytes.Repeat([]byte{'y'}, 10000)...)
+	}
+	l, _, err := Open(dir, Options{MaxBytes: 64 << 20, Sync: SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for ; ; n++ {
+		_, err := l.Append(big(n))
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("append %d: %v, want ENOSPC", n, err)
+		}
+		break
+	}
+	if n == 0 {
+		t.Fatal("the first append already failed")
+	}
+	l.Close()
+	l2, corrupt := open(t, dir, Options{MaxBytes: 64 << 20, Sync: SyncNever})
+	if len(corrupt) != 0 {
+		t.Fatalf("%d corrupt records after a full file system: %+v", len(corrupt), corrupt[0])
+	}
+	got := readAll(t, l2, true)
+	if len(got) != n || got[0] != "record 0000" || got[n-1] != fmt.Sprintf("record %04d", n-1) {
+		t.Fatalf("reopened log holds %d records (%v ... ), want %d", len(got), got[:min(len(got), 1)], n)
+	}
+	if _, err := l2.Append(big(n)); err != nil {
+		t.Fatalf("append after acknowledging everything: %v", err)
+	}
+}
+
+// A restart on a file system that is full: the log opens (its records are
+// still read and acknowledged), an Append reports ENOSPC until there is
+// room again, and appends after that.
+func TestReopenOnFullFileSystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, 0) })
+	o := Options{MaxBytes: 64 << 20, Sync: SyncNever}
+	l, _, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 0, 5)
+	l.Close()
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	f.Close()
+	l2, corrupt, err := Open(dir, o)
+	if err != nil {
+		t.Fatalf("open on a full file system: %v", err)
+	}
+	defer l2.Close()
+	if len(corrupt) != 0 {
+		t.Fatalf("corrupt records: %+v", corrupt)
+	}
+	if got := readAll(t, l2, true); len(got) != 5 || got[0] != "record 0000" {
+		t.Fatalf("read %v", got)
+	}
+	if _, err := l2.Append(rec(5)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append on a full file system: %v, want ENOSPC", err)
+	}
+	os.Remove(filler)
+	if _, err := l2.Append(rec(5)); err != nil {
+		t.Fatalf("append after space returned: %v", err)
+	}
+	if got := readAll(t, l2, false); len(got) != 1 || got[0] != "record 0005" {
+		t.Fatalf("read %v", got)
+	}
 }
