@@ -95,6 +95,9 @@ type Source struct {
 	malformedLogged atomic.Bool
 }
 
+// pullExpiry is how long one JetStream pull request lasts.
+const pullExpiry = 2 * time.Second
+
 type ackReq struct {
 	msgs []jetstream.Msg
 	ok   bool
@@ -247,6 +250,14 @@ func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
 			case <-ctx.Done():
 			}
 		}, jetstream.PullMaxMessages(min(s.js.MaxAckPending, 2*pipeline.DefaultBatchSize)),
+			// Short-lived pull requests with frequent heartbeats: a pull
+			// request the server no longer serves ends within pullExpiry,
+			// and one the client wrongly believes outstanding is noticed
+			// after two missed heartbeats; either way the client asks
+			// again. The client's defaults (30s, 15s) let such a request
+			// stall the consumer for half a minute.
+			jetstream.PullExpiry(pullExpiry),
+			jetstream.PullHeartbeat(pullExpiry/2),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				if !errors.Is(err, jetstream.ErrNoHeartbeat) || ctx.Err() == nil {
 					s.log.Debug("nats: jetstream consume", "err", err)

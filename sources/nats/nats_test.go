@@ -68,16 +68,28 @@ func publish(t *testing.T, nc *nats.Conn, js jetstream.JetStream, first, n int) 
 		if err != nil {
 			t.Fatal(err)
 		}
+		// At most 1,000 asynchronous publishes wait for their PubAcks:
+		// the client's limit is 4,000 and it gives up on a publish that
+		// waits 200ms for room, which a loaded machine can exceed.
+		if js != nil && (i-first)%1000 == 999 {
+			awaitPublished(t, js)
+		}
 	}
 	if js != nil {
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-time.After(30 * time.Second):
-			t.Fatal("publishes not acknowledged")
-		}
+		awaitPublished(t, js)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// awaitPublished waits until every asynchronous publish is acknowledged.
+func awaitPublished(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishes not acknowledged")
 	}
 }
 
@@ -213,5 +225,45 @@ func TestConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// The durable's max_ack_pending is reached again and again (the pipeline
+// holds more messages than it allows): delivery goes on as acks free
+// room, without waiting for a pull request to expire. Each size is below,
+// at and above what one pull request asks for.
+func TestJetStreamMaxAckPendingProgress(t *testing.T) {
+	url, nc, js := natsServer(t)
+	const total = 20000
+	publish(t, nc, js, 0, total)
+	for _, maxp := range []int{100, 700, 1024, 3000} {
+		name := fmt.Sprintf("maxp%d", maxp)
+		r := srctest.Start(t, fmt.Sprintf(`
+metrics: {listen: ""}
+sources:
+  bus:
+    type: nats
+    url: %s
+    jetstream: {stream: HUBBLE, durable: %s, max_ack_pending: %d}
+sinks:
+  %s: {type: test-collect, inputs: [bus]}
+`, url, name, maxp, name))
+		out := srctest.Sink(name)
+		start := time.Now()
+		last, lastAt, longest := 0, start, time.Duration(0)
+		for n := 0; n < total; n = out.Distinct() {
+			if n != last {
+				last, lastAt = n, time.Now()
+			}
+			if wait := time.Since(lastAt); wait > longest {
+				longest = wait
+			}
+			if longest > 5*time.Second {
+				t.Fatalf("max_ack_pending %d: no progress for %v after %d of %d flows", maxp, longest, n, total)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		r.Stop()
+		t.Logf("max_ack_pending %d: %d flows in %v, longest wait for progress %v", maxp, total, time.Since(start).Round(time.Millisecond), longest.Round(time.Millisecond))
 	}
 }
