@@ -3,7 +3,17 @@ package kubernetes
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -305,6 +315,30 @@ func TestAPIServer(t *testing.T) {
 			t.Error("ready with an invalid token")
 		}
 	})
+	t.Run("expired token", func(t *testing.T) {
+		sa, err := srv.Client.CoreV1().ServiceAccounts("kube-system").Get(ctx, "flowbus", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Signed with the server's own key for an existing service
+		// account (which has no RBAC binding): valid for another hour it
+		// authenticates, and the server only refuses the permissions.
+		key := filepath.Join(srv.Dir, "sa.key")
+		_, valid := startReal(t, srv.KubeconfigFor(t, saToken(t, key, sa, time.Now().Add(time.Hour))), 100*time.Millisecond)
+		eventually(t, "the signed token authenticates: "+valid.String(), func() bool { return strings.Contains(valid.String(), "missing RBAC permission") })
+		if strings.Contains(valid.String(), "unauthorized") {
+			t.Fatalf("a valid token is refused: %s", valid)
+		}
+		// The same token, expired an hour ago (past the server's leeway).
+		tr, logs := startReal(t, srv.KubeconfigFor(t, saToken(t, key, sa, time.Now().Add(-time.Hour))), 100*time.Millisecond)
+		if f := process(tr, flowOf("10.0.3.17", "")); f.Source != nil {
+			t.Errorf("enriched with an expired token: %v", f.Source)
+		}
+		eventually(t, "unauthorized is logged: "+logs.String(), func() bool { return strings.Contains(logs.String(), "unauthorized while watching") })
+		if tr.Ready() == nil {
+			t.Error("ready with an expired token")
+		}
+	})
 	t.Run("apiserver restart", func(t *testing.T) {
 		srv.RestartAPIServer(t, time.Second)
 		a.pod("shop", "after-restart", "10.0.6.1", map[string]string{"app": "late"}, nil, false)
@@ -331,4 +365,48 @@ func TestUnreachable(t *testing.T) {
 	if err := tr.Ready(); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("Ready() = %v", err)
 	}
+}
+
+// saToken is a service-account token for sa that expires at exp, signed
+// with the RSA key in keyFile as the API server signs its own.
+func saToken(t *testing.T, keyFile string, sa *corev1.ServiceAccount, exp time.Time) string {
+	t.Helper()
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(data)
+	if blk == nil {
+		t.Fatalf("%s: no PEM block", keyFile)
+	}
+	var key *rsa.PrivateKey
+	if k, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
+		key, _ = k.(*rsa.PrivateKey)
+	} else if key, err = x509.ParsePKCS1PrivateKey(blk.Bytes); err != nil {
+		t.Fatalf("%s: %v", keyFile, err)
+	}
+	if key == nil {
+		t.Fatalf("%s: not an RSA key", keyFile)
+	}
+	const issuer = "https://kubernetes.default.svc"
+	claims := map[string]any{
+		"iss": issuer, "aud": []string{issuer},
+		"sub": "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
+		"iat": exp.Add(-time.Hour).Unix(), "nbf": exp.Add(-time.Hour).Unix(), "exp": exp.Unix(),
+		"kubernetes.io": map[string]any{"namespace": sa.Namespace, "serviceaccount": map[string]any{"name": sa.Name, "uid": string(sa.UID)}},
+	}
+	enc := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signed := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims)
+	sum := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
