@@ -203,7 +203,7 @@ func (p *Pipeline) runDiskSink(n *node) {
 	d := n.disk
 	go p.appendDisk(n)
 	p.deliverDisk(n)
-	for p.flushLoss(n, false) && !n.loss.refused(n.stats.out.Load()) {
+	for p.flushLoss(n, false) && !n.loss.refused(n.stats.delivered()) {
 		select {
 		case <-p.abort.Done():
 		case <-time.After(p.cfg.LostEventInterval.D()):

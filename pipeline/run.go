@@ -30,6 +30,15 @@ type stats struct {
 	panicked atomic.Uint64 // batches lost to a panic in the component
 }
 
+// delivered is what a sink delivered: what its Write accepted, less what
+// it lost afterwards. A late loss may be reported before the runtime
+// counts its batch in out, so a count taken in between clamps at zero.
+func (st *stats) delivered() uint64 {
+	late := st.lateLost.Load()
+	out := st.out.Load()
+	return out - min(late, out)
+}
+
 // runState is the lifecycle shared by the HTTP handlers.
 type runState struct {
 	started  atomic.Bool // Run called
@@ -217,7 +226,7 @@ func (p *Pipeline) runSink(n *node) {
 	// lost_event_interval until the shutdown deadline; not when the sink
 	// delivered flows since its LostEvents began failing (their destination
 	// refuses them, and waiting would not change that).
-	for p.flushLoss(n, false) && !n.loss.refused(n.stats.out.Load()) {
+	for p.flushLoss(n, false) && !n.loss.refused(n.stats.delivered()) {
 		select {
 		case <-p.abort.Done():
 		case <-time.After(p.cfg.LostEventInterval.D()):
@@ -262,7 +271,7 @@ func (p *Pipeline) flushLoss(n *node, final bool) (retry bool) {
 			n.loss.ok()
 			continue
 		}
-		n.loss.failed(n.stats.out.Load())
+		n.loss.failed(n.stats.delivered())
 		if final {
 			unreported += ev.Lost.NumEventsLost
 			continue

@@ -140,12 +140,7 @@ func (p *Pipeline) Summary() *Summary {
 				}
 			}
 		}
-		// lateLost first: a late loss may be reported before the runtime
-		// counts its batch in out, so a summary taken in between clamps
-		// at zero; once Write returns, out - lateLost is exact.
-		late := k.stats.lateLost.Load()
-		out := k.stats.out.Load()
-		c.Delivered = out - min(late, out)
+		c.Delivered = k.stats.delivered()
 		c.Lost = k.loss.total.Load()
 		if k.disk != nil {
 			c.Recovered, c.Buffered = k.disk.recovered.Load(), k.disk.buffered.Load()
