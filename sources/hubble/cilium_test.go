@@ -104,7 +104,8 @@ func exportLines(t *testing.T, fs []*flowpb.Flow) []string {
 // server: the flows fed to it (enriched, with L7, an unknown enum number,
 // HTML characters), those in its ring and those that come while the source
 // follows, arrive in flowbus identically, byte for byte in Hubble's export
-// JSON; the lost events it forwards are counted as lost, by source; and
+// JSON, and as `hubble observe -o jsonpb` prints them from that server; the
+// lost events it forwards are counted as lost, by source; and
 // when the source falls behind Cilium's ring, Cilium's own lost events for
 // its ring reconcile with the flows that arrived.
 //
@@ -138,6 +139,30 @@ func TestCiliumServerInterop(t *testing.T) {
 		for i := range n {
 			if c.lines[i] != lines[i] {
 				t.Fatalf("flow %d differs:\nfed:      %s\nreceived: %s", i, lines[i], c.lines[i])
+			}
+		}
+		// The real hubble CLI, reading the same server, prints the same
+		// flows byte for byte.
+		cmd := exec.Command(hubbleCLI(t), "observe", "--server", "unix://"+srv.sock, "-o", "jsonpb", "--all")
+		cmd.Env = append(os.Environ(), "HUBBLE_CONFIG=/dev/null")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("hubble observe: %v\n%s", err, stderr.String())
+		}
+		var cliFlows []string
+		for _, l := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+			if strings.HasPrefix(l, `{"flow":`) {
+				cliFlows = append(cliFlows, l)
+			}
+		}
+		if len(cliFlows) != n {
+			t.Fatalf("hubble observe printed %d flows, want %d", len(cliFlows), n)
+		}
+		for i := range n {
+			if got := strings.TrimSuffix(c.lines[i], "\n"); got != cliFlows[i] {
+				t.Fatalf("flow %d differs:\nhubble:  %s\nflowbus: %s", i, cliFlows[i], got)
 			}
 		}
 		if c.lost["PERF_EVENT_RING_BUFFER"] != 23 || len(c.lost) != 1 {

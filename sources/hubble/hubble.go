@@ -466,13 +466,17 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 		b = pipeline.NewBatch()
 		return nil
 	}
+	// A batch goes out full at batchSize flows, or at
+	// pipeline.DefaultBatchBytes of messages: a buffer takes a batch
+	// whole, so many large flows must not travel together.
+	full := func() bool { return b.Len() >= s.batchSize || b.InputBytes() >= pipeline.DefaultBatchBytes }
 	for {
 		r, ok := <-ch
 		for ok {
 			if err := s.handle(r, b, out, emit); err != nil {
 				return emitted, err
 			}
-			if b.Len() >= s.batchSize {
+			if full() {
 				break
 			}
 			select {
@@ -491,6 +495,11 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 				for r := range ch {
 					if err := s.handle(r, b, out, emit); err != nil {
 						return emitted, err
+					}
+					if full() {
+						if err := emit(); err != nil {
+							return emitted, err
+						}
 					}
 				}
 				if err := emit(); err != nil {
@@ -531,6 +540,8 @@ func (s *Source) handle(msg string, b *pipeline.Batch, out pipeline.Output, emit
 	ev.Flow = f
 	ev.NodeName = d.NodeName
 	ev.Time = d.Time
+	// The message's size is what a buffer's max_bytes counts for the flow.
+	b.AddInputBytes(len(msg))
 	s.m.flows.Inc()
 	if t != nil {
 		tt := t.AsTime()
