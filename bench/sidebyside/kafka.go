@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -39,7 +40,9 @@ func runKfake(args []string) error {
 // runProduce produces the records of a length-delimited protobuf file (as
 // the file sink writes them) to the topic flows, with the three headers
 // flowbus sets, by a minimal kafka-go or franz-go producer, acks all. It
-// prints the time from the first record to the last acknowledgement.
+// prints the time from the first record to the last acknowledgement, and
+// the process's CPU time in that window (reading the records file is not
+// in it).
 func runProduce(args []string) error {
 	fs := flag.NewFlagSet("produce", flag.ExitOnError)
 	client := fs.String("client", "kafka-go", "kafka-go (its Writer), kafka-go-client (its low-level Client) or franz-go")
@@ -64,7 +67,7 @@ func runProduce(args []string) error {
 	hk := []string{"content-type", "hubble-schema", "node"}
 	hv := [][]byte{[]byte("application/x-protobuf"), []byte("flow.v1"), []byte("bench")}
 	ctx := context.Background()
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	switch *client {
 	case "kafka-go":
 		w := &kafka.Writer{Addr: kafka.TCP(*brokers), Topic: "flows", Balancer: &kafka.RoundRobin{},
@@ -77,7 +80,7 @@ func runProduce(args []string) error {
 		for i, v := range values {
 			msgs[i] = kafka.Message{Value: v, Headers: hdrs}
 		}
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		// One call per 6 batches: the writer fills every partition's
 		// batch in parallel, as a pipeline batch of 3,072 would.
 		for i := 0; i < len(msgs); i += 6 * 512 {
@@ -85,7 +88,7 @@ func runProduce(args []string) error {
 				return err
 			}
 		}
-		elapsed = time.Since(start)
+		elapsed, cpu = time.Since(start), cpuTime()-cpu0
 		if err := w.Close(); err != nil {
 			return err
 		}
@@ -101,7 +104,7 @@ func runProduce(args []string) error {
 		for i, v := range values {
 			recs[i] = kafka.Record{Value: kafka.NewBytes(v), Headers: hdrs}
 		}
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		for i := 0; i < len(recs); i += 6 * 512 {
 			errs := make(chan error, 6)
 			n := 0
@@ -123,7 +126,7 @@ func runProduce(args []string) error {
 				}
 			}
 		}
-		elapsed = time.Since(start)
+		elapsed, cpu = time.Since(start), cpuTime()-cpu0
 	case "franz-go":
 		cl, err := kgo.NewClient(kgo.SeedBrokers(*brokers), kgo.DefaultProduceTopic("flows"),
 			kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(1<<20),
@@ -142,7 +145,7 @@ func runProduce(args []string) error {
 				failed = err
 			}
 		}
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		for i, v := range values {
 			recs[i] = kgo.Record{Value: v, Headers: hdrs}
 			cl.Produce(ctx, &recs[i], done)
@@ -150,7 +153,7 @@ func runProduce(args []string) error {
 		if err := cl.Flush(ctx); err != nil {
 			return err
 		}
-		elapsed = time.Since(start)
+		elapsed, cpu = time.Since(start), cpuTime()-cpu0
 		cl.Close()
 		if failed != nil {
 			return failed
@@ -158,6 +161,15 @@ func runProduce(args []string) error {
 	default:
 		return errors.New("-client: want kafka-go, kafka-go-client or franz-go")
 	}
-	fmt.Printf("records=%d elapsed=%s\n", len(values), elapsed)
+	fmt.Printf("records=%d elapsed=%s cpu=%s\n", len(values), elapsed, cpu)
 	return nil
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -419,7 +419,7 @@ func (b *bench) rowKafka() error {
 	var fbs []result
 	var produced int
 	ceil := map[string][]time.Duration{}
-	ceilCPU := map[string][]time.Duration{} // the producing process's CPU (the broker not included)
+	ceilCPU := map[string][]time.Duration{} // the producing process's CPU while it produced (the broker not included)
 	for i := 0; i < b.runs; i++ {
 		addr, stop, err := b.kfake()
 		if err != nil {
@@ -451,8 +451,12 @@ func (b *bench) rowKafka() error {
 			if err != nil {
 				return fmt.Errorf("produce %s: %q: %w", client, r.out, err)
 			}
+			c, err := time.ParseDuration(lastField(r.out, "cpu="))
+			if err != nil {
+				return fmt.Errorf("produce %s: %q: %w", client, r.out, err)
+			}
 			ceil[client] = append(ceil[client], d)
-			ceilCPU[client] = append(ceilCPU[client], r.cpu)
+			ceilCPU[client] = append(ceilCPU[client], c)
 		}
 	}
 	fb := median(fbs)
