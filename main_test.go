@@ -72,7 +72,7 @@ transforms:
   loop: {type: filter, inputs: [loop2]}
   loop2: {type: filter, inputs: [loop]}
 `)
-	cmd := exec.Command(binary, "validate", "-c", cfg)
+	cmd := bintest.Command(binary, "validate", "-c", cfg)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -115,7 +115,7 @@ sources:
 sinks:
   out: {type: file, path: %s, inputs: [in], buffer: {events: 100000}}
 `, addr, in, out))
-	cmd := exec.Command(binary, "run", "-c", cfg)
+	cmd := bintest.Command(binary, "run", "-c", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -205,7 +205,7 @@ func TestREADMEExampleValidates(t *testing.T) {
 		t.Fatal("README.md has no yaml example")
 	}
 	cfg := writeFile(t, "pipeline.yaml", string(m[1]))
-	out, err := exec.Command(binary, "validate", "-c", cfg).CombinedOutput()
+	out, err := bintest.Command(binary, "validate", "-c", cfg).CombinedOutput()
 	if err != nil {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
@@ -213,7 +213,7 @@ func TestREADMEExampleValidates(t *testing.T) {
 
 // The default pipeline.yaml is valid.
 func TestDefaultPipelineValidates(t *testing.T) {
-	out, err := exec.Command(binary, "validate").CombinedOutput()
+	out, err := bintest.Command(binary, "validate").CombinedOutput()
 	if err != nil {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
@@ -287,7 +287,7 @@ sinks:
     path: %s
     buffer: {events: 1024, when_full: %s}
 `, count, out, whenFull))
-	cmd := exec.Command(binary, "run", "-c", cfg)
+	cmd := bintest.Command(binary, "run", "-c", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/bintest"
 )
 
 // SIGKILL while the file sink writes, rotates and compresses: every backup
@@ -42,7 +42,7 @@ sinks:
 	}
 	endless := config(0)
 	for round := range 3 {
-		cmd := exec.Command(binary, "run", "-c", endless)
+		cmd := bintest.Command(binary, "run", "-c", endless)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -63,7 +63,7 @@ sinks:
 		checkRecordFiles(t, dir, true)
 	}
 	// A clean run afterwards repairs and finishes everything.
-	cmd := exec.Command(binary, "run", "-c", config(10))
+	cmd := bintest.Command(binary, "run", "-c", config(10))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("run: %v\n%s", err, b)
 	}

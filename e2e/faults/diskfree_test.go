@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/bintest"
 )
 
 // A disk that fills up and frees again under the file sink: the file reads
@@ -41,7 +41,7 @@ sources:
 sinks:
   out: {type: file, path: %s, encoding: protobuf, inputs: [in]}
 `, total, out))
-	cmd := exec.Command(binary, "run", "-c", cfg)
+	cmd := bintest.Command(binary, "run", "-c", cfg)
 	stderrPipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

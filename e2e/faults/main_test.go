@@ -60,7 +60,7 @@ type proc struct {
 // still runs.
 func start(t *testing.T, cfg string, stdout io.Writer) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(binary, "run", "-c", cfg), stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: bintest.Command(binary, "run", "-c", cfg), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowbus/flowbus/internal/bintest"
 	"github.com/flowbus/flowbus/internal/duckdbtest"
 )
 
@@ -21,7 +21,7 @@ import (
 // exit error.
 func pqRun(t *testing.T, cfg string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(binary, "run", "-c", cfg)
+	cmd := bintest.Command(binary, "run", "-c", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
@@ -117,7 +117,7 @@ sources:
 sinks:
   lake: {type: parquet, inputs: [gen], path: "%s/dt={{ time.date }}/hr={{ time.hour }}", max_age: 1s}
 `, out))
-	cmd := exec.Command(binary, "run", "-c", cfg)
+	cmd := bintest.Command(binary, "run", "-c", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -150,7 +150,7 @@ sources:
 sinks:
   lake: {type: parquet, inputs: [gen], path: "%s/dt={{ time.date }}/hr={{ time.hour }}", max_age: 1s, row_group_rows: 5000}
 `, out))
-	cmd := exec.Command(binary, "run", "-c", cfg)
+	cmd := bintest.Command(binary, "run", "-c", cfg)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
