@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -64,8 +65,9 @@ func checkSeq(t *testing.T, args ...string) []seqStream {
 
 // Kafka away for longer than any retry budget: flowbus is SIGKILLed in the
 // middle of the outage with flows on disk; the next run, started while the
-// broker is still away, delivers all of them once it is back, and
-// check-seq finds no gap, duplicates only at the crash seam.
+// broker is still away, delivers all of them once it is back (but for a
+// record the kill tore, reported lost), and check-seq finds no gap,
+// duplicates only at the crash seam.
 func TestDiskBufferKafkaOutageSIGKILL(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(0), kfake.SeedTopics(1, "flows"))
 	if err != nil {
@@ -109,15 +111,22 @@ func TestDiskBufferKafkaOutageSIGKILL(t *testing.T) {
 	r0 := refused.Load()
 	p2.eventually("refused produce requests after the restart", func() bool { return refused.Load() >= r0+3 })
 	down.Store(false)
-	s := parseSummary(t, p2.wait())
+	stderr2 := p2.wait()
+	s := parseSummary(t, stderr2)
 	t.Logf("second run: %v", s.Total)
-	if s.Total.Recovered < 10000 || s.Total.Lost != 0 || s.Total.Buffered != 0 || s.Total.Delivered != s.Total.Recovered+30000 {
-		t.Errorf("second run: %v", s.Total)
+	// The kill may land in the middle of the record being appended: the
+	// kernel can leave a write(2) half done when the process dies. The
+	// next run finds that record torn and reports its events (one batch at
+	// most) as lost; nothing else may be lost.
+	torn := strings.Contains(stderr2, "torn record")
+	if s.Total.Recovered < 10000 || s.Total.Buffered != 0 || s.Total.Delivered+s.Total.Lost != s.Total.Recovered+30000 ||
+		(s.Total.Lost != 0 && (!torn || s.Total.Lost > 512)) {
+		t.Errorf("second run: %v; stderr:\n%s", s.Total, stderr2)
 	}
 	payloads := topicPayloads(t, broker, "flows")
 	flows, lost := sinktest.CountStream(t, payloads)
-	if lost != 0 {
-		t.Errorf("LostEvents on the bus count %d", lost)
+	if lost != s.Total.Lost {
+		t.Errorf("LostEvents on the bus count %d, the summary %d", lost, s.Total.Lost)
 	}
 	streams := checkSeq(t, "--brokers", broker, "--topic", "flows")
 	if len(streams) != 2 {
