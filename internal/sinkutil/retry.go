@@ -122,7 +122,7 @@ func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bo
 			break
 		}
 	}
-	if !lostOnly && failed == 0 && r.keptFailing.Swap(false) {
+	if !lostOnly && failed == 0 && r.keptFailing.Load() && r.keptFailing.Swap(false) {
 		r.Log.Info(r.Name + ": delivering again; the batches the disk buffer kept are written")
 	}
 	if lostOnly {
