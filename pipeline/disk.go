@@ -482,7 +482,13 @@ func (p *Pipeline) deliverRecord(n *node, b *Batch, index uint64, epoch int64, b
 	n.stats.batches.Add(1)
 	wait, rounds := 100*time.Millisecond, 0
 	for {
-		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil, lendLease)
+		// The batch is written again whatever this write fails, except
+		// on the last round a ready sink is allowed.
+		how := lendLease
+		if rounds+1 < readyRounds {
+			how |= lendAgain
+		}
+		failed, err := p.sinkWriteSeq(n, b, epoch, base, nil, how)
 		failed = min(max(failed, 0), counted)
 		if failed == 0 {
 			break

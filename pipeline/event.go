@@ -112,6 +112,10 @@ type Batch struct {
 	// when the sink may deliver its events after Write returns (see
 	// LateDelivery).
 	late bool
+	// again is set on the view of a batch that the runtime lends a sink
+	// when it keeps the batch and writes it again if Write fails events
+	// (see WrittenAgain).
+	again bool
 }
 
 // LateDelivery reports whether the sink's Write may return before the
@@ -130,6 +134,24 @@ func (b *Batch) LateDelivery() bool { return b.late }
 // SetLateDelivery sets what LateDelivery reports; the runtime sets it on the
 // batches it lends to sinks, tests of a sink on the batches they write.
 func (b *Batch) SetLateDelivery(late bool) { b.late = late }
+
+// WrittenAgain reports whether the runtime keeps b and writes it again
+// when this Write returns with events failed: the events a sink gives up
+// on are then not lost and no LostEvent reports them, and a sink should
+// say so in its log rather than announce a loss. It is true for the
+// batches of a disk buffer, except on the last write of a batch that the
+// buffer allows a sink failing it while ready (Readier, or a sink without
+// readiness): what that write fails is reported lost as without a disk
+// buffer (unless the sink is unready when it returns: the buffer then
+// keeps the batch). It is false for the batches of a memory buffer, for
+// flowbus's own LostEvents and for any batch not lent by the runtime. It
+// changes no count: a sink counts what a Write gives up on alike either
+// way.
+func (b *Batch) WrittenAgain() bool { return b.again }
+
+// SetWrittenAgain sets what WrittenAgain reports; the runtime sets it on
+// the batches it lends to sinks, tests of a sink on the batches they write.
+func (b *Batch) SetWrittenAgain(again bool) { b.again = again }
 
 // SetSeq numbers b's events from (epoch, base) for Seq. The runtime
 // numbers the batches it lends to sinks; tests of a sink call it on the

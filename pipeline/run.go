@@ -326,6 +326,9 @@ const (
 	// lendLate lets the sink deliver the batch's events after Write
 	// returns (see Batch.LateDelivery).
 	lendLate
+	// lendAgain tells the sink that the batch is written again if Write
+	// fails events (see Batch.WrittenAgain).
+	lendAgain
 )
 
 // sinkWrite lends b to the sink, numbering its events from the sink's
@@ -351,15 +354,15 @@ func (p *Pipeline) sinkWrite(n *node, b *Batch, how lendMode) (failed int, err e
 // numbers. With lendLease, the sink may take a Lease on b, which b's
 // holders must then leave unchanged until it is released (see Lease);
 // without, b is reused after Write and cannot be leased. lendLate is what
-// the view's LateDelivery reports.
+// the view's LateDelivery reports, lendAgain what its WrittenAgain does.
 func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack, how lendMode) (failed int, err error) {
 	v := &n.view
 	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack = b.Events, b.inputBytes, epoch, base, ack
-	v.view, v.lent, v.late = true, nil, how&lendLate != 0
+	v.view, v.lent, v.late, v.again = true, nil, how&lendLate != 0, how&lendAgain != 0
 	if how&lendLease != 0 {
 		v.lent = b
 	}
-	defer func() { v.Events, v.ack, v.lent, v.late = nil, nil, nil, false }()
+	defer func() { v.Events, v.ack, v.lent, v.late, v.again = nil, nil, nil, false, false }()
 	b = v
 	defer func() {
 		if r := recover(); r != nil {

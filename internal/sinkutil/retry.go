@@ -15,7 +15,12 @@ import (
 // give up and report alike.
 //
 // Counted events (flows, and LostEvents read from a source) that are given
-// up are returned as failed: the runtime reports them in a LostEvent.
+// up are returned as failed: the runtime reports them in a LostEvent,
+// which Deliver logs at warn each time. When the runtime writes the batch
+// again instead (a disk buffer, pipeline.Batch.WrittenAgain), nothing is
+// lost: Deliver logs that at warn once when such failures start, at debug
+// while they go on, and at info once a batch is delivered again. The
+// counts (Failed) are the same either way.
 //
 // flowbus's own LostEvents (Event.Reported) come in batches of their own.
 // They are given up like the rest, and the runtime puts their losses back
@@ -50,6 +55,9 @@ type Retry struct {
 	ReachPoll time.Duration
 
 	lostErr atomic.Pointer[error]
+	// keptFailing is set while batches that the runtime writes again
+	// keep failing (logged once, see Deliver).
+	keptFailing atomic.Bool
 }
 
 // Send makes one attempt at delivering the items pending (indexes into the
@@ -59,10 +67,12 @@ type Send func(ctx context.Context, pending []int, attempt int) (failed []int, e
 
 // Deliver sends the items pending until each is acknowledged or given up.
 // counted reports whether an item is a counted event (not one of
-// flowbus's own LostEvents). It returns the number of items given up; err
-// is ctx's error when ctx ended first (every unacknowledged item is then
-// included in failed).
-func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bool, send Send) (failed int, err error) {
+// flowbus's own LostEvents). again is the batch's WrittenAgain: the
+// runtime writes the batch again if items fail, so giving them up loses
+// nothing (it changes only what is logged). It returns the number of items
+// given up; err is ctx's error when ctx ended first (every unacknowledged
+// item is then included in failed).
+func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bool, again bool, send Send) (failed int, err error) {
 	if len(pending) == 0 {
 		return 0, nil
 	}
@@ -108,9 +118,12 @@ func (r *Retry) Deliver(ctx context.Context, pending []int, counted func(int) bo
 			return len(pending), ctx.Err()
 		}
 		if closed(r.Done) || attempt >= maxAttempts {
-			failed = r.giveUp(pending, counted, lastErr)
+			failed = r.giveUp(pending, counted, again, lastErr)
 			break
 		}
+	}
+	if !lostOnly && failed == 0 && r.keptFailing.Load() && r.keptFailing.Swap(false) {
+		r.Log.Info(r.Name + ": delivering again; the batches the disk buffer kept are written")
 	}
 	if lostOnly {
 		r.lostResult(failed > 0, lastErr)
@@ -145,8 +158,9 @@ func (r *Retry) poll() time.Duration {
 	return 50 * time.Millisecond
 }
 
-// giveUp counts the items pending as given up.
-func (r *Retry) giveUp(pending []int, counted func(int) bool, err error) int {
+// giveUp counts the items pending as given up; again is the batch's
+// WrittenAgain.
+func (r *Retry) giveUp(pending []int, counted func(int) bool, again bool, err error) int {
 	gave, lost := 0, 0
 	for _, i := range pending {
 		if counted(i) {
@@ -157,8 +171,17 @@ func (r *Retry) giveUp(pending []int, counted func(int) bool, err error) int {
 	}
 	if gave > 0 {
 		r.Metrics.Failed.Add(float64(gave))
-		r.Log.Warn(r.Name+": giving up on messages; they are reported in a LostEvent",
-			"messages", gave, "max_attempts", r.MaxAttempts, "err", err)
+		switch {
+		case !again:
+			r.Log.Warn(r.Name+": giving up on messages; they are reported in a LostEvent",
+				"messages", gave, "max_attempts", r.MaxAttempts, "err", err)
+		case !r.keptFailing.Swap(true):
+			r.Log.Warn(r.Name+": write failed; the disk buffer keeps the batch and writes it again (logged once until a batch is delivered)",
+				"messages", gave, "max_attempts", r.MaxAttempts, "err", err)
+		default:
+			r.Log.Debug(r.Name+": write failed; the disk buffer keeps the batch and writes it again",
+				"messages", gave, "err", err)
+		}
 	}
 	if lost > 0 {
 		r.Metrics.LostFailed.Add(float64(lost))

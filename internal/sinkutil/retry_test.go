@@ -1,12 +1,16 @@
 package sinkutil
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func newRetry(t *testing.T, attempts int) *Retry {
@@ -56,7 +60,7 @@ func TestRetryDeliver(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRetry(t, tt.attempts)
 			calls := 0
-			failed, err := r.Deliver(context.Background(), []int{0, 1, 2, 3}, tt.counted, failing(tt.failFirst, &calls))
+			failed, err := r.Deliver(context.Background(), []int{0, 1, 2, 3}, tt.counted, false, failing(tt.failFirst, &calls))
 			if failed != tt.wantFailed || err != nil || calls != tt.wantCalls {
 				t.Errorf("failed=%d err=%v calls=%d, want failed=%d calls=%d", failed, err, calls, tt.wantFailed, tt.wantCalls)
 			}
@@ -71,25 +75,25 @@ func TestRetryLostEventsFailing(t *testing.T) {
 	r := newRetry(t, 3)
 	lost := func(int) bool { return false }
 	calls := 0
-	if failed, _ := r.Deliver(context.Background(), []int{0}, lost, failing(100, &calls)); failed != 1 || calls != 3 {
+	if failed, _ := r.Deliver(context.Background(), []int{0}, lost, false, failing(100, &calls)); failed != 1 || calls != 3 {
 		t.Fatalf("failed=%d calls=%d, want 1 and 3", failed, calls)
 	}
 	if r.LostReady() == nil {
 		t.Fatal("LostReady nil after failed LostEvents")
 	}
 	calls = 0
-	if failed, _ := r.Deliver(context.Background(), []int{0}, lost, failing(100, &calls)); failed != 1 || calls != 1 {
+	if failed, _ := r.Deliver(context.Background(), []int{0}, lost, false, failing(100, &calls)); failed != 1 || calls != 1 {
 		t.Fatalf("while failing: failed=%d calls=%d, want 1 and 1", failed, calls)
 	}
 	calls = 0
-	if failed, _ := r.Deliver(context.Background(), []int{0, 1}, func(int) bool { return true }, failing(2, &calls)); failed != 0 || calls != 3 {
+	if failed, _ := r.Deliver(context.Background(), []int{0, 1}, func(int) bool { return true }, false, failing(2, &calls)); failed != 0 || calls != 3 {
 		t.Fatalf("flows: failed=%d calls=%d, want 0 and 3", failed, calls)
 	}
 	if r.LostReady() == nil {
 		t.Fatal("delivered flows ended the LostEvent condition")
 	}
 	calls = 0
-	if failed, _ := r.Deliver(context.Background(), []int{0}, lost, failing(0, &calls)); failed != 0 {
+	if failed, _ := r.Deliver(context.Background(), []int{0}, lost, false, failing(0, &calls)); failed != 0 {
 		t.Fatalf("delivered LostEvent: failed=%d", failed)
 	}
 	if err := r.LostReady(); err != nil {
@@ -103,14 +107,14 @@ func TestRetryContextAndClose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	calls := 0
-	failed, err := r.Deliver(ctx, []int{0, 1}, func(int) bool { return true }, failing(1000, &calls))
+	failed, err := r.Deliver(ctx, []int{0, 1}, func(int) bool { return true }, false, failing(1000, &calls))
 	if failed != 2 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ctx ended: failed=%d err=%v", failed, err)
 	}
 	done := make(chan struct{})
 	r.Done = done
 	go func() { time.Sleep(10 * time.Millisecond); close(done) }()
-	failed, err = r.Deliver(context.Background(), []int{0, 1}, func(int) bool { return true }, failing(1000, &calls))
+	failed, err = r.Deliver(context.Background(), []int{0, 1}, func(int) bool { return true }, false, failing(1000, &calls))
 	if failed != 2 || err != nil {
 		t.Fatalf("closed: failed=%d err=%v", failed, err)
 	}
@@ -127,7 +131,7 @@ func TestRetryWakesWhenReachable(t *testing.T) {
 	calls := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if failed, err := r.Deliver(ctx, []int{0}, func(int) bool { return true }, failing(1, &calls)); failed != 0 || err != nil || calls != 2 {
+	if failed, err := r.Deliver(ctx, []int{0}, func(int) bool { return true }, false, failing(1, &calls)); failed != 0 || err != nil || calls != 2 {
 		t.Fatalf("failed=%d err=%v calls=%d, want the second attempt right after the broker is back", failed, err, calls)
 	}
 }
@@ -144,7 +148,54 @@ func TestRetryAfterWakeRetriesSoon(t *testing.T) {
 	calls := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if failed, err := r.Deliver(ctx, []int{0}, func(int) bool { return true }, failing(2, &calls)); failed != 0 || err != nil || calls != 3 {
+	if failed, err := r.Deliver(ctx, []int{0}, func(int) bool { return true }, false, failing(2, &calls)); failed != 0 || err != nil || calls != 3 {
 		t.Fatalf("failed=%d err=%v calls=%d, want the third attempt a poll after the second", failed, err, calls)
+	}
+}
+
+// A batch that the runtime writes again (a disk buffer) loses nothing when
+// it is given up: the log says so once per outage instead of announcing a
+// LostEvent at each batch, and the counts are those of a loss.
+func TestRetryWrittenAgainLog(t *testing.T) {
+	r := newRetry(t, 2)
+	var buf bytes.Buffer
+	r.Log = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	all := func(int) bool { return true }
+	calls := 0
+	for range 3 {
+		if failed, err := r.Deliver(context.Background(), []int{0, 1}, all, true, failing(100, &calls)); failed != 2 || err != nil {
+			t.Fatalf("failed %d, err %v", failed, err)
+		}
+	}
+	if got := testutil.ToFloat64(r.Metrics.Failed); got != 6 {
+		t.Errorf("Failed %v, want 6 (the counts do not depend on WrittenAgain)", got)
+	}
+	if _, err := r.Deliver(context.Background(), []int{0, 1}, all, true, failing(0, &calls)); err != nil {
+		t.Fatal(err)
+	}
+	// The next outage is logged again, and a batch that is not written
+	// again is announced as lost.
+	r.Deliver(context.Background(), []int{0}, all, true, failing(100, &calls))
+	r.Deliver(context.Background(), []int{0}, all, false, failing(100, &calls))
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		level, _, _ := strings.Cut(line[strings.Index(line, "level=")+len("level="):], " ")
+		msg := line[strings.Index(line, "msg=")+len("msg="):]
+		msg, _, _ = strings.Cut(strings.Trim(msg, `"`), ";")
+		got = append(got, level+" "+msg)
+	}
+	want := []string{
+		"WARN test: write failed",
+		"DEBUG test: write failed",
+		"DEBUG test: write failed",
+		"INFO test: delivering again",
+		"WARN test: write failed",
+		"WARN test: giving up on messages",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("log:\n%s\nwant:\n%s\nfull:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), buf.String())
+	}
+	if strings.Contains(strings.Split(buf.String(), "\n")[0], "LostEvent") {
+		t.Errorf("a batch written again is announced as lost: %s", buf.String())
 	}
 }

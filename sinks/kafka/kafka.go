@@ -14,7 +14,10 @@
 // delivered when the broker acknowledged it. Records whose request failed,
 // or whose partition reported an error, are retried with exponential backoff
 // (their partition recomputed from fresh metadata) up to max_attempts; then
-// Write reports them as failed and the runtime turns them into a LostEvent.
+// Write reports them as failed and the runtime turns them into a LostEvent
+// (behind a disk buffer, the buffer keeps the batch and writes it again
+// instead: nothing is lost, and the log says so; see
+// pipeline.Batch.WrittenAgain).
 // The attempts, the backoff and the giving up are internal/sinkutil.Retry,
 // shared with the nats sink: flowbus's own LostEvents get the same attempts,
 // and while they fail (a lost_topic that does not exist, with

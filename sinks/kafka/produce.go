@@ -31,7 +31,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			pending = append(pending, i)
 		}
 	}
-	gave, err := s.retry.Deliver(ctx, pending, s.counted, func(ctx context.Context, pending []int, attempt int) ([]int, error) {
+	gave, err := s.retry.Deliver(ctx, pending, s.counted, b.WrittenAgain(), func(ctx context.Context, pending []int, attempt int) ([]int, error) {
 		return s.attempt(ctx, pending, attempt > 1)
 	})
 	return failed + gave, err

@@ -28,7 +28,9 @@
 // Failed or unacknowledged publishes
 // are retried with backoff; a retry carries the same Msg-Id, so the stream
 // stores it once within its duplicate window. After max_attempts the message
-// is reported lost. The attempts, the backoff and the giving up are
+// is reported lost (behind a disk buffer, the buffer keeps the batch and
+// writes it again instead: nothing is lost, and the log says so; see
+// pipeline.Batch.WrittenAgain). The attempts, the backoff and the giving up are
 // internal/sinkutil.Retry, shared with the kafka sink: flowbus's own
 // LostEvents get the same attempts (the runtime reports their losses again
 // at the next flush), and while they fail (a lost_subject the stream does

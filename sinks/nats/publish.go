@@ -73,7 +73,7 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (failed int, err er
 			todo = append(todo, i)
 		}
 	}
-	gave, err := s.retry.Deliver(ctx, todo, fl.counted, func(ctx context.Context, todo []int, _ int) ([]int, error) {
+	gave, err := s.retry.Deliver(ctx, todo, fl.counted, b.WrittenAgain(), func(ctx context.Context, todo []int, _ int) ([]int, error) {
 		if s.jsc != nil {
 			return s.publishJS(ctx, fl, todo)
 		}
@@ -158,7 +158,7 @@ func (s *Sink) resolve(flights <-chan *flight) {
 	defer close(s.resolved)
 	for fl := range flights {
 		first := true
-		gave, err := s.retry.Deliver(fl.ctx, fl.todo, fl.counted, func(ctx context.Context, todo []int, _ int) ([]int, error) {
+		gave, err := s.retry.Deliver(fl.ctx, fl.todo, fl.counted, false, func(ctx context.Context, todo []int, _ int) ([]int, error) {
 			if first {
 				first = false
 				return s.await(ctx, fl)
