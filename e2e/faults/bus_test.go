@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/flowbus/flowbus/internal/srctest"
 )
 
 // natsServer starts a JetStream nats-server on 127.0.0.1:port with its
@@ -78,36 +80,8 @@ func streamPayloads(t *testing.T, url, stream string) [][]byte {
 // topicPayloads returns the values of every record of a Kafka topic.
 func topicPayloads(t *testing.T, broker, topic string) [][]byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	parts, err := kafka.DefaultDialer.LookupPartitions(ctx, "tcp", broker, topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
 	var out [][]byte
-	for _, p := range parts {
-		conn, err := kafka.DefaultDialer.DialLeader(ctx, "tcp", broker, topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if last == 0 {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
-		for n := int64(0); n < last; n++ {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				t.Fatalf("read %s/%d: %v", topic, p.ID, err)
-			}
-			out = append(out, m.Value)
-		}
-		r.Close()
-	}
+	srctest.ReadTopic(t, broker, topic, srctest.Topic{}, func(_ int, m kafka.Message) { out = append(out, m.Value) })
 	return out
 }
 

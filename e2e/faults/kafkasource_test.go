@@ -56,7 +56,7 @@ func recordPositions(t *testing.T, broker, topic string, partitions int) map[str
 	t.Helper()
 	dec := codec.NewDecoder()
 	out := map[string]position{}
-	srctest.ReadTopic(t, broker, topic, partitions, func(p int, m kafka.Message) {
+	srctest.ReadTopic(t, broker, topic, srctest.Topic{Partitions: partitions}, func(p int, m kafka.Message) {
 		b := pipeline.NewBatch()
 		defer b.Release()
 		e := b.Next()

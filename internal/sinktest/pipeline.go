@@ -2,9 +2,14 @@ package sinktest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -80,6 +85,82 @@ func Metric(reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// RunLossesRefused runs a pipeline from src (a Phased source registered
+// as the source type typ) into one sink whose destination refuses its
+// LostEvents while it takes the flows: sink is the sink's YAML (its type
+// and settings, at the left margin); the pipeline gives it the source's
+// output as protobuf through a buffer that blocks when full, so a wedged
+// sink would freeze the source. src's second phase waits for the sink's
+// first failed LostEvent. RunLossesRefused checks that the run ends well
+// within its 20s (the drain does not wait out shutdown_timeout for
+// LostEvents the destination refuses), that every flow is delivered and
+// every loss counted, and that the summary reconciles; it returns the
+// summary's totals.
+func RunLossesRefused(t *testing.T, typ string, src *Phased, sink string) pipeline.Counts {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	src.Before = []func(){
+		nil,
+		func() { // the flush after the first loss has failed
+			for deadline := time.Now().Add(10 * time.Second); Metric(reg, "flowbus_sink_lost_events_failed_total") < 1; time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Errorf("timed out waiting for a failed LostEvent")
+					return
+				}
+			}
+		},
+	}
+	sink = "    " + strings.ReplaceAll(strings.TrimSpace(sink), "\n", "\n    ")
+	cfg := fmt.Sprintf(`
+node_name: n1
+lost_event_interval: 20ms
+shutdown_timeout: 30s
+metrics: {listen: ""}
+sources:
+  gen: {type: %s}
+sinks:
+  bus:
+    inputs: [gen]
+    encoding: protobuf
+    buffer: {events: 1024, when_full: block}
+%s
+`, typ, sink)
+	path := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pipeline.Load(path, pipeline.Options{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A wedged sink would freeze the source for good: stop it after a while
+	// so that the test fails instead of hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	sum, err := p.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	tot := sum.Total
+	t.Logf("summary: %s in %v", tot, took)
+	if took > 15*time.Second {
+		t.Errorf("Run took %v: the drain waited for LostEvents the destination refuses", took)
+	}
+	var flows, lost uint64
+	for _, n := range src.Phases {
+		flows += uint64(n * src.Per)
+	}
+	for _, n := range src.Lost {
+		lost += n
+	}
+	if !tot.Reconciles() || tot.Received != flows+lost || tot.Delivered != flows || tot.Lost != lost {
+		t.Fatalf("summary %s, want received=%d delivered=%d lost=%d", tot, flows+lost, flows, lost)
+	}
+	return tot
 }
 
 // CheckStream checks what a sink published in a run (payloads: binary

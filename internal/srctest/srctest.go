@@ -1,7 +1,9 @@
 // Package srctest helps the tests of the broker sources (kafka, nats): a
 // sink that records which flows it delivered, and can give up on batches
 // as a sink whose broker is away does; payloads as flowbus's sinks write
-// them; and running a pipeline from YAML in the test's process.
+// them; running a pipeline from YAML in the test's process; and reading
+// back every record of a Kafka topic, which the Kafka sink's tests and the
+// fault suite use too.
 package srctest
 
 import (
@@ -164,14 +166,44 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// ReadTopic calls each with every record of topic (partitions 0 to
-// partitions-1) on broker, partition by partition, in offset order.
-func ReadTopic(t testing.TB, broker, topic string, partitions int, each func(partition int, m kafka.Message)) {
+// Topic says which partitions of a topic ReadTopic reads, and how it
+// reaches the broker. The zero value reads every partition the broker
+// reports, through kafka.DefaultDialer.
+type Topic struct {
+	// Partitions, when above zero, are read as 0 to Partitions-1 without
+	// asking the broker which there are.
+	Partitions int
+	// Dialer reaches the broker (SASL, TLS); nil is kafka.DefaultDialer.
+	Dialer *kafka.Dialer
+}
+
+// ReadTopic calls each with every record of topic on broker, partition by
+// partition, in offset order, up to each partition's end offset at the
+// time it gets to it.
+func ReadTopic(t testing.TB, broker, topic string, o Topic, each func(partition int, m kafka.Message)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for p := range partitions {
-		conn, err := kafka.DefaultDialer.DialLeader(ctx, "tcp", broker, topic, p)
+	dialer := o.Dialer
+	if dialer == nil {
+		dialer = kafka.DefaultDialer
+	}
+	var parts []int
+	if o.Partitions > 0 {
+		for p := range o.Partitions {
+			parts = append(parts, p)
+		}
+	} else {
+		found, err := dialer.LookupPartitions(ctx, "tcp", broker, topic)
+		if err != nil {
+			t.Fatalf("partitions of %s: %v", topic, err)
+		}
+		for _, p := range found {
+			parts = append(parts, p.ID)
+		}
+	}
+	for _, p := range parts {
+		conn, err := dialer.DialLeader(ctx, "tcp", broker, topic, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,12 +212,15 @@ func ReadTopic(t testing.TB, broker, topic string, partitions int, each func(par
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, MaxWait: 50 * time.Millisecond})
+		if last == 0 {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, Dialer: dialer, MaxWait: 50 * time.Millisecond})
 		for n := int64(0); n < last; n++ {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
 				r.Close()
-				t.Fatal(err)
+				t.Fatalf("read %s/%d: %v", topic, p, err)
 			}
 			each(p, m)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/internal/sinkutil"
+	"github.com/flowbus/flowbus/internal/srctest"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -61,39 +62,8 @@ func counter(c prometheus.Counter) float64 {
 // partition, up to the partition's end offset at the time of the call.
 func readAll(t testing.TB, broker, topic string, dialer *kafka.Dialer) map[int][]kafka.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if dialer == nil {
-		dialer = kafka.DefaultDialer
-	}
-	parts, err := dialer.LookupPartitions(ctx, "tcp", broker, topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
 	out := map[int][]kafka.Message{}
-	for _, p := range parts {
-		conn, err := dialer.DialLeader(ctx, "tcp", broker, topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if last == 0 {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p.ID, Dialer: dialer, MaxWait: 50 * time.Millisecond})
-		for int64(len(out[p.ID])) < last {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				t.Fatalf("read %s/%d: %v", topic, p.ID, err)
-			}
-			out[p.ID] = append(out[p.ID], m)
-		}
-		r.Close()
-	}
+	srctest.ReadTopic(t, broker, topic, srctest.Topic{Dialer: dialer}, func(p int, m kafka.Message) { out[p] = append(out[p], m) })
 	return out
 }
 

@@ -3,14 +3,11 @@ package nats
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
@@ -77,61 +74,15 @@ func init() { sinktest.RegisterPhased("test-nats-lost-subject", lostSubjectSourc
 // losses while the lost_subject is not captured by the stream: every flow
 // is still delivered, the losses count in the summary, and it reconciles.
 func TestLostSubjectKeepsDelivering(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	lostSubjectSource.Before = []func(){
-		nil,
-		func() {
-			waitFor(t, "a failed LostEvent", func() bool { return sinktest.Metric(reg, "flowbus_sink_lost_events_failed_total") >= 1 })
-		},
-	}
-	cfg := fmt.Sprintf(`
-node_name: n1
-lost_event_interval: 20ms
-shutdown_timeout: 30s
-metrics: {listen: ""}
-sources:
-  gen: {type: test-nats-lost-subject}
-sinks:
-  bus:
-    type: nats
-    inputs: [gen]
-    encoding: protobuf
-    buffer: {events: 1024, when_full: block}
-    url: embedded
-    embedded: {port: -1, store_dir: %s}
-    subject: hubble.flows.{{ verdict }}
-    lost_subject: hubble.lost
-    jetstream: {stream: HUBBLE, subjects: [hubble.flows.>], create: true}
-    ack_timeout: 500ms
-    max_attempts: 3
-    backoff: {min: 5ms, max: 20ms}
-`, t.TempDir())
-	path := filepath.Join(t.TempDir(), "pipeline.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := pipeline.Load(path, pipeline.Options{Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A wedged sink would freeze the source for good: stop it after a while
-	// so that the test fails instead of hanging.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	start := time.Now()
-	sum, err := p.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	tot := sum.Total
-	t.Logf("summary: %s in %v", tot, took)
-	// The drain does not wait out shutdown_timeout for LostEvents that the
-	// destination refuses while flows get through.
-	if took > 15*time.Second {
-		t.Errorf("Run took %v: the drain waited for LostEvents the destination refuses", took)
-	}
-	if !tot.Reconciles() || tot.Received != uint64(lostSubjectSource.Total()) || tot.Delivered != 2560 || tot.Lost != 15 {
-		t.Fatalf("summary %s, want received=2575 delivered=2560 lost=15", tot)
-	}
+	sinktest.RunLossesRefused(t, "test-nats-lost-subject", lostSubjectSource, fmt.Sprintf(`
+type: nats
+url: embedded
+embedded: {port: -1, store_dir: %s}
+subject: hubble.flows.{{ verdict }}
+lost_subject: hubble.lost
+jetstream: {stream: HUBBLE, subjects: [hubble.flows.>], create: true}
+ack_timeout: 500ms
+max_attempts: 3
+backoff: {min: 5ms, max: 20ms}
+`, t.TempDir()))
 }

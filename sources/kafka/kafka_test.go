@@ -331,6 +331,6 @@ sinks:
 func topicPayloads(t *testing.T, broker, topic string, partitions int) [][]byte {
 	t.Helper()
 	var out [][]byte
-	srctest.ReadTopic(t, broker, topic, partitions, func(_ int, m kafka.Message) { out = append(out, m.Value) })
+	srctest.ReadTopic(t, broker, topic, srctest.Topic{Partitions: partitions}, func(_ int, m kafka.Message) { out = append(out, m.Value) })
 	return out
 }
