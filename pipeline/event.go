@@ -108,14 +108,19 @@ type Batch struct {
 	seqBase  uint64
 	// ack is the source's acknowledgement, nil for sources that need none.
 	ack *Ack
-	// late is set on the view of a batch that the runtime lends a sink
-	// when the sink may deliver its events after Write returns (see
-	// LateDelivery).
-	late bool
-	// again is set on the view of a batch that the runtime lends a sink
-	// when it keeps the batch and writes it again if Write fails events
-	// (see WrittenAgain).
-	again bool
+	// mode is, on the view of a batch that the runtime lends a sink, what
+	// the sink may do with it (lendLate: LateDelivery, lendAgain:
+	// WrittenAgain).
+	mode lendMode
+}
+
+// setMode sets or clears the bits m of b.mode.
+func (b *Batch) setMode(m lendMode, on bool) {
+	if on {
+		b.mode |= m
+	} else {
+		b.mode &^= m
+	}
 }
 
 // LateDelivery reports whether the sink's Write may return before the
@@ -129,11 +134,11 @@ type Batch struct {
 // their losses again when Write fails them) and for any batch not lent by
 // the runtime: Write must then return once every event is acknowledged or
 // given up.
-func (b *Batch) LateDelivery() bool { return b.late }
+func (b *Batch) LateDelivery() bool { return b.mode&lendLate != 0 }
 
 // SetLateDelivery sets what LateDelivery reports; the runtime sets it on the
 // batches it lends to sinks, tests of a sink on the batches they write.
-func (b *Batch) SetLateDelivery(late bool) { b.late = late }
+func (b *Batch) SetLateDelivery(late bool) { b.setMode(lendLate, late) }
 
 // WrittenAgain reports whether the runtime keeps b and writes it again
 // when this Write returns with events failed: the events a sink gives up
@@ -147,11 +152,11 @@ func (b *Batch) SetLateDelivery(late bool) { b.late = late }
 // flowbus's own LostEvents and for any batch not lent by the runtime. It
 // changes no count: a sink counts what a Write gives up on alike either
 // way.
-func (b *Batch) WrittenAgain() bool { return b.again }
+func (b *Batch) WrittenAgain() bool { return b.mode&lendAgain != 0 }
 
 // SetWrittenAgain sets what WrittenAgain reports; the runtime sets it on
 // the batches it lends to sinks, tests of a sink on the batches they write.
-func (b *Batch) SetWrittenAgain(again bool) { b.again = again }
+func (b *Batch) SetWrittenAgain(again bool) { b.setMode(lendAgain, again) }
 
 // SetSeq numbers b's events from (epoch, base) for Seq. The runtime
 // numbers the batches it lends to sinks; tests of a sink call it on the
@@ -327,7 +332,7 @@ func (b *Batch) Release() {
 		}
 		b.Truncate(0)
 		b.seqEpoch, b.seqBase = 0, 0
-		b.ack, b.late = nil, false
+		b.ack, b.mode = nil, 0
 		batchPool.Put(b)
 	case n < 0:
 		panic("pipeline: batch released more often than retained")

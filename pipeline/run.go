@@ -358,11 +358,11 @@ func (p *Pipeline) sinkWrite(n *node, b *Batch, how lendMode) (failed int, err e
 func (p *Pipeline) sinkWriteSeq(n *node, b *Batch, epoch int64, base uint64, ack *Ack, how lendMode) (failed int, err error) {
 	v := &n.view
 	v.Events, v.inputBytes, v.seqEpoch, v.seqBase, v.ack = b.Events, b.inputBytes, epoch, base, ack
-	v.view, v.lent, v.late, v.again = true, nil, how&lendLate != 0, how&lendAgain != 0
+	v.view, v.lent, v.mode = true, nil, how
 	if how&lendLease != 0 {
 		v.lent = b
 	}
-	defer func() { v.Events, v.ack, v.lent, v.late, v.again = nil, nil, nil, false, false }()
+	defer func() { v.Events, v.ack, v.lent, v.mode = nil, nil, nil, 0 }()
 	b = v
 	defer func() {
 		if r := recover(); r != nil {
