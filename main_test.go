@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/flowbus/flowbus/internal/bintest"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -256,13 +257,7 @@ sinks:
 }
 
 // cpuTime is the process's user and system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuTime() time.Duration { return cputime.Process() }
 
 // runThroughFIFO runs generate (count flows, as fast as possible) into a
 // file sink writing to a FIFO behind a small buffer, reads the FIFO slowly

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/sources/generate"
 )
@@ -296,10 +296,4 @@ func BenchmarkEncodeOCSF(b *testing.B) {
 
 // cpuTime is the CPU time the process used, in ns: on a shared machine it
 // shows the cost of a benchmark better than the wall-clock time does.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func cpuTime() int64 { return int64(cputime.Process()) }

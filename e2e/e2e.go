@@ -15,11 +15,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	// Every component type, as in the binary.
 	_ "github.com/flowbus/flowbus/components/all"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
 )
@@ -67,13 +67,7 @@ sinks:
 }
 
 // CPUTime is the CPU time (user + system) the process has used.
-func CPUTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func CPUTime() time.Duration { return cputime.Process() }
 
 // RSS returns the process's resident set size (VmRSS) in bytes.
 func RSS() (uint64, error) {

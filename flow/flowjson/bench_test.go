@@ -1,7 +1,6 @@
 package flowjson
 
 import (
-	"syscall"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -9,6 +8,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/flowjson/randflow"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/cputime"
 )
 
 var samples = []struct {
@@ -115,13 +115,7 @@ func BenchmarkTranscode(b *testing.B) {
 // cpuTime is the process's CPU time (user and system) in nanoseconds: on a
 // shared machine it varies less than the wall clock, and it includes the
 // garbage collector's work on the other threads.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func cpuTime() int64 { return int64(cputime.Process()) }
 
 // reportCPU reports the CPU time per operation since cpu (a cpuTime).
 func reportCPU(b *testing.B, cpu int64) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -148,10 +148,4 @@ func BenchWrite(b *testing.B, batch int, write func(*pipeline.Batch) (int, error
 // processCPU returns the user and system CPU time of the whole process
 // (an embedded broker's included) in nanoseconds: on a shared machine it
 // varies far less than the wall clock.
-func processCPU(b *testing.B) int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func processCPU(*testing.B) int64 { return int64(cputime.Process()) }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"syscall"
 	"testing"
 
 	"github.com/flowbus/flowbus/codec"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 	filesink "github.com/flowbus/flowbus/sinks/file"
 	"github.com/flowbus/flowbus/sources/generate"
@@ -50,13 +50,7 @@ func benchmarkEncode(b *testing.B, name string) {
 
 // cpuTime is the CPU time the process used, in ns: on a shared machine it
 // shows the cost of a benchmark better than the wall-clock time does.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func cpuTime() int64 { return int64(cputime.Process()) }
 
 func BenchmarkEncodeJSON(b *testing.B)     { benchmarkEncode(b, "json") }
 func BenchmarkEncodeProtobuf(b *testing.B) { benchmarkEncode(b, "protobuf") }

@@ -6,24 +6,18 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/internal/observerserver"
 	"github.com/flowbus/flowbus/internal/sinktest"
 )
 
 // cpuTime is the CPU time the process has used: on a shared machine it
 // measures the work, where wall time measures the neighbours too.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuTime(*testing.B) time.Duration { return cputime.Process() }
 
 // BenchmarkRingInsert: the cost of Write per flow (one op is one flow), the
 // ring full and going round, flows of the file and broker sinks' tests:

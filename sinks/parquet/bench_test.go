@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/sources/generate"
 )
@@ -60,10 +60,4 @@ func BenchmarkParquet(b *testing.B) {
 	b.ReportMetric(flows/(float64(used)/1e9), "flows/cpu-s")
 }
 
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func cpuTime() int64 { return int64(cputime.Process()) }

@@ -24,6 +24,7 @@ import (
 	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -597,13 +598,7 @@ func BenchmarkDecodeLine(b *testing.B) {
 
 // cpuTime is the CPU time the process used, in ns: on a shared machine it
 // shows the cost of a benchmark better than the wall-clock time does.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func cpuTime() int64 { return int64(cputime.Process()) }
 
 // BenchmarkSource measures the source reading a file of enriched flows.
 func BenchmarkSource(b *testing.B) {

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/flow/observer"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/sinks/discard"
 	filesink "github.com/flowbus/flowbus/sinks/file"
@@ -551,13 +551,7 @@ func BenchmarkFill(b *testing.B) {
 
 // cpuTime is the CPU time the process used, in ns: on a shared machine it
 // shows the cost of a benchmark better than the wall-clock time does.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
+func cpuTime() int64 { return int64(cputime.Process()) }
 
 // handoff is a minimal runtime: it passes batches over a channel to a
 // goroutine that writes them to a sink and releases them, as the pipeline

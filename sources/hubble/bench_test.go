@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/internal/observerserver"
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/pipeline"
@@ -189,11 +189,7 @@ func (o *countOut) Emit(_ context.Context, b *pipeline.Batch) error {
 
 func (o *countOut) Lost(_ flowpb.LostEventSource, _ int32, n uint64) { o.lost.Add(n) }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuTime() time.Duration { return cputime.Process() }
 
 // feed has the server put n flows in chunks, keeping its ring ahead of the
 // reader (done reports how many arrived) without overrunning it. It looks
