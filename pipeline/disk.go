@@ -6,7 +6,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -295,7 +294,7 @@ func (p *Pipeline) toDisk(n *node, it item) {
 			}
 			return
 		}
-		full := errors.Is(err, wal.ErrFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+		full := errors.Is(err, wal.ErrFull) || wal.FileSystemFull(err)
 		if !full {
 			n.log.Error("disk buffer: cannot append a batch; it is reported lost", "error", err, "path", d.dir)
 			drop()

@@ -249,14 +249,15 @@ func (l *Log) recover() ([]Corrupt, error) {
 	// On a full file system the log opens without an active segment, so
 	// that what it holds is still delivered; the next Append starts one
 	// (or reports the file system full).
-	if err := l.newSegment(); err != nil && !fsFull(err) {
+	if err := l.newSegment(); err != nil && !FileSystemFull(err) {
 		return nil, err
 	}
 	return corrupt, nil
 }
 
-// fsFull reports whether err says the file system (or the quota) is full.
-func fsFull(err error) bool {
+// FileSystemFull reports whether err says the file system (or the quota)
+// is full.
+func FileSystemFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
