@@ -31,14 +31,10 @@ func at(i int) *timestamppb.Timestamp {
 	return timestamppb.New(base.Add(time.Duration(i) * time.Second))
 }
 
-// setup serves a server holding flows 0..n-1 (uuid "u<i>", one second
-// apart, namespaces alternating) and returns a client.
-func setup(t *testing.T, capacity, n int) (*observerserver.Server, observer.ObserverClient) {
-	srv := observerserver.New(observerserver.Options{Capacity: capacity, NodeName: "node-1", Version: "v-test"})
-	for i := range n {
-		srv.PutFlow(&flowpb.Flow{Time: at(i), Uuid: fmt.Sprintf("u%d", i), NodeName: "node-1",
-			Verdict: flowpb.Verdict(1 + i%2), Source: &flowpb.Endpoint{Namespace: []string{"a", "b"}[i%2], PodName: "p"}})
-	}
+// serveUnix serves srv on a unix socket in a temporary directory and
+// returns the socket's path and a function that stops serving.
+func serveUnix(t *testing.T, srv *observerserver.Server) (string, func()) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s")
 	if len(sock) > 100 {
 		t.Skip("temporary directory too long for a unix socket")
@@ -50,7 +46,19 @@ func setup(t *testing.T, capacity, n int) (*observerserver.Server, observer.Obse
 	g := grpc.NewServer()
 	srv.Register(g)
 	go g.Serve(lis)
-	t.Cleanup(g.Stop)
+	return sock, g.Stop
+}
+
+// setup serves a server holding flows 0..n-1 (uuid "u<i>", one second
+// apart, namespaces alternating) and returns a client.
+func setup(t *testing.T, capacity, n int) (*observerserver.Server, observer.ObserverClient) {
+	srv := observerserver.New(observerserver.Options{Capacity: capacity, NodeName: "node-1", Version: "v-test"})
+	for i := range n {
+		srv.PutFlow(&flowpb.Flow{Time: at(i), Uuid: fmt.Sprintf("u%d", i), NodeName: "node-1",
+			Verdict: flowpb.Verdict(1 + i%2), Source: &flowpb.Endpoint{Namespace: []string{"a", "b"}[i%2], PodName: "p"}})
+	}
+	sock, stop := serveUnix(t, srv)
+	t.Cleanup(stop)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

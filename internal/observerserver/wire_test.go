@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,18 +50,8 @@ func (rawClientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // response as the bytes the server sent.
 func rawStream(t *testing.T, srv *observerserver.Server, req *observer.GetFlowsRequest) ([][]byte, error) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "s")
-	if len(sock) > 100 {
-		t.Skip("temporary directory too long for a unix socket")
-	}
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	srv.Register(g)
-	go g.Serve(lis)
-	defer g.Stop()
+	sock, stop := serveUnix(t, srv)
+	defer stop()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
