@@ -157,10 +157,8 @@ func (s *Sink) takeFlight() *flight {
 func (s *Sink) resolve(flights <-chan *flight) {
 	defer close(s.resolved)
 	for fl := range flights {
-		first := true
-		gave, err := s.retry.Deliver(fl.ctx, fl.todo, fl.counted, false, func(ctx context.Context, todo []int, _ int) ([]int, error) {
-			if first {
-				first = false
+		gave, err := s.retry.Deliver(fl.ctx, fl.todo, fl.counted, false, func(ctx context.Context, todo []int, attempt int) ([]int, error) {
+			if attempt == 1 { // published by writeLate: await its PubAcks
 				return s.await(ctx, fl)
 			}
 			return s.publishJS(ctx, fl, todo)
