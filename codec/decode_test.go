@@ -271,3 +271,55 @@ func BenchmarkUnmarshalFlow(b *testing.B) {
 		}
 	})
 }
+
+// TestUnmarshalDropsOldStrings decodes a flow with long lists into storage,
+// then one with short lists: nothing the storage keeps beyond the new
+// lengths may still hold a string of the first message, which a pooled
+// flow would otherwise keep alive (with the buffer the message shares).
+func TestUnmarshalDropsOldStrings(t *testing.T) {
+	long := &flowpb.Flow{
+		NodeLabels: []string{"a=1", "b=2", "c=3"},
+		Source: &flowpb.Endpoint{
+			Labels:    []string{"k8s:app=one", "k8s:team=two", "k8s:tier=three"},
+			Workloads: []*flowpb.Workload{{Name: "one", Kind: "Deployment"}, {Name: "two", Kind: "Job"}},
+		},
+		EgressAllowedBy: []*flowpb.Policy{{Name: "p1", Labels: []string{"x"}}, {Name: "p2"}},
+	}
+	short := &flowpb.Flow{
+		NodeLabels: []string{"z=9"},
+		Source:     &flowpb.Endpoint{Labels: []string{"reserved:world"}},
+	}
+	storage := new(flowpb.Flow)
+	for _, f := range []*flowpb.Flow{long, short} {
+		b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := UnmarshalGetFlowsResponse(string(b), storage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		tail []string
+	}{
+		{"node_labels", storage.NodeLabels[1:cap(storage.NodeLabels)]},
+		{"source.labels", storage.Source.Labels[1:cap(storage.Source.Labels)]},
+	} {
+		for i, s := range c.tail {
+			if s != "" {
+				t.Errorf("%s: kept %q beyond the length, at %d", c.name, s, 1+i)
+			}
+		}
+	}
+	for i, w := range storage.Source.Workloads[:cap(storage.Source.Workloads)] {
+		if w != nil && (w.Name != "" || w.Kind != "") {
+			t.Errorf("source.workloads: kept %q/%q beyond the length, at %d", w.Name, w.Kind, i)
+		}
+	}
+	for i, p := range storage.EgressAllowedBy[:cap(storage.EgressAllowedBy)] {
+		if p != nil && (p.Name != "" || len(p.Labels) != 0) {
+			t.Errorf("egress_allowed_by: kept %q beyond the length, at %d", p.Name, i)
+		}
+	}
+}

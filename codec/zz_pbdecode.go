@@ -34,8 +34,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	oldSource := m.Source
 	oldDestination := m.Destination
 	keepNodeLabels := m.NodeLabels[:0]
+	clear(keepNodeLabels[:cap(keepNodeLabels)])
 	keepSourceNames := m.SourceNames[:0]
+	clear(keepSourceNames[:cap(keepSourceNames)])
 	keepDestinationNames := m.DestinationNames[:0]
+	clear(keepDestinationNames[:cap(keepDestinationNames)])
 	oldL7 := m.L7
 	oldEventType := m.EventType
 	oldSourceService := m.SourceService
@@ -51,6 +54,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	keepEgressDeniedBy := m.EgressDeniedBy[:0]
 	keepIngressDeniedBy := m.IngressDeniedBy[:0]
 	keepPolicyLog := m.PolicyLog[:0]
+	clear(keepPolicyLog[:cap(keepPolicyLog)])
 	oldAggregate := m.Aggregate
 	*m = flowpb.Flow{}
 	m.NodeLabels = keepNodeLabels
@@ -842,6 +846,26 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownFlow))
 		*u = append(*u, d.b[start:i]...)
+	}
+	for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
+		if x != nil {
+			*x = flowpb.Policy{}
+		}
+	}
+	for _, x := range m.IngressAllowedBy[len(m.IngressAllowedBy):cap(m.IngressAllowedBy)] {
+		if x != nil {
+			*x = flowpb.Policy{}
+		}
+	}
+	for _, x := range m.EgressDeniedBy[len(m.EgressDeniedBy):cap(m.EgressDeniedBy)] {
+		if x != nil {
+			*x = flowpb.Policy{}
+		}
+	}
+	for _, x := range m.IngressDeniedBy[len(m.IngressDeniedBy):cap(m.IngressDeniedBy)] {
+		if x != nil {
+			*x = flowpb.Policy{}
+		}
 	}
 	return nil
 }
@@ -1825,6 +1849,7 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 	keepLabels := m.Labels[:0]
+	clear(keepLabels[:cap(keepLabels)])
 	keepWorkloads := m.Workloads[:0]
 	*m = flowpb.Endpoint{}
 	m.Labels = keepLabels
@@ -1951,6 +1976,11 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownEndpoint))
 		*u = append(*u, d.b[start:i]...)
+	}
+	for _, x := range m.Workloads[len(m.Workloads):cap(m.Workloads)] {
+		if x != nil {
+			*x = flowpb.Workload{}
+		}
 	}
 	return nil
 }
@@ -2132,9 +2162,13 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 	keepIps := m.Ips[:0]
+	clear(keepIps[:cap(keepIps)])
 	keepCnames := m.Cnames[:0]
+	clear(keepCnames[:cap(keepCnames)])
 	keepQtypes := m.Qtypes[:0]
+	clear(keepQtypes[:cap(keepQtypes)])
 	keepRrtypes := m.Rrtypes[:0]
+	clear(keepRrtypes[:cap(keepRrtypes)])
 	*m = flowpb.DNS{}
 	m.Ips = keepIps
 	m.Cnames = keepCnames
@@ -2374,6 +2408,11 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownHTTP))
 		*u = append(*u, d.b[start:i]...)
+	}
+	for _, x := range m.Headers[len(m.Headers):cap(m.Headers)] {
+		if x != nil {
+			*x = flowpb.HTTPHeader{}
+		}
 	}
 	return nil
 }
@@ -2854,6 +2893,7 @@ func (d *pbDecoder) decodeTraceParent(m *flowpb.TraceParent, i, end int) error {
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 	keepLabels := m.Labels[:0]
+	clear(keepLabels[:cap(keepLabels)])
 	*m = flowpb.Policy{}
 	m.Labels = keepLabels
 	for i < end {

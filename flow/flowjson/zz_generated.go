@@ -1271,6 +1271,26 @@ func (d *decoder) decodeFlow(m *flowpb.Flow) error {
 			return err
 		}
 		if !more {
+			for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
+				if x != nil {
+					*x = flowpb.Policy{}
+				}
+			}
+			for _, x := range m.IngressAllowedBy[len(m.IngressAllowedBy):cap(m.IngressAllowedBy)] {
+				if x != nil {
+					*x = flowpb.Policy{}
+				}
+			}
+			for _, x := range m.EgressDeniedBy[len(m.EgressDeniedBy):cap(m.EgressDeniedBy)] {
+				if x != nil {
+					*x = flowpb.Policy{}
+				}
+			}
+			for _, x := range m.IngressDeniedBy[len(m.IngressDeniedBy):cap(m.IngressDeniedBy)] {
+				if x != nil {
+					*x = flowpb.Policy{}
+				}
+			}
 			return nil
 		}
 		if idx < 0 {
@@ -3419,6 +3439,11 @@ func (d *decoder) decodeEndpoint(m *flowpb.Endpoint) error {
 			return err
 		}
 		if !more {
+			for _, x := range m.Workloads[len(m.Workloads):cap(m.Workloads)] {
+				if x != nil {
+					*x = flowpb.Workload{}
+				}
+			}
 			return nil
 		}
 		if idx < 0 {
@@ -4116,6 +4141,11 @@ func (d *decoder) decodeHTTP(m *flowpb.HTTP) error {
 			return err
 		}
 		if !more {
+			for _, x := range m.Headers[len(m.Headers):cap(m.Headers)] {
+				if x != nil {
+					*x = flowpb.HTTPHeader{}
+				}
+			}
 			return nil
 		}
 		if idx < 0 {

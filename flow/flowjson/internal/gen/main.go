@@ -410,6 +410,27 @@ func (g *gen) encoder(in *info) {
 	g.p("}")
 }
 
+// resetUnused writes the statements that reset the elements a message's
+// lists of messages keep as storage beyond their length, at indent: a
+// decoder's strings share the buffer it read, which old elements in pooled
+// storage must not keep alive. Decoders run them when they return a
+// complete message; the elements within the length are the message's own.
+func (g *gen) resetUnused(in *info, indent string) {
+	fields := in.md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !fd.IsList() || fd.Kind() != protoreflect.MessageKind {
+			continue
+		}
+		f := in.field[fd.Number()]
+		g.p("%sfor _, x := range m.%s[len(m.%s):cap(m.%s)] {", indent, f, f, f)
+		g.p("%s\tif x != nil {", indent)
+		g.p("%s\t\t*x = %s{}", indent, goType(msgGoType(fd.Message())))
+		g.p("%s\t}", indent)
+		g.p("%s}", indent)
+	}
+}
+
 // caseNames lists the names the decoder accepts for a field.
 func caseNames(fd protoreflect.FieldDescriptor) string {
 	names := []string{strconv.Quote(string(fd.Name()))}
@@ -483,6 +504,7 @@ func (g *gen) decoder(in *info) {
 	g.p("\t\t\treturn err")
 	g.p("\t\t}")
 	g.p("\t\tif !more {")
+	g.resetUnused(in, "\t\t\t")
 	g.p("\t\t\treturn nil")
 	g.p("\t\t}")
 	g.p("\t\tif idx < 0 {")

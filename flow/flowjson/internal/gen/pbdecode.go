@@ -76,6 +76,11 @@ func (g *gen) pbDecodeMessage(in *info) {
 		switch {
 		case fd.IsList():
 			g.p("\tkeep%s := m.%s[:0]", f, f)
+			if fd.Kind() == protoreflect.StringKind {
+				// Strings are slices of the message the decoder read:
+				// old ones beyond the new length must not keep it alive.
+				g.p("\tclear(keep%s[:cap(keep%s)])", f, f)
+			}
 			keep = append(keep, f)
 		case fd.Kind() == protoreflect.MessageKind:
 			g.p("\told%s := m.%s", f, f)
@@ -106,6 +111,7 @@ func (g *gen) pbDecodeMessage(in *info) {
 	g.p("\t\tu := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknown%s))", id)
 	g.p("\t\t*u = append(*u, d.b[start:i]...)")
 	g.p("\t}")
+	g.resetUnused(in, "\t")
 	g.p("\treturn nil")
 	g.p("}")
 }
