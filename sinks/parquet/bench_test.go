@@ -15,11 +15,22 @@ import (
 // BenchmarkParquet measures the sink writing batches of 512 generated
 // flows (one minute of flows per hour partition) to zstd Parquet files:
 // per flow, the CPU time (cpu-ns/op, and flows/s of CPU time) and the
-// bytes on disk once the files are complete.
+// bytes on disk once the files are complete. "sorted" is the default,
+// rows written in ordered runs (sort_rows), "arrival" writes them as they
+// come (sort_rows: 0).
 func BenchmarkParquet(b *testing.B) {
+	for _, c := range []struct{ name, opts string }{
+		{"sorted", ""},
+		{"arrival", "sort_rows: 0\n"},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchParquet(b, c.opts) })
+	}
+}
+
+func benchParquet(b *testing.B, opts string) {
 	dir := b.TempDir()
 	lost := 0
-	s := newSink(b, fmt.Sprintf("path: %s/dt={{ time.date }}/hr={{ time.hour }}\n", dir), &lost)
+	s := newSink(b, fmt.Sprintf("path: %s/dt={{ time.date }}/hr={{ time.hour }}\n%s", dir, opts), &lost)
 	g := generate.NewGenerator(1)
 	const per = 512
 	batches := make([]*pipeline.Batch, 64)

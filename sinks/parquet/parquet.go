@@ -64,6 +64,7 @@ type Options struct {
 	MaxSizeMB    int             `yaml:"max_size_mb" default:"128" doc:"complete a file once it holds this many megabytes (at the next row group boundary)"`
 	MaxAge       config.Duration `yaml:"max_age" default:"5m" doc:"complete a file this long after it was opened"`
 	RowGroupRows int             `yaml:"row_group_rows" default:"122880" doc:"rows per row group (DuckDB's own row group size)"`
+	SortRows     int             `yaml:"sort_rows" default:"4096" doc:"a file's rows are written in runs of this many, each ordered by source namespace and pod, destination namespace and pod, type and verdict (arrival order among equals), so that similar rows sit together and compress better; the runs are held in memory, about 2 kB a row; 0 writes rows in arrival order"`
 	MaxOpenFiles int             `yaml:"max_open_files" default:"16" doc:"directories written at once; the least recently written file is completed to open another"`
 	Level        string          `yaml:"compression_level" default:"default" doc:"zstd level: fastest, default, better or best"`
 }
@@ -105,9 +106,10 @@ type Sink struct {
 	wdone  chan struct{} // closed when the writer goroutine ends
 
 	// pm guards the files: held by the writer goroutine, the ager and Close.
-	pm    sync.Mutex
-	parts map[string]*part // by directory
-	seq   uint64
+	pm       sync.Mutex
+	parts    map[string]*part // by directory
+	clusters clusters         // buffers of ordered runs, for new files
+	seq      uint64
 
 	errMu   sync.Mutex
 	errs    sinkutil.ErrorLog
@@ -173,6 +175,9 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	if o.RowGroupRows < 1 {
 		errs = append(errs, b.Errorf("row_group_rows", "parquet sink: row_group_rows must be at least 1"))
 	}
+	if o.SortRows < 0 {
+		errs = append(errs, b.Errorf("sort_rows", "parquet sink: sort_rows must be 0 (arrival order) or more"))
+	}
 	if o.MaxOpenFiles < 1 {
 		errs = append(errs, b.Errorf("max_open_files", "parquet sink: max_open_files must be at least 1"))
 	}
@@ -187,22 +192,23 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 	_, _ = rand.Read(r[:])
 	node := sanitizeName(b.NodeName)
 	s := &Sink{
-		tmpl:    t,
-		prefix:  fixedPrefix(p),
-		node:    node,
-		rnd:     hex.EncodeToString(r[:]),
-		maxSize: int64(o.MaxSizeMB) << 20,
-		maxAge:  o.MaxAge.D(),
-		rgRows:  int64(o.RowGroupRows),
-		maxOpen: o.MaxOpenFiles,
-		zstd:    newZstdCodec(lv),
-		log:     log,
-		parts:   map[string]*part{},
-		groups:  map[string]*group{},
-		free:    make(chan *job, jobSlots),
-		jobs:    make(chan *job, jobSlots),
-		wdone:   make(chan struct{}),
-		errs:    sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "parquet sink", Key: "directory"},
+		tmpl:     t,
+		prefix:   fixedPrefix(p),
+		node:     node,
+		rnd:      hex.EncodeToString(r[:]),
+		maxSize:  int64(o.MaxSizeMB) << 20,
+		maxAge:   o.MaxAge.D(),
+		rgRows:   int64(o.RowGroupRows),
+		clusters: clusters{max: o.SortRows},
+		maxOpen:  o.MaxOpenFiles,
+		zstd:     newZstdCodec(lv),
+		log:      log,
+		parts:    map[string]*part{},
+		groups:   map[string]*group{},
+		free:     make(chan *job, jobSlots),
+		jobs:     make(chan *job, jobSlots),
+		wdone:    make(chan struct{}),
+		errs:     sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "parquet sink", Key: "directory"},
 	}
 	for range jobSlots {
 		s.free <- &job{done: make(chan int, 1)}
@@ -460,13 +466,17 @@ func (s *Sink) writeGroup(g *jobGroup) int {
 	if err != nil {
 		return fail(err)
 	}
-	if err := p.write(g.rows); err != nil {
-		s.abandon(g.dir, p, err)
-		return fail(err)
-	}
 	p.counted += g.counted
 	if g.ack != nil {
 		p.acks = append(p.acks, g.ack)
+	}
+	// Rows the runtime reports again when they fail (flowbus's own
+	// LostEvents) are written at once, so that Write learns their fate.
+	if err := p.write(g.rows, g.counted < len(g.rows)); err != nil {
+		// The file's counted rows, these included, are lost with it.
+		s.logErr(g.dir, err)
+		s.abandon(g.dir, p, err)
+		return len(g.rows) - g.counted
 	}
 	if p.size() >= s.maxSize {
 		s.finish(g.dir, p)
@@ -497,8 +507,10 @@ func (s *Sink) open(dir string) (*part, error) {
 	s.seq++
 	now := time.Now().UTC()
 	base := fmt.Sprintf("%s-%s-%s-%d", s.node, now.Format("20060102T150405.000Z"), s.rnd, s.seq)
-	p, err := openPart(filepath.Join(dir, "."+base+tmpSuffix), filepath.Join(dir, base+".parquet"), s.writerOptions())
+	c := s.clusters.get()
+	p, err := openPart(filepath.Join(dir, "."+base+tmpSuffix), filepath.Join(dir, base+".parquet"), s.writerOptions(), c)
 	if err != nil {
+		s.clusters.put(c)
 		return nil, err
 	}
 	p.opened, p.used = now, now
@@ -510,7 +522,9 @@ func (s *Sink) open(dir string) (*part, error) {
 // completed are lost.
 func (s *Sink) finish(dir string, p *part) {
 	delete(s.parts, dir)
-	if err := p.finish(); err != nil {
+	err := p.finish()
+	s.clusters.put(p.c)
+	if err != nil {
 		s.logErr(dir, err)
 		s.lose(p)
 		return
@@ -522,6 +536,7 @@ func (s *Sink) finish(dir string, p *part) {
 func (s *Sink) abandon(dir string, p *part, err error) {
 	delete(s.parts, dir)
 	p.remove()
+	s.clusters.put(p.c)
 	s.lose(p)
 	s.log.Error("parquet sink: file abandoned; its rows are lost", "file", p.final, "rows", p.counted, "error", err)
 }

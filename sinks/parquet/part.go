@@ -69,6 +69,7 @@ type part struct {
 	tmp, final   string
 	f            *os.File
 	w            *pq.GenericWriter[Row]
+	c            *cluster // rows held back to write them ordered; nil: in arrival order
 	opened, used time.Time
 	counted      int // counted events (not Reported) in the file
 	// acks hold the acknowledgements of the batches with rows in the
@@ -84,16 +85,31 @@ func (p *part) resolve(ok bool) {
 	p.acks = nil
 }
 
-func openPart(tmp, final string, opts []pq.WriterOption) (*part, error) {
+// openPart creates the file tmp; with a cluster it writes rows in ordered
+// runs (see cluster), else in arrival order.
+func openPart(tmp, final string, opts []pq.WriterOption, c *cluster) (*part, error) {
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &part{tmp: tmp, final: final, f: f, w: pq.NewGenericWriter[Row](f, opts...)}, nil
+	return &part{tmp: tmp, final: final, f: f, w: pq.NewGenericWriter[Row](f, opts...), c: c}, nil
 }
 
-// write appends rows to the file.
-func (p *part) write(rows []Row) error {
+// write appends rows to the file: at once when now is set, or when a run
+// of held rows is complete.
+func (p *part) write(rows []Row, now bool) error {
+	if p.c == nil {
+		return p.encode(rows)
+	}
+	p.c.add(rows)
+	if now || p.c.full() {
+		return p.c.flush(p.encode)
+	}
+	return nil
+}
+
+// encode hands rows to the Parquet writer.
+func (p *part) encode(rows []Row) error {
 	if _, err := p.w.Write(rows); err != nil {
 		return fmt.Errorf("write %s: %w", p.tmp, err)
 	}
@@ -106,7 +122,13 @@ func (p *part) size() int64 { return p.w.Size() }
 // finish writes the footer, syncs and closes the file and renames it to
 // its final name. On failure the temporary file is removed.
 func (p *part) finish() error {
-	err := p.w.Close()
+	var err error
+	if p.c != nil {
+		err = p.c.flush(p.encode)
+	}
+	if err == nil {
+		err = p.w.Close()
+	}
 	if err == nil {
 		err = p.f.Sync()
 	}
