@@ -105,7 +105,9 @@ type Sink struct {
 	jobs   chan *job     // filled jobs, for the writer goroutine
 	wdone  chan struct{} // closed when the writer goroutine ends
 
-	// pm guards the files: held by the writer goroutine, the ager and Close.
+	// pm guards the files, the clusters and the zstd encoder (pages are
+	// compressed while a file is written): held by the writer goroutine,
+	// the ager and Close.
 	pm       sync.Mutex
 	parts    map[string]*part // by directory
 	clusters clusters         // buffers of ordered runs, for new files
