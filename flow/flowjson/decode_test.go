@@ -370,3 +370,27 @@ func TestDecoderAllocations(t *testing.T) {
 		t.Fatalf("Unmarshal: %v allocations per line, want 1", allocs)
 	}
 }
+
+// TestDecoderDropsOldElements decodes a flow with two workloads, then one
+// without: the element the storage keeps beyond the list's new length no
+// longer holds the first line's strings (which share that line's copy).
+func TestDecoderDropsOldElements(t *testing.T) {
+	dec := new(observer.ExportEvent)
+	for _, line := range []string{
+		`{"flow":{"source":{"workloads":[{"name":"one","kind":"Deployment"},{"name":"two","kind":"Job"}]}}}`,
+		`{"flow":{"source":{"pod_name":"p"}}}`,
+	} {
+		if err := Unmarshal([]byte(line), dec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := dec.GetFlow().GetSource().Workloads
+	if len(ws) != 0 {
+		t.Fatalf("workloads = %v, want none", ws)
+	}
+	for i, w := range ws[:cap(ws)] {
+		if w != nil && (w.Name != "" || w.Kind != "") {
+			t.Errorf("kept %q/%q beyond the length, at %d", w.Name, w.Kind, i)
+		}
+	}
+}
