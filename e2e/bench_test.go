@@ -312,24 +312,54 @@ sinks:
 
 // BenchmarkGenerateParquet is the whole pipeline generate → parquet: one
 // op is one flow (b.N flows in one run, hourly partitions), and
-// disk-B/flow is the size of the completed files per flow.
+// disk-B/flow is the size of the completed files per flow. "defaults" is
+// the sink's defaults, the others set compression_level.
 func BenchmarkGenerateParquet(b *testing.B) {
-	dir := b.TempDir()
-	measure(b, 1, b.N, func(int) string {
-		return fmt.Sprintf(`
+	for _, c := range []struct{ name, opts string }{
+		{"defaults", ""},
+		{"better", ", compression_level: better"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dir := b.TempDir()
+			measure(b, 1, b.N, func(int) string {
+				return fmt.Sprintf(`
 metrics: {listen: ""}
 sources: {g: {type: generate, count: %d, seed: 1}}
-sinks: {lake: {type: parquet, inputs: [g], path: "%s/dt={{ time.date }}/hr={{ time.hour }}"}}
-`, b.N, dir)
-	}, lossless)
-	var size int64
-	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if fi, err := d.Info(); err == nil {
-				size += fi.Size()
+sinks: {lake: {type: parquet, inputs: [g], path: "%s/dt={{ time.date }}/hr={{ time.hour }}"%s}}
+`, b.N, dir, c.opts)
+			}, lossless)
+			var size int64
+			filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					if fi, err := d.Info(); err == nil {
+						size += fi.Size()
+					}
+				}
+				return nil
+			})
+			b.ReportMetric(float64(size)/float64(b.N), "disk-B/flow")
+		})
+	}
+}
+
+// BenchmarkGenerateFile is the whole pipeline generate → file, one op one
+// flow (b.N flows in one run), for each encoding a SIEM or a lake takes:
+// Hubble's export JSON and OCSF Network Activity JSON. out-B/flow is the
+// file's size per flow.
+func BenchmarkGenerateFile(b *testing.B) {
+	for _, enc := range []string{"json", "ocsf"} {
+		b.Run(enc, func(b *testing.B) {
+			out := filepath.Join(b.TempDir(), "out."+enc)
+			measure(b, 1, b.N, func(int) string {
+				return fmt.Sprintf(`
+metrics: {listen: ""}
+sources: {g: {type: generate, count: %d, seed: 1}}
+sinks: {out: {type: file, inputs: [g], path: %q, encoding: %s}}
+`, b.N, out, enc)
+			}, lossless)
+			if fi, err := os.Stat(out); err == nil {
+				b.ReportMetric(float64(fi.Size())/float64(b.N), "out-B/flow")
 			}
-		}
-		return nil
-	})
-	b.ReportMetric(float64(size)/float64(b.N), "disk-B/flow")
+		})
+	}
 }
