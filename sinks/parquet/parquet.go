@@ -64,7 +64,7 @@ type Options struct {
 	MaxSizeMB    int             `yaml:"max_size_mb" default:"128" doc:"complete a file once it holds this many megabytes (at the next row group boundary)"`
 	MaxAge       config.Duration `yaml:"max_age" default:"5m" doc:"complete a file this long after it was opened"`
 	RowGroupRows int             `yaml:"row_group_rows" default:"122880" doc:"rows per row group (DuckDB's own row group size)"`
-	SortRows     int             `yaml:"sort_rows" default:"4096" doc:"a file's rows are written in runs of this many, each ordered by source namespace and pod, destination namespace and pod, type and verdict (arrival order among equals), so that similar rows sit together and compress better; the runs are held in memory, about 2 kB a row; 0 writes rows in arrival order"`
+	SortRows     int             `yaml:"sort_rows" default:"4096" doc:"a file's rows are written in runs of this many, each ordered by source namespace and pod, destination namespace and pod, then type, verdict, traffic direction, protocol, destination port and summary (arrival order among equals), so that similar rows sit together and compress better; the runs are held in memory, about 2 kB a row; 0 writes rows in arrival order"`
 	MaxOpenFiles int             `yaml:"max_open_files" default:"16" doc:"directories written at once; the least recently written file is completed to open another"`
 	Level        string          `yaml:"compression_level" default:"fastest" doc:"zstd level: fastest, default (zstd's own default level), better or best; rows written in ordered runs (sort_rows) compress almost as well with fastest as with default, for less CPU"`
 }
