@@ -128,7 +128,19 @@ sinks:
 		}
 		payloads = append(payloads, m.Data)
 	}
-	sinktest.CheckStream(t, payloads, tot)
+	// A publish whose acknowledgement the shutdown cut off can be in the
+	// store although the sink gave up on it and reported it lost: the
+	// stream may hold such flows beyond delivered (each once, each also
+	// counted in a LostEvent), never fewer than delivered.
+	flows, lost := sinktest.CountStream(t, payloads)
+	if lost != tot.Lost {
+		t.Errorf("LostEvents on the bus count %d, summary lost=%d", lost, tot.Lost)
+	}
+	if flows < tot.Delivered || flows > tot.Delivered+tot.Lost {
+		t.Errorf("the bus holds %d flows, summary delivered=%d lost=%d", flows, tot.Delivered, tot.Lost)
+	} else if flows > tot.Delivered {
+		t.Logf("%d flows stored although the shutdown cut off their acknowledgement (reported lost)", flows-tot.Delivered)
+	}
 }
 
 var shutdownSource = &sinktest.Phased{Phases: []int{2, 4}, Per: 256}
