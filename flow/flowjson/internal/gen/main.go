@@ -410,6 +410,17 @@ func (g *gen) encoder(in *info) {
 	g.p("}")
 }
 
+// keepList writes the statement that keeps list f of m as storage for the
+// decode, keepf. A decoder's strings share the input it read (a line's
+// copy, a message's slab): a list of strings is cleared to its capacity,
+// so that old strings beyond the new length do not keep that alive.
+func (g *gen) keepList(fd protoreflect.FieldDescriptor, f string) {
+	g.p("\tkeep%s := m.%s[:0]", f, f)
+	if fd.Kind() == protoreflect.StringKind {
+		g.p("\tclear(keep%s[:cap(keep%s)])", f, f)
+	}
+}
+
 // resetUnused writes the statements that reset the elements a message's
 // lists of messages keep as storage beyond their length, at indent: a
 // decoder's strings share the buffer it read, which old elements in pooled
@@ -467,11 +478,7 @@ func (g *gen) decoder(in *info) {
 		}
 		name := in.field[fd.Number()]
 		if fd.IsList() {
-			g.p("\tkeep%s := m.%s[:0]", name, name)
-			if fd.Kind() == protoreflect.StringKind {
-				// Old strings share old lines' copies: do not keep them alive.
-				g.p("\tclear(keep%s[:cap(keep%s)])", name, name)
-			}
+			g.keepList(fd, name)
 		} else if fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() != fullAny {
 			g.p("\told%s := m.%s", name, name)
 		}

@@ -75,12 +75,7 @@ func (g *gen) pbDecodeMessage(in *info) {
 		f := in.field[fd.Number()]
 		switch {
 		case fd.IsList():
-			g.p("\tkeep%s := m.%s[:0]", f, f)
-			if fd.Kind() == protoreflect.StringKind {
-				// Strings are slices of the message the decoder read:
-				// old ones beyond the new length must not keep it alive.
-				g.p("\tclear(keep%s[:cap(keep%s)])", f, f)
-			}
+			g.keepList(fd, f)
 			keep = append(keep, f)
 		case fd.Kind() == protoreflect.MessageKind:
 			g.p("\told%s := m.%s", f, f)
