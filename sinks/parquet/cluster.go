@@ -18,7 +18,7 @@ import (
 // flows' own, which never change.
 type cluster struct {
 	max    int
-	rows   []Row // held rows; slices and pointers are set by flush
+	rows   []Row // held rows, without their slices; pointers only mark non-null
 	js     []byte
 	jsEnd  []int
 	lists  []string
@@ -62,9 +62,6 @@ func (cs *clusters) put(c *cluster) {
 // full reports whether the cluster holds a whole run.
 func (c *cluster) full() bool { return len(c.rows) >= c.max }
 
-// empty reports whether the cluster holds no row.
-func (c *cluster) empty() bool { return len(c.rows) == 0 }
-
 // add holds copies of rows.
 func (c *cluster) add(rows []Row) {
 	for i := range rows {
@@ -88,7 +85,7 @@ func (c *cluster) add(rows []Row) {
 		}
 		c.int32s = append(c.int32s, v)
 		r.ExportJSON, r.TCPFlags, r.SourceLabels, r.DestinationLabels = nil, nil, nil, nil
-		c.rows = append(c.rows, r) // IsReply and LostCPU stay non-nil as markers
+		c.rows = append(c.rows, r)
 	}
 }
 
@@ -97,37 +94,37 @@ func (c *cluster) flush(write func([]Row) error) error {
 	if len(c.rows) == 0 {
 		return nil
 	}
-	js, lists := 0, 0
+	c.order = c.order[:0]
 	for i := range c.rows {
-		r := &c.rows[i]
-		r.ExportJSON = c.js[js:c.jsEnd[i]:c.jsEnd[i]]
-		js = c.jsEnd[i]
+		c.order = append(c.order, int32(i))
+	}
+	slices.SortFunc(c.order, func(a, b int32) int {
+		if d := compareRows(&c.rows[a], &c.rows[b]); d != 0 {
+			return d
+		}
+		return cmp.Compare(a, b)
+	})
+	// The ordered copies get their slices and pointers: row i's JSON and
+	// lists start where row i-1's end.
+	c.out = c.out[:0]
+	for _, i := range c.order {
+		r := c.rows[i]
+		js, lists := 0, 0
+		if i > 0 {
+			js, lists = c.jsEnd[i-1], c.ends[i-1][2]
+		}
 		e := c.ends[i]
+		r.ExportJSON = c.js[js:c.jsEnd[i]:c.jsEnd[i]]
 		r.TCPFlags = listOf(c.lists, lists, e[0])
 		r.SourceLabels = listOf(c.lists, e[0], e[1])
 		r.DestinationLabels = listOf(c.lists, e[1], e[2])
-		lists = e[2]
 		if r.IsReply != nil {
 			r.IsReply = &c.bools[i]
 		}
 		if r.LostCPU != nil {
 			r.LostCPU = &c.int32s[i]
 		}
-	}
-	c.order = c.order[:0]
-	for i := range c.rows {
-		c.order = append(c.order, int32(i))
-	}
-	slices.SortFunc(c.order, func(a, b int32) int {
-		x, y := &c.rows[a], &c.rows[b]
-		if d := compareRows(x, y); d != 0 {
-			return d
-		}
-		return cmp.Compare(a, b)
-	})
-	c.out = c.out[:0]
-	for _, i := range c.order {
-		c.out = append(c.out, c.rows[i])
+		c.out = append(c.out, r)
 	}
 	err := write(c.out)
 	c.drop()
@@ -154,7 +151,8 @@ func listOf(lists []string, from, to int) []string {
 }
 
 // compareRows orders rows by where the flow comes from and goes to, then
-// by what it is.
+// by what it is. It stops at the first key that differs (cmp.Or would
+// compare every key, on the sort's hot path).
 func compareRows(x, y *Row) int {
 	if d := cmp.Compare(x.SourceNamespace, y.SourceNamespace); d != 0 {
 		return d

@@ -84,7 +84,7 @@ func TestCluster(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("flushed\n%q\nwant\n%q", got, want)
 	}
-	if !c.empty() {
+	if len(c.rows) != 0 {
 		t.Error("the cluster still holds rows after a flush")
 	}
 	for _, r := range c.rows[:cap(c.rows)] {
