@@ -250,3 +250,57 @@ func arrowVerdicts(t testing.TB, path string) map[string]int {
 	}
 	return out
 }
+
+// Page headers carry no statistics: an export_json page's would hold two
+// whole flows (its min and max, twice with the deprecated fields), 6 kB a
+// 4 MiB page or 3 bytes a flow. Row groups keep theirs, and the column
+// index holds each page's bounds, truncated.
+func TestPagesCarryNoStatistics(t *testing.T) {
+	dir := t.TempDir()
+	lost := 0
+	s := newSink(t, fmt.Sprintf("path: %s\nrow_group_rows: 1000\n", dir), &lost)
+	batches, _, _ := input(3000)
+	write(t, s, batches)
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	names := files(t, dir)
+	if len(names) != 1 {
+		t.Fatalf("files %v, want one", names)
+	}
+	r, err := file.OpenParquetFile(filepath.Join(dir, names[0]), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	js := r.MetaData().Schema.ColumnIndexByName("export_json")
+	pages := 0
+	for g := range r.NumRowGroups() {
+		rg := r.RowGroup(g)
+		cc, err := rg.MetaData().ColumnChunk(js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set, err := cc.StatsSet(); !set || err != nil {
+			t.Errorf("row group %d: export_json has no statistics (%v)", g, err)
+		}
+		pr, err := rg.GetColumnPageReader(js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pr.Next() {
+			if dp, ok := pr.Page().(file.DataPage); ok {
+				pages++
+				if st := dp.Statistics(); st.HasMin || st.HasMax {
+					t.Errorf("row group %d: a page header holds statistics: min %d bytes, max %d", g, len(st.Min), len(st.Max))
+				}
+			}
+		}
+		if err := pr.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pages < 3 {
+		t.Errorf("%d export_json pages, want one a row group at least", pages)
+	}
+}
