@@ -13,7 +13,10 @@ import (
 // export_json; its flow columns are null. An unset field is null, not an
 // empty string or 0 (ports, flags, labels and is_reply included).
 type Row struct {
-	Time     int64  `parquet:"time,timestamp(microsecond:utc),delta"`
+	// Time is plain, not delta-encoded: rows in ordered runs are not in
+	// time order, and zstd shrinks plain timestamps (their high bytes
+	// repeat) where bit-packed deltas that jump leave it nothing.
+	Time     int64  `parquet:"time,timestamp(microsecond:utc)"`
 	NodeName string `parquet:"node_name,optional,dict"`
 	// Type is Hubble's flow Type (L3_L4, L7, SOCK, ...).
 	Type             string   `parquet:"type,optional,dict"`
