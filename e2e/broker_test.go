@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,11 @@ import (
 // their broker in another process, so that the process's CPU time is
 // flowbus's alone and the broker's is reported apart.
 const brokerEnv = "FLOWBUS_E2E_BROKER"
+
+// brokerProfileEnv, when set in a benchmark's environment, names the file
+// the broker's process writes its CPU profile to, as -cpuprofile does for
+// the benchmark's own process.
+const brokerProfileEnv = "FLOWBUS_E2E_BROKER_CPUPROFILE"
 
 // Brokers a child process runs.
 const (
@@ -68,6 +74,18 @@ func runBroker(kind string) int {
 	default:
 		fmt.Fprintf(os.Stderr, "%s=%q: want %s, %s or %s\n", brokerEnv, kind, brokerKfake, brokerKfakeBlackhole, brokerNATS)
 		return 2
+	}
+	if path := os.Getenv(brokerProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "broker cpu profile:", err)
+			return 1
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Println(addr)
 	io.Copy(io.Discard, os.Stdin)
