@@ -144,6 +144,20 @@ func TestConsume(t *testing.T) {
 	}
 }
 
+// A record batch larger than max_bytes still arrives, whole: the broker
+// returns the first batch of a fetch even when it is over the limit.
+func TestBatchOverMaxBytes(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "flows"))
+	broker := c.ListenAddrs()[0]
+	produce(t, broker, "flows", 0, 1000) // batches of up to 1,000 records, far over 4 kB
+	r := srctest.Start(t, pipelineYAML(broker, "[flows]", "g1", "    max_bytes: 4096", ""))
+	out := srctest.Sink("out")
+	srctest.Eventually(t, "every flow", func() bool { return out.Distinct() == 1000 })
+	if sum := r.Stop(); sum.Total.Delivered != 1000 {
+		t.Errorf("summary %v: want 1000 delivered", sum.Total)
+	}
+}
+
 // A sink that gives up nacks: nothing after the nacked batch is committed,
 // the consumer rejoins and reads the records again, so every record is
 // delivered in the end and the offsets end committed.

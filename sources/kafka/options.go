@@ -25,7 +25,7 @@ type Options struct {
 	SessionTimeout   config.Duration        `yaml:"session_timeout" default:"30s" doc:"how long the group waits for a silent consumer before giving its partitions to the others"`
 	RebalanceTimeout config.Duration        `yaml:"rebalance_timeout" default:"30s" doc:"how long the group waits for its consumers to rejoin in a rebalance"`
 	TopicRefresh     config.Duration        `yaml:"topic_refresh" default:"30s" doc:"how often a regex is matched against the brokers' topics again"`
-	MaxBytes         int                    `yaml:"max_bytes" default:"10000000" doc:"the most bytes one fetch returns per partition"`
+	MaxBytes         int                    `yaml:"max_bytes" default:"1048576" doc:"the most bytes one fetch returns per partition, as Kafka's consumers' max.partition.fetch.bytes (1 MiB by default there too); a broker still returns a larger record batch whole when it is the first"`
 	ClientID         string                 `yaml:"client_id" default:"flowbus" doc:"the Kafka client id"`
 	TLS              *sinkutil.TLS          `yaml:"tls" doc:"connect with TLS; default: plaintext"`
 	SASL             *kafkasink.SASLOptions `yaml:"sasl" doc:"authenticate with SASL"`
