@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/flowbus/flowbus/internal/cputime"
 )
 
 // brokerEnv names the broker a re-executed test binary runs instead of
@@ -75,21 +76,16 @@ func runBroker(kind string) int {
 		fmt.Fprintf(os.Stderr, "%s=%q: want %s, %s or %s\n", brokerEnv, kind, brokerKfake, brokerKfakeBlackhole, brokerNATS)
 		return 2
 	}
-	if path := os.Getenv(brokerProfileEnv); path != "" {
-		f, err := os.Create(path)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "broker cpu profile:", err)
-			return 1
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+	err := cputime.Profiled(os.Getenv(brokerProfileEnv), func() error {
+		fmt.Println(addr)
+		_, err := io.Copy(io.Discard, os.Stdin)
+		stop()
+		return err
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "broker:", err)
+		return 1
 	}
-	fmt.Println(addr)
-	io.Copy(io.Discard, os.Stdin)
-	stop()
 	return 0
 }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,7 +38,7 @@ const benchServerProfileEnv = "FLOWBUS_HUBBLE_BENCH_SERVER_CPUPROFILE"
 
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(benchServerEnv); sock != "" {
-		if err := profiled(os.Getenv(benchServerProfileEnv), func() error {
+		if err := cputime.Profiled(os.Getenv(benchServerProfileEnv), func() error {
 			return runBenchServer(sock, os.Stdin, os.Stdout)
 		}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
@@ -48,28 +47,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-// profiled runs fn, writing a CPU profile of the process to path meanwhile
-// unless path is empty.
-func profiled(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("cpu profile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return fmt.Errorf("cpu profile: %w", err)
-	}
-	ferr := fn()
-	pprof.StopCPUProfile()
-	if err := f.Close(); err != nil && ferr == nil {
-		ferr = fmt.Errorf("cpu profile: %w", err)
-	}
-	return ferr
 }
 
 // runBenchServer serves an observer server on sock and takes commands on
