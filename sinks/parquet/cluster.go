@@ -10,7 +10,8 @@ import (
 // pages: zstd then finds the long parts two flows between the same pods
 // share (labels, names, workloads) in the row before, and the dictionary
 // columns get runs. Rows that compare equal keep their arrival order,
-// which is time order for one source. A run is at most max rows.
+// which is time order for one source. A run is complete once it holds max
+// rows (it ends with a whole job, so it may hold a batch more).
 //
 // Held rows are copies: the export JSON, the lists and the values behind
 // the pointers live in the cluster's own buffers, since the job they came
@@ -25,11 +26,36 @@ type cluster struct {
 	ends   [][3]int // ends in lists of each row's flags, source and destination labels
 	bools  []bool
 	int32s []int32
-	order  []int32
 	out    []Row
+
+	// Ordering: rows are grouped by pair as they come (gid), the groups
+	// are ordered, then each group's rows by the keys that follow; so a
+	// run is ordered with few comparisons of whole rows.
+	groupOf map[pair]int32
+	pairs   []pair  // by group id
+	gid     []int32 // group id of each held row
+	gstart  []int32 // by group id: where its rows start in order
+	gorder  []int32 // group ids, ordered
+	order   []int32 // held rows, ordered
 }
 
-func newCluster(max int) *cluster { return &cluster{max: max} }
+// pair is where rows come from and go to: the first keys of the order.
+type pair struct{ srcNs, srcPod, dstNs, dstPod string }
+
+func comparePairs(x, y *pair) int {
+	if d := cmp.Compare(x.srcNs, y.srcNs); d != 0 {
+		return d
+	}
+	if d := cmp.Compare(x.srcPod, y.srcPod); d != 0 {
+		return d
+	}
+	if d := cmp.Compare(x.dstNs, y.dstNs); d != 0 {
+		return d
+	}
+	return cmp.Compare(x.dstPod, y.dstPod)
+}
+
+func newCluster(max int) *cluster { return &cluster{max: max, groupOf: map[pair]int32{}} }
 
 // clusters keeps the clusters of completed files for new ones: a cluster's
 // buffers grow to a run's size (megabytes), once.
@@ -64,6 +90,9 @@ func (c *cluster) full() bool { return len(c.rows) >= c.max }
 
 // add holds copies of rows.
 func (c *cluster) add(rows []Row) {
+	if c.js == nil && len(rows) > 0 {
+		c.reserve(rows)
+	}
 	for i := range rows {
 		r := rows[i]
 		c.js = append(c.js, r.ExportJSON...)
@@ -74,6 +103,14 @@ func (c *cluster) add(rows []Row) {
 			e[k] = len(c.lists)
 		}
 		c.ends = append(c.ends, e)
+		k := pair{r.SourceNamespace, r.SourcePod, r.DestinationNamespace, r.DestinationPod}
+		g, ok := c.groupOf[k]
+		if !ok {
+			g = int32(len(c.pairs))
+			c.groupOf[k] = g
+			c.pairs = append(c.pairs, k)
+		}
+		c.gid = append(c.gid, g)
 		var b bool
 		if r.IsReply != nil {
 			b = *r.IsReply
@@ -89,21 +126,28 @@ func (c *cluster) add(rows []Row) {
 	}
 }
 
+// reserve sizes the buffers of a new cluster for a run of rows like
+// these (a run may end a batch past max), instead of growing them by
+// copies: the JSON buffer of a run is megabytes.
+func (c *cluster) reserve(rows []Row) {
+	js := 0
+	for i := range rows {
+		js += len(rows[i].ExportJSON)
+	}
+	n := c.max + len(rows)
+	c.js = make([]byte, 0, js/len(rows)*n*5/4)
+	c.jsEnd = make([]int, 0, n)
+	c.rows = make([]Row, 0, n)
+	c.ends = make([][3]int, 0, n)
+	c.gid = make([]int32, 0, n)
+}
+
 // flush writes the held rows, ordered, with write and forgets them.
 func (c *cluster) flush(write func([]Row) error) error {
 	if len(c.rows) == 0 {
 		return nil
 	}
-	c.order = c.order[:0]
-	for i := range c.rows {
-		c.order = append(c.order, int32(i))
-	}
-	slices.SortFunc(c.order, func(a, b int32) int {
-		if d := compareRows(&c.rows[a], &c.rows[b]); d != 0 {
-			return d
-		}
-		return cmp.Compare(a, b)
-	})
+	c.sort()
 	// The ordered copies get their slices and pointers: row i's JSON and
 	// lists start where row i-1's end.
 	c.out = c.out[:0]
@@ -131,6 +175,47 @@ func (c *cluster) flush(write func([]Row) error) error {
 	return err
 }
 
+// sort fills order with the held rows' indexes, ordered: the groups by
+// their pairs, each group's rows (in arrival order, as placed) by the
+// keys after the pair, arrival order among equals.
+func (c *cluster) sort() {
+	ng := len(c.pairs)
+	c.gorder = c.gorder[:0]
+	for g := range ng {
+		c.gorder = append(c.gorder, int32(g))
+	}
+	slices.SortFunc(c.gorder, func(a, b int32) int { return comparePairs(&c.pairs[a], &c.pairs[b]) })
+	c.gstart = slices.Grow(c.gstart[:0], ng)[:ng]
+	clear(c.gstart)
+	for _, g := range c.gid {
+		c.gstart[g]++
+	}
+	at := int32(0)
+	for _, g := range c.gorder {
+		n := c.gstart[g]
+		c.gstart[g] = at
+		at += n
+	}
+	c.order = slices.Grow(c.order[:0], len(c.rows))[:len(c.rows)]
+	for i, g := range c.gid {
+		c.order[c.gstart[g]] = int32(i)
+		c.gstart[g]++
+	}
+	from := 0
+	for _, g := range c.gorder {
+		to := int(c.gstart[g])
+		if to-from > 1 {
+			slices.SortFunc(c.order[from:to], func(a, b int32) int {
+				if d := compareKind(&c.rows[a], &c.rows[b]); d != 0 {
+					return d
+				}
+				return cmp.Compare(a, b)
+			})
+		}
+		from = to
+	}
+}
+
 // drop forgets the held rows, and the strings they share with flows; the
 // buffers stay for the next rows.
 func (c *cluster) drop() {
@@ -140,6 +225,9 @@ func (c *cluster) drop() {
 	c.rows, c.out, c.lists = c.rows[:0], c.out[:0], c.lists[:0]
 	c.js, c.jsEnd, c.ends = c.js[:0], c.jsEnd[:0], c.ends[:0]
 	c.bools, c.int32s = c.bools[:0], c.int32s[:0]
+	clear(c.groupOf)
+	clear(c.pairs)
+	c.pairs, c.gid = c.pairs[:0], c.gid[:0]
 }
 
 // listOf is lists[from:to], or nil when empty (a null list).
@@ -150,22 +238,10 @@ func listOf(lists []string, from, to int) []string {
 	return lists[from:to:to]
 }
 
-// compareRows orders rows by where the flow comes from and goes to, then
-// by what it is. It stops at the first key that differs (cmp.Or would
-// compare every key, on the sort's hot path).
-func compareRows(x, y *Row) int {
-	if d := cmp.Compare(x.SourceNamespace, y.SourceNamespace); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.SourcePod, y.SourcePod); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.DestinationNamespace, y.DestinationNamespace); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.DestinationPod, y.DestinationPod); d != 0 {
-		return d
-	}
+// compareKind orders the rows of one pair by what the flow is. It stops
+// at the first key that differs (cmp.Or would compare every key, on the
+// sort's hot path).
+func compareKind(x, y *Row) int {
 	if d := cmp.Compare(x.Type, y.Type); d != 0 {
 		return d
 	}

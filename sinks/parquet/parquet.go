@@ -77,11 +77,14 @@ const tmpSuffix = ".parquet.tmp"
 //
 // Write and a writer goroutine share the work, so that the sink uses two
 // cores: Write encodes a batch's events (the export JSON and the typed
-// columns) into a job and queues it; the writer goroutine appends the
-// jobs' rows to the files, in order, where the Parquet encoding and the
-// zstd compression happen. At most jobSlots jobs exist, so Write waits
-// when the writer falls behind. A row the writer cannot put into a file is
-// a late loss, like the rows of a file that cannot be completed.
+// columns) into a job and queues it; the writer goroutine takes the jobs'
+// rows to their files, in order: it holds them in runs (see cluster), and
+// a complete run is ordered and written, where the Parquet encoding and
+// the zstd compression happen, on a goroutine of its own (see flight)
+// while the writer takes the next jobs. At most jobSlots jobs exist, so
+// Write waits when the writer falls behind. A row the writer cannot put
+// into a file is a late loss, like the rows of a file that cannot be
+// completed.
 type Sink struct {
 	tmpl     *template.Template
 	prefix   string // the fixed directory the template starts with
@@ -111,6 +114,7 @@ type Sink struct {
 	pm       sync.Mutex
 	parts    map[string]*part // by directory
 	clusters clusters         // buffers of ordered runs, for new files
+	flying   *flight          // the run being written, if any (see flight)
 	seq      uint64
 
 	errMu   sync.Mutex
@@ -297,9 +301,9 @@ func (s *Sink) ager() {
 			return
 		case now := <-t.C:
 			s.pm.Lock()
-			for dir, p := range s.parts {
-				if now.Sub(p.opened) >= s.maxAge {
-					s.finish(dir, p)
+			for _, p := range s.parts {
+				if now.Sub(p.opened) >= s.maxAge && !p.gone {
+					s.finish(p)
 				}
 			}
 			s.pm.Unlock()
@@ -464,6 +468,7 @@ func (s *Sink) writeGroup(g *jobGroup) int {
 		g.ack.Done(false)
 		return len(g.rows)
 	}
+	s.poll()
 	p, err := s.open(g.dir)
 	if err != nil {
 		return fail(err)
@@ -474,14 +479,17 @@ func (s *Sink) writeGroup(g *jobGroup) int {
 	}
 	// Rows the runtime reports again when they fail (flowbus's own
 	// LostEvents) are written at once, so that Write learns their fate.
-	if err := p.write(g.rows, g.counted < len(g.rows)); err != nil {
+	if err := s.put(p, g.rows, g.counted < len(g.rows)); err != nil {
 		// The file's counted rows, these included, are lost with it.
-		s.logErr(g.dir, err)
-		s.abandon(g.dir, p, err)
+		if !p.gone {
+			s.logErr(g.dir, err)
+			s.abandon(p, err)
+		}
 		return len(g.rows) - g.counted
 	}
-	if p.size() >= s.maxSize {
-		s.finish(g.dir, p)
+	// A file whose run is in flight is measured once it landed.
+	if !s.inFlight(p) && p.size() >= s.maxSize {
+		s.finish(p)
 	}
 	return 0
 }
@@ -494,14 +502,13 @@ func (s *Sink) open(dir string) (*part, error) {
 		return p, nil
 	}
 	if len(s.parts) >= s.maxOpen {
-		var oldDir string
 		var old *part
-		for d, p := range s.parts {
+		for _, p := range s.parts {
 			if old == nil || p.used.Before(old.used) {
-				oldDir, old = d, p
+				old = p
 			}
 		}
-		s.finish(oldDir, old)
+		s.finish(old)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create the directory: %w", err)
@@ -510,7 +517,7 @@ func (s *Sink) open(dir string) (*part, error) {
 	now := time.Now().UTC()
 	base := fmt.Sprintf("%s-%s-%s-%d", s.node, now.Format("20060102T150405.000Z"), s.rnd, s.seq)
 	c := s.clusters.get()
-	p, err := openPart(filepath.Join(dir, "."+base+tmpSuffix), filepath.Join(dir, base+".parquet"), s.writerOptions(), c)
+	p, err := openPart(dir, filepath.Join(dir, "."+base+tmpSuffix), filepath.Join(dir, base+".parquet"), s.writerOptions(), c)
 	if err != nil {
 		s.clusters.put(c)
 		return nil, err
@@ -522,12 +529,16 @@ func (s *Sink) open(dir string) (*part, error) {
 
 // finish completes p and forgets it; rows of a file that cannot be
 // completed are lost.
-func (s *Sink) finish(dir string, p *part) {
-	delete(s.parts, dir)
+func (s *Sink) finish(p *part) {
+	if s.settle(); p.gone {
+		return
+	}
+	p.gone = true
+	delete(s.parts, p.dir)
 	err := p.finish()
 	s.clusters.put(p.c)
 	if err != nil {
-		s.logErr(dir, err)
+		s.logErr(p.dir, err)
 		s.lose(p)
 		return
 	}
@@ -535,8 +546,12 @@ func (s *Sink) finish(dir string, p *part) {
 }
 
 // abandon removes p after a failed write; its rows are lost.
-func (s *Sink) abandon(dir string, p *part, err error) {
-	delete(s.parts, dir)
+func (s *Sink) abandon(p *part, err error) {
+	if s.settle(); p.gone {
+		return
+	}
+	p.gone = true
+	delete(s.parts, p.dir)
 	p.remove()
 	s.clusters.put(p.c)
 	s.lose(p)
@@ -571,6 +586,7 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 	s.pm.Lock()
 	defer s.pm.Unlock()
+	s.settle()
 	var errs []error
 	for dir, p := range s.parts {
 		if ctx.Err() != nil {

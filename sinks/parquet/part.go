@@ -71,6 +71,7 @@ func (c *zstdCodec) Encode(dst, src []byte) ([]byte, error) {
 // part is one file being written: under its temporary name until finish
 // renames it.
 type part struct {
+	dir          string // the directory it is written for (the key of Sink.parts)
 	tmp, final   string
 	f            *os.File
 	w            *pq.GenericWriter[Row]
@@ -80,6 +81,7 @@ type part struct {
 	// acks hold the acknowledgements of the batches with rows in the
 	// file: they resolve when the file is complete (or lost).
 	acks []*pipeline.Ack
+	gone bool // completed, or abandoned after a failed write
 }
 
 // resolve resolves the acknowledgements of p's batches.
@@ -92,25 +94,12 @@ func (p *part) resolve(ok bool) {
 
 // openPart creates the file tmp; with a cluster it writes rows in ordered
 // runs (see cluster), else in arrival order.
-func openPart(tmp, final string, opts []pq.WriterOption, c *cluster) (*part, error) {
+func openPart(dir, tmp, final string, opts []pq.WriterOption, c *cluster) (*part, error) {
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	return &part{tmp: tmp, final: final, f: f, w: pq.NewGenericWriter[Row](f, opts...), c: c}, nil
-}
-
-// write appends rows to the file: at once when now is set, or when a run
-// of held rows is complete.
-func (p *part) write(rows []Row, now bool) error {
-	if p.c == nil {
-		return p.encode(rows)
-	}
-	p.c.add(rows)
-	if now || p.c.full() {
-		return p.c.flush(p.encode)
-	}
-	return nil
+	return &part{dir: dir, tmp: tmp, final: final, f: f, w: pq.NewGenericWriter[Row](f, opts...), c: c}, nil
 }
 
 // encode hands rows to the Parquet writer.

@@ -1,0 +1,97 @@
+package parquet
+
+import "errors"
+
+// A run of ordered rows is written to its file on a goroutine of its own
+// (a flight), while the writer goroutine goes on holding the next rows in
+// a fresh cluster. Ordering a run and encoding it (the Parquet columns, the
+// zstd compression) is most of the writer's work and comes in bursts of
+// sort_rows rows; without a flight the writer would spend each burst
+// unable to take jobs, Write would wait for it once the jobs run out, and
+// the two would take turns on the cores instead of sharing them.
+//
+// One flight at most is in the air, for the whole sink: the files share
+// one zstd encoder, and a file takes one writer at a time. Whatever else
+// touches a Parquet writer (a run written at once, a file completed or
+// removed, Close) first lands the flight (settle), under pm.
+
+// flight is a run being written to its file.
+type flight struct {
+	p    *part
+	c    *cluster // the run; back to the spare clusters once landed
+	done chan struct{}
+	err  error
+}
+
+// errGone is the error of a write to a file that a failed flight
+// abandoned meanwhile.
+var errGone = errors.New("the file was abandoned after a failed write")
+
+// put appends rows to p: at once when now is set or rows are not
+// ordered, else into p's cluster, whose run takes off once complete.
+func (s *Sink) put(p *part, rows []Row, now bool) error {
+	if p.c == nil {
+		if s.settle(); p.gone {
+			return errGone
+		}
+		return p.encode(rows)
+	}
+	p.c.add(rows)
+	switch {
+	case now:
+		if s.settle(); p.gone {
+			return errGone
+		}
+		return p.c.flush(p.encode)
+	case p.c.full():
+		if s.settle(); p.gone {
+			return errGone
+		}
+		s.launch(p)
+	}
+	return nil
+}
+
+// launch writes p's complete run on a flight and gives p a fresh cluster.
+// The caller settled the previous flight.
+func (s *Sink) launch(p *part) {
+	f := &flight{p: p, c: p.c, done: make(chan struct{})}
+	p.c = s.clusters.get()
+	s.flying = f
+	go func() {
+		defer close(f.done)
+		f.err = f.c.flush(p.encode)
+	}()
+}
+
+// settle waits for the flight in the air, if any, and lands it: a file
+// whose run failed is abandoned, its rows lost.
+func (s *Sink) settle() {
+	if f := s.flying; f != nil {
+		<-f.done
+		s.land(f)
+	}
+}
+
+// poll lands the flight if it is done, without waiting.
+func (s *Sink) poll() {
+	if f := s.flying; f != nil {
+		select {
+		case <-f.done:
+			s.land(f)
+		default:
+		}
+	}
+}
+
+func (s *Sink) land(f *flight) {
+	s.flying = nil
+	s.clusters.put(f.c)
+	if f.err != nil && !f.p.gone {
+		s.logErr(f.p.dir, f.err)
+		s.abandon(f.p, f.err)
+	}
+}
+
+// inFlight reports whether p's run is being written.
+func (s *Sink) inFlight(p *part) bool { return s.flying != nil && s.flying.p == p }
