@@ -318,6 +318,7 @@ func BenchmarkGenerateParquet(b *testing.B) {
 	for _, c := range []struct{ name, opts string }{
 		{"defaults", ""},
 		{"better", ", compression_level: better"},
+		{"sort_rows_4096", ", sort_rows: 4096"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			dir := b.TempDir()

@@ -140,6 +140,15 @@ func (c *cluster) reserve(rows []Row) {
 	c.rows = make([]Row, 0, n)
 	c.ends = make([][3]int, 0, n)
 	c.gid = make([]int32, 0, n)
+	c.order = make([]int32, 0, n)
+	c.bools = make([]bool, 0, n)
+	c.int32s = make([]int32, 0, n)
+	c.out = make([]Row, 0, outChunk)
+	lists := 0
+	for i := range rows {
+		lists += len(rows[i].TCPFlags) + len(rows[i].SourceLabels) + len(rows[i].DestinationLabels)
+	}
+	c.lists = make([]string, 0, lists/len(rows)*n*5/4)
 }
 
 // flush writes the held rows, ordered, with write and forgets them.
@@ -149,8 +158,10 @@ func (c *cluster) flush(write func([]Row) error) error {
 	}
 	c.sort()
 	// The ordered copies get their slices and pointers: row i's JSON and
-	// lists start where row i-1's end.
+	// lists start where row i-1's end. They go to write a chunk at a time:
+	// a copy of the whole run would be megabytes more.
 	c.out = c.out[:0]
+	var err error
 	for _, i := range c.order {
 		r := c.rows[i]
 		js, lists := 0, 0
@@ -168,12 +179,22 @@ func (c *cluster) flush(write func([]Row) error) error {
 		if r.LostCPU != nil {
 			r.LostCPU = &c.int32s[i]
 		}
-		c.out = append(c.out, r)
+		if c.out = append(c.out, r); len(c.out) == outChunk {
+			if err = write(c.out); err != nil {
+				break
+			}
+			c.out = c.out[:0]
+		}
 	}
-	err := write(c.out)
+	if err == nil && len(c.out) > 0 {
+		err = write(c.out)
+	}
 	c.drop()
 	return err
 }
+
+// outChunk is the number of ordered rows flush hands to write at once.
+const outChunk = 1024
 
 // sort fills order with the held rows' indexes, ordered: the groups by
 // their pairs, each group's rows (in arrival order, as placed) by the

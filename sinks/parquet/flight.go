@@ -37,19 +37,46 @@ func (s *Sink) put(p *part, rows []Row, now bool) error {
 		return p.encode(rows)
 	}
 	p.c.add(rows)
-	switch {
-	case now:
+	if now {
 		if s.settle(); p.gone {
 			return errGone
 		}
 		return p.c.flush(p.encode)
-	case p.c.full():
-		if s.settle(); p.gone {
-			return errGone
+	}
+	q := p
+	if !p.c.full() {
+		if q = s.overHeld(); q == nil {
+			return nil
 		}
-		s.launch(p)
+	}
+	if s.settle(); p.gone {
+		return errGone
+	}
+	if !q.gone {
+		s.launch(q)
 	}
 	return nil
+}
+
+// overHeld returns the file with the longest run when the open files hold
+// more than two runs' rows together (so their memory stays bounded however
+// many files are open: with many, runs are shorter), else nil.
+func (s *Sink) overHeld() *part {
+	held := 0
+	var most *part
+	for _, p := range s.parts {
+		if p.c == nil {
+			continue
+		}
+		held += len(p.c.rows)
+		if most == nil || len(p.c.rows) > len(most.c.rows) {
+			most = p
+		}
+	}
+	if held <= 2*s.clusters.max {
+		return nil
+	}
+	return most
 }
 
 // launch writes p's complete run on a flight and gives p a fresh cluster.
