@@ -16,11 +16,14 @@ import (
 // flows (one minute of flows per hour partition) to zstd Parquet files:
 // per flow, the CPU time (cpu-ns/op, and flows/s of CPU time) and the
 // bytes on disk once the files are complete. "sorted" is the default,
-// rows written in ordered runs (sort_rows), "arrival" writes them as they
-// come (sort_rows: 0).
+// rows written in ordered runs (sort_rows), "sorted_better" with
+// compression_level better, "sorted_4096" in shorter runs, and "arrival"
+// writes them as they come (sort_rows: 0).
 func BenchmarkParquet(b *testing.B) {
 	for _, c := range []struct{ name, opts string }{
 		{"sorted", ""},
+		{"sorted_better", "compression_level: better\n"},
+		{"sorted_4096", "sort_rows: 4096\n"},
 		{"arrival", "sort_rows: 0\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) { benchParquet(b, c.opts) })
