@@ -76,7 +76,7 @@ func runBroker(kind string) int {
 		fmt.Fprintf(os.Stderr, "%s=%q: want %s, %s or %s\n", brokerEnv, kind, brokerKfake, brokerKfakeBlackhole, brokerNATS)
 		return 2
 	}
-	err := cputime.Profiled(os.Getenv(brokerProfileEnv), func() error {
+	err := cputime.Profiled(brokerProfileEnv, os.Getenv(brokerProfileEnv), func() error {
 		fmt.Println(addr)
 		_, err := io.Copy(io.Discard, os.Stdin)
 		stop()

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/internal/seqcheck"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
@@ -308,23 +308,9 @@ func printLoadError(w io.Writer, err error) {
 // runProfiled runs the pipeline, under the CPU profiler when cpuProfile
 // names a file.
 func runProfiled(ctx context.Context, file string, logs logOptions, cpuProfile string, requireHealthy bool, stderr io.Writer) error {
-	if cpuProfile == "" {
+	return cputime.Profiled("--cpuprofile", cpuProfile, func() error {
 		return runPipeline(ctx, file, logs, requireHealthy, stderr)
-	}
-	f, err := os.Create(cpuProfile)
-	if err != nil {
-		return fmt.Errorf("--cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return fmt.Errorf("--cpuprofile: %w", err)
-	}
-	err = runPipeline(ctx, file, logs, requireHealthy, stderr)
-	pprof.StopCPUProfile()
-	if cerr := f.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("--cpuprofile: %w", cerr)
-	}
-	return err
+	})
 }
 
 func runPipeline(ctx context.Context, file string, logs logOptions, requireHealthy bool, stderr io.Writer) error {

@@ -130,9 +130,10 @@ func (c *cluster) add(rows []Row) {
 // these (a run may end a batch past max), instead of growing them by
 // copies: the JSON buffer of a run is megabytes.
 func (c *cluster) reserve(rows []Row) {
-	js := 0
+	js, lists := 0, 0
 	for i := range rows {
 		js += len(rows[i].ExportJSON)
+		lists += len(rows[i].TCPFlags) + len(rows[i].SourceLabels) + len(rows[i].DestinationLabels)
 	}
 	n := c.max + len(rows)
 	c.js = make([]byte, 0, js/len(rows)*n*5/4)
@@ -144,10 +145,6 @@ func (c *cluster) reserve(rows []Row) {
 	c.bools = make([]bool, 0, n)
 	c.int32s = make([]int32, 0, n)
 	c.out = make([]Row, 0, outChunk)
-	lists := 0
-	for i := range rows {
-		lists += len(rows[i].TCPFlags) + len(rows[i].SourceLabels) + len(rows[i].DestinationLabels)
-	}
 	c.lists = make([]string, 0, lists/len(rows)*n*5/4)
 }
 

@@ -38,7 +38,7 @@ const benchServerProfileEnv = "FLOWBUS_HUBBLE_BENCH_SERVER_CPUPROFILE"
 
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(benchServerEnv); sock != "" {
-		if err := cputime.Profiled(os.Getenv(benchServerProfileEnv), func() error {
+		if err := cputime.Profiled(benchServerProfileEnv, os.Getenv(benchServerProfileEnv), func() error {
 			return runBenchServer(sock, os.Stdin, os.Stdout)
 		}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
