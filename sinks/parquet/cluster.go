@@ -256,23 +256,11 @@ func listOf(lists []string, from, to int) []string {
 	return lists[from:to:to]
 }
 
-// compareKind orders the rows of one pair by what the flow is. It stops
-// at the first key that differs (cmp.Or would compare every key, on the
-// sort's hot path).
+// compareKind orders the rows of one pair by what the flow is: type,
+// verdict, traffic direction, protocol and destination port (packed in
+// kind), then summary.
 func compareKind(x, y *Row) int {
-	if d := cmp.Compare(x.Type, y.Type); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.Verdict, y.Verdict); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.TrafficDirection, y.TrafficDirection); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.Protocol, y.Protocol); d != 0 {
-		return d
-	}
-	if d := cmp.Compare(x.DestinationPort, y.DestinationPort); d != 0 {
+	if d := cmp.Compare(x.kind, y.kind); d != 0 {
 		return d
 	}
 	return cmp.Compare(x.Summary, y.Summary)

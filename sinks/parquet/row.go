@@ -55,6 +55,19 @@ type Row struct {
 	LostCPU       *int32 `parquet:"lost_cpu,optional"`
 
 	ExportJSON []byte `parquet:"export_json,json"`
+
+	// kind packs the keys a run orders a pair's rows by before the
+	// summary (see compareKind); not a column.
+	kind uint64
+}
+
+// kindOf packs a flow's type, verdict, traffic direction, protocol (an
+// index of the Layer4 case) and destination port into one key that
+// orders as they do, one after the other. Enum values beyond a byte
+// share the byte's last value: they still order after the known ones.
+func kindOf(typ, verdict, dir int32, proto uint8, dport int32) uint64 {
+	b := func(v int32) uint64 { return uint64(min(max(v, 0), 255)) }
+	return b(typ)<<56 | b(verdict)<<48 | b(dir)<<40 | uint64(proto)<<32 | uint64(uint32(dport))
 }
 
 // TCP flag names, in the order Hubble prints them.
@@ -124,10 +137,11 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 		r.SourceIP, r.DestinationIP = ip.Source, ip.Destination
 		r.IPVersion = enumName(int32(ip.IpVersion), ip.IpVersion.String())
 	}
+	var proto uint8
 	if l4 := fl.L4; l4 != nil {
 		switch p := l4.Protocol.(type) {
 		case *flowpb.Layer4_TCP:
-			r.Protocol = "TCP"
+			r.Protocol, proto = "TCP", 1
 			r.SourcePort, r.DestinationPort = int32(p.TCP.GetSourcePort()), int32(p.TCP.GetDestinationPort())
 			if tf := p.TCP.GetFlags(); tf != nil {
 				for k, on := range [...]bool{tf.SYN, tf.ACK, tf.FIN, tf.RST, tf.PSH, tf.URG, tf.ECE, tf.CWR, tf.NS} {
@@ -137,19 +151,19 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 				}
 			}
 		case *flowpb.Layer4_UDP:
-			r.Protocol = "UDP"
+			r.Protocol, proto = "UDP", 2
 			r.SourcePort, r.DestinationPort = int32(p.UDP.GetSourcePort()), int32(p.UDP.GetDestinationPort())
 		case *flowpb.Layer4_SCTP:
-			r.Protocol = "SCTP"
+			r.Protocol, proto = "SCTP", 3
 			r.SourcePort, r.DestinationPort = int32(p.SCTP.GetSourcePort()), int32(p.SCTP.GetDestinationPort())
 		case *flowpb.Layer4_ICMPv4:
-			r.Protocol = "ICMPv4"
+			r.Protocol, proto = "ICMPv4", 4
 		case *flowpb.Layer4_ICMPv6:
-			r.Protocol = "ICMPv6"
+			r.Protocol, proto = "ICMPv6", 5
 		case *flowpb.Layer4_VRRP:
-			r.Protocol = "VRRP"
+			r.Protocol, proto = "VRRP", 6
 		case *flowpb.Layer4_IGMP:
-			r.Protocol = "IGMP"
+			r.Protocol, proto = "IGMP", 7
 		}
 	}
 	if s := fl.Source; s != nil {
@@ -180,6 +194,7 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 		}
 	}
 	r.Summary = fl.Summary
+	r.kind = kindOf(int32(fl.Type), int32(fl.Verdict), int32(fl.TrafficDirection), proto, r.DestinationPort)
 	st[0], st[1], st[2] = flags, sl, dl
 	r.TCPFlags, r.SourceLabels, r.DestinationLabels = nilIfEmpty(flags), nilIfEmpty(sl), nilIfEmpty(dl)
 }
