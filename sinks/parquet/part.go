@@ -35,6 +35,15 @@ func (s *Sink) writerOptions() []pq.WriterOption {
 		// Row groups keep their statistics, and the column index holds
 		// each page's bounds, truncated.
 		pq.DataPageStatistics(false),
+		// No page bounds at all (and so no row group statistics) for
+		// the columns no reader prunes by: a list's smallest and
+		// largest elements say nothing of what a row holds, and the
+		// bounds of export_json are two whole flows. Working bounds out
+		// compares every value of every page.
+		pq.SkipPageBounds("tcp_flags", "list", "element"),
+		pq.SkipPageBounds("source_labels", "list", "element"),
+		pq.SkipPageBounds("destination_labels", "list", "element"),
+		pq.SkipPageBounds("export_json"),
 		pq.CreatedBy("flowbus", cli.Version(), ""),
 		pq.KeyValueMetadata("flowbus.schema", "observer.GetFlowsResponse"),
 	}
