@@ -93,3 +93,60 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestKindOf checks that the packed key orders by type, then verdict,
+// direction, protocol and destination port, and that out-of-range enums
+// and ports keep their place.
+func TestKindOf(t *testing.T) {
+	type k struct {
+		typ, verdict, dir int32
+		proto             uint8
+		port              int32
+	}
+	for _, c := range []struct {
+		name      string
+		less, big k
+	}{
+		{"type first", k{1, 9, 2, 7, 65535}, k{2, 0, 0, 0, 0}},
+		{"then verdict", k{1, 1, 2, 7, 65535}, k{1, 2, 0, 0, 0}},
+		{"then direction", k{1, 1, 1, 7, 65535}, k{1, 1, 2, 0, 0}},
+		{"then protocol", k{1, 1, 1, 1, 65535}, k{1, 1, 1, 2, 0}},
+		{"then port", k{1, 1, 1, 1, 80}, k{1, 1, 1, 1, 443}},
+		{"a port past int32 as unsigned", k{1, 1, 1, 1, 1 << 30}, k{1, 1, 1, 1, -1}},
+		{"an enum past a byte after the known ones", k{10, 1, 1, 1, 0}, k{1000, 0, 0, 0, 0}},
+		{"a negative enum first", k{-5, 9, 9, 9, 9}, k{1, 0, 0, 0, 0}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := kindOf(c.less.typ, c.less.verdict, c.less.dir, c.less.proto, c.less.port)
+			b := kindOf(c.big.typ, c.big.verdict, c.big.dir, c.big.proto, c.big.port)
+			if a >= b {
+				t.Errorf("kindOf(%v) = %#x, not below kindOf(%v) = %#x", c.less, a, c.big, b)
+			}
+		})
+	}
+}
+
+// TestClusterOrdersAPairByKind flushes the rows of one pair ordered by
+// their packed key, then summary, then arrival.
+func TestClusterOrdersAPairByKind(t *testing.T) {
+	in := []Row{
+		{SourcePod: "a", Summary: "z", kind: 2, ExportJSON: []byte("0")},
+		{SourcePod: "a", Summary: "b", kind: 1, ExportJSON: []byte("1")},
+		{SourcePod: "a", Summary: "a", kind: 2, ExportJSON: []byte("2")},
+		{SourcePod: "a", Summary: "b", kind: 1, ExportJSON: []byte("3")},
+	}
+	c := newCluster(100)
+	c.add(in)
+	var got []string
+	if err := c.flush(func(rows []Row) error {
+		for _, r := range rows {
+			got = append(got, string(r.ExportJSON))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"1", "3", "2", "0"}; !slices.Equal(got, want) {
+		t.Errorf("flushed %q, want %q", got, want)
+	}
+}
