@@ -33,13 +33,13 @@ func (s *Sink) writerOptions() []pq.WriterOption {
 		// No min and max in the page headers: an export_json page's
 		// would repeat two whole flows (6 kB a page, 3 bytes a flow).
 		// Row groups keep their statistics, and the column index holds
-		// each page's bounds, truncated.
+		// each page's bounds, truncated, except for the columns below.
 		pq.DataPageStatistics(false),
-		// No page bounds at all (and so no row group statistics) for
-		// the columns no reader prunes by: a list's smallest and
-		// largest elements say nothing of what a row holds, and the
-		// bounds of export_json are two whole flows. Working bounds out
-		// compares every value of every page.
+		// No page bounds at all (and so no row group min and max, only
+		// null counts) for the columns no reader prunes by: a list's
+		// smallest and largest elements say nothing of what a row
+		// holds, and the bounds of export_json are two whole flows.
+		// Working bounds out compares every value of every page.
 		pq.SkipPageBounds("tcp_flags", "list", "element"),
 		pq.SkipPageBounds("source_labels", "list", "element"),
 		pq.SkipPageBounds("destination_labels", "list", "element"),
