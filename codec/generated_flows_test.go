@@ -56,3 +56,31 @@ func TestGeneratedFlows(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkJSONGenerated encodes a stream of the generate source's flows
+// (4,096 of them, over and over), as the JSON a sink writes: one op is one
+// flow. Unlike BenchmarkEncoders, whose one flow repeats, it sees the
+// endpoints and kinds a node's flows vary over.
+func BenchmarkJSONGenerated(b *testing.B) {
+	g := generate.NewGenerator(1)
+	bt := pipeline.NewBatch()
+	defer bt.Release()
+	for i := range 4096 {
+		g.Fill(bt.Next(), int64(1764000000123456789)+int64(i)*1000)
+	}
+	var buf []byte
+	size := 0
+	for i := range bt.Events {
+		buf, _ = JSON{}.Append(buf[:0], &bt.Events[i])
+		size += len(buf)
+	}
+	b.SetBytes(int64(size / len(bt.Events)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		buf, _ = JSON{}.Append(buf[:0], &bt.Events[i])
+		if i++; i == len(bt.Events) {
+			i = 0
+		}
+	}
+}

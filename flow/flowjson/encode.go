@@ -44,7 +44,9 @@ var (
 // returned with its original length.
 func AppendFlow(dst []byte, f *flowpb.Flow) ([]byte, error) {
 	n := len(dst)
-	out, err := appendFlow(dst, f)
+	c := endpointCaches.Get().(*endpointCache)
+	out, err := appendFlow(dst, f, c)
+	endpointCaches.Put(c)
 	if err != nil {
 		return dst[:n], err
 	}
@@ -74,7 +76,10 @@ func AppendExport(dst []byte, f *flowpb.Flow, lost *flowpb.LostEvent, nodeName s
 	switch {
 	case f != nil:
 		dst = append(dst, `"flow":`...)
-		if dst, err = appendFlow(dst, f); err != nil {
+		c := endpointCaches.Get().(*endpointCache)
+		dst, err = appendFlow(dst, f, c)
+		endpointCaches.Put(c)
+		if err != nil {
 			return dst[:n], fieldError("flow", err)
 		}
 		dst = append(dst, ',')

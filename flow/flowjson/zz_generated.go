@@ -829,7 +829,8 @@ func parseEnumLostEventSource(name []byte) (int32, bool) {
 }
 
 // appendFlow appends the JSON object of a flow.Flow (a nil one is {}).
-func appendFlow(dst []byte, m *flowpb.Flow) ([]byte, error) {
+// Its endpoints go through c, which may be nil.
+func appendFlow(dst []byte, m *flowpb.Flow, c *endpointCache) ([]byte, error) {
 	if m == nil {
 		return append(dst, "{}"...), nil
 	}
@@ -902,14 +903,14 @@ func appendFlow(dst []byte, m *flowpb.Flow) ([]byte, error) {
 	}
 	if m.Source != nil {
 		dst = append(dst, `"source":`...)
-		if dst, err = appendEndpoint(dst, m.Source); err != nil {
+		if dst, err = c.appendEndpoint(dst, m.Source); err != nil {
 			return dst, fieldError("source", err)
 		}
 		dst = append(dst, ',')
 	}
 	if m.Destination != nil {
 		dst = append(dst, `"destination":`...)
-		if dst, err = appendEndpoint(dst, m.Destination); err != nil {
+		if dst, err = c.appendEndpoint(dst, m.Destination); err != nil {
 			return dst, fieldError("destination", err)
 		}
 		dst = append(dst, ',')

@@ -31,6 +31,8 @@ import (
 const (
 	fullTimestamp = "google.protobuf.Timestamp"
 	fullAny       = "google.protobuf.Any"
+	fullFlow      = "flow.Flow"
+	fullEndpoint  = "flow.Endpoint"
 )
 
 // wrappers maps the supported wrapper messages to their value's kind.
@@ -278,7 +280,14 @@ func (g *gen) encoder(in *info) {
 	id := ident(md.FullName())
 	g.p("")
 	g.p("// append%s appends the JSON object of a %s (a nil one is {}).", id, md.FullName())
-	g.p("func append%s(dst []byte, m *%s) ([]byte, error) {", id, in.goT)
+	// A Flow's endpoints go through an endpoint cache (memo.go).
+	cached := md.FullName() == fullFlow
+	if cached {
+		g.p("// Its endpoints go through c, which may be nil.")
+		g.p("func append%s(dst []byte, m *%s, c *endpointCache) ([]byte, error) {", id, in.goT)
+	} else {
+		g.p("func append%s(dst []byte, m *%s) ([]byte, error) {", id, in.goT)
+	}
 	g.p("\tif m == nil {")
 	g.p("\t\treturn append(dst, \"{}\"...), nil")
 	g.p("\t}")
@@ -397,6 +406,10 @@ func (g *gen) encoder(in *info) {
 				g.p("\t\tdst = strconv.AppendInt(dst, int64(%s.Value), 10)", f)
 			case wrappers[mn] == "uint32":
 				g.p("\t\tdst = strconv.AppendUint(dst, uint64(%s.Value), 10)", f)
+			case cached && mn == fullEndpoint:
+				g.p("\t\tif dst, err = c.appendEndpoint(dst, %s); err != nil {", f)
+				g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+				g.p("\t\t}")
 			default:
 				g.p("\t\tif dst, err = append%s(dst, %s); err != nil {", ident(mn), f)
 				g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
