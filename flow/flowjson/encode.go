@@ -44,9 +44,9 @@ var (
 // returned with its original length.
 func AppendFlow(dst []byte, f *flowpb.Flow) ([]byte, error) {
 	n := len(dst)
-	c := endpointCaches.Get().(*endpointCache)
+	c := encodeCaches.Get().(*encodeCache)
 	out, err := appendFlow(dst, f, c)
-	endpointCaches.Put(c)
+	encodeCaches.Put(c)
 	if err != nil {
 		return dst[:n], err
 	}
@@ -73,14 +73,26 @@ func AppendExport(dst []byte, f *flowpb.Flow, lost *flowpb.LostEvent, nodeName s
 	n := len(dst)
 	var err error
 	dst = append(dst, '{')
+	var same []byte // the flow's time as written, when t is the same time
 	switch {
 	case f != nil:
 		dst = append(dst, `"flow":`...)
-		c := endpointCaches.Get().(*endpointCache)
+		at := len(dst)
+		c := encodeCaches.Get().(*encodeCache)
 		dst, err = appendFlow(dst, f, c)
-		endpointCaches.Put(c)
+		encodeCaches.Put(c)
 		if err != nil {
 			return dst[:n], fieldError("flow", err)
+		}
+		// The envelope's time is nearly always the flow's, which is the
+		// flow's first field: it is copied, not formatted again.
+		if t != nil && f.Time != nil && t.Seconds == f.Time.Seconds && t.Nanos == f.Time.Nanos {
+			const key = `{"time":"`
+			if v := dst[at:]; bytes.HasPrefix(v, []byte(key)) {
+				if end := bytes.IndexByte(v[len(key):], '"'); end >= 0 {
+					same = v[len(key)-1 : len(key)+end+1]
+				}
+			}
 		}
 		dst = append(dst, ',')
 	case lost != nil:
@@ -97,7 +109,12 @@ func AppendExport(dst []byte, f *flowpb.Flow, lost *flowpb.LostEvent, nodeName s
 		}
 		dst = append(dst, ',')
 	}
-	if t != nil {
+	switch {
+	case same != nil:
+		dst = append(dst, `"time":`...)
+		dst = append(dst, same...)
+		dst = append(dst, ',')
+	case t != nil:
 		dst = append(dst, `"time":`...)
 		if dst, err = appendTimestamp(dst, t.Seconds, t.Nanos); err != nil {
 			return dst[:n], fieldError("time", err)

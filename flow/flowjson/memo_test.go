@@ -56,7 +56,7 @@ func TestEndpointCache(t *testing.T) {
 		{"a nil workload", with(func(e *flowpb.Endpoint) { e.Workloads = append(e.Workloads, nil) })},
 		{"invalid UTF-8", with(func(e *flowpb.Endpoint) { e.PodName = "pod\xff" })},
 	}
-	c := new(endpointCache)
+	c := new(encodeCache)
 	check := func(name string, e *flowpb.Endpoint) {
 		t.Helper()
 		want, werr := appendEndpoint([]byte("x"), e)
@@ -100,7 +100,7 @@ func TestEndpointCacheEvicts(t *testing.T) {
 			Labels: []string{fmt.Sprintf("k8s:app=a%d", i/7)}, PodName: fmt.Sprintf("pod-%d", i%5),
 		})
 	}
-	c := new(endpointCache)
+	c := new(encodeCache)
 	r := rand.New(rand.NewPCG(1, 2))
 	hits := 0
 	for range 20000 {
@@ -139,6 +139,34 @@ func TestEndpointCacheFields(t *testing.T) {
 	} {
 		if got := names(c.md); !slices.Equal(got, c.want) {
 			t.Errorf("%s has fields %v; the endpoint cache compares %v", c.md.FullName(), got, c.want)
+		}
+	}
+}
+
+// TestNodeLabelsCache encodes lists that differ from the one before in
+// their strings, their number or where they split: every output is the
+// uncached encoder's.
+func TestNodeLabelsCache(t *testing.T) {
+	lists := [][]string{
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linux"},
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linux"},
+		{"kubernetes.io/arch=amd64kubernetes.io/os=linux"},
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linux"},
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linu"},
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linux", ""},
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linux"},
+		{"<escaped>&\"", "\u2028"},
+		{"<escaped>&\"", "\u2028"},
+		{"invalid \xff"},
+		{"invalid \xff"},
+		{"kubernetes.io/arch=amd64", "kubernetes.io/os=linux"},
+	}
+	c := new(encodeCache)
+	for i, l := range lists {
+		want, werr := appendStrings([]byte("x"), l)
+		got, gerr := c.appendNodeLabels([]byte("x"), l)
+		if !bytes.Equal(got, want) || fmt.Sprint(gerr) != fmt.Sprint(werr) {
+			t.Fatalf("list %d: got %s, %v\nwant %s, %v", i, got, gerr, want, werr)
 		}
 	}
 }

@@ -829,8 +829,8 @@ func parseEnumLostEventSource(name []byte) (int32, bool) {
 }
 
 // appendFlow appends the JSON object of a flow.Flow (a nil one is {}).
-// Its endpoints go through c, which may be nil.
-func appendFlow(dst []byte, m *flowpb.Flow, c *endpointCache) ([]byte, error) {
+// Its endpoints and node labels go through c, which may be nil.
+func appendFlow(dst []byte, m *flowpb.Flow, c *encodeCache) ([]byte, error) {
 	if m == nil {
 		return append(dst, "{}"...), nil
 	}
@@ -929,16 +929,10 @@ func appendFlow(dst []byte, m *flowpb.Flow, c *endpointCache) ([]byte, error) {
 	}
 	if len(m.NodeLabels) > 0 {
 		dst = append(dst, `"node_labels":`...)
-		dst = append(dst, '[')
-		for i, v := range m.NodeLabels {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("node_labels", err)
-			}
+		if dst, err = c.appendNodeLabels(dst, m.NodeLabels); err != nil {
+			return dst, fieldError("node_labels", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if len(m.SourceNames) > 0 {
 		dst = append(dst, `"source_names":`...)

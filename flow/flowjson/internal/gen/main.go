@@ -280,11 +280,11 @@ func (g *gen) encoder(in *info) {
 	id := ident(md.FullName())
 	g.p("")
 	g.p("// append%s appends the JSON object of a %s (a nil one is {}).", id, md.FullName())
-	// A Flow's endpoints go through an endpoint cache (memo.go).
+	// A Flow's endpoints and node labels go through a cache (memo.go).
 	cached := md.FullName() == fullFlow
 	if cached {
-		g.p("// Its endpoints go through c, which may be nil.")
-		g.p("func append%s(dst []byte, m *%s, c *endpointCache) ([]byte, error) {", id, in.goT)
+		g.p("// Its endpoints and node labels go through c, which may be nil.")
+		g.p("func append%s(dst []byte, m *%s, c *encodeCache) ([]byte, error) {", id, in.goT)
 	} else {
 		g.p("func append%s(dst []byte, m *%s) ([]byte, error) {", id, in.goT)
 	}
@@ -321,6 +321,16 @@ func (g *gen) encoder(in *info) {
 		}
 		name := in.field[fd.Number()]
 		f := "m." + name
+		if cached && fd.Name() == "node_labels" {
+			g.p("\tif len(%s) > 0 {", f)
+			g.p("\t\tdst = append(dst, %s...)", key(fd))
+			g.p("\t\tif dst, err = c.appendNodeLabels(dst, %s); err != nil {", f)
+			g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+			g.p("\t\t}")
+			g.p("\t\tdst = append(dst, ',')")
+			g.p("\t}")
+			continue
+		}
 		if fd.IsList() {
 			g.p("\tif len(%s) > 0 {", f)
 			g.p("\t\tdst = append(dst, %s...)", key(fd))
