@@ -1,6 +1,7 @@
 package flowjson
 
 import (
+	"strings"
 	"sync"
 
 	flowpb "github.com/flowbus/flowbus/flow"
@@ -44,12 +45,13 @@ type endpointSet struct {
 // flow.Endpoint takes part in the comparison (TestEndpointCacheFields
 // fails when the message gains one).
 type cachedEndpoint struct {
-	used                bool
-	id, identity        uint32
-	nLabels, nWorkloads int
-	key                 []byte // the strings: cluster, namespace, pod, labels, workloads' names and kinds
-	ends                []int  // where each ends in key
-	json                []byte
+	used         bool
+	id, identity uint32
+	cluster, ns  string
+	pod          string
+	labels       []string
+	workloads    []string // names and kinds, one after the other
+	json         []byte
 }
 
 var encodeCaches = sync.Pool{New: func() any { return new(encodeCache) }}
@@ -92,66 +94,72 @@ func setOf(m *flowpb.Endpoint) int {
 	return int(h % endpointSets)
 }
 
-// is reports whether the i-th string s keeps is v.
-func (s *cachedEndpoint) is(i int, v string) bool {
-	a := 0
-	if i > 0 {
-		a = s.ends[i-1]
-	}
-	return string(s.key[a:s.ends[i]]) == v
-}
-
 // holds reports whether m equals the endpoint s keeps.
 func (s *cachedEndpoint) holds(m *flowpb.Endpoint) bool {
-	if s.id != m.ID || s.identity != m.Identity || s.nLabels != len(m.Labels) || s.nWorkloads != len(m.Workloads) {
+	if s.id != m.ID || s.identity != m.Identity || len(s.labels) != len(m.Labels) || len(s.workloads) != 2*len(m.Workloads) ||
+		s.pod != m.PodName || s.ns != m.Namespace || s.cluster != m.ClusterName {
 		return false
 	}
-	if !s.is(0, m.ClusterName) || !s.is(1, m.Namespace) || !s.is(2, m.PodName) {
-		return false
-	}
-	i := 3
-	for _, l := range m.Labels {
-		if !s.is(i, l) {
+	for i, l := range m.Labels {
+		if s.labels[i] != l {
 			return false
 		}
-		i++
 	}
-	for _, w := range m.Workloads {
-		if w == nil || !s.is(i, w.Name) || !s.is(i+1, w.Kind) {
+	for i, w := range m.Workloads {
+		if w == nil || s.workloads[2*i] != w.Name || s.workloads[2*i+1] != w.Kind {
 			return false
 		}
-		i += 2
 	}
 	return true
 }
 
-// store makes s keep m and its JSON, js. An endpoint with a nil workload
-// is not kept (holds never matches one).
+// store makes s keep m and its JSON, js. The strings are copies, in one
+// string of their own. An endpoint with a nil workload is not kept (holds
+// never matches one).
 func (s *cachedEndpoint) store(m *flowpb.Endpoint, js []byte) {
 	s.used = false
-	s.id, s.identity = m.ID, m.Identity
-	s.nLabels, s.nWorkloads = len(m.Labels), len(m.Workloads)
-	s.key, s.ends = s.key[:0], s.ends[:0]
-	s.keep(m.ClusterName)
-	s.keep(m.Namespace)
-	s.keep(m.PodName)
-	for _, l := range m.Labels {
-		s.keep(l)
-	}
 	for _, w := range m.Workloads {
 		if w == nil {
 			return
 		}
-		s.keep(w.Name)
-		s.keep(w.Kind)
+	}
+	size := len(m.ClusterName) + len(m.Namespace) + len(m.PodName)
+	for _, l := range m.Labels {
+		size += len(l)
+	}
+	for _, w := range m.Workloads {
+		size += len(w.Name) + len(w.Kind)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	b.WriteString(m.ClusterName)
+	b.WriteString(m.Namespace)
+	b.WriteString(m.PodName)
+	for _, l := range m.Labels {
+		b.WriteString(l)
+	}
+	for _, w := range m.Workloads {
+		b.WriteString(w.Name)
+		b.WriteString(w.Kind)
+	}
+	all := b.String()
+	next := func(n int) string {
+		v := all[:n]
+		all = all[n:]
+		return v
+	}
+	s.id, s.identity = m.ID, m.Identity
+	s.cluster, s.ns, s.pod = next(len(m.ClusterName)), next(len(m.Namespace)), next(len(m.PodName))
+	s.labels = s.labels[:0]
+	for _, l := range m.Labels {
+		s.labels = append(s.labels, next(len(l)))
+	}
+	s.workloads = s.workloads[:0]
+	for _, w := range m.Workloads {
+		s.workloads = append(s.workloads, next(len(w.Name)), next(len(w.Kind)))
 	}
 	s.json = append(s.json[:0], js...)
 	s.used = true
-}
-
-func (s *cachedEndpoint) keep(v string) {
-	s.key = append(s.key, v...)
-	s.ends = append(s.ends, len(s.key))
 }
 
 // cachedList is a list of strings and its JSON array.
