@@ -44,9 +44,7 @@ var (
 // returned with its original length.
 func AppendFlow(dst []byte, f *flowpb.Flow) ([]byte, error) {
 	n := len(dst)
-	c := encodeCaches.Get().(*encodeCache)
-	out, err := appendFlow(dst, f, c)
-	encodeCaches.Put(c)
+	out, err := appendFlowCached(dst, f)
 	if err != nil {
 		return dst[:n], err
 	}
@@ -78,10 +76,7 @@ func AppendExport(dst []byte, f *flowpb.Flow, lost *flowpb.LostEvent, nodeName s
 	case f != nil:
 		dst = append(dst, `"flow":`...)
 		at := len(dst)
-		c := encodeCaches.Get().(*encodeCache)
-		dst, err = appendFlow(dst, f, c)
-		encodeCaches.Put(c)
-		if err != nil {
+		if dst, err = appendFlowCached(dst, f); err != nil {
 			return dst[:n], fieldError("flow", err)
 		}
 		// The envelope's time is nearly always the flow's, which is the
@@ -122,6 +117,29 @@ func AppendExport(dst []byte, f *flowpb.Flow, lost *flowpb.LostEvent, nodeName s
 		dst = append(dst, ',')
 	}
 	return closeObject(dst), nil
+}
+
+// appendFlowCached appends f's JSON through a cache from the pool.
+func appendFlowCached(dst []byte, f *flowpb.Flow) ([]byte, error) {
+	c := encodeCaches.Get().(*encodeCache)
+	dst, err := appendFlow(dst, f, c)
+	encodeCaches.Put(c)
+	return dst, err
+}
+
+// appendStrings appends the JSON array of l.
+func appendStrings(dst []byte, l []string) ([]byte, error) {
+	dst = append(dst, '[')
+	for i, v := range l {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = appendString(dst, v); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, ']'), nil
 }
 
 // closeObject ends an object whose fields each end with a comma.

@@ -1,6 +1,7 @@
 package flowjson
 
 import (
+	"slices"
 	"strings"
 	"sync"
 
@@ -52,6 +53,7 @@ type cachedEndpoint struct {
 	pod          string
 	labels       []string
 	workloads    []string // names and kinds, one after the other
+	strs         []string // the strings above, in one copy (see detach)
 	json         []byte
 }
 
@@ -114,9 +116,8 @@ func (s *cachedEndpoint) holds(m *flowpb.Endpoint) bool {
 	return true
 }
 
-// store makes s keep m and its JSON, js. The strings are copies, in one
-// string of their own. An endpoint with a nil workload is not kept (holds
-// never matches one).
+// store makes s keep m and its JSON, js. An endpoint with a nil workload
+// is not kept (holds never matches one).
 func (s *cachedEndpoint) store(m *flowpb.Endpoint, js []byte) {
 	s.used = false
 	for _, w := range m.Workloads {
@@ -124,50 +125,40 @@ func (s *cachedEndpoint) store(m *flowpb.Endpoint, js []byte) {
 			return
 		}
 	}
-	size := len(m.ClusterName) + len(m.Namespace) + len(m.PodName)
-	for _, l := range m.Labels {
-		size += len(l)
-	}
+	s.strs = append(append(s.strs[:0], m.ClusterName, m.Namespace, m.PodName), m.Labels...)
 	for _, w := range m.Workloads {
-		size += len(w.Name) + len(w.Kind)
+		s.strs = append(s.strs, w.Name, w.Kind)
 	}
-	var b strings.Builder
-	b.Grow(size)
-	b.WriteString(m.ClusterName)
-	b.WriteString(m.Namespace)
-	b.WriteString(m.PodName)
-	for _, l := range m.Labels {
-		b.WriteString(l)
-	}
-	for _, w := range m.Workloads {
-		b.WriteString(w.Name)
-		b.WriteString(w.Kind)
-	}
-	all := b.String()
-	next := func(n int) string {
-		v := all[:n]
-		all = all[n:]
-		return v
-	}
+	detach(s.strs)
 	s.id, s.identity = m.ID, m.Identity
-	s.cluster, s.ns, s.pod = next(len(m.ClusterName)), next(len(m.Namespace)), next(len(m.PodName))
-	s.labels = s.labels[:0]
-	for _, l := range m.Labels {
-		s.labels = append(s.labels, next(len(l)))
-	}
-	s.workloads = s.workloads[:0]
-	for _, w := range m.Workloads {
-		s.workloads = append(s.workloads, next(len(w.Name)), next(len(w.Kind)))
-	}
+	s.cluster, s.ns, s.pod = s.strs[0], s.strs[1], s.strs[2]
+	s.labels, s.workloads = s.strs[3:3+len(m.Labels)], s.strs[3+len(m.Labels):]
 	s.json = append(s.json[:0], js...)
 	s.used = true
+}
+
+// detach makes the strings of l copies, all in one new string: a cache
+// keeps no string of a flow's, nor the block a decoder's strings share.
+func detach(l []string) {
+	n := 0
+	for _, v := range l {
+		n += len(v)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, v := range l {
+		b.WriteString(v)
+	}
+	all := b.String()
+	for i, v := range l {
+		l[i], all = all[:len(v)], all[len(v):]
+	}
 }
 
 // cachedList is a list of strings and its JSON array.
 type cachedList struct {
 	used bool
-	key  []byte // the strings
-	ends []int  // where each ends in key
+	strs []string
 	json []byte
 }
 
@@ -184,7 +175,7 @@ func (c *encodeCache) appendNodeLabels(dst []byte, l []string) ([]byte, error) {
 		}
 	}
 	s := &c.nodeLabels[h%nodeLabelSlots]
-	if s.used && s.holds(l) {
+	if s.used && slices.Equal(s.strs, l) {
 		return append(dst, s.json...), nil
 	}
 	n := len(dst)
@@ -196,41 +187,9 @@ func (c *encodeCache) appendNodeLabels(dst []byte, l []string) ([]byte, error) {
 	return dst, nil
 }
 
-func (s *cachedList) holds(l []string) bool {
-	if len(l) != len(s.ends) {
-		return false
-	}
-	a := 0
-	for i, v := range l {
-		if string(s.key[a:s.ends[i]]) != v {
-			return false
-		}
-		a = s.ends[i]
-	}
-	return true
-}
-
 func (s *cachedList) store(l []string, js []byte) {
-	s.key, s.ends = s.key[:0], s.ends[:0]
-	for _, v := range l {
-		s.key = append(s.key, v...)
-		s.ends = append(s.ends, len(s.key))
-	}
+	s.strs = append(s.strs[:0], l...)
+	detach(s.strs)
 	s.json = append(s.json[:0], js...)
 	s.used = true
-}
-
-// appendStrings appends the JSON array of l.
-func appendStrings(dst []byte, l []string) ([]byte, error) {
-	dst = append(dst, '[')
-	for i, v := range l {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		var err error
-		if dst, err = appendString(dst, v); err != nil {
-			return dst, err
-		}
-	}
-	return append(dst, ']'), nil
 }

@@ -48,6 +48,7 @@ func TestEndpointCache(t *testing.T) {
 		{"an empty label", with(func(e *flowpb.Endpoint) { e.Labels = append(e.Labels, "") })},
 		{"escapes", with(func(e *flowpb.Endpoint) { e.Labels[0] = "k8s:a=<b>&\"c\"\n\u2028" })},
 		{"no workloads", with(func(e *flowpb.Endpoint) { e.Workloads = nil })},
+		{"workload name", with(func(e *flowpb.Endpoint) { e.Workloads[0].Name = "payments-web" })},
 		{"workload kind", with(func(e *flowpb.Endpoint) { e.Workloads[0].Kind = "ReplicaSet" })},
 		{"workload name into kind", with(func(e *flowpb.Endpoint) {
 			e.Workloads[0] = &flowpb.Workload{Name: "payments-apiDeploy", Kind: "ment"}

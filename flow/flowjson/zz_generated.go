@@ -936,29 +936,17 @@ func appendFlow(dst []byte, m *flowpb.Flow, c *encodeCache) ([]byte, error) {
 	}
 	if len(m.SourceNames) > 0 {
 		dst = append(dst, `"source_names":`...)
-		dst = append(dst, '[')
-		for i, v := range m.SourceNames {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("source_names", err)
-			}
+		if dst, err = appendStrings(dst, m.SourceNames); err != nil {
+			return dst, fieldError("source_names", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if len(m.DestinationNames) > 0 {
 		dst = append(dst, `"destination_names":`...)
-		dst = append(dst, '[')
-		for i, v := range m.DestinationNames {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("destination_names", err)
-			}
+		if dst, err = appendStrings(dst, m.DestinationNames); err != nil {
+			return dst, fieldError("destination_names", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if m.L7 != nil {
 		dst = append(dst, `"l7":`...)
@@ -1142,16 +1130,10 @@ func appendFlow(dst []byte, m *flowpb.Flow, c *encodeCache) ([]byte, error) {
 	}
 	if len(m.PolicyLog) > 0 {
 		dst = append(dst, `"policy_log":`...)
-		dst = append(dst, '[')
-		for i, v := range m.PolicyLog {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("policy_log", err)
-			}
+		if dst, err = appendStrings(dst, m.PolicyLog); err != nil {
+			return dst, fieldError("policy_log", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if m.Aggregate != nil {
 		dst = append(dst, `"aggregate":`...)
@@ -3368,16 +3350,10 @@ func appendEndpoint(dst []byte, m *flowpb.Endpoint) ([]byte, error) {
 	}
 	if len(m.Labels) > 0 {
 		dst = append(dst, `"labels":`...)
-		dst = append(dst, '[')
-		for i, v := range m.Labels {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("labels", err)
-			}
+		if dst, err = appendStrings(dst, m.Labels); err != nil {
+			return dst, fieldError("labels", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if m.PodName != "" {
 		dst = append(dst, `"pod_name":`...)
@@ -3816,16 +3792,10 @@ func appendDNS(dst []byte, m *flowpb.DNS) ([]byte, error) {
 	}
 	if len(m.Ips) > 0 {
 		dst = append(dst, `"ips":`...)
-		dst = append(dst, '[')
-		for i, v := range m.Ips {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("ips", err)
-			}
+		if dst, err = appendStrings(dst, m.Ips); err != nil {
+			return dst, fieldError("ips", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if m.Ttl != 0 {
 		dst = append(dst, `"ttl":`...)
@@ -3834,16 +3804,10 @@ func appendDNS(dst []byte, m *flowpb.DNS) ([]byte, error) {
 	}
 	if len(m.Cnames) > 0 {
 		dst = append(dst, `"cnames":`...)
-		dst = append(dst, '[')
-		for i, v := range m.Cnames {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("cnames", err)
-			}
+		if dst, err = appendStrings(dst, m.Cnames); err != nil {
+			return dst, fieldError("cnames", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if m.ObservationSource != "" {
 		dst = append(dst, `"observation_source":`...)
@@ -3859,29 +3823,17 @@ func appendDNS(dst []byte, m *flowpb.DNS) ([]byte, error) {
 	}
 	if len(m.Qtypes) > 0 {
 		dst = append(dst, `"qtypes":`...)
-		dst = append(dst, '[')
-		for i, v := range m.Qtypes {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("qtypes", err)
-			}
+		if dst, err = appendStrings(dst, m.Qtypes); err != nil {
+			return dst, fieldError("qtypes", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if len(m.Rrtypes) > 0 {
 		dst = append(dst, `"rrtypes":`...)
-		dst = append(dst, '[')
-		for i, v := range m.Rrtypes {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("rrtypes", err)
-			}
+		if dst, err = appendStrings(dst, m.Rrtypes); err != nil {
+			return dst, fieldError("rrtypes", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	return closeObject(dst), nil
 }
@@ -5007,16 +4959,10 @@ func appendPolicy(dst []byte, m *flowpb.Policy) ([]byte, error) {
 	}
 	if len(m.Labels) > 0 {
 		dst = append(dst, `"labels":`...)
-		dst = append(dst, '[')
-		for i, v := range m.Labels {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			if dst, err = appendString(dst, v); err != nil {
-				return dst, fieldError("labels", err)
-			}
+		if dst, err = appendStrings(dst, m.Labels); err != nil {
+			return dst, fieldError("labels", err)
 		}
-		dst = append(dst, "],"...)
+		dst = append(dst, ',')
 	}
 	if m.Revision != 0 {
 		dst = append(dst, `"revision":"`...)

@@ -321,17 +321,18 @@ func (g *gen) encoder(in *info) {
 		}
 		name := in.field[fd.Number()]
 		f := "m." + name
-		if cached && fd.Name() == "node_labels" {
-			g.p("\tif len(%s) > 0 {", f)
-			g.p("\t\tdst = append(dst, %s...)", key(fd))
-			g.p("\t\tif dst, err = c.appendNodeLabels(dst, %s); err != nil {", f)
-			g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
-			g.p("\t\t}")
-			g.p("\t\tdst = append(dst, ',')")
-			g.p("\t}")
+		if fd.IsList() && fd.Kind() == protoreflect.StringKind {
+			call := "appendStrings"
+			if cached && fd.Name() == "node_labels" {
+				call = "c.appendNodeLabels"
+			}
+			g.guarded(fmt.Sprintf("len(%s) > 0", f), fd, fmt.Sprintf("%s(dst, %s)", call, f))
 			continue
 		}
 		if fd.IsList() {
+			if fd.Kind() != protoreflect.MessageKind || isSpecial(fd.Message()) {
+				log.Fatalf("%s: unsupported list", fd.FullName())
+			}
 			g.p("\tif len(%s) > 0 {", f)
 			g.p("\t\tdst = append(dst, %s...)", key(fd))
 			g.p("\t\tdst = append(dst, '[')")
@@ -339,14 +340,7 @@ func (g *gen) encoder(in *info) {
 			g.p("\t\t\tif i > 0 {")
 			g.p("\t\t\t\tdst = append(dst, ',')")
 			g.p("\t\t\t}")
-			switch {
-			case fd.Kind() == protoreflect.StringKind:
-				g.p("\t\t\tif dst, err = appendString(dst, v); err != nil {")
-			case fd.Kind() == protoreflect.MessageKind && !isSpecial(fd.Message()):
-				g.p("\t\t\tif dst, err = append%s(dst, v); err != nil {", ident(fd.Message().FullName()))
-			default:
-				log.Fatalf("%s: unsupported list", fd.FullName())
-			}
+			g.p("\t\t\tif dst, err = append%s(dst, v); err != nil {", ident(fd.Message().FullName()))
 			g.p("\t\t\t\treturn dst, fieldError(%q, err)", fd.Name())
 			g.p("\t\t\t}")
 			g.p("\t\t}")
@@ -384,13 +378,7 @@ func (g *gen) encoder(in *info) {
 			g.p("\t\tdst = append(dst, \"\\\",\"...)")
 			g.p("\t}")
 		case protoreflect.StringKind:
-			g.p("\tif %s != \"\" {", f)
-			g.p("\t\tdst = append(dst, %s...)", key(fd))
-			g.p("\t\tif dst, err = appendString(dst, %s); err != nil {", f)
-			g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
-			g.p("\t\t}")
-			g.p("\t\tdst = append(dst, ',')")
-			g.p("\t}")
+			g.guarded(f+` != ""`, fd, fmt.Sprintf("appendString(dst, %s)", f))
 		case protoreflect.EnumKind:
 			g.p("\tif %s != 0 {", f)
 			g.p("\t\tdst = append(dst, %s...)", key(fd))
@@ -431,6 +419,18 @@ func (g *gen) encoder(in *info) {
 	}
 	g.p("\treturn closeObject(dst), nil")
 	g.p("}")
+}
+
+// guarded writes a field whose value call appends, when cond holds: its
+// key, its value (an error wrapped with the field's name), a comma.
+func (g *gen) guarded(cond string, fd protoreflect.FieldDescriptor, call string) {
+	g.p("\tif %s {", cond)
+	g.p("\t\tdst = append(dst, %s...)", key(fd))
+	g.p("\t\tif dst, err = %s; err != nil {", call)
+	g.p("\t\t\treturn dst, fieldError(%q, err)", fd.Name())
+	g.p("\t\t}")
+	g.p("\t\tdst = append(dst, ',')")
+	g.p("\t}")
 }
 
 // keepList writes the statement that keeps list f of m as storage for the
