@@ -94,22 +94,30 @@ func (p *pools) polSlice(s []*flowpb.Policy) []*flowpb.Policy {
 	return s
 }
 
-// keepUnused saves the slices of sl that f did not take.
+// keepUnused saves the slices of sl that f did not take. (Plain
+// statements: a loop over the pairs built an array of them for every
+// flow.)
 func (p *pools) keepUnused(f *flowpb.Flow, sl *flowSlices) {
-	for _, x := range [...]struct{ used, spare []string }{
-		{f.NodeLabels, sl.nodeLabels}, {f.SourceNames, sl.srcNames}, {f.DestinationNames, sl.dstNames},
-	} {
-		if x.used == nil && cap(x.spare) > 0 && len(p.strs) < maxFree {
-			p.strs = append(p.strs, x.spare)
-		}
+	p.keepStrs(f.NodeLabels, sl.nodeLabels)
+	p.keepStrs(f.SourceNames, sl.srcNames)
+	p.keepStrs(f.DestinationNames, sl.dstNames)
+	p.keepPols(f.EgressAllowedBy, sl.egressAllowed)
+	p.keepPols(f.IngressAllowedBy, sl.ingressAllowed)
+	p.keepPols(f.EgressDeniedBy, sl.egressDenied)
+	p.keepPols(f.IngressDeniedBy, sl.ingressDenied)
+}
+
+// keepStrs saves spare when the flow left it unused (used is nil).
+func (p *pools) keepStrs(used, spare []string) {
+	if used == nil && cap(spare) > 0 && len(p.strs) < maxFree {
+		p.strs = append(p.strs, spare)
 	}
-	for _, x := range [...]struct{ used, spare []*flowpb.Policy }{
-		{f.EgressAllowedBy, sl.egressAllowed}, {f.IngressAllowedBy, sl.ingressAllowed},
-		{f.EgressDeniedBy, sl.egressDenied}, {f.IngressDeniedBy, sl.ingressDenied},
-	} {
-		if x.used == nil && cap(x.spare) > 0 && len(p.pols) < maxFree {
-			p.pols = append(p.pols, x.spare)
-		}
+}
+
+// keepPols is keepStrs for policy lists.
+func (p *pools) keepPols(used, spare []*flowpb.Policy) {
+	if used == nil && cap(spare) > 0 && len(p.pols) < maxFree {
+		p.pols = append(p.pols, spare)
 	}
 }
 
