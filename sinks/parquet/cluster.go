@@ -98,10 +98,12 @@ func (c *cluster) add(rows []Row) {
 		c.js = append(c.js, r.ExportJSON...)
 		c.jsEnd = append(c.jsEnd, len(c.js))
 		var e [3]int
-		for k, l := range [3][]string{r.TCPFlags, r.SourceLabels, r.DestinationLabels} {
-			c.lists = append(c.lists, l...)
-			e[k] = len(c.lists)
-		}
+		c.lists = append(c.lists, r.TCPFlags...)
+		e[0] = len(c.lists)
+		c.lists = append(c.lists, r.SourceLabels...)
+		e[1] = len(c.lists)
+		c.lists = append(c.lists, r.DestinationLabels...)
+		e[2] = len(c.lists)
 		c.ends = append(c.ends, e)
 		k := pair{r.SourceNamespace, r.SourcePod, r.DestinationNamespace, r.DestinationPod}
 		g, ok := c.groupOf[k]

@@ -1,6 +1,8 @@
 package parquet
 
 import (
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/pipeline"
 )
@@ -125,17 +127,17 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	if fl.NodeName != "" {
 		r.NodeName = fl.NodeName
 	}
-	r.Type = enumName(int32(fl.Type), fl.Type.String())
-	r.Verdict = enumName(int32(fl.Verdict), fl.Verdict.String())
-	r.DropReasonDesc = enumName(int32(fl.DropReasonDesc), fl.DropReasonDesc.String())
-	r.TrafficDirection = enumName(int32(fl.TrafficDirection), fl.TrafficDirection.String())
+	r.Type = enumName(flowTypes, fl.Type)
+	r.Verdict = enumName(verdicts, fl.Verdict)
+	r.DropReasonDesc = enumName(dropReasons, fl.DropReasonDesc)
+	r.TrafficDirection = enumName(directions, fl.TrafficDirection)
 	if fl.IsReply != nil {
 		f.bools[i] = fl.IsReply.GetValue()
 		r.IsReply = &f.bools[i]
 	}
 	if ip := fl.IP; ip != nil {
 		r.SourceIP, r.DestinationIP = ip.Source, ip.Destination
-		r.IPVersion = enumName(int32(ip.IpVersion), ip.IpVersion.String())
+		r.IPVersion = enumName(ipVersions, ip.IpVersion)
 	}
 	var proto uint8
 	if l4 := fl.L4; l4 != nil {
@@ -183,7 +185,7 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r.SourceService = fl.SourceService.GetName()
 	r.DestinationService = fl.DestinationService.GetName()
 	if l7 := fl.L7; l7 != nil {
-		r.L7Type = enumName(int32(l7.Type), l7.Type.String())
+		r.L7Type = enumName(l7Types, l7.Type)
 		switch l7.Record.(type) {
 		case *flowpb.Layer7_Dns:
 			r.L7Protocol = "dns"
@@ -199,12 +201,51 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r.TCPFlags, r.SourceLabels, r.DestinationLabels = nilIfEmpty(flags), nilIfEmpty(sl), nilIfEmpty(dl)
 }
 
-// enumName is an enum's name, or "" (null) for the zero value.
-func enumName(v int32, name string) string {
-	if v == 0 {
-		return ""
+// enum is a generated protobuf enum type.
+type enum interface {
+	~int32
+	String() string
+	Descriptor() protoreflect.EnumDescriptor
+}
+
+// The names of the enums the columns hold, by number (see namesOf).
+var (
+	flowTypes   = namesOf[flowpb.FlowType]()
+	verdicts    = namesOf[flowpb.Verdict]()
+	dropReasons = namesOf[flowpb.DropReason]()
+	directions  = namesOf[flowpb.TrafficDirection]()
+	ipVersions  = namesOf[flowpb.IPVersion]()
+	l7Types     = namesOf[flowpb.L7FlowType]()
+)
+
+// namesOf returns E's String for each number from 0 to the largest the
+// schema names (numbers it skips included): the generated String looks the
+// number up in the enum's descriptor each time, for every row.
+func namesOf[E enum]() []string {
+	var zero E
+	vals := zero.Descriptor().Values()
+	top := 0
+	for i := range vals.Len() {
+		top = max(top, int(vals.Get(i).Number()))
 	}
-	return name
+	names := make([]string, min(top, 1<<12)+1)
+	for n := range names {
+		names[n] = E(n).String()
+	}
+	return names
+}
+
+// enumName is v's name, or "" (null) for the zero value. names is namesOf
+// v's type; a number beyond it (unknown to the schema) is named by String,
+// as its decimal number.
+func enumName[E enum](names []string, v E) string {
+	switch {
+	case v == 0:
+		return ""
+	case v > 0 && int(v) < len(names):
+		return names[v]
+	}
+	return v.String()
 }
 
 // nilIfEmpty makes an empty list null.

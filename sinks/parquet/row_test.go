@@ -1,0 +1,48 @@
+package parquet
+
+import (
+	"testing"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// TestEnumName: a column's enum name is what the generated String gives,
+// for every number (those the schema skips, those beyond it and negative
+// ones included), and null for zero.
+func TestEnumName(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		check func(n int32) (got, want string)
+	}{
+		{"type", against(flowTypes, flowpb.FlowType(0))},
+		{"verdict", against(verdicts, flowpb.Verdict(0))},
+		{"drop reason", against(dropReasons, flowpb.DropReason(0))},
+		{"traffic direction", against(directions, flowpb.TrafficDirection(0))},
+		{"ip version", against(ipVersions, flowpb.IPVersion(0))},
+		{"l7 type", against(l7Types, flowpb.L7FlowType(0))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for n := int32(-3); n < 300; n++ {
+				if got, want := c.check(n); got != want {
+					t.Errorf("number %d: %q, want %q", n, got, want)
+				}
+			}
+			for _, n := range []int32{1 << 12, 1<<31 - 1, -1 << 31} {
+				if got, want := c.check(n); got != want {
+					t.Errorf("number %d: %q, want %q", n, got, want)
+				}
+			}
+		})
+	}
+}
+
+// against returns a check of enumName against String for E.
+func against[E enum](names []string, _ E) func(int32) (string, string) {
+	return func(n int32) (string, string) {
+		want := ""
+		if n != 0 {
+			want = E(n).String()
+		}
+		return enumName(names, E(n)), want
+	}
+}
