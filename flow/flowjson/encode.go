@@ -122,6 +122,7 @@ func AppendExport(dst []byte, f *flowpb.Flow, lost *flowpb.LostEvent, nodeName s
 // appendFlowCached appends f's JSON through a cache from the pool.
 func appendFlowCached(dst []byte, f *flowpb.Flow) ([]byte, error) {
 	c := encodeCaches.Get().(*encodeCache)
+	c.loaded += prefetch(f)
 	dst, err := appendFlow(dst, f, c)
 	encodeCaches.Put(c)
 	return dst, err

@@ -26,6 +26,7 @@ import (
 type encodeCache struct {
 	sets       [endpointSets]endpointSet
 	nodeLabels [nodeLabelSlots]cachedList
+	loaded     uintptr // keeps prefetch's loads
 }
 
 // nodeLabelSlots is the number of lists of node labels a cache remembers,
