@@ -115,9 +115,10 @@ var timeParts = map[string]timePart{
 
 // Template is a parsed template. It is immutable and safe for concurrent use.
 type Template struct {
-	src    string
-	target Target
-	parts  []part
+	src      string
+	target   Target
+	parts    []part
+	timeOnly bool // every placeholder is a time (see TimeKey)
 }
 
 // Error is a template syntax error at a byte offset of the template text.
@@ -182,6 +183,12 @@ func Parse(s string, target Target) (*Template, error) {
 	}
 	if err := t.checkLiterals(); err != nil {
 		return nil, err
+	}
+	t.timeOnly = t.holes() > 0
+	for _, p := range t.parts {
+		if p.hole && p.tm == timeNone {
+			t.timeOnly = false
+		}
 	}
 	return t, nil
 }
@@ -318,6 +325,31 @@ func (t *Template) Append(dst []byte, e *pipeline.Event) []byte {
 		}
 	}
 	return dst
+}
+
+// TimeKey returns a key of e's time when every placeholder of t is a
+// time: events with the same key render alike (the key is the time in
+// whole minutes, the finest a placeholder names), so a caller may keep a
+// rendering for as long as the key stays the same. ok is false when t has
+// another placeholder, or none, or e's time is missing or not normalized:
+// render e then.
+func (t *Template) TimeKey(e *pipeline.Event) (key int64, ok bool) {
+	if !t.timeOnly {
+		return 0, false
+	}
+	ts := e.Time
+	if ts == nil && e.Flow != nil {
+		ts = e.Flow.GetTime()
+	}
+	if ts == nil || ts.GetNanos() < 0 || ts.GetNanos() >= 1e9 {
+		return 0, false
+	}
+	sec := ts.GetSeconds()
+	key = sec / 60
+	if sec%60 < 0 {
+		key-- // floor, for times before 1970
+	}
+	return key, true
 }
 
 // holes counts the placeholders of t.

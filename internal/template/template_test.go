@@ -266,3 +266,60 @@ func TestPathAndTime(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeKey: events whose TimeKey is the same render alike, over a wide
+// range of times (before 1970 too); templates with another placeholder,
+// or none, and events without a normalized time have no key.
+func TestTimeKey(t *testing.T) {
+	ev := func(sec int64, nanos int32) *pipeline.Event {
+		return &pipeline.Event{Time: &timestamppb.Timestamp{Seconds: sec, Nanos: nanos}}
+	}
+	for _, src := range []string{"dt={{ time.date }}/hr={{ time.hour }}", "{{ time.minute }}", "{{time.year}}/{{time.month}}/{{time.day}}"} {
+		tm, err := Parse(src, Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int64]string{}
+		for sec := int64(-200_000); sec < 200_000; sec += 7 {
+			for _, s := range []int64{sec, sec + 1_700_000_000, sec - 1_700_000_000} {
+				e := ev(s, int32((s%1000+1000)%1000)*1000)
+				k, ok := tm.TimeKey(e)
+				if !ok {
+					t.Fatalf("%s: no key for %d", src, s)
+				}
+				got := string(tm.Append(nil, e))
+				if prev, dup := seen[k]; dup && prev != got {
+					t.Fatalf("%s: key %d renders %q and %q (second %d)", src, k, prev, got, s)
+				}
+				seen[k] = got
+			}
+		}
+	}
+	path, err := Parse("{{ verdict }}/{{ time.hour }}", Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lit, err := Parse("flows", Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour, err := Parse("{{ time.hour }}", Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		tm   *Template
+		e    *pipeline.Event
+	}{
+		{"a field placeholder", path, ev(1, 0)},
+		{"no placeholder", lit, ev(1, 0)},
+		{"no time", hour, &pipeline.Event{}},
+		{"nanos past a second", hour, ev(3599, 1e9)},
+		{"negative nanos", hour, ev(3600, -1)},
+	} {
+		if k, ok := c.tm.TimeKey(c.e); ok {
+			t.Errorf("%s: key %d, want none", c.name, k)
+		}
+	}
+}

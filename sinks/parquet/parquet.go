@@ -366,6 +366,10 @@ func (s *Sink) encode(j *job, b *pipeline.Batch) int {
 		clear(s.groups) // forget the directories of past hours
 	}
 	s.order = s.order[:0]
+	// A path of times only renders alike for a minute: the group of the
+	// event before is kept with its time key.
+	var last *group
+	lastKey := int64(0)
 	for i := range b.Events {
 		e := &b.Events[i]
 		start := len(j.js)
@@ -380,12 +384,20 @@ func (s *Sink) encode(j *job, b *pipeline.Batch) int {
 		}
 		j.js = j.js[:len(j.js)-1] // the newline
 		j.jsEnd = append(j.jsEnd, len(j.js))
-		s.dir = s.tmpl.Append(s.dir[:0], e)
-		g := s.groups[string(s.dir)]
-		if g == nil {
-			g = &group{dir: string(s.dir)}
-			g.bad = template.CleanPath(g.dir)
-			s.groups[g.dir] = g
+		key, timed := s.tmpl.TimeKey(e)
+		g := last
+		if g == nil || !timed || key != lastKey {
+			s.dir = s.tmpl.Append(s.dir[:0], e)
+			g = s.groups[string(s.dir)]
+			if g == nil {
+				g = &group{dir: string(s.dir)}
+				g.bad = template.CleanPath(g.dir)
+				s.groups[g.dir] = g
+			}
+			last, lastKey = nil, key
+			if timed {
+				last = g
+			}
 		}
 		if len(g.idx) == 0 {
 			s.order = append(s.order, g)
