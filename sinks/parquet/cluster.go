@@ -96,7 +96,8 @@ func (c *cluster) add(rows []Row) {
 		c.reserve(rows)
 	}
 	for i := range rows {
-		r := rows[i]
+		c.rows = append(c.rows, rows[i])
+		r := &c.rows[len(c.rows)-1]
 		c.js = append(c.js, r.ExportJSON...)
 		c.jsEnd = append(c.jsEnd, len(c.js))
 		var e [3]int
@@ -126,7 +127,6 @@ func (c *cluster) add(rows []Row) {
 		}
 		c.int32s = append(c.int32s, v)
 		r.ExportJSON, r.TCPFlags, r.SourceLabels, r.DestinationLabels = nil, nil, nil, nil
-		c.rows = append(c.rows, r)
 	}
 }
 
