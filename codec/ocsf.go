@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/enumname"
 	"github.com/flowbus/flowbus/flow/flowjson"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/cli"
@@ -17,6 +18,15 @@ const OCSFVersion = "1.3.0"
 
 // ContentTypeOCSF is the content type of the ocsf encoding: JSON.
 const ContentTypeOCSF = ContentTypeJSON
+
+// The names of the enums a flow's event carries in unmapped.
+var (
+	verdictNames    = enumname.New[flowpb.Verdict]()
+	flowTypeNames   = enumname.New[flowpb.FlowType]()
+	dropReasonNames = enumname.New[flowpb.DropReason]()
+	directionNames  = enumname.New[flowpb.TrafficDirection]()
+	l7TypeNames     = enumname.New[flowpb.L7FlowType]()
+)
 
 // OCSF writes one OCSF Network Activity event (class_uid 4001) per flow, as
 // a JSON line, and one OCSF Base Event (class_uid 0, activity Other) per
@@ -208,18 +218,18 @@ func (o OCSF) appendFlow(dst []byte, e *pipeline.Event) ([]byte, error) {
 	}
 	dst = appendJSONString(dst, node)
 	dst = append(dst, `,"verdict":"`...)
-	dst = append(dst, f.Verdict.String()...)
+	dst = append(dst, verdictNames.Name(f.Verdict)...)
 	dst = append(dst, `","Type":"`...)
-	dst = append(dst, f.Type.String()...)
+	dst = append(dst, flowTypeNames.Name(f.Type)...)
 	dst = append(dst, '"')
 	if f.DropReasonDesc != 0 {
 		dst = append(dst, `,"drop_reason_desc":"`...)
-		dst = append(dst, f.DropReasonDesc.String()...)
+		dst = append(dst, dropReasonNames.Name(f.DropReasonDesc)...)
 		dst = append(dst, '"')
 	}
 	if f.TrafficDirection != 0 {
 		dst = append(dst, `,"traffic_direction":"`...)
-		dst = append(dst, f.TrafficDirection.String()...)
+		dst = append(dst, directionNames.Name(f.TrafficDirection)...)
 		dst = append(dst, '"')
 	}
 	if f.IsReply != nil {
@@ -228,7 +238,7 @@ func (o OCSF) appendFlow(dst []byte, e *pipeline.Event) ([]byte, error) {
 	}
 	if l7 := f.L7; l7 != nil {
 		dst = append(dst, `,"l7_type":"`...)
-		dst = append(dst, l7.Type.String()...)
+		dst = append(dst, l7TypeNames.Name(l7.Type)...)
 		dst = append(dst, '"')
 	}
 	if src != nil {

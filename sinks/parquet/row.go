@@ -1,9 +1,8 @@
 package parquet
 
 import (
-	"google.golang.org/protobuf/reflect/protoreflect"
-
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/enumname"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -112,7 +111,7 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 		r.Time = ts.GetSeconds()*1_000_000 + int64(ts.GetNanos())/1000
 	}
 	if l := e.Lost; l != nil {
-		r.LostSource = l.Source.String()
+		r.LostSource = lostSources.Name(l.Source)
 		r.NumEventsLost = int64(l.NumEventsLost)
 		if l.Cpu != nil {
 			f.int32s[i] = l.Cpu.GetValue()
@@ -201,51 +200,23 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r.TCPFlags, r.SourceLabels, r.DestinationLabels = nilIfEmpty(flags), nilIfEmpty(sl), nilIfEmpty(dl)
 }
 
-// enum is a generated protobuf enum type.
-type enum interface {
-	~int32
-	String() string
-	Descriptor() protoreflect.EnumDescriptor
-}
-
-// The names of the enums the columns hold, by number (see namesOf).
+// The names of the enums the columns hold.
 var (
-	flowTypes   = namesOf[flowpb.FlowType]()
-	verdicts    = namesOf[flowpb.Verdict]()
-	dropReasons = namesOf[flowpb.DropReason]()
-	directions  = namesOf[flowpb.TrafficDirection]()
-	ipVersions  = namesOf[flowpb.IPVersion]()
-	l7Types     = namesOf[flowpb.L7FlowType]()
+	flowTypes   = enumname.New[flowpb.FlowType]()
+	verdicts    = enumname.New[flowpb.Verdict]()
+	dropReasons = enumname.New[flowpb.DropReason]()
+	directions  = enumname.New[flowpb.TrafficDirection]()
+	ipVersions  = enumname.New[flowpb.IPVersion]()
+	l7Types     = enumname.New[flowpb.L7FlowType]()
+	lostSources = enumname.New[flowpb.LostEventSource]()
 )
 
-// namesOf returns E's String for each number from 0 to the largest the
-// schema names (numbers it skips included): the generated String looks the
-// number up in the enum's descriptor each time, for every row.
-func namesOf[E enum]() []string {
-	var zero E
-	vals := zero.Descriptor().Values()
-	top := 0
-	for i := range vals.Len() {
-		top = max(top, int(vals.Get(i).Number()))
-	}
-	names := make([]string, min(top, 1<<12)+1)
-	for n := range names {
-		names[n] = E(n).String()
-	}
-	return names
-}
-
-// enumName is v's name, or "" (null) for the zero value. names is namesOf
-// v's type; a number beyond it (unknown to the schema) is named by String,
-// as its decimal number.
-func enumName[E enum](names []string, v E) string {
-	switch {
-	case v == 0:
+// enumName is v's name, or "" (null) for the zero value.
+func enumName[E enumname.Enum](names enumname.Table[E], v E) string {
+	if v == 0 {
 		return ""
-	case v > 0 && int(v) < len(names):
-		return names[v]
 	}
-	return v.String()
+	return names.Name(v)
 }
 
 // nilIfEmpty makes an empty list null.

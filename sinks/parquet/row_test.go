@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/enumname"
 )
 
 // TestEnumName: a column's enum name is what the generated String gives,
@@ -37,7 +38,7 @@ func TestEnumName(t *testing.T) {
 }
 
 // against returns a check of enumName against String for E.
-func against[E enum](names []string, _ E) func(int32) (string, string) {
+func against[E enumname.Enum](names enumname.Table[E], _ E) func(int32) (string, string) {
 	return func(n int32) (string, string) {
 		want := ""
 		if n != 0 {
