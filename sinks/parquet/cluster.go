@@ -202,8 +202,8 @@ func (c *cluster) flush(write func([]Row) error) error {
 // (prefetchRow).
 const prefetchAhead = 8
 
-// prefetchRow loads a word of each cache line of r and returns their sum,
-// for the caller to keep. flush reads the held rows in their order, which
+// prefetchRow loads a word of each field of r, and so each of its cache
+// lines, and returns their sum, for the caller to keep. flush reads the held rows in their order, which
 // is not where they lie: a run's rows take megabytes, and each would cost
 // a memory latency. Loaded a few rows ahead, while flush copies the rows
 // before, they arrive side by side.
