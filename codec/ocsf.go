@@ -19,15 +19,6 @@ const OCSFVersion = "1.3.0"
 // ContentTypeOCSF is the content type of the ocsf encoding: JSON.
 const ContentTypeOCSF = ContentTypeJSON
 
-// The names of the enums a flow's event carries in unmapped.
-var (
-	verdictNames    = enumname.New[flowpb.Verdict]()
-	flowTypeNames   = enumname.New[flowpb.FlowType]()
-	dropReasonNames = enumname.New[flowpb.DropReason]()
-	directionNames  = enumname.New[flowpb.TrafficDirection]()
-	l7TypeNames     = enumname.New[flowpb.L7FlowType]()
-)
-
 // OCSF writes one OCSF Network Activity event (class_uid 4001) per flow, as
 // a JSON line, and one OCSF Base Event (class_uid 0, activity Other) per
 // LostEvent. docs/ocsf.md maps every field. The Kubernetes context, which
@@ -218,18 +209,18 @@ func (o OCSF) appendFlow(dst []byte, e *pipeline.Event) ([]byte, error) {
 	}
 	dst = appendJSONString(dst, node)
 	dst = append(dst, `,"verdict":"`...)
-	dst = append(dst, verdictNames.Name(f.Verdict)...)
+	dst = append(dst, enumname.Verdict.Name(f.Verdict)...)
 	dst = append(dst, `","Type":"`...)
-	dst = append(dst, flowTypeNames.Name(f.Type)...)
+	dst = append(dst, enumname.FlowType.Name(f.Type)...)
 	dst = append(dst, '"')
 	if f.DropReasonDesc != 0 {
 		dst = append(dst, `,"drop_reason_desc":"`...)
-		dst = append(dst, dropReasonNames.Name(f.DropReasonDesc)...)
+		dst = append(dst, enumname.DropReason.Name(f.DropReasonDesc)...)
 		dst = append(dst, '"')
 	}
 	if f.TrafficDirection != 0 {
 		dst = append(dst, `,"traffic_direction":"`...)
-		dst = append(dst, directionNames.Name(f.TrafficDirection)...)
+		dst = append(dst, enumname.TrafficDirection.Name(f.TrafficDirection)...)
 		dst = append(dst, '"')
 	}
 	if f.IsReply != nil {
@@ -238,7 +229,7 @@ func (o OCSF) appendFlow(dst []byte, e *pipeline.Event) ([]byte, error) {
 	}
 	if l7 := f.L7; l7 != nil {
 		dst = append(dst, `,"l7_type":"`...)
-		dst = append(dst, l7TypeNames.Name(l7.Type)...)
+		dst = append(dst, enumname.L7FlowType.Name(l7.Type)...)
 		dst = append(dst, '"')
 	}
 	if src != nil {

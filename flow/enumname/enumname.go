@@ -4,7 +4,22 @@
 // columns, OCSF's unmapped fields) take the name from a table built once.
 package enumname
 
-import "google.golang.org/protobuf/reflect/protoreflect"
+import (
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	flowpb "github.com/flowbus/flowbus/flow"
+)
+
+// Tables of the enums that encoders name for every flow.
+var (
+	FlowType         = New[flowpb.FlowType]()
+	Verdict          = New[flowpb.Verdict]()
+	DropReason       = New[flowpb.DropReason]()
+	TrafficDirection = New[flowpb.TrafficDirection]()
+	IPVersion        = New[flowpb.IPVersion]()
+	L7FlowType       = New[flowpb.L7FlowType]()
+	LostEventSource  = New[flowpb.LostEventSource]()
+)
 
 // Enum is a generated protobuf enum type.
 type Enum interface {

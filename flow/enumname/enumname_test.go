@@ -1,10 +1,6 @@
 package enumname
 
-import (
-	"testing"
-
-	flowpb "github.com/flowbus/flowbus/flow"
-)
+import "testing"
 
 // TestName: a table's name is String's, for every number (those the
 // schema skips, those beyond it and negative ones included).
@@ -13,13 +9,13 @@ func TestName(t *testing.T) {
 		name  string
 		check func(n int32) (got, want string)
 	}{
-		{"type", against(New[flowpb.FlowType]())},
-		{"verdict", against(New[flowpb.Verdict]())},
-		{"drop reason", against(New[flowpb.DropReason]())},
-		{"traffic direction", against(New[flowpb.TrafficDirection]())},
-		{"ip version", against(New[flowpb.IPVersion]())},
-		{"l7 type", against(New[flowpb.L7FlowType]())},
-		{"lost event source", against(New[flowpb.LostEventSource]())},
+		{"type", against(FlowType)},
+		{"verdict", against(Verdict)},
+		{"drop reason", against(DropReason)},
+		{"traffic direction", against(TrafficDirection)},
+		{"ip version", against(IPVersion)},
+		{"l7 type", against(L7FlowType)},
+		{"lost event source", against(LostEventSource)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for n := int32(-3); n < 300; n++ {

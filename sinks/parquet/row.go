@@ -111,7 +111,7 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 		r.Time = ts.GetSeconds()*1_000_000 + int64(ts.GetNanos())/1000
 	}
 	if l := e.Lost; l != nil {
-		r.LostSource = lostSources.Name(l.Source)
+		r.LostSource = enumname.LostEventSource.Name(l.Source)
 		r.NumEventsLost = int64(l.NumEventsLost)
 		if l.Cpu != nil {
 			f.int32s[i] = l.Cpu.GetValue()
@@ -126,17 +126,17 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	if fl.NodeName != "" {
 		r.NodeName = fl.NodeName
 	}
-	r.Type = enumName(flowTypes, fl.Type)
-	r.Verdict = enumName(verdicts, fl.Verdict)
-	r.DropReasonDesc = enumName(dropReasons, fl.DropReasonDesc)
-	r.TrafficDirection = enumName(directions, fl.TrafficDirection)
+	r.Type = enumName(enumname.FlowType, fl.Type)
+	r.Verdict = enumName(enumname.Verdict, fl.Verdict)
+	r.DropReasonDesc = enumName(enumname.DropReason, fl.DropReasonDesc)
+	r.TrafficDirection = enumName(enumname.TrafficDirection, fl.TrafficDirection)
 	if fl.IsReply != nil {
 		f.bools[i] = fl.IsReply.GetValue()
 		r.IsReply = &f.bools[i]
 	}
 	if ip := fl.IP; ip != nil {
 		r.SourceIP, r.DestinationIP = ip.Source, ip.Destination
-		r.IPVersion = enumName(ipVersions, ip.IpVersion)
+		r.IPVersion = enumName(enumname.IPVersion, ip.IpVersion)
 	}
 	var proto uint8
 	if l4 := fl.L4; l4 != nil {
@@ -184,7 +184,7 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r.SourceService = fl.SourceService.GetName()
 	r.DestinationService = fl.DestinationService.GetName()
 	if l7 := fl.L7; l7 != nil {
-		r.L7Type = enumName(l7Types, l7.Type)
+		r.L7Type = enumName(enumname.L7FlowType, l7.Type)
 		switch l7.Record.(type) {
 		case *flowpb.Layer7_Dns:
 			r.L7Protocol = "dns"
@@ -199,17 +199,6 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	st[0], st[1], st[2] = flags, sl, dl
 	r.TCPFlags, r.SourceLabels, r.DestinationLabels = nilIfEmpty(flags), nilIfEmpty(sl), nilIfEmpty(dl)
 }
-
-// The names of the enums the columns hold.
-var (
-	flowTypes   = enumname.New[flowpb.FlowType]()
-	verdicts    = enumname.New[flowpb.Verdict]()
-	dropReasons = enumname.New[flowpb.DropReason]()
-	directions  = enumname.New[flowpb.TrafficDirection]()
-	ipVersions  = enumname.New[flowpb.IPVersion]()
-	l7Types     = enumname.New[flowpb.L7FlowType]()
-	lostSources = enumname.New[flowpb.LostEventSource]()
-)
 
 // enumName is v's name, or "" (null) for the zero value.
 func enumName[E enumname.Enum](names enumname.Table[E], v E) string {

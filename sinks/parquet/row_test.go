@@ -15,12 +15,12 @@ func TestEnumName(t *testing.T) {
 		name  string
 		check func(n int32) (got, want string)
 	}{
-		{"type", against(flowTypes, flowpb.FlowType(0))},
-		{"verdict", against(verdicts, flowpb.Verdict(0))},
-		{"drop reason", against(dropReasons, flowpb.DropReason(0))},
-		{"traffic direction", against(directions, flowpb.TrafficDirection(0))},
-		{"ip version", against(ipVersions, flowpb.IPVersion(0))},
-		{"l7 type", against(l7Types, flowpb.L7FlowType(0))},
+		{"type", against(enumname.FlowType, flowpb.FlowType(0))},
+		{"verdict", against(enumname.Verdict, flowpb.Verdict(0))},
+		{"drop reason", against(enumname.DropReason, flowpb.DropReason(0))},
+		{"traffic direction", against(enumname.TrafficDirection, flowpb.TrafficDirection(0))},
+		{"ip version", against(enumname.IPVersion, flowpb.IPVersion(0))},
+		{"l7 type", against(enumname.L7FlowType, flowpb.L7FlowType(0))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for n := int32(-3); n < 300; n++ {
