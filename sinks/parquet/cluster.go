@@ -13,20 +13,27 @@ import (
 // which is time order for one source. A run is complete once it holds max
 // rows (it ends with a whole job, so it may hold a batch more).
 //
-// Held rows are copies: the export JSON, the lists and the values behind
-// the pointers live in the cluster's own buffers, since the job they came
-// from is reused once the writer is done with it. Their strings are the
-// flows' own, which never change.
+// The rows of a job whose rows all go to one file are not copied: the
+// cluster points at them where the job filled them (the rows, their
+// lists, their JSON and the values behind their pointers) and holds the
+// job, which is not reused until the cluster drops them (see job.hold).
+// The rows of a job split between files are copied into the cluster's
+// own buffers: holding the job instead would keep all of it for a few
+// rows, as long as the slowest of those files holds them.
 type cluster struct {
-	max    int
-	rows   []Row // held rows, without their slices; pointers only mark non-null
+	max  int
+	rows []*Row // held rows, in their jobs or in own
+	jobs []*job // the jobs the held rows live in, one hold each
+	out  []Row  // ordered rows for write, a chunk at a time
+
+	// Copied rows, and their JSON, lists and pointed-to values. A row
+	// points into these as they were when it was copied: when one of them
+	// grows into a new array, the rows before keep the old one.
+	own    []Row
 	js     []byte
-	jsEnd  []int
 	lists  []string
-	ends   [][3]int // ends in lists of each row's flags, source and destination labels
 	bools  []bool
 	int32s []int32
-	out    []Row
 
 	// Ordering: rows are grouped by pair as they come (gid), the groups
 	// are ordered, then each group's rows by the keys that follow; so a
@@ -90,24 +97,29 @@ func (cs *clusters) put(c *cluster) {
 // full reports whether the cluster holds a whole run.
 func (c *cluster) full() bool { return len(c.rows) >= c.max }
 
-// add holds copies of rows.
-func (c *cluster) add(rows []Row) {
-	if c.js == nil && len(rows) > 0 {
-		c.reserve(rows)
+// add holds rows. With a job, the rows live in j until the cluster drops
+// them: it takes a hold on j. Without one, it copies them.
+func (c *cluster) add(rows []Row, j *job) {
+	if len(rows) == 0 {
+		return
+	}
+	if j != nil {
+		j.hold()
+		c.jobs = append(c.jobs, j)
+	}
+	if c.rows == nil {
+		n := c.max + len(rows)
+		c.rows = make([]*Row, 0, n)
+		c.gid = make([]int32, 0, n)
+		c.order = make([]int32, 0, n)
+		c.out = make([]Row, 0, outChunk)
 	}
 	for i := range rows {
-		c.rows = append(c.rows, rows[i])
-		r := &c.rows[len(c.rows)-1]
-		c.js = append(c.js, r.ExportJSON...)
-		c.jsEnd = append(c.jsEnd, len(c.js))
-		var e [3]int
-		c.lists = append(c.lists, r.TCPFlags...)
-		e[0] = len(c.lists)
-		c.lists = append(c.lists, r.SourceLabels...)
-		e[1] = len(c.lists)
-		c.lists = append(c.lists, r.DestinationLabels...)
-		e[2] = len(c.lists)
-		c.ends = append(c.ends, e)
+		r := &rows[i]
+		if j == nil {
+			r = c.copyRow(r)
+		}
+		c.rows = append(c.rows, r)
 		k := pair{r.SourceNamespace, r.SourcePod, r.DestinationNamespace, r.DestinationPod}
 		g, ok := c.groupOf[k]
 		if !ok {
@@ -116,86 +128,66 @@ func (c *cluster) add(rows []Row) {
 			c.pairs = append(c.pairs, k)
 		}
 		c.gid = append(c.gid, g)
-		var b bool
-		if r.IsReply != nil {
-			b = *r.IsReply
-		}
-		c.bools = append(c.bools, b)
-		var v int32
-		if r.LostCPU != nil {
-			v = *r.LostCPU
-		}
-		c.int32s = append(c.int32s, v)
-		r.ExportJSON, r.TCPFlags, r.SourceLabels, r.DestinationLabels = nil, nil, nil, nil
 	}
 }
 
-// reserve sizes the buffers of a new cluster for a run of rows like
-// these (a run may end a batch past max), instead of growing them by
-// copies: the JSON buffer of a run is megabytes.
-func (c *cluster) reserve(rows []Row) {
-	js, lists := 0, 0
-	for i := range rows {
-		js += len(rows[i].ExportJSON)
-		lists += len(rows[i].TCPFlags) + len(rows[i].SourceLabels) + len(rows[i].DestinationLabels)
+// copyRow copies r into the cluster's own buffers.
+func (c *cluster) copyRow(r *Row) *Row {
+	c.own = append(c.own, *r)
+	o := &c.own[len(c.own)-1]
+	start := len(c.js)
+	c.js = append(c.js, r.ExportJSON...)
+	o.ExportJSON = c.js[start:len(c.js):len(c.js)]
+	o.TCPFlags = c.copyList(r.TCPFlags)
+	o.SourceLabels = c.copyList(r.SourceLabels)
+	o.DestinationLabels = c.copyList(r.DestinationLabels)
+	if r.IsReply != nil {
+		c.bools = append(c.bools, *r.IsReply)
+		o.IsReply = &c.bools[len(c.bools)-1]
 	}
-	n := c.max + len(rows)
-	c.js = make([]byte, 0, js/len(rows)*n*5/4)
-	c.jsEnd = make([]int, 0, n)
-	c.rows = make([]Row, 0, n)
-	c.ends = make([][3]int, 0, n)
-	c.gid = make([]int32, 0, n)
-	c.order = make([]int32, 0, n)
-	c.bools = make([]bool, 0, n)
-	c.int32s = make([]int32, 0, n)
-	c.out = make([]Row, 0, outChunk)
-	c.lists = make([]string, 0, lists/len(rows)*n*5/4)
+	if r.LostCPU != nil {
+		c.int32s = append(c.int32s, *r.LostCPU)
+		o.LostCPU = &c.int32s[len(c.int32s)-1]
+	}
+	return o
+}
+
+// copyList copies l into the cluster's lists; a nil list stays null.
+func (c *cluster) copyList(l []string) []string {
+	if l == nil {
+		return nil
+	}
+	start := len(c.lists)
+	c.lists = append(c.lists, l...)
+	return c.lists[start:len(c.lists):len(c.lists)]
 }
 
 // flush writes the held rows, ordered, with write and forgets them.
+// The ordered copies go to write a chunk at a time: a copy of the whole
+// run would be megabytes more.
 func (c *cluster) flush(write func([]Row) error) error {
 	if len(c.rows) == 0 {
 		return nil
 	}
 	c.sort()
-	// The ordered copies get their slices and pointers: row i's JSON and
-	// lists start where row i-1's end. They go to write a chunk at a time:
-	// a copy of the whole run would be megabytes more.
-	c.out = c.out[:0]
 	var err error
-	for k, i := range c.order {
-		if k+prefetchAhead < len(c.order) {
-			c.loaded += prefetchRow(&c.rows[c.order[k+prefetchAhead]])
-		}
-		c.out = append(c.out, c.rows[i])
-		r := &c.out[len(c.out)-1]
-		js, lists := 0, 0
-		if i > 0 {
-			js, lists = c.jsEnd[i-1], c.ends[i-1][2]
-		}
-		e := c.ends[i]
-		r.ExportJSON = c.js[js:c.jsEnd[i]:c.jsEnd[i]]
-		r.TCPFlags = listOf(c.lists, lists, e[0])
-		r.SourceLabels = listOf(c.lists, e[0], e[1])
-		r.DestinationLabels = listOf(c.lists, e[1], e[2])
-		if r.IsReply != nil {
-			r.IsReply = &c.bools[i]
-		}
-		if r.LostCPU != nil {
-			r.LostCPU = &c.int32s[i]
-		}
-		if len(c.out) == outChunk {
-			if err = write(c.out); err != nil {
-				break
-			}
-			c.out = c.out[:0]
-		}
-	}
-	if err == nil && len(c.out) > 0 {
+	for from := 0; from < len(c.order) && err == nil; from += outChunk {
+		c.out = c.gather(c.out[:0], from, min(from+outChunk, len(c.order)))
 		err = write(c.out)
 	}
 	c.drop()
 	return err
+}
+
+// gather appends copies of the held rows order[from:to] to out.
+func (c *cluster) gather(out []Row, from, to int) []Row {
+	for k := from; k < to; k++ {
+		if k+prefetchAhead < len(c.order) {
+			c.loaded += prefetchRow(c.rows[c.order[k+prefetchAhead]])
+		}
+		out = append(out, *c.rows[c.order[k]])
+	}
+	return out
 }
 
 // prefetchAhead is how far ahead in the order flush loads the held rows
@@ -252,7 +244,7 @@ func (c *cluster) sort() {
 		to := int(c.gstart[g])
 		if to-from > 1 {
 			slices.SortFunc(c.order[from:to], func(a, b int32) int {
-				if d := compareKind(&c.rows[a], &c.rows[b]); d != 0 {
+				if d := compareKind(c.rows[a], c.rows[b]); d != 0 {
 					return d
 				}
 				return cmp.Compare(a, b)
@@ -262,26 +254,22 @@ func (c *cluster) sort() {
 	}
 }
 
-// drop forgets the held rows, and the strings they share with flows; the
-// buffers stay for the next rows.
+// drop forgets the held rows and releases their jobs; the buffers stay
+// for the next rows.
 func (c *cluster) drop() {
+	for _, j := range c.jobs {
+		j.release()
+	}
+	clear(c.jobs)
 	clear(c.rows)
 	clear(c.out)
+	clear(c.own)
 	clear(c.lists)
-	c.rows, c.out, c.lists = c.rows[:0], c.out[:0], c.lists[:0]
-	c.js, c.jsEnd, c.ends = c.js[:0], c.jsEnd[:0], c.ends[:0]
-	c.bools, c.int32s = c.bools[:0], c.int32s[:0]
+	c.jobs, c.rows, c.out, c.own, c.lists = c.jobs[:0], c.rows[:0], c.out[:0], c.own[:0], c.lists[:0]
+	c.js, c.bools, c.int32s = c.js[:0], c.bools[:0], c.int32s[:0]
 	clear(c.groupOf)
 	clear(c.pairs)
 	c.pairs, c.gid = c.pairs[:0], c.gid[:0]
-}
-
-// listOf is lists[from:to], or nil when empty (a null list).
-func listOf(lists []string, from, to int) []string {
-	if from == to {
-		return nil
-	}
-	return lists[from:to:to]
 }
 
 // compareKind orders the rows of one pair by what the flow is: type,

@@ -1,16 +1,26 @@
 package parquet
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
-// TestCluster holds rows from reused buffers, as the writer gets them
-// from jobs, and checks that a flush writes each row whole (its own JSON,
-// lists and pointed-to values, though the buffers changed since) and in
-// order: by source and destination, arrival order among equals.
+// TestCluster holds rows of jobs, as the writer gets them, in place and
+// copied, and checks that a flush writes each row whole (its JSON, lists
+// and pointed-to values, though a copied row's job was reused since) and
+// in order: by source and destination, arrival order among equals; and
+// that a held job goes back to the spares only once the cluster has
+// dropped its rows.
 func TestCluster(t *testing.T) {
+	for _, copied := range []bool{false, true} {
+		t.Run(fmt.Sprintf("copied=%v", copied), func(t *testing.T) { testCluster(t, copied) })
+	}
+}
+
+func testCluster(t *testing.T, copied bool) {
 	type in struct {
 		src, dst string
 		reply    *bool
@@ -22,39 +32,50 @@ func TestCluster(t *testing.T) {
 		{{src: "b", dst: "x", reply: &yes, labels: []string{"app=b"}}, {src: "a", dst: "y"}, {src: "b", dst: "x"}},
 		{{src: "a", dst: "x", labels: []string{"app=a", "tier=1"}}, {src: "", dst: "", cpu: &cpu}, {src: "b", dst: "x"}},
 	}
+	var spares jobSpares
 	c := newCluster(100)
-	// One set of buffers for every run, overwritten like a job's.
-	js := make([]byte, 0, 64)
-	var bools [3]bool
-	var int32s [3]int32
 	n := 0
 	for _, run := range runs {
-		rows := make([]Row, len(run))
-		js = js[:0]
+		j := spares.get()
+		j.hold() // the writer's, while it writes the job
+		j.fill.reset(len(run))
+		rows := j.fill.rows
 		for i, r := range run {
-			start := len(js)
-			js = fmt.Appendf(js, `{"n":%d}`, n)
+			start := len(j.js)
+			j.js = fmt.Appendf(j.js, `{"n":%d}`, n)
 			n++
-			rows[i] = Row{SourcePod: r.src, DestinationPod: r.dst, ExportJSON: js[start:len(js):len(js)], SourceLabels: slices.Clone(r.labels)}
+			rows[i] = Row{SourcePod: r.src, DestinationPod: r.dst, ExportJSON: j.js[start:len(j.js):len(j.js)], SourceLabels: slices.Clone(r.labels)}
 			if r.reply != nil {
-				bools[i] = *r.reply
-				rows[i].IsReply = &bools[i]
+				j.fill.bools[i] = *r.reply
+				rows[i].IsReply = &j.fill.bools[i]
 			}
 			if r.cpu != nil {
-				int32s[i] = *r.cpu
-				rows[i].LostCPU = &int32s[i]
+				j.fill.int32s[i] = *r.cpu
+				rows[i].LostCPU = &j.fill.int32s[i]
 			}
 		}
-		c.add(rows)
-		// The job's buffers are reused: scribble over them.
-		for i := range js {
-			js[i] = '#'
-		}
-		bools, int32s = [3]bool{}, [3]int32{9, 9, 9}
-		for i := range rows {
-			for k := range rows[i].SourceLabels {
-				rows[i].SourceLabels[k] = "stale"
+		if copied {
+			c.add(rows, nil)
+			// The job is reused: scribble over its buffers.
+			for i := range j.js {
+				j.js[i] = '#'
 			}
+			clear(j.fill.bools)
+			for i := range j.fill.int32s {
+				j.fill.int32s[i] = 9
+			}
+			for i := range rows {
+				for k := range rows[i].SourceLabels {
+					rows[i].SourceLabels[k] = "stale"
+				}
+			}
+			j.release()
+			continue
+		}
+		c.add(rows, j)
+		j.release()
+		if len(spares.jobs) != 0 {
+			t.Fatal("a job went back to the spares while a cluster holds its rows")
 		}
 	}
 	var got []string
@@ -84,13 +105,16 @@ func TestCluster(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("flushed\n%q\nwant\n%q", got, want)
 	}
-	if len(c.rows) != 0 {
+	if len(c.rows) != 0 || len(c.jobs) != 0 {
 		t.Error("the cluster still holds rows after a flush")
 	}
 	for _, r := range c.rows[:cap(c.rows)] {
-		if r.SourcePod != "" || r.ExportJSON != nil {
-			t.Fatalf("the cluster keeps a flushed row: %+v", r)
+		if r != nil {
+			t.Fatalf("the cluster keeps a flushed row: %+v", *r)
 		}
+	}
+	if !copied && len(spares.jobs) != len(runs) {
+		t.Errorf("%d jobs back in the spares after the flush, want %d", len(spares.jobs), len(runs))
 	}
 }
 
@@ -136,7 +160,7 @@ func TestClusterOrdersAPairByKind(t *testing.T) {
 		{SourcePod: "a", Summary: "b", kind: 1, ExportJSON: []byte("3")},
 	}
 	c := newCluster(100)
-	c.add(in)
+	c.add(in, nil)
 	var got []string
 	if err := c.flush(func(rows []Row) error {
 		for _, r := range rows {
@@ -148,5 +172,83 @@ func TestClusterOrdersAPairByKind(t *testing.T) {
 	}
 	if want := []string{"1", "3", "2", "0"}; !slices.Equal(got, want) {
 		t.Errorf("flushed %q, want %q", got, want)
+	}
+}
+
+// TestClusterChunks flushes a run of several chunks: every row once, in
+// order; and a write that fails ends the flush with its error, the other
+// chunks unwritten.
+func TestClusterChunks(t *testing.T) {
+	const n = 3*outChunk + 17
+	in := make([]Row, n)
+	for i := range in {
+		in[i] = Row{SourcePod: fmt.Sprint(i % 7), kind: uint64(i % 3), ExportJSON: fmt.Append(nil, i)}
+	}
+	want := slices.Clone(in)
+	slices.SortStableFunc(want, func(x, y Row) int {
+		if d := strings.Compare(x.SourcePod, y.SourcePod); d != 0 {
+			return d
+		}
+		return compareKind(&x, &y)
+	})
+	c := newCluster(n)
+	c.add(in, nil)
+	var got []string
+	if err := c.flush(func(rows []Row) error {
+		for _, r := range rows {
+			got = append(got, string(r.ExportJSON))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("flushed %d rows, want %d", len(got), n)
+	}
+	for i := range want {
+		if got[i] != string(want[i].ExportJSON) {
+			t.Fatalf("row %d is %s, want %s", i, got[i], want[i].ExportJSON)
+		}
+	}
+
+	c.add(in, nil)
+	broken := errors.New("disk full")
+	calls := 0
+	err := c.flush(func([]Row) error {
+		if calls++; calls == 2 {
+			return broken
+		}
+		return nil
+	})
+	if !errors.Is(err, broken) || calls != 2 {
+		t.Errorf("flush = %v after %d writes, want %v after 2", err, calls, broken)
+	}
+	if len(c.rows) != 0 || len(c.jobs) != 0 {
+		t.Error("a failed flush did not drop the rows")
+	}
+}
+
+// TestJobDense holds a job in place only when its rows fill most of its
+// buffers.
+func TestJobDense(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		rows, rowsCap int
+		js, jsCap     int
+		want          bool
+	}{
+		{"a full batch", 512, 512, 600_000, 700_000, true},
+		{"half the rows", 256, 512, 300_000, 600_000, true},
+		{"few rows in large buffers", 100, 512, 100_000, 700_000, false},
+		{"rows that fill their buffers, too few", minHeld - 1, minHeld - 1, 1000, 1000, false},
+		{"short JSON in a large buffer", 512, 512, 100_000, 700_000, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			j := &job{js: make([]byte, c.js, c.jsCap)}
+			j.fill.rows = make([]Row, c.rows, c.rowsCap)
+			if got := j.dense(); got != c.want {
+				t.Errorf("dense() = %v, want %v", got, c.want)
+			}
+		})
 	}
 }

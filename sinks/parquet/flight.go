@@ -28,15 +28,16 @@ type flight struct {
 var errGone = errors.New("the file was abandoned after a failed write")
 
 // put appends rows to p: at once when now is set or rows are not
-// ordered, else into p's cluster, whose run takes off once complete.
-func (s *Sink) put(p *part, rows []Row, now bool) error {
+// ordered, else into p's cluster (which holds j, or copies the rows
+// without a j), whose run takes off once complete.
+func (s *Sink) put(p *part, j *job, rows []Row, now bool) error {
 	if p.c == nil {
 		if s.settle(); p.gone {
 			return errGone
 		}
 		return p.encode(rows)
 	}
-	p.c.add(rows)
+	p.c.add(rows, j)
 	if now {
 		if s.settle(); p.gone {
 			return errGone

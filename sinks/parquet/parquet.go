@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowbus/flowbus/codec"
@@ -105,6 +106,7 @@ type Sink struct {
 	order  []*group          // groups in the batch, in first-seen order
 	closed bool
 	free   chan *job     // jobs to fill
+	spares jobSpares     // jobs no one holds, for free
 	jobs   chan *job     // filled jobs, for the writer goroutine
 	wdone  chan struct{} // closed when the writer goroutine ends
 
@@ -140,6 +142,57 @@ type job struct {
 	// runtime reports those losses again.
 	done chan int
 	wait bool
+
+	holds  atomic.Int32 // see hold
+	spares *jobSpares
+}
+
+// hold and release count who uses a job's storage: the writer while it
+// writes the job's rows, and each cluster that holds some of them (its
+// held rows point into the job: they are not copied). The last release
+// gives the job back to the spares, for Write to fill again.
+func (j *job) hold() { j.holds.Add(1) }
+
+func (j *job) release() {
+	if j.holds.Add(-1) == 0 {
+		j.spares.put(j)
+	}
+}
+
+// dense reports whether a job's rows fill most of its storage. A cluster
+// that holds a job keeps all of it: a few rows in buffers grown for a
+// large batch (a source's quiet moments) are copied instead.
+func (j *job) dense() bool {
+	n := len(j.fill.rows)
+	return n >= minHeld && 2*n >= cap(j.fill.rows) && 2*len(j.js) >= cap(j.js)
+}
+
+// minHeld is the fewest rows of a job a cluster holds in place.
+const minHeld = 64
+
+// jobSpares keeps the jobs no one holds. Jobs held by clusters are
+// replaced on the free list by spares, or by new jobs.
+type jobSpares struct {
+	mu   sync.Mutex
+	jobs []*job
+}
+
+func (p *jobSpares) get() *job {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.jobs); n > 0 {
+		j := p.jobs[n-1]
+		p.jobs[n-1] = nil
+		p.jobs = p.jobs[:n-1]
+		return j
+	}
+	return &job{done: make(chan int, 1), spares: p}
+}
+
+func (p *jobSpares) put(j *job) {
+	p.mu.Lock()
+	p.jobs = append(p.jobs, j)
+	p.mu.Unlock()
 }
 
 // jobGroup is the rows of a job that go to one directory.
@@ -217,7 +270,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		errs:     sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "parquet sink", Key: "directory"},
 	}
 	for range jobSlots {
-		s.free <- &job{done: make(chan int, 1)}
+		s.free <- s.spares.get()
 	}
 	return s, nil
 }
@@ -456,22 +509,32 @@ func (s *Sink) writer() {
 	defer close(s.wdone)
 	for j := range s.jobs {
 		failed := 0
+		j.hold()
 		s.pm.Lock()
+		// A job whose rows all go to one file is held by its cluster;
+		// one split between files is copied (see cluster).
+		whole := j
+		if j.n > 1 || !j.dense() {
+			whole = nil
+		}
 		for k := range j.groups[:j.n] {
-			failed += s.writeGroup(&j.groups[k])
+			failed += s.writeGroup(whole, &j.groups[k])
 			j.groups[k].ack = nil
 		}
 		s.pm.Unlock()
 		if j.wait {
 			j.done <- failed
 		}
-		s.free <- j
+		// Clusters may hold rows of j: Write gets a spare meanwhile.
+		j.release()
+		s.free <- s.spares.get()
 	}
 }
 
 // writeGroup writes g's rows to the file of its directory and returns how
-// many failed: their counted events are lost late.
-func (s *Sink) writeGroup(g *jobGroup) int {
+// many failed: their counted events are lost late. With j, the rows are
+// the whole of j, which a cluster may hold; without, they are copied.
+func (s *Sink) writeGroup(j *job, g *jobGroup) int {
 	fail := func(err error) int {
 		s.logErr(g.dir, err)
 		if g.counted > 0 && s.lateLoss != nil {
@@ -491,7 +554,7 @@ func (s *Sink) writeGroup(g *jobGroup) int {
 	}
 	// Rows the runtime reports again when they fail (flowbus's own
 	// LostEvents) are written at once, so that Write learns their fate.
-	if err := s.put(p, g.rows, g.counted < len(g.rows)); err != nil {
+	if err := s.put(p, j, g.rows, g.counted < len(g.rows)); err != nil {
 		// The file's counted rows, these included, are lost with it.
 		if !p.gone {
 			s.logErr(g.dir, err)
