@@ -44,6 +44,7 @@ type cluster struct {
 	gstart  []int32 // by group id: where its rows start in order
 	gorder  []int32 // group ids, ordered
 	order   []int32 // held rows, ordered
+	sorted  bool    // order is up to date
 
 	loaded uintptr // keeps prefetchRow's loads
 }
@@ -169,7 +170,9 @@ func (c *cluster) flush(write func([]Row) error) error {
 	if len(c.rows) == 0 {
 		return nil
 	}
-	c.sort()
+	if !c.sorted {
+		c.sort()
+	}
 	var err error
 	for from := 0; from < len(c.order) && err == nil; from += outChunk {
 		c.out = c.gather(c.out[:0], from, min(from+outChunk, len(c.order)))
@@ -217,6 +220,7 @@ const outChunk = 1024
 // their pairs, each group's rows (in arrival order, as placed) by the
 // keys after the pair, arrival order among equals.
 func (c *cluster) sort() {
+	c.sorted = true
 	ng := len(c.pairs)
 	c.gorder = c.gorder[:0]
 	for g := range ng {
@@ -270,6 +274,7 @@ func (c *cluster) drop() {
 	clear(c.groupOf)
 	clear(c.pairs)
 	c.pairs, c.gid = c.pairs[:0], c.gid[:0]
+	c.sorted = false
 }
 
 // compareKind orders the rows of one pair by what the flow is: type,

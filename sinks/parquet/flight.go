@@ -4,8 +4,8 @@ import "errors"
 
 // A run of ordered rows is written to its file on a goroutine of its own
 // (a flight), while the writer goroutine goes on holding the next rows in
-// a fresh cluster. Ordering a run and encoding it (the Parquet columns, the
-// zstd compression) is most of the writer's work and comes in bursts of
+// a fresh cluster. Encoding a run (the Parquet columns, the zstd
+// compression) is most of the writer's work and comes in bursts of
 // sort_rows rows; without a flight the writer would spend each burst
 // unable to take jobs, Write would wait for it once the jobs run out, and
 // the two would take turns on the cores instead of sharing them.
@@ -80,10 +80,13 @@ func (s *Sink) overHeld() *part {
 	return most
 }
 
-// launch writes p's complete run on a flight and gives p a fresh cluster.
-// The caller settled the previous flight.
+// launch orders p's complete run and writes it on a flight, and gives p
+// a fresh cluster. The caller settled the previous flight. The run is
+// ordered here, on the writer goroutine, which has time to spare (it
+// copies nothing), while the flight is the sink's longest path.
 func (s *Sink) launch(p *part) {
 	f := &flight{p: p, c: p.c, done: make(chan struct{})}
+	f.c.sort()
 	p.c = s.clusters.get()
 	s.flying = f
 	go func() {
