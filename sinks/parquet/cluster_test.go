@@ -36,7 +36,7 @@ func testCluster(t *testing.T, copied bool) {
 	c := newCluster(100)
 	n := 0
 	for _, run := range runs {
-		j := spares.get()
+		j := spares.get(nil)
 		j.hold() // the writer's, while it writes the job
 		j.fill.reset(len(run))
 		rows := j.fill.rows

@@ -177,7 +177,9 @@ type jobSpares struct {
 	jobs []*job
 }
 
-func (p *jobSpares) get() *job {
+// get returns a spare job, or a new one whose JSON buffer is the size of
+// like's (nil: empty), so that it does not grow to it by copies.
+func (p *jobSpares) get(like *job) *job {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if n := len(p.jobs); n > 0 {
@@ -186,7 +188,11 @@ func (p *jobSpares) get() *job {
 		p.jobs = p.jobs[:n-1]
 		return j
 	}
-	return &job{done: make(chan int, 1), spares: p}
+	j := &job{done: make(chan int, 1), spares: p}
+	if like != nil {
+		j.js = make([]byte, 0, cap(like.js))
+	}
+	return j
 }
 
 func (p *jobSpares) put(j *job) {
@@ -270,7 +276,7 @@ func New(b *pipeline.Build, o *Options) (*Sink, error) {
 		errs:     sinkutil.ErrorLog{Log: log, Every: 10 * time.Second, Sink: "parquet sink", Key: "directory"},
 	}
 	for range jobSlots {
-		s.free <- s.spares.get()
+		s.free <- s.spares.get(nil)
 	}
 	return s, nil
 }
@@ -527,7 +533,7 @@ func (s *Sink) writer() {
 		}
 		// Clusters may hold rows of j: Write gets a spare meanwhile.
 		j.release()
-		s.free <- s.spares.get()
+		s.free <- s.spares.get(j)
 	}
 }
 
