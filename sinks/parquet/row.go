@@ -74,14 +74,16 @@ func kindOf(typ, verdict, dir int32, proto uint8, dport int32) uint64 {
 // TCP flag names, in the order Hubble prints them.
 var flagNames = [...]string{"SYN", "ACK", "FIN", "RST", "PSH", "URG", "ECE", "CWR", "NS"}
 
-// rowFiller fills Rows from events without allocating: the rows keep
-// their slices between batches, and the *bool and *int32 fields point into
-// the filler's own arrays.
+// rowFiller fills Rows from events without allocating once its arrays
+// have grown: the lists of the rows (flags and labels) are slices of one
+// array, and the *bool and *int32 fields point into the filler's own
+// arrays. A list points into strs as it was when the list was filled:
+// when strs grows into a new array, the lists before keep the old one.
 type rowFiller struct {
 	rows   []Row
 	bools  []bool
 	int32s []int32
-	lists  [][3][]string // storage of each row's flags and labels
+	strs   []string // the rows' lists
 }
 
 // reset prepares n rows.
@@ -91,17 +93,13 @@ func (f *rowFiller) reset(n int) {
 		f.bools = make([]bool, n)
 		f.int32s = make([]int32, n)
 	}
-	if len(f.lists) < n {
-		f.lists = append(f.lists, make([][3][]string, n-len(f.lists))...)
-	}
-	f.rows, f.bools, f.int32s = f.rows[:n], f.bools[:n], f.int32s[:n]
+	clear(f.strs)
+	f.rows, f.bools, f.int32s, f.strs = f.rows[:n], f.bools[:n], f.int32s[:n], f.strs[:0]
 }
 
 // fill sets row i from e; js is e's export JSON (referenced, not copied).
 func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r := &f.rows[i]
-	st := &f.lists[i]
-	flags, sl, dl := st[0][:0], st[1][:0], st[2][:0]
 	*r = Row{NodeName: e.NodeName, ExportJSON: js}
 	ts := e.Time
 	if ts == nil && e.Flow != nil {
@@ -145,11 +143,13 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 			r.Protocol, proto = "TCP", 1
 			r.SourcePort, r.DestinationPort = int32(p.TCP.GetSourcePort()), int32(p.TCP.GetDestinationPort())
 			if tf := p.TCP.GetFlags(); tf != nil {
+				start := len(f.strs)
 				for k, on := range [...]bool{tf.SYN, tf.ACK, tf.FIN, tf.RST, tf.PSH, tf.URG, tf.ECE, tf.CWR, tf.NS} {
 					if on {
-						flags = append(flags, flagNames[k])
+						f.strs = append(f.strs, flagNames[k])
 					}
 				}
+				r.TCPFlags = f.list(start)
 			}
 		case *flowpb.Layer4_UDP:
 			r.Protocol, proto = "UDP", 2
@@ -172,14 +172,14 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 		if len(s.Workloads) > 0 {
 			r.SourceWorkload = s.Workloads[0].GetName()
 		}
-		sl = append(sl, s.Labels...)
+		r.SourceLabels = f.appendList(s.Labels)
 	}
 	if d := fl.Destination; d != nil {
 		r.DestinationNamespace, r.DestinationPod = d.Namespace, d.PodName
 		if len(d.Workloads) > 0 {
 			r.DestinationWorkload = d.Workloads[0].GetName()
 		}
-		dl = append(dl, d.Labels...)
+		r.DestinationLabels = f.appendList(d.Labels)
 	}
 	r.SourceService = fl.SourceService.GetName()
 	r.DestinationService = fl.DestinationService.GetName()
@@ -196,8 +196,21 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	}
 	r.Summary = fl.Summary
 	r.kind = kindOf(int32(fl.Type), int32(fl.Verdict), int32(fl.TrafficDirection), proto, r.DestinationPort)
-	st[0], st[1], st[2] = flags, sl, dl
-	r.TCPFlags, r.SourceLabels, r.DestinationLabels = nilIfEmpty(flags), nilIfEmpty(sl), nilIfEmpty(dl)
+}
+
+// list is strs from start on, or nil when empty (a null list).
+func (f *rowFiller) list(start int) []string {
+	if start == len(f.strs) {
+		return nil
+	}
+	return f.strs[start:len(f.strs):len(f.strs)]
+}
+
+// appendList copies l into strs and returns the copy (nil when empty).
+func (f *rowFiller) appendList(l []string) []string {
+	start := len(f.strs)
+	f.strs = append(f.strs, l...)
+	return f.list(start)
 }
 
 // enumName is v's name, or "" (null) for the zero value.
@@ -206,12 +219,4 @@ func enumName[E enumname.Enum](names enumname.Table[E], v E) string {
 		return ""
 	}
 	return names.Name(v)
-}
-
-// nilIfEmpty makes an empty list null.
-func nilIfEmpty(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	return s
 }
