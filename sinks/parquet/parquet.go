@@ -133,8 +133,11 @@ const jobSlots = 8
 // job is one batch's rows on their way to the files.
 type job struct {
 	fill   rowFiller
-	js     []byte // export JSON of the batch
-	jsEnd  []int
+	js     []byte // export JSON of the batch (of its first part, see encode)
+	jsEnd  []int  // where each event's JSON ends in js; -1: not encoded
+	js2    []byte // export JSON of the second part of the batch
+	jsEnd2 []int
+	half   chan int // the failures of the second part's encode
 	groups []jobGroup
 	n      int // groups in use
 	// done, for a batch of flowbus's own LostEvents, receives the number
@@ -164,7 +167,7 @@ func (j *job) release() {
 // large batch (a source's quiet moments) are copied instead.
 func (j *job) dense() bool {
 	n := len(j.fill.rows)
-	return n >= minHeld && 2*n >= cap(j.fill.rows) && 2*len(j.js) >= cap(j.js)
+	return n >= minHeld && 2*n >= cap(j.fill.rows) && 2*(len(j.js)+len(j.js2)) >= cap(j.js)+cap(j.js2)
 }
 
 // minHeld is the fewest rows of a job a cluster holds in place.
@@ -188,9 +191,10 @@ func (p *jobSpares) get(like *job) *job {
 		p.jobs = p.jobs[:n-1]
 		return j
 	}
-	j := &job{done: make(chan int, 1), spares: p}
+	j := &job{done: make(chan int, 1), half: make(chan int, 1), spares: p}
 	if like != nil {
 		j.js = make([]byte, 0, cap(like.js))
+		j.js2 = make([]byte, 0, cap(like.js2))
 	}
 	return j
 }
@@ -418,8 +422,23 @@ func (s *Sink) Write(ctx context.Context, b *pipeline.Batch) (int, error) {
 // returns how many events cannot be written.
 func (s *Sink) encode(j *job, b *pipeline.Batch) int {
 	n := b.Len()
-	failed := 0
-	j.js, j.jsEnd = j.js[:0], j.jsEnd[:0]
+	// The export JSON is most of Write's work, and Write is one goroutine
+	// per sink: a large batch is encoded in two parts side by side, the
+	// second on a goroutine of its own (the events are only read).
+	h := n
+	if n >= splitMin {
+		h = n / 2
+		go func() {
+			var failed int
+			j.js2, j.jsEnd2, failed = s.encodeJSON(j.js2[:0], j.jsEnd2[:0], b.Events[h:])
+			j.half <- failed
+		}()
+	}
+	var failed int
+	j.js, j.jsEnd, failed = s.encodeJSON(j.js[:0], j.jsEnd[:0], b.Events[:h])
+	if h < n {
+		failed += <-j.half
+	}
 	j.fill.reset(n)
 	if len(s.groups) > 4*s.maxOpen {
 		clear(s.groups) // forget the directories of past hours
@@ -430,19 +449,10 @@ func (s *Sink) encode(j *job, b *pipeline.Batch) int {
 	var last *group
 	lastKey := int64(0)
 	for i := range b.Events {
-		e := &b.Events[i]
-		start := len(j.js)
-		var err error
-		j.js, err = codec.JSON{}.Append(j.js, e)
-		if err != nil {
-			j.js = j.js[:start]
-			j.jsEnd = append(j.jsEnd, -1)
-			failed++
-			s.logErr("", err)
+		if j.end(i, h) < 0 {
 			continue
 		}
-		j.js = j.js[:len(j.js)-1] // the newline
-		j.jsEnd = append(j.jsEnd, len(j.js))
+		e := &b.Events[i]
 		key, timed := s.tmpl.TimeKey(e)
 		g := last
 		if g == nil || !timed || key != lastKey {
@@ -463,11 +473,17 @@ func (s *Sink) encode(j *job, b *pipeline.Batch) int {
 		}
 		g.idx = append(g.idx, i)
 	}
-	start := 0
-	for i := range b.Events {
-		if end := j.jsEnd[i]; end >= 0 {
-			j.fill.fill(i, &b.Events[i], j.js[start:end])
-			start = end
+	for part, js := range [2][]byte{j.js, j.js2} {
+		from, to := 0, h
+		if part == 1 {
+			from, to = h, n
+		}
+		start := 0
+		for i := from; i < to; i++ {
+			if end := j.end(i, h); end >= 0 {
+				j.fill.fill(i, &b.Events[i], js[start:end])
+				start = end
+			}
 		}
 	}
 	j.n = 0
@@ -501,6 +517,40 @@ func (s *Sink) encode(j *job, b *pipeline.Batch) int {
 		g.idx = g.idx[:0]
 	}
 	return failed
+}
+
+// splitMin is the smallest batch whose JSON encode splits in two parts.
+const splitMin = 128
+
+// encodeJSON appends the export JSON of events (without its newline) to
+// js and where each ends to ends (-1 for an event that cannot be encoded,
+// logged), and returns them with the number that failed.
+func (s *Sink) encodeJSON(js []byte, ends []int, events []pipeline.Event) ([]byte, []int, int) {
+	failed := 0
+	for i := range events {
+		start := len(js)
+		var err error
+		js, err = codec.JSON{}.Append(js, &events[i])
+		if err != nil {
+			js = js[:start]
+			ends = append(ends, -1)
+			failed++
+			s.logErr("", err)
+			continue
+		}
+		js = js[:len(js)-1] // the newline
+		ends = append(ends, len(js))
+	}
+	return js, ends, failed
+}
+
+// end is where event i's JSON ends in its part of the batch (js before h,
+// js2 from h on), or -1 when it could not be encoded.
+func (j *job) end(i, h int) int {
+	if i < h {
+		return j.jsEnd[i]
+	}
+	return j.jsEnd2[i-h]
 }
 
 // group is the events of a batch that go to one directory.

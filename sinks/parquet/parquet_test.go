@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	pq "github.com/parquet-go/parquet-go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -318,5 +319,57 @@ func TestPagesCarryNoStatistics(t *testing.T) {
 	}
 	if pages < 3 {
 		t.Errorf("%d export_json pages, want one a row group at least", pages)
+	}
+}
+
+// A batch large enough to be encoded in two parts side by side, with an
+// event in each part whose export JSON cannot be encoded: Write reports
+// those two, and every other row's JSON is its own flow's.
+func TestWriteSkipsWhatItCannotEncode(t *testing.T) {
+	dir := t.TempDir()
+	lost := 0
+	s := newSink(t, "path: "+dir+"\n", &lost)
+	g := generate.NewGenerator(3)
+	b := pipeline.NewBatch()
+	want := map[string]*flowpb.Flow{}
+	const n, bad1, bad2 = 300, 7, 290
+	for i := range n {
+		e := b.Next()
+		g.Fill(e, t0+int64(i)*int64(time.Millisecond))
+		if i == bad1 || i == bad2 {
+			e.Flow.Time = &timestamppb.Timestamp{Seconds: 1 << 50} // past year 9999
+			continue
+		}
+		want[e.Flow.Uuid] = proto.Clone(e.Flow).(*flowpb.Flow)
+	}
+	failed, err := s.Write(context.Background(), b)
+	if failed != 2 || err != nil {
+		t.Fatalf("Write: failed %d, %v; want 2 failed", failed, err)
+	}
+	b.Release()
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, name := range files(t, dir) {
+		rows, err := pq.ReadFile[pqsink.Row](filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			var ev observer.ExportEvent
+			if err := flowjson.Unmarshal(r.ExportJSON, &ev); err != nil {
+				t.Fatalf("export_json does not parse: %v", err)
+			}
+			f := ev.GetFlow()
+			if !proto.Equal(f, want[f.GetUuid()]) || r.SourcePod != f.GetSource().GetPodName() || r.Summary != f.GetSummary() {
+				t.Fatalf("row %+v holds the JSON of another flow, or a changed one: %v", r, f)
+			}
+			delete(want, f.GetUuid())
+			got++
+		}
+	}
+	if got != n-2 || len(want) != 0 || lost != 0 {
+		t.Errorf("%d rows written (%d flows missing, %d lost), want %d", got, len(want), lost, n-2)
 	}
 }
