@@ -161,6 +161,15 @@ func TestClusterOrdersAPairByKind(t *testing.T) {
 	}
 	c := newCluster(100)
 	c.add(in, nil)
+	got := flushJSON(t, c)
+	if want := []string{"1", "3", "2", "0"}; !slices.Equal(got, want) {
+		t.Errorf("flushed %q, want %q", got, want)
+	}
+}
+
+// flushJSON flushes c and returns the export JSON of the rows it wrote.
+func flushJSON(t *testing.T, c *cluster) []string {
+	t.Helper()
 	var got []string
 	if err := c.flush(func(rows []Row) error {
 		for _, r := range rows {
@@ -170,9 +179,7 @@ func TestClusterOrdersAPairByKind(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"1", "3", "2", "0"}; !slices.Equal(got, want) {
-		t.Errorf("flushed %q, want %q", got, want)
-	}
+	return got
 }
 
 // TestClusterChunks flushes a run of several chunks: every row once, in
@@ -193,15 +200,7 @@ func TestClusterChunks(t *testing.T) {
 	})
 	c := newCluster(n)
 	c.add(in, nil)
-	var got []string
-	if err := c.flush(func(rows []Row) error {
-		for _, r := range rows {
-			got = append(got, string(r.ExportJSON))
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	got := flushJSON(t, c)
 	if len(got) != n {
 		t.Fatalf("flushed %d rows, want %d", len(got), n)
 	}
