@@ -76,10 +76,7 @@ func (o OCSF) Append(dst []byte, e *pipeline.Event) ([]byte, error) {
 // timeMillis is the event's time in OCSF's timestamp_t: milliseconds since
 // the epoch.
 func timeMillis(e *pipeline.Event) int64 {
-	ts := e.Time
-	if ts == nil && e.Flow != nil {
-		ts = e.Flow.Time
-	}
+	ts := e.Timestamp()
 	if ts == nil {
 		return 0
 	}

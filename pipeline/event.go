@@ -34,6 +34,15 @@ type Event struct {
 	spare *flowpb.Flow
 }
 
+// Timestamp is e's time: the envelope's, else its flow's (nil when it has
+// neither).
+func (e *Event) Timestamp() *timestamppb.Timestamp {
+	if e.Time == nil && e.Flow != nil {
+		return e.Flow.GetTime()
+	}
+	return e.Time
+}
+
 // IsLost reports whether e carries a LostEvent.
 func (e *Event) IsLost() bool { return e.Lost != nil }
 

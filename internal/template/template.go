@@ -337,10 +337,7 @@ func (t *Template) TimeKey(e *pipeline.Event) (key int64, ok bool) {
 	if !t.timeOnly {
 		return 0, false
 	}
-	ts := e.Time
-	if ts == nil && e.Flow != nil {
-		ts = e.Flow.GetTime()
-	}
+	ts := e.Timestamp()
 	if ts == nil || ts.GetNanos() < 0 || ts.GetNanos() >= 1e9 {
 		return 0, false
 	}
@@ -388,10 +385,7 @@ func (t *Template) sanitize(v []byte) {
 
 // appendTime renders a time placeholder for e.
 func appendTime(dst []byte, tp timePart, e *pipeline.Event) []byte {
-	ts := e.Time
-	if ts == nil && e.Flow != nil {
-		ts = e.Flow.GetTime()
-	}
+	ts := e.Timestamp()
 	if ts == nil {
 		return append(dst, Unknown...)
 	}

@@ -101,11 +101,7 @@ func (f *rowFiller) reset(n int) {
 func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r := &f.rows[i]
 	*r = Row{NodeName: e.NodeName, ExportJSON: js}
-	ts := e.Time
-	if ts == nil && e.Flow != nil {
-		ts = e.Flow.GetTime()
-	}
-	if ts != nil {
+	if ts := e.Timestamp(); ts != nil {
 		r.Time = ts.GetSeconds()*1_000_000 + int64(ts.GetNanos())/1000
 	}
 	if l := e.Lost; l != nil {
