@@ -139,9 +139,9 @@ func (c *cluster) copyRow(r *Row) *Row {
 	start := len(c.js)
 	c.js = append(c.js, r.ExportJSON...)
 	o.ExportJSON = c.js[start:len(c.js):len(c.js)]
-	o.TCPFlags = c.copyList(r.TCPFlags)
-	o.SourceLabels = c.copyList(r.SourceLabels)
-	o.DestinationLabels = c.copyList(r.DestinationLabels)
+	o.TCPFlags = copyList(&c.lists, r.TCPFlags)
+	o.SourceLabels = copyList(&c.lists, r.SourceLabels)
+	o.DestinationLabels = copyList(&c.lists, r.DestinationLabels)
 	if r.IsReply != nil {
 		c.bools = append(c.bools, *r.IsReply)
 		o.IsReply = &c.bools[len(c.bools)-1]
@@ -151,16 +151,6 @@ func (c *cluster) copyRow(r *Row) *Row {
 		o.LostCPU = &c.int32s[len(c.int32s)-1]
 	}
 	return o
-}
-
-// copyList copies l into the cluster's lists; a nil list stays null.
-func (c *cluster) copyList(l []string) []string {
-	if l == nil {
-		return nil
-	}
-	start := len(c.lists)
-	c.lists = append(c.lists, l...)
-	return c.lists[start:len(c.lists):len(c.lists)]
 }
 
 // flush writes the held rows, ordered, with write and forgets them.

@@ -195,18 +195,26 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 }
 
 // list is strs from start on, or nil when empty (a null list).
-func (f *rowFiller) list(start int) []string {
-	if start == len(f.strs) {
-		return nil
-	}
-	return f.strs[start:len(f.strs):len(f.strs)]
-}
+func (f *rowFiller) list(start int) []string { return tail(f.strs, start) }
 
 // appendList copies l into strs and returns the copy (nil when empty).
-func (f *rowFiller) appendList(l []string) []string {
-	start := len(f.strs)
-	f.strs = append(f.strs, l...)
-	return f.list(start)
+func (f *rowFiller) appendList(l []string) []string { return copyList(&f.strs, l) }
+
+// copyList appends l to *store and returns the copy, nil when l is empty
+// (a null list). The copy keeps the array it was made in when *store
+// later grows into a new one.
+func copyList(store *[]string, l []string) []string {
+	start := len(*store)
+	*store = append(*store, l...)
+	return tail(*store, start)
+}
+
+// tail is s[start:] without room to grow, or nil when empty.
+func tail(s []string, start int) []string {
+	if start == len(s) {
+		return nil
+	}
+	return s[start:len(s):len(s)]
 }
 
 // enumName is v's name, or "" (null) for the zero value.

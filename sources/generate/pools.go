@@ -98,26 +98,19 @@ func (p *pools) polSlice(s []*flowpb.Policy) []*flowpb.Policy {
 // statements: a loop over the pairs built an array of them for every
 // flow.)
 func (p *pools) keepUnused(f *flowpb.Flow, sl *flowSlices) {
-	p.keepStrs(f.NodeLabels, sl.nodeLabels)
-	p.keepStrs(f.SourceNames, sl.srcNames)
-	p.keepStrs(f.DestinationNames, sl.dstNames)
-	p.keepPols(f.EgressAllowedBy, sl.egressAllowed)
-	p.keepPols(f.IngressAllowedBy, sl.ingressAllowed)
-	p.keepPols(f.EgressDeniedBy, sl.egressDenied)
-	p.keepPols(f.IngressDeniedBy, sl.ingressDenied)
+	keepSpare(&p.strs, f.NodeLabels, sl.nodeLabels)
+	keepSpare(&p.strs, f.SourceNames, sl.srcNames)
+	keepSpare(&p.strs, f.DestinationNames, sl.dstNames)
+	keepSpare(&p.pols, f.EgressAllowedBy, sl.egressAllowed)
+	keepSpare(&p.pols, f.IngressAllowedBy, sl.ingressAllowed)
+	keepSpare(&p.pols, f.EgressDeniedBy, sl.egressDenied)
+	keepSpare(&p.pols, f.IngressDeniedBy, sl.ingressDenied)
 }
 
-// keepStrs saves spare when the flow left it unused (used is nil).
-func (p *pools) keepStrs(used, spare []string) {
-	if used == nil && cap(spare) > 0 && len(p.strs) < maxFree {
-		p.strs = append(p.strs, spare)
-	}
-}
-
-// keepPols is keepStrs for policy lists.
-func (p *pools) keepPols(used, spare []*flowpb.Policy) {
-	if used == nil && cap(spare) > 0 && len(p.pols) < maxFree {
-		p.pols = append(p.pols, spare)
+// keepSpare saves spare in free when the flow left it unused (used is nil).
+func keepSpare[T any](free *[][]T, used, spare []T) {
+	if used == nil && cap(spare) > 0 && len(*free) < maxFree {
+		*free = append(*free, spare)
 	}
 }
 
