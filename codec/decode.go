@@ -68,6 +68,39 @@ func (d *pbDecoder) varint(i, end int) (uint64, int) {
 	return protowire.ConsumeVarint(d.b[i:end])
 }
 
+// varint1, tag1 and length1 are the one-byte cases of varint, tag and
+// length, the common ones, small enough for the compiler to inline (the
+// others are calls): each returns a zero length (or start) when the input
+// is not that case, and the generated decoder then calls the full form.
+func (d *pbDecoder) varint1(i, end int) (uint64, int) {
+	if i < end {
+		if c := d.b[i]; c < 0x80 {
+			return uint64(c), 1
+		}
+	}
+	return 0, 0
+}
+
+// tag1: a tag of one byte, field numbers 1 to 15.
+func (d *pbDecoder) tag1(i, end int) (protowire.Number, protowire.Type, int) {
+	if i < end {
+		if c := d.b[i]; c < 0x80 && c >= 8 {
+			return protowire.Number(c >> 3), protowire.Type(c & 7), 1
+		}
+	}
+	return 0, 0, 0
+}
+
+// length1: a length prefix of one byte whose content ends by end.
+func (d *pbDecoder) length1(i, end int) (int, int) {
+	if i < end {
+		if c := int(d.b[i]); c < 0x80 && c < end-i {
+			return i + 1, c
+		}
+	}
+	return 0, 0
+}
+
 // protowire's error codes for an invalid field number and for truncated
 // input.
 var (

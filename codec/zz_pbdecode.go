@@ -67,7 +67,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	m.PolicyLog = keepPolicyLog
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Flow", n)
 		}
@@ -77,7 +80,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.time", l)
 			}
@@ -98,7 +104,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.uuid", l)
 			}
@@ -113,7 +122,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.emitter", l)
 			}
@@ -134,7 +146,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.verdict", n)
 			}
@@ -145,7 +160,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.drop_reason", n)
 			}
@@ -156,7 +174,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.auth_type", n)
 			}
@@ -167,7 +188,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.ethernet", l)
 			}
@@ -188,7 +212,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.IP", l)
 			}
@@ -209,7 +236,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.l4", l)
 			}
@@ -230,7 +260,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.tunnel", l)
 			}
@@ -251,7 +284,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.source", l)
 			}
@@ -272,7 +308,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.destination", l)
 			}
@@ -293,7 +332,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.Type", n)
 			}
@@ -304,7 +346,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.node_name", l)
 			}
@@ -319,7 +364,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.node_labels", l)
 			}
@@ -334,7 +382,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.source_names", l)
 			}
@@ -349,7 +400,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.destination_names", l)
 			}
@@ -364,7 +418,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.l7", l)
 			}
@@ -385,7 +442,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.reply", n)
 			}
@@ -396,7 +456,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.event_type", l)
 			}
@@ -417,7 +480,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.source_service", l)
 			}
@@ -438,7 +504,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.destination_service", l)
 			}
@@ -459,7 +528,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.traffic_direction", n)
 			}
@@ -470,7 +542,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.policy_match_type", n)
 			}
@@ -481,7 +556,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.trace_observation_point", n)
 			}
@@ -492,7 +570,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.trace_reason", n)
 			}
@@ -503,7 +584,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.file", l)
 			}
@@ -524,7 +608,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.ip_trace_id", l)
 			}
@@ -545,7 +632,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.drop_reason_desc", n)
 			}
@@ -556,7 +646,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.is_reply", l)
 			}
@@ -577,7 +670,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.debug_capture_point", n)
 			}
@@ -588,7 +684,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.interface", l)
 			}
@@ -609,7 +708,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.proxy_port", n)
 			}
@@ -620,7 +722,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.trace_context", l)
 			}
@@ -641,7 +746,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.sock_xlate_point", n)
 			}
@@ -652,7 +760,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.socket_cookie", n)
 			}
@@ -663,7 +774,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Flow.cgroup_id", n)
 			}
@@ -674,7 +788,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.Summary", l)
 			}
@@ -689,7 +806,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.extensions", l)
 			}
@@ -710,7 +830,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.egress_allowed_by", l)
 			}
@@ -734,7 +857,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.ingress_allowed_by", l)
 			}
@@ -758,7 +884,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.egress_denied_by", l)
 			}
@@ -782,7 +911,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.ingress_denied_by", l)
 			}
@@ -806,7 +938,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.policy_log", l)
 			}
@@ -821,7 +956,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Flow.aggregate", l)
 			}
@@ -876,7 +1014,10 @@ func (d *pbDecoder) decodeEmitter(m *flowpb.Emitter, i, end int) error {
 	*m = flowpb.Emitter{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Emitter", n)
 		}
@@ -886,7 +1027,10 @@ func (d *pbDecoder) decodeEmitter(m *flowpb.Emitter, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Emitter.name", l)
 			}
@@ -901,7 +1045,10 @@ func (d *pbDecoder) decodeEmitter(m *flowpb.Emitter, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Emitter.version", l)
 			}
@@ -930,7 +1077,10 @@ func (d *pbDecoder) decodeEthernet(m *flowpb.Ethernet, i, end int) error {
 	*m = flowpb.Ethernet{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Ethernet", n)
 		}
@@ -940,7 +1090,10 @@ func (d *pbDecoder) decodeEthernet(m *flowpb.Ethernet, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Ethernet.source", l)
 			}
@@ -955,7 +1108,10 @@ func (d *pbDecoder) decodeEthernet(m *flowpb.Ethernet, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Ethernet.destination", l)
 			}
@@ -984,7 +1140,10 @@ func (d *pbDecoder) decodeIP(m *flowpb.IP, i, end int) error {
 	*m = flowpb.IP{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.IP", n)
 		}
@@ -994,7 +1153,10 @@ func (d *pbDecoder) decodeIP(m *flowpb.IP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.IP.source", l)
 			}
@@ -1009,7 +1171,10 @@ func (d *pbDecoder) decodeIP(m *flowpb.IP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.IP.source_xlated", l)
 			}
@@ -1024,7 +1189,10 @@ func (d *pbDecoder) decodeIP(m *flowpb.IP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.IP.destination", l)
 			}
@@ -1039,7 +1207,10 @@ func (d *pbDecoder) decodeIP(m *flowpb.IP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.IP.ipVersion", n)
 			}
@@ -1050,7 +1221,10 @@ func (d *pbDecoder) decodeIP(m *flowpb.IP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.IP.encrypted", n)
 			}
@@ -1076,7 +1250,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 	*m = flowpb.Layer4{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Layer4", n)
 		}
@@ -1086,7 +1263,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.TCP", l)
 			}
@@ -1110,7 +1290,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.UDP", l)
 			}
@@ -1134,7 +1317,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.ICMPv4", l)
 			}
@@ -1158,7 +1344,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.ICMPv6", l)
 			}
@@ -1182,7 +1371,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.SCTP", l)
 			}
@@ -1206,7 +1398,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.VRRP", l)
 			}
@@ -1230,7 +1425,10 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer4.IGMP", l)
 			}
@@ -1269,7 +1467,10 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 	*m = flowpb.TCP{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.TCP", n)
 		}
@@ -1279,7 +1480,10 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCP.source_port", n)
 			}
@@ -1290,7 +1494,10 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCP.destination_port", n)
 			}
@@ -1301,7 +1508,10 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.TCP.flags", l)
 			}
@@ -1336,7 +1546,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 	*m = flowpb.TCPFlags{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.TCPFlags", n)
 		}
@@ -1346,7 +1559,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.FIN", n)
 			}
@@ -1357,7 +1573,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.SYN", n)
 			}
@@ -1368,7 +1587,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.RST", n)
 			}
@@ -1379,7 +1601,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.PSH", n)
 			}
@@ -1390,7 +1615,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.ACK", n)
 			}
@@ -1401,7 +1629,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.URG", n)
 			}
@@ -1412,7 +1643,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.ECE", n)
 			}
@@ -1423,7 +1657,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.CWR", n)
 			}
@@ -1434,7 +1671,10 @@ func (d *pbDecoder) decodeTCPFlags(m *flowpb.TCPFlags, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.TCPFlags.NS", n)
 			}
@@ -1459,7 +1699,10 @@ func (d *pbDecoder) decodeUDP(m *flowpb.UDP, i, end int) error {
 	*m = flowpb.UDP{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.UDP", n)
 		}
@@ -1469,7 +1712,10 @@ func (d *pbDecoder) decodeUDP(m *flowpb.UDP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.UDP.source_port", n)
 			}
@@ -1480,7 +1726,10 @@ func (d *pbDecoder) decodeUDP(m *flowpb.UDP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.UDP.destination_port", n)
 			}
@@ -1505,7 +1754,10 @@ func (d *pbDecoder) decodeICMPv4(m *flowpb.ICMPv4, i, end int) error {
 	*m = flowpb.ICMPv4{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.ICMPv4", n)
 		}
@@ -1515,7 +1767,10 @@ func (d *pbDecoder) decodeICMPv4(m *flowpb.ICMPv4, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.ICMPv4.type", n)
 			}
@@ -1526,7 +1781,10 @@ func (d *pbDecoder) decodeICMPv4(m *flowpb.ICMPv4, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.ICMPv4.code", n)
 			}
@@ -1551,7 +1809,10 @@ func (d *pbDecoder) decodeICMPv6(m *flowpb.ICMPv6, i, end int) error {
 	*m = flowpb.ICMPv6{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.ICMPv6", n)
 		}
@@ -1561,7 +1822,10 @@ func (d *pbDecoder) decodeICMPv6(m *flowpb.ICMPv6, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.ICMPv6.type", n)
 			}
@@ -1572,7 +1836,10 @@ func (d *pbDecoder) decodeICMPv6(m *flowpb.ICMPv6, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.ICMPv6.code", n)
 			}
@@ -1597,7 +1864,10 @@ func (d *pbDecoder) decodeSCTP(m *flowpb.SCTP, i, end int) error {
 	*m = flowpb.SCTP{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.SCTP", n)
 		}
@@ -1607,7 +1877,10 @@ func (d *pbDecoder) decodeSCTP(m *flowpb.SCTP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.SCTP.source_port", n)
 			}
@@ -1618,7 +1891,10 @@ func (d *pbDecoder) decodeSCTP(m *flowpb.SCTP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.SCTP.destination_port", n)
 			}
@@ -1629,7 +1905,10 @@ func (d *pbDecoder) decodeSCTP(m *flowpb.SCTP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.SCTP.chunk_type", n)
 			}
@@ -1654,7 +1933,10 @@ func (d *pbDecoder) decodeVRRP(m *flowpb.VRRP, i, end int) error {
 	*m = flowpb.VRRP{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.VRRP", n)
 		}
@@ -1664,7 +1946,10 @@ func (d *pbDecoder) decodeVRRP(m *flowpb.VRRP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.VRRP.type", n)
 			}
@@ -1675,7 +1960,10 @@ func (d *pbDecoder) decodeVRRP(m *flowpb.VRRP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.VRRP.vrid", n)
 			}
@@ -1686,7 +1974,10 @@ func (d *pbDecoder) decodeVRRP(m *flowpb.VRRP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.VRRP.priority", n)
 			}
@@ -1711,7 +2002,10 @@ func (d *pbDecoder) decodeIGMP(m *flowpb.IGMP, i, end int) error {
 	*m = flowpb.IGMP{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.IGMP", n)
 		}
@@ -1721,7 +2015,10 @@ func (d *pbDecoder) decodeIGMP(m *flowpb.IGMP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.IGMP.type", n)
 			}
@@ -1732,7 +2029,10 @@ func (d *pbDecoder) decodeIGMP(m *flowpb.IGMP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.IGMP.group_address", l)
 			}
@@ -1763,7 +2063,10 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 	*m = flowpb.Tunnel{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Tunnel", n)
 		}
@@ -1773,7 +2076,10 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Tunnel.protocol", n)
 			}
@@ -1784,7 +2090,10 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Tunnel.IP", l)
 			}
@@ -1805,7 +2114,10 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Tunnel.l4", l)
 			}
@@ -1826,7 +2138,10 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Tunnel.vni", n)
 			}
@@ -1856,7 +2171,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 	m.Workloads = keepWorkloads
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Endpoint", n)
 		}
@@ -1866,7 +2184,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Endpoint.ID", n)
 			}
@@ -1877,7 +2198,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Endpoint.identity", n)
 			}
@@ -1888,7 +2212,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Endpoint.cluster_name", l)
 			}
@@ -1903,7 +2230,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Endpoint.namespace", l)
 			}
@@ -1918,7 +2248,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Endpoint.labels", l)
 			}
@@ -1933,7 +2266,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Endpoint.pod_name", l)
 			}
@@ -1948,7 +2284,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Endpoint.workloads", l)
 			}
@@ -1991,7 +2330,10 @@ func (d *pbDecoder) decodeWorkload(m *flowpb.Workload, i, end int) error {
 	*m = flowpb.Workload{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Workload", n)
 		}
@@ -2001,7 +2343,10 @@ func (d *pbDecoder) decodeWorkload(m *flowpb.Workload, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Workload.name", l)
 			}
@@ -2016,7 +2361,10 @@ func (d *pbDecoder) decodeWorkload(m *flowpb.Workload, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Workload.kind", l)
 			}
@@ -2046,7 +2394,10 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 	*m = flowpb.Layer7{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Layer7", n)
 		}
@@ -2056,7 +2407,10 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Layer7.type", n)
 			}
@@ -2067,7 +2421,10 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Layer7.latency_ns", n)
 			}
@@ -2078,7 +2435,10 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer7.dns", l)
 			}
@@ -2102,7 +2462,10 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer7.http", l)
 			}
@@ -2126,7 +2489,10 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Layer7.kafka", l)
 			}
@@ -2176,7 +2542,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 	m.Rrtypes = keepRrtypes
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.DNS", n)
 		}
@@ -2186,7 +2555,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.DNS.query", l)
 			}
@@ -2201,7 +2573,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.DNS.ips", l)
 			}
@@ -2216,7 +2591,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.DNS.ttl", n)
 			}
@@ -2227,7 +2605,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.DNS.cnames", l)
 			}
@@ -2242,7 +2623,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.DNS.observation_source", l)
 			}
@@ -2257,7 +2641,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.DNS.rcode", n)
 			}
@@ -2268,7 +2655,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.DNS.qtypes", l)
 			}
@@ -2283,7 +2673,10 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.DNS.rrtypes", l)
 			}
@@ -2314,7 +2707,10 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 	m.Headers = keepHeaders
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.HTTP", n)
 		}
@@ -2324,7 +2720,10 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.HTTP.code", n)
 			}
@@ -2335,7 +2734,10 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.HTTP.method", l)
 			}
@@ -2350,7 +2752,10 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.HTTP.url", l)
 			}
@@ -2365,7 +2770,10 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.HTTP.protocol", l)
 			}
@@ -2380,7 +2788,10 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.HTTP.headers", l)
 			}
@@ -2423,7 +2834,10 @@ func (d *pbDecoder) decodeHTTPHeader(m *flowpb.HTTPHeader, i, end int) error {
 	*m = flowpb.HTTPHeader{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.HTTPHeader", n)
 		}
@@ -2433,7 +2847,10 @@ func (d *pbDecoder) decodeHTTPHeader(m *flowpb.HTTPHeader, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.HTTPHeader.key", l)
 			}
@@ -2448,7 +2865,10 @@ func (d *pbDecoder) decodeHTTPHeader(m *flowpb.HTTPHeader, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.HTTPHeader.value", l)
 			}
@@ -2477,7 +2897,10 @@ func (d *pbDecoder) decodeKafka(m *flowpb.Kafka, i, end int) error {
 	*m = flowpb.Kafka{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Kafka", n)
 		}
@@ -2487,7 +2910,10 @@ func (d *pbDecoder) decodeKafka(m *flowpb.Kafka, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Kafka.error_code", n)
 			}
@@ -2498,7 +2924,10 @@ func (d *pbDecoder) decodeKafka(m *flowpb.Kafka, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Kafka.api_version", n)
 			}
@@ -2509,7 +2938,10 @@ func (d *pbDecoder) decodeKafka(m *flowpb.Kafka, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Kafka.api_key", l)
 			}
@@ -2524,7 +2956,10 @@ func (d *pbDecoder) decodeKafka(m *flowpb.Kafka, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Kafka.correlation_id", n)
 			}
@@ -2535,7 +2970,10 @@ func (d *pbDecoder) decodeKafka(m *flowpb.Kafka, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Kafka.topic", l)
 			}
@@ -2564,7 +3002,10 @@ func (d *pbDecoder) decodeCiliumEventType(m *flowpb.CiliumEventType, i, end int)
 	*m = flowpb.CiliumEventType{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.CiliumEventType", n)
 		}
@@ -2574,7 +3015,10 @@ func (d *pbDecoder) decodeCiliumEventType(m *flowpb.CiliumEventType, i, end int)
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.CiliumEventType.type", n)
 			}
@@ -2585,7 +3029,10 @@ func (d *pbDecoder) decodeCiliumEventType(m *flowpb.CiliumEventType, i, end int)
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.CiliumEventType.sub_type", n)
 			}
@@ -2610,7 +3057,10 @@ func (d *pbDecoder) decodeService(m *flowpb.Service, i, end int) error {
 	*m = flowpb.Service{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Service", n)
 		}
@@ -2620,7 +3070,10 @@ func (d *pbDecoder) decodeService(m *flowpb.Service, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Service.name", l)
 			}
@@ -2635,7 +3088,10 @@ func (d *pbDecoder) decodeService(m *flowpb.Service, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Service.namespace", l)
 			}
@@ -2664,7 +3120,10 @@ func (d *pbDecoder) decodeFileInfo(m *flowpb.FileInfo, i, end int) error {
 	*m = flowpb.FileInfo{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.FileInfo", n)
 		}
@@ -2674,7 +3133,10 @@ func (d *pbDecoder) decodeFileInfo(m *flowpb.FileInfo, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.FileInfo.name", l)
 			}
@@ -2689,7 +3151,10 @@ func (d *pbDecoder) decodeFileInfo(m *flowpb.FileInfo, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.FileInfo.line", n)
 			}
@@ -2714,7 +3179,10 @@ func (d *pbDecoder) decodeIPTraceID(m *flowpb.IPTraceID, i, end int) error {
 	*m = flowpb.IPTraceID{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.IPTraceID", n)
 		}
@@ -2724,7 +3192,10 @@ func (d *pbDecoder) decodeIPTraceID(m *flowpb.IPTraceID, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.IPTraceID.trace_id", n)
 			}
@@ -2735,7 +3206,10 @@ func (d *pbDecoder) decodeIPTraceID(m *flowpb.IPTraceID, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.IPTraceID.ip_option_type", n)
 			}
@@ -2760,7 +3234,10 @@ func (d *pbDecoder) decodeNetworkInterface(m *flowpb.NetworkInterface, i, end in
 	*m = flowpb.NetworkInterface{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.NetworkInterface", n)
 		}
@@ -2770,7 +3247,10 @@ func (d *pbDecoder) decodeNetworkInterface(m *flowpb.NetworkInterface, i, end in
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.NetworkInterface.index", n)
 			}
@@ -2781,7 +3261,10 @@ func (d *pbDecoder) decodeNetworkInterface(m *flowpb.NetworkInterface, i, end in
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.NetworkInterface.name", l)
 			}
@@ -2811,7 +3294,10 @@ func (d *pbDecoder) decodeTraceContext(m *flowpb.TraceContext, i, end int) error
 	*m = flowpb.TraceContext{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.TraceContext", n)
 		}
@@ -2821,7 +3307,10 @@ func (d *pbDecoder) decodeTraceContext(m *flowpb.TraceContext, i, end int) error
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.TraceContext.parent", l)
 			}
@@ -2856,7 +3345,10 @@ func (d *pbDecoder) decodeTraceParent(m *flowpb.TraceParent, i, end int) error {
 	*m = flowpb.TraceParent{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.TraceParent", n)
 		}
@@ -2866,7 +3358,10 @@ func (d *pbDecoder) decodeTraceParent(m *flowpb.TraceParent, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.TraceParent.trace_id", l)
 			}
@@ -2898,7 +3393,10 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 	m.Labels = keepLabels
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Policy", n)
 		}
@@ -2908,7 +3406,10 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Policy.name", l)
 			}
@@ -2923,7 +3424,10 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Policy.namespace", l)
 			}
@@ -2938,7 +3442,10 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Policy.labels", l)
 			}
@@ -2953,7 +3460,10 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Policy.revision", n)
 			}
@@ -2964,7 +3474,10 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.Policy.kind", l)
 			}
@@ -2993,7 +3506,10 @@ func (d *pbDecoder) decodeAggregate(m *flowpb.Aggregate, i, end int) error {
 	*m = flowpb.Aggregate{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.Aggregate", n)
 		}
@@ -3003,7 +3519,10 @@ func (d *pbDecoder) decodeAggregate(m *flowpb.Aggregate, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Aggregate.ingress_flow_count", n)
 			}
@@ -3014,7 +3533,10 @@ func (d *pbDecoder) decodeAggregate(m *flowpb.Aggregate, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Aggregate.egress_flow_count", n)
 			}
@@ -3025,7 +3547,10 @@ func (d *pbDecoder) decodeAggregate(m *flowpb.Aggregate, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.Aggregate.unknown_direction_flow_count", n)
 			}
@@ -3053,7 +3578,10 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 	*m = flowpb.LostEvent{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "flow.LostEvent", n)
 		}
@@ -3063,7 +3591,10 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.LostEvent.source", n)
 			}
@@ -3074,7 +3605,10 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "flow.LostEvent.num_events_lost", n)
 			}
@@ -3085,7 +3619,10 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.LostEvent.cpu", l)
 			}
@@ -3106,7 +3643,10 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.LostEvent.first", l)
 			}
@@ -3127,7 +3667,10 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "flow.LostEvent.last", l)
 			}
@@ -3162,7 +3705,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Timestamp(m *timestamppb.Timestamp, i,
 	*m = timestamppb.Timestamp{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "google.protobuf.Timestamp", n)
 		}
@@ -3172,7 +3718,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Timestamp(m *timestamppb.Timestamp, i,
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "google.protobuf.Timestamp.seconds", n)
 			}
@@ -3183,7 +3732,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Timestamp(m *timestamppb.Timestamp, i,
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "google.protobuf.Timestamp.nanos", n)
 			}
@@ -3208,7 +3760,10 @@ func (d *pbDecoder) decodegoogle_protobuf_BoolValue(m *wrapperspb.BoolValue, i, 
 	*m = wrapperspb.BoolValue{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "google.protobuf.BoolValue", n)
 		}
@@ -3218,7 +3773,10 @@ func (d *pbDecoder) decodegoogle_protobuf_BoolValue(m *wrapperspb.BoolValue, i, 
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "google.protobuf.BoolValue.value", n)
 			}
@@ -3243,7 +3801,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Int32Value(m *wrapperspb.Int32Value, i
 	*m = wrapperspb.Int32Value{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "google.protobuf.Int32Value", n)
 		}
@@ -3253,7 +3814,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Int32Value(m *wrapperspb.Int32Value, i
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "google.protobuf.Int32Value.value", n)
 			}
@@ -3278,7 +3842,10 @@ func (d *pbDecoder) decodegoogle_protobuf_UInt32Value(m *wrapperspb.UInt32Value,
 	*m = wrapperspb.UInt32Value{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "google.protobuf.UInt32Value", n)
 		}
@@ -3288,7 +3855,10 @@ func (d *pbDecoder) decodegoogle_protobuf_UInt32Value(m *wrapperspb.UInt32Value,
 			if typ != protowire.VarintType {
 				break
 			}
-			v, n := d.varint(i, end)
+			v, n := d.varint1(i, end)
+			if n == 0 {
+				v, n = d.varint(i, end)
+			}
 			if n < 0 {
 				return d.bad(i, "google.protobuf.UInt32Value.value", n)
 			}
@@ -3313,7 +3883,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Any(m *anypb.Any, i, end int) error {
 	*m = anypb.Any{}
 	for i < end {
 		start := i
-		num, typ, n := d.tag(i, end)
+		num, typ, n := d.tag1(i, end)
+		if n == 0 {
+			num, typ, n = d.tag(i, end)
+		}
 		if n < 0 {
 			return d.bad(i, "google.protobuf.Any", n)
 		}
@@ -3323,7 +3896,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Any(m *anypb.Any, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "google.protobuf.Any.type_url", l)
 			}
@@ -3338,7 +3914,10 @@ func (d *pbDecoder) decodegoogle_protobuf_Any(m *anypb.Any, i, end int) error {
 			if typ != protowire.BytesType {
 				break
 			}
-			p, l := d.length(i, end)
+			p, l := d.length1(i, end)
+			if p == 0 {
+				p, l = d.length(i, end)
+			}
 			if l < 0 {
 				return d.bad(i, "google.protobuf.Any.value", l)
 			}

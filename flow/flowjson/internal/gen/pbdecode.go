@@ -87,7 +87,10 @@ func (g *gen) pbDecodeMessage(in *info) {
 	}
 	g.p("\tfor i < end {")
 	g.p("\t\tstart := i")
-	g.p("\t\tnum, typ, n := d.tag(i, end)")
+	g.p("\t\tnum, typ, n := d.tag1(i, end)")
+	g.p("\t\tif n == 0 {")
+	g.p("\t\t\tnum, typ, n = d.tag(i, end)")
+	g.p("\t\t}")
 	g.p("\t\tif n < 0 {")
 	g.p("\t\t\treturn d.bad(i, %q, n)", md.FullName())
 	g.p("\t\t}")
@@ -111,6 +114,15 @@ func (g *gen) pbDecodeMessage(in *info) {
 	g.p("}")
 }
 
+// length reads a field's length prefix into p (the content's start) and l,
+// its one-byte case inline.
+func (g *gen) length() {
+	g.p("\t\t\tp, l := d.length1(i, end)")
+	g.p("\t\t\tif p == 0 {")
+	g.p("\t\t\t\tp, l = d.length(i, end)")
+	g.p("\t\t\t}")
+}
+
 func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 	name := string(fd.FullName())
 	g.p("\t\tcase %d: // %s", fd.Number(), fd.Name())
@@ -129,7 +141,7 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 		of := in.oneof[od.Name()]
 		w := in.wrapper[fd.Number()]
 		wf := in.wfield[fd.Number()]
-		g.p("\t\t\tp, l := d.length(i, end)")
+		g.length()
 		g.p("\t\t\tif l < 0 {")
 		g.p("\t\t\t\treturn d.bad(i, %q, l)", name)
 		g.p("\t\t\t}")
@@ -154,7 +166,7 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 	f := "m." + in.field[fd.Number()]
 	switch fd.Kind() {
 	case protoreflect.StringKind:
-		g.p("\t\t\tp, l := d.length(i, end)")
+		g.length()
 		g.p("\t\t\tif l < 0 {")
 		g.p("\t\t\t\treturn d.bad(i, %q, l)", name)
 		g.p("\t\t\t}")
@@ -173,7 +185,7 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 		if fd.IsList() {
 			log.Fatalf("%s: unsupported list", fd.FullName())
 		}
-		g.p("\t\t\tp, l := d.length(i, end)")
+		g.length()
 		g.p("\t\t\tif l < 0 {")
 		g.p("\t\t\t\treturn d.bad(i, %q, l)", name)
 		g.p("\t\t\t}")
@@ -183,7 +195,7 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 	case protoreflect.MessageKind:
 		gt := goType(msgGoType(fd.Message()))
 		dec := "d.decode" + ident(fd.Message().FullName())
-		g.p("\t\t\tp, l := d.length(i, end)")
+		g.length()
 		g.p("\t\t\tif l < 0 {")
 		g.p("\t\t\t\treturn d.bad(i, %q, l)", name)
 		g.p("\t\t\t}")
@@ -218,7 +230,10 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 		if fd.IsList() {
 			log.Fatalf("%s: unsupported list", fd.FullName())
 		}
-		g.p("\t\t\tv, n := d.varint(i, end)")
+		g.p("\t\t\tv, n := d.varint1(i, end)")
+		g.p("\t\t\tif n == 0 {")
+		g.p("\t\t\t\tv, n = d.varint(i, end)")
+		g.p("\t\t\t}")
 		g.p("\t\t\tif n < 0 {")
 		g.p("\t\t\t\treturn d.bad(i, %q, n)", name)
 		g.p("\t\t\t}")
