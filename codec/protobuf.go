@@ -1,11 +1,13 @@
 package codec
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -23,8 +25,27 @@ var ErrInvalidUTF8 = errors.New("string field contains invalid UTF-8")
 
 func invalidUTF8(field string) error { return fmt.Errorf("%s: %w", field, ErrInvalidUTF8) }
 
-// validString is utf8.ValidString (which checks 8 ASCII bytes at a time).
-func validString(s string) bool { return utf8.ValidString(s) }
+// validString reports whether s is valid UTF-8, as utf8.ValidString. A
+// flow's strings (labels, names, addresses) are nearly always short and
+// ASCII: it ORs s together 8 bytes at a time, the last 8 overlapping the
+// ones before, and calls utf8.ValidString only when a byte has its high
+// bit set. That halves the time of utf8.ValidString on such strings,
+// which walks the bytes after the last whole 8 one at a time.
+func validString(s string) bool {
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	var acc uint64
+	if n := len(b); n >= 8 {
+		for i := 0; i+8 <= n; i += 8 {
+			acc |= binary.LittleEndian.Uint64(b[i:])
+		}
+		acc |= binary.LittleEndian.Uint64(b[n-8:])
+	} else {
+		for _, c := range b {
+			acc |= uint64(c)
+		}
+	}
+	return acc&0x8080808080808080 == 0 || utf8.ValidString(s)
+}
 
 // unknownOffset returns the offset of a generated message struct's unknown
 // fields (protoimpl.UnknownFields, a []byte), which proto.Marshal appends
