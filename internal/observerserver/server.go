@@ -34,6 +34,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -47,6 +48,7 @@ import (
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/flow/relay"
 	"github.com/flowbus/flowbus/flowfilter"
+	"github.com/flowbus/flowbus/internal/grpcpool"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/transforms/fieldmask"
 )
@@ -201,9 +203,11 @@ func New(o Options) *Server {
 const writeBuffer = 256 << 10
 
 // ServerOptions are the options of a gRPC server that serves a Server:
-// pass them to grpc.NewServer along with one's own.
+// pass them to grpc.NewServer along with one's own. A server without them
+// serves the same bytes, with more CPU per flow.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.WriteBufferSize(writeBuffer)}
+	return []grpc.ServerOption{grpc.WriteBufferSize(writeBuffer), grpc.ForceServerCodecV2(wireCodec{}),
+		experimental.BufferPool(grpcpool.Default)}
 }
 
 // HealthService is the service name whose health Hubble's clients check

@@ -43,7 +43,7 @@ func serveUnix(t *testing.T, srv *observerserver.Server) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(observerserver.ServerOptions()...)
 	srv.Register(g)
 	go g.Serve(lis)
 	return sock, g.Stop

@@ -53,6 +53,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -63,6 +64,7 @@ import (
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/flow/relay"
 	"github.com/flowbus/flowbus/flowfilter"
+	"github.com/flowbus/flowbus/internal/grpcpool"
 	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
@@ -291,6 +293,7 @@ func (s *Source) Start(context.Context) error {
 		}),
 		// Flows can be large (L7 headers); Hubble's CLI allows the same.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		experimental.WithBufferPool(grpcpool.Default),
 	)
 	if err != nil {
 		return fmt.Errorf("hubble source: %s: %w", s.address, err)
