@@ -222,6 +222,11 @@ type session struct {
 	committerDone chan struct{}
 	closeOnce     sync.Once
 	closeErr      error
+
+	// ct is the last content-type header seen (consume's goroutine only):
+	// records of a topic nearly always carry the same, which then costs no
+	// allocation.
+	ct string
 }
 
 type topicPartition struct {
@@ -377,7 +382,10 @@ func (ss *session) add(b *pipeline.Batch, m *kafka.Message, spans []span) []span
 	var ct string
 	for _, h := range m.Headers {
 		if h.Key == sinkutil.HeaderContentType {
-			ct = string(h.Value)
+			if string(h.Value) != ss.ct {
+				ss.ct = string(h.Value)
+			}
+			ct = ss.ct
 			break
 		}
 	}
