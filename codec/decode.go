@@ -42,9 +42,39 @@ func (e *DecodeError) Error() string {
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // pbDecoder reads one message. b views s's bytes and is never written.
+// sp, when not nil, keeps nested messages between messages (see Spares).
 type pbDecoder struct {
-	s string
-	b []byte
+	s  string
+	b  []byte
+	sp *Spares
+}
+
+// spareList is a stack of reset messages of one type (see Spares). A
+// message is in one flow's storage or in a spareList, never in both: the
+// decoder keeps a message only once the storage it came from no longer
+// references it, and get takes it off the stack before a storage gets it.
+type spareList[T any] struct{ s []*T }
+
+// maxSpares bounds each stack: a stream whose flows lose a field for good
+// keeps no more than that many of its messages.
+const maxSpares = 64
+
+// get returns a kept message, or a new one.
+func (l *spareList[T]) get() *T {
+	if n := len(l.s); n > 0 {
+		x := l.s[n-1]
+		l.s[n-1] = nil
+		l.s = l.s[:n-1]
+		return x
+	}
+	return new(T)
+}
+
+// put keeps x, which its caller has reset and no longer references.
+func (l *spareList[T]) put(x *T) {
+	if len(l.s) < maxSpares {
+		l.s = append(l.s, x)
+	}
 }
 
 func newPbDecoder(s string) pbDecoder {
@@ -185,7 +215,15 @@ const (
 // proto.Unmarshal gives, except that unknown fields of the envelope itself
 // are not kept for a flow.
 func UnmarshalGetFlowsResponse(s string, storage *flowpb.Flow) (FlowsResponse, error) {
+	return (*Spares)(nil).UnmarshalGetFlowsResponse(s, storage)
+}
+
+// UnmarshalGetFlowsResponse is the package's UnmarshalGetFlowsResponse,
+// keeping the nested messages it takes out of storage in sp and taking
+// the ones it needs from there before it allocates. sp may be nil.
+func (sp *Spares) UnmarshalGetFlowsResponse(s string, storage *flowpb.Flow) (FlowsResponse, error) {
 	d := newPbDecoder(s)
+	d.sp = sp
 	var r FlowsResponse
 	flowAt, flowEnd, timeAt, timeEnd := -1, -1, -1, -1
 	end := len(d.b)

@@ -25,9 +25,15 @@ import (
 // flow, so they are left out of the comparison.
 func compareResponse(t *testing.T, b []byte, storage *flowpb.Flow) {
 	t.Helper()
+	compareSpared(t, b, storage, nil)
+}
+
+// compareSpared is compareResponse, the decoder keeping its spares in sp.
+func compareSpared(t *testing.T, b []byte, storage *flowpb.Flow, sp *Spares) {
+	t.Helper()
 	want := new(observer.GetFlowsResponse)
 	werr := proto.Unmarshal(b, want)
-	r, gerr := UnmarshalGetFlowsResponse(string(b), storage)
+	r, gerr := sp.UnmarshalGetFlowsResponse(string(b), storage)
 	if (werr == nil) != (gerr == nil) {
 		t.Fatalf("%x:\nprotobuf-go error: %v\ncodec error: %v", b, werr, gerr)
 	}
@@ -135,6 +141,104 @@ func TestUnmarshalMatchesProtobuf(t *testing.T) {
 	}
 }
 
+// TestUnmarshalSpares decodes the generate source's flows (which differ
+// in which nested messages they have) into a few storages in turn, with
+// one Spares: every flow decodes as with protobuf-go, the storages never
+// share a message, and the spares hold what the storages lost.
+func TestUnmarshalSpares(t *testing.T) {
+	storages := []*flowpb.Flow{new(flowpb.Flow), new(flowpb.Flow), new(flowpb.Flow)}
+	var sp Spares
+	g := generate.NewGenerator(5)
+	batch := pipeline.NewBatch()
+	defer batch.Release()
+	// Every message each storage reached after its last decode, to find a
+	// message that moved from one storage to another.
+	owner := map[proto.Message]int{}
+	for i := range 3000 {
+		batch.Truncate(0)
+		e := batch.Next()
+		g.Fill(e, 1764000000123456789+int64(i)*1000)
+		f := e.Flow
+		if i%7 == 0 {
+			f = randflow.New(uint64(i), false).Flow()
+		}
+		b, err := proto.Marshal(&observer.GetFlowsResponse{NodeName: "n", Time: f.GetTime(),
+			ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := i % len(storages)
+		compareSpared(t, b, storages[k], &sp)
+		for m, o := range owner {
+			if o == k {
+				delete(owner, m)
+			}
+		}
+		var walk func(m protoreflect.Message)
+		walk = func(m protoreflect.Message) {
+			m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+				switch {
+				case fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind:
+				case fd.IsList():
+					for j := 0; j < v.List().Len(); j++ {
+						walk(v.List().Get(j).Message())
+					}
+				case fd.IsMap():
+				default:
+					walk(v.Message())
+				}
+				return true
+			})
+			if m != storages[k].ProtoReflect() {
+				pm := m.Interface()
+				if o, ok := owner[pm]; ok && o != k {
+					t.Fatalf("flow %d: a %s in storage %d is also in storage %d", i, m.Descriptor().FullName(), k, o)
+				}
+				owner[pm] = k
+			}
+		}
+		walk(storages[k].ProtoReflect())
+	}
+	if len(sp.s_Layer7.s)+len(sp.s_Service.s)+len(sp.s_Ethernet.s) == 0 {
+		t.Fatal("no message kept in the spares after 3000 alternating flows")
+	}
+}
+
+// TestSparesReuse: a nested message that one storage's flow lacks is
+// kept, reset, and handed to the next storage that needs one.
+func TestSparesReuse(t *testing.T) {
+	with := &flowpb.Flow{L7: &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{Method: "GET"}}}}
+	without := &flowpb.Flow{Verdict: flowpb.Verdict_FORWARDED}
+	msg := func(f *flowpb.Flow) string {
+		b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	var sp Spares
+	a, b := new(flowpb.Flow), new(flowpb.Flow)
+	if _, err := sp.UnmarshalGetFlowsResponse(msg(with), a); err != nil {
+		t.Fatal(err)
+	}
+	l7 := a.L7
+	if _, err := sp.UnmarshalGetFlowsResponse(msg(without), a); err != nil {
+		t.Fatal(err)
+	}
+	if a.L7 != nil || len(sp.s_Layer7.s) != 1 || sp.s_Layer7.s[0] != l7 {
+		t.Fatalf("the Layer7 a no longer has was not kept: a.L7 %v, spares %v", a.L7, sp.s_Layer7.s)
+	}
+	if l7.Type != 0 || l7.GetHttp() != nil {
+		t.Fatalf("kept Layer7 not reset: %v", l7)
+	}
+	if _, err := sp.UnmarshalGetFlowsResponse(msg(with), b); err != nil {
+		t.Fatal(err)
+	}
+	if b.L7 != l7 || len(sp.s_Layer7.s) != 0 || !proto.Equal(b, with) {
+		t.Fatalf("b did not take the kept Layer7: %p, want %p; %v", b.L7, l7, b)
+	}
+}
+
 // TestUnmarshalEdgeCases: inputs where the fast path must agree with
 // protobuf-go on something other than a well-formed flow.
 func TestUnmarshalEdgeCases(t *testing.T) {
@@ -223,7 +327,7 @@ func TestDecodeErrorPosition(t *testing.T) {
 
 // FuzzUnmarshalGetFlowsResponse: the decoder never panics, and accepts
 // exactly what proto.Unmarshal accepts, with the same result, while
-// reusing one Flow's storage across inputs. Seeds: f.Add below and
+// reusing two Flows' storage and one Spares across inputs. Seeds: f.Add below and
 // testdata/fuzz/FuzzUnmarshalGetFlowsResponse.
 func FuzzUnmarshalGetFlowsResponse(f *testing.F) {
 	for seed := range uint64(8) {
@@ -235,9 +339,14 @@ func FuzzUnmarshalGetFlowsResponse(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	storage := new(flowpb.Flow)
+	// Two storages in turn and one Spares: what one input's decode keeps,
+	// a later one's may take.
+	storages := [2]*flowpb.Flow{new(flowpb.Flow), new(flowpb.Flow)}
+	var sp Spares
+	n := 0
 	f.Fuzz(func(t *testing.T, b []byte) {
-		compareResponse(t, b, storage)
+		n++
+		compareSpared(t, b, storages[n%2], &sp)
 	})
 }
 

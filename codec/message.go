@@ -36,6 +36,7 @@ var ErrContentType = errors.New("unknown content type")
 // message, as export JSON (application/json) or binary protobuf
 // (application/x-protobuf). A Decoder is used by one goroutine at a time.
 type Decoder struct {
+	spares  Spares
 	json    observer.ExportEvent
 	jsonFl  observer.ExportEvent_Flow
 	lenient protojson.UnmarshalOptions
@@ -131,7 +132,7 @@ func (d *Decoder) decodeJSON(data []byte, ev *pipeline.Event) (Kind, error) {
 }
 
 func (d *Decoder) decodeProtobuf(msg string, ev *pipeline.Event) (Kind, error) {
-	r, err := UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
+	r, err := d.spares.UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
 	if err != nil {
 		return KindOther, fmt.Errorf("protobuf: %w", err)
 	}

@@ -22,6 +22,35 @@ var (
 	_ = flowpb.Flow{}
 )
 
+// Spares keeps the nested messages that decoding took out of a flow's
+// storage, a flow before in that storage having had a field this one has
+// not, for a later flow that has it, so that storage which alternates
+// between kinds of flows allocates nothing. Each is reset when it is
+// kept (it keeps no string of an earlier message alive). A Spares is used
+// by one goroutine at a time; its zero value is ready to use.
+type Spares struct {
+	s_google_protobuf_Timestamp  spareList[timestamppb.Timestamp]
+	s_Emitter                    spareList[flowpb.Emitter]
+	s_Ethernet                   spareList[flowpb.Ethernet]
+	s_IP                         spareList[flowpb.IP]
+	s_Layer4                     spareList[flowpb.Layer4]
+	s_Tunnel                     spareList[flowpb.Tunnel]
+	s_Endpoint                   spareList[flowpb.Endpoint]
+	s_Layer7                     spareList[flowpb.Layer7]
+	s_CiliumEventType            spareList[flowpb.CiliumEventType]
+	s_Service                    spareList[flowpb.Service]
+	s_FileInfo                   spareList[flowpb.FileInfo]
+	s_IPTraceID                  spareList[flowpb.IPTraceID]
+	s_google_protobuf_BoolValue  spareList[wrapperspb.BoolValue]
+	s_NetworkInterface           spareList[flowpb.NetworkInterface]
+	s_TraceContext               spareList[flowpb.TraceContext]
+	s_google_protobuf_Any        spareList[anypb.Any]
+	s_Aggregate                  spareList[flowpb.Aggregate]
+	s_TCPFlags                   spareList[flowpb.TCPFlags]
+	s_TraceParent                spareList[flowpb.TraceParent]
+	s_google_protobuf_Int32Value spareList[wrapperspb.Int32Value]
+}
+
 // decodeFlow decodes a flow.Flow from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
@@ -92,7 +121,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldTime
 			if x == nil {
-				x = new(timestamppb.Timestamp)
+				if d.sp != nil {
+					x = d.sp.s_google_protobuf_Timestamp.get()
+				} else {
+					x = new(timestamppb.Timestamp)
+				}
 			}
 			m.Time = x
 			if err := d.decodegoogle_protobuf_Timestamp(x, p, p+l); err != nil {
@@ -134,7 +167,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldEmitter
 			if x == nil {
-				x = new(flowpb.Emitter)
+				if d.sp != nil {
+					x = d.sp.s_Emitter.get()
+				} else {
+					x = new(flowpb.Emitter)
+				}
 			}
 			m.Emitter = x
 			if err := d.decodeEmitter(x, p, p+l); err != nil {
@@ -200,7 +237,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldEthernet
 			if x == nil {
-				x = new(flowpb.Ethernet)
+				if d.sp != nil {
+					x = d.sp.s_Ethernet.get()
+				} else {
+					x = new(flowpb.Ethernet)
+				}
 			}
 			m.Ethernet = x
 			if err := d.decodeEthernet(x, p, p+l); err != nil {
@@ -224,7 +265,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldIP
 			if x == nil {
-				x = new(flowpb.IP)
+				if d.sp != nil {
+					x = d.sp.s_IP.get()
+				} else {
+					x = new(flowpb.IP)
+				}
 			}
 			m.IP = x
 			if err := d.decodeIP(x, p, p+l); err != nil {
@@ -248,7 +293,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldL4
 			if x == nil {
-				x = new(flowpb.Layer4)
+				if d.sp != nil {
+					x = d.sp.s_Layer4.get()
+				} else {
+					x = new(flowpb.Layer4)
+				}
 			}
 			m.L4 = x
 			if err := d.decodeLayer4(x, p, p+l); err != nil {
@@ -272,7 +321,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldTunnel
 			if x == nil {
-				x = new(flowpb.Tunnel)
+				if d.sp != nil {
+					x = d.sp.s_Tunnel.get()
+				} else {
+					x = new(flowpb.Tunnel)
+				}
 			}
 			m.Tunnel = x
 			if err := d.decodeTunnel(x, p, p+l); err != nil {
@@ -296,7 +349,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldSource
 			if x == nil {
-				x = new(flowpb.Endpoint)
+				if d.sp != nil {
+					x = d.sp.s_Endpoint.get()
+				} else {
+					x = new(flowpb.Endpoint)
+				}
 			}
 			m.Source = x
 			if err := d.decodeEndpoint(x, p, p+l); err != nil {
@@ -320,7 +377,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldDestination
 			if x == nil {
-				x = new(flowpb.Endpoint)
+				if d.sp != nil {
+					x = d.sp.s_Endpoint.get()
+				} else {
+					x = new(flowpb.Endpoint)
+				}
 			}
 			m.Destination = x
 			if err := d.decodeEndpoint(x, p, p+l); err != nil {
@@ -430,7 +491,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldL7
 			if x == nil {
-				x = new(flowpb.Layer7)
+				if d.sp != nil {
+					x = d.sp.s_Layer7.get()
+				} else {
+					x = new(flowpb.Layer7)
+				}
 			}
 			m.L7 = x
 			if err := d.decodeLayer7(x, p, p+l); err != nil {
@@ -468,7 +533,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldEventType
 			if x == nil {
-				x = new(flowpb.CiliumEventType)
+				if d.sp != nil {
+					x = d.sp.s_CiliumEventType.get()
+				} else {
+					x = new(flowpb.CiliumEventType)
+				}
 			}
 			m.EventType = x
 			if err := d.decodeCiliumEventType(x, p, p+l); err != nil {
@@ -492,7 +561,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldSourceService
 			if x == nil {
-				x = new(flowpb.Service)
+				if d.sp != nil {
+					x = d.sp.s_Service.get()
+				} else {
+					x = new(flowpb.Service)
+				}
 			}
 			m.SourceService = x
 			if err := d.decodeService(x, p, p+l); err != nil {
@@ -516,7 +589,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldDestinationService
 			if x == nil {
-				x = new(flowpb.Service)
+				if d.sp != nil {
+					x = d.sp.s_Service.get()
+				} else {
+					x = new(flowpb.Service)
+				}
 			}
 			m.DestinationService = x
 			if err := d.decodeService(x, p, p+l); err != nil {
@@ -596,7 +673,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldFile
 			if x == nil {
-				x = new(flowpb.FileInfo)
+				if d.sp != nil {
+					x = d.sp.s_FileInfo.get()
+				} else {
+					x = new(flowpb.FileInfo)
+				}
 			}
 			m.File = x
 			if err := d.decodeFileInfo(x, p, p+l); err != nil {
@@ -620,7 +701,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldIpTraceId
 			if x == nil {
-				x = new(flowpb.IPTraceID)
+				if d.sp != nil {
+					x = d.sp.s_IPTraceID.get()
+				} else {
+					x = new(flowpb.IPTraceID)
+				}
 			}
 			m.IpTraceId = x
 			if err := d.decodeIPTraceID(x, p, p+l); err != nil {
@@ -658,7 +743,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldIsReply
 			if x == nil {
-				x = new(wrapperspb.BoolValue)
+				if d.sp != nil {
+					x = d.sp.s_google_protobuf_BoolValue.get()
+				} else {
+					x = new(wrapperspb.BoolValue)
+				}
 			}
 			m.IsReply = x
 			if err := d.decodegoogle_protobuf_BoolValue(x, p, p+l); err != nil {
@@ -696,7 +785,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldInterface
 			if x == nil {
-				x = new(flowpb.NetworkInterface)
+				if d.sp != nil {
+					x = d.sp.s_NetworkInterface.get()
+				} else {
+					x = new(flowpb.NetworkInterface)
+				}
 			}
 			m.Interface = x
 			if err := d.decodeNetworkInterface(x, p, p+l); err != nil {
@@ -734,7 +827,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldTraceContext
 			if x == nil {
-				x = new(flowpb.TraceContext)
+				if d.sp != nil {
+					x = d.sp.s_TraceContext.get()
+				} else {
+					x = new(flowpb.TraceContext)
+				}
 			}
 			m.TraceContext = x
 			if err := d.decodeTraceContext(x, p, p+l); err != nil {
@@ -818,7 +915,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldExtensions
 			if x == nil {
-				x = new(anypb.Any)
+				if d.sp != nil {
+					x = d.sp.s_google_protobuf_Any.get()
+				} else {
+					x = new(anypb.Any)
+				}
 			}
 			m.Extensions = x
 			if err := d.decodegoogle_protobuf_Any(x, p, p+l); err != nil {
@@ -968,7 +1069,11 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			}
 			x := oldAggregate
 			if x == nil {
-				x = new(flowpb.Aggregate)
+				if d.sp != nil {
+					x = d.sp.s_Aggregate.get()
+				} else {
+					x = new(flowpb.Aggregate)
+				}
 			}
 			m.Aggregate = x
 			if err := d.decodeAggregate(x, p, p+l); err != nil {
@@ -984,6 +1089,84 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownFlow))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldTime != nil && m.Time == nil {
+			*oldTime = timestamppb.Timestamp{}
+			d.sp.s_google_protobuf_Timestamp.put(oldTime)
+		}
+		if oldEmitter != nil && m.Emitter == nil {
+			*oldEmitter = flowpb.Emitter{}
+			d.sp.s_Emitter.put(oldEmitter)
+		}
+		if oldEthernet != nil && m.Ethernet == nil {
+			*oldEthernet = flowpb.Ethernet{}
+			d.sp.s_Ethernet.put(oldEthernet)
+		}
+		if oldIP != nil && m.IP == nil {
+			*oldIP = flowpb.IP{}
+			d.sp.s_IP.put(oldIP)
+		}
+		if oldL4 != nil && m.L4 == nil {
+			*oldL4 = flowpb.Layer4{}
+			d.sp.s_Layer4.put(oldL4)
+		}
+		if oldTunnel != nil && m.Tunnel == nil {
+			*oldTunnel = flowpb.Tunnel{}
+			d.sp.s_Tunnel.put(oldTunnel)
+		}
+		if oldSource != nil && m.Source == nil {
+			*oldSource = flowpb.Endpoint{}
+			d.sp.s_Endpoint.put(oldSource)
+		}
+		if oldDestination != nil && m.Destination == nil {
+			*oldDestination = flowpb.Endpoint{}
+			d.sp.s_Endpoint.put(oldDestination)
+		}
+		if oldL7 != nil && m.L7 == nil {
+			*oldL7 = flowpb.Layer7{}
+			d.sp.s_Layer7.put(oldL7)
+		}
+		if oldEventType != nil && m.EventType == nil {
+			*oldEventType = flowpb.CiliumEventType{}
+			d.sp.s_CiliumEventType.put(oldEventType)
+		}
+		if oldSourceService != nil && m.SourceService == nil {
+			*oldSourceService = flowpb.Service{}
+			d.sp.s_Service.put(oldSourceService)
+		}
+		if oldDestinationService != nil && m.DestinationService == nil {
+			*oldDestinationService = flowpb.Service{}
+			d.sp.s_Service.put(oldDestinationService)
+		}
+		if oldFile != nil && m.File == nil {
+			*oldFile = flowpb.FileInfo{}
+			d.sp.s_FileInfo.put(oldFile)
+		}
+		if oldIpTraceId != nil && m.IpTraceId == nil {
+			*oldIpTraceId = flowpb.IPTraceID{}
+			d.sp.s_IPTraceID.put(oldIpTraceId)
+		}
+		if oldIsReply != nil && m.IsReply == nil {
+			*oldIsReply = wrapperspb.BoolValue{}
+			d.sp.s_google_protobuf_BoolValue.put(oldIsReply)
+		}
+		if oldInterface != nil && m.Interface == nil {
+			*oldInterface = flowpb.NetworkInterface{}
+			d.sp.s_NetworkInterface.put(oldInterface)
+		}
+		if oldTraceContext != nil && m.TraceContext == nil {
+			*oldTraceContext = flowpb.TraceContext{}
+			d.sp.s_TraceContext.put(oldTraceContext)
+		}
+		if oldExtensions != nil && m.Extensions == nil {
+			*oldExtensions = anypb.Any{}
+			d.sp.s_google_protobuf_Any.put(oldExtensions)
+		}
+		if oldAggregate != nil && m.Aggregate == nil {
+			*oldAggregate = flowpb.Aggregate{}
+			d.sp.s_Aggregate.put(oldAggregate)
+		}
 	}
 	for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
 		if x != nil {
@@ -1520,7 +1703,11 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 			}
 			x := oldFlags
 			if x == nil {
-				x = new(flowpb.TCPFlags)
+				if d.sp != nil {
+					x = d.sp.s_TCPFlags.get()
+				} else {
+					x = new(flowpb.TCPFlags)
+				}
 			}
 			m.Flags = x
 			if err := d.decodeTCPFlags(x, p, p+l); err != nil {
@@ -1536,6 +1723,12 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownTCP))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldFlags != nil && m.Flags == nil {
+			*oldFlags = flowpb.TCPFlags{}
+			d.sp.s_TCPFlags.put(oldFlags)
+		}
 	}
 	return nil
 }
@@ -2102,7 +2295,11 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			}
 			x := oldIP
 			if x == nil {
-				x = new(flowpb.IP)
+				if d.sp != nil {
+					x = d.sp.s_IP.get()
+				} else {
+					x = new(flowpb.IP)
+				}
 			}
 			m.IP = x
 			if err := d.decodeIP(x, p, p+l); err != nil {
@@ -2126,7 +2323,11 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			}
 			x := oldL4
 			if x == nil {
-				x = new(flowpb.Layer4)
+				if d.sp != nil {
+					x = d.sp.s_Layer4.get()
+				} else {
+					x = new(flowpb.Layer4)
+				}
 			}
 			m.L4 = x
 			if err := d.decodeLayer4(x, p, p+l); err != nil {
@@ -2156,6 +2357,16 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownTunnel))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldIP != nil && m.IP == nil {
+			*oldIP = flowpb.IP{}
+			d.sp.s_IP.put(oldIP)
+		}
+		if oldL4 != nil && m.L4 == nil {
+			*oldL4 = flowpb.Layer4{}
+			d.sp.s_Layer4.put(oldL4)
+		}
 	}
 	return nil
 }
@@ -3319,7 +3530,11 @@ func (d *pbDecoder) decodeTraceContext(m *flowpb.TraceContext, i, end int) error
 			}
 			x := oldParent
 			if x == nil {
-				x = new(flowpb.TraceParent)
+				if d.sp != nil {
+					x = d.sp.s_TraceParent.get()
+				} else {
+					x = new(flowpb.TraceParent)
+				}
 			}
 			m.Parent = x
 			if err := d.decodeTraceParent(x, p, p+l); err != nil {
@@ -3335,6 +3550,12 @@ func (d *pbDecoder) decodeTraceContext(m *flowpb.TraceContext, i, end int) error
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownTraceContext))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldParent != nil && m.Parent == nil {
+			*oldParent = flowpb.TraceParent{}
+			d.sp.s_TraceParent.put(oldParent)
+		}
 	}
 	return nil
 }
@@ -3631,7 +3852,11 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			}
 			x := oldCpu
 			if x == nil {
-				x = new(wrapperspb.Int32Value)
+				if d.sp != nil {
+					x = d.sp.s_google_protobuf_Int32Value.get()
+				} else {
+					x = new(wrapperspb.Int32Value)
+				}
 			}
 			m.Cpu = x
 			if err := d.decodegoogle_protobuf_Int32Value(x, p, p+l); err != nil {
@@ -3655,7 +3880,11 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			}
 			x := oldFirst
 			if x == nil {
-				x = new(timestamppb.Timestamp)
+				if d.sp != nil {
+					x = d.sp.s_google_protobuf_Timestamp.get()
+				} else {
+					x = new(timestamppb.Timestamp)
+				}
 			}
 			m.First = x
 			if err := d.decodegoogle_protobuf_Timestamp(x, p, p+l); err != nil {
@@ -3679,7 +3908,11 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			}
 			x := oldLast
 			if x == nil {
-				x = new(timestamppb.Timestamp)
+				if d.sp != nil {
+					x = d.sp.s_google_protobuf_Timestamp.get()
+				} else {
+					x = new(timestamppb.Timestamp)
+				}
 			}
 			m.Last = x
 			if err := d.decodegoogle_protobuf_Timestamp(x, p, p+l); err != nil {
@@ -3695,6 +3928,20 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownLostEvent))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldCpu != nil && m.Cpu == nil {
+			*oldCpu = wrapperspb.Int32Value{}
+			d.sp.s_google_protobuf_Int32Value.put(oldCpu)
+		}
+		if oldFirst != nil && m.First == nil {
+			*oldFirst = timestamppb.Timestamp{}
+			d.sp.s_google_protobuf_Timestamp.put(oldFirst)
+		}
+		if oldLast != nil && m.Last == nil {
+			*oldLast = timestamppb.Timestamp{}
+			d.sp.s_google_protobuf_Timestamp.put(oldLast)
+		}
 	}
 	return nil
 }

@@ -140,9 +140,10 @@ type Source struct {
 	// its own), copied: the emitted messages belong to the pipeline, which
 	// reuses their storage.
 	lastTime  time.Time
-	emitted   bool      // a flow with a time was emitted
-	maxTime   time.Time // latest flow time emitted
-	recent    []uuidKey // uuids of the last flows emitted, a ring
+	emitted   bool         // a flow with a time was emitted
+	maxTime   time.Time    // latest flow time emitted
+	spares    codec.Spares // the decoder's, used by stream's goroutine
+	recent    []uuidKey    // uuids of the last flows emitted, a ring
 	recentPos int
 	seam      *seam // set while a resumed stream passes the old one's end
 
@@ -521,7 +522,7 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 // handle decodes one response (its bytes, msg) into b, or reports it.
 func (s *Source) handle(msg string, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
 	ev := b.Next()
-	d, err := codec.UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
+	d, err := s.spares.UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
 	if err != nil {
 		b.Truncate(b.Len() - 1)
 		s.m.decodeErrors.Inc()

@@ -47,9 +47,47 @@ func (g *gen) pbDecode() {
 		(&wrapperspb.Int32Value{}).ProtoReflect().Descriptor(),
 		(&wrapperspb.UInt32Value{}).ProtoReflect().Descriptor(),
 		(&anypb.Any{}).ProtoReflect().Descriptor())
+	g.pbSpares(all)
 	for _, md := range all {
 		g.pbDecodeMessage(structInfo(md))
 	}
+}
+
+// spareField is the field of Spares that keeps messages like md.
+func spareField(md protoreflect.MessageDescriptor) string {
+	return "s_" + ident(md.FullName())
+}
+
+// pbSpares writes Spares: a stack per message type that occurs as a
+// singular message field (not a list, not in a oneof).
+func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
+	seen := map[protoreflect.FullName]bool{}
+	var types []protoreflect.MessageDescriptor
+	for _, md := range all {
+		fields := md.Fields()
+		for j := 0; j < fields.Len(); j++ {
+			fd := fields.Get(j)
+			if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() || fd.ContainingOneof() != nil {
+				continue
+			}
+			if m := fd.Message(); !seen[m.FullName()] {
+				seen[m.FullName()] = true
+				types = append(types, m)
+			}
+		}
+	}
+	g.p("")
+	g.p("// Spares keeps the nested messages that decoding took out of a flow's")
+	g.p("// storage, a flow before in that storage having had a field this one has")
+	g.p("// not, for a later flow that has it, so that storage which alternates")
+	g.p("// between kinds of flows allocates nothing. Each is reset when it is")
+	g.p("// kept (it keeps no string of an earlier message alive). A Spares is used")
+	g.p("// by one goroutine at a time; its zero value is ready to use.")
+	g.p("type Spares struct {")
+	for _, m := range types {
+		g.p("	%s spareList[%s]", spareField(m), goType(msgGoType(m)))
+	}
+	g.p("}")
 }
 
 func (g *gen) pbDecodeMessage(in *info) {
@@ -109,9 +147,35 @@ func (g *gen) pbDecodeMessage(in *info) {
 	g.p("\t\tu := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknown%s))", id)
 	g.p("\t\t*u = append(*u, d.b[start:i]...)")
 	g.p("\t}")
+	g.keepSpares(in)
 	g.resetUnused(in, "\t")
 	g.p("\treturn nil")
 	g.p("}")
+}
+
+// keepSpares writes the statements that keep, in the decoder's Spares,
+// the nested messages of m's storage that the message decoded lacks.
+func (g *gen) keepSpares(in *info) {
+	fields := in.md.Fields()
+	var fs []protoreflect.FieldDescriptor
+	for j := 0; j < fields.Len(); j++ {
+		fd := fields.Get(j)
+		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() && fd.ContainingOneof() == nil {
+			fs = append(fs, fd)
+		}
+	}
+	if len(fs) == 0 {
+		return
+	}
+	g.p("\tif d.sp != nil {")
+	for _, fd := range fs {
+		f := in.field[fd.Number()]
+		g.p("\t\tif old%s != nil && m.%s == nil {", f, f)
+		g.p("\t\t\t*old%s = %s{}", f, goType(msgGoType(fd.Message())))
+		g.p("\t\t\td.sp.%s.put(old%s)", spareField(fd.Message()), f)
+		g.p("\t\t}")
+	}
+	g.p("\t}")
 }
 
 // length reads a field's length prefix into p (the content's start) and l,
@@ -217,7 +281,11 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 			g.p("\t\t\t}")
 			g.p("\t\t\tx := old%s", in.field[fd.Number()])
 			g.p("\t\t\tif x == nil {")
-			g.p("\t\t\t\tx = new(%s)", gt)
+			g.p("\t\t\t\tif d.sp != nil {")
+			g.p("\t\t\t\t\tx = d.sp.%s.get()", spareField(fd.Message()))
+			g.p("\t\t\t\t} else {")
+			g.p("\t\t\t\t\tx = new(%s)", gt)
+			g.p("\t\t\t\t}")
 			g.p("\t\t\t}")
 			g.p("\t\t\t%s = x", f)
 		}
