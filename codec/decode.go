@@ -49,33 +49,12 @@ type pbDecoder struct {
 	sp *Spares
 }
 
-// spareList is a stack of reset messages of one type (see Spares). A
-// message is in one flow's storage or in a spareList, never in both: the
-// decoder keeps a message only once the storage it came from no longer
-// references it, and get takes it off the stack before a storage gets it.
-type spareList[T any] struct{ s []*T }
-
-// maxSpares bounds each stack: a stream whose flows lose a field for good
-// keeps no more than that many of its messages.
+// maxSpares bounds each of Spares' lists: a stream whose flows lose a
+// field for good keeps no more than that many of its messages. A message
+// is in one flow's storage or in a list, never in both: the decoder keeps
+// a message only once the storage it came from no longer references it,
+// and a list's Get takes it off before a storage gets it.
 const maxSpares = 64
-
-// get returns a kept message, or a new one.
-func (l *spareList[T]) get() *T {
-	if n := len(l.s); n > 0 {
-		x := l.s[n-1]
-		l.s[n-1] = nil
-		l.s = l.s[:n-1]
-		return x
-	}
-	return new(T)
-}
-
-// put keeps x, which its caller has reset and no longer references.
-func (l *spareList[T]) put(x *T) {
-	if len(l.s) < maxSpares {
-		l.s = append(l.s, x)
-	}
-}
 
 func newPbDecoder(s string) pbDecoder {
 	return pbDecoder{s: s, b: unsafe.Slice(unsafe.StringData(s), len(s))}

@@ -199,7 +199,7 @@ func TestUnmarshalSpares(t *testing.T) {
 		}
 		walk(storages[k].ProtoReflect())
 	}
-	if len(sp.s_Layer7.s)+len(sp.s_Service.s)+len(sp.s_Ethernet.s) == 0 {
+	if sp.s_Layer7.Len()+sp.s_Service.Len()+sp.s_Ethernet.Len() == 0 {
 		t.Fatal("no message kept in the spares after 3000 alternating flows")
 	}
 }
@@ -225,8 +225,8 @@ func TestSparesReuse(t *testing.T) {
 	if _, err := sp.UnmarshalGetFlowsResponse(msg(without), a); err != nil {
 		t.Fatal(err)
 	}
-	if a.L7 != nil || len(sp.s_Layer7.s) != 1 || sp.s_Layer7.s[0] != l7 {
-		t.Fatalf("the Layer7 a no longer has was not kept: a.L7 %v, spares %v", a.L7, sp.s_Layer7.s)
+	if a.L7 != nil || sp.s_Layer7.Len() != 1 {
+		t.Fatalf("the Layer7 a no longer has was not kept: a.L7 %v, %d kept", a.L7, sp.s_Layer7.Len())
 	}
 	if l7.Type != 0 || l7.GetHttp() != nil {
 		t.Fatalf("kept Layer7 not reset: %v", l7)
@@ -234,7 +234,7 @@ func TestSparesReuse(t *testing.T) {
 	if _, err := sp.UnmarshalGetFlowsResponse(msg(with), b); err != nil {
 		t.Fatal(err)
 	}
-	if b.L7 != l7 || len(sp.s_Layer7.s) != 0 || !proto.Equal(b, with) {
+	if b.L7 != l7 || sp.s_Layer7.Len() != 0 || !proto.Equal(b, with) {
 		t.Fatalf("b did not take the kept Layer7: %p, want %p; %v", b.L7, l7, b)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/freelist"
 )
 
 var (
@@ -29,26 +30,26 @@ var (
 // kept (it keeps no string of an earlier message alive). A Spares is used
 // by one goroutine at a time; its zero value is ready to use.
 type Spares struct {
-	s_google_protobuf_Timestamp  spareList[timestamppb.Timestamp]
-	s_Emitter                    spareList[flowpb.Emitter]
-	s_Ethernet                   spareList[flowpb.Ethernet]
-	s_IP                         spareList[flowpb.IP]
-	s_Layer4                     spareList[flowpb.Layer4]
-	s_Tunnel                     spareList[flowpb.Tunnel]
-	s_Endpoint                   spareList[flowpb.Endpoint]
-	s_Layer7                     spareList[flowpb.Layer7]
-	s_CiliumEventType            spareList[flowpb.CiliumEventType]
-	s_Service                    spareList[flowpb.Service]
-	s_FileInfo                   spareList[flowpb.FileInfo]
-	s_IPTraceID                  spareList[flowpb.IPTraceID]
-	s_google_protobuf_BoolValue  spareList[wrapperspb.BoolValue]
-	s_NetworkInterface           spareList[flowpb.NetworkInterface]
-	s_TraceContext               spareList[flowpb.TraceContext]
-	s_google_protobuf_Any        spareList[anypb.Any]
-	s_Aggregate                  spareList[flowpb.Aggregate]
-	s_TCPFlags                   spareList[flowpb.TCPFlags]
-	s_TraceParent                spareList[flowpb.TraceParent]
-	s_google_protobuf_Int32Value spareList[wrapperspb.Int32Value]
+	s_google_protobuf_Timestamp  freelist.List[timestamppb.Timestamp]
+	s_Emitter                    freelist.List[flowpb.Emitter]
+	s_Ethernet                   freelist.List[flowpb.Ethernet]
+	s_IP                         freelist.List[flowpb.IP]
+	s_Layer4                     freelist.List[flowpb.Layer4]
+	s_Tunnel                     freelist.List[flowpb.Tunnel]
+	s_Endpoint                   freelist.List[flowpb.Endpoint]
+	s_Layer7                     freelist.List[flowpb.Layer7]
+	s_CiliumEventType            freelist.List[flowpb.CiliumEventType]
+	s_Service                    freelist.List[flowpb.Service]
+	s_FileInfo                   freelist.List[flowpb.FileInfo]
+	s_IPTraceID                  freelist.List[flowpb.IPTraceID]
+	s_google_protobuf_BoolValue  freelist.List[wrapperspb.BoolValue]
+	s_NetworkInterface           freelist.List[flowpb.NetworkInterface]
+	s_TraceContext               freelist.List[flowpb.TraceContext]
+	s_google_protobuf_Any        freelist.List[anypb.Any]
+	s_Aggregate                  freelist.List[flowpb.Aggregate]
+	s_TCPFlags                   freelist.List[flowpb.TCPFlags]
+	s_TraceParent                freelist.List[flowpb.TraceParent]
+	s_google_protobuf_Int32Value freelist.List[wrapperspb.Int32Value]
 }
 
 // decodeFlow decodes a flow.Flow from d.b[i:end] into m with Reset semantics,
@@ -122,7 +123,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldTime
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_google_protobuf_Timestamp.get()
+					x = d.sp.s_google_protobuf_Timestamp.Get()
 				} else {
 					x = new(timestamppb.Timestamp)
 				}
@@ -168,7 +169,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldEmitter
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Emitter.get()
+					x = d.sp.s_Emitter.Get()
 				} else {
 					x = new(flowpb.Emitter)
 				}
@@ -238,7 +239,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldEthernet
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Ethernet.get()
+					x = d.sp.s_Ethernet.Get()
 				} else {
 					x = new(flowpb.Ethernet)
 				}
@@ -266,7 +267,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldIP
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_IP.get()
+					x = d.sp.s_IP.Get()
 				} else {
 					x = new(flowpb.IP)
 				}
@@ -294,7 +295,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldL4
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Layer4.get()
+					x = d.sp.s_Layer4.Get()
 				} else {
 					x = new(flowpb.Layer4)
 				}
@@ -322,7 +323,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldTunnel
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Tunnel.get()
+					x = d.sp.s_Tunnel.Get()
 				} else {
 					x = new(flowpb.Tunnel)
 				}
@@ -350,7 +351,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldSource
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Endpoint.get()
+					x = d.sp.s_Endpoint.Get()
 				} else {
 					x = new(flowpb.Endpoint)
 				}
@@ -378,7 +379,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldDestination
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Endpoint.get()
+					x = d.sp.s_Endpoint.Get()
 				} else {
 					x = new(flowpb.Endpoint)
 				}
@@ -492,7 +493,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldL7
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Layer7.get()
+					x = d.sp.s_Layer7.Get()
 				} else {
 					x = new(flowpb.Layer7)
 				}
@@ -534,7 +535,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldEventType
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_CiliumEventType.get()
+					x = d.sp.s_CiliumEventType.Get()
 				} else {
 					x = new(flowpb.CiliumEventType)
 				}
@@ -562,7 +563,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldSourceService
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Service.get()
+					x = d.sp.s_Service.Get()
 				} else {
 					x = new(flowpb.Service)
 				}
@@ -590,7 +591,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldDestinationService
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Service.get()
+					x = d.sp.s_Service.Get()
 				} else {
 					x = new(flowpb.Service)
 				}
@@ -674,7 +675,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldFile
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_FileInfo.get()
+					x = d.sp.s_FileInfo.Get()
 				} else {
 					x = new(flowpb.FileInfo)
 				}
@@ -702,7 +703,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldIpTraceId
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_IPTraceID.get()
+					x = d.sp.s_IPTraceID.Get()
 				} else {
 					x = new(flowpb.IPTraceID)
 				}
@@ -744,7 +745,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldIsReply
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_google_protobuf_BoolValue.get()
+					x = d.sp.s_google_protobuf_BoolValue.Get()
 				} else {
 					x = new(wrapperspb.BoolValue)
 				}
@@ -786,7 +787,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldInterface
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_NetworkInterface.get()
+					x = d.sp.s_NetworkInterface.Get()
 				} else {
 					x = new(flowpb.NetworkInterface)
 				}
@@ -828,7 +829,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldTraceContext
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_TraceContext.get()
+					x = d.sp.s_TraceContext.Get()
 				} else {
 					x = new(flowpb.TraceContext)
 				}
@@ -916,7 +917,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldExtensions
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_google_protobuf_Any.get()
+					x = d.sp.s_google_protobuf_Any.Get()
 				} else {
 					x = new(anypb.Any)
 				}
@@ -1070,7 +1071,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			x := oldAggregate
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Aggregate.get()
+					x = d.sp.s_Aggregate.Get()
 				} else {
 					x = new(flowpb.Aggregate)
 				}
@@ -1093,79 +1094,79 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	if d.sp != nil {
 		if oldTime != nil && m.Time == nil {
 			*oldTime = timestamppb.Timestamp{}
-			d.sp.s_google_protobuf_Timestamp.put(oldTime)
+			d.sp.s_google_protobuf_Timestamp.Put(oldTime, maxSpares)
 		}
 		if oldEmitter != nil && m.Emitter == nil {
 			*oldEmitter = flowpb.Emitter{}
-			d.sp.s_Emitter.put(oldEmitter)
+			d.sp.s_Emitter.Put(oldEmitter, maxSpares)
 		}
 		if oldEthernet != nil && m.Ethernet == nil {
 			*oldEthernet = flowpb.Ethernet{}
-			d.sp.s_Ethernet.put(oldEthernet)
+			d.sp.s_Ethernet.Put(oldEthernet, maxSpares)
 		}
 		if oldIP != nil && m.IP == nil {
 			*oldIP = flowpb.IP{}
-			d.sp.s_IP.put(oldIP)
+			d.sp.s_IP.Put(oldIP, maxSpares)
 		}
 		if oldL4 != nil && m.L4 == nil {
 			*oldL4 = flowpb.Layer4{}
-			d.sp.s_Layer4.put(oldL4)
+			d.sp.s_Layer4.Put(oldL4, maxSpares)
 		}
 		if oldTunnel != nil && m.Tunnel == nil {
 			*oldTunnel = flowpb.Tunnel{}
-			d.sp.s_Tunnel.put(oldTunnel)
+			d.sp.s_Tunnel.Put(oldTunnel, maxSpares)
 		}
 		if oldSource != nil && m.Source == nil {
 			*oldSource = flowpb.Endpoint{}
-			d.sp.s_Endpoint.put(oldSource)
+			d.sp.s_Endpoint.Put(oldSource, maxSpares)
 		}
 		if oldDestination != nil && m.Destination == nil {
 			*oldDestination = flowpb.Endpoint{}
-			d.sp.s_Endpoint.put(oldDestination)
+			d.sp.s_Endpoint.Put(oldDestination, maxSpares)
 		}
 		if oldL7 != nil && m.L7 == nil {
 			*oldL7 = flowpb.Layer7{}
-			d.sp.s_Layer7.put(oldL7)
+			d.sp.s_Layer7.Put(oldL7, maxSpares)
 		}
 		if oldEventType != nil && m.EventType == nil {
 			*oldEventType = flowpb.CiliumEventType{}
-			d.sp.s_CiliumEventType.put(oldEventType)
+			d.sp.s_CiliumEventType.Put(oldEventType, maxSpares)
 		}
 		if oldSourceService != nil && m.SourceService == nil {
 			*oldSourceService = flowpb.Service{}
-			d.sp.s_Service.put(oldSourceService)
+			d.sp.s_Service.Put(oldSourceService, maxSpares)
 		}
 		if oldDestinationService != nil && m.DestinationService == nil {
 			*oldDestinationService = flowpb.Service{}
-			d.sp.s_Service.put(oldDestinationService)
+			d.sp.s_Service.Put(oldDestinationService, maxSpares)
 		}
 		if oldFile != nil && m.File == nil {
 			*oldFile = flowpb.FileInfo{}
-			d.sp.s_FileInfo.put(oldFile)
+			d.sp.s_FileInfo.Put(oldFile, maxSpares)
 		}
 		if oldIpTraceId != nil && m.IpTraceId == nil {
 			*oldIpTraceId = flowpb.IPTraceID{}
-			d.sp.s_IPTraceID.put(oldIpTraceId)
+			d.sp.s_IPTraceID.Put(oldIpTraceId, maxSpares)
 		}
 		if oldIsReply != nil && m.IsReply == nil {
 			*oldIsReply = wrapperspb.BoolValue{}
-			d.sp.s_google_protobuf_BoolValue.put(oldIsReply)
+			d.sp.s_google_protobuf_BoolValue.Put(oldIsReply, maxSpares)
 		}
 		if oldInterface != nil && m.Interface == nil {
 			*oldInterface = flowpb.NetworkInterface{}
-			d.sp.s_NetworkInterface.put(oldInterface)
+			d.sp.s_NetworkInterface.Put(oldInterface, maxSpares)
 		}
 		if oldTraceContext != nil && m.TraceContext == nil {
 			*oldTraceContext = flowpb.TraceContext{}
-			d.sp.s_TraceContext.put(oldTraceContext)
+			d.sp.s_TraceContext.Put(oldTraceContext, maxSpares)
 		}
 		if oldExtensions != nil && m.Extensions == nil {
 			*oldExtensions = anypb.Any{}
-			d.sp.s_google_protobuf_Any.put(oldExtensions)
+			d.sp.s_google_protobuf_Any.Put(oldExtensions, maxSpares)
 		}
 		if oldAggregate != nil && m.Aggregate == nil {
 			*oldAggregate = flowpb.Aggregate{}
-			d.sp.s_Aggregate.put(oldAggregate)
+			d.sp.s_Aggregate.Put(oldAggregate, maxSpares)
 		}
 	}
 	for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
@@ -1704,7 +1705,7 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 			x := oldFlags
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_TCPFlags.get()
+					x = d.sp.s_TCPFlags.Get()
 				} else {
 					x = new(flowpb.TCPFlags)
 				}
@@ -1727,7 +1728,7 @@ func (d *pbDecoder) decodeTCP(m *flowpb.TCP, i, end int) error {
 	if d.sp != nil {
 		if oldFlags != nil && m.Flags == nil {
 			*oldFlags = flowpb.TCPFlags{}
-			d.sp.s_TCPFlags.put(oldFlags)
+			d.sp.s_TCPFlags.Put(oldFlags, maxSpares)
 		}
 	}
 	return nil
@@ -2296,7 +2297,7 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			x := oldIP
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_IP.get()
+					x = d.sp.s_IP.Get()
 				} else {
 					x = new(flowpb.IP)
 				}
@@ -2324,7 +2325,7 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			x := oldL4
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_Layer4.get()
+					x = d.sp.s_Layer4.Get()
 				} else {
 					x = new(flowpb.Layer4)
 				}
@@ -2361,11 +2362,11 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 	if d.sp != nil {
 		if oldIP != nil && m.IP == nil {
 			*oldIP = flowpb.IP{}
-			d.sp.s_IP.put(oldIP)
+			d.sp.s_IP.Put(oldIP, maxSpares)
 		}
 		if oldL4 != nil && m.L4 == nil {
 			*oldL4 = flowpb.Layer4{}
-			d.sp.s_Layer4.put(oldL4)
+			d.sp.s_Layer4.Put(oldL4, maxSpares)
 		}
 	}
 	return nil
@@ -3531,7 +3532,7 @@ func (d *pbDecoder) decodeTraceContext(m *flowpb.TraceContext, i, end int) error
 			x := oldParent
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_TraceParent.get()
+					x = d.sp.s_TraceParent.Get()
 				} else {
 					x = new(flowpb.TraceParent)
 				}
@@ -3554,7 +3555,7 @@ func (d *pbDecoder) decodeTraceContext(m *flowpb.TraceContext, i, end int) error
 	if d.sp != nil {
 		if oldParent != nil && m.Parent == nil {
 			*oldParent = flowpb.TraceParent{}
-			d.sp.s_TraceParent.put(oldParent)
+			d.sp.s_TraceParent.Put(oldParent, maxSpares)
 		}
 	}
 	return nil
@@ -3853,7 +3854,7 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			x := oldCpu
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_google_protobuf_Int32Value.get()
+					x = d.sp.s_google_protobuf_Int32Value.Get()
 				} else {
 					x = new(wrapperspb.Int32Value)
 				}
@@ -3881,7 +3882,7 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			x := oldFirst
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_google_protobuf_Timestamp.get()
+					x = d.sp.s_google_protobuf_Timestamp.Get()
 				} else {
 					x = new(timestamppb.Timestamp)
 				}
@@ -3909,7 +3910,7 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 			x := oldLast
 			if x == nil {
 				if d.sp != nil {
-					x = d.sp.s_google_protobuf_Timestamp.get()
+					x = d.sp.s_google_protobuf_Timestamp.Get()
 				} else {
 					x = new(timestamppb.Timestamp)
 				}
@@ -3932,15 +3933,15 @@ func (d *pbDecoder) decodeLostEvent(m *flowpb.LostEvent, i, end int) error {
 	if d.sp != nil {
 		if oldCpu != nil && m.Cpu == nil {
 			*oldCpu = wrapperspb.Int32Value{}
-			d.sp.s_google_protobuf_Int32Value.put(oldCpu)
+			d.sp.s_google_protobuf_Int32Value.Put(oldCpu, maxSpares)
 		}
 		if oldFirst != nil && m.First == nil {
 			*oldFirst = timestamppb.Timestamp{}
-			d.sp.s_google_protobuf_Timestamp.put(oldFirst)
+			d.sp.s_google_protobuf_Timestamp.Put(oldFirst, maxSpares)
 		}
 		if oldLast != nil && m.Last == nil {
 			*oldLast = timestamppb.Timestamp{}
-			d.sp.s_google_protobuf_Timestamp.put(oldLast)
+			d.sp.s_google_protobuf_Timestamp.Put(oldLast, maxSpares)
 		}
 	}
 	return nil

@@ -85,11 +85,11 @@ var (
 // field), which saves a Reset per message.
 func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unixNano int64) {
 	p := &g.pools
-	ts := p.ts.get()
+	ts := p.ts.Get()
 	ts.Seconds, ts.Nanos = unixNano/1e9, int32(unixNano%1e9)
 	f.Time = ts
 	f.Uuid = g.uuid()
-	em := p.emitter.get()
+	em := p.emitter.Get()
 	em.Name, em.Version = "Hubble", emitterVersion
 	f.Emitter = em
 
@@ -112,7 +112,7 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 		f.DestinationNames = append(p.strSlice(sl.dstNames), dst.names...)
 	}
 	if c.service != nil {
-		svc := p.service.get()
+		svc := p.service.Get()
 		svc.Name, svc.Namespace = c.service.name, c.service.namespace
 		if st.reply {
 			f.SourceService = svc
@@ -126,7 +126,7 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 		f.TrafficDirection = flowpb.TrafficDirection_EGRESS
 	}
 	if c.proto != pNone {
-		ip := p.ip.get()
+		ip := p.ip.Get()
 		if c.v6 {
 			ip.Source, ip.Destination, ip.IpVersion = src.ipv6, dst.ipv6, flowpb.IPVersion_IPv6
 		} else {
@@ -140,7 +140,7 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 		sport, dport = dport, sport
 	}
 	f.Verdict = flowpb.Verdict_FORWARDED
-	et := p.eventType.get()
+	et := p.eventType.Get()
 	et.SubType = 0
 	f.EventType = et
 
@@ -155,7 +155,7 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 	}
 
 	f.Type = flowpb.FlowType_L3_L4
-	eth := p.eth.get()
+	eth := p.eth.Get()
 	eth.Source, eth.Destination = src.mac, dst.mac
 	f.Ethernet = eth
 	f.Summary = g.l4(f, c, st, sport, dport, true)
@@ -196,14 +196,14 @@ func (g *Generator) build(f *flowpb.Flow, c *conv, st *step, sl flowSlices, unix
 			f.TraceReason = flowpb.TraceReason_ESTABLISHED
 		}
 		g.isReply(f, st.reply)
-		iface := p.iface.get()
+		iface := p.iface.Get()
 		iface.Index, iface.Name = obs.ifindex, obs.ifname
 		f.Interface = iface
 	}
 }
 
 func (g *Generator) isReply(f *flowpb.Flow, reply bool) {
-	b := g.pools.boolv.get()
+	b := g.pools.boolv.Get()
 	b.Value = reply
 	f.IsReply = b
 	f.Reply = reply
@@ -220,17 +220,17 @@ func (g *Generator) l4(f *flowpb.Flow, c *conv, st *step, sport, dport uint32, w
 	if pr == pNone {
 		return ""
 	}
-	l4 := p.l4.get()
+	l4 := p.l4.Get()
 	f.L4 = l4
 	switch pr {
 	case pTCP:
-		t := p.tcp.get()
+		t := p.tcp.Get()
 		t.SourcePort, t.DestinationPort, t.Flags = sport, dport, nil
-		w := p.l4tcp.get()
+		w := p.l4tcp.Get()
 		w.TCP = t
 		l4.Protocol = w
 		if withFlags {
-			fl := p.flags.get()
+			fl := p.flags.Get()
 			fl.SYN = st.flags&fSYN != 0
 			fl.ACK = st.flags&fACK != 0
 			fl.RST = st.flags&fRST != 0
@@ -241,30 +241,30 @@ func (g *Generator) l4(f *flowpb.Flow, c *conv, st *step, sport, dport uint32, w
 		}
 		return tcpSummaries[st.flags&31]
 	case pUDP:
-		u := p.udp.get()
+		u := p.udp.Get()
 		u.SourcePort, u.DestinationPort = sport, dport
-		w := p.l4udp.get()
+		w := p.l4udp.Get()
 		w.UDP = u
 		l4.Protocol = w
 		return "UDP"
 	case pSCTP:
-		s := p.sctp.get()
+		s := p.sctp.Get()
 		s.SourcePort, s.DestinationPort, s.ChunkType = sport, dport, st.chunk
-		w := p.l4sctp.get()
+		w := p.l4sctp.Get()
 		w.SCTP = s
 		l4.Protocol = w
 		return "SCTP"
 	default: // pICMP
 		if c.v6 {
-			m := p.icmp6.get()
+			m := p.icmp6.Get()
 			m.Type, m.Code = st.icmpType, st.icmpCode
-			w := p.l4icmp6.get()
+			w := p.l4icmp6.Get()
 			w.ICMPv6 = m
 			l4.Protocol = w
 		} else {
-			m := p.icmp4.get()
+			m := p.icmp4.Get()
 			m.Type, m.Code = st.icmpType, st.icmpCode
-			w := p.l4icmp4.get()
+			w := p.l4icmp4.Get()
 			w.ICMPv4 = m
 			l4.Protocol = w
 		}
@@ -275,7 +275,7 @@ func (g *Generator) l4(f *flowpb.Flow, c *conv, st *step, sport, dport uint32, w
 // endpointMsg returns x as an Endpoint seen from node at: the endpoint ID
 // is known only for endpoints local to the observing node.
 func (g *Generator) endpointMsg(x *endpoint, at *node) *flowpb.Endpoint {
-	e := g.pools.ep.get()
+	e := g.pools.ep.Get()
 	e.ID = 0
 	if x.node == at {
 		e.ID = x.id
@@ -290,7 +290,7 @@ func (g *Generator) endpointMsg(x *endpoint, at *node) *flowpb.Endpoint {
 	e.PodName = x.pod
 	e.Workloads = e.Workloads[:0]
 	for _, w := range x.workloads {
-		m := g.pools.workload.get()
+		m := g.pools.workload.Get()
 		m.Name, m.Kind = w.name, w.kind
 		e.Workloads = append(e.Workloads, m)
 	}
@@ -339,7 +339,7 @@ func (g *Generator) policyMsg(pi *policyInfo) *flowpb.Policy {
 // l7 sets the L7 record of a proxy event.
 func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 	p := &g.pools
-	l7 := p.l7.get()
+	l7 := p.l7.Get()
 	l7.LatencyNs = 0
 	f.L7 = l7
 	resp := st.kind == sL7Resp
@@ -371,10 +371,10 @@ func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 		if req.code == 403 {
 			f.Verdict = flowpb.Verdict_DROPPED
 		}
-		w := p.l7http.get()
+		w := p.l7http.Get()
 		w.Http = h
 		l7.Record = w
-		tc, tp := p.traceCtx.get(), p.traceP.get()
+		tc, tp := p.traceCtx.Get(), p.traceP.Get()
 		tp.TraceId = c.traceID
 		tc.Parent = tp
 		f.TraceContext = tc
@@ -393,11 +393,11 @@ func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 		} else {
 			f.Summary = c.dns.querySummary
 		}
-		w := p.l7dns.get()
+		w := p.l7dns.Get()
 		w.Dns = d
 		l7.Record = w
 	case cKafka:
-		k := p.kafka.get()
+		k := p.kafka.Get()
 		ks := c.kafka
 		k.ErrorCode, k.ApiVersion, k.ApiKey, k.CorrelationId, k.Topic = 0, 12, ks.apiKey, int32(c.corr+1), ks.topic
 		if resp {
@@ -407,14 +407,14 @@ func (g *Generator) l7(f *flowpb.Flow, c *conv, st *step) {
 		} else {
 			f.Summary = ks.reqSummary[c.corr]
 		}
-		w := p.l7kafka.get()
+		w := p.l7kafka.Get()
 		w.Kafka = k
 		l7.Record = w
 	}
 }
 
 func (g *Generator) header(kv [2]string, c *conv) *flowpb.HTTPHeader {
-	h := g.pools.header.get()
+	h := g.pools.header.Get()
 	h.Key, h.Value = kv[0], kv[1]
 	switch kv[0] {
 	case "Traceparent":

@@ -5,6 +5,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/internal/freelist"
 )
 
 // Flows are filled from reused storage: when a batch slot hands back the
@@ -17,59 +18,41 @@ import (
 // maxFree bounds each free list.
 const maxFree = 1 << 14
 
-type freeList[T any] struct{ free []*T }
-
-func (p *freeList[T]) get() *T {
-	if n := len(p.free); n > 0 {
-		x := p.free[n-1]
-		p.free[n-1] = nil
-		p.free = p.free[:n-1]
-		return x
-	}
-	return new(T)
-}
-
-func (p *freeList[T]) put(x *T) {
-	if x != nil && len(p.free) < maxFree {
-		p.free = append(p.free, x)
-	}
-}
-
 // pools holds the free lists of every message type the generator uses.
 type pools struct {
-	ts        freeList[timestamppb.Timestamp]
-	boolv     freeList[wrapperspb.BoolValue]
-	emitter   freeList[flowpb.Emitter]
-	eth       freeList[flowpb.Ethernet]
-	ip        freeList[flowpb.IP]
-	l4        freeList[flowpb.Layer4]
-	l4tcp     freeList[flowpb.Layer4_TCP]
-	l4udp     freeList[flowpb.Layer4_UDP]
-	l4icmp4   freeList[flowpb.Layer4_ICMPv4]
-	l4icmp6   freeList[flowpb.Layer4_ICMPv6]
-	l4sctp    freeList[flowpb.Layer4_SCTP]
-	tcp       freeList[flowpb.TCP]
-	flags     freeList[flowpb.TCPFlags]
-	udp       freeList[flowpb.UDP]
-	icmp4     freeList[flowpb.ICMPv4]
-	icmp6     freeList[flowpb.ICMPv6]
-	sctp      freeList[flowpb.SCTP]
-	ep        freeList[flowpb.Endpoint]
-	workload  freeList[flowpb.Workload]
-	l7        freeList[flowpb.Layer7]
-	l7dns     freeList[flowpb.Layer7_Dns]
-	l7http    freeList[flowpb.Layer7_Http]
-	l7kafka   freeList[flowpb.Layer7_Kafka]
-	dns       freeList[flowpb.DNS]
-	http      freeList[flowpb.HTTP]
-	header    freeList[flowpb.HTTPHeader]
-	kafka     freeList[flowpb.Kafka]
-	eventType freeList[flowpb.CiliumEventType]
-	service   freeList[flowpb.Service]
-	iface     freeList[flowpb.NetworkInterface]
-	traceCtx  freeList[flowpb.TraceContext]
-	traceP    freeList[flowpb.TraceParent]
-	policy    freeList[flowpb.Policy]
+	ts        freelist.List[timestamppb.Timestamp]
+	boolv     freelist.List[wrapperspb.BoolValue]
+	emitter   freelist.List[flowpb.Emitter]
+	eth       freelist.List[flowpb.Ethernet]
+	ip        freelist.List[flowpb.IP]
+	l4        freelist.List[flowpb.Layer4]
+	l4tcp     freelist.List[flowpb.Layer4_TCP]
+	l4udp     freelist.List[flowpb.Layer4_UDP]
+	l4icmp4   freelist.List[flowpb.Layer4_ICMPv4]
+	l4icmp6   freelist.List[flowpb.Layer4_ICMPv6]
+	l4sctp    freelist.List[flowpb.Layer4_SCTP]
+	tcp       freelist.List[flowpb.TCP]
+	flags     freelist.List[flowpb.TCPFlags]
+	udp       freelist.List[flowpb.UDP]
+	icmp4     freelist.List[flowpb.ICMPv4]
+	icmp6     freelist.List[flowpb.ICMPv6]
+	sctp      freelist.List[flowpb.SCTP]
+	ep        freelist.List[flowpb.Endpoint]
+	workload  freelist.List[flowpb.Workload]
+	l7        freelist.List[flowpb.Layer7]
+	l7dns     freelist.List[flowpb.Layer7_Dns]
+	l7http    freelist.List[flowpb.Layer7_Http]
+	l7kafka   freelist.List[flowpb.Layer7_Kafka]
+	dns       freelist.List[flowpb.DNS]
+	http      freelist.List[flowpb.HTTP]
+	header    freelist.List[flowpb.HTTPHeader]
+	kafka     freelist.List[flowpb.Kafka]
+	eventType freelist.List[flowpb.CiliumEventType]
+	service   freelist.List[flowpb.Service]
+	iface     freelist.List[flowpb.NetworkInterface]
+	traceCtx  freelist.List[flowpb.TraceContext]
+	traceP    freelist.List[flowpb.TraceParent]
+	policy    freelist.List[flowpb.Policy]
 
 	// Spare backing arrays of Flow-level slices a flow did not use.
 	strs [][]string
@@ -124,46 +107,46 @@ type flowSlices struct {
 // recycle takes f apart into the free lists, resets it and returns its
 // slices (emptied) for reuse.
 func (p *pools) recycle(f *flowpb.Flow) flowSlices {
-	p.ts.put(f.Time)
-	p.emitter.put(f.Emitter)
-	p.eth.put(f.Ethernet)
-	p.ip.put(f.IP)
+	p.ts.Put(f.Time, maxFree)
+	p.emitter.Put(f.Emitter, maxFree)
+	p.eth.Put(f.Ethernet, maxFree)
+	p.ip.Put(f.IP, maxFree)
 	if l4 := f.L4; l4 != nil {
 		p.recycleL4(l4)
-		p.l4.put(l4)
+		p.l4.Put(l4, maxFree)
 	}
 	p.recycleEndpoint(f.Source)
 	p.recycleEndpoint(f.Destination)
 	if l7 := f.L7; l7 != nil {
 		switch r := l7.Record.(type) {
 		case *flowpb.Layer7_Dns:
-			p.dns.put(r.Dns)
+			p.dns.Put(r.Dns, maxFree)
 			r.Dns = nil
-			p.l7dns.put(r)
+			p.l7dns.Put(r, maxFree)
 		case *flowpb.Layer7_Http:
 			if h := r.Http; h != nil {
 				h.Headers = putAll(&p.header, h.Headers)
-				p.http.put(h)
+				p.http.Put(h, maxFree)
 			}
 			r.Http = nil
-			p.l7http.put(r)
+			p.l7http.Put(r, maxFree)
 		case *flowpb.Layer7_Kafka:
-			p.kafka.put(r.Kafka)
+			p.kafka.Put(r.Kafka, maxFree)
 			r.Kafka = nil
-			p.l7kafka.put(r)
+			p.l7kafka.Put(r, maxFree)
 		}
 		l7.Record = nil
-		p.l7.put(l7)
+		p.l7.Put(l7, maxFree)
 	}
-	p.eventType.put(f.EventType)
-	p.service.put(f.SourceService)
-	p.service.put(f.DestinationService)
-	p.boolv.put(f.IsReply)
-	p.iface.put(f.Interface)
+	p.eventType.Put(f.EventType, maxFree)
+	p.service.Put(f.SourceService, maxFree)
+	p.service.Put(f.DestinationService, maxFree)
+	p.boolv.Put(f.IsReply, maxFree)
+	p.iface.Put(f.Interface, maxFree)
 	if tc := f.TraceContext; tc != nil {
-		p.traceP.put(tc.Parent)
+		p.traceP.Put(tc.Parent, maxFree)
 		tc.Parent = nil
-		p.traceCtx.put(tc)
+		p.traceCtx.Put(tc, maxFree)
 	}
 	s := flowSlices{
 		nodeLabels:     f.NodeLabels[:0],
@@ -182,28 +165,28 @@ func (p *pools) recycleL4(l4 *flowpb.Layer4) {
 	switch r := l4.Protocol.(type) {
 	case *flowpb.Layer4_TCP:
 		if t := r.TCP; t != nil {
-			p.flags.put(t.Flags)
+			p.flags.Put(t.Flags, maxFree)
 			t.Flags = nil
-			p.tcp.put(t)
+			p.tcp.Put(t, maxFree)
 		}
 		r.TCP = nil
-		p.l4tcp.put(r)
+		p.l4tcp.Put(r, maxFree)
 	case *flowpb.Layer4_UDP:
-		p.udp.put(r.UDP)
+		p.udp.Put(r.UDP, maxFree)
 		r.UDP = nil
-		p.l4udp.put(r)
+		p.l4udp.Put(r, maxFree)
 	case *flowpb.Layer4_ICMPv4:
-		p.icmp4.put(r.ICMPv4)
+		p.icmp4.Put(r.ICMPv4, maxFree)
 		r.ICMPv4 = nil
-		p.l4icmp4.put(r)
+		p.l4icmp4.Put(r, maxFree)
 	case *flowpb.Layer4_ICMPv6:
-		p.icmp6.put(r.ICMPv6)
+		p.icmp6.Put(r.ICMPv6, maxFree)
 		r.ICMPv6 = nil
-		p.l4icmp6.put(r)
+		p.l4icmp6.Put(r, maxFree)
 	case *flowpb.Layer4_SCTP:
-		p.sctp.put(r.SCTP)
+		p.sctp.Put(r.SCTP, maxFree)
 		r.SCTP = nil
-		p.l4sctp.put(r)
+		p.l4sctp.Put(r, maxFree)
 	}
 	l4.Protocol = nil
 }
@@ -216,10 +199,10 @@ func (p *pools) recycleL4(l4 *flowpb.Layer4) {
 // decodes into the elements it finds there. A pointer left there after its
 // message went to a free list would alias a message of another flow, and
 // that decode would overwrite it.
-func putAll[T any](p *freeList[T], s []*T) []*T {
+func putAll[T any](p *freelist.List[T], s []*T) []*T {
 	s = s[:cap(s)]
 	for _, x := range s {
-		p.put(x)
+		p.Put(x, maxFree)
 	}
 	clear(s)
 	return s[:0]
@@ -231,7 +214,7 @@ func (p *pools) recycleEndpoint(e *flowpb.Endpoint) {
 		return
 	}
 	e.Workloads = putAll(&p.workload, e.Workloads)
-	p.ep.put(e)
+	p.ep.Put(e, maxFree)
 }
 
 func (p *pools) recyclePolicies(ps []*flowpb.Policy) []*flowpb.Policy {
@@ -240,7 +223,7 @@ func (p *pools) recyclePolicies(ps []*flowpb.Policy) []*flowpb.Policy {
 
 // policyMsg returns a zeroed Policy whose labels keep their storage.
 func (p *pools) policyMsg() *flowpb.Policy {
-	x := p.policy.get()
+	x := p.policy.Get()
 	labels := x.Labels[:0]
 	x.Reset()
 	x.Labels = labels
@@ -249,7 +232,7 @@ func (p *pools) policyMsg() *flowpb.Policy {
 
 // dnsMsg returns a zeroed DNS whose slices keep their storage.
 func (p *pools) dnsMsg() *flowpb.DNS {
-	x := p.dns.get()
+	x := p.dns.Get()
 	ips, cnames, qtypes, rrtypes := x.Ips[:0], x.Cnames[:0], x.Qtypes[:0], x.Rrtypes[:0]
 	x.Reset()
 	x.Ips, x.Cnames, x.Qtypes, x.Rrtypes = ips, cnames, qtypes, rrtypes
@@ -258,7 +241,7 @@ func (p *pools) dnsMsg() *flowpb.DNS {
 
 // httpMsg returns a zeroed HTTP whose header slice keeps its storage.
 func (p *pools) httpMsg() *flowpb.HTTP {
-	x := p.http.get()
+	x := p.http.Get()
 	headers := x.Headers[:0]
 	x.Reset()
 	x.Headers = headers

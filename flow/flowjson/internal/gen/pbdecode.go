@@ -30,6 +30,7 @@ func (g *gen) pbDecode() {
 	g.p("\t\"google.golang.org/protobuf/types/known/wrapperspb\"")
 	g.p("")
 	g.p("\tflowpb \"github.com/flowbus/flowbus/flow\"")
+	g.p("\t\"github.com/flowbus/flowbus/internal/freelist\"")
 	g.p(")")
 	g.p("")
 	g.p("var (")
@@ -85,7 +86,7 @@ func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
 	g.p("// by one goroutine at a time; its zero value is ready to use.")
 	g.p("type Spares struct {")
 	for _, m := range types {
-		g.p("	%s spareList[%s]", spareField(m), goType(msgGoType(m)))
+		g.p("\t%s freelist.List[%s]", spareField(m), goType(msgGoType(m)))
 	}
 	g.p("}")
 }
@@ -172,7 +173,7 @@ func (g *gen) keepSpares(in *info) {
 		f := in.field[fd.Number()]
 		g.p("\t\tif old%s != nil && m.%s == nil {", f, f)
 		g.p("\t\t\t*old%s = %s{}", f, goType(msgGoType(fd.Message())))
-		g.p("\t\t\td.sp.%s.put(old%s)", spareField(fd.Message()), f)
+		g.p("\t\t\td.sp.%s.Put(old%s, maxSpares)", spareField(fd.Message()), f)
 		g.p("\t\t}")
 	}
 	g.p("\t}")
@@ -282,7 +283,7 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 			g.p("\t\t\tx := old%s", in.field[fd.Number()])
 			g.p("\t\t\tif x == nil {")
 			g.p("\t\t\t\tif d.sp != nil {")
-			g.p("\t\t\t\t\tx = d.sp.%s.get()", spareField(fd.Message()))
+			g.p("\t\t\t\t\tx = d.sp.%s.Get()", spareField(fd.Message()))
 			g.p("\t\t\t\t} else {")
 			g.p("\t\t\t\t\tx = new(%s)", gt)
 			g.p("\t\t\t\t}")
