@@ -4,12 +4,11 @@
 // gRPC's default pool zeroes the whole capacity of every buffer it reuses,
 // and its tiers are 256 bytes, 4, 16 and 32 KiB and 1 MiB: a Hubble flow
 // of about a kilobyte takes a 4 KiB buffer, and a stream of flows clears
-// 4 KiB for each (a twentieth of the hubble source's CPU per flow, and
-// about as much of the Hubble server's). gRPC fills every buffer it gets
-// up to the length it asked for before reading it, so the clearing buys
-// nothing there. Pool keeps buffers in tiers of powers of two, from
-// 256 bytes to 1 MiB; a buffer of another capacity is not kept, and a
-// larger request gets a buffer of its own.
+// 4 KiB for each (about a twentieth of the hubble source's CPU per flow).
+// gRPC fills every buffer it gets up to the length it asked for before
+// reading it, so the clearing buys nothing there. Pool keeps buffers in
+// tiers of powers of two, from 256 bytes to 1 MiB; a buffer of another
+// capacity is not kept, and a larger request gets a buffer of its own.
 package grpcpool
 
 import (

@@ -16,7 +16,7 @@ import (
 // sends. Such a response is an otherwise empty GetFlowsResponse whose
 // unknown fields are the encoded response (see out), and its unknown
 // fields are exactly what proto.Marshal writes for it: the codec copies
-// them into a buffer of the server's pool (grpcpool), without protobuf-go's size pass and
+// them into a buffer of grpcpool's, without protobuf-go's size pass and
 // reflection over the message. The buffer is gRPC's from then on, as with
 // gRPC's own codec: its transport writes it after SendMsg has returned.
 type wireCodec struct{}
