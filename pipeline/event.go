@@ -203,35 +203,52 @@ var batchPool = sync.Pool{New: func() any {
 // off each flow. It holds at most warmMax batches (as many as a pipeline
 // usually has in flight; 16 did no better); the rest go to batchPool,
 // which lets the collector have them.
-var warm struct {
+var warm batchStack
+
+const warmMax = 4
+
+// batchStack is a stack of at most warmMax released batches.
+type batchStack struct {
 	sync.Mutex
 	batches []*Batch
 }
 
-const warmMax = 4
+// get pops the batch pushed last, or returns nil.
+func (s *batchStack) get() *Batch {
+	s.Lock()
+	defer s.Unlock()
+	n := len(s.batches)
+	if n == 0 {
+		return nil
+	}
+	b := s.batches[n-1]
+	s.batches[n-1] = nil
+	s.batches = s.batches[:n-1]
+	return b
+}
+
+// put pushes b, unless the stack is full; it reports whether it did.
+func (s *batchStack) put(b *Batch) bool {
+	s.Lock()
+	defer s.Unlock()
+	if len(s.batches) >= warmMax {
+		return false
+	}
+	s.batches = append(s.batches, b)
+	return true
+}
 
 func getBatch() *Batch {
-	warm.Lock()
-	if n := len(warm.batches); n > 0 {
-		b := warm.batches[n-1]
-		warm.batches[n-1] = nil
-		warm.batches = warm.batches[:n-1]
-		warm.Unlock()
+	if b := warm.get(); b != nil {
 		return b
 	}
-	warm.Unlock()
 	return batchPool.Get().(*Batch)
 }
 
 func putBatch(b *Batch) {
-	warm.Lock()
-	if len(warm.batches) < warmMax {
-		warm.batches = append(warm.batches, b)
-		warm.Unlock()
-		return
+	if !warm.put(b) {
+		batchPool.Put(b)
 	}
-	warm.Unlock()
-	batchPool.Put(b)
 }
 
 // NewBatch returns an empty batch with one reference, from a pool.
