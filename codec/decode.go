@@ -71,8 +71,8 @@ func (d *pbDecoder) badUTF8(pos int, field string) error {
 // varint reads a varint at d.b[i:end]: its value and length, or a
 // negative protowire error code.
 func (d *pbDecoder) varint(i, end int) (uint64, int) {
-	if i < end && d.b[i] < 0x80 {
-		return uint64(d.b[i]), 1
+	if v, n := d.varint1(i, end); n != 0 {
+		return v, n
 	}
 	return protowire.ConsumeVarint(d.b[i:end])
 }

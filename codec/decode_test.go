@@ -151,8 +151,8 @@ func TestUnmarshalSpares(t *testing.T) {
 	g := generate.NewGenerator(5)
 	batch := pipeline.NewBatch()
 	defer batch.Release()
-	// Every message each storage reached after its last decode, to find a
-	// message that moved from one storage to another.
+	// The storage that reached each message after its last decode, to find
+	// a message two storages share.
 	owner := map[proto.Message]int{}
 	for i := range 3000 {
 		batch.Truncate(0)

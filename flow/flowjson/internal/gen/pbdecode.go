@@ -54,13 +54,18 @@ func (g *gen) pbDecode() {
 	}
 }
 
+// spared reports whether Spares keeps the messages of field fd: a
+// singular message field (not a list, not a map, not in a oneof).
+func spared(fd protoreflect.FieldDescriptor) bool {
+	return fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() && fd.ContainingOneof() == nil
+}
+
 // spareField is the field of Spares that keeps messages like md.
 func spareField(md protoreflect.MessageDescriptor) string {
 	return "s_" + ident(md.FullName())
 }
 
-// pbSpares writes Spares: a stack per message type that occurs as a
-// singular message field (not a list, not in a oneof).
+// pbSpares writes Spares: a stack per message type of a spared field.
 func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
 	seen := map[protoreflect.FullName]bool{}
 	var types []protoreflect.MessageDescriptor
@@ -68,7 +73,7 @@ func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
 		fields := md.Fields()
 		for j := 0; j < fields.Len(); j++ {
 			fd := fields.Get(j)
-			if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() || fd.ContainingOneof() != nil {
+			if !spared(fd) {
 				continue
 			}
 			if m := fd.Message(); !seen[m.FullName()] {
@@ -161,7 +166,7 @@ func (g *gen) keepSpares(in *info) {
 	var fs []protoreflect.FieldDescriptor
 	for j := 0; j < fields.Len(); j++ {
 		fd := fields.Get(j)
-		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() && fd.ContainingOneof() == nil {
+		if spared(fd) {
 			fs = append(fs, fd)
 		}
 	}
