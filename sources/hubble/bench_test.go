@@ -16,8 +16,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/internal/cputime"
 	"github.com/flowbus/flowbus/internal/observerserver"
 	"github.com/flowbus/flowbus/internal/sinktest"
@@ -31,6 +33,10 @@ import (
 // TestMain): the variable names the unix socket to serve.
 const benchServerEnv = "FLOWBUS_HUBBLE_BENCH_SERVER"
 
+// benchReplayEnv, set in a server process's environment, makes it a
+// replay server (see replayServer) instead of an Observer server.
+const benchReplayEnv = "FLOWBUS_HUBBLE_BENCH_REPLAY"
+
 // benchServerProfileEnv, when set in a benchmark's environment, names the
 // file the server process writes its CPU profile to, as -cpuprofile does
 // for the benchmark's own process (the client side).
@@ -39,7 +45,7 @@ const benchServerProfileEnv = "FLOWBUS_HUBBLE_BENCH_SERVER_CPUPROFILE"
 func TestMain(m *testing.M) {
 	if sock := os.Getenv(benchServerEnv); sock != "" {
 		if err := cputime.Profiled(benchServerProfileEnv, os.Getenv(benchServerProfileEnv), func() error {
-			return runBenchServer(sock, os.Stdin, os.Stdout)
+			return runBenchServer(sock, os.Getenv(benchReplayEnv) != "", os.Stdin, os.Stdout)
 		}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
 			os.Exit(1)
@@ -49,27 +55,45 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runBenchServer serves an observer server on sock and takes commands on
-// in, one a line, answering each on out: "put N" puts the next N of 4096
-// enriched flows in its ring ("ok"), "cpu" reports the CPU time this
-// process has used, in nanoseconds. It returns when in ends.
-func runBenchServer(sock string, in io.Reader, out io.Writer) error {
+// runBenchServer serves on sock and takes commands on in, one a line,
+// answering each on out: "put N" puts the next N of 4096 enriched flows in
+// its ring ("ok"), "cpu" reports the CPU time this process has used, in
+// nanoseconds. It returns when in ends. It serves this project's Observer
+// server, or with replay a replayServer, to which "put N" lets N more
+// responses go out.
+func runBenchServer(sock string, replay bool, in io.Reader, out io.Writer) error {
 	fs, err := makeFlows(4096, 7, base)
 	if err != nil {
 		return err
 	}
-	srv := observerserver.New(observerserver.Options{Capacity: 1<<16 - 1})
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
 		return err
 	}
 	g := grpc.NewServer(observerserver.ServerOptions()...)
-	srv.Register(g)
+	var put func(n int)
+	if replay {
+		rs, err := newReplayServer(fs)
+		if err != nil {
+			return err
+		}
+		observer.RegisterObserverServer(g, rs)
+		put = func(n int) { rs.budget <- n }
+	} else {
+		srv := observerserver.New(observerserver.Options{Capacity: 1<<16 - 1})
+		srv.Register(g)
+		next := 0
+		put = func(n int) {
+			for range n {
+				srv.PutFlow(fs[next%len(fs)])
+				next++
+			}
+		}
+	}
 	go func() { _ = g.Serve(lis) }()
 	defer g.Stop()
 	fmt.Fprintln(out, "ready")
 	sc := bufio.NewScanner(in)
-	next := 0
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
 		switch cmd {
@@ -78,10 +102,7 @@ func runBenchServer(sock string, in io.Reader, out io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("put %q: %w", arg, err)
 			}
-			for range n {
-				srv.PutFlow(fs[next%len(fs)])
-				next++
-			}
+			put(n)
 			fmt.Fprintln(out, "ok")
 		case "cpu":
 			fmt.Fprintln(out, cpuTime().Nanoseconds())
@@ -100,11 +121,14 @@ type benchServer struct {
 	out  *bufio.Scanner
 }
 
-func startBenchServer(b *testing.B) *benchServer {
+func startBenchServer(b *testing.B, replay bool) *benchServer {
 	b.Helper()
 	s := &benchServer{sock: socketPath(b)}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), benchServerEnv+"="+s.sock)
+	if replay {
+		cmd.Env = append(cmd.Env, benchReplayEnv+"=1")
+	}
 	cmd.Stderr = os.Stderr
 	var err error
 	if s.in, err = cmd.StdinPipe(); err != nil {
@@ -200,8 +224,16 @@ func report(b *testing.B, wall, cpu, serverCPU time.Duration) {
 // over a unix socket through the source: flows/s, CPU per flow on each
 // side, and the source's allocations per flow (the server's are in its
 // own process).
-func BenchmarkStream(b *testing.B) {
-	srv := startBenchServer(b)
+func BenchmarkStream(b *testing.B) { benchStream(b, false) }
+
+// BenchmarkStreamReplay is BenchmarkStream from a replay server, which
+// sends responses encoded before the benchmark started: its cost per flow
+// is gRPC's send alone, so the two cores go to the source as far as any
+// server can leave them.
+func BenchmarkStreamReplay(b *testing.B) { benchStream(b, true) }
+
+func benchStream(b *testing.B, replay bool) {
+	srv := startBenchServer(b, replay)
 	src, err := pipeline.Make(sinktest.Build("hubble", ""), sinktest.Node(b, fmt.Sprintf("address: unix://%s\nsince: %s", srv.sock, since(base))), hubble.New)
 	if err != nil {
 		b.Fatal(err)
@@ -231,8 +263,14 @@ func BenchmarkStream(b *testing.B) {
 
 // BenchmarkStreamDiscard is BenchmarkStream through a whole pipeline: the
 // hubble source into the discard sink, with the runtime's buffer between.
-func BenchmarkStreamDiscard(b *testing.B) {
-	srv := startBenchServer(b)
+func BenchmarkStreamDiscard(b *testing.B) { benchStreamDiscard(b, false) }
+
+// BenchmarkStreamReplayDiscard is BenchmarkStreamDiscard from a replay
+// server (see BenchmarkStreamReplay).
+func BenchmarkStreamReplayDiscard(b *testing.B) { benchStreamDiscard(b, true) }
+
+func benchStreamDiscard(b *testing.B, replay bool) {
+	srv := startBenchServer(b, replay)
 	c, err := config.Parse([]byte(fmt.Sprintf(`metrics: {listen: ""}
 sources: {hub: {type: hubble, address: "unix://%s", since: "%s"}}
 sinks: {null: {type: discard, inputs: [hub]}}
@@ -258,4 +296,52 @@ sinks: {null: {type: discard, inputs: [hub]}}
 	wall, cpu, scpu := time.Since(t0), cpuTime()-cpu0, srv.cpu(b)-scpu0
 	b.StopTimer()
 	report(b, wall, cpu, scpu)
+}
+
+// replayServer is an Observer server whose GetFlows sends, on every
+// stream, responses encoded before it started, one for each flow of a
+// list in turn, as many as the benchmark lets go out (budget): its cost
+// per flow is gRPC's send alone. It sends them as this project's server
+// does, as the unknown fields of an empty response (see
+// observerserver.ServerOptions), so gRPC copies them without encoding.
+type replayServer struct {
+	observer.UnimplementedObserverServer
+	msgs   [][]byte
+	budget chan int
+}
+
+func newReplayServer(fs []*flowpb.Flow) (*replayServer, error) {
+	s := &replayServer{budget: make(chan int, 64)}
+	for _, f := range fs {
+		b, err := proto.Marshal(&observer.GetFlowsResponse{
+			ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f},
+			NodeName:      f.GetNodeName(),
+			Time:          f.GetTime(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.msgs = append(s.msgs, b)
+	}
+	return s, nil
+}
+
+func (s *replayServer) GetFlows(_ *observer.GetFlowsRequest, st grpc.ServerStreamingServer[observer.GetFlowsResponse]) error {
+	r := new(observer.GetFlowsResponse)
+	next := 0
+	for {
+		var n int
+		select {
+		case n = <-s.budget:
+		case <-st.Context().Done():
+			return st.Context().Err()
+		}
+		for range n {
+			r.ProtoReflect().SetUnknown(s.msgs[next%len(s.msgs)])
+			next++
+			if err := st.Send(r); err != nil {
+				return err
+			}
+		}
+	}
 }
