@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"sync/atomic"
 	"testing"
@@ -89,6 +90,12 @@ sinks:
 // timed part alone (-cpuprofile also holds the records' production).
 var timedProfile = flag.String("e2e.timedprofile", "", "write a CPU profile of the bus benchmarks' timed part to this file")
 
+// gcPercent, when set, is the GOGC of this process during the bus
+// benchmarks' timed part, as GOGC=N in the environment of a flowbus
+// process would set it; the broker's process, started with this one's
+// environment, keeps its own.
+var gcPercent = flag.Int("e2e.gogc", 0, "GOGC of flowbus's process in the bus benchmarks' timed part (0: as the environment says)")
+
 // runUntil runs the pipeline in cfg until its sinks delivered n events,
 // reporting flows/s (to the last delivery, the shutdown excluded),
 // cpu-ns/flow (this process: flowbus alone when the broker runs in
@@ -98,6 +105,9 @@ func runUntil(b *testing.B, cfg string, n int, br *broker) {
 	p, err := Build(cfg, b.TempDir())
 	if err != nil {
 		b.Fatal(err)
+	}
+	if *gcPercent != 0 {
+		defer debug.SetGCPercent(debug.SetGCPercent(*gcPercent))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
