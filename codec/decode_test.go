@@ -205,7 +205,8 @@ func TestUnmarshalSpares(t *testing.T) {
 }
 
 // TestSparesReuse: a nested message that one storage's flow lacks is
-// kept, reset, and handed to the next storage that needs one.
+// kept, reset (its oneof's wrapper and member kept, empty), and handed to
+// the next storage that needs one.
 func TestSparesReuse(t *testing.T) {
 	with := &flowpb.Flow{L7: &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{Method: "GET"}}}}
 	without := &flowpb.Flow{Verdict: flowpb.Verdict_FORWARDED}
@@ -228,14 +229,75 @@ func TestSparesReuse(t *testing.T) {
 	if a.L7 != nil || sp.s_Layer7.Len() != 1 {
 		t.Fatalf("the Layer7 a no longer has was not kept: a.L7 %v, %d kept", a.L7, sp.s_Layer7.Len())
 	}
-	if l7.Type != 0 || l7.GetHttp() != nil {
-		t.Fatalf("kept Layer7 not reset: %v", l7)
+	if l7.Type != 0 || l7.GetHttp() == nil || l7.GetHttp().Method != "" {
+		t.Fatalf("kept Layer7 not reset, with its HTTP record kept empty: %v", l7)
 	}
 	if _, err := sp.UnmarshalGetFlowsResponse(msg(with), b); err != nil {
 		t.Fatal(err)
 	}
 	if b.L7 != l7 || sp.s_Layer7.Len() != 0 || !proto.Equal(b, with) {
 		t.Fatalf("b did not take the kept Layer7: %p, want %p; %v", b.L7, l7, b)
+	}
+}
+
+// TestSparesKeepStorage: a kept message keeps its lists' storage and its
+// nested messages, cleared, and a oneof wrapper that a message lost to a
+// member of another type is kept with its member, for the next storage
+// that needs them.
+func TestSparesKeepStorage(t *testing.T) {
+	msg := func(f *flowpb.Flow) string {
+		b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	tcp := &flowpb.Flow{
+		Source: &flowpb.Endpoint{Namespace: "a", Labels: []string{"k8s:app=a", "k8s:tier=b", "k8s:x=y"}},
+		L4:     &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 1, Flags: &flowpb.TCPFlags{SYN: true}}}},
+	}
+	udp := &flowpb.Flow{L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: 2}}}}
+	var sp Spares
+	decode := func(f *flowpb.Flow, into *flowpb.Flow) {
+		t.Helper()
+		if _, err := sp.UnmarshalGetFlowsResponse(msg(f), into); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(into, f) {
+			t.Fatalf("decoded %v, want %v", into, f)
+		}
+	}
+	a, b := new(flowpb.Flow), new(flowpb.Flow)
+	decode(tcp, a)
+	src, labels := a.Source, a.Source.Labels[:cap(a.Source.Labels)]
+	w := a.L4.Protocol.(*flowpb.Layer4_TCP)
+	flags := w.TCP.Flags
+	decode(udp, a)
+
+	if sp.s_Endpoint.Len() != 1 || sp.w_Layer4_TCP.Len() != 1 {
+		t.Fatalf("kept %d endpoints and %d TCP wrappers, want 1 and 1", sp.s_Endpoint.Len(), sp.w_Layer4_TCP.Len())
+	}
+	if src.Namespace != "" || len(src.Labels) != 0 || cap(src.Labels) != len(labels) {
+		t.Fatalf("kept endpoint: %v, labels cap %d, want reset with cap %d", src, cap(src.Labels), len(labels))
+	}
+	for i, l := range labels {
+		if l != "" {
+			t.Fatalf("kept endpoint's label %d is still %q", i, l)
+		}
+	}
+	if w.TCP.SourcePort != 0 || w.TCP.Flags != flags || flags.SYN {
+		t.Fatalf("kept TCP wrapper: %v (flags %p, want %p, reset)", w.TCP, w.TCP.Flags, flags)
+	}
+
+	decode(tcp, b)
+	if b.Source != src || &b.Source.Labels[0] != &labels[0] {
+		t.Fatal("b did not take the kept endpoint with its labels' storage")
+	}
+	if b.L4.Protocol != w || b.L4.GetTCP().Flags != flags {
+		t.Fatal("b did not take the kept TCP wrapper with its TCP and flags")
+	}
+	if sp.s_Endpoint.Len() != 0 || sp.w_Layer4_TCP.Len() != 0 {
+		t.Fatalf("%d endpoints and %d TCP wrappers still kept after b took them", sp.s_Endpoint.Len(), sp.w_Layer4_TCP.Len())
 	}
 }
 
@@ -377,6 +439,40 @@ func BenchmarkUnmarshalFlow(b *testing.B) {
 			if err := proto.Unmarshal(msg, &r); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	// generated: 4,096 generated flows of every kind, in turn, into the 512
+	// storages of a batch with one Spares, as a source decodes them.
+	b.Run("generated", func(b *testing.B) {
+		g := generate.NewGenerator(3)
+		batch := pipeline.NewBatch()
+		defer batch.Release()
+		msgs := make([]string, 4096)
+		size := 0
+		for i := range msgs {
+			batch.Truncate(0)
+			e := batch.Next()
+			g.Fill(e, 1764000000123456789+int64(i)*1000)
+			m, err := Protobuf{}.Append(nil, e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs[i] = string(m)
+			size += len(m)
+		}
+		storages := make([]*flowpb.Flow, 512)
+		for i := range storages {
+			storages[i] = new(flowpb.Flow)
+		}
+		var sp Spares
+		b.ReportAllocs()
+		b.SetBytes(int64(size / len(msgs)))
+		i := 0
+		for b.Loop() {
+			if _, err := sp.UnmarshalGetFlowsResponse(msgs[i%len(msgs)], storages[i%len(storages)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
 		}
 	})
 }

@@ -26,9 +26,12 @@ var (
 // Spares keeps the nested messages that decoding took out of a flow's
 // storage, a flow before in that storage having had a field this one has
 // not, for a later flow that has it, so that storage which alternates
-// between kinds of flows allocates nothing. Each is reset when it is
-// kept (it keeps no string of an earlier message alive). A Spares is used
-// by one goroutine at a time; its zero value is ready to use.
+// between kinds of flows allocates nothing; and the oneof wrappers a
+// message lost to a member of another type, each with its member message.
+// Each is reset when it is kept (it keeps no string of an earlier message
+// alive), keeping its lists' storage, nested messages and oneof wrappers,
+// cleared. A Spares is used by one goroutine at a time; its zero value is
+// ready to use.
 type Spares struct {
 	s_google_protobuf_Timestamp  freelist.List[timestamppb.Timestamp]
 	s_Emitter                    freelist.List[flowpb.Emitter]
@@ -50,6 +53,161 @@ type Spares struct {
 	s_TCPFlags                   freelist.List[flowpb.TCPFlags]
 	s_TraceParent                freelist.List[flowpb.TraceParent]
 	s_google_protobuf_Int32Value freelist.List[wrapperspb.Int32Value]
+	w_Layer4_TCP                 freelist.List[flowpb.Layer4_TCP]
+	w_Layer4_UDP                 freelist.List[flowpb.Layer4_UDP]
+	w_Layer4_ICMPv4              freelist.List[flowpb.Layer4_ICMPv4]
+	w_Layer4_ICMPv6              freelist.List[flowpb.Layer4_ICMPv6]
+	w_Layer4_SCTP                freelist.List[flowpb.Layer4_SCTP]
+	w_Layer4_VRRP                freelist.List[flowpb.Layer4_VRRP]
+	w_Layer4_IGMP                freelist.List[flowpb.Layer4_IGMP]
+	w_Layer7_dns                 freelist.List[flowpb.Layer7_Dns]
+	w_Layer7_http                freelist.List[flowpb.Layer7_Http]
+	w_Layer7_kafka               freelist.List[flowpb.Layer7_Kafka]
+}
+
+// scrubLayer4 resets m, keeping its storage, cleared.
+func scrubLayer4(m *flowpb.Layer4) {
+	keepProtocol := m.Protocol
+	switch w := keepProtocol.(type) {
+	case *flowpb.Layer4_TCP:
+		if w.TCP != nil {
+			scrubTCP(w.TCP)
+		}
+	case *flowpb.Layer4_UDP:
+		if w.UDP != nil {
+			*w.UDP = flowpb.UDP{}
+		}
+	case *flowpb.Layer4_ICMPv4:
+		if w.ICMPv4 != nil {
+			*w.ICMPv4 = flowpb.ICMPv4{}
+		}
+	case *flowpb.Layer4_ICMPv6:
+		if w.ICMPv6 != nil {
+			*w.ICMPv6 = flowpb.ICMPv6{}
+		}
+	case *flowpb.Layer4_SCTP:
+		if w.SCTP != nil {
+			*w.SCTP = flowpb.SCTP{}
+		}
+	case *flowpb.Layer4_VRRP:
+		if w.VRRP != nil {
+			*w.VRRP = flowpb.VRRP{}
+		}
+	case *flowpb.Layer4_IGMP:
+		if w.IGMP != nil {
+			*w.IGMP = flowpb.IGMP{}
+		}
+	}
+	*m = flowpb.Layer4{}
+	m.Protocol = keepProtocol
+}
+
+// scrubTunnel resets m, keeping its storage, cleared.
+func scrubTunnel(m *flowpb.Tunnel) {
+	keepIP := m.IP
+	if keepIP != nil {
+		*keepIP = flowpb.IP{}
+	}
+	keepL4 := m.L4
+	if keepL4 != nil {
+		scrubLayer4(keepL4)
+	}
+	*m = flowpb.Tunnel{}
+	m.IP = keepIP
+	m.L4 = keepL4
+}
+
+// scrubEndpoint resets m, keeping its storage, cleared.
+func scrubEndpoint(m *flowpb.Endpoint) {
+	keepLabels := m.Labels[:0]
+	clear(keepLabels[:cap(keepLabels)])
+	keepWorkloads := m.Workloads[:0]
+	for _, x := range keepWorkloads[:cap(keepWorkloads)] {
+		if x != nil {
+			*x = flowpb.Workload{}
+		}
+	}
+	*m = flowpb.Endpoint{}
+	m.Labels = keepLabels
+	m.Workloads = keepWorkloads
+}
+
+// scrubLayer7 resets m, keeping its storage, cleared.
+func scrubLayer7(m *flowpb.Layer7) {
+	keepRecord := m.Record
+	switch w := keepRecord.(type) {
+	case *flowpb.Layer7_Dns:
+		if w.Dns != nil {
+			scrubDNS(w.Dns)
+		}
+	case *flowpb.Layer7_Http:
+		if w.Http != nil {
+			scrubHTTP(w.Http)
+		}
+	case *flowpb.Layer7_Kafka:
+		if w.Kafka != nil {
+			*w.Kafka = flowpb.Kafka{}
+		}
+	}
+	*m = flowpb.Layer7{}
+	m.Record = keepRecord
+}
+
+// scrubTraceContext resets m, keeping its storage, cleared.
+func scrubTraceContext(m *flowpb.TraceContext) {
+	keepParent := m.Parent
+	if keepParent != nil {
+		*keepParent = flowpb.TraceParent{}
+	}
+	*m = flowpb.TraceContext{}
+	m.Parent = keepParent
+}
+
+// scrubTCP resets m, keeping its storage, cleared.
+func scrubTCP(m *flowpb.TCP) {
+	keepFlags := m.Flags
+	if keepFlags != nil {
+		*keepFlags = flowpb.TCPFlags{}
+	}
+	*m = flowpb.TCP{}
+	m.Flags = keepFlags
+}
+
+// scrubDNS resets m, keeping its storage, cleared.
+func scrubDNS(m *flowpb.DNS) {
+	keepIps := m.Ips[:0]
+	clear(keepIps[:cap(keepIps)])
+	keepCnames := m.Cnames[:0]
+	clear(keepCnames[:cap(keepCnames)])
+	keepQtypes := m.Qtypes[:0]
+	clear(keepQtypes[:cap(keepQtypes)])
+	keepRrtypes := m.Rrtypes[:0]
+	clear(keepRrtypes[:cap(keepRrtypes)])
+	*m = flowpb.DNS{}
+	m.Ips = keepIps
+	m.Cnames = keepCnames
+	m.Qtypes = keepQtypes
+	m.Rrtypes = keepRrtypes
+}
+
+// scrubHTTP resets m, keeping its storage, cleared.
+func scrubHTTP(m *flowpb.HTTP) {
+	keepHeaders := m.Headers[:0]
+	for _, x := range keepHeaders[:cap(keepHeaders)] {
+		if x != nil {
+			*x = flowpb.HTTPHeader{}
+		}
+	}
+	*m = flowpb.HTTP{}
+	m.Headers = keepHeaders
+}
+
+// scrubPolicy resets m, keeping its storage, cleared.
+func scrubPolicy(m *flowpb.Policy) {
+	keepLabels := m.Labels[:0]
+	clear(keepLabels[:cap(keepLabels)])
+	*m = flowpb.Policy{}
+	m.Labels = keepLabels
 }
 
 // decodeFlow decodes a flow.Flow from d.b[i:end] into m with Reset semantics,
@@ -1109,23 +1267,23 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			d.sp.s_IP.Put(oldIP, maxSpares)
 		}
 		if oldL4 != nil && m.L4 == nil {
-			*oldL4 = flowpb.Layer4{}
+			scrubLayer4(oldL4)
 			d.sp.s_Layer4.Put(oldL4, maxSpares)
 		}
 		if oldTunnel != nil && m.Tunnel == nil {
-			*oldTunnel = flowpb.Tunnel{}
+			scrubTunnel(oldTunnel)
 			d.sp.s_Tunnel.Put(oldTunnel, maxSpares)
 		}
 		if oldSource != nil && m.Source == nil {
-			*oldSource = flowpb.Endpoint{}
+			scrubEndpoint(oldSource)
 			d.sp.s_Endpoint.Put(oldSource, maxSpares)
 		}
 		if oldDestination != nil && m.Destination == nil {
-			*oldDestination = flowpb.Endpoint{}
+			scrubEndpoint(oldDestination)
 			d.sp.s_Endpoint.Put(oldDestination, maxSpares)
 		}
 		if oldL7 != nil && m.L7 == nil {
-			*oldL7 = flowpb.Layer7{}
+			scrubLayer7(oldL7)
 			d.sp.s_Layer7.Put(oldL7, maxSpares)
 		}
 		if oldEventType != nil && m.EventType == nil {
@@ -1157,7 +1315,7 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			d.sp.s_NetworkInterface.Put(oldInterface, maxSpares)
 		}
 		if oldTraceContext != nil && m.TraceContext == nil {
-			*oldTraceContext = flowpb.TraceContext{}
+			scrubTraceContext(oldTraceContext)
 			d.sp.s_TraceContext.Put(oldTraceContext, maxSpares)
 		}
 		if oldExtensions != nil && m.Extensions == nil {
@@ -1171,22 +1329,22 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	}
 	for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
 		if x != nil {
-			*x = flowpb.Policy{}
+			scrubPolicy(x)
 		}
 	}
 	for _, x := range m.IngressAllowedBy[len(m.IngressAllowedBy):cap(m.IngressAllowedBy)] {
 		if x != nil {
-			*x = flowpb.Policy{}
+			scrubPolicy(x)
 		}
 	}
 	for _, x := range m.EgressDeniedBy[len(m.EgressDeniedBy):cap(m.EgressDeniedBy)] {
 		if x != nil {
-			*x = flowpb.Policy{}
+			scrubPolicy(x)
 		}
 	}
 	for _, x := range m.IngressDeniedBy[len(m.IngressDeniedBy):cap(m.IngressDeniedBy)] {
 		if x != nil {
-			*x = flowpb.Policy{}
+			scrubPolicy(x)
 		}
 	}
 	return nil
@@ -1459,7 +1617,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_TCP)
 			if w == nil {
-				w = new(flowpb.Layer4_TCP)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_TCP.Get()
+				} else {
+					w = new(flowpb.Layer4_TCP)
+				}
 			}
 			if w.TCP == nil {
 				w.TCP = new(flowpb.TCP)
@@ -1486,7 +1648,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_UDP)
 			if w == nil {
-				w = new(flowpb.Layer4_UDP)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_UDP.Get()
+				} else {
+					w = new(flowpb.Layer4_UDP)
+				}
 			}
 			if w.UDP == nil {
 				w.UDP = new(flowpb.UDP)
@@ -1513,7 +1679,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_ICMPv4)
 			if w == nil {
-				w = new(flowpb.Layer4_ICMPv4)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_ICMPv4.Get()
+				} else {
+					w = new(flowpb.Layer4_ICMPv4)
+				}
 			}
 			if w.ICMPv4 == nil {
 				w.ICMPv4 = new(flowpb.ICMPv4)
@@ -1540,7 +1710,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_ICMPv6)
 			if w == nil {
-				w = new(flowpb.Layer4_ICMPv6)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_ICMPv6.Get()
+				} else {
+					w = new(flowpb.Layer4_ICMPv6)
+				}
 			}
 			if w.ICMPv6 == nil {
 				w.ICMPv6 = new(flowpb.ICMPv6)
@@ -1567,7 +1741,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_SCTP)
 			if w == nil {
-				w = new(flowpb.Layer4_SCTP)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_SCTP.Get()
+				} else {
+					w = new(flowpb.Layer4_SCTP)
+				}
 			}
 			if w.SCTP == nil {
 				w.SCTP = new(flowpb.SCTP)
@@ -1594,7 +1772,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_VRRP)
 			if w == nil {
-				w = new(flowpb.Layer4_VRRP)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_VRRP.Get()
+				} else {
+					w = new(flowpb.Layer4_VRRP)
+				}
 			}
 			if w.VRRP == nil {
 				w.VRRP = new(flowpb.VRRP)
@@ -1621,7 +1803,11 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 			}
 			w, _ := oldProtocol.(*flowpb.Layer4_IGMP)
 			if w == nil {
-				w = new(flowpb.Layer4_IGMP)
+				if d.sp != nil {
+					w = d.sp.w_Layer4_IGMP.Get()
+				} else {
+					w = new(flowpb.Layer4_IGMP)
+				}
 			}
 			if w.IGMP == nil {
 				w.IGMP = new(flowpb.IGMP)
@@ -1640,6 +1826,47 @@ func (d *pbDecoder) decodeLayer4(m *flowpb.Layer4, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownLayer4))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldProtocol != nil && m.Protocol != oldProtocol {
+			switch w := oldProtocol.(type) {
+			case *flowpb.Layer4_TCP:
+				if w.TCP != nil {
+					scrubTCP(w.TCP)
+				}
+				d.sp.w_Layer4_TCP.Put(w, maxSpares)
+			case *flowpb.Layer4_UDP:
+				if w.UDP != nil {
+					*w.UDP = flowpb.UDP{}
+				}
+				d.sp.w_Layer4_UDP.Put(w, maxSpares)
+			case *flowpb.Layer4_ICMPv4:
+				if w.ICMPv4 != nil {
+					*w.ICMPv4 = flowpb.ICMPv4{}
+				}
+				d.sp.w_Layer4_ICMPv4.Put(w, maxSpares)
+			case *flowpb.Layer4_ICMPv6:
+				if w.ICMPv6 != nil {
+					*w.ICMPv6 = flowpb.ICMPv6{}
+				}
+				d.sp.w_Layer4_ICMPv6.Put(w, maxSpares)
+			case *flowpb.Layer4_SCTP:
+				if w.SCTP != nil {
+					*w.SCTP = flowpb.SCTP{}
+				}
+				d.sp.w_Layer4_SCTP.Put(w, maxSpares)
+			case *flowpb.Layer4_VRRP:
+				if w.VRRP != nil {
+					*w.VRRP = flowpb.VRRP{}
+				}
+				d.sp.w_Layer4_VRRP.Put(w, maxSpares)
+			case *flowpb.Layer4_IGMP:
+				if w.IGMP != nil {
+					*w.IGMP = flowpb.IGMP{}
+				}
+				d.sp.w_Layer4_IGMP.Put(w, maxSpares)
+			}
+		}
 	}
 	return nil
 }
@@ -2365,7 +2592,7 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 			d.sp.s_IP.Put(oldIP, maxSpares)
 		}
 		if oldL4 != nil && m.L4 == nil {
-			*oldL4 = flowpb.Layer4{}
+			scrubLayer4(oldL4)
 			d.sp.s_Layer4.Put(oldL4, maxSpares)
 		}
 	}
@@ -2659,7 +2886,11 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			}
 			w, _ := oldRecord.(*flowpb.Layer7_Dns)
 			if w == nil {
-				w = new(flowpb.Layer7_Dns)
+				if d.sp != nil {
+					w = d.sp.w_Layer7_dns.Get()
+				} else {
+					w = new(flowpb.Layer7_Dns)
+				}
 			}
 			if w.Dns == nil {
 				w.Dns = new(flowpb.DNS)
@@ -2686,7 +2917,11 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			}
 			w, _ := oldRecord.(*flowpb.Layer7_Http)
 			if w == nil {
-				w = new(flowpb.Layer7_Http)
+				if d.sp != nil {
+					w = d.sp.w_Layer7_http.Get()
+				} else {
+					w = new(flowpb.Layer7_Http)
+				}
 			}
 			if w.Http == nil {
 				w.Http = new(flowpb.HTTP)
@@ -2713,7 +2948,11 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 			}
 			w, _ := oldRecord.(*flowpb.Layer7_Kafka)
 			if w == nil {
-				w = new(flowpb.Layer7_Kafka)
+				if d.sp != nil {
+					w = d.sp.w_Layer7_kafka.Get()
+				} else {
+					w = new(flowpb.Layer7_Kafka)
+				}
 			}
 			if w.Kafka == nil {
 				w.Kafka = new(flowpb.Kafka)
@@ -2732,6 +2971,27 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownLayer7))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if d.sp != nil {
+		if oldRecord != nil && m.Record != oldRecord {
+			switch w := oldRecord.(type) {
+			case *flowpb.Layer7_Dns:
+				if w.Dns != nil {
+					scrubDNS(w.Dns)
+				}
+				d.sp.w_Layer7_dns.Put(w, maxSpares)
+			case *flowpb.Layer7_Http:
+				if w.Http != nil {
+					scrubHTTP(w.Http)
+				}
+				d.sp.w_Layer7_http.Put(w, maxSpares)
+			case *flowpb.Layer7_Kafka:
+				if w.Kafka != nil {
+					*w.Kafka = flowpb.Kafka{}
+				}
+				d.sp.w_Layer7_kafka.Put(w, maxSpares)
+			}
+		}
 	}
 	return nil
 }

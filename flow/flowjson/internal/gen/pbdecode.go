@@ -65,6 +65,159 @@ func spareField(md protoreflect.MessageDescriptor) string {
 	return "s_" + ident(md.FullName())
 }
 
+// wrapperSpareField is the field of Spares that keeps the oneof wrappers of
+// member fd of in's message, each with its member message.
+func wrapperSpareField(in *info, fd protoreflect.FieldDescriptor) string {
+	return "w_" + ident(in.md.FullName()) + "_" + string(fd.Name())
+}
+
+// oneofMembers lists the members of md's oneofs, by oneof in order.
+func oneofMembers(md protoreflect.MessageDescriptor) [][]protoreflect.FieldDescriptor {
+	var out [][]protoreflect.FieldDescriptor
+	oneofs := md.Oneofs()
+	for i := 0; i < oneofs.Len(); i++ {
+		od := oneofs.Get(i)
+		if od.IsSynthetic() {
+			continue
+		}
+		var ms []protoreflect.FieldDescriptor
+		fields := od.Fields()
+		for j := 0; j < fields.Len(); j++ {
+			ms = append(ms, fields.Get(j))
+		}
+		out = append(out, ms)
+	}
+	return out
+}
+
+// hasStorage reports whether md has lists, singular message fields or
+// oneofs, which its scrub function keeps.
+func hasStorage(md protoreflect.MessageDescriptor) bool {
+	fields := md.Fields()
+	for j := 0; j < fields.Len(); j++ {
+		if fd := fields.Get(j); fd.IsList() || spared(fd) {
+			return true
+		}
+	}
+	return len(oneofMembers(md)) > 0
+}
+
+// scrub writes, at indent, the statement that resets the message x (a Go
+// expression) of type md before Spares keeps it: its scrub function when
+// it has storage to keep, a plain reset otherwise.
+func (g *gen) scrub(indent, x string, md protoreflect.MessageDescriptor) {
+	if hasStorage(md) {
+		g.p("%sscrub%s(%s)", indent, ident(md.FullName()), x)
+	} else {
+		g.p("%s*%s = %s{}", indent, x, goType(msgGoType(md)))
+	}
+}
+
+// nestedTypes lists the message types of md's singular message fields,
+// lists of messages and oneof members.
+func nestedTypes(md protoreflect.MessageDescriptor) []protoreflect.MessageDescriptor {
+	var out []protoreflect.MessageDescriptor
+	fields := md.Fields()
+	for j := 0; j < fields.Len(); j++ {
+		if fd := fields.Get(j); fd.Kind() == protoreflect.MessageKind && !fd.IsMap() {
+			out = append(out, fd.Message())
+		}
+	}
+	return out
+}
+
+// pbScrubs writes the scrub functions of the types in roots that have
+// storage to keep, and of the message types those keep.
+func (g *gen) pbScrubs(roots []protoreflect.MessageDescriptor) {
+	done := map[protoreflect.FullName]bool{}
+	for len(roots) > 0 {
+		md := roots[0]
+		roots = roots[1:]
+		if done[md.FullName()] || !hasStorage(md) {
+			continue
+		}
+		done[md.FullName()] = true
+		g.pbScrub(md)
+		roots = append(roots, nestedTypes(md)...)
+	}
+}
+
+// pbScrub writes scrubX for a message type with storage: it resets the
+// message but keeps its lists' storage, cleared (strings emptied, elements
+// scrubbed), its singular nested messages and its oneofs' wrappers with
+// their members, scrubbed, so that a kept message neither allocates them
+// again nor keeps a string of an earlier message alive.
+func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
+	in := structInfo(md)
+	id := ident(md.FullName())
+	g.p("")
+	g.p("// scrub%s resets m, keeping its storage, cleared.", id)
+	g.p("func scrub%s(m *%s) {", id, in.goT)
+	var keep []string
+	fields := md.Fields()
+	for j := 0; j < fields.Len(); j++ {
+		fd := fields.Get(j)
+		f := in.field[fd.Number()]
+		switch {
+		case fd.IsList():
+			g.keepList(fd, f)
+			if fd.Kind() == protoreflect.MessageKind {
+				g.p("\tfor _, x := range keep%s[:cap(keep%s)] {", f, f)
+				g.p("\t\tif x != nil {")
+				g.scrub("\t\t\t", "x", fd.Message())
+				g.p("\t\t}")
+				g.p("\t}")
+			}
+		case spared(fd):
+			g.p("\tkeep%s := m.%s", f, f)
+			g.p("\tif keep%s != nil {", f)
+			g.scrub("\t\t", "keep"+f, fd.Message())
+			g.p("\t}")
+		default:
+			continue
+		}
+		keep = append(keep, f)
+	}
+	for _, ms := range oneofMembers(md) {
+		of := in.oneof[ms[0].ContainingOneof().Name()]
+		g.p("\tkeep%s := m.%s", of, of)
+		g.p("\tswitch w := keep%s.(type) {", of)
+		for _, fd := range ms {
+			wf := in.wfield[fd.Number()]
+			g.p("\tcase %s:", in.wrapper[fd.Number()])
+			g.p("\t\tif w.%s != nil {", wf)
+			g.scrub("\t\t\t", "w."+wf, fd.Message())
+			g.p("\t\t}")
+		}
+		g.p("\t}")
+		keep = append(keep, of)
+	}
+	g.p("\t*m = %s{}", in.goT)
+	for _, f := range keep {
+		g.p("\tm.%s = keep%s", f, f)
+	}
+	g.p("}")
+}
+
+// pbResetUnused is resetUnused for the binary decoder: the elements a
+// message's lists of messages keep as storage beyond their length are
+// scrubbed, keeping their own storage.
+func (g *gen) pbResetUnused(in *info, indent string) {
+	fields := in.md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !fd.IsList() || fd.Kind() != protoreflect.MessageKind {
+			continue
+		}
+		f := in.field[fd.Number()]
+		g.p("%sfor _, x := range m.%s[len(m.%s):cap(m.%s)] {", indent, f, f, f)
+		g.p("%s\tif x != nil {", indent)
+		g.scrub(indent+"\t\t", "x", fd.Message())
+		g.p("%s\t}", indent)
+		g.p("%s}", indent)
+	}
+}
+
 // pbSpares writes Spares: a stack per message type of a spared field.
 func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
 	seen := map[protoreflect.FullName]bool{}
@@ -86,14 +239,35 @@ func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
 	g.p("// Spares keeps the nested messages that decoding took out of a flow's")
 	g.p("// storage, a flow before in that storage having had a field this one has")
 	g.p("// not, for a later flow that has it, so that storage which alternates")
-	g.p("// between kinds of flows allocates nothing. Each is reset when it is")
-	g.p("// kept (it keeps no string of an earlier message alive). A Spares is used")
-	g.p("// by one goroutine at a time; its zero value is ready to use.")
+	g.p("// between kinds of flows allocates nothing; and the oneof wrappers a")
+	g.p("// message lost to a member of another type, each with its member message.")
+	g.p("// Each is reset when it is kept (it keeps no string of an earlier message")
+	g.p("// alive), keeping its lists' storage, nested messages and oneof wrappers,")
+	g.p("// cleared. A Spares is used by one goroutine at a time; its zero value is")
+	g.p("// ready to use.")
 	g.p("type Spares struct {")
 	for _, m := range types {
 		g.p("\t%s freelist.List[%s]", spareField(m), goType(msgGoType(m)))
 	}
+	// The oneof wrappers, each kept with its member message.
+	scrubbed := append([]protoreflect.MessageDescriptor{}, types...)
+	for _, md := range all {
+		in := structInfo(md)
+		for _, ms := range oneofMembers(md) {
+			for _, fd := range ms {
+				g.p("\t%s freelist.List[%s]", wrapperSpareField(in, fd), in.wrapper[fd.Number()][1:])
+				if m := fd.Message(); !seen[m.FullName()] {
+					seen[m.FullName()] = true
+					scrubbed = append(scrubbed, m)
+				}
+			}
+		}
+	}
 	g.p("}")
+	for _, md := range all {
+		scrubbed = append(scrubbed, nestedTypes(md)...)
+	}
+	g.pbScrubs(scrubbed)
 }
 
 func (g *gen) pbDecodeMessage(in *info) {
@@ -154,13 +328,14 @@ func (g *gen) pbDecodeMessage(in *info) {
 	g.p("\t\t*u = append(*u, d.b[start:i]...)")
 	g.p("\t}")
 	g.keepSpares(in)
-	g.resetUnused(in, "\t")
+	g.pbResetUnused(in, "\t")
 	g.p("\treturn nil")
 	g.p("}")
 }
 
 // keepSpares writes the statements that keep, in the decoder's Spares,
-// the nested messages of m's storage that the message decoded lacks.
+// the nested messages and oneof wrappers of m's storage that the message
+// decoded lacks.
 func (g *gen) keepSpares(in *info) {
 	fields := in.md.Fields()
 	var fs []protoreflect.FieldDescriptor
@@ -170,15 +345,31 @@ func (g *gen) keepSpares(in *info) {
 			fs = append(fs, fd)
 		}
 	}
-	if len(fs) == 0 {
+	oneofs := oneofMembers(in.md)
+	if len(fs) == 0 && len(oneofs) == 0 {
 		return
 	}
 	g.p("\tif d.sp != nil {")
 	for _, fd := range fs {
 		f := in.field[fd.Number()]
 		g.p("\t\tif old%s != nil && m.%s == nil {", f, f)
-		g.p("\t\t\t*old%s = %s{}", f, goType(msgGoType(fd.Message())))
+		g.scrub("\t\t\t", "old"+f, fd.Message())
 		g.p("\t\t\td.sp.%s.Put(old%s, maxSpares)", spareField(fd.Message()), f)
+		g.p("\t\t}")
+	}
+	for _, ms := range oneofs {
+		of := in.oneof[ms[0].ContainingOneof().Name()]
+		g.p("\t\tif old%s != nil && m.%s != old%s {", of, of, of)
+		g.p("\t\t\tswitch w := old%s.(type) {", of)
+		for _, fd := range ms {
+			wf := in.wfield[fd.Number()]
+			g.p("\t\t\tcase %s:", in.wrapper[fd.Number()])
+			g.p("\t\t\t\tif w.%s != nil {", wf)
+			g.scrub("\t\t\t\t\t", "w."+wf, fd.Message())
+			g.p("\t\t\t\t}")
+			g.p("\t\t\t\td.sp.%s.Put(w, maxSpares)", wrapperSpareField(in, fd))
+		}
+		g.p("\t\t\t}")
 		g.p("\t\t}")
 	}
 	g.p("\t}")
@@ -220,7 +411,11 @@ func (g *gen) pbDecodeField(in *info, fd protoreflect.FieldDescriptor) {
 		g.p("\t\t\t}")
 		g.p("\t\t\tw, _ := old%s.(%s)", of, w)
 		g.p("\t\t\tif w == nil {")
-		g.p("\t\t\t\tw = new(%s)", w[1:])
+		g.p("\t\t\t\tif d.sp != nil {")
+		g.p("\t\t\t\t\tw = d.sp.%s.Get()", wrapperSpareField(in, fd))
+		g.p("\t\t\t\t} else {")
+		g.p("\t\t\t\t\tw = new(%s)", w[1:])
+		g.p("\t\t\t\t}")
 		g.p("\t\t\t}")
 		g.p("\t\t\tif w.%s == nil {", wf)
 		g.p("\t\t\t\tw.%s = new(%s)", wf, goType(msgGoType(fd.Message())))
