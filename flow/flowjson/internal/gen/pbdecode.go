@@ -181,15 +181,7 @@ func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
 	for _, ms := range oneofMembers(md) {
 		of := in.oneof[ms[0].ContainingOneof().Name()]
 		g.p("\tkeep%s := m.%s", of, of)
-		g.p("\tswitch w := keep%s.(type) {", of)
-		for _, fd := range ms {
-			wf := in.wfield[fd.Number()]
-			g.p("\tcase %s:", in.wrapper[fd.Number()])
-			g.p("\t\tif w.%s != nil {", wf)
-			g.scrub("\t\t\t", "w."+wf, fd.Message())
-			g.p("\t\t}")
-		}
-		g.p("\t}")
+		g.scrubOneof("\t", "keep"+of, in, ms, nil)
 		keep = append(keep, of)
 	}
 	g.p("\t*m = %s{}", in.goT)
@@ -203,19 +195,25 @@ func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
 // message's lists of messages keep as storage beyond their length are
 // scrubbed, keeping their own storage.
 func (g *gen) pbResetUnused(in *info, indent string) {
-	fields := in.md.Fields()
-	for i := 0; i < fields.Len(); i++ {
-		fd := fields.Get(i)
-		if !fd.IsList() || fd.Kind() != protoreflect.MessageKind {
-			continue
-		}
-		f := in.field[fd.Number()]
-		g.p("%sfor _, x := range m.%s[len(m.%s):cap(m.%s)] {", indent, f, f, f)
-		g.p("%s\tif x != nil {", indent)
-		g.scrub(indent+"\t\t", "x", fd.Message())
+	g.eachUnused(in, indent, g.scrub)
+}
+
+// scrubOneof writes, at indent, a type switch on the oneof wrapper w of
+// in's message whose members are ms that scrubs the member, then writes
+// then's statements for the member's case (then may be nil).
+func (g *gen) scrubOneof(indent, w string, in *info, ms []protoreflect.FieldDescriptor, then func(indent string, fd protoreflect.FieldDescriptor)) {
+	g.p("%sswitch w := %s.(type) {", indent, w)
+	for _, fd := range ms {
+		wf := in.wfield[fd.Number()]
+		g.p("%scase %s:", indent, in.wrapper[fd.Number()])
+		g.p("%s\tif w.%s != nil {", indent, wf)
+		g.scrub(indent+"\t\t", "w."+wf, fd.Message())
 		g.p("%s\t}", indent)
-		g.p("%s}", indent)
+		if then != nil {
+			then(indent+"\t", fd)
+		}
 	}
+	g.p("%s}", indent)
 }
 
 // pbSpares writes Spares: a stack per message type of a spared field.
@@ -360,16 +358,9 @@ func (g *gen) keepSpares(in *info) {
 	for _, ms := range oneofs {
 		of := in.oneof[ms[0].ContainingOneof().Name()]
 		g.p("\t\tif old%s != nil && m.%s != old%s {", of, of, of)
-		g.p("\t\t\tswitch w := old%s.(type) {", of)
-		for _, fd := range ms {
-			wf := in.wfield[fd.Number()]
-			g.p("\t\t\tcase %s:", in.wrapper[fd.Number()])
-			g.p("\t\t\t\tif w.%s != nil {", wf)
-			g.scrub("\t\t\t\t\t", "w."+wf, fd.Message())
-			g.p("\t\t\t\t}")
-			g.p("\t\t\t\td.sp.%s.Put(w, maxSpares)", wrapperSpareField(in, fd))
-		}
-		g.p("\t\t\t}")
+		g.scrubOneof("\t\t\t", "old"+of, in, ms, func(indent string, fd protoreflect.FieldDescriptor) {
+			g.p("%sd.sp.%s.Put(w, maxSpares)", indent, wrapperSpareField(in, fd))
+		})
 		g.p("\t\t}")
 	}
 	g.p("\t}")
