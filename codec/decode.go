@@ -162,6 +162,11 @@ func UnmarshalFlow(b []byte, f *flowpb.Flow) error {
 		}
 		return nil
 	}
+	if err != nil {
+		// A decode cut short leaves strings of b in f's storage, where
+		// the next decode would not clear them (see decodeFlow's lists).
+		*f = flowpb.Flow{}
+	}
 	return err
 }
 
@@ -248,6 +253,8 @@ func (sp *Spares) UnmarshalGetFlowsResponse(s string, storage *flowpb.Flow) (Flo
 		if err == errFallback {
 			return unmarshalOther(d.b)
 		}
+		// See UnmarshalFlow.
+		*storage = flowpb.Flow{}
 		return FlowsResponse{}, err
 	}
 	r.Flow = storage

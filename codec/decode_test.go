@@ -523,8 +523,31 @@ func TestUnmarshalDropsOldStrings(t *testing.T) {
 		}
 	}
 	for i, p := range storage.EgressAllowedBy[:cap(storage.EgressAllowedBy)] {
-		if p != nil && (p.Name != "" || len(p.Labels) != 0) {
+		if p == nil {
+			continue
+		}
+		if p.Name != "" || len(p.Labels) != 0 {
 			t.Errorf("egress_allowed_by: kept %q beyond the length, at %d", p.Name, i)
 		}
+		for j, l := range p.Labels[:cap(p.Labels)] {
+			if l != "" {
+				t.Errorf("egress_allowed_by[%d].labels: kept %q beyond the length, at %d", i, l, j)
+			}
+		}
+	}
+
+	// A decode cut short leaves no string of its message in the storage:
+	// the storage is reset.
+	b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: long}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte{}, b...)
+	bad[len(bad)-1] = 0xff // the last string's last byte: invalid UTF-8
+	if _, err := UnmarshalGetFlowsResponse(string(bad), storage); err == nil {
+		t.Fatal("a message with invalid UTF-8 decoded")
+	}
+	if !proto.Equal(storage, &flowpb.Flow{}) || storage.Source != nil || cap(storage.NodeLabels) != 0 {
+		t.Fatalf("storage after a failed decode: %v", storage)
 	}
 }

@@ -119,14 +119,14 @@ func scrubTunnel(m *flowpb.Tunnel) {
 
 // scrubEndpoint resets m, keeping its storage, cleared.
 func scrubEndpoint(m *flowpb.Endpoint) {
+	clear(m.Labels)
 	keepLabels := m.Labels[:0]
-	clear(keepLabels[:cap(keepLabels)])
-	keepWorkloads := m.Workloads[:0]
-	for _, x := range keepWorkloads[:cap(keepWorkloads)] {
+	for _, x := range m.Workloads {
 		if x != nil {
 			*x = flowpb.Workload{}
 		}
 	}
+	keepWorkloads := m.Workloads[:0]
 	*m = flowpb.Endpoint{}
 	m.Labels = keepLabels
 	m.Workloads = keepWorkloads
@@ -175,14 +175,14 @@ func scrubTCP(m *flowpb.TCP) {
 
 // scrubDNS resets m, keeping its storage, cleared.
 func scrubDNS(m *flowpb.DNS) {
+	clear(m.Ips)
 	keepIps := m.Ips[:0]
-	clear(keepIps[:cap(keepIps)])
+	clear(m.Cnames)
 	keepCnames := m.Cnames[:0]
-	clear(keepCnames[:cap(keepCnames)])
+	clear(m.Qtypes)
 	keepQtypes := m.Qtypes[:0]
-	clear(keepQtypes[:cap(keepQtypes)])
+	clear(m.Rrtypes)
 	keepRrtypes := m.Rrtypes[:0]
-	clear(keepRrtypes[:cap(keepRrtypes)])
 	*m = flowpb.DNS{}
 	m.Ips = keepIps
 	m.Cnames = keepCnames
@@ -192,20 +192,20 @@ func scrubDNS(m *flowpb.DNS) {
 
 // scrubHTTP resets m, keeping its storage, cleared.
 func scrubHTTP(m *flowpb.HTTP) {
-	keepHeaders := m.Headers[:0]
-	for _, x := range keepHeaders[:cap(keepHeaders)] {
+	for _, x := range m.Headers {
 		if x != nil {
 			*x = flowpb.HTTPHeader{}
 		}
 	}
+	keepHeaders := m.Headers[:0]
 	*m = flowpb.HTTP{}
 	m.Headers = keepHeaders
 }
 
 // scrubPolicy resets m, keeping its storage, cleared.
 func scrubPolicy(m *flowpb.Policy) {
+	clear(m.Labels)
 	keepLabels := m.Labels[:0]
-	clear(keepLabels[:cap(keepLabels)])
 	*m = flowpb.Policy{}
 	m.Labels = keepLabels
 }
@@ -221,12 +221,12 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	oldTunnel := m.Tunnel
 	oldSource := m.Source
 	oldDestination := m.Destination
+	nNodeLabels := len(m.NodeLabels)
 	keepNodeLabels := m.NodeLabels[:0]
-	clear(keepNodeLabels[:cap(keepNodeLabels)])
+	nSourceNames := len(m.SourceNames)
 	keepSourceNames := m.SourceNames[:0]
-	clear(keepSourceNames[:cap(keepSourceNames)])
+	nDestinationNames := len(m.DestinationNames)
 	keepDestinationNames := m.DestinationNames[:0]
-	clear(keepDestinationNames[:cap(keepDestinationNames)])
 	oldL7 := m.L7
 	oldEventType := m.EventType
 	oldSourceService := m.SourceService
@@ -237,12 +237,16 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	oldInterface := m.Interface
 	oldTraceContext := m.TraceContext
 	oldExtensions := m.Extensions
+	nEgressAllowedBy := len(m.EgressAllowedBy)
 	keepEgressAllowedBy := m.EgressAllowedBy[:0]
+	nIngressAllowedBy := len(m.IngressAllowedBy)
 	keepIngressAllowedBy := m.IngressAllowedBy[:0]
+	nEgressDeniedBy := len(m.EgressDeniedBy)
 	keepEgressDeniedBy := m.EgressDeniedBy[:0]
+	nIngressDeniedBy := len(m.IngressDeniedBy)
 	keepIngressDeniedBy := m.IngressDeniedBy[:0]
+	nPolicyLog := len(m.PolicyLog)
 	keepPolicyLog := m.PolicyLog[:0]
-	clear(keepPolicyLog[:cap(keepPolicyLog)])
 	oldAggregate := m.Aggregate
 	*m = flowpb.Flow{}
 	m.NodeLabels = keepNodeLabels
@@ -1327,25 +1331,45 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			d.sp.s_Aggregate.Put(oldAggregate, maxSpares)
 		}
 	}
-	for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
-		if x != nil {
-			scrubPolicy(x)
+	if k := len(m.NodeLabels); k < nNodeLabels {
+		clear(m.NodeLabels[k:nNodeLabels])
+	}
+	if k := len(m.SourceNames); k < nSourceNames {
+		clear(m.SourceNames[k:nSourceNames])
+	}
+	if k := len(m.DestinationNames); k < nDestinationNames {
+		clear(m.DestinationNames[k:nDestinationNames])
+	}
+	if k := len(m.EgressAllowedBy); k < nEgressAllowedBy {
+		for _, x := range m.EgressAllowedBy[k:nEgressAllowedBy] {
+			if x != nil {
+				scrubPolicy(x)
+			}
 		}
 	}
-	for _, x := range m.IngressAllowedBy[len(m.IngressAllowedBy):cap(m.IngressAllowedBy)] {
-		if x != nil {
-			scrubPolicy(x)
+	if k := len(m.IngressAllowedBy); k < nIngressAllowedBy {
+		for _, x := range m.IngressAllowedBy[k:nIngressAllowedBy] {
+			if x != nil {
+				scrubPolicy(x)
+			}
 		}
 	}
-	for _, x := range m.EgressDeniedBy[len(m.EgressDeniedBy):cap(m.EgressDeniedBy)] {
-		if x != nil {
-			scrubPolicy(x)
+	if k := len(m.EgressDeniedBy); k < nEgressDeniedBy {
+		for _, x := range m.EgressDeniedBy[k:nEgressDeniedBy] {
+			if x != nil {
+				scrubPolicy(x)
+			}
 		}
 	}
-	for _, x := range m.IngressDeniedBy[len(m.IngressDeniedBy):cap(m.IngressDeniedBy)] {
-		if x != nil {
-			scrubPolicy(x)
+	if k := len(m.IngressDeniedBy); k < nIngressDeniedBy {
+		for _, x := range m.IngressDeniedBy[k:nIngressDeniedBy] {
+			if x != nil {
+				scrubPolicy(x)
+			}
 		}
+	}
+	if k := len(m.PolicyLog); k < nPolicyLog {
+		clear(m.PolicyLog[k:nPolicyLog])
 	}
 	return nil
 }
@@ -2602,8 +2626,9 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 // decodeEndpoint decodes a flow.Endpoint from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
+	nLabels := len(m.Labels)
 	keepLabels := m.Labels[:0]
-	clear(keepLabels[:cap(keepLabels)])
+	nWorkloads := len(m.Workloads)
 	keepWorkloads := m.Workloads[:0]
 	*m = flowpb.Endpoint{}
 	m.Labels = keepLabels
@@ -2755,9 +2780,14 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownEndpoint))
 		*u = append(*u, d.b[start:i]...)
 	}
-	for _, x := range m.Workloads[len(m.Workloads):cap(m.Workloads)] {
-		if x != nil {
-			*x = flowpb.Workload{}
+	if k := len(m.Labels); k < nLabels {
+		clear(m.Labels[k:nLabels])
+	}
+	if k := len(m.Workloads); k < nWorkloads {
+		for _, x := range m.Workloads[k:nWorkloads] {
+			if x != nil {
+				*x = flowpb.Workload{}
+			}
 		}
 	}
 	return nil
@@ -2999,14 +3029,14 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 // decodeDNS decodes a flow.DNS from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
+	nIps := len(m.Ips)
 	keepIps := m.Ips[:0]
-	clear(keepIps[:cap(keepIps)])
+	nCnames := len(m.Cnames)
 	keepCnames := m.Cnames[:0]
-	clear(keepCnames[:cap(keepCnames)])
+	nQtypes := len(m.Qtypes)
 	keepQtypes := m.Qtypes[:0]
-	clear(keepQtypes[:cap(keepQtypes)])
+	nRrtypes := len(m.Rrtypes)
 	keepRrtypes := m.Rrtypes[:0]
-	clear(keepRrtypes[:cap(keepRrtypes)])
 	*m = flowpb.DNS{}
 	m.Ips = keepIps
 	m.Cnames = keepCnames
@@ -3168,12 +3198,25 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownDNS))
 		*u = append(*u, d.b[start:i]...)
 	}
+	if k := len(m.Ips); k < nIps {
+		clear(m.Ips[k:nIps])
+	}
+	if k := len(m.Cnames); k < nCnames {
+		clear(m.Cnames[k:nCnames])
+	}
+	if k := len(m.Qtypes); k < nQtypes {
+		clear(m.Qtypes[k:nQtypes])
+	}
+	if k := len(m.Rrtypes); k < nRrtypes {
+		clear(m.Rrtypes[k:nRrtypes])
+	}
 	return nil
 }
 
 // decodeHTTP decodes a flow.HTTP from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
+	nHeaders := len(m.Headers)
 	keepHeaders := m.Headers[:0]
 	*m = flowpb.HTTP{}
 	m.Headers = keepHeaders
@@ -3292,9 +3335,11 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownHTTP))
 		*u = append(*u, d.b[start:i]...)
 	}
-	for _, x := range m.Headers[len(m.Headers):cap(m.Headers)] {
-		if x != nil {
-			*x = flowpb.HTTPHeader{}
+	if k := len(m.Headers); k < nHeaders {
+		for _, x := range m.Headers[k:nHeaders] {
+			if x != nil {
+				*x = flowpb.HTTPHeader{}
+			}
 		}
 	}
 	return nil
@@ -3869,8 +3914,8 @@ func (d *pbDecoder) decodeTraceParent(m *flowpb.TraceParent, i, end int) error {
 // decodePolicy decodes a flow.Policy from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
+	nLabels := len(m.Labels)
 	keepLabels := m.Labels[:0]
-	clear(keepLabels[:cap(keepLabels)])
 	*m = flowpb.Policy{}
 	m.Labels = keepLabels
 	for i < end {
@@ -3978,6 +4023,9 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 		i += n
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownPolicy))
 		*u = append(*u, d.b[start:i]...)
+	}
+	if k := len(m.Labels); k < nLabels {
+		clear(m.Labels[k:nLabels])
 	}
 	return nil
 }

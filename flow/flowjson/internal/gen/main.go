@@ -450,15 +450,6 @@ func (g *gen) keepList(fd protoreflect.FieldDescriptor, f string) {
 // storage must not keep alive. Decoders run them when they return a
 // complete message; the elements within the length are the message's own.
 func (g *gen) resetUnused(in *info, indent string) {
-	g.eachUnused(in, indent, func(indent, x string, md protoreflect.MessageDescriptor) {
-		g.p("%s*%s = %s{}", indent, x, goType(msgGoType(md)))
-	})
-}
-
-// eachUnused writes, at indent, a loop per list of messages of in's
-// message over the elements beyond its length, with reset's statement for
-// each element x that is set.
-func (g *gen) eachUnused(in *info, indent string, reset func(indent, x string, md protoreflect.MessageDescriptor)) {
 	fields := in.md.Fields()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
@@ -468,7 +459,7 @@ func (g *gen) eachUnused(in *info, indent string, reset func(indent, x string, m
 		f := in.field[fd.Number()]
 		g.p("%sfor _, x := range m.%s[len(m.%s):cap(m.%s)] {", indent, f, f, f)
 		g.p("%s\tif x != nil {", indent)
-		reset(indent+"\t\t", "x", fd.Message())
+		g.p("%s\t\t*x = %s{}", indent, goType(msgGoType(fd.Message())))
 		g.p("%s\t}", indent)
 		g.p("%s}", indent)
 	}

@@ -160,14 +160,17 @@ func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
 		f := in.field[fd.Number()]
 		switch {
 		case fd.IsList():
-			g.keepList(fd, f)
+			// Beyond its length a list is clear already (see pbClearTails).
 			if fd.Kind() == protoreflect.MessageKind {
-				g.p("\tfor _, x := range keep%s[:cap(keep%s)] {", f, f)
+				g.p("\tfor _, x := range m.%s {", f)
 				g.p("\t\tif x != nil {")
 				g.scrub("\t\t\t", "x", fd.Message())
 				g.p("\t\t}")
 				g.p("\t}")
+			} else {
+				g.p("\tclear(m.%s)", f)
 			}
+			g.p("\tkeep%s := m.%s[:0]", f, f)
 		case spared(fd):
 			g.p("\tkeep%s := m.%s", f, f)
 			g.p("\tif keep%s != nil {", f)
@@ -191,11 +194,32 @@ func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
 	g.p("}")
 }
 
-// pbResetUnused is resetUnused for the binary decoder: the elements a
-// message's lists of messages keep as storage beyond their length are
-// scrubbed, keeping their own storage.
-func (g *gen) pbResetUnused(in *info, indent string) {
-	g.eachUnused(in, indent, g.scrub)
+// pbClearTails writes the statements that clear, after a decode, the
+// elements of m's lists that the message before held and this one does
+// not (from the new length to the old one): strings emptied, messages
+// scrubbed, keeping their own storage. With that, the elements beyond a
+// list's length are always clear (none keeps a string of an earlier
+// message alive) and no decode clears them again.
+func (g *gen) pbClearTails(in *info) {
+	fields := in.md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !fd.IsList() {
+			continue
+		}
+		f := in.field[fd.Number()]
+		g.p("\tif k := len(m.%s); k < n%s {", f, f)
+		if fd.Kind() == protoreflect.MessageKind {
+			g.p("\t\tfor _, x := range m.%s[k:n%s] {", f, f)
+			g.p("\t\t\tif x != nil {")
+			g.scrub("\t\t\t\t", "x", fd.Message())
+			g.p("\t\t\t}")
+			g.p("\t\t}")
+		} else {
+			g.p("\t\tclear(m.%s[k:n%s])", f, f)
+		}
+		g.p("\t}")
+	}
 }
 
 // scrubOneof writes, at indent, a type switch on the oneof wrapper w of
@@ -291,7 +315,10 @@ func (g *gen) pbDecodeMessage(in *info) {
 		f := in.field[fd.Number()]
 		switch {
 		case fd.IsList():
-			g.keepList(fd, f)
+			// The elements beyond a list's length are always clear; those
+			// the message decoded does not reach again are cleared after it.
+			g.p("\tn%s := len(m.%s)", f, f)
+			g.p("\tkeep%s := m.%s[:0]", f, f)
 			keep = append(keep, f)
 		case fd.Kind() == protoreflect.MessageKind:
 			g.p("\told%s := m.%s", f, f)
@@ -326,7 +353,7 @@ func (g *gen) pbDecodeMessage(in *info) {
 	g.p("\t\t*u = append(*u, d.b[start:i]...)")
 	g.p("\t}")
 	g.keepSpares(in)
-	g.pbResetUnused(in, "\t")
+	g.pbClearTails(in)
 	g.p("\treturn nil")
 	g.p("}")
 }
