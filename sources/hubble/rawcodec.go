@@ -2,6 +2,7 @@ package hubble
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 
 	"google.golang.org/grpc/encoding"
@@ -17,9 +18,11 @@ type rawResponse struct {
 	// slab is where the messages' copies are carved from, one allocation
 	// for many messages: a flow's strings point into it, so a slab lives
 	// as long as one of its flows is still in use (or pooled, until its
-	// storage is reused). A slab is never written where a message was
-	// copied before.
-	slab []byte
+	// storage is reused). A strings.Builder only appends, so what it holds
+	// is never written again, and it allocates without clearing memory
+	// that the copies overwrite at once (clearing a 64 KiB slab cost about
+	// 0.1 µs per flow).
+	slab strings.Builder
 }
 
 // Slabs: a message copy comes from a slab of slabSize bytes unless it is
@@ -30,21 +33,23 @@ const (
 	slabMax  = slabSize / 8
 )
 
-// copyOf copies data into r's slab (or its own allocation) and returns
-// the copy.
-func (r *rawResponse) copyOf(data mem.BufferSlice, n int) []byte {
+// copyOf copies data, n bytes, into r's slab (or its own allocation) and
+// returns the copy.
+func (r *rawResponse) copyOf(data mem.BufferSlice, n int) string {
 	if n > slabMax {
 		b := make([]byte, n)
 		data.CopyTo(b)
-		return b
+		return unsafe.String(&b[0], n)
 	}
-	if n > cap(r.slab)-len(r.slab) {
-		r.slab = make([]byte, 0, slabSize)
+	if n > r.slab.Cap()-r.slab.Len() {
+		r.slab = strings.Builder{}
+		r.slab.Grow(slabSize)
 	}
-	b := r.slab[len(r.slab) : len(r.slab)+n : len(r.slab)+n]
-	data.CopyTo(b)
-	r.slab = r.slab[:len(r.slab)+n]
-	return b
+	start := r.slab.Len()
+	for _, b := range data {
+		r.slab.Write(b.ReadOnlyData())
+	}
+	return r.slab.String()[start : start+n]
 }
 
 // rawCodec is the gRPC codec of the GetFlows stream. It marshals the
@@ -73,8 +78,6 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		r.msg = ""
 		return nil
 	}
-	b := r.copyOf(data, n)
-	// b is never written again.
-	r.msg = unsafe.String(&b[0], n)
+	r.msg = r.copyOf(data, n)
 	return nil
 }

@@ -33,7 +33,7 @@ func TestRawCodecSlab(t *testing.T) {
 			t.Fatalf("message %d changed: %d bytes, want %d", i, len(got[i]), len(want[i]))
 		}
 	}
-	if len(r.slab) == 0 || cap(r.slab) != slabSize {
-		t.Fatalf("slab of %d/%d bytes, want a %d-byte slab in use", len(r.slab), cap(r.slab), slabSize)
+	if r.slab.Len() == 0 || r.slab.Cap() != slabSize {
+		t.Fatalf("slab of %d/%d bytes, want a %d-byte slab in use", r.slab.Len(), r.slab.Cap(), slabSize)
 	}
 }
