@@ -163,11 +163,22 @@ func UnmarshalFlow(b []byte, f *flowpb.Flow) error {
 		return nil
 	}
 	if err != nil {
-		// A decode cut short leaves strings of b in f's storage, where
-		// the next decode would not clear them (see decodeFlow's lists).
+		// A decode cut short leaves f half the flow before, half b's.
 		*f = flowpb.Flow{}
 	}
 	return err
+}
+
+// clearStrings empties the strings of s that are not empty: a pooled
+// flow's lists keep no string of an earlier message beyond their length.
+// It writes only where it must, as a write takes the collector's write
+// barrier while it marks.
+func clearStrings(s []string) {
+	for i := range s {
+		if s[i] != "" {
+			s[i] = ""
+		}
+	}
 }
 
 // FlowsResponse is a decoded observer.GetFlowsResponse.

@@ -494,8 +494,8 @@ func TestUnmarshalDropsOldStrings(t *testing.T) {
 		NodeLabels: []string{"z=9"},
 		Source:     &flowpb.Endpoint{Labels: []string{"reserved:world"}},
 	}
-	storage := new(flowpb.Flow)
-	for _, f := range []*flowpb.Flow{long, short} {
+	decode := func(f, storage *flowpb.Flow) {
+		t.Helper()
 		b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: f}})
 		if err != nil {
 			t.Fatal(err)
@@ -504,6 +504,43 @@ func TestUnmarshalDropsOldStrings(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Another filler (a transform) shortened the lists in place: the next
+	// decode clears what they left beyond their lengths too.
+	shrunk := new(flowpb.Flow)
+	decode(long, shrunk)
+	shrunk.NodeLabels = shrunk.NodeLabels[:0]
+	shrunk.Source.Labels = shrunk.Source.Labels[:1]
+	shrunk.Source.Workloads = shrunk.Source.Workloads[:0]
+	shrunk.EgressAllowedBy = shrunk.EgressAllowedBy[:0]
+	decode(short, shrunk)
+
+	storage := new(flowpb.Flow)
+	decode(long, storage)
+	decode(short, storage)
+	checkTails(t, storage)
+	checkTails(t, shrunk)
+
+	// A decode cut short leaves no string of its message in the storage:
+	// the storage is reset.
+	b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: long}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte{}, b...)
+	bad[len(bad)-1] = 0xff // the last string's last byte: invalid UTF-8
+	if _, err := UnmarshalGetFlowsResponse(string(bad), storage); err == nil {
+		t.Fatal("a message with invalid UTF-8 decoded")
+	}
+	if !proto.Equal(storage, &flowpb.Flow{}) || storage.Source != nil || cap(storage.NodeLabels) != 0 {
+		t.Fatalf("storage after a failed decode: %v", storage)
+	}
+}
+
+// checkTails fails t when storage's lists keep a string beyond their
+// lengths (TestUnmarshalDropsOldStrings' short flow: one node label, one
+// source label, no workloads, no policies).
+func checkTails(t *testing.T, storage *flowpb.Flow) {
+	t.Helper()
 	for _, c := range []struct {
 		name string
 		tail []string
@@ -534,20 +571,5 @@ func TestUnmarshalDropsOldStrings(t *testing.T) {
 				t.Errorf("egress_allowed_by[%d].labels: kept %q beyond the length, at %d", i, l, j)
 			}
 		}
-	}
-
-	// A decode cut short leaves no string of its message in the storage:
-	// the storage is reset.
-	b, err := proto.Marshal(&observer.GetFlowsResponse{ResponseTypes: &observer.GetFlowsResponse_Flow{Flow: long}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := append([]byte{}, b...)
-	bad[len(bad)-1] = 0xff // the last string's last byte: invalid UTF-8
-	if _, err := UnmarshalGetFlowsResponse(string(bad), storage); err == nil {
-		t.Fatal("a message with invalid UTF-8 decoded")
-	}
-	if !proto.Equal(storage, &flowpb.Flow{}) || storage.Source != nil || cap(storage.NodeLabels) != 0 {
-		t.Fatalf("storage after a failed decode: %v", storage)
 	}
 }

@@ -119,10 +119,10 @@ func scrubTunnel(m *flowpb.Tunnel) {
 
 // scrubEndpoint resets m, keeping its storage, cleared.
 func scrubEndpoint(m *flowpb.Endpoint) {
-	clear(m.Labels)
+	clearStrings(m.Labels[:cap(m.Labels)])
 	keepLabels := m.Labels[:0]
-	for _, x := range m.Workloads {
-		if x != nil {
+	for _, x := range m.Workloads[:cap(m.Workloads)] {
+		if x != nil && dirtyWorkload(x) {
 			*x = flowpb.Workload{}
 		}
 	}
@@ -175,13 +175,13 @@ func scrubTCP(m *flowpb.TCP) {
 
 // scrubDNS resets m, keeping its storage, cleared.
 func scrubDNS(m *flowpb.DNS) {
-	clear(m.Ips)
+	clearStrings(m.Ips[:cap(m.Ips)])
 	keepIps := m.Ips[:0]
-	clear(m.Cnames)
+	clearStrings(m.Cnames[:cap(m.Cnames)])
 	keepCnames := m.Cnames[:0]
-	clear(m.Qtypes)
+	clearStrings(m.Qtypes[:cap(m.Qtypes)])
 	keepQtypes := m.Qtypes[:0]
-	clear(m.Rrtypes)
+	clearStrings(m.Rrtypes[:cap(m.Rrtypes)])
 	keepRrtypes := m.Rrtypes[:0]
 	*m = flowpb.DNS{}
 	m.Ips = keepIps
@@ -192,8 +192,8 @@ func scrubDNS(m *flowpb.DNS) {
 
 // scrubHTTP resets m, keeping its storage, cleared.
 func scrubHTTP(m *flowpb.HTTP) {
-	for _, x := range m.Headers {
-		if x != nil {
+	for _, x := range m.Headers[:cap(m.Headers)] {
+		if x != nil && dirtyHTTPHeader(x) {
 			*x = flowpb.HTTPHeader{}
 		}
 	}
@@ -204,10 +204,32 @@ func scrubHTTP(m *flowpb.HTTP) {
 
 // scrubPolicy resets m, keeping its storage, cleared.
 func scrubPolicy(m *flowpb.Policy) {
-	clear(m.Labels)
+	clearStrings(m.Labels[:cap(m.Labels)])
 	keepLabels := m.Labels[:0]
 	*m = flowpb.Policy{}
 	m.Labels = keepLabels
+}
+
+// dirtyPolicy reports whether m holds something scrubPolicy would clear.
+func dirtyPolicy(m *flowpb.Policy) bool {
+	return m.Name != "" ||
+		m.Namespace != "" ||
+		len(m.Labels) != 0 ||
+		m.Kind != ""
+}
+
+// dirtyWorkload reports whether m holds something scrubWorkload would clear.
+// (It has no storage to keep: a reset clears it.)
+func dirtyWorkload(m *flowpb.Workload) bool {
+	return m.Name != "" ||
+		m.Kind != ""
+}
+
+// dirtyHTTPHeader reports whether m holds something scrubHTTPHeader would clear.
+// (It has no storage to keep: a reset clears it.)
+func dirtyHTTPHeader(m *flowpb.HTTPHeader) bool {
+	return m.Key != "" ||
+		m.Value != ""
 }
 
 // decodeFlow decodes a flow.Flow from d.b[i:end] into m with Reset semantics,
@@ -221,11 +243,8 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	oldTunnel := m.Tunnel
 	oldSource := m.Source
 	oldDestination := m.Destination
-	nNodeLabels := len(m.NodeLabels)
 	keepNodeLabels := m.NodeLabels[:0]
-	nSourceNames := len(m.SourceNames)
 	keepSourceNames := m.SourceNames[:0]
-	nDestinationNames := len(m.DestinationNames)
 	keepDestinationNames := m.DestinationNames[:0]
 	oldL7 := m.L7
 	oldEventType := m.EventType
@@ -237,15 +256,10 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 	oldInterface := m.Interface
 	oldTraceContext := m.TraceContext
 	oldExtensions := m.Extensions
-	nEgressAllowedBy := len(m.EgressAllowedBy)
 	keepEgressAllowedBy := m.EgressAllowedBy[:0]
-	nIngressAllowedBy := len(m.IngressAllowedBy)
 	keepIngressAllowedBy := m.IngressAllowedBy[:0]
-	nEgressDeniedBy := len(m.EgressDeniedBy)
 	keepEgressDeniedBy := m.EgressDeniedBy[:0]
-	nIngressDeniedBy := len(m.IngressDeniedBy)
 	keepIngressDeniedBy := m.IngressDeniedBy[:0]
-	nPolicyLog := len(m.PolicyLog)
 	keepPolicyLog := m.PolicyLog[:0]
 	oldAggregate := m.Aggregate
 	*m = flowpb.Flow{}
@@ -1331,46 +1345,30 @@ func (d *pbDecoder) decodeFlow(m *flowpb.Flow, i, end int) error {
 			d.sp.s_Aggregate.Put(oldAggregate, maxSpares)
 		}
 	}
-	if k := len(m.NodeLabels); k < nNodeLabels {
-		clear(m.NodeLabels[k:nNodeLabels])
-	}
-	if k := len(m.SourceNames); k < nSourceNames {
-		clear(m.SourceNames[k:nSourceNames])
-	}
-	if k := len(m.DestinationNames); k < nDestinationNames {
-		clear(m.DestinationNames[k:nDestinationNames])
-	}
-	if k := len(m.EgressAllowedBy); k < nEgressAllowedBy {
-		for _, x := range m.EgressAllowedBy[k:nEgressAllowedBy] {
-			if x != nil {
-				scrubPolicy(x)
-			}
+	clearStrings(m.NodeLabels[len(m.NodeLabels):cap(m.NodeLabels)])
+	clearStrings(m.SourceNames[len(m.SourceNames):cap(m.SourceNames)])
+	clearStrings(m.DestinationNames[len(m.DestinationNames):cap(m.DestinationNames)])
+	for _, x := range m.EgressAllowedBy[len(m.EgressAllowedBy):cap(m.EgressAllowedBy)] {
+		if x != nil && dirtyPolicy(x) {
+			scrubPolicy(x)
 		}
 	}
-	if k := len(m.IngressAllowedBy); k < nIngressAllowedBy {
-		for _, x := range m.IngressAllowedBy[k:nIngressAllowedBy] {
-			if x != nil {
-				scrubPolicy(x)
-			}
+	for _, x := range m.IngressAllowedBy[len(m.IngressAllowedBy):cap(m.IngressAllowedBy)] {
+		if x != nil && dirtyPolicy(x) {
+			scrubPolicy(x)
 		}
 	}
-	if k := len(m.EgressDeniedBy); k < nEgressDeniedBy {
-		for _, x := range m.EgressDeniedBy[k:nEgressDeniedBy] {
-			if x != nil {
-				scrubPolicy(x)
-			}
+	for _, x := range m.EgressDeniedBy[len(m.EgressDeniedBy):cap(m.EgressDeniedBy)] {
+		if x != nil && dirtyPolicy(x) {
+			scrubPolicy(x)
 		}
 	}
-	if k := len(m.IngressDeniedBy); k < nIngressDeniedBy {
-		for _, x := range m.IngressDeniedBy[k:nIngressDeniedBy] {
-			if x != nil {
-				scrubPolicy(x)
-			}
+	for _, x := range m.IngressDeniedBy[len(m.IngressDeniedBy):cap(m.IngressDeniedBy)] {
+		if x != nil && dirtyPolicy(x) {
+			scrubPolicy(x)
 		}
 	}
-	if k := len(m.PolicyLog); k < nPolicyLog {
-		clear(m.PolicyLog[k:nPolicyLog])
-	}
+	clearStrings(m.PolicyLog[len(m.PolicyLog):cap(m.PolicyLog)])
 	return nil
 }
 
@@ -2626,9 +2624,7 @@ func (d *pbDecoder) decodeTunnel(m *flowpb.Tunnel, i, end int) error {
 // decodeEndpoint decodes a flow.Endpoint from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
-	nLabels := len(m.Labels)
 	keepLabels := m.Labels[:0]
-	nWorkloads := len(m.Workloads)
 	keepWorkloads := m.Workloads[:0]
 	*m = flowpb.Endpoint{}
 	m.Labels = keepLabels
@@ -2780,14 +2776,10 @@ func (d *pbDecoder) decodeEndpoint(m *flowpb.Endpoint, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownEndpoint))
 		*u = append(*u, d.b[start:i]...)
 	}
-	if k := len(m.Labels); k < nLabels {
-		clear(m.Labels[k:nLabels])
-	}
-	if k := len(m.Workloads); k < nWorkloads {
-		for _, x := range m.Workloads[k:nWorkloads] {
-			if x != nil {
-				*x = flowpb.Workload{}
-			}
+	clearStrings(m.Labels[len(m.Labels):cap(m.Labels)])
+	for _, x := range m.Workloads[len(m.Workloads):cap(m.Workloads)] {
+		if x != nil && dirtyWorkload(x) {
+			*x = flowpb.Workload{}
 		}
 	}
 	return nil
@@ -3029,13 +3021,9 @@ func (d *pbDecoder) decodeLayer7(m *flowpb.Layer7, i, end int) error {
 // decodeDNS decodes a flow.DNS from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
-	nIps := len(m.Ips)
 	keepIps := m.Ips[:0]
-	nCnames := len(m.Cnames)
 	keepCnames := m.Cnames[:0]
-	nQtypes := len(m.Qtypes)
 	keepQtypes := m.Qtypes[:0]
-	nRrtypes := len(m.Rrtypes)
 	keepRrtypes := m.Rrtypes[:0]
 	*m = flowpb.DNS{}
 	m.Ips = keepIps
@@ -3198,25 +3186,16 @@ func (d *pbDecoder) decodeDNS(m *flowpb.DNS, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownDNS))
 		*u = append(*u, d.b[start:i]...)
 	}
-	if k := len(m.Ips); k < nIps {
-		clear(m.Ips[k:nIps])
-	}
-	if k := len(m.Cnames); k < nCnames {
-		clear(m.Cnames[k:nCnames])
-	}
-	if k := len(m.Qtypes); k < nQtypes {
-		clear(m.Qtypes[k:nQtypes])
-	}
-	if k := len(m.Rrtypes); k < nRrtypes {
-		clear(m.Rrtypes[k:nRrtypes])
-	}
+	clearStrings(m.Ips[len(m.Ips):cap(m.Ips)])
+	clearStrings(m.Cnames[len(m.Cnames):cap(m.Cnames)])
+	clearStrings(m.Qtypes[len(m.Qtypes):cap(m.Qtypes)])
+	clearStrings(m.Rrtypes[len(m.Rrtypes):cap(m.Rrtypes)])
 	return nil
 }
 
 // decodeHTTP decodes a flow.HTTP from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
-	nHeaders := len(m.Headers)
 	keepHeaders := m.Headers[:0]
 	*m = flowpb.HTTP{}
 	m.Headers = keepHeaders
@@ -3335,11 +3314,9 @@ func (d *pbDecoder) decodeHTTP(m *flowpb.HTTP, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownHTTP))
 		*u = append(*u, d.b[start:i]...)
 	}
-	if k := len(m.Headers); k < nHeaders {
-		for _, x := range m.Headers[k:nHeaders] {
-			if x != nil {
-				*x = flowpb.HTTPHeader{}
-			}
+	for _, x := range m.Headers[len(m.Headers):cap(m.Headers)] {
+		if x != nil && dirtyHTTPHeader(x) {
+			*x = flowpb.HTTPHeader{}
 		}
 	}
 	return nil
@@ -3914,7 +3891,6 @@ func (d *pbDecoder) decodeTraceParent(m *flowpb.TraceParent, i, end int) error {
 // decodePolicy decodes a flow.Policy from d.b[i:end] into m with Reset semantics,
 // reusing m's nested messages and lists as storage.
 func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
-	nLabels := len(m.Labels)
 	keepLabels := m.Labels[:0]
 	*m = flowpb.Policy{}
 	m.Labels = keepLabels
@@ -4024,9 +4000,7 @@ func (d *pbDecoder) decodePolicy(m *flowpb.Policy, i, end int) error {
 		u := (*[]byte)(unsafe.Add(unsafe.Pointer(m), unknownPolicy))
 		*u = append(*u, d.b[start:i]...)
 	}
-	if k := len(m.Labels); k < nLabels {
-		clear(m.Labels[k:nLabels])
-	}
+	clearStrings(m.Labels[len(m.Labels):cap(m.Labels)])
 	return nil
 }
 

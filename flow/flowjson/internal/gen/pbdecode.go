@@ -2,6 +2,7 @@ package main
 
 import (
 	"log"
+	"strings"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -49,6 +50,7 @@ func (g *gen) pbDecode() {
 		(&wrapperspb.UInt32Value{}).ProtoReflect().Descriptor(),
 		(&anypb.Any{}).ProtoReflect().Descriptor())
 	g.pbSpares(all)
+	g.pbDirties(all)
 	for _, md := range all {
 		g.pbDecodeMessage(structInfo(md))
 	}
@@ -160,16 +162,7 @@ func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
 		f := in.field[fd.Number()]
 		switch {
 		case fd.IsList():
-			// Beyond its length a list is clear already (see pbClearTails).
-			if fd.Kind() == protoreflect.MessageKind {
-				g.p("\tfor _, x := range m.%s {", f)
-				g.p("\t\tif x != nil {")
-				g.scrub("\t\t\t", "x", fd.Message())
-				g.p("\t\t}")
-				g.p("\t}")
-			} else {
-				g.p("\tclear(m.%s)", f)
-			}
+			g.clearList("\t", fd, "m."+f+"[:cap(m."+f+")]")
 			g.p("\tkeep%s := m.%s[:0]", f, f)
 		case spared(fd):
 			g.p("\tkeep%s := m.%s", f, f)
@@ -195,30 +188,90 @@ func (g *gen) pbScrub(md protoreflect.MessageDescriptor) {
 }
 
 // pbClearTails writes the statements that clear, after a decode, the
-// elements of m's lists that the message before held and this one does
-// not (from the new length to the old one): strings emptied, messages
-// scrubbed, keeping their own storage. With that, the elements beyond a
-// list's length are always clear (none keeps a string of an earlier
-// message alive) and no decode clears them again.
+// elements of m's lists beyond their new length: a pooled flow's storage
+// must keep no string of an earlier message alive (with the buffer it
+// shares). Elements that are clear already are only read: a write would
+// take the collector's write barrier while it marks.
 func (g *gen) pbClearTails(in *info) {
 	fields := in.md.Fields()
 	for i := 0; i < fields.Len(); i++ {
-		fd := fields.Get(i)
-		if !fd.IsList() {
+		if fd := fields.Get(i); fd.IsList() {
+			f := in.field[fd.Number()]
+			g.clearList("\t", fd, "m."+f+"[len(m."+f+"):cap(m."+f+")]")
+		}
+	}
+}
+
+// clearList writes, at indent, the statements that clear the elements of
+// the list l (a Go expression) of field fd that hold something: strings
+// emptied, messages scrubbed (keeping their own storage).
+func (g *gen) clearList(indent string, fd protoreflect.FieldDescriptor, l string) {
+	if fd.Kind() != protoreflect.MessageKind {
+		g.p("%sclearStrings(%s)", indent, l)
+		return
+	}
+	g.p("%sfor _, x := range %s {", indent, l)
+	g.p("%s\tif x != nil && dirty%s(x) {", indent, ident(fd.Message().FullName()))
+	g.scrub(indent+"\t\t", "x", fd.Message())
+	g.p("%s\t}", indent)
+	g.p("%s}", indent)
+}
+
+// pbDirties writes dirtyX for the element types of every list of
+// messages of all, and the message types those hold: whether the message
+// holds a string, a list element, a nested message that does, or a oneof
+// member (what scrubX would clear).
+func (g *gen) pbDirties(all []protoreflect.MessageDescriptor) {
+	var roots []protoreflect.MessageDescriptor
+	for _, md := range all {
+		fields := md.Fields()
+		for j := 0; j < fields.Len(); j++ {
+			if fd := fields.Get(j); fd.IsList() && fd.Kind() == protoreflect.MessageKind {
+				roots = append(roots, fd.Message())
+			}
+		}
+	}
+	done := map[protoreflect.FullName]bool{}
+	for len(roots) > 0 {
+		md := roots[0]
+		roots = roots[1:]
+		if done[md.FullName()] {
 			continue
 		}
-		f := in.field[fd.Number()]
-		g.p("\tif k := len(m.%s); k < n%s {", f, f)
-		if fd.Kind() == protoreflect.MessageKind {
-			g.p("\t\tfor _, x := range m.%s[k:n%s] {", f, f)
-			g.p("\t\t\tif x != nil {")
-			g.scrub("\t\t\t\t", "x", fd.Message())
-			g.p("\t\t\t}")
-			g.p("\t\t}")
-		} else {
-			g.p("\t\tclear(m.%s[k:n%s])", f, f)
+		done[md.FullName()] = true
+		in := structInfo(md)
+		var terms []string
+		fields := md.Fields()
+		for j := 0; j < fields.Len(); j++ {
+			fd := fields.Get(j)
+			if fd.ContainingOneof() != nil {
+				continue
+			}
+			f := in.field[fd.Number()]
+			switch {
+			case fd.IsList():
+				terms = append(terms, "len(m."+f+") != 0")
+			case fd.Kind() == protoreflect.StringKind:
+				terms = append(terms, "m."+f+` != ""`)
+			case spared(fd):
+				terms = append(terms, "m."+f+" != nil && dirty"+ident(fd.Message().FullName())+"(m."+f+")")
+				roots = append(roots, fd.Message())
+			}
 		}
-		g.p("\t}")
+		for _, ms := range oneofMembers(md) {
+			terms = append(terms, "m."+in.oneof[ms[0].ContainingOneof().Name()]+" != nil")
+		}
+		if len(terms) == 0 {
+			terms = []string{"false"}
+		}
+		g.p("")
+		g.p("// dirty%s reports whether m holds something scrub%s would clear.", ident(md.FullName()), ident(md.FullName()))
+		if !hasStorage(md) {
+			g.p("// (It has no storage to keep: a reset clears it.)")
+		}
+		g.p("func dirty%s(m *%s) bool {", ident(md.FullName()), in.goT)
+		g.p("\treturn %s", strings.Join(terms, " ||\n\t\t"))
+		g.p("}")
 	}
 }
 
@@ -315,9 +368,7 @@ func (g *gen) pbDecodeMessage(in *info) {
 		f := in.field[fd.Number()]
 		switch {
 		case fd.IsList():
-			// The elements beyond a list's length are always clear; those
-			// the message decoded does not reach again are cleared after it.
-			g.p("\tn%s := len(m.%s)", f, f)
+			// Cleared beyond the new length after the decode (pbClearTails).
 			g.p("\tkeep%s := m.%s[:0]", f, f)
 			keep = append(keep, f)
 		case fd.Kind() == protoreflect.MessageKind:
