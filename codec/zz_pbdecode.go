@@ -163,6 +163,14 @@ func scrubTraceContext(m *flowpb.TraceContext) {
 	m.Parent = keepParent
 }
 
+// scrubPolicy resets m, keeping its storage, cleared.
+func scrubPolicy(m *flowpb.Policy) {
+	clearStrings(m.Labels[:cap(m.Labels)])
+	keepLabels := m.Labels[:0]
+	*m = flowpb.Policy{}
+	m.Labels = keepLabels
+}
+
 // scrubTCP resets m, keeping its storage, cleared.
 func scrubTCP(m *flowpb.TCP) {
 	keepFlags := m.Flags
@@ -200,14 +208,6 @@ func scrubHTTP(m *flowpb.HTTP) {
 	keepHeaders := m.Headers[:0]
 	*m = flowpb.HTTP{}
 	m.Headers = keepHeaders
-}
-
-// scrubPolicy resets m, keeping its storage, cleared.
-func scrubPolicy(m *flowpb.Policy) {
-	clearStrings(m.Labels[:cap(m.Labels)])
-	keepLabels := m.Labels[:0]
-	*m = flowpb.Policy{}
-	m.Labels = keepLabels
 }
 
 // dirtyPolicy reports whether m holds something scrubPolicy would clear.

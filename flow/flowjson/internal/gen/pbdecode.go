@@ -325,24 +325,22 @@ func (g *gen) pbSpares(all []protoreflect.MessageDescriptor) {
 		g.p("\t%s freelist.List[%s]", spareField(m), goType(msgGoType(m)))
 	}
 	// The oneof wrappers, each kept with its member message.
-	scrubbed := append([]protoreflect.MessageDescriptor{}, types...)
 	for _, md := range all {
 		in := structInfo(md)
 		for _, ms := range oneofMembers(md) {
 			for _, fd := range ms {
 				g.p("\t%s freelist.List[%s]", wrapperSpareField(in, fd), in.wrapper[fd.Number()][1:])
-				if m := fd.Message(); !seen[m.FullName()] {
-					seen[m.FullName()] = true
-					scrubbed = append(scrubbed, m)
-				}
 			}
 		}
 	}
 	g.p("}")
+	// Every nested type: kept in Spares, a list's element or a oneof's
+	// member.
+	var nested []protoreflect.MessageDescriptor
 	for _, md := range all {
-		scrubbed = append(scrubbed, nestedTypes(md)...)
+		nested = append(nested, nestedTypes(md)...)
 	}
-	g.pbScrubs(scrubbed)
+	g.pbScrubs(nested)
 }
 
 func (g *gen) pbDecodeMessage(in *info) {
