@@ -8,6 +8,8 @@ package srctest
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -203,27 +205,51 @@ func ReadTopic(t testing.TB, broker, topic string, o Topic, each func(partition 
 		}
 	}
 	for _, p := range parts {
-		conn, err := dialer.DialLeader(ctx, "tcp", broker, topic, p)
-		if err != nil {
-			t.Fatal(err)
+		if err := readPartition(ctx, dialer, broker, topic, p, each); err != nil {
+			t.Fatalf("read %s/%d: %v", topic, p, err)
 		}
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
+	}
+}
+
+// readPartition reads partition p of topic from its first offset to its
+// end offset, fetch by fetch on one connection. kafka-go's Reader would
+// do it too, but it fetches ahead on a goroutine of its own that Close
+// waits for, and it gives a fetch's response no longer than MaxWait to
+// arrive: a short MaxWait fails where the broker is slow to build a
+// response of a megabyte (kfake under the race detector), a long one
+// makes every Close wait that long for the fetch past the end.
+func readPartition(ctx context.Context, dialer *kafka.Dialer, broker, topic string, p int, each func(partition int, m kafka.Message)) error {
+	conn, err := dialer.DialLeader(ctx, "tcp", broker, topic, p)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	first, last, err := conn.ReadOffsets()
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Seek(first, kafka.SeekAbsolute); err != nil {
+		return err
+	}
+	deadline, _ := ctx.Deadline()
+	for offset := first; offset < last; {
+		if err := conn.SetReadDeadline(deadline); err != nil {
+			return err
 		}
-		if last == 0 {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker}, Topic: topic, Partition: p, Dialer: dialer, MaxWait: 50 * time.Millisecond})
-		for n := int64(0); n < last; n++ {
-			m, err := r.ReadMessage(ctx)
+		// The broker holds records from offset on, so it answers at
+		// once; MaxWait bounds only its wait for data.
+		batch := conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond})
+		for offset < last {
+			m, err := batch.ReadMessage()
 			if err != nil {
-				r.Close()
-				t.Fatalf("read %s/%d: %v", topic, p, err)
+				break
 			}
 			each(p, m)
+			offset = m.Offset + 1
 		}
-		r.Close()
+		if err := batch.Close(); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
 	}
+	return nil
 }
