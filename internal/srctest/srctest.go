@@ -114,6 +114,8 @@ func Payload(t testing.TB, enc codec.Encoder, i int) []byte {
 // Running is a pipeline running in the test's process.
 type Running struct {
 	Stop func() *pipeline.Summary
+	// Pipeline is the pipeline running (its Handler serves /readyz).
+	Pipeline *pipeline.Pipeline
 }
 
 // Start loads the pipeline in src and runs it until Stop.
@@ -155,7 +157,7 @@ func Start(t testing.TB, src string) *Running {
 		return sum
 	}
 	t.Cleanup(func() { stop() })
-	return &Running{Stop: stop}
+	return &Running{Stop: stop, Pipeline: p}
 }
 
 // Eventually waits up to a minute for cond.

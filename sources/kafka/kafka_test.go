@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -347,4 +348,41 @@ func topicPayloads(t *testing.T, broker, topic string, partitions int) [][]byte 
 	var out [][]byte
 	srctest.ReadTopic(t, broker, topic, srctest.Topic{Partitions: partitions}, func(_ int, m kafka.Message) { out = append(out, m.Value) })
 	return out
+}
+
+// A broker that answers every fetch 150ms late (a distant or loaded
+// broker): the source stays ready while the topic is idle, when a fetch
+// is answered only after the broker waited for records in vain, and
+// delivers what is produced afterwards.
+func TestSlowBrokerStaysReady(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "flows"))
+	broker := c.ListenAddrs()[0]
+	var fetches atomic.Int64
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		fetches.Add(1)
+		c.SleepControl(func() { time.Sleep(150 * time.Millisecond) })
+		return nil, nil, false
+	})
+	produce(t, broker, "flows", 0, 100)
+	r := srctest.Start(t, pipelineYAML(broker, "[flows]", "g-slow", "", ""))
+	out := srctest.Sink("out")
+	srctest.Eventually(t, "the first flows", func() bool { return out.Distinct() == 100 })
+	ready := r.Pipeline.Handler()
+	unready := 0
+	var reason string
+	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(20 * time.Millisecond) {
+		w := httptest.NewRecorder()
+		ready.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+		if w.Code != 200 {
+			unready++
+			reason = w.Body.String()
+		}
+	}
+	if unready > 0 {
+		t.Errorf("unready %d times while the topic was idle: %s", unready, reason)
+	}
+	produce(t, broker, "flows", 100, 100)
+	srctest.Eventually(t, "the flows produced later", func() bool { return out.Distinct() == 200 })
+	t.Logf("%d fetches; summary %v", fetches.Load(), r.Stop().Total)
 }

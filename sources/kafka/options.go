@@ -25,6 +25,7 @@ type Options struct {
 	SessionTimeout   config.Duration        `yaml:"session_timeout" default:"30s" doc:"how long the group waits for a silent consumer before giving its partitions to the others"`
 	RebalanceTimeout config.Duration        `yaml:"rebalance_timeout" default:"30s" doc:"how long the group waits for its consumers to rejoin in a rebalance"`
 	TopicRefresh     config.Duration        `yaml:"topic_refresh" default:"30s" doc:"how often a regex is matched against the brokers' topics again"`
+	MaxWait          config.Duration        `yaml:"max_wait" default:"1s" doc:"the longest a fetch waits at the broker for records when a partition has none; its answer must arrive within the same time (kafka-go keeps a quarter of it, at most 1s, for the round trip), so a distant or loaded broker needs more; stopping and rebalancing wait for a fetch in flight"`
 	MaxBytes         int                    `yaml:"max_bytes" default:"1048576" doc:"the most bytes one fetch returns per partition, as Kafka's consumers' max.partition.fetch.bytes (1 MiB by default there too); a broker still returns a larger record batch whole when it is the first"`
 	ClientID         string                 `yaml:"client_id" default:"flowbus" doc:"the Kafka client id"`
 	TLS              *sinkutil.TLS          `yaml:"tls" doc:"connect with TLS; default: plaintext"`
@@ -92,7 +93,7 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"commit_interval", o.CommitInterval.D()}, {"session_timeout", o.SessionTimeout.D()}, {"rebalance_timeout", o.RebalanceTimeout.D()}, {"topic_refresh", o.TopicRefresh.D()}} {
+	}{{"commit_interval", o.CommitInterval.D()}, {"session_timeout", o.SessionTimeout.D()}, {"rebalance_timeout", o.RebalanceTimeout.D()}, {"topic_refresh", o.TopicRefresh.D()}, {"max_wait", o.MaxWait.D()}} {
 		if d.v <= 0 {
 			add(b.Errorf(d.key, "kafka: %s must be positive", d.key))
 		}
@@ -134,7 +135,7 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 			StartOffset:            start,
 			MinBytes:               1,
 			MaxBytes:               o.MaxBytes,
-			MaxWait:                250 * time.Millisecond,
+			MaxWait:                o.MaxWait.D(),
 			QueueCapacity:          4096,
 			CommitInterval:         0, // commits are synchronous, made by the source after acknowledgement
 			SessionTimeout:         o.SessionTimeout.D(),
