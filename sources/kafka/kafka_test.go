@@ -207,6 +207,19 @@ func TestTopicRegexRefresh(t *testing.T) {
 	defer r.Stop()
 	out := srctest.Sink("out")
 	srctest.Eventually(t, "the flows of hubble.a", func() bool { return out.Distinct() == 100 })
+	// The brokers are asked every topic_refresh (kafka-go's transport
+	// would answer from a cache of 6s).
+	var metadata atomic.Int64
+	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		metadata.Add(1)
+		return nil, nil, false
+	})
+	time.Sleep(2 * time.Second)
+	if n := metadata.Load(); n < 4 {
+		t.Errorf("%d metadata requests in 2s with topic_refresh 200ms", n)
+	}
+	created := time.Now()
 	cl := &kafka.Client{Addr: kafka.TCP(broker), Timeout: 10 * time.Second}
 	res, err := cl.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: "hubble.b", NumPartitions: 1, ReplicationFactor: 1}}})
 	if err != nil {
@@ -217,6 +230,7 @@ func TestTopicRegexRefresh(t *testing.T) {
 	}
 	produce(t, broker, "hubble.b", 100, 100)
 	srctest.Eventually(t, "the flows of hubble.b, created later", func() bool { return out.Distinct() == 200 })
+	t.Logf("hubble.b's flows arrived %v after it was created", time.Since(created).Round(time.Millisecond))
 }
 
 // Two consumers in one group split a 6-partition topic; once the group is

@@ -102,7 +102,10 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 		add(b.Errorf("max_bytes", "kafka: max_bytes must be at least 1"))
 	}
 	dialer := &kafka.Dialer{ClientID: o.ClientID, Timeout: 10 * time.Second, DualStack: true}
-	tr := &kafka.Transport{ClientID: o.ClientID, DialTimeout: 5 * time.Second}
+	// The transport answers metadata requests from a cache it refreshes
+	// every MetadataTTL (6s by default): a regex is matched against the
+	// brokers' topics every topic_refresh only if the cache is no older.
+	tr := &kafka.Transport{ClientID: o.ClientID, DialTimeout: 5 * time.Second, MetadataTTL: min(o.TopicRefresh.D(), 6*time.Second)}
 	var err error
 	if o.TLS != nil {
 		if dialer.TLS, err = o.TLS.Config(b.Dir); err != nil {
