@@ -33,6 +33,22 @@ func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
+// watchRequests counts the requests of key that c receives, calls each
+// (when not nil) in c's control function before c handles one, and
+// returns the count.
+func watchRequests(c *kfake.Cluster, key kmsg.Key, each func()) *atomic.Int64 {
+	n := new(atomic.Int64)
+	c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		n.Add(1)
+		if each != nil {
+			each()
+		}
+		return nil, nil, false
+	})
+	return n
+}
+
 // produce writes flows first..first+n-1 to topic, spread over its
 // partitions, alternating json and protobuf records with the headers
 // flowbus's kafka sink writes.
@@ -209,12 +225,7 @@ func TestTopicRegexRefresh(t *testing.T) {
 	srctest.Eventually(t, "the flows of hubble.a", func() bool { return out.Distinct() == 100 })
 	// The brokers are asked every topic_refresh (kafka-go's transport
 	// would answer from a cache of 6s).
-	var metadata atomic.Int64
-	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		metadata.Add(1)
-		return nil, nil, false
-	})
+	metadata := watchRequests(c, kmsg.Metadata, nil)
 	time.Sleep(2 * time.Second)
 	if n := metadata.Load(); n < 4 {
 		t.Errorf("%d metadata requests in 2s with topic_refresh 200ms", n)
@@ -371,12 +382,8 @@ func topicPayloads(t *testing.T, broker, topic string, partitions int) [][]byte 
 func TestSlowBrokerStaysReady(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, "flows"))
 	broker := c.ListenAddrs()[0]
-	var fetches atomic.Int64
-	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		fetches.Add(1)
+	fetches := watchRequests(c, kmsg.Fetch, func() {
 		c.SleepControl(func() { time.Sleep(150 * time.Millisecond) })
-		return nil, nil, false
 	})
 	produce(t, broker, "flows", 0, 100)
 	r := srctest.Start(t, pipelineYAML(broker, "[flows]", "g-slow", "", ""))
