@@ -56,7 +56,8 @@ func (e *Event) IsLost() bool { return e.Lost != nil }
 // that is also referenced elsewhere (another flow, a shared table, a free
 // list), because the next user of the slot overwrites it in place. A caller
 // that wants to keep a Flow after releasing its batch takes it out of the
-// event first (e.Flow = nil).
+// event first (e.Flow = nil), and copies the strings it reaches when the
+// batch's source put them in the batch's own storage (see Batch.Alloc).
 func (e *Event) FlowStorage() *flowpb.Flow {
 	if e.Flow == nil {
 		if e.spare != nil {
@@ -121,6 +122,10 @@ type Batch struct {
 	// the sink may do with it (lendLate: LateDelivery, lendAgain:
 	// WrittenAgain).
 	mode lendMode
+	// arena is the storage Alloc hands out; pinned are the arenas of the
+	// batches this one is a Clone of (see arena).
+	arena  *arena
+	pinned []*arena
 }
 
 // setMode sets or clears the bits m of b.mode.
@@ -399,6 +404,7 @@ func (b *Batch) Release() {
 			poisonBatch(b)
 		}
 		b.Truncate(0)
+		b.releaseArenas()
 		b.seqEpoch, b.seqBase = 0, 0
 		b.ack, b.mode = nil, 0
 		putBatch(b)
@@ -409,11 +415,14 @@ func (b *Batch) Release() {
 
 // Clone returns a deep copy of b with one reference, for a consumer that
 // changes events while another holder still reads the originals. The copy
-// carries b's Ack; whoever clones adds the copy as a holder (see Ack).
+// carries b's Ack; whoever clones adds the copy as a holder (see Ack). Its
+// flows share their strings with b's, so it holds the storage b's strings
+// point into (see Alloc) until its own last release.
 func (b *Batch) Clone() *Batch {
 	c := NewBatch()
 	c.inputBytes = b.inputBytes
 	c.ack = b.ack
+	c.shareArenas(b)
 	for i := range b.Events {
 		src := &b.Events[i]
 		dst := c.Next()

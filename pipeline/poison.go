@@ -4,6 +4,7 @@ package pipeline
 
 import (
 	"math"
+	"unsafe"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -18,6 +19,13 @@ import (
 // it reaches, past the release then reads the poison instead of plausible
 // stale data, and a filler that puts shared storage into a Flow sees that
 // storage overwritten. CI runs the whole suite with -tags flowbus_poison.
+//
+// The same goes for the strings of flows: every batch a source emits has
+// its flows' strings (and its events' node names) moved into the batch's
+// own storage (Batch.Alloc), as the hubble source's are in every build,
+// and that storage is overwritten with 0xDE bytes when it is reused. A
+// component that keeps such a string past its batch then reads invalid
+// UTF-8 instead of the text it kept.
 
 // Poison values: every string field becomes PoisonString, every integer
 // field 0xDEADBEEF (negative for signed fields, so a Timestamp's nanos is out
@@ -45,6 +53,68 @@ func poisonBatch(b *Batch) {
 			}
 		}
 	}
+}
+
+// poisonBytes overwrites b with poisonByte.
+func poisonBytes(b []byte) {
+	for i := range b {
+		b[i] = poisonByte
+	}
+}
+
+// arenaStrings moves the strings of b's flows and events into b's own
+// storage (see the comment at the top of this file).
+func arenaStrings(b *Batch) {
+	own := func(s string) string {
+		if s == "" {
+			return s
+		}
+		buf := b.Alloc(len(s))
+		copy(buf, s)
+		return unsafe.String(&buf[0], len(buf))
+	}
+	done := make(map[*flowpb.Flow]bool, len(b.Events))
+	for i := range b.Events {
+		e := &b.Events[i]
+		e.NodeName = own(e.NodeName)
+		if f := e.Flow; f != nil && !done[f] {
+			done[f] = true
+			ownStrings(f.ProtoReflect(), own)
+		}
+	}
+}
+
+// ownStrings replaces every string of m, recursively, with own's copy of
+// it (map keys excepted).
+func ownStrings(m protoreflect.Message, own func(string) string) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := range l.Len() {
+				if fd.Message() != nil {
+					ownStrings(l.Get(i).Message(), own)
+				} else if fd.Kind() == protoreflect.StringKind {
+					l.Set(i, protoreflect.ValueOfString(own(l.Get(i).String())))
+				}
+			}
+		case fd.IsMap():
+			mp := v.Map()
+			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				if fd.MapValue().Message() != nil {
+					ownStrings(mv.Message(), own)
+				} else if fd.MapValue().Kind() == protoreflect.StringKind {
+					mp.Set(k, protoreflect.ValueOfString(own(mv.String())))
+				}
+				return true
+			})
+		case fd.Message() != nil:
+			ownStrings(v.Message(), own)
+		case fd.Kind() == protoreflect.StringKind:
+			m.Set(fd, protoreflect.ValueOfString(own(v.String())))
+		}
+		return true
+	})
 }
 
 // PoisonFlow overwrites every field of f, recursively and in place. It exists only in the flowbus_poison build.

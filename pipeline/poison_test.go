@@ -4,6 +4,7 @@ package pipeline_test
 
 import (
 	"testing"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -45,5 +46,18 @@ func TestReleasePoisonsFlows(t *testing.T) {
 		if _, err := protojson.Marshal(f); err == nil {
 			t.Errorf("a released flow still encodes: %v", f)
 		}
+	}
+}
+
+// In the poison build, a batch's own storage (Batch.Alloc) is overwritten
+// when it is reused, so a string kept past the release reads 0xDE bytes.
+func TestReleasePoisonsStorage(t *testing.T) {
+	b := pipeline.NewBatch()
+	buf := b.Alloc(4)
+	copy(buf, "node")
+	kept := unsafe.String(&buf[0], len(buf))
+	b.Release()
+	if kept != "\xde\xde\xde\xde" {
+		t.Fatalf("a string in released storage reads %q", kept)
 	}
 }

@@ -64,6 +64,9 @@ func (o *output) Emit(ctx context.Context, b *Batch) error {
 		b.Release()
 		return nil
 	}
+	if poisonEnabled {
+		arenaStrings(b)
+	}
 	counted := b.Counted()
 	o.n.stats.out.Add(uint64(counted))
 	o.n.stats.batches.Add(1)

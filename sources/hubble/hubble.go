@@ -430,24 +430,27 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	// them into the batch's pooled flows and emits, so that a batch goes
 	// out as soon as nothing more is waiting, and a blocked Emit stops the
 	// reads (gRPC flow control then holds the server back).
-	ch := make(chan string, s.batchSize)
+	ch := make(chan rawResponse, s.batchSize)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(ch)
-		r := new(rawResponse)
+		var r rawResponse
 		for {
-			if err := st.RecvMsg(r); err != nil {
+			if err := st.RecvMsg(&r); err != nil {
 				errc <- err
 				return
 			}
 			select {
-			case ch <- r.msg:
+			case ch <- r:
 			case <-ctx.Done():
+				r.data.Free()
 				errc <- ctx.Err()
 				return
 			}
 		}
 	}()
+	// Responses left in ch when this returns early go to the collector
+	// with their buffers, unfreed: gRPC's pool just does not get them back.
 
 	emitted := 0
 	b := pipeline.NewBatch()
@@ -519,8 +522,9 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	}
 }
 
-// handle decodes one response (its bytes, msg) into b, or reports it.
-func (s *Source) handle(msg string, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
+// handle decodes one response (its bytes, r) into b, or reports it.
+func (s *Source) handle(r rawResponse, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
+	msg := r.copyInto(b)
 	ev := b.Next()
 	d, err := s.spares.UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
 	if err != nil {
@@ -582,7 +586,9 @@ func (s *Source) handleOther(r *observer.GetFlowsResponse, out pipeline.Output, 
 		ns := r.GetNodeStatus()
 		state := ns.GetStateChange().String()
 		for _, n := range ns.GetNodeNames() {
-			s.m.nodeStatus.WithLabelValues(n, state).Inc()
+			// The registry keeps a new label value; the name shares the
+			// batch's storage, which is reused.
+			s.m.nodeStatus.WithLabelValues(strings.Clone(n), state).Inc()
 		}
 		level := slog.LevelInfo
 		if ns.GetStateChange() != relay.NodeState_NODE_CONNECTED {

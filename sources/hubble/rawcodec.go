@@ -2,61 +2,45 @@ package hubble
 
 import (
 	"fmt"
-	"strings"
 	"unsafe"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 
+	"github.com/flowbus/flowbus/pipeline"
+
 	// The "proto" codec, registered by its package, marshals the request.
 	_ "google.golang.org/grpc/encoding/proto"
 )
 
-// rawResponse receives one GetFlowsResponse as its bytes.
+// rawResponse receives one GetFlowsResponse as its bytes, as gRPC read
+// them: data holds a reference to gRPC's buffers until copyInto copies them
+// into a batch and frees them.
 type rawResponse struct {
-	msg string
-	// slab is where the messages' copies are carved from, one allocation
-	// for many messages: a flow's strings point into it, so a slab lives
-	// as long as one of its flows is still in use (or pooled, until its
-	// storage is reused). A strings.Builder only appends, so what it holds
-	// is never written again, and it allocates without clearing memory
-	// that the copies overwrite at once (clearing a 64 KiB slab cost about
-	// 0.1 µs per flow).
-	slab strings.Builder
+	data mem.BufferSlice
 }
 
-// Slabs: a message copy comes from a slab of slabSize bytes unless it is
-// larger than slabMax, which gets an allocation of its own. A slab holds
-// about 60 enriched flows.
-const (
-	slabSize = 64 << 10
-	slabMax  = slabSize / 8
-)
-
-// copyOf copies data, n bytes, into r's slab (or its own allocation) and
-// returns the copy.
-func (r *rawResponse) copyOf(data mem.BufferSlice, n int) string {
-	if n > slabMax {
-		b := make([]byte, n)
-		data.CopyTo(b)
-		return unsafe.String(&b[0], n)
+// copyInto copies the message into storage that b owns (Batch.Alloc),
+// frees gRPC's buffers, and returns the copy, which the flows decoded from
+// it share their strings with: the copy is reused with the batch, so the
+// source allocates nothing per message.
+func (r rawResponse) copyInto(b *pipeline.Batch) string {
+	n := r.data.Len()
+	if n == 0 {
+		r.data.Free()
+		return ""
 	}
-	if n > r.slab.Cap()-r.slab.Len() {
-		r.slab = strings.Builder{}
-		r.slab.Grow(slabSize)
-	}
-	start := r.slab.Len()
-	for _, b := range data {
-		r.slab.Write(b.ReadOnlyData())
-	}
-	return r.slab.String()[start : start+n]
+	buf := b.Alloc(n)
+	r.data.CopyTo(buf)
+	r.data.Free()
+	return unsafe.String(&buf[0], n)
 }
 
 // rawCodec is the gRPC codec of the GetFlows stream. It marshals the
 // request with gRPC's protobuf codec, and hands each response over as its
-// bytes, copied once into a string (carved from a larger slab, see
-// rawResponse), so that protobuf-go never builds the
-// message: the source decodes it into a batch's pooled flow
+// bytes, still in gRPC's buffers (a reference taken), so that protobuf-go
+// never builds the message: the source copies it into the batch it goes
+// to and decodes it into the batch's pooled flow
 // (codec.UnmarshalGetFlowsResponse), whose strings then share that copy.
 // Its name is "proto", so the wire format and content type are gRPC's
 // default.
@@ -73,11 +57,10 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("hubble source: cannot receive into %T", v)
 	}
-	n := data.Len()
-	if n == 0 {
-		r.msg = ""
-		return nil
-	}
-	r.msg = r.copyOf(data, n)
+	// gRPC frees data when Unmarshal returns; the reference taken here
+	// keeps the buffers for copyInto. The slice itself is the message's
+	// own (gRPC makes one per message).
+	data.Ref()
+	r.data = data
 	return nil
 }
