@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
@@ -149,3 +150,15 @@ func BenchWrite(b *testing.B, batch int, write func(*pipeline.Batch) (int, error
 // (an embedded broker's included) in nanoseconds: on a shared machine it
 // varies far less than the wall clock.
 func processCPU(*testing.B) int64 { return int64(cputime.Process()) }
+
+// Stored returns a copy of s in b's own storage (Batch.Alloc), as a source
+// that decodes into that storage makes its strings: the copy reads
+// differently once b is released and its storage reused.
+func Stored(b *pipeline.Batch, s string) string {
+	if s == "" {
+		return ""
+	}
+	buf := b.Alloc(len(s))
+	copy(buf, s)
+	return unsafe.String(&buf[0], len(buf))
+}

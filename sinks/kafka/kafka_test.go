@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"os"
 	"path/filepath"
 	"strings"
@@ -662,6 +663,37 @@ func TestUnkeyedSticky(t *testing.T) {
 	for p := 0; p < 3; p++ {
 		if len(got[p]) != 20 {
 			t.Errorf("partition %d has %d records, want 20 (two writes of 10)", p, len(got[p]))
+		}
+	}
+}
+
+// TestNodeNamesKept: the sink remembers each node's header value under a
+// copy of the name, not under the event's string, whose storage the
+// batch reuses (then a remembered name would read as another).
+func TestNodeNamesKept(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, "n"))
+	broker := c.ListenAddrs()[0]
+	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: n\n", broker))
+	names := []string{"node-a", "node-b", "node-a", "node-c"}
+	for i, name := range names {
+		b := sinktest.Batch(i, 1)
+		b.Events[0].NodeName = sinktest.Stored(b, name)
+		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+			t.Fatal(failed, err)
+		}
+		b.Release()
+	}
+	var kept []string
+	for k := range s.nodes {
+		kept = append(kept, k)
+	}
+	slices.Sort(kept)
+	if want := []string{"node-a", "node-b", "node-c"}; !slices.Equal(kept, want) {
+		t.Errorf("nodes remembered as %q, want %q", kept, want)
+	}
+	for i, m := range readAll(t, broker, "n", nil)[0] {
+		if h, _ := header(m, sinkutil.HeaderNode); h != names[i] {
+			t.Errorf("record %d: node header %q, want %q", i, h, names[i])
 		}
 	}
 }

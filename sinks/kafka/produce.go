@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,8 +113,10 @@ func (s *Sink) prepare(b *pipeline.Batch) (failed int) {
 		node := sinkutil.NodeOf(e, s.nodeName)
 		nb, ok := s.nodes[node]
 		if !ok {
+			// The key is kept for the sink's life: a copy, as the event's
+			// strings may share storage its batch reuses.
 			nb = []byte(node)
-			s.nodes[node] = nb
+			s.nodes[strings.Clone(node)] = nb
 		}
 		h := s.hdrs[5*i : 5*i : 5*i+5]
 		h = append(h,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/internal/sinktest"
+	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 )
 
@@ -377,3 +379,46 @@ var (
 	_ pipeline.Readier = (*Sink)(nil)
 	_                  = nats.CONNECTED
 )
+
+// TestNodeNamesKept: the sink remembers each node's header under a copy of
+// the name, not under the event's string, whose storage the batch reuses
+// (then a remembered name, and the header made from it, would read as
+// another).
+func TestNodeNamesKept(t *testing.T) {
+	s := newSink(t, "json", fmt.Sprintf(`
+url: embedded
+embedded: {port: -1, store_dir: %s}
+subject: nodes
+`, t.TempDir()))
+	sub, err := s.nc.SubscribeSync("nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.nc.Flush()
+	names := []string{"node-a", "node-b", "node-a", "node-c"}
+	for i, name := range names {
+		b := sinktest.Batch(i, 1)
+		b.Events[0].NodeName = sinktest.Stored(b, name)
+		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+			t.Fatal(failed, err)
+		}
+		b.Release()
+	}
+	var kept []string
+	for k, v := range s.nodes {
+		kept = append(kept, k+"="+v[0])
+	}
+	slices.Sort(kept)
+	if want := []string{"node-a=node-a", "node-b=node-b", "node-c=node-c"}; !slices.Equal(kept, want) {
+		t.Errorf("nodes remembered as %q, want %q", kept, want)
+	}
+	for i, name := range names {
+		m, err := sub.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := m.Header.Get(sinkutil.HeaderNode); h != name {
+			t.Errorf("message %d: node header %q, want %q", i, h, name)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package nats
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/flowbus/flowbus/internal/sinkutil"
@@ -374,6 +375,9 @@ func (s *Sink) prepare(fl *flight, b *pipeline.Batch) (failed int) {
 		node := sinkutil.NodeOf(e, s.nodeName)
 		nv, ok := s.nodes[node]
 		if !ok {
+			// Kept for the sink's life: a copy, as the event's strings
+			// may share storage its batch reuses.
+			node = strings.Clone(node)
 			nv = []string{node}
 			s.nodes[node] = nv
 		}
@@ -397,7 +401,9 @@ func (s *Sink) prepare(fl *flight, b *pipeline.Batch) (failed int) {
 		if s.jsc != nil {
 			id := ""
 			if e.Flow != nil {
-				id = e.Flow.Uuid
+				// A copy: the header outlives the batch (late
+				// acknowledgements, nats.go's own retries).
+				id = strings.Clone(e.Flow.Uuid)
 			}
 			if id == "" {
 				id = nuid.Next()
