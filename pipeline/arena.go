@@ -93,6 +93,11 @@ func (b *Batch) Alloc(n int) []byte {
 	return b.arena.alloc(n)
 }
 
+// HoldStorage makes b hold the storage of from (see Alloc), and what from
+// holds, until b's last release: a source that goes on decoding into b
+// messages it copied into from's storage calls it before it emits from.
+func (b *Batch) HoldStorage(from *Batch) { b.shareArenas(from) }
+
 // used reports whether a holds anything.
 func (a *arena) used() bool { return len(a.slabs) > 0 && (a.cur > 0 || len(a.slabs[0]) > 0) }
 

@@ -426,105 +426,78 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	}
 	s.ready.Set(nil)
 
-	// A reader goroutine receives the responses' bytes; this one decodes
-	// them into the batch's pooled flows and emits, so that a batch goes
-	// out as soon as nothing more is waiting, and a blocked Emit stops the
-	// reads (gRPC flow control then holds the server back).
-	ch := make(chan rawResponse, s.batchSize)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(ch)
-		var r rawResponse
-		for {
-			if err := st.RecvMsg(&r); err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case ch <- r:
-			case <-ctx.Done():
-				r.data.Free()
-				errc <- ctx.Err()
-				return
-			}
-		}
+	// A reader goroutine receives the responses and copies each into the
+	// storage of the batch it is to be decoded into; this one takes
+	// whatever has been received whenever it is free, decodes it into that
+	// batch's pooled flows and emits the batch. So a batch goes out as soon
+	// as nothing more is waiting, and a blocked Emit stops the reads once
+	// a full batch waits (gRPC flow control then holds the server back).
+	h := newHandoff(s.batchSize)
+	go h.read(ctx, st)
+	defer func() {
+		cancel()
+		h.close()
 	}()
-	// Responses left in ch when this returns early go to the collector
-	// with their buffers, unfreed: gRPC's pool just does not get them back.
 
 	emitted := 0
-	b := pipeline.NewBatch()
+	var b *pipeline.Batch
 	defer func() {
 		if b != nil {
 			b.Release()
 		}
 	}()
-	emit := func() error {
-		if b.Len() == 0 {
-			return nil
-		}
+	send := func() error {
 		n := b.Len()
 		nb := b
 		b = nil
+		if n == 0 {
+			nb.Release()
+			return nil
+		}
 		if err := out.Emit(ctx, nb); err != nil {
 			return fmt.Errorf("%w: %w", errEmit, err)
 		}
 		emitted += n
-		b = pipeline.NewBatch()
 		return nil
 	}
-	// A batch goes out full at batchSize flows, or at
-	// pipeline.DefaultBatchBytes of messages: a buffer takes a batch
-	// whole, so many large flows must not travel together.
-	full := func() bool { return b.Len() >= s.batchSize || b.InputBytes() >= pipeline.DefaultBatchBytes }
+	// flush emits the flows decoded so far, before a loss the server
+	// reported: the batch's next flows go into a new batch, which holds
+	// the storage the rest of the messages lie in.
+	flush := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		nb := pipeline.NewBatch()
+		nb.HoldStorage(b)
+		if err := send(); err != nil {
+			nb.Release()
+			return err
+		}
+		b = nb
+		return nil
+	}
 	for {
-		r, ok := <-ch
-		for ok {
-			if err := s.handle(r, b, out, emit); err != nil {
-				return emitted, err
-			}
-			if full() {
-				break
-			}
-			select {
-			case r, ok = <-ch:
-			default:
-				ok = false
-			}
-		}
-		if err := emit(); err != nil {
-			return emitted, err
-		}
-		if len(ch) == 0 {
-			select {
-			case err := <-errc:
-				// Drain what the reader queued before it stopped.
-				for r := range ch {
-					if err := s.handle(r, b, out, emit); err != nil {
-						return emitted, err
-					}
-					if full() {
-						if err := emit(); err != nil {
-							return emitted, err
-						}
-					}
-				}
-				if err := emit(); err != nil {
+		got, msgs, err := h.take(ctx)
+		if got != nil {
+			b = got
+			for _, m := range msgs {
+				if err := s.handle(m, b, out, flush); err != nil {
 					return emitted, err
 				}
-				if err == nil {
-					err = errors.New("stream ended")
-				}
-				return emitted, err
-			default:
 			}
+			if err := send(); err != nil {
+				return emitted, err
+			}
+		}
+		if err != nil {
+			return emitted, err
 		}
 	}
 }
 
-// handle decodes one response (its bytes, r) into b, or reports it.
-func (s *Source) handle(r rawResponse, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
-	msg := r.copyInto(b)
+// handle decodes one response (its bytes, msg, in b's storage) into b, or
+// reports it.
+func (s *Source) handle(msg string, b *pipeline.Batch, out pipeline.Output, emit func() error) error {
 	ev := b.Next()
 	d, err := s.spares.UnmarshalGetFlowsResponse(msg, ev.FlowStorage())
 	if err != nil {
