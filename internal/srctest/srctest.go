@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ type Collector struct {
 	FailFirst int `yaml:"fail_first" doc:"batches to give up on first"`
 
 	mu     sync.Mutex
-	seen   map[string]int
+	seen   map[string]*int
 	lost   uint64
 	writes int
 	failed int
@@ -47,7 +48,15 @@ func (c *Collector) Write(_ context.Context, b *pipeline.Batch) (int, error) {
 		e := &b.Events[i]
 		switch {
 		case e.Flow != nil:
-			c.seen[e.Flow.Uuid]++
+			// The map keeps a copy: the flow's strings may share storage
+			// its batch reuses. Counting through a pointer keeps it (an
+			// assignment to an existing key stores the new key string).
+			if n, ok := c.seen[e.Flow.Uuid]; ok {
+				*n++
+			} else {
+				one := 1
+				c.seen[strings.Clone(e.Flow.Uuid)] = &one
+			}
 		case e.Lost != nil && !e.Reported:
 			c.lost += e.Lost.NumEventsLost
 		}
@@ -65,7 +74,7 @@ func (c *Collector) Seen() (map[string]int, uint64) {
 	defer c.mu.Unlock()
 	m := make(map[string]int, len(c.seen))
 	for k, v := range c.seen {
-		m[k] = v
+		m[k] = *v
 	}
 	return m, c.lost
 }
@@ -81,7 +90,7 @@ var collectors sync.Map // by component name
 
 func init() {
 	pipeline.RegisterSink(pipeline.Spec{Type: "test-collect", Summary: "test sink that records deliveries"}, func(b *pipeline.Build, c *Collector) (*Collector, error) {
-		c.seen = map[string]int{}
+		c.seen = map[string]*int{}
 		collectors.Store(b.Name, c)
 		return c, nil
 	})
