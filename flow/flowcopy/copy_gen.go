@@ -9,29 +9,39 @@ import (
 	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// Flow makes dst a deep copy of src, reusing dst's storage.
-func Flow(dst, src *flowpb.Flow) { copyFlow(dst, src) }
+// Flow makes dst a deep copy of src, reusing dst's storage. dst shares
+// src's strings.
+func Flow(dst, src *flowpb.Flow) { copyFlow(dst, src, nil) }
 
-// LostEvent makes dst a deep copy of src, reusing dst's storage.
-func LostEvent(dst, src *flowpb.LostEvent) { copyLostEvent(dst, src) }
+// FlowOwned makes dst a deep copy of src, reusing dst's storage, with
+// every non-empty string of src copied by ss.
+func FlowOwned(dst, src *flowpb.Flow, ss Strings) { copyFlow(dst, src, ss) }
 
-func copyFlow(dst, src *flowpb.Flow) {
+// LostEvent makes dst a deep copy of src, reusing dst's storage. dst
+// shares src's strings.
+func LostEvent(dst, src *flowpb.LostEvent) { copyLostEvent(dst, src, nil) }
+
+// LostEventOwned makes dst a deep copy of src, reusing dst's storage, with
+// every non-empty string of src copied by ss.
+func LostEventOwned(dst, src *flowpb.LostEvent, ss Strings) { copyLostEvent(dst, src, ss) }
+
+func copyFlow(dst, src *flowpb.Flow, ss Strings) {
 	if src.Time == nil {
 		dst.Time = nil
 	} else {
 		if dst.Time == nil {
 			dst.Time = new(timestamppb.Timestamp)
 		}
-		copyTimestamppbTimestamp(dst.Time, src.Time)
+		copyTimestamppbTimestamp(dst.Time, src.Time, ss)
 	}
-	dst.Uuid = src.Uuid
+	dst.Uuid = str(src.Uuid, ss)
 	if src.Emitter == nil {
 		dst.Emitter = nil
 	} else {
 		if dst.Emitter == nil {
 			dst.Emitter = new(flowpb.Emitter)
 		}
-		copyEmitter(dst.Emitter, src.Emitter)
+		copyEmitter(dst.Emitter, src.Emitter, ss)
 	}
 	dst.Verdict = src.Verdict
 	dst.DropReason = src.DropReason
@@ -42,7 +52,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.Ethernet == nil {
 			dst.Ethernet = new(flowpb.Ethernet)
 		}
-		copyEthernet(dst.Ethernet, src.Ethernet)
+		copyEthernet(dst.Ethernet, src.Ethernet, ss)
 	}
 	if src.IP == nil {
 		dst.IP = nil
@@ -50,7 +60,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.IP == nil {
 			dst.IP = new(flowpb.IP)
 		}
-		copyIP(dst.IP, src.IP)
+		copyIP(dst.IP, src.IP, ss)
 	}
 	if src.L4 == nil {
 		dst.L4 = nil
@@ -58,7 +68,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.L4 == nil {
 			dst.L4 = new(flowpb.Layer4)
 		}
-		copyLayer4(dst.L4, src.L4)
+		copyLayer4(dst.L4, src.L4, ss)
 	}
 	if src.Tunnel == nil {
 		dst.Tunnel = nil
@@ -66,7 +76,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.Tunnel == nil {
 			dst.Tunnel = new(flowpb.Tunnel)
 		}
-		copyTunnel(dst.Tunnel, src.Tunnel)
+		copyTunnel(dst.Tunnel, src.Tunnel, ss)
 	}
 	if src.Source == nil {
 		dst.Source = nil
@@ -74,7 +84,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.Source == nil {
 			dst.Source = new(flowpb.Endpoint)
 		}
-		copyEndpoint(dst.Source, src.Source)
+		copyEndpoint(dst.Source, src.Source, ss)
 	}
 	if src.Destination == nil {
 		dst.Destination = nil
@@ -82,20 +92,20 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.Destination == nil {
 			dst.Destination = new(flowpb.Endpoint)
 		}
-		copyEndpoint(dst.Destination, src.Destination)
+		copyEndpoint(dst.Destination, src.Destination, ss)
 	}
 	dst.Type = src.Type
-	dst.NodeName = src.NodeName
-	dst.NodeLabels = append(dst.NodeLabels[:0], src.NodeLabels...)
-	dst.SourceNames = append(dst.SourceNames[:0], src.SourceNames...)
-	dst.DestinationNames = append(dst.DestinationNames[:0], src.DestinationNames...)
+	dst.NodeName = str(src.NodeName, ss)
+	dst.NodeLabels = strList(dst.NodeLabels, src.NodeLabels, ss)
+	dst.SourceNames = strList(dst.SourceNames, src.SourceNames, ss)
+	dst.DestinationNames = strList(dst.DestinationNames, src.DestinationNames, ss)
 	if src.L7 == nil {
 		dst.L7 = nil
 	} else {
 		if dst.L7 == nil {
 			dst.L7 = new(flowpb.Layer7)
 		}
-		copyLayer7(dst.L7, src.L7)
+		copyLayer7(dst.L7, src.L7, ss)
 	}
 	dst.Reply = src.Reply
 	if src.EventType == nil {
@@ -104,7 +114,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.EventType == nil {
 			dst.EventType = new(flowpb.CiliumEventType)
 		}
-		copyCiliumEventType(dst.EventType, src.EventType)
+		copyCiliumEventType(dst.EventType, src.EventType, ss)
 	}
 	if src.SourceService == nil {
 		dst.SourceService = nil
@@ -112,7 +122,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.SourceService == nil {
 			dst.SourceService = new(flowpb.Service)
 		}
-		copyService(dst.SourceService, src.SourceService)
+		copyService(dst.SourceService, src.SourceService, ss)
 	}
 	if src.DestinationService == nil {
 		dst.DestinationService = nil
@@ -120,7 +130,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.DestinationService == nil {
 			dst.DestinationService = new(flowpb.Service)
 		}
-		copyService(dst.DestinationService, src.DestinationService)
+		copyService(dst.DestinationService, src.DestinationService, ss)
 	}
 	dst.TrafficDirection = src.TrafficDirection
 	dst.PolicyMatchType = src.PolicyMatchType
@@ -132,7 +142,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.File == nil {
 			dst.File = new(flowpb.FileInfo)
 		}
-		copyFileInfo(dst.File, src.File)
+		copyFileInfo(dst.File, src.File, ss)
 	}
 	if src.IpTraceId == nil {
 		dst.IpTraceId = nil
@@ -140,7 +150,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.IpTraceId == nil {
 			dst.IpTraceId = new(flowpb.IPTraceID)
 		}
-		copyIPTraceID(dst.IpTraceId, src.IpTraceId)
+		copyIPTraceID(dst.IpTraceId, src.IpTraceId, ss)
 	}
 	dst.DropReasonDesc = src.DropReasonDesc
 	if src.IsReply == nil {
@@ -149,7 +159,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.IsReply == nil {
 			dst.IsReply = new(wrapperspb.BoolValue)
 		}
-		copyWrapperspbBoolValue(dst.IsReply, src.IsReply)
+		copyWrapperspbBoolValue(dst.IsReply, src.IsReply, ss)
 	}
 	dst.DebugCapturePoint = src.DebugCapturePoint
 	if src.Interface == nil {
@@ -158,7 +168,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.Interface == nil {
 			dst.Interface = new(flowpb.NetworkInterface)
 		}
-		copyNetworkInterface(dst.Interface, src.Interface)
+		copyNetworkInterface(dst.Interface, src.Interface, ss)
 	}
 	dst.ProxyPort = src.ProxyPort
 	if src.TraceContext == nil {
@@ -167,19 +177,19 @@ func copyFlow(dst, src *flowpb.Flow) {
 		if dst.TraceContext == nil {
 			dst.TraceContext = new(flowpb.TraceContext)
 		}
-		copyTraceContext(dst.TraceContext, src.TraceContext)
+		copyTraceContext(dst.TraceContext, src.TraceContext, ss)
 	}
 	dst.SockXlatePoint = src.SockXlatePoint
 	dst.SocketCookie = src.SocketCookie
 	dst.CgroupId = src.CgroupId
-	dst.Summary = src.Summary
+	dst.Summary = str(src.Summary, ss)
 	if src.Extensions == nil {
 		dst.Extensions = nil
 	} else {
 		if dst.Extensions == nil {
 			dst.Extensions = new(anypb.Any)
 		}
-		copyAnypbAny(dst.Extensions, src.Extensions)
+		copyAnypbAny(dst.Extensions, src.Extensions, ss)
 	}
 	dst.EgressAllowedBy = resize(dst.EgressAllowedBy, len(src.EgressAllowedBy))
 	for i, s := range src.EgressAllowedBy {
@@ -189,7 +199,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 			dst.EgressAllowedBy[i] = d
 		}
 		if s != nil {
-			copyPolicy(d, s)
+			copyPolicy(d, s, ss)
 		}
 	}
 	dst.IngressAllowedBy = resize(dst.IngressAllowedBy, len(src.IngressAllowedBy))
@@ -200,7 +210,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 			dst.IngressAllowedBy[i] = d
 		}
 		if s != nil {
-			copyPolicy(d, s)
+			copyPolicy(d, s, ss)
 		}
 	}
 	dst.EgressDeniedBy = resize(dst.EgressDeniedBy, len(src.EgressDeniedBy))
@@ -211,7 +221,7 @@ func copyFlow(dst, src *flowpb.Flow) {
 			dst.EgressDeniedBy[i] = d
 		}
 		if s != nil {
-			copyPolicy(d, s)
+			copyPolicy(d, s, ss)
 		}
 	}
 	dst.IngressDeniedBy = resize(dst.IngressDeniedBy, len(src.IngressDeniedBy))
@@ -222,21 +232,21 @@ func copyFlow(dst, src *flowpb.Flow) {
 			dst.IngressDeniedBy[i] = d
 		}
 		if s != nil {
-			copyPolicy(d, s)
+			copyPolicy(d, s, ss)
 		}
 	}
-	dst.PolicyLog = append(dst.PolicyLog[:0], src.PolicyLog...)
+	dst.PolicyLog = strList(dst.PolicyLog, src.PolicyLog, ss)
 	if src.Aggregate == nil {
 		dst.Aggregate = nil
 	} else {
 		if dst.Aggregate == nil {
 			dst.Aggregate = new(flowpb.Aggregate)
 		}
-		copyAggregate(dst.Aggregate, src.Aggregate)
+		copyAggregate(dst.Aggregate, src.Aggregate, ss)
 	}
 }
 
-func copyLostEvent(dst, src *flowpb.LostEvent) {
+func copyLostEvent(dst, src *flowpb.LostEvent, ss Strings) {
 	dst.Source = src.Source
 	dst.NumEventsLost = src.NumEventsLost
 	if src.Cpu == nil {
@@ -245,7 +255,7 @@ func copyLostEvent(dst, src *flowpb.LostEvent) {
 		if dst.Cpu == nil {
 			dst.Cpu = new(wrapperspb.Int32Value)
 		}
-		copyWrapperspbInt32Value(dst.Cpu, src.Cpu)
+		copyWrapperspbInt32Value(dst.Cpu, src.Cpu, ss)
 	}
 	if src.First == nil {
 		dst.First = nil
@@ -253,7 +263,7 @@ func copyLostEvent(dst, src *flowpb.LostEvent) {
 		if dst.First == nil {
 			dst.First = new(timestamppb.Timestamp)
 		}
-		copyTimestamppbTimestamp(dst.First, src.First)
+		copyTimestamppbTimestamp(dst.First, src.First, ss)
 	}
 	if src.Last == nil {
 		dst.Last = nil
@@ -261,34 +271,34 @@ func copyLostEvent(dst, src *flowpb.LostEvent) {
 		if dst.Last == nil {
 			dst.Last = new(timestamppb.Timestamp)
 		}
-		copyTimestamppbTimestamp(dst.Last, src.Last)
+		copyTimestamppbTimestamp(dst.Last, src.Last, ss)
 	}
 }
 
-func copyTimestamppbTimestamp(dst, src *timestamppb.Timestamp) {
+func copyTimestamppbTimestamp(dst, src *timestamppb.Timestamp, ss Strings) {
 	dst.Seconds = src.Seconds
 	dst.Nanos = src.Nanos
 }
 
-func copyEmitter(dst, src *flowpb.Emitter) {
-	dst.Name = src.Name
-	dst.Version = src.Version
+func copyEmitter(dst, src *flowpb.Emitter, ss Strings) {
+	dst.Name = str(src.Name, ss)
+	dst.Version = str(src.Version, ss)
 }
 
-func copyEthernet(dst, src *flowpb.Ethernet) {
-	dst.Source = src.Source
-	dst.Destination = src.Destination
+func copyEthernet(dst, src *flowpb.Ethernet, ss Strings) {
+	dst.Source = str(src.Source, ss)
+	dst.Destination = str(src.Destination, ss)
 }
 
-func copyIP(dst, src *flowpb.IP) {
-	dst.Source = src.Source
-	dst.SourceXlated = src.SourceXlated
-	dst.Destination = src.Destination
+func copyIP(dst, src *flowpb.IP, ss Strings) {
+	dst.Source = str(src.Source, ss)
+	dst.SourceXlated = str(src.SourceXlated, ss)
+	dst.Destination = str(src.Destination, ss)
 	dst.IpVersion = src.IpVersion
 	dst.Encrypted = src.Encrypted
 }
 
-func copyLayer4(dst, src *flowpb.Layer4) {
+func copyLayer4(dst, src *flowpb.Layer4, ss Strings) {
 	switch s := src.Protocol.(type) {
 	case nil:
 		dst.Protocol = nil
@@ -304,7 +314,7 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.TCP == nil {
 				d.TCP = new(flowpb.TCP)
 			}
-			copyTCP(d.TCP, s.TCP)
+			copyTCP(d.TCP, s.TCP, ss)
 		}
 	case *flowpb.Layer4_UDP:
 		d, ok := dst.Protocol.(*flowpb.Layer4_UDP)
@@ -318,7 +328,7 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.UDP == nil {
 				d.UDP = new(flowpb.UDP)
 			}
-			copyUDP(d.UDP, s.UDP)
+			copyUDP(d.UDP, s.UDP, ss)
 		}
 	case *flowpb.Layer4_ICMPv4:
 		d, ok := dst.Protocol.(*flowpb.Layer4_ICMPv4)
@@ -332,7 +342,7 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.ICMPv4 == nil {
 				d.ICMPv4 = new(flowpb.ICMPv4)
 			}
-			copyICMPv4(d.ICMPv4, s.ICMPv4)
+			copyICMPv4(d.ICMPv4, s.ICMPv4, ss)
 		}
 	case *flowpb.Layer4_ICMPv6:
 		d, ok := dst.Protocol.(*flowpb.Layer4_ICMPv6)
@@ -346,7 +356,7 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.ICMPv6 == nil {
 				d.ICMPv6 = new(flowpb.ICMPv6)
 			}
-			copyICMPv6(d.ICMPv6, s.ICMPv6)
+			copyICMPv6(d.ICMPv6, s.ICMPv6, ss)
 		}
 	case *flowpb.Layer4_SCTP:
 		d, ok := dst.Protocol.(*flowpb.Layer4_SCTP)
@@ -360,7 +370,7 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.SCTP == nil {
 				d.SCTP = new(flowpb.SCTP)
 			}
-			copySCTP(d.SCTP, s.SCTP)
+			copySCTP(d.SCTP, s.SCTP, ss)
 		}
 	case *flowpb.Layer4_VRRP:
 		d, ok := dst.Protocol.(*flowpb.Layer4_VRRP)
@@ -374,7 +384,7 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.VRRP == nil {
 				d.VRRP = new(flowpb.VRRP)
 			}
-			copyVRRP(d.VRRP, s.VRRP)
+			copyVRRP(d.VRRP, s.VRRP, ss)
 		}
 	case *flowpb.Layer4_IGMP:
 		d, ok := dst.Protocol.(*flowpb.Layer4_IGMP)
@@ -388,12 +398,12 @@ func copyLayer4(dst, src *flowpb.Layer4) {
 			if d.IGMP == nil {
 				d.IGMP = new(flowpb.IGMP)
 			}
-			copyIGMP(d.IGMP, s.IGMP)
+			copyIGMP(d.IGMP, s.IGMP, ss)
 		}
 	}
 }
 
-func copyTunnel(dst, src *flowpb.Tunnel) {
+func copyTunnel(dst, src *flowpb.Tunnel, ss Strings) {
 	dst.Protocol = src.Protocol
 	if src.IP == nil {
 		dst.IP = nil
@@ -401,7 +411,7 @@ func copyTunnel(dst, src *flowpb.Tunnel) {
 		if dst.IP == nil {
 			dst.IP = new(flowpb.IP)
 		}
-		copyIP(dst.IP, src.IP)
+		copyIP(dst.IP, src.IP, ss)
 	}
 	if src.L4 == nil {
 		dst.L4 = nil
@@ -409,18 +419,18 @@ func copyTunnel(dst, src *flowpb.Tunnel) {
 		if dst.L4 == nil {
 			dst.L4 = new(flowpb.Layer4)
 		}
-		copyLayer4(dst.L4, src.L4)
+		copyLayer4(dst.L4, src.L4, ss)
 	}
 	dst.Vni = src.Vni
 }
 
-func copyEndpoint(dst, src *flowpb.Endpoint) {
+func copyEndpoint(dst, src *flowpb.Endpoint, ss Strings) {
 	dst.ID = src.ID
 	dst.Identity = src.Identity
-	dst.ClusterName = src.ClusterName
-	dst.Namespace = src.Namespace
-	dst.Labels = append(dst.Labels[:0], src.Labels...)
-	dst.PodName = src.PodName
+	dst.ClusterName = str(src.ClusterName, ss)
+	dst.Namespace = str(src.Namespace, ss)
+	dst.Labels = strList(dst.Labels, src.Labels, ss)
+	dst.PodName = str(src.PodName, ss)
 	dst.Workloads = resize(dst.Workloads, len(src.Workloads))
 	for i, s := range src.Workloads {
 		d := dst.Workloads[i]
@@ -429,12 +439,12 @@ func copyEndpoint(dst, src *flowpb.Endpoint) {
 			dst.Workloads[i] = d
 		}
 		if s != nil {
-			copyWorkload(d, s)
+			copyWorkload(d, s, ss)
 		}
 	}
 }
 
-func copyLayer7(dst, src *flowpb.Layer7) {
+func copyLayer7(dst, src *flowpb.Layer7, ss Strings) {
 	dst.Type = src.Type
 	dst.LatencyNs = src.LatencyNs
 	switch s := src.Record.(type) {
@@ -452,7 +462,7 @@ func copyLayer7(dst, src *flowpb.Layer7) {
 			if d.Dns == nil {
 				d.Dns = new(flowpb.DNS)
 			}
-			copyDNS(d.Dns, s.Dns)
+			copyDNS(d.Dns, s.Dns, ss)
 		}
 	case *flowpb.Layer7_Http:
 		d, ok := dst.Record.(*flowpb.Layer7_Http)
@@ -466,7 +476,7 @@ func copyLayer7(dst, src *flowpb.Layer7) {
 			if d.Http == nil {
 				d.Http = new(flowpb.HTTP)
 			}
-			copyHTTP(d.Http, s.Http)
+			copyHTTP(d.Http, s.Http, ss)
 		}
 	case *flowpb.Layer7_Kafka:
 		d, ok := dst.Record.(*flowpb.Layer7_Kafka)
@@ -480,75 +490,75 @@ func copyLayer7(dst, src *flowpb.Layer7) {
 			if d.Kafka == nil {
 				d.Kafka = new(flowpb.Kafka)
 			}
-			copyKafka(d.Kafka, s.Kafka)
+			copyKafka(d.Kafka, s.Kafka, ss)
 		}
 	}
 }
 
-func copyCiliumEventType(dst, src *flowpb.CiliumEventType) {
+func copyCiliumEventType(dst, src *flowpb.CiliumEventType, ss Strings) {
 	dst.Type = src.Type
 	dst.SubType = src.SubType
 }
 
-func copyService(dst, src *flowpb.Service) {
-	dst.Name = src.Name
-	dst.Namespace = src.Namespace
+func copyService(dst, src *flowpb.Service, ss Strings) {
+	dst.Name = str(src.Name, ss)
+	dst.Namespace = str(src.Namespace, ss)
 }
 
-func copyFileInfo(dst, src *flowpb.FileInfo) {
-	dst.Name = src.Name
+func copyFileInfo(dst, src *flowpb.FileInfo, ss Strings) {
+	dst.Name = str(src.Name, ss)
 	dst.Line = src.Line
 }
 
-func copyIPTraceID(dst, src *flowpb.IPTraceID) {
+func copyIPTraceID(dst, src *flowpb.IPTraceID, ss Strings) {
 	dst.TraceId = src.TraceId
 	dst.IpOptionType = src.IpOptionType
 }
 
-func copyWrapperspbBoolValue(dst, src *wrapperspb.BoolValue) {
+func copyWrapperspbBoolValue(dst, src *wrapperspb.BoolValue, ss Strings) {
 	dst.Value = src.Value
 }
 
-func copyNetworkInterface(dst, src *flowpb.NetworkInterface) {
+func copyNetworkInterface(dst, src *flowpb.NetworkInterface, ss Strings) {
 	dst.Index = src.Index
-	dst.Name = src.Name
+	dst.Name = str(src.Name, ss)
 }
 
-func copyTraceContext(dst, src *flowpb.TraceContext) {
+func copyTraceContext(dst, src *flowpb.TraceContext, ss Strings) {
 	if src.Parent == nil {
 		dst.Parent = nil
 	} else {
 		if dst.Parent == nil {
 			dst.Parent = new(flowpb.TraceParent)
 		}
-		copyTraceParent(dst.Parent, src.Parent)
+		copyTraceParent(dst.Parent, src.Parent, ss)
 	}
 }
 
-func copyAnypbAny(dst, src *anypb.Any) {
-	dst.TypeUrl = src.TypeUrl
+func copyAnypbAny(dst, src *anypb.Any, ss Strings) {
+	dst.TypeUrl = str(src.TypeUrl, ss)
 	dst.Value = append(dst.Value[:0], src.Value...)
 }
 
-func copyPolicy(dst, src *flowpb.Policy) {
-	dst.Name = src.Name
-	dst.Namespace = src.Namespace
-	dst.Labels = append(dst.Labels[:0], src.Labels...)
+func copyPolicy(dst, src *flowpb.Policy, ss Strings) {
+	dst.Name = str(src.Name, ss)
+	dst.Namespace = str(src.Namespace, ss)
+	dst.Labels = strList(dst.Labels, src.Labels, ss)
 	dst.Revision = src.Revision
-	dst.Kind = src.Kind
+	dst.Kind = str(src.Kind, ss)
 }
 
-func copyAggregate(dst, src *flowpb.Aggregate) {
+func copyAggregate(dst, src *flowpb.Aggregate, ss Strings) {
 	dst.IngressFlowCount = src.IngressFlowCount
 	dst.EgressFlowCount = src.EgressFlowCount
 	dst.UnknownDirectionFlowCount = src.UnknownDirectionFlowCount
 }
 
-func copyWrapperspbInt32Value(dst, src *wrapperspb.Int32Value) {
+func copyWrapperspbInt32Value(dst, src *wrapperspb.Int32Value, ss Strings) {
 	dst.Value = src.Value
 }
 
-func copyTCP(dst, src *flowpb.TCP) {
+func copyTCP(dst, src *flowpb.TCP, ss Strings) {
 	dst.SourcePort = src.SourcePort
 	dst.DestinationPort = src.DestinationPort
 	if src.Flags == nil {
@@ -557,63 +567,63 @@ func copyTCP(dst, src *flowpb.TCP) {
 		if dst.Flags == nil {
 			dst.Flags = new(flowpb.TCPFlags)
 		}
-		copyTCPFlags(dst.Flags, src.Flags)
+		copyTCPFlags(dst.Flags, src.Flags, ss)
 	}
 }
 
-func copyUDP(dst, src *flowpb.UDP) {
+func copyUDP(dst, src *flowpb.UDP, ss Strings) {
 	dst.SourcePort = src.SourcePort
 	dst.DestinationPort = src.DestinationPort
 }
 
-func copyICMPv4(dst, src *flowpb.ICMPv4) {
+func copyICMPv4(dst, src *flowpb.ICMPv4, ss Strings) {
 	dst.Type = src.Type
 	dst.Code = src.Code
 }
 
-func copyICMPv6(dst, src *flowpb.ICMPv6) {
+func copyICMPv6(dst, src *flowpb.ICMPv6, ss Strings) {
 	dst.Type = src.Type
 	dst.Code = src.Code
 }
 
-func copySCTP(dst, src *flowpb.SCTP) {
+func copySCTP(dst, src *flowpb.SCTP, ss Strings) {
 	dst.SourcePort = src.SourcePort
 	dst.DestinationPort = src.DestinationPort
 	dst.ChunkType = src.ChunkType
 }
 
-func copyVRRP(dst, src *flowpb.VRRP) {
+func copyVRRP(dst, src *flowpb.VRRP, ss Strings) {
 	dst.Type = src.Type
 	dst.Vrid = src.Vrid
 	dst.Priority = src.Priority
 }
 
-func copyIGMP(dst, src *flowpb.IGMP) {
+func copyIGMP(dst, src *flowpb.IGMP, ss Strings) {
 	dst.Type = src.Type
-	dst.GroupAddress = src.GroupAddress
+	dst.GroupAddress = str(src.GroupAddress, ss)
 }
 
-func copyWorkload(dst, src *flowpb.Workload) {
-	dst.Name = src.Name
-	dst.Kind = src.Kind
+func copyWorkload(dst, src *flowpb.Workload, ss Strings) {
+	dst.Name = str(src.Name, ss)
+	dst.Kind = str(src.Kind, ss)
 }
 
-func copyDNS(dst, src *flowpb.DNS) {
-	dst.Query = src.Query
-	dst.Ips = append(dst.Ips[:0], src.Ips...)
+func copyDNS(dst, src *flowpb.DNS, ss Strings) {
+	dst.Query = str(src.Query, ss)
+	dst.Ips = strList(dst.Ips, src.Ips, ss)
 	dst.Ttl = src.Ttl
-	dst.Cnames = append(dst.Cnames[:0], src.Cnames...)
-	dst.ObservationSource = src.ObservationSource
+	dst.Cnames = strList(dst.Cnames, src.Cnames, ss)
+	dst.ObservationSource = str(src.ObservationSource, ss)
 	dst.Rcode = src.Rcode
-	dst.Qtypes = append(dst.Qtypes[:0], src.Qtypes...)
-	dst.Rrtypes = append(dst.Rrtypes[:0], src.Rrtypes...)
+	dst.Qtypes = strList(dst.Qtypes, src.Qtypes, ss)
+	dst.Rrtypes = strList(dst.Rrtypes, src.Rrtypes, ss)
 }
 
-func copyHTTP(dst, src *flowpb.HTTP) {
+func copyHTTP(dst, src *flowpb.HTTP, ss Strings) {
 	dst.Code = src.Code
-	dst.Method = src.Method
-	dst.Url = src.Url
-	dst.Protocol = src.Protocol
+	dst.Method = str(src.Method, ss)
+	dst.Url = str(src.Url, ss)
+	dst.Protocol = str(src.Protocol, ss)
 	dst.Headers = resize(dst.Headers, len(src.Headers))
 	for i, s := range src.Headers {
 		d := dst.Headers[i]
@@ -622,24 +632,24 @@ func copyHTTP(dst, src *flowpb.HTTP) {
 			dst.Headers[i] = d
 		}
 		if s != nil {
-			copyHTTPHeader(d, s)
+			copyHTTPHeader(d, s, ss)
 		}
 	}
 }
 
-func copyKafka(dst, src *flowpb.Kafka) {
+func copyKafka(dst, src *flowpb.Kafka, ss Strings) {
 	dst.ErrorCode = src.ErrorCode
 	dst.ApiVersion = src.ApiVersion
-	dst.ApiKey = src.ApiKey
+	dst.ApiKey = str(src.ApiKey, ss)
 	dst.CorrelationId = src.CorrelationId
-	dst.Topic = src.Topic
+	dst.Topic = str(src.Topic, ss)
 }
 
-func copyTraceParent(dst, src *flowpb.TraceParent) {
-	dst.TraceId = src.TraceId
+func copyTraceParent(dst, src *flowpb.TraceParent, ss Strings) {
+	dst.TraceId = str(src.TraceId, ss)
 }
 
-func copyTCPFlags(dst, src *flowpb.TCPFlags) {
+func copyTCPFlags(dst, src *flowpb.TCPFlags, ss Strings) {
 	dst.FIN = src.FIN
 	dst.SYN = src.SYN
 	dst.RST = src.RST
@@ -651,7 +661,7 @@ func copyTCPFlags(dst, src *flowpb.TCPFlags) {
 	dst.NS = src.NS
 }
 
-func copyHTTPHeader(dst, src *flowpb.HTTPHeader) {
-	dst.Key = src.Key
-	dst.Value = src.Value
+func copyHTTPHeader(dst, src *flowpb.HTTPHeader, ss Strings) {
+	dst.Key = str(src.Key, ss)
+	dst.Value = str(src.Value, ss)
 }

@@ -61,24 +61,33 @@ func isMessagePtr(t reflect.Type) bool {
 	return t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct && t.Implements(protoMessage)
 }
 
+var stringType = reflect.TypeFor[string]()
+
 // value writes the copy of one field's value, src into dst (Go expressions
-// of type t).
+// of type t). Every string goes through the copier ss (str, strList); the
+// generated functions take it as their last argument.
 func (g *generator) value(w *strings.Builder, dst, src string, t reflect.Type) {
 	switch {
 	case isMessagePtr(t):
-		fmt.Fprintf(w, "if %s == nil {\n%s = nil\n} else {\nif %s == nil {\n%s = new(%s)\n}\n%s(%s, %s)\n}\n",
+		fmt.Fprintf(w, "if %s == nil {\n%s = nil\n} else {\nif %s == nil {\n%s = new(%s)\n}\n%s(%s, %s, ss)\n}\n",
 			src, dst, dst, dst, g.qual(t.Elem()), g.fn(t.Elem()), dst, src)
 	case t.Kind() == reflect.Slice && isMessagePtr(t.Elem()):
 		e := t.Elem().Elem()
-		fmt.Fprintf(w, "%s = resize(%s, len(%s))\nfor i, s := range %s {\nd := %s[i]\nif d == nil {\nd = new(%s)\n%s[i] = d\n}\nif s != nil {\n%s(d, s)\n}\n}\n",
+		fmt.Fprintf(w, "%s = resize(%s, len(%s))\nfor i, s := range %s {\nd := %s[i]\nif d == nil {\nd = new(%s)\n%s[i] = d\n}\nif s != nil {\n%s(d, s, ss)\n}\n}\n",
 			dst, dst, src, src, dst, g.qual(e), dst, g.fn(e))
+	case t.Kind() == reflect.Slice && t.Elem() == stringType:
+		fmt.Fprintf(w, "%s = strList(%s, %s, ss)\n", dst, dst, src)
 	case t.Kind() == reflect.Slice:
-		if k := t.Elem().Kind(); k == reflect.Slice || k == reflect.Pointer || k == reflect.Map {
+		if k := t.Elem().Kind(); k == reflect.Slice || k == reflect.Pointer || k == reflect.Map || k == reflect.String {
 			panic(fmt.Sprintf("flowcopy: unsupported list type %s", t))
 		}
 		fmt.Fprintf(w, "%s = append(%s[:0], %s...)\n", dst, dst, src)
 	case t.Kind() == reflect.Map || t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface:
 		panic(fmt.Sprintf("flowcopy: unsupported field type %s", t))
+	case t == stringType:
+		fmt.Fprintf(w, "%s = str(%s, ss)\n", dst, src)
+	case t.Kind() == reflect.String:
+		panic(fmt.Sprintf("flowcopy: unsupported string type %s", t))
 	default:
 		fmt.Fprintf(w, "%s = %s\n", dst, src)
 	}
@@ -107,7 +116,7 @@ func oneofWrappers(t reflect.Type, goField string, name string) []reflect.Type {
 
 func (g *generator) message(t reflect.Type) {
 	var w strings.Builder
-	fmt.Fprintf(&w, "\nfunc %s(dst, src *%s) {\n", g.fn(t), g.qual(t))
+	fmt.Fprintf(&w, "\nfunc %s(dst, src *%s, ss Strings) {\n", g.fn(t), g.qual(t))
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if !f.IsExported() {
@@ -134,11 +143,21 @@ func generate() []byte {
 	g := &generator{done: map[reflect.Type]bool{}, imports: map[string]bool{}}
 	var body bytes.Buffer
 	body.WriteString(`
-// Flow makes dst a deep copy of src, reusing dst's storage.
-func Flow(dst, src *flowpb.Flow) { copyFlow(dst, src) }
+// Flow makes dst a deep copy of src, reusing dst's storage. dst shares
+// src's strings.
+func Flow(dst, src *flowpb.Flow) { copyFlow(dst, src, nil) }
 
-// LostEvent makes dst a deep copy of src, reusing dst's storage.
-func LostEvent(dst, src *flowpb.LostEvent) { copyLostEvent(dst, src) }
+// FlowOwned makes dst a deep copy of src, reusing dst's storage, with
+// every non-empty string of src copied by ss.
+func FlowOwned(dst, src *flowpb.Flow, ss Strings) { copyFlow(dst, src, ss) }
+
+// LostEvent makes dst a deep copy of src, reusing dst's storage. dst
+// shares src's strings.
+func LostEvent(dst, src *flowpb.LostEvent) { copyLostEvent(dst, src, nil) }
+
+// LostEventOwned makes dst a deep copy of src, reusing dst's storage, with
+// every non-empty string of src copied by ss.
+func LostEventOwned(dst, src *flowpb.LostEvent, ss Strings) { copyLostEvent(dst, src, ss) }
 `)
 	g.fn(reflect.TypeFor[flowpb.Flow]())
 	g.fn(reflect.TypeFor[flowpb.LostEvent]())
