@@ -11,14 +11,17 @@
 // them: it takes a pipeline.Lease on the batch, and releases it when the
 // last of the batch's events leaves the ring (or at Clear). A batch less
 // than half full is copied instead (see LeaseFill), as PutEvents copies:
-// into storage of the ring's own, the slot it overwrites (see flowcopy).
-// Either way, once the ring has gone round, putting allocates nothing; Put
-// keeps the messages it is given. Readers encode the events they send
-// (this project's protobuf encoder, the bytes proto.Marshal writes) out of
-// the ring under a read lock, so a stream that sends slowly never holds
-// the ring (nor a leased batch): a follower that falls behind the ring's oldest
-// event is told so with a HUBBLE_RING_BUFFER LostEvent counting what it
-// missed, as Hubble's ring reader does, and continues from the oldest event.
+// into storage of the ring's own, the slot it overwrites (see flowcopy),
+// strings included, since a batch's strings may point into storage the
+// batch reuses (pipeline.Batch.Alloc). Either way, once the ring has gone
+// round, putting allocates nothing (a copy does when the event outgrows, or
+// differs in shape from, the slot's previous one); Put keeps the messages
+// it is given. Readers encode the events they send (this project's
+// protobuf encoder, the bytes proto.Marshal writes) out of the ring under
+// a read lock, so a stream that sends slowly never holds the ring (nor a
+// leased batch): a follower that falls behind the ring's oldest event is
+// told so with a HUBBLE_RING_BUFFER LostEvent counting what it missed, as
+// Hubble's ring reader does, and continues from the oldest event.
 package observerserver
 
 import (
@@ -31,6 +34,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -79,7 +83,9 @@ const (
 
 // slot is one event of the ring: a message put by Put (kept, immutable),
 // or flow or lost: an event of a leased batch (from set), or a copy in
-// ownFlow or ownLost, storage the ring owns and reuses.
+// ownFlow or ownLost, storage the ring owns and reuses, whose strings (and
+// node's) are in own. A leased event's strings, node's included, are the
+// batch's, valid while the lease holds it.
 type slot struct {
 	kind    kind
 	kept    *observer.GetFlowsResponse
@@ -88,10 +94,43 @@ type slot struct {
 	from    *lease
 	ownFlow *flowpb.Flow
 	ownLost *flowpb.LostEvent
+	own     ownStrings
 	node    string
 	sec     int64 // the envelope's time, when timed
 	nsec    int32
 	timed   bool
+}
+
+// ownStrings is the byte storage of the strings of a slot's copied event,
+// reused for the next copy into the slot: strings point into it
+// (unsafe.String), and change when the slot is rewritten. That is safe
+// because the slot is only rewritten under the ring's write lock, and
+// readers use its strings only under the read lock, copying what they
+// keep (GetFlows encodes the event, GetNamespaces clones).
+type ownStrings struct{ b []byte }
+
+// minOwnStrings is the least storage ownStrings takes: enough for the
+// strings of most small flows at once.
+const minOwnStrings = 256
+
+// reset makes all of o's storage free for a new event's strings. The
+// strings of the slot's previous event must no longer be read.
+func (o *ownStrings) reset() { o.b = o.b[:0] }
+
+// Copy implements flowcopy.Strings: s copied into o's storage. When the
+// storage lacks room, o takes a new, larger array rather than growing the
+// one it has in place: the strings already copied into that one, of the
+// same event, stay valid, and the next event of that size fits.
+func (o *ownStrings) Copy(s string) string {
+	if s == "" {
+		return ""
+	}
+	if cap(o.b)-len(o.b) < len(s) {
+		o.b = make([]byte, 0, max(2*cap(o.b), len(s), minOwnStrings))
+	}
+	n := len(o.b)
+	o.b = append(o.b, s...)
+	return unsafe.String(&o.b[n], len(s))
 }
 
 // lease is a batch the ring keeps, and how many of its slots hold its
@@ -294,8 +333,8 @@ func (sl *slot) setTime(t *timestamppb.Timestamp) {
 }
 
 // PutEvents copies events into the ring, evicting the oldest when it is
-// full. The caller keeps its events: the ring shares nothing with them but
-// strings. An event's envelope time is its Time, or its flow's.
+// full. The caller keeps its events: the ring shares nothing with them,
+// not even strings. An event's envelope time is its Time, or its flow's.
 func (s *Server) PutEvents(es []pipeline.Event) {
 	s.mu.Lock()
 	s.putLocked(es, nil)
@@ -331,7 +370,8 @@ func (s *Server) PutBatch(b *pipeline.Batch) {
 }
 
 // putLocked puts es into the ring: as events of the leased batch ls, or
-// copies when ls is nil. s.mu held.
+// copies when ls is nil, strings included (the caller's may be storage it
+// reuses). s.mu held.
 func (s *Server) putLocked(es []pipeline.Event, ls *lease) {
 	for i := range es {
 		e := &es[i]
@@ -340,6 +380,9 @@ func (s *Server) putLocked(es []pipeline.Event, ls *lease) {
 		}
 		sl := s.slotLocked()
 		sl.kept = nil
+		if ls == nil {
+			sl.own.reset()
+		}
 		t := e.Time
 		if e.Flow != nil {
 			if t == nil {
@@ -350,7 +393,7 @@ func (s *Server) putLocked(es []pipeline.Event, ls *lease) {
 				if sl.ownFlow == nil {
 					sl.ownFlow = new(flowpb.Flow)
 				}
-				flowcopy.Flow(sl.ownFlow, e.Flow)
+				flowcopy.FlowOwned(sl.ownFlow, e.Flow, &sl.own)
 				sl.flow = sl.ownFlow
 			}
 			sl.kind = kindFlow
@@ -362,7 +405,7 @@ func (s *Server) putLocked(es []pipeline.Event, ls *lease) {
 				if sl.ownLost == nil {
 					sl.ownLost = new(flowpb.LostEvent)
 				}
-				flowcopy.LostEvent(sl.ownLost, e.Lost)
+				flowcopy.LostEventOwned(sl.ownLost, e.Lost, &sl.own)
 				sl.lost = sl.ownLost
 			}
 			sl.kind = kindLost
@@ -370,10 +413,12 @@ func (s *Server) putLocked(es []pipeline.Event, ls *lease) {
 		if ls != nil {
 			// The batch's storage replaces the ring's own: the ring's
 			// memory stays that of the batches it keeps.
-			sl.from, sl.ownFlow, sl.ownLost = ls, nil, nil
+			sl.from, sl.ownFlow, sl.ownLost, sl.own = ls, nil, nil, ownStrings{}
 			ls.left++
+			sl.node = e.NodeName
+		} else {
+			sl.node = sl.own.Copy(e.NodeName)
 		}
-		sl.node = e.NodeName
 		sl.setTime(t)
 	}
 	if ls != nil && ls.left == 0 { // nothing to keep
@@ -521,6 +566,8 @@ func (o *out) load(sl *slot, q *request) {
 			if o.masked == nil {
 				o.masked = new(flowpb.Flow)
 			}
+			// The scratch copy shares the slot's strings: it is
+			// encoded here, under the read lock, and not read after.
 			flowcopy.Flow(o.masked, ev.Flow)
 			ev.Flow = o.masked
 			q.mask.Apply(&ev)
@@ -724,7 +771,9 @@ func (s *Server) GetNodes(ctx context.Context, _ *observer.GetNodesRequest) (*ob
 }
 
 // GetNamespaces implements observer.ObserverServer: the namespaces of the
-// endpoints of the flows in the ring, sorted.
+// endpoints of the flows in the ring, sorted. The names are cloned: the
+// ring's strings may change once the read lock is released (a leased
+// batch released, a slot's storage reused).
 func (s *Server) GetNamespaces(context.Context, *observer.GetNamespacesRequest) (*observer.GetNamespacesResponse, error) {
 	type key struct{ cluster, ns string }
 	seen := map[key]bool{}
@@ -735,8 +784,11 @@ func (s *Server) GetNamespaces(context.Context, *observer.GetNamespacesRequest) 
 			continue
 		}
 		for _, ep := range [2]*flowpb.Endpoint{sl.theFlow().GetSource(), sl.theFlow().GetDestination()} {
-			if ep.GetNamespace() != "" {
-				seen[key{ep.GetClusterName(), ep.GetNamespace()}] = true
+			if ep.GetNamespace() == "" {
+				continue
+			}
+			if k := (key{ep.GetClusterName(), ep.GetNamespace()}); !seen[k] {
+				seen[key{strings.Clone(k.cluster), strings.Clone(k.ns)}] = true
 			}
 		}
 	}
