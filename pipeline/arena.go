@@ -80,7 +80,10 @@ func (a *arena) release() bool {
 // The strings of such flows change when their storage is reused: a
 // component that keeps a string of a flow (or of its Event) beyond its
 // hold on the batch copies it (strings.Clone), exactly as it must copy a
-// Flow or any message the Flow reaches. Only the source that fills b calls
+// Flow or any message the Flow reaches. That includes map keys, and an
+// assignment to a key already in a map stores the key given (m[s]++ with
+// s a flow's string makes the map keep s): count through a pointer, or
+// assign with the map's own copy. Only the source that fills b calls
 // Alloc, before it emits b.
 func (b *Batch) Alloc(n int) []byte {
 	if n > arenaMax {
