@@ -25,11 +25,12 @@
 //
 // Responses are decoded without protobuf-go's message types, straight into
 // the batch's pooled flows (codec.UnmarshalGetFlowsResponse): every string
-// of a flow is a slice of one copy of its message, and the copies of
-// consecutive messages share one 64 KiB allocation, so a sink that keeps a
-// string beyond its Write keeps that whole allocation; it copies the
-// string (strings.Clone) instead. A message that is not valid protobuf ends the
-// stream like any broken stream, with its position in the log.
+// of a flow is a slice of one copy of its message, made in storage the
+// batch owns and reuses when it is released (pipeline.Batch.Alloc), so the
+// source allocates nothing per flow; a component that keeps a string
+// beyond its hold on the batch copies it (strings.Clone). A message that
+// is not valid protobuf ends the stream like any broken stream, with its
+// position in the log.
 //
 // Backpressure: the source reads the stream only as fast as the pipeline
 // takes its batches, so with when_full: block a slow pipeline slows the
