@@ -18,20 +18,22 @@ import (
 // lists, their JSON and the values behind their pointers) and holds the
 // job, which is not reused until the cluster drops them (see job.hold).
 // The rows of a job split between files are copied into the cluster's
-// own buffers: holding the job instead would keep all of it for a few
-// rows, as long as the slowest of those files holds them.
+// own buffers, their strings included: holding the job instead would keep
+// all of it for a few rows, as long as the slowest of those files holds
+// them.
 type cluster struct {
 	max  int
 	rows []*Row // held rows, in their jobs or in own
 	jobs []*job // the jobs the held rows live in, one hold each
 	out  []Row  // ordered rows for write, a chunk at a time
 
-	// Copied rows, and their JSON, lists and pointed-to values. A row
-	// points into these as they were when it was copied: when one of them
-	// grows into a new array, the rows before keep the old one.
+	// Copied rows, and their JSON, lists, strings and pointed-to values.
+	// A row points into these as they were when it was copied: when one of
+	// them grows into a new array, the rows before keep the old one.
 	own    []Row
 	js     []byte
 	lists  []string
+	text   stringStore
 	bools  []bool
 	int32s []int32
 
@@ -132,7 +134,8 @@ func (c *cluster) add(rows []Row, j *job) {
 	}
 }
 
-// copyRow copies r into the cluster's own buffers.
+// copyRow copies r into the cluster's own buffers, its strings included:
+// they are in r's job, which is reused.
 func (c *cluster) copyRow(r *Row) *Row {
 	c.own = append(c.own, *r)
 	o := &c.own[len(c.own)-1]
@@ -142,6 +145,7 @@ func (c *cluster) copyRow(r *Row) *Row {
 	o.TCPFlags = copyList(&c.lists, r.TCPFlags)
 	o.SourceLabels = copyList(&c.lists, r.SourceLabels)
 	o.DestinationLabels = copyList(&c.lists, r.DestinationLabels)
+	o.ownStrings(&c.text)
 	if r.IsReply != nil {
 		c.bools = append(c.bools, *r.IsReply)
 		o.IsReply = &c.bools[len(c.bools)-1]
@@ -261,6 +265,7 @@ func (c *cluster) drop() {
 	clear(c.lists)
 	c.jobs, c.rows, c.out, c.own, c.lists = c.jobs[:0], c.rows[:0], c.out[:0], c.own[:0], c.lists[:0]
 	c.js, c.bools, c.int32s = c.js[:0], c.bools[:0], c.int32s[:0]
+	c.text.reset()
 	clear(c.groupOf)
 	clear(c.pairs)
 	c.pairs, c.gid = c.pairs[:0], c.gid[:0]

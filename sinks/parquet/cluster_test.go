@@ -9,11 +9,11 @@ import (
 )
 
 // TestCluster holds rows of jobs, as the writer gets them, in place and
-// copied, and checks that a flush writes each row whole (its JSON, lists
-// and pointed-to values, though a copied row's job was reused since) and
-// in order: by source and destination, arrival order among equals; and
-// that a held job goes back to the spares only once the cluster has
-// dropped its rows.
+// copied, and checks that a flush writes each row whole (its JSON, lists,
+// strings and pointed-to values, though a copied row's job was reused
+// since) and in order: by source and destination, arrival order among
+// equals; and that a held job goes back to the spares only once the
+// cluster has dropped its rows.
 func TestCluster(t *testing.T) {
 	for _, copied := range []bool{false, true} {
 		t.Run(fmt.Sprintf("copied=%v", copied), func(t *testing.T) { testCluster(t, copied) })
@@ -44,7 +44,12 @@ func testCluster(t *testing.T, copied bool) {
 			start := len(j.js)
 			j.js = fmt.Appendf(j.js, `{"n":%d}`, n)
 			n++
-			rows[i] = Row{SourcePod: r.src, DestinationPod: r.dst, ExportJSON: j.js[start:len(j.js):len(j.js)], SourceLabels: slices.Clone(r.labels)}
+			labels := slices.Clone(r.labels)
+			for k, l := range labels {
+				labels[k] = j.fill.text.copy(l)
+			}
+			rows[i] = Row{SourcePod: j.fill.text.copy(r.src), DestinationPod: j.fill.text.copy(r.dst),
+				ExportJSON: j.js[start:len(j.js):len(j.js)], SourceLabels: labels}
 			if r.reply != nil {
 				j.fill.bools[i] = *r.reply
 				rows[i].IsReply = &j.fill.bools[i]
@@ -59,6 +64,11 @@ func testCluster(t *testing.T, copied bool) {
 			// The job is reused: scribble over its buffers.
 			for i := range j.js {
 				j.js[i] = '#'
+			}
+			for _, slab := range j.fill.text.slabs {
+				for i := range slab {
+					slab[i] = '#'
+				}
 			}
 			clear(j.fill.bools)
 			for i := range j.fill.int32s {

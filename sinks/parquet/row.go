@@ -1,6 +1,9 @@
 package parquet
 
 import (
+	"strings"
+	"unsafe"
+
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/enumname"
 	"github.com/flowbus/flowbus/pipeline"
@@ -79,11 +82,17 @@ var flagNames = [...]string{"SYN", "ACK", "FIN", "RST", "PSH", "URG", "ECE", "CW
 // array, and the *bool and *int32 fields point into the filler's own
 // arrays. A list points into strs as it was when the list was filled:
 // when strs grows into a new array, the lists before keep the old one.
+//
+// A row's strings are its own, copies in text: the flow's share storage
+// the batch reuses once released (see pipeline.Batch.Alloc), and a row
+// outlives Write. The filler's storage is reused by the next reset, which
+// comes only once no one holds the job's rows (see job.hold).
 type rowFiller struct {
 	rows   []Row
 	bools  []bool
 	int32s []int32
 	strs   []string // the rows' lists
+	text   stringStore
 }
 
 // reset prepares n rows.
@@ -95,11 +104,19 @@ func (f *rowFiller) reset(n int) {
 	}
 	clear(f.strs)
 	f.rows, f.bools, f.int32s, f.strs = f.rows[:n], f.bools[:n], f.int32s[:n], f.strs[:0]
+	f.text.reset()
 }
 
 // fill sets row i from e; js is e's export JSON (referenced, not copied).
+// The row's strings are copies (see rowFiller).
 func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r := &f.rows[i]
+	f.setFrom(r, i, e, js)
+	r.ownStrings(&f.text)
+}
+
+// setFrom sets r, row i, from e; its strings are still e's.
+func (f *rowFiller) setFrom(r *Row, i int, e *pipeline.Event, js []byte) {
 	*r = Row{NodeName: e.NodeName, ExportJSON: js}
 	if ts := e.Timestamp(); ts != nil {
 		r.Time = ts.GetSeconds()*1_000_000 + int64(ts.GetNanos())/1000
@@ -194,6 +211,30 @@ func (f *rowFiller) fill(i int, e *pipeline.Event, js []byte) {
 	r.kind = kindOf(int32(fl.Type), int32(fl.Verdict), int32(fl.TrafficDirection), proto, r.DestinationPort)
 }
 
+// ownStrings replaces r's strings that come from an event with copies in
+// t, the elements of its label lists included (in place: the lists are
+// r's own). The others (enum, protocol and TCP flag names) are static.
+func (r *Row) ownStrings(t *stringStore) {
+	r.NodeName = t.copy(r.NodeName)
+	r.SourceIP = t.copy(r.SourceIP)
+	r.DestinationIP = t.copy(r.DestinationIP)
+	r.SourceNamespace = t.copy(r.SourceNamespace)
+	r.SourcePod = t.copy(r.SourcePod)
+	r.SourceWorkload = t.copy(r.SourceWorkload)
+	r.SourceService = t.copy(r.SourceService)
+	r.DestinationNamespace = t.copy(r.DestinationNamespace)
+	r.DestinationPod = t.copy(r.DestinationPod)
+	r.DestinationWorkload = t.copy(r.DestinationWorkload)
+	r.DestinationService = t.copy(r.DestinationService)
+	r.Summary = t.copy(r.Summary)
+	for k, l := range r.SourceLabels {
+		r.SourceLabels[k] = t.copy(l)
+	}
+	for k, l := range r.DestinationLabels {
+		r.DestinationLabels[k] = t.copy(l)
+	}
+}
+
 // list is strs from start on, or nil when empty (a null list).
 func (f *rowFiller) list(start int) []string { return tail(f.strs, start) }
 
@@ -202,7 +243,8 @@ func (f *rowFiller) appendList(l []string) []string { return copyList(&f.strs, l
 
 // copyList appends l to *store and returns the copy, nil when l is empty
 // (a null list). The copy keeps the array it was made in when *store
-// later grows into a new one.
+// later grows into a new one. The strings are l's, not copies (see
+// Row.ownStrings).
 func copyList(store *[]string, l []string) []string {
 	start := len(*store)
 	*store = append(*store, l...)
@@ -224,3 +266,55 @@ func enumName[E enumname.Enum](names enumname.Table[E], v E) string {
 	}
 	return names.Name(v)
 }
+
+// stringStore holds copies of strings in slabs of storeSlab bytes, filled
+// in order, and kept for reuse. A copy keeps its bytes until reset makes
+// them free for the next copies: its owner resets it only once no copy is
+// in use. A string that does not fit in the rest of the slab being filled
+// goes to the next slab, or to a new one; a slab is never replaced by a
+// larger copy, as strings point into it.
+type stringStore struct {
+	slabs [][]byte // slabs[:next] hold copies
+	next  int
+	cur   []byte // the slab being filled, slabs[next-1]
+	used  int    // bytes of cur filled
+}
+
+// Store sizes: a string longer than storeMax is copied on its own, for
+// the collector to free with the last row that uses it.
+const (
+	storeSlab = 64 << 10
+	storeMax  = storeSlab / 8
+)
+
+// copy returns a copy of s, in t's storage.
+func (t *stringStore) copy(s string) string {
+	u := t.used
+	if s == "" || len(s) > len(t.cur)-u {
+		return t.copyNext(s)
+	}
+	copy(t.cur[u:], s)
+	t.used = u + len(s)
+	return unsafe.String(&t.cur[u], len(s))
+}
+
+// copyNext is copy when s is empty or does not fit in the slab being
+// filled.
+func (t *stringStore) copyNext(s string) string {
+	switch {
+	case s == "":
+		return ""
+	case len(s) > storeMax:
+		return strings.Clone(s)
+	}
+	if t.next == len(t.slabs) {
+		t.slabs = append(t.slabs, make([]byte, storeSlab))
+	}
+	t.cur, t.used = t.slabs[t.next], 0
+	t.next++
+	return t.copy(s)
+}
+
+// reset makes all of t's storage free for new copies: the copies made
+// before change as new ones are made.
+func (t *stringStore) reset() { t.cur, t.used, t.next = nil, 0, 0 }

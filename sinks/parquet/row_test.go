@@ -1,7 +1,11 @@
 package parquet
 
 import (
+	"bytes"
+	"fmt"
+	"slices"
 	"testing"
+	"unsafe"
 
 	flowpb "github.com/flowbus/flowbus/flow"
 	"github.com/flowbus/flowbus/flow/enumname"
@@ -45,5 +49,37 @@ func against[E enumname.Enum](names enumname.Table[E], _ E) func(int32) (string,
 			want = E(n).String()
 		}
 		return enumName(names, E(n)), want
+	}
+}
+
+// TestStringStore: a copy keeps the bytes its string had, though they
+// change, over as many slabs as the copies take, and one longer than
+// storeMax too.
+func TestStringStore(t *testing.T) {
+	var st stringStore
+	var want, got []string
+	var bufs [][]byte
+	for i := range 2 * storeSlab / 16 {
+		buf := fmt.Appendf(nil, "k8s:app=pod-%d", i)
+		if i == 7 {
+			buf = bytes.Repeat([]byte{'x'}, storeMax+1)
+		}
+		want = append(want, string(buf))
+		got = append(got, st.copy(unsafe.String(&buf[0], len(buf))))
+		bufs = append(bufs, buf)
+	}
+	for _, buf := range bufs {
+		for i := range buf {
+			buf[i] = '#'
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatal("copies changed with their originals")
+	}
+	if st.next < 2 {
+		t.Errorf("%d slabs, want the copies over several", st.next)
+	}
+	if st.copy("") != "" {
+		t.Error("the copy of an empty string is not empty")
 	}
 }
