@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -54,7 +55,8 @@ func against[E enumname.Enum](names enumname.Table[E], _ E) func(int32) (string,
 
 // TestStringStore: a copy keeps the bytes its string had, though they
 // change, over as many slabs as the copies take, and one longer than
-// storeMax too.
+// storeMax too; equal strings share a copy until a reset, after which a
+// string gets a new copy in the reused storage.
 func TestStringStore(t *testing.T) {
 	var st stringStore
 	var want, got []string
@@ -81,5 +83,17 @@ func TestStringStore(t *testing.T) {
 	}
 	if st.copy("") != "" {
 		t.Error("the copy of an empty string is not empty")
+	}
+
+	st.reset()
+	a, b := st.copy(strings.Clone("k8s:app=shared")), st.copy(strings.Clone("k8s:app=shared"))
+	if unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Error("equal strings have a copy each")
+	}
+	st.reset()
+	c := st.copy("k8s:app=shared")
+	st.copy("k8s:app=zzzzzz") // where a was, with c a copy of its own
+	if c != "k8s:app=shared" {
+		t.Errorf("a copy made after a reset reads %q: it is one made before", c)
 	}
 }
