@@ -111,3 +111,27 @@ func TestArenaStrings(t *testing.T) {
 	}
 	b.Release()
 }
+
+// TestHoldStorage: a batch that holds another's storage keeps it intact
+// after the other's release, until its own.
+func TestHoldStorage(t *testing.T) {
+	b := NewBatch()
+	msg := fill(b, 500, 7)
+	want := bytes.Clone(msg)
+	nb := NewBatch()
+	nb.HoldStorage(b)
+	b.Release()
+	for range 3 {
+		o := NewBatch()
+		fill(o, 500, 1)
+		o.Release()
+	}
+	if !bytes.Equal(msg, want) {
+		t.Fatal("storage held by another batch was reused")
+	}
+	a := nb.pinned[0]
+	nb.Release()
+	if a.refs.Load() != 0 {
+		t.Fatalf("%d references left after the holder's release", a.refs.Load())
+	}
+}
