@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowcopy"
 )
 
 // The flowbus_poison build tag makes use after release visible: when the
@@ -65,56 +66,22 @@ func poisonBytes(b []byte) {
 // arenaStrings moves the strings of b's flows and events into b's own
 // storage (see the comment at the top of this file).
 func arenaStrings(b *Batch) {
-	own := func(s string) string {
-		if s == "" {
-			return s
-		}
+	own := flowcopy.StringsFunc(func(s string) string {
 		buf := b.Alloc(len(s))
 		copy(buf, s)
 		return unsafe.String(&buf[0], len(buf))
-	}
+	})
 	done := make(map[*flowpb.Flow]bool, len(b.Events))
 	for i := range b.Events {
 		e := &b.Events[i]
-		e.NodeName = own(e.NodeName)
+		if e.NodeName != "" {
+			e.NodeName = own(e.NodeName)
+		}
 		if f := e.Flow; f != nil && !done[f] {
 			done[f] = true
-			ownStrings(f.ProtoReflect(), own)
+			flowcopy.FlowOwned(f, f, own)
 		}
 	}
-}
-
-// ownStrings replaces every string of m, recursively, with own's copy of
-// it (map keys excepted).
-func ownStrings(m protoreflect.Message, own func(string) string) {
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := range l.Len() {
-				if fd.Message() != nil {
-					ownStrings(l.Get(i).Message(), own)
-				} else if fd.Kind() == protoreflect.StringKind {
-					l.Set(i, protoreflect.ValueOfString(own(l.Get(i).String())))
-				}
-			}
-		case fd.IsMap():
-			mp := v.Map()
-			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				if fd.MapValue().Message() != nil {
-					ownStrings(mv.Message(), own)
-				} else if fd.MapValue().Kind() == protoreflect.StringKind {
-					mp.Set(k, protoreflect.ValueOfString(own(mv.String())))
-				}
-				return true
-			})
-		case fd.Message() != nil:
-			ownStrings(v.Message(), own)
-		case fd.Kind() == protoreflect.StringKind:
-			m.Set(fd, protoreflect.ValueOfString(own(v.String())))
-		}
-		return true
-	})
 }
 
 // PoisonFlow overwrites every field of f, recursively and in place. It exists only in the flowbus_poison build.

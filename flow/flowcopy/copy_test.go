@@ -118,11 +118,13 @@ func (m *marker) Copy(s string) string {
 // the copier's copies.
 func TestCopyStrings(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		owned bool
+		name    string
+		owned   bool
+		inPlace bool // dst is src, a clone of the source
 	}{
-		{"Flow", false},
-		{"FlowOwned", true},
+		{"Flow", false, false},
+		{"FlowOwned", true, false},
+		{"FlowOwned in place", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(3, 4))
@@ -145,9 +147,13 @@ func TestCopyStrings(t *testing.T) {
 					}
 				})
 				m := &marker{made: map[*byte]bool{}}
-				if tc.owned {
+				switch {
+				case tc.inPlace:
+					dst = proto.Clone(src).(*flowpb.Flow)
+					flowcopy.FlowOwned(dst, dst, m)
+				case tc.owned:
 					flowcopy.FlowOwned(dst, src, m)
-				} else {
+				default:
 					flowcopy.Flow(dst, src)
 				}
 				if !proto.Equal(dst, src) {

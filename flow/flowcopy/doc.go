@@ -15,7 +15,8 @@
 package flowcopy
 
 // Strings copies the strings of a copy made by FlowOwned or
-// LostEventOwned. Copy returns a string equal to s that the copy may keep
+// LostEventOwned (whose dst may be src: the message then gets the
+// copier's strings in place). Copy returns a string equal to s that the copy may keep
 // as long as the copier's owner says (storage it reuses, say, when the
 // copy is overwritten); it is called once per non-empty string, in no
 // particular order. An implementation that is a pointer converts to a
@@ -23,6 +24,12 @@ package flowcopy
 type Strings interface {
 	Copy(s string) string
 }
+
+// StringsFunc is a function used as a Strings.
+type StringsFunc func(s string) string
+
+// Copy implements Strings.
+func (f StringsFunc) Copy(s string) string { return f(s) }
 
 // str returns s, or its copy by ss when there is a copier and s is not
 // empty.

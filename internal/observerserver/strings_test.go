@@ -13,40 +13,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/flowbus/flowbus/codec"
 	flowpb "github.com/flowbus/flowbus/flow"
+	"github.com/flowbus/flowbus/flow/flowcopy"
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/internal/observerserver"
 	"github.com/flowbus/flowbus/internal/sinktest"
 	"github.com/flowbus/flowbus/internal/testflow"
 	"github.com/flowbus/flowbus/pipeline"
 )
-
-// moveStrings replaces every string of m, recursively, with move's copy.
-func moveStrings(m protoreflect.Message, move func(string) string) {
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := range l.Len() {
-				if fd.Message() != nil {
-					moveStrings(l.Get(i).Message(), move)
-				} else if fd.Kind() == protoreflect.StringKind {
-					l.Set(i, protoreflect.ValueOfString(move(l.Get(i).String())))
-				}
-			}
-		case fd.IsMap():
-			panic(fmt.Sprintf("moveStrings: map field %s", fd.FullName()))
-		case fd.Message() != nil:
-			moveStrings(v.Message(), move)
-		case fd.Kind() == protoreflect.StringKind:
-			m.Set(fd, protoreflect.ValueOfString(move(v.String())))
-		}
-		return true
-	})
-}
 
 // arenaBatch returns a batch of capacity 32 holding n random flows and a
 // lost event, the strings of its flows and the node names of its events in
@@ -80,7 +56,7 @@ func arenaBatch(r *rand.Rand, n int) (*pipeline.Batch, []*observer.GetFlowsRespo
 		want = append(want, proto.Clone(codec.Envelope(e)).(*observer.GetFlowsResponse))
 		e.NodeName = move(e.NodeName)
 		if e.Flow != nil {
-			moveStrings(e.Flow.ProtoReflect(), move)
+			flowcopy.FlowOwned(e.Flow, e.Flow, flowcopy.StringsFunc(move))
 		}
 	}
 	return b, want, used
