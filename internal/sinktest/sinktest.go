@@ -3,6 +3,7 @@
 package sinktest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -161,4 +162,21 @@ func Stored(b *pipeline.Batch, s string) string {
 	buf := b.Alloc(len(s))
 	copy(buf, s)
 	return unsafe.String(&buf[0], len(buf))
+}
+
+// WriteNodes writes to s one batch per name, its one flow's node name in
+// the batch's own storage (see Stored), releasing each batch after Write:
+// a sink that keeps a node name without copying it then sees the name
+// change when the next batch reuses the storage. It returns the names.
+func WriteNodes(tb testing.TB, s pipeline.Sink, names ...string) []string {
+	tb.Helper()
+	for i, name := range names {
+		b := Batch(i, 1)
+		b.Events[0].NodeName = Stored(b, name)
+		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
+			tb.Fatalf("write %d: %d failed: %v", i, failed, err)
+		}
+		b.Release()
+	}
+	return names
 }

@@ -674,15 +674,7 @@ func TestNodeNamesKept(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, "n"))
 	broker := c.ListenAddrs()[0]
 	s := newSink(t, "json", fmt.Sprintf("brokers: [%s]\ntopic: n\n", broker))
-	names := []string{"node-a", "node-b", "node-a", "node-c"}
-	for i, name := range names {
-		b := sinktest.Batch(i, 1)
-		b.Events[0].NodeName = sinktest.Stored(b, name)
-		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
-			t.Fatal(failed, err)
-		}
-		b.Release()
-	}
+	names := sinktest.WriteNodes(t, s, "node-a", "node-b", "node-a", "node-c")
 	var kept []string
 	for k := range s.nodes {
 		kept = append(kept, k)

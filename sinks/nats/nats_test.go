@@ -395,15 +395,7 @@ subject: nodes
 		t.Fatal(err)
 	}
 	s.nc.Flush()
-	names := []string{"node-a", "node-b", "node-a", "node-c"}
-	for i, name := range names {
-		b := sinktest.Batch(i, 1)
-		b.Events[0].NodeName = sinktest.Stored(b, name)
-		if failed, err := s.Write(context.Background(), b); failed != 0 || err != nil {
-			t.Fatal(failed, err)
-		}
-		b.Release()
-	}
+	names := sinktest.WriteNodes(t, s, "node-a", "node-b", "node-a", "node-c")
 	var kept []string
 	for k, v := range s.nodes {
 		kept = append(kept, k+"="+v[0])
