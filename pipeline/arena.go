@@ -10,12 +10,12 @@ import "sync/atomic"
 // message made the collector run every few thousand flows, and cost the
 // hubble source a quarter of its CPU.
 //
-// An arena's reference count is its batch's one plus one per Clone made
-// from the batch (a clone's flows share the strings, see Batch.Clone). When
-// the batch's last reference goes and no clone holds the arena, it is
-// emptied for the batch's next use; when a clone still holds it, the batch
-// lets it go and takes a new one if it needs one, and the arena goes to
-// the collector with its last clone.
+// An arena's reference count is its batch's one plus one per batch that
+// holds it (a Clone, whose flows share the strings; see HoldStorage). When
+// the batch's last reference goes and no other batch holds the arena, it
+// is emptied for the batch's next use; when another still holds it, the
+// batch lets it go and takes a new one if it needs one, and the arena goes
+// to the collector with its last holder.
 type arena struct {
 	refs atomic.Int32
 	// slabs are the arena's storage, filled in order; cur is the one being
@@ -96,17 +96,14 @@ func (b *Batch) Alloc(n int) []byte {
 	return b.arena.alloc(n)
 }
 
-// HoldStorage makes b hold the storage of from (see Alloc), and what from
-// holds, until b's last release: a source that goes on decoding into b
-// messages it copied into from's storage calls it before it emits from.
-func (b *Batch) HoldStorage(from *Batch) { b.shareArenas(from) }
-
 // used reports whether a holds anything.
 func (a *arena) used() bool { return len(a.slabs) > 0 && (a.cur > 0 || len(a.slabs[0]) > 0) }
 
-// shareArenas makes b hold the arenas of from, whose flows' strings b's
-// copies share.
-func (b *Batch) shareArenas(from *Batch) {
+// HoldStorage makes b hold the storage of from (see Alloc), and what from
+// holds, until b's last release: a Clone, whose flows share from's
+// strings, and a source that goes on decoding into b messages it copied
+// into from's storage (it calls it before it emits from).
+func (b *Batch) HoldStorage(from *Batch) {
 	if from.arena != nil && from.arena.used() {
 		from.arena.refs.Add(1)
 		b.pinned = append(b.pinned, from.arena)

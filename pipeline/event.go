@@ -122,8 +122,8 @@ type Batch struct {
 	// the sink may do with it (lendLate: LateDelivery, lendAgain:
 	// WrittenAgain).
 	mode lendMode
-	// arena is the storage Alloc hands out; pinned are the arenas of the
-	// batches this one is a Clone of (see arena).
+	// arena is the storage Alloc hands out; pinned are the arenas of
+	// other batches this one holds (see HoldStorage).
 	arena  *arena
 	pinned []*arena
 }
@@ -424,7 +424,7 @@ func (b *Batch) Clone() *Batch {
 	c := NewBatch()
 	c.inputBytes = b.inputBytes
 	c.ack = b.ack
-	c.shareArenas(b)
+	c.HoldStorage(b)
 	for i := range b.Events {
 		src := &b.Events[i]
 		dst := c.Next()

@@ -227,12 +227,8 @@ func (r *Row) ownStrings(t *stringStore) {
 	r.DestinationWorkload = t.copy(r.DestinationWorkload)
 	r.DestinationService = t.copy(r.DestinationService)
 	r.Summary = t.copy(r.Summary)
-	for k, l := range r.SourceLabels {
-		r.SourceLabels[k] = t.copy(l)
-	}
-	for k, l := range r.DestinationLabels {
-		r.DestinationLabels[k] = t.copy(l)
-	}
+	t.copyEach(r.SourceLabels)
+	t.copyEach(r.DestinationLabels)
 }
 
 // list is strs from start on, or nil when empty (a null list).
@@ -341,6 +337,13 @@ func (t *stringStore) copy(s string) string {
 	t.used = u + len(s)
 	*seen = unsafe.String(&t.cur[u], len(s))
 	return *seen
+}
+
+// copyEach replaces each string of l with its copy.
+func (t *stringStore) copyEach(l []string) {
+	for k, s := range l {
+		l[k] = t.copy(s)
+	}
 }
 
 // copyNext copies a non-empty s that does not fit in the slab being
