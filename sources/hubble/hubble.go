@@ -560,9 +560,10 @@ func (s *Source) handleOther(r *observer.GetFlowsResponse, out pipeline.Output, 
 		ns := r.GetNodeStatus()
 		state := ns.GetStateChange().String()
 		for _, n := range ns.GetNodeNames() {
-			// The registry keeps a new label value; the name shares the
-			// batch's storage, which is reused.
-			s.m.nodeStatus.WithLabelValues(strings.Clone(n), state).Inc()
+			// The registry may keep n: protobuf-go decoded this
+			// response (codec.UnmarshalGetFlowsResponse decodes only
+			// flows into the batch's storage), so n is its own copy.
+			s.m.nodeStatus.WithLabelValues(n, state).Inc()
 		}
 		level := slog.LevelInfo
 		if ns.GetStateChange() != relay.NodeState_NODE_CONNECTED {
