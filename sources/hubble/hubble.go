@@ -276,6 +276,15 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
+// readBuffer is the size of the gRPC client's read buffer. A GetFlows
+// stream brings one message of about a kilobyte per flow, and a server
+// sends them in writes of up to its write buffer (256 KiB for this
+// project's server, Hubble's own sends as much as the flow-control window
+// lets it); reading them in buffers of that size instead of gRPC's 32 KiB
+// takes fewer system calls per flow: 0.1 µs less of the source's CPU per
+// flow in alternated runs of the stream benchmarks.
+const readBuffer = 256 << 10
+
 // Start creates the gRPC client. It does not connect: an unreachable
 // server is retried by Run, with the source unready meanwhile.
 func (s *Source) Start(context.Context) error {
@@ -296,6 +305,7 @@ func (s *Source) Start(context.Context) error {
 		// Flows can be large (L7 headers); Hubble's CLI allows the same.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 		experimental.WithBufferPool(grpcpool.Default),
+		grpc.WithReadBufferSize(readBuffer),
 	)
 	if err != nil {
 		return fmt.Errorf("hubble source: %s: %w", s.address, err)
