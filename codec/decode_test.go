@@ -512,9 +512,9 @@ func BenchmarkUnmarshalInterleaved(b *testing.B) {
 	var enc []byte
 	work := func() {
 		enc, _ = Protobuf{}.Append(enc[:0], other)
-		n := len(enc)
+		pbLen := len(enc)
 		enc, _ = OCSF{}.Append(enc[:0], other)
-		interleaveSink += n + len(enc) + copy(dst, src)
+		interleaveSink += pbLen + len(enc) + copy(dst, src)
 	}
 	n := b.N
 	t0 := time.Now()

@@ -279,10 +279,9 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 // readBuffer is the size of the gRPC client's read buffer. A GetFlows
 // stream brings one message of about a kilobyte per flow, and a server
 // sends them in writes of up to its write buffer (256 KiB for this
-// project's server, Hubble's own sends as much as the flow-control window
-// lets it); reading them in buffers of that size instead of gRPC's 32 KiB
-// takes fewer system calls per flow: 0.1 µs less of the source's CPU per
-// flow in alternated runs of the stream benchmarks.
+// project's server); reading them in buffers of that size instead of
+// gRPC's 32 KiB takes fewer system calls per flow: 0.1–0.5 µs less of the
+// source's CPU per flow in alternated runs of the stream benchmarks.
 const readBuffer = 256 << 10
 
 // Start creates the gRPC client. It does not connect: an unreachable
