@@ -18,3 +18,17 @@ func Process() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// Switches is how many times the process's threads have left their CPU:
+// the context switches they asked for (waiting) and those the kernel made
+// (preempting them), 0 when the system cannot say. Benchmarks whose
+// goroutines hand work to each other report it per operation: a machine
+// with more runnable threads than cores switches, and refills its caches,
+// far more often.
+func Switches() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return int64(ru.Nvcsw + ru.Nivcsw)
+}

@@ -211,12 +211,22 @@ func feed(b *testing.B, srv *benchServer, n int, done func() uint64) {
 	}
 }
 
+// usage is what the benchmark's process has used so far.
+type usage struct {
+	cpu      time.Duration
+	switches int64
+}
+
+func used() usage { return usage{cputime.Process(), cputime.Switches()} }
+
 // report adds flows/s, the benchmark process's CPU per flow (the client
 // side: gRPC, decoding, the source, and the pipeline when there is one)
-// and the server process's CPU per flow, which is not part of the first.
-func report(b *testing.B, wall, cpu, serverCPU time.Duration) {
+// and its context switches per thousand flows, and the server process's
+// CPU per flow, which is not part of the first.
+func report(b *testing.B, wall time.Duration, from, to usage, serverCPU time.Duration) {
 	b.ReportMetric(float64(b.N)/wall.Seconds(), "flows/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/flow")
+	b.ReportMetric(float64((to.cpu-from.cpu).Nanoseconds())/float64(b.N), "cpu-ns/flow")
+	b.ReportMetric(float64(to.switches-from.switches)*1000/float64(b.N), "switches/kflow")
 	b.ReportMetric(float64(serverCPU.Nanoseconds())/float64(b.N), "server-cpu-ns/flow")
 }
 
@@ -250,14 +260,14 @@ func benchStream(b *testing.B, replay bool) {
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	scpu0, cpu0, t0 := srv.cpu(b), cpuTime(), time.Now()
+	scpu0, u0, t0 := srv.cpu(b), used(), time.Now()
 	feed(b, srv, b.N, out.flows.Load)
-	wall, cpu, scpu := time.Since(t0), cpuTime()-cpu0, srv.cpu(b)-scpu0
+	wall, u1, scpu := time.Since(t0), used(), srv.cpu(b)-scpu0
 	b.StopTimer()
 	if out.lost.Load() != 0 {
 		b.Fatalf("%d lost", out.lost.Load())
 	}
-	report(b, wall, cpu, scpu)
+	report(b, wall, u0, u1, scpu)
 	b.ReportMetric(float64(out.flows.Load())/float64(out.batches.Load()), "flows/batch")
 }
 
@@ -291,11 +301,11 @@ sinks: {null: {type: discard, inputs: [hub]}}
 
 	b.ReportAllocs()
 	b.ResetTimer()
-	scpu0, cpu0, t0 := srv.cpu(b), cpuTime(), time.Now()
+	scpu0, u0, t0 := srv.cpu(b), used(), time.Now()
 	feed(b, srv, b.N, delivered)
-	wall, cpu, scpu := time.Since(t0), cpuTime()-cpu0, srv.cpu(b)-scpu0
+	wall, u1, scpu := time.Since(t0), used(), srv.cpu(b)-scpu0
 	b.StopTimer()
-	report(b, wall, cpu, scpu)
+	report(b, wall, u0, u1, scpu)
 }
 
 // replayServer is an Observer server whose GetFlows sends, on every
