@@ -219,10 +219,10 @@ type usage struct {
 
 func used() usage { return usage{cputime.Process(), cputime.Switches()} }
 
-// report adds flows/s, the benchmark process's CPU per flow (the client
+// report adds flows/s; the benchmark process's CPU per flow (the client
 // side: gRPC, decoding, the source, and the pipeline when there is one)
-// and its context switches per thousand flows, and the server process's
-// CPU per flow, which is not part of the first.
+// and its context switches per thousand flows; and the server process's
+// CPU per flow, which the client's does not include.
 func report(b *testing.B, wall time.Duration, from, to usage, serverCPU time.Duration) {
 	b.ReportMetric(float64(b.N)/wall.Seconds(), "flows/s")
 	b.ReportMetric(float64((to.cpu-from.cpu).Nanoseconds())/float64(b.N), "cpu-ns/flow")
