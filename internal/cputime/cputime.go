@@ -12,10 +12,7 @@ import (
 // Process is the user and system CPU time the whole process has used
 // (0 when the system cannot say).
 func Process() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
+	ru := rusage()
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -26,9 +23,16 @@ func Process() time.Duration {
 // with more runnable threads than cores switches, and refills its caches,
 // far more often.
 func Switches() int64 {
+	ru := rusage()
+	return int64(ru.Nvcsw + ru.Nivcsw)
+}
+
+// rusage is the process's resource usage, all zero when the system cannot
+// say.
+func rusage() syscall.Rusage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return syscall.Rusage{}
 	}
-	return int64(ru.Nvcsw + ru.Nivcsw)
+	return ru
 }
