@@ -3,8 +3,7 @@ package hubble
 import (
 	"context"
 	"sync"
-
-	"google.golang.org/grpc"
+	"unsafe"
 
 	"github.com/flowbus/flowbus/pipeline"
 )
@@ -12,8 +11,7 @@ import (
 // handoff passes the responses of one stream from the goroutine that
 // receives them to the one that decodes them. The reader copies each
 // message into the storage of the batch it is filling (Batch.Alloc), so
-// that the message's bytes are the batch's, reused with it, and gRPC's
-// buffers go back to its pool on the goroutine that took them; the decoder
+// that the message's bytes are the batch's, reused with it; the decoder
 // takes the whole batch of messages whenever it is free. A message costs a
 // lock and a wake-up at most, not a channel's send and receive.
 type handoff struct {
@@ -52,39 +50,53 @@ func (h *handoff) full() bool {
 	return len(h.msgs) >= h.max || h.bytes >= pipeline.DefaultBatchBytes
 }
 
-// read receives st's responses into h until the stream or ctx ends.
-func (h *handoff) read(ctx context.Context, st grpc.ClientStream) {
+// read receives c's messages into h until the stream or ctx ends. The
+// frames are read on this goroutine, and each message is copied from the
+// frame it arrived in into the storage of the batch it goes to.
+func (h *handoff) read(ctx context.Context, c *call) {
 	defer close(h.done)
-	var r rawResponse
-	for {
-		err := st.RecvMsg(&r)
+	err := c.recv(func(m []byte) error {
 		h.mu.Lock()
-		if err != nil {
-			h.err = err
-			h.mu.Unlock()
-			wake(h.ready)
-			return
-		}
 		if h.b == nil {
 			h.b = pipeline.NewBatch()
 		}
-		msg := r.copyInto(h.b)
+		msg := copyInto(h.b, m)
 		h.msgs = append(h.msgs, msg)
 		h.bytes += len(msg)
 		full := h.full()
 		h.mu.Unlock()
 		wake(h.ready)
 		for full {
+			// A full batch waits: reading no further holds the server
+			// back once the window it was given is used up.
 			select {
 			case <-h.room:
 			case <-ctx.Done():
-				return
+				return ctx.Err()
 			}
 			h.mu.Lock()
 			full = h.full()
 			h.mu.Unlock()
 		}
+		return nil
+	})
+	h.mu.Lock()
+	h.err = err
+	h.mu.Unlock()
+	wake(h.ready)
+}
+
+// copyInto copies a message into storage that b owns (Batch.Alloc) and
+// returns the copy, which the flows decoded from it share their strings
+// with: the copy is reused with the batch, so the source allocates nothing
+// per message.
+func copyInto(b *pipeline.Batch, m []byte) string {
+	if len(m) == 0 {
+		return ""
 	}
+	buf := b.Alloc(len(m))
+	copy(buf, m)
+	return unsafe.String(&buf[0], len(m))
 }
 
 // take waits for messages and returns them with the batch whose storage

@@ -42,6 +42,7 @@ package hubble
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,13 +50,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
@@ -65,7 +62,6 @@ import (
 	"github.com/flowbus/flowbus/flow/observer"
 	"github.com/flowbus/flowbus/flow/relay"
 	"github.com/flowbus/flowbus/flowfilter"
-	"github.com/flowbus/flowbus/internal/grpcpool"
 	"github.com/flowbus/flowbus/internal/sinkutil"
 	"github.com/flowbus/flowbus/pipeline"
 	"github.com/flowbus/flowbus/pipeline/config"
@@ -122,8 +118,7 @@ const seamSize = 8192
 type Source struct {
 	name      string
 	address   string // as configured, for logs
-	target    string // the gRPC target
-	creds     credentials.TransportCredentials
+	endpoint  endpoint
 	allow     []*flowpb.FlowFilter
 	deny      []*flowpb.FlowFilter
 	mask      *fieldmaskpb.FieldMask
@@ -132,8 +127,6 @@ type Source struct {
 	batchSize int
 	log       *slog.Logger
 	m         *metrics
-
-	conn *grpc.ClientConn
 
 	// Resume state, owned by Run.
 	resume *timestamppb.Timestamp // since of the next stream
@@ -175,20 +168,19 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 	}
 	var errs config.Errors
 	add := func(err *config.Error) { errs = append(errs, err) }
-	target, err := grpcTarget(o.Address)
+	var tc *tls.Config
+	if o.TLS != nil {
+		c, err := o.TLS.Config(b.Dir)
+		if err != nil {
+			add(b.Errorf("tls", "hubble source: %v", err))
+		}
+		tc = c
+	}
+	ep, err := parseEndpoint(o.Address, tc)
 	if err != nil {
 		add(b.Errorf("address", "hubble source: %v", err))
 	}
-	s.target = target
-	s.creds = insecure.NewCredentials()
-	if o.TLS != nil {
-		tc, err := o.TLS.Config(b.Dir)
-		if err != nil {
-			add(b.Errorf("tls", "hubble source: %v", err))
-		} else {
-			s.creds = credentials.NewTLS(tc)
-		}
-	}
+	s.endpoint = ep
 	allow, aerr := flowfilter.ParseFilters(o.Allow)
 	deny, derr := flowfilter.ParseFilters(o.Deny)
 	if aerr != nil {
@@ -241,26 +233,6 @@ func New(b *pipeline.Build, o *Options) (*Source, error) {
 	return s, nil
 }
 
-// grpcTarget turns the address key into a gRPC target.
-func grpcTarget(addr string) (string, error) {
-	switch {
-	case addr == "":
-		return "", errors.New("address is empty")
-	case strings.HasPrefix(addr, "unix://"):
-		if len(addr) == len("unix://") {
-			return "", fmt.Errorf("address %q: no socket path", addr)
-		}
-		return addr, nil
-	case strings.Contains(addr, "://"):
-		return "", fmt.Errorf("address %q: want unix:///PATH or HOST:PORT", addr)
-	}
-	i := strings.LastIndexByte(addr, ':')
-	if i <= 0 || i == len(addr)-1 {
-		return "", fmt.Errorf("address %q: want unix:///PATH or HOST:PORT", addr)
-	}
-	return "dns:///" + addr, nil
-}
-
 // parseSince reads the since key: a duration before now or an RFC 3339 time.
 func parseSince(v string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(v); err == nil {
@@ -276,55 +248,20 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-// readBuffer is the size of the gRPC client's read buffer. A GetFlows
-// stream brings one message of about a kilobyte per flow, and a server
-// sends them in writes of up to its write buffer (256 KiB for this
-// project's server); reading them in buffers of that size instead of
-// gRPC's 32 KiB takes fewer system calls per flow: 0.1–0.5 µs less of the
-// source's CPU per flow in alternated runs of the stream benchmarks.
+// readBuffer is the size of the source's read buffer. A GetFlows stream
+// brings one message of about a kilobyte per flow, and a server sends them
+// in writes of up to its write buffer (256 KiB for this project's server);
+// reading them in buffers of that size instead of 32 KiB takes fewer
+// system calls per flow: 0.1–0.5 µs less of the source's CPU per flow in
+// alternated runs of the stream benchmarks.
 const readBuffer = 256 << 10
 
-// Start creates the gRPC client. It does not connect: an unreachable
-// server is retried by Run, with the source unready meanwhile.
-func (s *Source) Start(context.Context) error {
-	if s.conn != nil {
-		return nil
-	}
-	conn, err := grpc.NewClient(s.target,
-		grpc.WithTransportCredentials(s.creds),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  s.min,
-				Multiplier: 2,
-				Jitter:     0.2,
-				MaxDelay:   s.max,
-			},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-		// Flows can be large (L7 headers); Hubble's CLI allows the same.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
-		experimental.WithBufferPool(grpcpool.Default),
-		grpc.WithReadBufferSize(readBuffer),
-	)
-	if err != nil {
-		return fmt.Errorf("hubble source: %s: %w", s.address, err)
-	}
-	s.conn = conn
-	return nil
-}
+// Start does nothing: each stream connects on its own (see call), and an
+// unreachable server is retried by Run, with the source unready meanwhile.
+func (s *Source) Start(context.Context) error { return nil }
 
-// Stop closes the gRPC client.
-func (s *Source) Stop(context.Context) error {
-	if s.conn == nil {
-		return nil
-	}
-	err := s.conn.Close()
-	s.conn = nil
-	if err != nil && status.Code(err) != codes.Canceled {
-		return fmt.Errorf("hubble source: close: %w", err)
-	}
-	return nil
-}
+// Stop does nothing: a stream's connection closes when Run returns.
+func (s *Source) Stop(context.Context) error { return nil }
 
 // Ready reports whether the stream is up.
 func (s *Source) Ready() error { return s.ready.Err() }
@@ -344,11 +281,6 @@ var errEmit = errors.New("emit")
 
 // Run streams until ctx ends.
 func (s *Source) Run(ctx context.Context, out pipeline.Output) error {
-	if s.conn == nil {
-		if err := s.Start(ctx); err != nil {
-			return err
-		}
-	}
 	if !s.since.IsZero() {
 		s.resume = timestamppb.New(s.since)
 	}
@@ -418,17 +350,15 @@ func (s *Source) startSeam() {
 func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := s.conn.NewStream(ctx, &observer.Observer_ServiceDesc.Streams[0], observer.Observer_GetFlows_FullMethodName,
-		grpc.ForceCodecV2(rawCodec{}))
+	req, err := proto.Marshal(s.request())
+	if err != nil {
+		return 0, status.Errorf(codes.Internal, "encode the GetFlows request: %v", err)
+	}
+	c, err := open(ctx, s.endpoint, observer.Observer_GetFlows_FullMethodName, req)
 	if err != nil {
 		return 0, err
 	}
-	if err := st.SendMsg(s.request()); err != nil {
-		return 0, err
-	}
-	if err := st.CloseSend(); err != nil {
-		return 0, err
-	}
+	defer c.close()
 	if s.seam != nil {
 		s.log.Info("Hubble stream re-established; resuming", "address", s.address, "since", s.resume.AsTime().Format(time.RFC3339Nano))
 	} else {
@@ -443,7 +373,7 @@ func (s *Source) stream(ctx context.Context, out pipeline.Output) (int, error) {
 	// as nothing more is waiting, and a blocked Emit stops the reads once
 	// a full batch waits (gRPC flow control then holds the server back).
 	h := newHandoff(s.batchSize)
-	go h.read(ctx, st)
+	go h.read(ctx, c)
 	defer func() {
 		cancel()
 		h.close()
