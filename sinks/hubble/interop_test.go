@@ -193,6 +193,20 @@ func TestHubbleRelay(t *testing.T) {
 	if len(nodes) != 2 || count != 200 {
 		t.Fatalf("through relay: %d flows from %v, want 200 from node-a and node-b:\n%.2000s", count, nodes, out)
 	}
+
+	// The project's own hubble source, through the same Relay over TCP.
+	lines := runSource(t, fmt.Sprintf("address: 127.0.0.1:%d\n    since: 2000-01-01T00:00:00Z", pr), 200, func() {})
+	byNode := map[string]int{}
+	for _, l := range lines {
+		for _, n := range []string{"node-a", "node-b"} {
+			if strings.Contains(l, `"node_name":"`+n+`"`) {
+				byNode[n]++
+			}
+		}
+	}
+	if len(lines) != 200 || byNode["node-a"] != 100 || byNode["node-b"] != 100 {
+		t.Fatalf("the hubble source through relay: %d flows, %v by node; want 100 from each", len(lines), byNode)
+	}
 }
 
 // TestSourceClient: the project's own hubble source follows the sink, with
@@ -200,23 +214,49 @@ func TestHubbleRelay(t *testing.T) {
 func TestSourceClient(t *testing.T) {
 	s := newSink(t, "")
 	write(t, s, 0, 1000)
+	// Flows 500..1999 that are not dropped: 500..999 already in the ring,
+	// 1000..1999 written while the source follows.
+	var wantIDs []string
+	for i := 500; i < 2000; i++ {
+		if f := want(i); f.GetVerdict().String() != "DROPPED" {
+			wantIDs = append(wantIDs, f.GetUuid())
+		}
+	}
+	lines := runSource(t, fmt.Sprintf(`address: %s
+    since: %s
+    deny:
+      - {verdict: [DROPPED]}
+    field_mask: [uuid, verdict, source.pod_name]`, target(s), want(500).GetTime().AsTime().Format(time.RFC3339Nano)),
+		len(wantIDs), func() { write(t, s, 1000, 1000) })
+	if len(lines) != len(wantIDs) {
+		t.Fatalf("the source wrote %d flows, want %d", len(lines), len(wantIDs))
+	}
+	for i, l := range lines {
+		if !strings.Contains(l, `"uuid":"`+wantIDs[i]+`"`) || strings.Contains(l, `"IP"`) || !strings.Contains(l, `"pod_name"`) {
+			t.Fatalf("line %d: %s\nwant uuid %s with only uuid, verdict and source.pod_name", i, l, wantIDs[i])
+		}
+	}
+}
+
+// runSource runs a pipeline of the project's hubble source (its keys, src,
+// indented for the source's block) into a file sink, calls then once it
+// runs, waits up to a minute for n flows, stops it and returns the lines
+// the sink wrote.
+func runSource(t *testing.T, src string, n int, then func()) []string {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "out.json")
 	cfg := fmt.Sprintf(`node_name: client
 metrics: {listen: ""}
 sources:
   hub:
     type: hubble
-    address: %s
-    since: %s
-    deny:
-      - {verdict: [DROPPED]}
-    field_mask: [uuid, verdict, source.pod_name]
+    %s
 sinks:
   out:
     type: file
     inputs: [hub]
     path: %s
-`, target(s), want(500).GetTime().AsTime().Format(time.RFC3339Nano), out)
+`, src, out)
 	c, err := config.Parse([]byte(cfg), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
@@ -231,21 +271,11 @@ sinks:
 		_, err := p.Run(ctx)
 		done <- err
 	}()
-	// Flows 500..1999 that are not dropped: 500..999 already in the ring,
-	// 1000..1999 written while the source follows.
-	var wantIDs []string
-	for i := 500; i < 2000; i++ {
-		if f := want(i); f.GetVerdict().String() != "DROPPED" {
-			wantIDs = append(wantIDs, f.GetUuid())
-		}
-	}
-	write(t, s, 1000, 1000)
+	then()
 	deadline := time.Now().Add(60 * time.Second)
-	var lines []string
 	for {
 		data, _ := os.ReadFile(out)
-		lines = strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-		if len(lines) >= len(wantIDs) || time.Now().After(deadline) {
+		if bytes.Count(data, []byte("\n")) >= n || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -255,13 +285,5 @@ sinks:
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(out)
-	lines = strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	if len(lines) != len(wantIDs) {
-		t.Fatalf("the source wrote %d flows, want %d", len(lines), len(wantIDs))
-	}
-	for i, l := range lines {
-		if !strings.Contains(l, `"uuid":"`+wantIDs[i]+`"`) || strings.Contains(l, `"IP"`) || !strings.Contains(l, `"pod_name"`) {
-			t.Fatalf("line %d: %s\nwant uuid %s with only uuid, verdict and source.pod_name", i, l, wantIDs[i])
-		}
-	}
+	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 }
