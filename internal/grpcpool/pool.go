@@ -4,7 +4,8 @@
 // gRPC's default pool zeroes the whole capacity of every buffer it reuses,
 // and its tiers are 256 bytes, 4, 16 and 32 KiB and 1 MiB: a Hubble flow
 // of about a kilobyte takes a 4 KiB buffer, and a stream of flows clears
-// 4 KiB for each (about a twentieth of the hubble source's CPU per flow).
+// 4 KiB for each (a twentieth of the CPU per flow of the hubble source when
+// it still received with gRPC's client).
 // gRPC fills every buffer it gets up to the length it asked for before
 // reading it, so the clearing buys nothing there. Pool keeps buffers in
 // tiers of powers of two, from 256 bytes to 1 MiB; a buffer of another
