@@ -104,7 +104,7 @@ type call struct {
 	conn net.Conn
 	w    *bufio.Writer
 	fr   *http2.Framer
-	stop func() bool // ends the closing of conn when ctx ends
+	stop func() bool // keeps ctx's end from closing conn, once the call is closed
 
 	// Sending: the windows the server gives, the frame size it takes.
 	peerWindow     int64 // its initial stream window
@@ -535,7 +535,8 @@ func headerValue(f *http2.MetaHeadersFrame, name string) string {
 // failed with err.
 func (c *call) connError(err error) error {
 	var ce http2.ConnectionError
-	if errors.As(err, &ce) {
+	var se http2.StreamError
+	if errors.As(err, &ce) || errors.As(err, &se) {
 		return c.protocolError("%v", err)
 	}
 	msg := "connection lost"
