@@ -232,9 +232,9 @@ func TestSlowSinkBlock(t *testing.T) {
 	if got >= 60000 {
 		t.Fatal("the sink was not slow: the test shows nothing")
 	}
-	// Bound: the gRPC stream and connection windows (BDP-sized, at most
-	// 16 MiB each, a few KiB per flow), the reader's queue, one batch and
-	// the sink's buffer.
+	// Bound: the source's flow-control window (4 MiB, about 3,700 of
+	// these flows), the socket's buffers, one batch being filled, one
+	// being decoded, and the sink's buffer.
 	if maxAhead > 20000 {
 		t.Fatalf("the server ran %d flows ahead of the sink: no backpressure", maxAhead)
 	}
