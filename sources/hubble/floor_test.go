@@ -76,17 +76,18 @@ var floorDesc = grpc.ServiceDesc{
 
 const floorMessage = 1100 // bytes, about an enriched flow in protobuf
 
-// BenchmarkGRPCFloor is the ceiling gRPC itself puts on the hubble source:
-// one server stream of pre-marshalled messages of an enriched flow's size
-// over a unix socket, with a codec that neither copies nor decodes, server
-// and client in this process. cpu-ns/msg is both sides together; the source
-// and its server cannot do better per flow than this, as Hubble sends one
-// message per flow. large-windows sets the client's flow control windows
+// BenchmarkGRPCFloor is the ceiling the transport puts on the hubble
+// source: one server stream of pre-marshalled messages of an enriched
+// flow's size from a gRPC server over a unix socket, with a codec that
+// neither copies nor decodes, server and client in this process.
+// cpu-ns/msg is both sides together. default and large-windows receive
+// with gRPC's client, large-windows with the client's flow control windows
 // (1 MiB a stream, 2 MiB the connection, which turns off gRPC's BDP
 // estimation) and read buffer (256 KiB) in place of gRPC's defaults.
-// source-call receives with the source's own call instead of gRPC's client
-// (the server is the same): the difference in cpu-ns/msg is what the source
-// saves per flow by not using gRPC's client.
+// source-call receives with the source's own call: the source and its
+// server cannot do better per flow than that, as Hubble sends one message
+// per flow, and the difference from default is what the source saves per
+// flow by not using gRPC's client.
 func BenchmarkGRPCFloor(b *testing.B) {
 	for _, c := range []struct {
 		name string
