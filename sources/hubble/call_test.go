@@ -28,9 +28,9 @@ func grpcMessages(msgs ...[]byte) []byte {
 	return b
 }
 
-// TestCallData: messages arrive whole however the stream is cut into DATA
-// frames: prefixes and messages split across frames, several in one,
-// empty messages.
+// TestCallData: messages arrive whole when the stream is cut into DATA
+// frames of eleven sizes, from a byte to the whole stream: prefixes and
+// messages split across frames, several in one, empty messages.
 func TestCallData(t *testing.T) {
 	var msgs [][]byte
 	for i, n := range []int{1100, 0, 1, 4, 5, 16 << 10, 16<<10 + 1, 3000, 0, 64 << 10, 700, 1100} {
