@@ -44,6 +44,13 @@ const (
 	// maxMessage is the largest response the source takes: flows can be
 	// large (L7 headers), and Hubble's CLI allows as much.
 	maxMessage = 64 << 20
+	// readBuffer is the size of the source's read buffer. A GetFlows
+	// stream brings one message of about a kilobyte per flow, and a server
+	// sends them in writes of up to its write buffer (256 KiB for this
+	// project's server); reading them in buffers of that size instead of
+	// 32 KiB takes fewer system calls per flow: 0.1–0.5 µs less of the
+	// source's CPU per flow in alternated runs of the stream benchmarks.
+	readBuffer = 256 << 10
 	// maxFrame is the largest frame the source reads: HTTP/2's default,
 	// which it does not raise.
 	maxFrame = 16 << 10
@@ -67,6 +74,7 @@ type endpoint struct {
 // not nil, makes the connection TLS; its server name defaults to the host.
 func parseEndpoint(addr string, tc *tls.Config) (endpoint, error) {
 	var ep endpoint
+	host := "localhost" // a unix socket's :authority and TLS server name
 	switch {
 	case addr == "":
 		return ep, errors.New("address is empty")
@@ -79,20 +87,18 @@ func parseEndpoint(addr string, tc *tls.Config) (endpoint, error) {
 	case strings.Contains(addr, "://"):
 		return ep, fmt.Errorf("address %q: want unix:///PATH or HOST:PORT", addr)
 	default:
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || port == "" {
+		h, port, err := net.SplitHostPort(addr)
+		if err != nil || h == "" || port == "" {
 			return ep, fmt.Errorf("address %q: want unix:///PATH or HOST:PORT", addr)
 		}
 		ep = endpoint{network: "tcp", address: addr, authority: addr}
+		host = h
 	}
 	if tc != nil {
 		tc = tc.Clone()
 		tc.NextProtos = []string{"h2"}
 		if tc.ServerName == "" {
-			tc.ServerName, _, _ = net.SplitHostPort(ep.authority)
-			if tc.ServerName == "" {
-				tc.ServerName = ep.authority
-			}
+			tc.ServerName = host
 		}
 		ep.tls = tc
 	}

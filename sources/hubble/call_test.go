@@ -154,7 +154,7 @@ func (p *peer) run(grant, script func(fr *http2.Framer)) error {
 		case *http2.MetaHeadersFrame:
 			for _, want := range []string{":method=POST", ":path=/observer.Observer/GetFlows", "content-type=application/grpc", "te=trailers"} {
 				k, v, _ := strings.Cut(want, "=")
-				if got := headerValueOf(f, k); got != v {
+				if got := headerValue(f, k); got != v {
 					return fmt.Errorf("request header %s = %q, want %q", k, got, v)
 				}
 			}
@@ -180,15 +180,6 @@ func (p *peer) run(grant, script func(fr *http2.Framer)) error {
 			}
 		}
 	}
-}
-
-func headerValueOf(f *http2.MetaHeadersFrame, name string) string {
-	for _, h := range f.Fields {
-		if h.Name == name {
-			return h.Value
-		}
-	}
-	return ""
 }
 
 // writeHeaders writes a header block of name, value pairs on stream 1.
