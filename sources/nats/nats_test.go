@@ -114,15 +114,20 @@ sinks:
 // its ack floor (the last stream sequence acked with everything before).
 func ackState(t *testing.T, js jetstream.JetStream) (pending int, floor uint64) {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), "HUBBLE", "agg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(context.Background())
+	info, err := consumerInfo(js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return info.NumAckPending, info.AckFloor.Stream
+}
+
+// consumerInfo is the state of the durable the tests' sources share.
+func consumerInfo(js jetstream.JetStream) (*jetstream.ConsumerInfo, error) {
+	c, err := js.Consumer(context.Background(), "HUBBLE", "agg")
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(context.Background())
 }
 
 // Every message is delivered once and acked; a LostEvent passes through; a
@@ -177,7 +182,12 @@ func TestJetStreamTwoConsumersSplit(t *testing.T) {
 	srctest.Start(t, jsYAML(url, "a", ""))
 	srctest.Start(t, jsYAML(url, "b", ""))
 	a, b := srctest.Sink("a"), srctest.Sink("b")
-	time.Sleep(200 * time.Millisecond)
+	// Both instances have a pull request waiting before anything is
+	// published; otherwise the first could take every message.
+	srctest.Eventually(t, "both instances pulling", func() bool {
+		info, err := consumerInfo(js)
+		return err == nil && info.NumWaiting >= 2
+	})
 	publish(t, nc, js, 0, 6000)
 	srctest.Eventually(t, "every flow", func() bool { return a.Distinct()+b.Distinct() == 6000 })
 	srctest.Eventually(t, "every message acked", func() bool { p, f := ackState(t, js); return p == 0 && f == 6000 })
